@@ -1,0 +1,119 @@
+"""``pipeline`` command line: thin wrappers over the stages.
+
+Nothing here imports TensorFlow at module level: ``pipeline --help`` and config
+errors answer in well under a second. User mistakes print one line and exit
+with the error's code (2 for config errors); Ctrl-C exits 130, SIGTERM 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from pipeline.errors import PipelineError
+
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so runs end KILLED and files stay whole."""
+
+
+def _train(args) -> int:
+    from pipeline.config import load
+
+    cfg = load(args.config, args.overrides)
+    _quiet_tensorflow()
+    from pipeline.train.loop import train
+
+    result = train(cfg)
+    _summary(cfg, result)
+    return 0
+
+
+def _config_show(args) -> int:
+    from pipeline.config import load
+
+    print(load(args.config, args.overrides).to_yaml(), end="")
+    return 0
+
+
+def _augment_preview(args) -> int:
+    from pipeline.config import load
+
+    cfg = load(args.config, args.overrides)
+    _quiet_tensorflow()
+    from pipeline.data.augment import preview
+
+    out = preview(cfg, args.out or f"{cfg.workdir}/augment-preview-{cfg.name}.png", n_images=args.images)
+    print(f"Wrote {out}")
+    return 0
+
+
+def _summary(cfg, result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.name}: done", show_header=False)
+    for key, value in result.test_metrics.items():
+        table.add_row(key, f"{value:.4f}")
+    table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run} run")
+    table.add_row("run id", result.run_id)
+    if cfg.tracking.enabled:
+        table.add_row("tracking", f"{cfg.tracking.uri} (experiment {cfg.tracking.experiment!r}; `make ui`)")
+    table.add_row("run folder", str(result.run_dir))
+    table.add_row("export", str(result.export_path) if result.export_path else "disabled")
+    Console().print(table)
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Train, track and export Keras models from one YAML config.",
+        epilog="Overrides are dotted key=value pairs, e.g. train.epochs=3 model.dropout=0.3.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p):
+        p.add_argument("config", help="experiment YAML, e.g. configs/digits.yaml")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+        return p
+
+    with_config(sub.add_parser("train", help="train, evaluate, track and export an experiment")).set_defaults(run=_train)
+
+    config = sub.add_parser("config", help="inspect configs")
+    config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    with_config(config_sub.add_parser("show", help="print the resolved config")).set_defaults(run=_config_show)
+
+    preview = with_config(sub.add_parser("augment-preview", help="write a PNG grid of the configured augmentations"))
+    preview.add_argument("--out", help="PNG path (default <workdir>/augment-preview-<name>.png)")
+    preview.add_argument("--images", type=int, default=6, help="sample images, one per row (default 6)")
+    preview.set_defaults(run=_augment_preview)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return args.run(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()

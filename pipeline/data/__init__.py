@@ -1,0 +1,1 @@
+"""Data stage: TFDS builders, augmentation layers and the tf.data pipeline."""

@@ -1,0 +1,59 @@
+"""Building blocks shared by every model: the regularisation knobs live here, once.
+
+A block is (conv or dense) -> [BatchNormalization] -> activation -> [Dropout].
+With BatchNormalization the preceding layer has no bias (BN's beta replaces it).
+Dropout and BatchNormalization layers exist only when configured, so a model
+summary shows exactly what the config asked for.
+"""
+
+from __future__ import annotations
+
+from pipeline.config import ModelConfig, RegularizationConfig
+
+
+def regularizer(cfg: RegularizationConfig):
+    """The Keras kernel regulariser for the config, or None for 'none'."""
+    from keras import regularizers
+
+    factories = {
+        "none": lambda: None,
+        "l1": lambda: regularizers.L1(cfg.l1),
+        "l2": lambda: regularizers.L2(cfg.l2),
+        "l1_l2": lambda: regularizers.L1L2(l1=cfg.l1, l2=cfg.l2),
+    }
+    return factories[cfg.kernel]()
+
+
+def conv_block(x, filters: int, cfg: ModelConfig, reg, name: str):
+    from keras import layers
+
+    x = layers.Conv2D(
+        filters, cfg.kernel_size, padding="same", use_bias=not cfg.batch_norm,
+        kernel_regularizer=reg, name=f"{name}_conv",
+    )(x)
+    x = _normalise_activate(x, cfg, name)
+    if min(x.shape[1], x.shape[2]) >= 2:
+        x = layers.MaxPooling2D(name=f"{name}_pool")(x)
+    return _dropout(x, cfg, name)
+
+
+def dense_block(x, units: int, cfg: ModelConfig, reg, name: str):
+    from keras import layers
+
+    x = layers.Dense(units, use_bias=not cfg.batch_norm, kernel_regularizer=reg, name=f"{name}_dense")(x)
+    x = _normalise_activate(x, cfg, name)
+    return _dropout(x, cfg, name)
+
+
+def _normalise_activate(x, cfg: ModelConfig, name: str):
+    from keras import layers
+
+    if cfg.batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation(cfg.activation, name=f"{name}_act")(x)
+
+
+def _dropout(x, cfg: ModelConfig, name: str):
+    from keras import layers
+
+    return layers.Dropout(cfg.dropout, name=f"{name}_dropout")(x) if cfg.dropout > 0 else x

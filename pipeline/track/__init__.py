@@ -1,0 +1,5 @@
+"""Track stage: MLflow runs and the plots logged to them."""
+
+from pipeline.track.mlflow import Run, epoch_logger, start_run
+
+__all__ = ["Run", "epoch_logger", "start_run"]

@@ -1,0 +1,176 @@
+"""MLflow tracking: one ``Run`` per training, ended FINISHED, FAILED or KILLED, never left RUNNING.
+
+Uses ``MlflowClient`` rather than the fluent API: no global active run, so a
+tuner can hold a parent run and nested trial runs side by side. With
+``tracking.enabled: false`` the same ``Run`` keeps a local id and folder and
+logs nothing, so the training code has no tracking branches.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ExperimentConfig
+
+_PARAM_BATCH = 100  # MLflow's limit per log_batch call
+
+
+class Run:
+    """A tracked run: its id, a local folder for its files, and logging helpers."""
+
+    def __init__(self, cfg: ExperimentConfig, client=None, run_id: str | None = None):
+        self.cfg = cfg
+        self.client = client
+        self.id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.dir = Path(cfg.workdir) / "runs" / self.id
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def tracked(self) -> bool:
+        return self.client is not None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.tracked:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(self.id, params=items[i : i + _PARAM_BATCH], synchronous=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.tracked:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.id, metrics=items, synchronous=True)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if not self.tracked:
+            return
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.tracked:
+            self.client.log_text(self.id, text, artifact_file)
+
+    def log_file(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.tracked:
+            self.client.log_artifact(self.id, str(path), artifact_path)
+
+    def log_dir(self, path: Path, artifact_path: str) -> None:
+        if self.tracked:
+            self.client.log_artifacts(self.id, str(path), artifact_path)
+
+    def log_setup(self, cfg: ExperimentConfig, spec, strategy_info: dict[str, str]) -> None:
+        """Everything needed to reproduce the run: config, code, libraries, devices, data."""
+        self.log_params(cfg.flat())
+        self.log_text(cfg.to_yaml(), "config.yaml")
+        data = {
+            "data.name": spec.name,
+            "data.version": spec.version,
+            "data.digest": spec.digest,
+            **{f"data.size.{k}": v for k, v in spec.sizes.items()},
+        }
+        self.log_params({k: v for k, v in data.items() if k not in ("data.name",)})
+        self.set_tags({**_environment(), **strategy_info, "data.name": spec.name, "data.digest": spec.digest})
+        self.log_text(json.dumps(spec.__dict__, indent=2, default=list), "data_spec.json")
+
+
+def epoch_logger(run: Run):
+    """A Keras callback that logs every epoch's metrics and learning rate to the run."""
+    import keras
+
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = dict(logs or {})
+            metrics.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+            run.log_metrics(metrics, step=epoch + 1)
+
+    return EpochLogger()
+
+
+@contextmanager
+def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str, str] | None = None):
+    """Open a run for ``cfg``; end it FINISHED, FAILED on an exception or KILLED on Ctrl-C/SIGTERM."""
+    if not cfg.tracking.enabled:
+        yield Run(cfg)
+        return
+    client, experiment_id = _client(cfg)
+    created = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+    run_id = created.info.run_id
+    status = "FAILED"
+    try:
+        yield Run(cfg, client, run_id)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)
+
+
+def _client(cfg: ExperimentConfig):
+    """The MLflow client for ``tracking.uri`` and the experiment id, created if missing.
+
+    For the embedded SQLite store, artifacts go to ``<workdir>/mlartifacts`` beside
+    the database, so the whole store lives in one folder.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = cfg.tracking.uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+        location = (Path(cfg.workdir) / "mlartifacts").resolve().as_uri()
+    try:
+        return client, client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+    except Exception:  # created concurrently by another process
+        return client, client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+
+
+def _environment() -> dict[str, str]:
+    import keras
+    import mlflow
+    import numpy
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tags = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tensorflow_datasets": tfds.__version__,
+        "mlflow.version": mlflow.__version__,
+        "numpy": numpy.__version__,
+        "host.devices": ",".join(d.name for d in tf.config.list_logical_devices()),
+    }
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git.dirty"] = str(bool(_git("status", "--porcelain")))
+    return tags
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""

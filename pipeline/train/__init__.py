@@ -1,0 +1,1 @@
+"""Train stage: strategy, optimiser, callbacks and the ``train(cfg)`` recipe."""

@@ -1,0 +1,72 @@
+"""The Keras callbacks a run uses, built from the config.
+
+Keras' own callbacks do the work (EarlyStopping, ReduceLROnPlateau,
+BackupAndRestore, TerminateOnNaN); the one addition writes the best weights
+atomically, so a kill mid-write never leaves a corrupt checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """Resolve Keras' 'auto' mode the way Keras does: accuracy-like metrics go up."""
+    if mode != "auto":
+        return mode
+    return "max" if "acc" in monitor else "min"
+
+
+def backup_dir(cfg: ExperimentConfig) -> Path:
+    """Where BackupAndRestore keeps its state: keyed by the resolved config, so rerunning
+    the same command resumes, and a changed config never loads incompatible weights."""
+    key = hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:12]
+    return Path(cfg.workdir) / "backup" / f"{cfg.name}-{key}"
+
+
+def best_weights(path: Path, monitor: str, mode: str):
+    """A callback that saves the best weights so far via a temporary file and a rename."""
+    import keras
+
+    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+
+    class AtomicBestWeights(keras.callbacks.Callback):
+        best = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is None or (self.best is not None and not better(value, self.best)):
+                return
+            self.best = value
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.tmp.weights.h5")
+            self.model.save_weights(tmp)
+            os.replace(tmp, path)
+
+    return AtomicBestWeights()
+
+
+def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list:
+    """Callbacks in the order they should run at each epoch end."""
+    import keras
+
+    es = cfg.train.early_stopping
+    mode = monitor_mode(es.monitor, es.mode)
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if cfg.optimizer.schedule.name == "plateau":
+        s = cfg.optimizer.schedule
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=es.monitor, mode=mode, factor=s.factor, patience=s.patience, min_lr=s.min_lr, verbose=0))
+    if es.enabled:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=es.monitor, mode=mode, patience=es.patience, min_delta=es.min_delta,
+            restore_best_weights=es.restore_best_weights, verbose=0))
+    if cfg.train.checkpoint:
+        callbacks.append(best_weights(run_dir / "checkpoints" / "best.weights.h5", es.monitor, mode))
+    if cfg.train.resume:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir(cfg))))
+    return callbacks

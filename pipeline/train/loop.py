@@ -1,0 +1,104 @@
+"""``train(cfg)``: the whole experiment as one readable recipe.
+
+strategy -> data -> tracked run -> model -> fit -> evaluate -> curves -> export.
+Everything that can be rejected without a run (config, dataset, feature keys)
+is rejected before the MLflow run opens, so a bad input leaves no run behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    run_dir: Path
+    test_metrics: dict[str, float]
+    best_epoch: int | None
+    epochs_run: int
+    history: dict[str, list[float]]
+    export_path: Path | None = None
+    checks: dict[str, float] = field(default_factory=dict)
+
+
+def train(cfg: ExperimentConfig) -> TrainResult:
+    """Train, evaluate, track and export the experiment ``cfg`` describes."""
+    from pipeline import track
+    from pipeline.track import plots
+    from pipeline.data import dataset
+    from pipeline.data.augment import build_augmenter
+    from pipeline.export import export
+    from pipeline.models import build_model
+    from pipeline.train.callbacks import build_callbacks
+    from pipeline.train.optim import build_optimizer
+    from pipeline.train.strategy import describe, make_strategy
+
+    strategy = make_strategy(cfg.train.strategy)
+    _seed(cfg)
+    augmenter = build_augmenter(cfg.augment, cfg.seed)
+    in_model = cfg.augment.placement == "model"
+    data = dataset.load(cfg, augmenter=None if in_model else augmenter)
+
+    with track.start_run(cfg) as run:
+        run.log_setup(cfg, data.spec, describe(strategy))
+        steps_per_epoch = int(data.train.cardinality())
+        with strategy.scope():
+            model = build_model(cfg, data.spec, augmenter=augmenter if in_model else None)
+            model.compile(
+                optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, steps_per_epoch),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+                steps_per_execution=cfg.train.steps_per_execution,
+                jit_compile=cfg.train.jit_compile,
+            )
+        callbacks = build_callbacks(cfg, run.dir)
+        history = model.fit(
+            data.train,
+            validation_data=data.validation,
+            epochs=cfg.train.epochs,
+            callbacks=[*callbacks, track.epoch_logger(run)],
+            verbose=cfg.train.verbose,
+        ).history
+
+        best_epoch = _best_epoch(callbacks)
+        test = {f"test_{k}": float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
+        epochs_run = len(history["loss"])
+        run.log_metrics({**test, "epochs_run": epochs_run, **({"best_epoch": best_epoch} if best_epoch else {})})
+        curves = plots.learning_curves(history, best_epoch, run.dir / "learning_curves.png")
+        run.log_file(curves, "plots")
+
+        export_path, checks = None, {}
+        if cfg.export.enabled:
+            meta = {"run_id": run.id, "data": {"name": data.spec.name, "version": data.spec.version,
+                                               "digest": data.spec.digest}, "test_metrics": test}
+            export_path, checks = export(model, cfg, data.spec, data.test, metadata=meta)
+            run.log_metrics(checks)
+            run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
+            run.log_dir(export_path, "saved_model")
+    return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, export_path, checks)
+
+
+def _seed(cfg: ExperimentConfig) -> None:
+    """Same seed, same metrics on the CPU; augmentation still differs epoch to epoch."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _best_epoch(callbacks) -> int | None:
+    """The 1-based epoch whose weights the model kept (EarlyStopping's choice), if any."""
+    import keras
+
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.EarlyStopping) and cb.restore_best_weights and cb.best_epoch is not None:
+            return int(cb.best_epoch) + 1
+    return None
