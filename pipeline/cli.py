@@ -27,6 +27,9 @@ def _train(args) -> int:
 
     cfg = load(args.config, args.overrides)
     _quiet_tensorflow()
+    if cfg.deterministic:
+        # oneDNN CPU kernels are outside op determinism; this must precede `import tensorflow`.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from pipeline.train.loop import train
 
     result = train(cfg)

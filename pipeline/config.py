@@ -98,7 +98,7 @@ class GaussianNoise(Section):
 
 
 AugmentLayer = Annotated[
-    Union[Rotation, Flip, Brightness, Contrast, Zoom, Translation, GaussianNoise],
+    Rotation | Flip | Brightness | Contrast | Zoom | Translation | GaussianNoise,
     Field(discriminator="type"),
 ]
 
@@ -127,6 +127,9 @@ class ModelConfig(Section):
     activation: Literal["relu", "gelu", "swish", "elu", "tanh"] = "relu"
     dropout: Rate = Field(0.0, description="Dropout rate after each block; 0 adds no Dropout layer.")
     batch_norm: bool = False
+    batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.9, description="Moving-statistics momentum. Keras' 0.99 lags for hundreds of steps on small datasets."
+    )
 
 
 class RegularizationConfig(Section):

@@ -55,10 +55,15 @@ def _translation(c, seed, fill):
 
 
 def _gaussian_noise(c, seed, fill):
+    import keras
     from keras import layers
 
-    # stddev is a fraction of the pixel range, so one value suits every dataset.
-    return layers.GaussianNoise(c.stddev * (VALUE_RANGE[1] - VALUE_RANGE[0]), seed=seed)
+    # stddev is a fraction of the pixel range, and Keras caps it at 1: add the noise on [0, 1].
+    scale = VALUE_RANGE[1] - VALUE_RANGE[0]
+    return keras.Sequential(
+        [layers.Rescaling(1.0 / scale), layers.GaussianNoise(c.stddev, seed=seed), layers.Rescaling(scale)],
+        name=f"gaussian_noise_{seed}",
+    )
 
 
 LAYERS = {

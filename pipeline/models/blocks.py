@@ -49,7 +49,7 @@ def _normalise_activate(x, cfg: ModelConfig, name: str):
     from keras import layers
 
     if cfg.batch_norm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=cfg.batch_norm_momentum, name=f"{name}_bn")(x)
     return layers.Activation(cfg.activation, name=f"{name}_act")(x)
 
 

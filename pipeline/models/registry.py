@@ -49,6 +49,9 @@ def build_model(cfg: ExperimentConfig, spec, augmenter=None):
     inputs = keras.Input(spec.input_shape, name=spec.input_name, dtype="float32")
     x = augmenter(inputs) if augmenter is not None else inputs
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
-    x = MODELS[cfg.model.name](x, cfg.model, regularizer(cfg.regularization))
-    outputs = layers.Dense(spec.num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    reg = regularizer(cfg.regularization)
+    x = MODELS[cfg.model.name](x, cfg.model, reg)
+    outputs = layers.Dense(
+        spec.num_classes, activation="softmax", dtype="float32", kernel_regularizer=reg, name="probabilities"
+    )(x)
     return keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")

@@ -23,6 +23,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int
     history: dict[str, list[float]]
+    model: object = None
     export_path: Path | None = None
     checks: dict[str, float] = field(default_factory=dict)
 
@@ -30,17 +31,17 @@ class TrainResult:
 def train(cfg: ExperimentConfig) -> TrainResult:
     """Train, evaluate, track and export the experiment ``cfg`` describes."""
     from pipeline import track
-    from pipeline.track import plots
     from pipeline.data import dataset
     from pipeline.data.augment import build_augmenter
     from pipeline.export import export
     from pipeline.models import build_model
+    from pipeline.track import plots
     from pipeline.train.callbacks import build_callbacks
     from pipeline.train.optim import build_optimizer
     from pipeline.train.strategy import describe, make_strategy
 
     strategy = make_strategy(cfg.train.strategy)
-    _seed(cfg)
+    _deterministic_ops(cfg)
     augmenter = build_augmenter(cfg.augment, cfg.seed)
     in_model = cfg.augment.placement == "model"
     data = dataset.load(cfg, augmenter=None if in_model else augmenter)
@@ -48,6 +49,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     with track.start_run(cfg) as run:
         run.log_setup(cfg, data.spec, describe(strategy))
         steps_per_epoch = int(data.train.cardinality())
+        _seed(cfg)  # here, after data preparation and tracking, which draw from global RNGs
         with strategy.scope():
             model = build_model(cfg, data.spec, augmenter=augmenter if in_model else None)
             model.compile(
@@ -64,6 +66,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
             epochs=cfg.train.epochs,
             callbacks=[*callbacks, track.epoch_logger(run)],
             verbose=cfg.train.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
         ).history
 
         best_epoch = _best_epoch(callbacks)
@@ -81,17 +84,23 @@ def train(cfg: ExperimentConfig) -> TrainResult:
             run.log_metrics(checks)
             run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
             run.log_dir(export_path, "saved_model")
-    return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, export_path, checks)
+    return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks)
+
+
+def _deterministic_ops(cfg: ExperimentConfig) -> None:
+    """Deterministic kernels when asked. oneDNN's CPU kernels are not covered by op determinism,
+    so the CLI also sets TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported (see cli.py)."""
+    import tensorflow as tf
+
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def _seed(cfg: ExperimentConfig) -> None:
-    """Same seed, same metrics on the CPU; augmentation still differs epoch to epoch."""
+    """Same seed, same initial weights; augmentation layers carry their own seeds (augment.py)."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
 
 
 def _best_epoch(callbacks) -> int | None:

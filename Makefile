@@ -1,0 +1,41 @@
+# `make help` lists the targets. Every target creates .venv when it is missing.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+CONFIG ?= configs/digits.yaml
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv train test ui baseline preview lint clean
+
+$(BIN)/pipeline: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(BIN)/pipeline ## create .venv and install the project with its dev tools
+
+train: venv ## train, track and export an experiment (CONFIG=configs/digits.yaml, ARGS="train.epochs=3")
+	$(BIN)/pipeline train $(CONFIG) $(ARGS)
+
+test: venv ## run the test suite (everything but GPU tests)
+	$(BIN)/python -m pytest $(ARGS)
+
+ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///work/mlflow.db --host 127.0.0.1 --port 5000
+
+baseline: venv ## the digits CNN beside scikit-learn's SVC(gamma=0.001) on the same split
+	$(BIN)/python bench/baseline.py $(ARGS)
+
+preview: venv ## write a PNG grid of the configured augmentations
+	$(BIN)/pipeline augment-preview $(CONFIG) $(ARGS)
+
+lint: venv ## ruff
+	$(BIN)/ruff check .
+
+clean: ## delete the work folder (MLflow store, TFDS data, checkpoints, exports)
+	rm -rf work

@@ -1,0 +1,163 @@
+"""Config: typed, validated before TensorFlow is imported, one-line errors naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config import ExperimentConfig, load
+from pipeline.errors import ConfigError
+
+from .conftest import ROOT
+
+SHIPPED = sorted((ROOT / "configs").glob("**/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    assert isinstance(load(path), ExperimentConfig)
+
+
+def test_overrides_win_over_yaml_and_yaml_over_defaults():
+    cfg = load(ROOT / "configs/digits.yaml", ["train.epochs=3", "model.dropout=0.3"])
+    assert (cfg.train.epochs, cfg.model.dropout) == (3, 0.3)
+    assert cfg.data.batch_size == 32  # from the YAML
+    assert cfg.data.shuffle_buffer == 2048  # a default
+
+
+def test_paths_default_under_workdir():
+    cfg = load(None, ["workdir=/tmp/x", "name=exp"])
+    assert cfg.data.data_dir == "/tmp/x/tfds"
+    assert cfg.tracking.uri == "sqlite:////tmp/x/mlflow.db"
+    assert cfg.export.root == "/tmp/x/exports"
+    assert (cfg.tracking.experiment, cfg.export.model_name) == ("exp", "exp")
+
+
+def test_config_is_frozen():
+    cfg = load(None)
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.model.dropout = 0.5
+
+
+def test_override_can_address_list_items():
+    cfg = load(ROOT / "configs/digits.yaml", ["augment.layers.0.degrees=20"])
+    assert cfg.augment.layers[0].degrees == 20
+
+
+BAD_OVERRIDES = {
+    "unknown key": (["model.dropuot=0.3"], "Unknown key `model.dropuot`; did you mean `model.dropout`?"),
+    "dropout out of range": (["model.dropout=1.5"], "Invalid value for `model.dropout`: 1.5. Expected a float in [0, 1)."),
+    "negative lambda": (["regularization.l2=-0.1"], "Invalid value for `regularization.l2`: -0.1. Expected a float in [0, inf)."),
+    "unknown optimizer": (["optimizer.name=adamx"], "Invalid value for `optimizer.name`: 'adamx'. Expected one of 'sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop' or 'adagrad'; did you mean 'adam'?"),
+    "unknown layer": (["augment.layers=[{type: rotate}]"], "Invalid value for `augment.layers[0].type`: 'rotate'."),
+    "unknown model": (["model.name=resnet"], "Invalid value for `model.name`: 'resnet'. Expected one of 'cnn' or 'mlp'."),
+    "wrong type": (["train.epochs=many"], "Invalid value for `train.epochs`: 'many'. Expected an integer in [1, inf)."),
+    "lambda missing": (["regularization.kernel=l1"], "Invalid `regularization`: `l1` must be > 0 when kernel is 'l1'."),
+    "bad override": (["epochs"], "Invalid override `epochs`: expected key=value"),
+}
+
+
+@pytest.mark.parametrize("overrides,message", BAD_OVERRIDES.values(), ids=BAD_OVERRIDES.keys())
+def test_bad_values_name_the_field_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load(ROOT / "configs/digits.yaml", overrides)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"Config file not found: .*nope\.yaml"):
+        load(tmp_path / "nope.yaml")
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  dropout: [0.1\ntrain: {}\n")
+    with pytest.raises(ConfigError, match=r"Malformed YAML in .*bad\.yaml \(line \d+, column \d+\)"):
+        load(bad)
+
+
+BAD_CLI_CASES = {
+    "unknown key": (["configs/digits.yaml", "model.dropuot=0.3"], "Unknown key `model.dropuot`"),
+    "out of range": (["configs/digits.yaml", "model.dropout=1.5"], "`model.dropout`: 1.5"),
+    "negative lambda": (["configs/digits.yaml", "regularization.l2=-1"], "`regularization.l2`"),
+    "unknown optimizer": (["configs/digits.yaml", "optimizer.name=adamx"], "`optimizer.name`"),
+    "unknown layer": (["configs/digits.yaml", "augment.layers=[{type: blur}]"], "`augment.layers[0].type`"),
+    "missing file": (["configs/nope.yaml"], "Config file not found: configs/nope.yaml"),
+    "malformed yaml": (["{bad}"], "Malformed YAML in"),
+}
+
+
+@pytest.mark.parametrize("args,message", BAD_CLI_CASES.values(), ids=BAD_CLI_CASES.keys())
+def test_bad_config_exits_2_with_one_line_before_tensorflow_and_writes_nothing(tmp_path, args, message):
+    if args == ["{bad}"]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("train: {epochs: 3\n")
+        args = [str(bad)]
+    workdir = tmp_path / "work"
+    script = (
+        "import sys; from pipeline.cli import main; "
+        f"rc = main(['train', *{args!r}, 'workdir={workdir}']); "
+        "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "TF_NOT_IMPORTED" in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert not workdir.exists()
+
+
+def test_help_lists_commands_without_importing_tensorflow():
+    script = (
+        "import sys; from pipeline.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit as e: code = e.code\n"
+        "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "TF_NOT_IMPORTED 0" in proc.stdout
+    for command in ("train", "config", "augment-preview"):
+        assert command in proc.stdout
+
+
+def test_config_show_prints_the_resolved_config():
+    import yaml
+
+    from .conftest import run_cli
+
+    proc = run_cli("config", "show", "configs/digits.yaml", "train.epochs=3", "workdir=/tmp/w")
+    assert proc.returncode == 0, proc.stderr
+    shown = yaml.safe_load(proc.stdout)
+    assert shown["train"]["epochs"] == 3
+    assert shown["tracking"]["uri"] == "sqlite:////tmp/w/mlflow.db"
+    assert ExperimentConfig.model_validate(shown).train.epochs == 3
+
+
+def test_registries_cover_every_name_the_config_allows():
+    import typing
+
+    from pipeline.config import (
+        AugmentLayer,
+        ModelConfig,
+        OptimizerConfig,
+        ScheduleConfig,
+        TrainConfig,
+    )
+    from pipeline.data.augment import LAYERS
+    from pipeline.models.registry import MODELS
+    from pipeline.train.optim import OPTIMIZERS, SCHEDULES
+    from pipeline.train.strategy import STRATEGIES
+
+    def names(model, field):
+        return set(typing.get_args(model.model_fields[field].annotation))
+
+    assert set(OPTIMIZERS) == names(OptimizerConfig, "name")
+    assert set(SCHEDULES) == names(ScheduleConfig, "name")
+    assert set(MODELS) == names(ModelConfig, "name")
+    assert set(STRATEGIES) == names(TrainConfig, "strategy")
+    layer_types = {typing.get_args(c.model_fields["type"].annotation)[0]
+                   for c in typing.get_args(typing.get_args(AugmentLayer)[0])}
+    assert set(LAYERS) == layer_types

@@ -1,0 +1,110 @@
+"""Export: TF Serving layout, a pinned contract, verified before publication."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ExportError
+
+
+def _test_images(cfg):
+    from pipeline.data import dataset
+
+    data = dataset.load(cfg)
+    return data, np.concatenate([x.numpy() for x, _ in data.test])
+
+
+def test_export_lands_in_tf_serving_layout_with_its_metadata(trained):
+    cfg, result = trained
+    assert result.export_path == Path(cfg.export.root) / "digits" / "1"
+    assert (result.export_path / "saved_model.pb").is_file() and (result.export_path / "variables").is_dir()
+    meta = json.loads((result.export_path / "assets.extra" / "pipeline.json").read_text())
+    assert meta["run_id"] == result.run_id and meta["data"]["name"] == "digits"
+
+
+def test_serving_contract_names_dtypes_and_shapes_are_pinned(trained):
+    import tensorflow as tf
+
+    _, result = trained
+    fn = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    inputs = fn.structured_input_signature[1]
+    assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {"image": (tf.uint8, [None, 8, 8, 1])}
+    outputs = fn.structured_outputs
+    assert {k: (v.dtype, v.shape.as_list()) for k, v in outputs.items()} == {
+        "probabilities": (tf.float32, [None, 10]),
+        "class_id": (tf.int64, [None]),
+    }
+
+
+FRESH_PROCESS_CHECK = """
+import sys, numpy as np, tensorflow as tf
+path, images, expected = sys.argv[1], np.load(sys.argv[2]), np.load(sys.argv[3])
+serve = tf.saved_model.load(path).signatures["serving_default"]
+first = serve(image=tf.constant(images))
+second = serve(image=tf.constant(images))
+assert np.array_equal(first["probabilities"].numpy(), second["probabilities"].numpy()), "not deterministic"
+diff = float(np.max(np.abs(first["probabilities"].numpy() - expected)))
+assert diff <= 1e-5, diff
+assert np.array_equal(first["class_id"].numpy(), expected.argmax(axis=1))
+assert not any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules), "project code imported"
+print("OK", diff)
+"""
+
+
+def test_export_round_trip_in_a_fresh_process_is_deterministic_and_matches_predict(trained, tmp_path):
+    cfg, result = trained
+    _, images = _test_images(cfg)
+    np.save(tmp_path / "images.npy", images.astype(np.uint8))
+    np.save(tmp_path / "expected.npy", result.model.predict(images, verbose=0))
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_CHECK, str(result.export_path), str(tmp_path / "images.npy"),
+         str(tmp_path / "expected.npy")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("OK"), proc.stderr[-2000:]
+
+
+def test_each_export_is_a_new_version_and_leaves_no_temporary_folder(trained):
+    from pipeline.export import export, versions
+
+    cfg, result = trained
+    data, _ = _test_images(cfg)
+    before = versions(result.export_path.parent)
+    path, checks = export(result.model, cfg, data.spec, data.test)
+    assert versions(path.parent) == [*before, before[-1] + 1] and path.name == str(before[-1] + 1)
+    assert checks["verify.max_abs_diff"] <= 1e-5
+    assert [p.name for p in path.parent.iterdir() if not p.name.isdigit()] == []
+
+
+def test_verification_rejects_a_model_that_does_not_match(trained, tiny_cfg):
+    from pipeline.export import verify
+    from pipeline.models import build_model
+
+    cfg, result = trained
+    data, _ = _test_images(cfg)
+    stranger = build_model(cfg, data.spec)  # same architecture, untrained weights
+    with pytest.raises(ExportError, match="differs from model.predict"):
+        verify(result.export_path, stranger, data.spec, data.test, atol=1e-5)
+
+
+def test_a_failed_verification_publishes_no_version(trained, monkeypatch):
+    from pipeline.export import export, saved_model, versions
+
+    cfg, result = trained
+    data, _ = _test_images(cfg)
+    before = versions(result.export_path.parent)
+
+    def reject(*args, **kwargs):
+        raise ExportError("parity failed")
+
+    monkeypatch.setattr(saved_model, "verify", reject)
+    with pytest.raises(ExportError):
+        export(result.model, cfg, data.spec, data.test)
+    assert versions(result.export_path.parent) == before
+    assert [p.name for p in result.export_path.parent.iterdir() if not p.name.isdigit()] == []

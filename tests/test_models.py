@@ -1,0 +1,109 @@
+"""Models: the registry builds what the config says, regularisation knobs included."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import load
+from pipeline.data.dataset import DataSpec
+
+SPEC = DataSpec("digits", "1.0.0", {}, {}, "", "image", (8, 8, 1), "uint8", 10)
+
+
+def _model(*overrides: str):
+    from pipeline.models import build_model
+
+    return build_model(load(None, ["model.width=4", "model.head_units=8", *overrides]), SPEC)
+
+
+def _count(model, kind: str) -> int:
+    return sum(type(layer).__name__ == kind for layer in model.layers)
+
+
+@pytest.mark.parametrize("kernel,lambdas", [("l2", ["regularization.l2=0.01"]),
+                                            ("l1", ["regularization.l1=0.01"]),
+                                            ("l1_l2", ["regularization.l1=0.01", "regularization.l2=0.01"])])
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_kernel_regularizer_adds_a_penalty_per_kernel(name, kernel, lambdas):
+    import numpy as np
+
+    model = _model(f"model.name={name}", f"regularization.kernel={kernel}", *lambdas)
+    kernels = [layer for layer in model.layers if hasattr(layer, "kernel")]
+    assert len(model.losses) == len(kernels) > 0
+    assert all(float(np.asarray(loss)) > 0 for loss in model.losses)
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_no_regularizer_adds_no_penalty(name):
+    assert _model(f"model.name={name}").losses == []
+
+
+@pytest.mark.parametrize("name,depth,expected_blocks", [("cnn", 2, 3), ("mlp", 3, 3)])
+@pytest.mark.parametrize("dropout,batch_norm", [(0.0, False), (0.3, False), (0.0, True), (0.3, True)])
+def test_dropout_and_batchnorm_layers_exist_exactly_as_configured(name, depth, expected_blocks, dropout, batch_norm):
+    model = _model(f"model.name={name}", f"model.depth={depth}", f"model.dropout={dropout}", f"model.batch_norm={batch_norm}")
+    assert _count(model, "Dropout") == (expected_blocks if dropout else 0)
+    assert _count(model, "BatchNormalization") == (expected_blocks if batch_norm else 0)
+    if dropout:
+        assert {layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"} == {dropout}
+
+
+def test_width_and_depth_shape_the_cnn():
+    model = _model("model.width=4", "model.depth=3")
+    filters = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert filters == [4, 8, 16]
+
+
+def test_model_takes_raw_pixels_and_returns_float32_probabilities():
+    import numpy as np
+
+    model = _model()
+    out = np.asarray(model(np.full((2, 8, 8, 1), 255.0, "float32")))
+    assert out.dtype == np.float32 and out.shape == (2, 10)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.layers[1].name == "rescale"
+
+
+def test_augmentation_placed_in_the_model_is_inactive_at_inference():
+    import numpy as np
+
+    from pipeline.data.augment import build_augmenter
+    from pipeline.models import build_model
+
+    cfg = load(None, ["model.width=4", "augment.placement=model", "augment.layers=[{type: gaussian_noise, stddev: 0.5}]"])
+    model = build_model(cfg, SPEC, augmenter=build_augmenter(cfg.augment, cfg.seed))
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(model(x, training=False)))
+    assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=True)))
+
+
+OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad"]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_builds_with_clipping(name):
+    from pipeline.train.optim import build_optimizer
+
+    cfg = load(None, [f"optimizer.name={name}", "optimizer.clipnorm=1.0"])
+    opt = build_optimizer(cfg.optimizer, epochs=2, steps_per_epoch=10)
+    assert opt.clipnorm == 1.0
+    if name in ("momentum", "nesterov"):
+        assert opt.momentum == 0.9 and opt.nesterov == (name == "nesterov")
+    if name == "adamw":
+        assert opt.weight_decay > 0
+
+
+@pytest.mark.parametrize("schedule,start,end", [("constant", 1e-2, 1e-2), ("cosine", 1e-2, 1e-4), ("exponential", 1e-2, 1e-2 * 0.5**2)])
+def test_schedules_decay_per_epoch(schedule, start, end):
+    from pipeline.train.optim import build_optimizer
+
+    cfg = load(None, ["optimizer.learning_rate=0.01", f"optimizer.schedule.name={schedule}",
+                      "optimizer.schedule.alpha=0.01", "optimizer.schedule.decay_rate=0.5"])
+    opt = build_optimizer(cfg.optimizer, epochs=2, steps_per_epoch=10)
+
+    def at(step: int) -> float:
+        opt.iterations.assign(step)
+        return float(opt.learning_rate)
+
+    assert at(0) == pytest.approx(start)
+    assert at(20) == pytest.approx(end, rel=1e-3)

@@ -1,0 +1,172 @@
+"""Training: seeded, early-stopped, and tracked in MLflow with nothing left RUNNING."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ExperimentConfig
+
+from .conftest import DIGITS, ROOT, tiny
+
+
+def _client(cfg):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(cfg.tracking.uri)
+
+
+def test_run_records_config_data_environment_and_finishes(trained):
+    cfg, result = trained
+    run = _client(cfg).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params, tags = run.data.params, run.data.tags
+    assert params["model.name"] == "cnn" and params["train.epochs"] == "2" and params["model.dropout"] == "0.25"
+    assert params["data.version"] == "1.0.0" and params["data.size.test"] == "359" and len(params["data.digest"]) == 64
+    assert tags["data.name"] == "digits" and tags["keras"].startswith("3.") and tags["tensorflow"].startswith("2.")
+    assert tags["strategy"] == "_DefaultDistributionStrategy" and tags["replicas"] == "1"
+    assert len(tags.get("mlflow.source.git.commit", "")) == 40
+
+
+def test_run_logs_every_epoch_and_the_test_metrics(trained):
+    cfg, result = trained
+    client = _client(cfg)
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        history = client.get_metric_history(result.run_id, name)
+        assert [m.step for m in history] == [1, 2], name
+        if name in result.history:
+            assert [m.value for m in history] == pytest.approx(result.history[name])
+    metrics = client.get_run(result.run_id).data.metrics
+    assert metrics["test_accuracy"] == pytest.approx(result.test_metrics["test_accuracy"])
+    assert 0.1 < metrics["test_accuracy"] <= 1.0
+    assert metrics["best_epoch"] == result.best_epoch and 1 <= result.best_epoch <= 2
+    assert metrics["verify.max_abs_diff"] <= 1e-5 and metrics["verify.examples"] == 359
+
+
+def test_run_artifacts_hold_config_data_spec_curves_and_model(trained, tmp_path):
+    cfg, result = trained
+    client = _client(cfg)
+    names = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "data_spec.json", "plots", "saved_model"} <= names
+    assert [a.path for a in client.list_artifacts(result.run_id, "plots")] == ["plots/learning_curves.png"]
+    assert "saved_model/saved_model.pb" in {a.path for a in client.list_artifacts(result.run_id, "saved_model")}
+    config = client.download_artifacts(result.run_id, "config.yaml", str(tmp_path))
+    assert ExperimentConfig.model_validate(yaml.safe_load(open(config))) == cfg
+    spec = json.load(open(client.download_artifacts(result.run_id, "data_spec.json", str(tmp_path))))
+    assert spec["sizes"] == {"train": 1168, "validation": 270, "test": 359}
+
+
+def test_same_config_and_seed_give_the_same_metrics(tiny_cfg):
+    from pipeline.train.loop import train
+
+    cfg = tiny_cfg("tracking.enabled=false", "export.enabled=false")
+    first, second = train(cfg), train(cfg)
+    assert first.history == second.history
+    assert first.test_metrics == second.test_metrics
+    assert train(tiny_cfg("tracking.enabled=false", "export.enabled=false", "seed=7")).history != first.history
+
+
+def test_early_stopping_stops_before_max_epochs_on_a_plateau(tiny_cfg):
+    from pipeline.train.loop import train
+
+    # min_delta larger than any possible improvement: every epoch after the first is a plateau.
+    cfg = tiny_cfg("train.epochs=30", "train.early_stopping.patience=2", "train.early_stopping.min_delta=100",
+                   "tracking.enabled=false", "export.enabled=false")
+    result = train(cfg)
+    assert result.epochs_run == 3 < cfg.train.epochs
+    assert result.best_epoch == 1
+
+
+def test_a_failure_marks_the_run_failed_and_publishes_nothing(tiny_cfg, monkeypatch):
+    from pipeline.export import saved_model
+    from pipeline.train.loop import train
+
+    def broken_write(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(saved_model, "_write", broken_write)
+    cfg = tiny_cfg("train.epochs=1")
+    with pytest.raises(OSError, match="disk full"):
+        train(cfg)
+    client = _client(cfg)
+    runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    model_dir = Path(cfg.export.root) / cfg.export.model_name
+    assert not model_dir.exists() or list(model_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code,status", [(signal.SIGINT, 130, "KILLED"), (signal.SIGTERM, 143, "KILLED")])
+def test_interrupted_training_ends_the_run_killed(tmp_path, tfds_dir, sig, code, status):
+    from mlflow.tracking import MlflowClient
+
+    workdir = tmp_path / "work"
+    args = tiny(workdir, tfds_dir, "train.epochs=500", "train.early_stopping.enabled=false")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(DIGITS), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    deadline = time.time() + 120
+    run = None
+    while time.time() < deadline and run is None:
+        time.sleep(1)
+        exp = client.get_experiment_by_name("digits") if (workdir / "mlflow.db").exists() else None
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        run = runs[0] if runs and "loss" in runs[0].data.metrics else None
+    assert run is not None, "training never logged an epoch"
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode == code
+    assert client.get_run(run.info.run_id).info.status == status
+    assert not (workdir / "exports").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_runs_log_to_a_real_mlflow_tracking_server(tmp_path, tfds_dir):
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import load
+    from pipeline.train.loop import train
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+                time.sleep(0.5)
+        cfg = load(DIGITS, tiny(tmp_path / "work", tfds_dir, f"tracking.uri={uri}", "train.epochs=1"))
+        result = train(cfg)
+        run = MlflowClient(uri).get_run(result.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["train.epochs"] == "1"
+        assert {"config.yaml", "saved_model"} <= {a.path for a in MlflowClient(uri).list_artifacts(result.run_id)}
+        assert not (tmp_path / "work" / "mlflow.db").exists()  # nothing went to the embedded store
+        assert any((tmp_path / "artifacts").rglob("config.yaml"))  # the server stored the artifacts
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
