@@ -9,11 +9,8 @@ split (the other 20%), exactly the data the CNN's test accuracy uses.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(overrides: list[str]) -> None:
@@ -24,9 +21,10 @@ def main(overrides: list[str]) -> None:
 
     from pipeline.config import load
     from pipeline.data import dataset
-    from pipeline.train.loop import train
+    from pipeline.train.loop import configure_tensorflow, train
 
     cfg = load("configs/digits.yaml", ["export.enabled=false", "train.verbose=0", *overrides])
+    configure_tensorflow(cfg)
     splits = dataset.load(cfg)
 
     def arrays(ds):

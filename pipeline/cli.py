@@ -8,7 +8,6 @@ with the error's code (2 for config errors); Ctrl-C exits 130, SIGTERM 143.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -24,13 +23,10 @@ class Terminated(KeyboardInterrupt):
 
 def _train(args) -> int:
     from pipeline.config import load
+    from pipeline.train.loop import configure_tensorflow, train
 
     cfg = load(args.config, args.overrides)
-    _quiet_tensorflow()
-    if cfg.deterministic:
-        # oneDNN CPU kernels are outside op determinism; this must precede `import tensorflow`.
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from pipeline.train.loop import train
+    configure_tensorflow(cfg)
 
     result = train(cfg)
     _summary(cfg, result)
@@ -46,9 +42,10 @@ def _config_show(args) -> int:
 
 def _augment_preview(args) -> int:
     from pipeline.config import load
+    from pipeline.train.loop import configure_tensorflow
 
     cfg = load(args.config, args.overrides)
-    _quiet_tensorflow()
+    configure_tensorflow(cfg)
     from pipeline.data.augment import preview
 
     out = preview(cfg, args.out or f"{cfg.workdir}/augment-preview-{cfg.name}.png", n_images=args.images)
@@ -70,10 +67,6 @@ def _summary(cfg, result) -> None:
     table.add_row("run folder", str(result.run_dir))
     table.add_row("export", str(result.export_path) if result.export_path else "disabled")
     Console().print(table)
-
-
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -167,6 +167,12 @@ class OptimizerConfig(Section):
     clipvalue: PositiveFloat | None = None
     schedule: ScheduleConfig = ScheduleConfig()
 
+    @model_validator(mode="after")
+    def _one_clipping(self) -> OptimizerConfig:
+        if self.clipnorm and self.clipvalue:
+            raise ValueError("set `clipnorm` or `clipvalue`, not both (Keras clips one way)")
+        return self
+
 
 class EarlyStoppingConfig(Section):
     enabled: bool = True

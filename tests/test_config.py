@@ -161,3 +161,8 @@ def test_registries_cover_every_name_the_config_allows():
     layer_types = {typing.get_args(c.model_fields["type"].annotation)[0]
                    for c in typing.get_args(typing.get_args(AugmentLayer)[0])}
     assert set(LAYERS) == layer_types
+
+
+def test_two_clipping_modes_are_rejected_before_keras_sees_them():
+    with pytest.raises(ConfigError, match=r"Invalid `optimizer`: set `clipnorm` or `clipvalue`, not both"):
+        load(None, ["optimizer.clipnorm=1", "optimizer.clipvalue=1"])

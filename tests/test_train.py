@@ -170,3 +170,43 @@ def test_runs_log_to_a_real_mlflow_tracking_server(tmp_path, tfds_dir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+PREPARE_OWN_DATASET = """
+import numpy as np, tensorflow_datasets as tfds
+
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("0.1.0")
+    def _info(self):
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+            "picture": tfds.features.Image(shape=(12, 12, 3)), "kind": tfds.features.ClassLabel(num_classes=3)}))
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+    def _generate_examples(self):
+        rng = np.random.default_rng(0)
+        for i in range(90):
+            image = rng.integers(0, 60, (12, 12, 3), dtype=np.uint8)
+            image[:, :, i % 3] += 150  # the class is the bright channel
+            yield i, {"picture": image, "kind": i % 3}"""
+
+
+def test_any_prepared_tfds_dataset_trains_with_only_a_config_change(tmp_path):
+    """A user's own builder, prepared elsewhere: this process never imports its code."""
+    import tensorflow as tf
+
+    from pipeline.config import load
+    from pipeline.train.loop import train
+
+    data_dir = tmp_path / "their_tfds"
+    (tmp_path / "their_builder").mkdir()  # TFDS wants a builder inside a package
+    (tmp_path / "their_builder" / "__init__.py").write_text(PREPARE_OWN_DATASET)
+    prepare = f"from their_builder import TinyShapes; TinyShapes(data_dir={str(data_dir)!r}).download_and_prepare()"
+    subprocess.run([sys.executable, "-c", prepare], cwd=tmp_path, check=True, timeout=120, capture_output=True)
+    cfg = load(DIGITS, tiny(tmp_path / "work", data_dir, "data.dataset=tiny_shapes", "data.image_key=picture",
+                            "data.label_key=kind", "name=shapes", "train.epochs=1",
+                            "data.splits.train=train[:60%]", "data.splits.validation=train[60%:80%]",
+                            "data.splits.test=train[80%:]"))
+    result = train(cfg)
+    assert result.export_path == Path(cfg.export.root) / "shapes" / "1"
+    inputs = tf.saved_model.load(str(result.export_path)).signatures["serving_default"].structured_input_signature[1]
+    assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {"picture": (tf.uint8, [None, 12, 12, 3])}

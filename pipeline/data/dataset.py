@@ -106,6 +106,8 @@ def _read(cfg: ExperimentConfig):
 
 
 def _spec(cfg: ExperimentConfig, info) -> DataSpec:
+    import numpy as np
+
     image = info.features[cfg.data.image_key]
     label = info.features[cfg.data.label_key]
     if any(d is None for d in image.shape):
@@ -119,7 +121,7 @@ def _spec(cfg: ExperimentConfig, info) -> DataSpec:
         digest=_digest(info, split_specs),
         input_name=cfg.data.image_key,
         input_shape=tuple(image.shape),
-        input_dtype=image.np_dtype.__name__ if hasattr(image, "np_dtype") else str(image.dtype.name),
+        input_dtype=np.dtype(image.np_dtype).name,
         num_classes=label.num_classes,
         class_names=list(label.names),
     )

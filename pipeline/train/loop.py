@@ -7,6 +7,7 @@ is rejected before the MLflow run opens, so a bad input leaves no run behind.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,9 +88,19 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks)
 
 
+def configure_tensorflow(cfg: ExperimentConfig) -> None:
+    """Environment TensorFlow reads once, at import: call before anything imports it.
+
+    oneDNN's CPU kernels are outside TensorFlow's op determinism (the same run gave
+    different losses with them on), so a deterministic config turns them off.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if cfg.deterministic:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
 def _deterministic_ops(cfg: ExperimentConfig) -> None:
-    """Deterministic kernels when asked. oneDNN's CPU kernels are not covered by op determinism,
-    so the CLI also sets TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported (see cli.py)."""
+    """Deterministic kernels when asked (see configure_tensorflow for oneDNN)."""
     import tensorflow as tf
 
     if cfg.deterministic:
