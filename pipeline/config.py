@@ -28,8 +28,8 @@ PositiveFloat = Annotated[float, Field(gt=0.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
 
-# Metric names a callback may monitor; tasks add to this as they add metrics.
-Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy"]
+# Metric names a callback may monitor: classification logs accuracy, regression rmse and mae.
+Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy", "rmse", "val_rmse", "mae", "val_mae"]
 
 
 class Section(BaseModel):
@@ -47,17 +47,51 @@ class SplitsConfig(Section):
     test: str = "train[80%:]"
 
 
+class TimeSplitConfig(Section):
+    """Split by time instead of by the TFDS split specs: train on the earliest examples."""
+
+    column: str = Field(description="Numeric feature that orders examples in time, e.g. timestamp.")
+    validation: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.7, description="Quantile where validation starts.")
+    test: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.8, description="Quantile where test starts.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeSplitConfig:
+        if self.validation >= self.test:
+            raise ValueError("`validation` must be below `test` (they are quantiles of the time column)")
+        return self
+
+
 class DataConfig(Section):
     """Which TFDS dataset to read and how ``tf.data`` feeds it."""
 
-    dataset: str = Field("digits", description="TFDS builder name; any prepared dataset works.")
+    dataset: str = Field("digits", description="TFDS builder name (digits, ames_housing, movielens_small, csv, image_folder, or any prepared dataset).")
     data_dir: str | None = Field(None, description="TFDS data_dir; default <workdir>/tfds.")
+    path: str | None = Field(None, description="csv: a .csv or .parquet file; image_folder: a folder with one subfolder per class.")
     splits: SplitsConfig = SplitsConfig()
-    image_key: str = Field("image", description="Feature holding the raw image.")
-    label_key: str = Field("label", description="Feature holding the class label.")
+    time_split: TimeSplitConfig | None = None
+    features: list[str] | None = Field(None, description="Features the model sees; default every feature but the label.")
+    label_key: str = Field("label", description="Feature holding the label: a class (classification) or a number (regression).")
+    column_types: dict[str, Literal["float", "int", "string"]] = Field({}, description="csv: declared column types; others are inferred.")
+    on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
+    image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
+    channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
     batch_size: PositiveInt = 64
     shuffle_buffer: Count = Field(2048, description="0 disables shuffling.")
     cache: bool = Field(True, description="Cache decoded examples in memory after the first epoch.")
+
+
+class FeaturesConfig(Section):
+    """How raw features are encoded inside the model (so the export takes raw features)."""
+
+    types: dict[str, Literal["numeric", "categorical", "multi_hot"]] = Field(
+        {}, description="Override inferred kinds: numbers are numeric, strings categorical."
+    )
+    encoding: Literal["one_hot", "embedding"] = Field("one_hot", description="How categoricals enter an MLP.")
+    embedding_dim: PositiveInt = 8
+    separator: str = Field("|", description="multi_hot: separator between the values in one string.")
+    missing: Literal["mean", "zero"] = Field("mean", description="Numeric NaN becomes the training mean (or 0).")
+    missing_indicator: bool = Field(True, description="Add an is-missing input for numerics that had NaN in training.")
+    target_transform: Literal["none", "log"] = Field("none", description="Regression: train on log(y); the export returns y.")
 
 
 class Rotation(Section):
@@ -115,10 +149,19 @@ class AugmentConfig(Section):
     layers: list[AugmentLayer] = []
 
 
+class RecommenderConfig(Section):
+    """recommender: matrix factorisation with biases, plus an optional MLP tower over side features."""
+
+    user: str = Field("userId", description="Feature holding the user id.")
+    item: str = Field("movieId", description="Feature holding the item id.")
+    factors: PositiveInt = Field(32, description="Embedding size of users and items.")
+    tower: list[PositiveInt] = Field([], description="Hidden units of an MLP over [user, item, side features]; empty for none.")
+
+
 class ModelConfig(Section):
     """Architecture knobs shared by every model in the registry."""
 
-    name: Literal["cnn", "mlp"] = "cnn"
+    name: Literal["cnn", "mlp", "tabular_mlp", "recommender"] = "cnn"
     width: PositiveInt = Field(32, description="Filters of the first conv block (doubling per block), or units per MLP layer.")
     depth: PositiveInt = Field(2, description="Number of conv blocks or hidden layers.")
     kernel_size: PositiveInt = 3
@@ -130,6 +173,7 @@ class ModelConfig(Section):
     batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.9, description="Moving-statistics momentum. Keras' 0.99 lags for hundreds of steps on small datasets."
     )
+    recommender: RecommenderConfig = RecommenderConfig()
 
 
 class RegularizationConfig(Section):
@@ -216,6 +260,7 @@ class ExperimentConfig(Section):
     deterministic: bool = Field(True, description="Deterministic ops and tf.data order: same seed, same metrics on the CPU.")
     workdir: str = Field("work", description="Holds the MLflow store, TFDS data, checkpoints and exports.")
     data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     regularization: RegularizationConfig = RegularizationConfig()

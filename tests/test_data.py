@@ -23,7 +23,8 @@ def test_digits_builder_prepares_every_example_as_uint8_images(tiny_cfg):
     spec = dataset.load(tiny_cfg()).spec
     assert (spec.name, spec.version) == ("digits", "1.0.0")
     assert sum(spec.sizes.values()) == 1797
-    assert spec.input_shape == (8, 8, 1) and spec.input_dtype == "uint8"
+    assert spec.features == (dataset.Feature("image", "image", "uint8", (8, 8, 1)),)
+    assert spec.task == "classification"
     assert spec.num_classes == 10 and spec.class_names == [str(d) for d in range(10)]
 
 
@@ -50,7 +51,7 @@ def test_digest_changes_with_the_split(tiny_cfg):
 
 def _first_batch(ds):
     x, y = next(iter(ds))
-    return x.numpy(), y.numpy()
+    return x["image"].numpy(), y.numpy()
 
 
 def test_augmentation_touches_the_training_split_only(tiny_cfg):
@@ -98,8 +99,8 @@ def test_unknown_dataset_is_a_data_error_naming_the_field(tiny_cfg):
 def test_missing_feature_key_is_a_data_error(tiny_cfg):
     from pipeline.data import dataset
 
-    with pytest.raises(DataError, match=r"Invalid `data.image_key`: 'pixels' is not a feature of digits"):
-        dataset.load(tiny_cfg("data.image_key=pixels"))
+    with pytest.raises(DataError, match=r"Invalid `data.features`: 'pixels' is not a feature of digits; it has id, image, label"):
+        dataset.load(tiny_cfg("data.features=[pixels]"))
 
 
 def test_augment_preview_writes_a_png_grid(tiny_cfg, tmp_path):

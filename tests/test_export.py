@@ -17,7 +17,7 @@ def _test_images(cfg):
     from pipeline.data import dataset
 
     data = dataset.load(cfg)
-    return data, np.concatenate([x.numpy() for x, _ in data.test])
+    return data, np.concatenate([x["image"].numpy() for x, _ in data.test])
 
 
 def test_export_lands_in_tf_serving_layout_with_its_metadata(trained):
@@ -61,7 +61,7 @@ def test_export_round_trip_in_a_fresh_process_is_deterministic_and_matches_predi
     cfg, result = trained
     _, images = _test_images(cfg)
     np.save(tmp_path / "images.npy", images.astype(np.uint8))
-    np.save(tmp_path / "expected.npy", result.model.predict(images, verbose=0))
+    np.save(tmp_path / "expected.npy", result.model.predict({"image": images}, verbose=0))
     proc = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS_CHECK, str(result.export_path), str(tmp_path / "images.npy"),
          str(tmp_path / "expected.npy")],
@@ -90,7 +90,7 @@ def test_verification_rejects_a_model_that_does_not_match(trained, tiny_cfg):
     data, _ = _test_images(cfg)
     stranger = build_model(cfg, data.spec)  # same architecture, untrained weights
     with pytest.raises(ExportError, match="differs from model.predict"):
-        verify(result.export_path, stranger, data.spec, data.test, atol=1e-5)
+        verify(result.export_path, stranger, cfg, data.spec, data.test, atol=1e-5)
 
 
 def test_a_failed_verification_publishes_no_version(trained, monkeypatch):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import load
-from pipeline.data.dataset import DataSpec
+from pipeline.data.dataset import DataSpec, Feature
 
-SPEC = DataSpec("digits", "1.0.0", {}, {}, "", "image", (8, 8, 1), "uint8", 10)
+SPEC = DataSpec("digits", "1.0.0", {}, {}, "", (Feature("image", "image", "uint8", (8, 8, 1)),), "label",
+                "classification", 10)
 
 
 def _model(*overrides: str):
@@ -58,10 +59,10 @@ def test_model_takes_raw_pixels_and_returns_float32_probabilities():
     import numpy as np
 
     model = _model()
-    out = np.asarray(model(np.full((2, 8, 8, 1), 255.0, "float32")))
+    out = np.asarray(model({"image": np.full((2, 8, 8, 1), 255.0, "float32")}))
     assert out.dtype == np.float32 and out.shape == (2, 10)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.layers[1].name == "rescale"
+    assert model.layers[1].name == "image_rescale"
 
 
 def test_augmentation_placed_in_the_model_is_inactive_at_inference():
@@ -72,7 +73,7 @@ def test_augmentation_placed_in_the_model_is_inactive_at_inference():
 
     cfg = load(None, ["model.width=4", "augment.placement=model", "augment.layers=[{type: gaussian_noise, stddev: 0.5}]"])
     model = build_model(cfg, SPEC, augmenter=build_augmenter(cfg.augment, cfg.seed))
-    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
+    x = {"image": np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")}
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), np.asarray(model(x, training=False)))
     assert not np.allclose(np.asarray(model(x, training=True)), np.asarray(model(x, training=True)))
 

@@ -1,9 +1,14 @@
-"""Read a TFDS dataset into train/validation/test ``tf.data`` pipelines.
+"""Read a TFDS dataset into train/validation/test ``tf.data`` pipelines of named raw features.
 
-Stages: read (tfds.load) -> select features -> cache -> seeded shuffle (train)
--> batch -> cast to float -> augment (train, batch-level) -> prefetch.
-Pixels stay on their stored scale: the model owns normalisation, so the
-exported model takes raw pixels exactly as the dataset stores them.
+Stages: read (tfds.load) -> [filter by time] -> select features -> cache
+-> seeded shuffle (train) -> batch -> cast images to float, transform the
+target -> augment images (train, batch-level) -> prefetch.
+
+Every example is ``({feature name: raw value}, label)``. Features keep their
+stored dtype (uint8 pixels, float or int numbers, strings): the model owns all
+preprocessing, so the export takes raw features exactly as the dataset stores
+them. The statistics that preprocessing needs come from ``Splits.train_columns``,
+read from the training split only.
 """
 
 from __future__ import annotations
@@ -17,6 +22,17 @@ from pipeline.config import ExperimentConfig
 from pipeline.errors import DataError
 
 SPLITS = ("train", "validation", "test")
+MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One raw model input: its name, how it is encoded, and how it is stored."""
+
+    name: str
+    kind: str  # image | numeric | categorical | multi_hot
+    dtype: str  # as stored: uint8, float32, int64, string, ...
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -28,11 +44,15 @@ class DataSpec:
     splits: dict[str, str]
     sizes: dict[str, int]
     digest: str
-    input_name: str
-    input_shape: tuple[int, ...]
-    input_dtype: str
-    num_classes: int
+    features: tuple[Feature, ...]
+    label: str
+    task: str  # classification | regression
+    num_classes: int = 0
     class_names: list[str] = field(default_factory=list)
+    skipped: int = 0  # bad rows or files skipped when the dataset was prepared
+
+    def feature(self, name: str) -> Feature:
+        return next(f for f in self.features if f.name == name)
 
 
 @dataclass
@@ -41,44 +61,52 @@ class Splits:
     validation: Any
     test: Any
     spec: DataSpec
+    train_columns: dict[str, Any]  # non-image training features and the (transformed) label, as NumPy
 
 
 def load(cfg: ExperimentConfig, augmenter=None) -> Splits:
-    """Prepare (if needed) and read the configured TFDS dataset.
+    """Prepare (if needed) and read the configured dataset.
 
     Args:
         cfg: The experiment config; ``cfg.data`` names the dataset and the splits.
-        augmenter: Keras layer applied to training batches only; default none.
+        augmenter: Keras layer applied to training images only; default none.
 
     Raises:
-        DataError: unknown dataset, bad split spec, or a feature key it does not have.
+        DataError: unknown dataset, bad split spec, a missing feature, or bad input files.
     """
     raw, info = _read(cfg)
-    spec = _spec(cfg, info)
+    spec = _spec(cfg, info, raw)
+    from pipeline.tasks import task_for
+
+    task = task_for(cfg, spec)
     datasets = {
-        name: _pipeline(ds, cfg, training=name == "train", augmenter=augmenter)
+        name: _pipeline(ds, cfg, spec, task, training=name == "train", augmenter=augmenter)
         for name, ds in zip(SPLITS, raw)
     }
-    return Splits(**datasets, spec=spec)
+    return Splits(**datasets, spec=spec, train_columns=_columns(raw[0], spec, task))
 
 
 def sample_images(cfg: ExperimentConfig, n: int):
-    """The first ``n`` raw training images as a NumPy array (for previews)."""
+    """The first ``n`` raw training images of the first image feature (for previews)."""
     import numpy as np
 
-    (train, *_), _ = _read(cfg)
-    images = [ex[cfg.data.image_key] for ex in train.take(n).as_numpy_iterator()]
-    return np.stack(images)
+    raw, info = _read(cfg)
+    spec = _spec(cfg, info, raw)
+    image = next((f.name for f in spec.features if f.kind == "image"), None)
+    if image is None:
+        raise DataError(f"Dataset {spec.name} has no image feature to preview.")
+    return np.stack([ex[image] for ex in raw[0].take(n).as_numpy_iterator()])
 
 
 def _read(cfg: ExperimentConfig):
+    """tfds.load the three splits (or the time-ordered thirds of one split) and check the keys."""
     import tensorflow_datasets as tfds
 
-    import pipeline.data.builders  # noqa: F401  (registers the built-in builders)
+    from pipeline.data.builders import builder_kwargs
 
     tfds.display_progress_bar(False)
-
-    splits = [getattr(cfg.data.splits, name) for name in SPLITS]
+    time_split = cfg.data.time_split
+    splits = [cfg.data.splits.train] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
     try:
         datasets, info = tfds.load(
             cfg.data.dataset,
@@ -86,44 +114,82 @@ def _read(cfg: ExperimentConfig):
             data_dir=cfg.data.data_dir,
             with_info=True,
             shuffle_files=False,
-            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed, add_tfds_id=False),
+            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
+            builder_kwargs=builder_kwargs(cfg),
         )
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(
-            f"Unknown dataset `data.dataset`: {cfg.data.dataset!r}. Use a TFDS catalogue name or a "
-            f"built-in one (digits), prepared under `data.data_dir` ({cfg.data.data_dir})."
+            f"Unknown dataset `data.dataset`: {cfg.data.dataset!r}. Use a built-in one (digits, ames_housing, "
+            f"movielens_small, csv, image_folder) or a TFDS dataset prepared under `data.data_dir` ({cfg.data.data_dir})."
         ) from None
     except (ValueError, AssertionError) as exc:
         raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
-    for key in ("image_key", "label_key"):
-        name = getattr(cfg.data, key)
-        if name not in info.features:
+    wanted = [cfg.data.label_key, *(cfg.data.features or []), *([time_split.column] if time_split else [])]
+    for key in wanted:
+        if key not in info.features:
+            which = "label_key" if key == cfg.data.label_key else "time_split.column" if time_split and key == time_split.column else "features"
             raise DataError(
-                f"Invalid `data.{key}`: {name!r} is not a feature of {info.name}; "
-                f"it has {', '.join(info.features)}."
+                f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
             )
+    if time_split:
+        datasets = _split_by_time(datasets[0], time_split)
     return datasets, info
 
 
-def _spec(cfg: ExperimentConfig, info) -> DataSpec:
+def _split_by_time(ds, time_split):
+    """Train on the earliest examples: cut one split at quantiles of its time column."""
     import numpy as np
+    import tensorflow as tf
 
-    image = info.features[cfg.data.image_key]
+    times = np.fromiter((t for t in ds.map(lambda ex: ex[time_split.column]).as_numpy_iterator()), dtype=np.float64)
+    lo, hi = np.quantile(times, [time_split.validation, time_split.test])
+    column = time_split.column
+
+    def between(low, high):
+        return lambda ex: tf.logical_and(tf.cast(ex[column], tf.float64) >= low, tf.cast(ex[column], tf.float64) < high)
+
+    bounds = [(-np.inf, lo), (lo, hi), (hi, np.inf)]
+    return [ds.filter(between(a, b)) for a, b in bounds]
+
+
+def _spec(cfg: ExperimentConfig, info, datasets) -> DataSpec:
+    import numpy as np
+    import tensorflow_datasets as tfds
+
     label = info.features[cfg.data.label_key]
-    if any(d is None for d in image.shape):
-        raise DataError(f"`data.image_key` {cfg.data.image_key!r} has images of varying size {image.shape}.")
+    names = cfg.data.features or [n for n in info.features if n != cfg.data.label_key]
+    features = []
+    for name in names:
+        feature = info.features[name]
+        np_dtype = np.dtype(feature.np_dtype)
+        dtype = "string" if np_dtype.kind in "OSU" else np_dtype.name
+        if isinstance(feature, tfds.features.Image):
+            if any(d is None for d in feature.shape):
+                raise DataError(f"Feature {name!r} has images of varying size {feature.shape}; prepare them resized.")
+            kind = "image"
+        else:
+            kind = "categorical" if dtype == "string" else "numeric"
+        kind = cfg.features.types.get(name, kind)
+        features.append(Feature(name, kind, dtype, tuple(feature.shape)))
+    classification = isinstance(label, tfds.features.ClassLabel)
     split_specs = {name: getattr(cfg.data.splits, name) for name in SPLITS}
+    if cfg.data.time_split:
+        split_specs = {name: f"{cfg.data.splits.train} by {cfg.data.time_split.column}" for name in SPLITS}
+        sizes = {name: int(ds.reduce(0, lambda n, _: n + 1)) for name, ds in zip(SPLITS, datasets)}
+    else:
+        sizes = {name: info.splits[s].num_examples for name, s in split_specs.items()}
     return DataSpec(
         name=info.name,
         version=str(info.version),
         splits=split_specs,
-        sizes={name: info.splits[s].num_examples for name, s in split_specs.items()},
-        digest=_digest(info, split_specs),
-        input_name=cfg.data.image_key,
-        input_shape=tuple(image.shape),
-        input_dtype=np.dtype(image.np_dtype).name,
-        num_classes=label.num_classes,
-        class_names=list(label.names),
+        sizes=sizes,
+        digest=_digest(info, {**split_specs, "time_split": str(cfg.data.time_split)}),
+        features=tuple(features),
+        label=cfg.data.label_key,
+        task="classification" if classification else "regression",
+        num_classes=label.num_classes if classification else 0,
+        class_names=list(label.names) if classification else [],
+        skipped=int((info.metadata or {}).get("skipped", 0)),
     )
 
 
@@ -141,23 +207,50 @@ def _digest(info, split_specs: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def _pipeline(ds, cfg: ExperimentConfig, training: bool, augmenter):
+def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
+    """Training-split columns (no images) and transformed labels, for preprocessing statistics."""
+    import numpy as np
+
+    names = [f.name for f in spec.features if f.kind != "image"]
+    rows = train.take(MAX_STAT_ROWS).map(lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
+    columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
+    for batch in rows.batch(4096).as_numpy_iterator():
+        for n in names:
+            columns[n].append(batch[0][n])
+        columns[spec.label].append(batch[1])
+    arrays = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
+    arrays[spec.label] = np.asarray(task.target_numpy(arrays[spec.label]))
+    return arrays
+
+
+def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, augmenter):
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
-    image_key, label_key = cfg.data.image_key, cfg.data.label_key
-    ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=auto)
+    names = [f.name for f in spec.features]
+    images = [f.name for f in spec.features if f.kind == "image"]
+    label = spec.label
+    ds = ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=auto)
     if cfg.data.cache:
         ds = ds.cache()
     if training and cfg.data.shuffle_buffer:
         ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.data.batch_size, num_parallel_calls=auto)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=auto)
-    if training and augmenter is not None:
+
+    def decode(x, y):
+        x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
+        return x, task.target(y)
+
+    ds = ds.map(decode, num_parallel_calls=auto)
+    if training and augmenter is not None and images:
         # Random layers carry seed state: parallel calls would draw it in a racy order,
         # so a deterministic run augments batches one at a time (prefetch still overlaps it).
         parallel = None if cfg.deterministic else auto
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=parallel)
+
+        def augment(x, y):
+            return {n: augmenter(v, training=True) if n in images else v for n, v in x.items()}, y
+
+        ds = ds.map(augment, num_parallel_calls=parallel)
     options = tf.data.Options()
     options.deterministic = cfg.deterministic
     return ds.with_options(options).prefetch(auto)

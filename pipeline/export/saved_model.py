@@ -6,11 +6,14 @@ ignores names that are not integers), verified with plain TensorFlow, and only
 then renamed into place: a reader never sees half a version, and a version
 that fails verification never appears.
 
-Serving contract (pinned by tests/test_export.py; clients rely on it):
+Serving contract (pinned by tests; clients rely on it):
     signature ``serving_default``
-    input   ``<data.image_key>`` (default ``image``): raw pixels, the dataset's dtype
-            (uint8 for images), shape [batch, height, width, channels]
-    outputs ``probabilities``: float32 [batch, classes]; ``class_id``: int64 [batch]
+    inputs  one per feature, named as in the dataset, with its stored dtype and shape
+            (digits: ``image`` uint8 [batch, 8, 8, 1]; tables: one [batch] tensor per column)
+    outputs classification: ``probabilities`` float32 [batch, classes], ``class_id`` int64 [batch];
+            regression: ``prediction`` float32 [batch], on the label's own scale
+            (a log target transform is inverted inside)
+Model families may add signatures (the recommender's ``recommend``).
 Augmentation is never active in the export: it calls the model with training=False.
 """
 
@@ -25,10 +28,9 @@ from pathlib import Path
 from pipeline.errors import ExportError
 
 SIGNATURE = "serving_default"
-OUTPUTS = ("probabilities", "class_id")
 
 
-def export(model, cfg, spec, test_ds, metadata: dict | None = None) -> tuple[Path, dict]:
+def export(model, cfg, spec, test_ds, metadata: dict | None = None, signatures: dict | None = None) -> tuple[Path, dict]:
     """Write, verify and publish the next version of ``model``.
 
     Args:
@@ -37,6 +39,7 @@ def export(model, cfg, spec, test_ds, metadata: dict | None = None) -> tuple[Pat
         spec: The DataSpec: input name, shape and dtype of the raw examples.
         test_ds: Batched (images, labels) used to verify parity; the test split.
         metadata: Extra facts written to ``assets.extra/pipeline.json``; default none.
+        signatures: Extra named signatures, name -> (function, input signature); default none.
 
     Returns:
         The published version folder and the verification figures.
@@ -45,14 +48,14 @@ def export(model, cfg, spec, test_ds, metadata: dict | None = None) -> tuple[Pat
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        _write(model, spec, tmp / "model", metadata or {})
-        checks = verify(tmp / "model", model, spec, test_ds, cfg.export.parity_atol) if cfg.export.verify else {}
+        _write(model, cfg, spec, tmp / "model", metadata or {}, signatures or {})
+        checks = verify(tmp / "model", model, cfg, spec, test_ds, cfg.export.parity_atol) if cfg.export.verify else {}
         return _publish(tmp / "model", root), checks
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def verify(path: Path, model, spec, test_ds, atol: float) -> dict:
+def verify(path: Path, model, cfg, spec, test_ds, atol: float) -> dict:
     """Load ``path`` with plain TensorFlow and check determinism and parity with ``model.predict``.
 
     Raises:
@@ -61,15 +64,19 @@ def verify(path: Path, model, spec, test_ds, atol: float) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from pipeline.tasks import task_for
+
+    task = task_for(cfg, spec)
+    output = task.outputs[0]
     serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
     worst, count = 0.0, 0
-    for images, _ in test_ds:
-        raw = tf.cast(images, spec.input_dtype)
-        first = serve(**{spec.input_name: raw})["probabilities"].numpy()
-        second = serve(**{spec.input_name: raw})["probabilities"].numpy()
+    for features, _ in test_ds:
+        raw = {f.name: tf.cast(features[f.name], f.dtype) for f in spec.features}
+        first = serve(**raw)[output].numpy()
+        second = serve(**raw)[output].numpy()
         if not np.array_equal(first, second):
             raise ExportError(f"Export at {path} is not deterministic: two calls on the same batch differ.")
-        expected = model.predict(tf.cast(raw, tf.float32), verbose=0)
+        expected = np.asarray(task.serve(model.predict(features, verbose=0))[output])
         worst = max(worst, float(np.max(np.abs(first - expected))))
         count += len(first)
     if worst > atol:
@@ -77,30 +84,35 @@ def verify(path: Path, model, spec, test_ds, atol: float) -> dict:
     return {"verify.max_abs_diff": worst, "verify.examples": count}
 
 
-def _write(model, spec, path: Path, metadata: dict) -> None:
+def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> None:
     import keras
     import tensorflow as tf
 
-    def serve(**inputs):
-        probabilities = model(tf.cast(inputs[spec.input_name], tf.float32), training=False)
-        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+    from pipeline.tasks import task_for
 
-    def serving_fn(image):  # one named argument: the signature's input name comes from the spec
-        return serve(**{spec.input_name: image})
+    task = task_for(cfg, spec)
+
+    def serving_default(features):
+        inputs = {f.name: tf.cast(features[f.name], tf.float32) if f.kind == "image" else features[f.name]
+                  for f in spec.features}
+        return task.serve(model(inputs, training=False))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    signature = tf.TensorSpec((None, *spec.input_shape), tf.as_dtype(spec.input_dtype), name=spec.input_name)
-    archive.add_endpoint(SIGNATURE, serving_fn, input_signature=[signature])
+    inputs = {f.name: tf.TensorSpec((None, *f.shape), tf.as_dtype(f.dtype), name=f.name) for f in spec.features}
+    archive.add_endpoint(SIGNATURE, serving_default, input_signature=[inputs])
+    for name, (fn, signature) in signatures.items():
+        archive.add_endpoint(name, fn, input_signature=signature)
     archive.write_out(str(path), verbose=False)
     extra = path / "assets.extra"
     extra.mkdir(exist_ok=True)
     contract = {
         "signature": SIGNATURE,
-        "inputs": {spec.input_name: {"dtype": spec.input_dtype, "shape": [None, *spec.input_shape]}},
-        "outputs": {"probabilities": {"dtype": "float32", "shape": [None, spec.num_classes]},
-                    "class_id": {"dtype": "int64", "shape": [None]}},
+        "inputs": {f.name: {"dtype": f.dtype, "shape": [None, *f.shape]} for f in spec.features},
+        "outputs": {name: {"dtype": d, "shape": shape} for name, (d, shape) in task.output_specs().items()},
+        "task": spec.task,
         "class_names": spec.class_names,
+        "extra_signatures": sorted(signatures),
     }
     (extra / "pipeline.json").write_text(json.dumps({**metadata, "contract": contract}, indent=2, default=str))
 

@@ -1,57 +1,112 @@
-"""Model registry: ``model.name`` -> a function that builds the body.
+"""Model registry: ``model.name`` -> a function that builds the body from raw inputs.
 
-Every model is inputs (raw pixels) -> [augmentation, when placed in the model]
--> rescaling to [0, 1] -> body -> float32 softmax head. The head stays float32
-so mixed precision never changes what the exported model returns.
+Every model is raw inputs -> feature encoders (models/features.py) -> body ->
+the task's float32 head (tasks.py). Bodies differ only in how they combine
+encoded features; the regularisation knobs live in blocks.py, once.
 """
 
 from __future__ import annotations
 
-from pipeline.config import ExperimentConfig, ModelConfig
+from pipeline.config import ExperimentConfig
+from pipeline.errors import ConfigError
 from pipeline.models.blocks import conv_block, dense_block, regularizer
+from pipeline.models.features import encode
 
 
-def cnn(x, cfg: ModelConfig, reg):
-    """Conv blocks doubling the filters each block, then an optional dense layer."""
+def cnn(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
+    """Conv blocks over the one image feature (filters double per block), other features joined before the head."""
     from keras import layers
 
-    for i in range(cfg.depth):
-        x = conv_block(x, cfg.width * 2**i, cfg, reg, name=f"block{i + 1}")
+    encoded = encode(inputs, spec, cfg, columns, reg, augmenter)
+    if len(encoded.images) != 1:
+        raise ConfigError(f"model `cnn` needs exactly one image feature; {spec.name} gives {len(encoded.images)}. Use `mlp`.")
+    x = encoded.images[0]
+    for i in range(cfg.model.depth):
+        x = conv_block(x, cfg.model.width * 2**i, cfg.model, reg, name=f"block{i + 1}")
     pool = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
-    x = pool[cfg.pooling](name="pool")(x)
-    return dense_block(x, cfg.head_units, cfg, reg, name="head") if cfg.head_units else x
+    x = _concat([pool[cfg.model.pooling](name="pool")(x), *encoded.vectors])
+    return (dense_block(x, cfg.model.head_units, cfg.model, reg, name="head") if cfg.model.head_units else x), encoded
 
 
-def mlp(x, cfg: ModelConfig, reg):
-    """``depth`` dense blocks of ``width`` units on the flattened input."""
+def mlp(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
+    """``depth`` dense blocks of ``width`` units over every encoded feature (images flattened)."""
     from keras import layers
 
-    x = layers.Flatten(name="flatten")(x)
-    for i in range(cfg.depth):
-        x = dense_block(x, cfg.width, cfg, reg, name=f"dense{i + 1}")
-    return x
+    encoded = encode(inputs, spec, cfg, columns, reg, augmenter)
+    flat = [layers.Flatten(name=f"flatten{i}")(image) for i, image in enumerate(encoded.images)]
+    x = _concat([*flat, *encoded.vectors])
+    for i in range(cfg.model.depth):
+        x = dense_block(x, cfg.model.width, cfg.model, reg, name=f"dense{i + 1}")
+    return x, encoded
 
 
-MODELS = {"cnn": cnn, "mlp": mlp}
+def _concat(tensors: list):
+    from keras import layers
+
+    return tensors[0] if len(tensors) == 1 else layers.Concatenate(name="features")(tensors)
 
 
-def build_model(cfg: ExperimentConfig, spec, augmenter=None):
-    """Build the configured classifier for data described by ``spec`` (a DataSpec).
+def _recommender(*args):
+    from pipeline.models.recommender import recommender
+
+    return recommender(*args)
+
+
+MODELS = {
+    "cnn": cnn,
+    "mlp": mlp,
+    "tabular_mlp": mlp,  # the same body: the encoders make it tabular
+    "recommender": _recommender,
+}
+
+
+class _NoExtras:
+    """Families without extra signatures or metrics."""
+
+    @staticmethod
+    def serving_signatures(model, cfg, spec, columns, task) -> dict:
+        return {}
+
+    @staticmethod
+    def evaluate(signatures, test_ds, spec, cfg) -> dict:
+        return {}
+
+
+FAMILIES = {"recommender": "pipeline.models.recommender"}  # families with extra signatures or metrics
+
+
+def family(name: str):
+    """The module (or stand-in) giving a model family's extra signatures and metrics."""
+    import importlib
+
+    return importlib.import_module(FAMILIES[name]) if name in FAMILIES else _NoExtras
+
+
+def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmenter=None):
+    """Build the configured model for data described by ``spec`` (a DataSpec).
 
     Args:
         cfg: The experiment config.
-        spec: The DataSpec: input name, shape and number of classes.
+        spec: The DataSpec: features, label and task.
+        columns: Training-split columns for preprocessing statistics (Splits.train_columns).
         augmenter: Augmentation layer to place inside the model; default none.
+
+    Returns:
+        The uncompiled Keras model; ``model.feature_info`` describes each feature's encoding.
     """
     import keras
-    from keras import layers
+    import numpy as np
 
-    inputs = keras.Input(spec.input_shape, name=spec.input_name, dtype="float32")
-    x = augmenter(inputs) if augmenter is not None else inputs
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    from pipeline.models.features import inputs_for
+    from pipeline.tasks import task_for
+
+    columns = columns or {}
+    inputs = inputs_for(spec)
     reg = regularizer(cfg.regularization)
-    x = MODELS[cfg.model.name](x, cfg.model, reg)
-    outputs = layers.Dense(
-        spec.num_classes, activation="softmax", dtype="float32", kernel_regularizer=reg, name="probabilities"
-    )(x)
-    return keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
+    x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)
+    target = columns.get(spec.label)
+    target_mean = float(np.mean(target)) if target is not None and spec.task == "regression" and len(target) else 0.0
+    outputs = task_for(cfg, spec).head(x, reg, target_mean)
+    model = keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
+    model.feature_info = encoded.info
+    return model

@@ -8,6 +8,7 @@ logs nothing, so the training code has no tracking branches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import subprocess
@@ -82,10 +83,12 @@ class Run:
             "data.version": spec.version,
             "data.digest": spec.digest,
             **{f"data.size.{k}": v for k, v in spec.sizes.items()},
+            "data.task": spec.task,
+            "data.skipped": spec.skipped,
         }
         self.log_params({k: v for k, v in data.items() if k not in ("data.name",)})
         self.set_tags({**_environment(), **strategy_info, "data.name": spec.name, "data.digest": spec.digest})
-        self.log_text(json.dumps(spec.__dict__, indent=2, default=list), "data_spec.json")
+        self.log_text(json.dumps(dataclasses.asdict(spec), indent=2), "data_spec.json")
 
 
 def epoch_logger(run: Run):

@@ -7,6 +7,7 @@ is rejected before the MLflow run opens, so a bad input leaves no run behind.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     from pipeline.data import dataset
     from pipeline.data.augment import build_augmenter
     from pipeline.export import export
-    from pipeline.models import build_model
+    from pipeline.models import build_model, family
+    from pipeline.tasks import task_for
     from pipeline.track import plots
     from pipeline.train.callbacks import build_callbacks
     from pipeline.train.optim import build_optimizer
@@ -47,16 +49,20 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     in_model = cfg.augment.placement == "model"
     data = dataset.load(cfg, augmenter=None if in_model else augmenter)
 
+    task = task_for(cfg, data.spec)
+
     with track.start_run(cfg) as run:
         run.log_setup(cfg, data.spec, describe(strategy))
         steps_per_epoch = int(data.train.cardinality())
+        if steps_per_epoch < 0:  # a filtered (time-split) dataset: count once
+            steps_per_epoch = int(data.train.reduce(0, lambda n, _: n + 1))
         _seed(cfg)  # here, after data preparation and tracking, which draw from global RNGs
         with strategy.scope():
-            model = build_model(cfg, data.spec, augmenter=augmenter if in_model else None)
+            model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter if in_model else None)
             model.compile(
                 optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, steps_per_epoch),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
+                loss=task.loss,
+                metrics=task.metrics(),
                 steps_per_execution=cfg.train.steps_per_execution,
                 jit_compile=cfg.train.jit_compile,
             )
@@ -73,7 +79,12 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         best_epoch = _best_epoch(callbacks)
         test = {f"test_{k}": float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
         epochs_run = len(history["loss"])
+        extras = family(cfg.model.name)
+        signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
+        test.update({f"test_{k}": v for k, v in _task_metrics(model, task, data.test).items()})
+        test.update({f"test_{k}": v for k, v in extras.evaluate(signatures, data.test, data.spec, cfg).items()})
         run.log_metrics({**test, "epochs_run": epochs_run, **({"best_epoch": best_epoch} if best_epoch else {})})
+        run.log_text(json.dumps(model.feature_info, indent=2, default=str), "features.json")
         curves = plots.learning_curves(history, best_epoch, run.dir / "learning_curves.png")
         run.log_file(curves, "plots")
 
@@ -81,7 +92,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         if cfg.export.enabled:
             meta = {"run_id": run.id, "data": {"name": data.spec.name, "version": data.spec.version,
                                                "digest": data.spec.digest}, "test_metrics": test}
-            export_path, checks = export(model, cfg, data.spec, data.test, metadata=meta)
+            export_path, checks = export(model, cfg, data.spec, data.test, metadata=meta, signatures=signatures)
             run.log_metrics(checks)
             run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
             run.log_dir(export_path, "saved_model")
@@ -112,6 +123,17 @@ def _seed(cfg: ExperimentConfig) -> None:
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
+
+
+def _task_metrics(model, task, test_ds) -> dict[str, float]:
+    """Metrics Keras cannot compute on the training scale (e.g. price errors when training on log price)."""
+    import numpy as np
+
+    predictions, targets = [], []
+    for features, labels in test_ds:
+        predictions.append(model.predict_on_batch(features))
+        targets.append(labels.numpy())
+    return task.evaluate(np.concatenate(predictions), np.concatenate(targets))
 
 
 def _best_epoch(callbacks) -> int | None:

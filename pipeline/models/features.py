@@ -1,0 +1,147 @@
+"""Raw features -> model-ready tensors, inside the model so the export takes raw features.
+
+Every statistic (means, variances, vocabularies) comes from the training
+split's columns (``Splits.train_columns``) and is frozen into the layers, so
+validation and test data never leak into preprocessing.
+
+    image        [augmentation] -> Rescaling(1/255)
+    numeric      NaN -> training mean (or 0) [+ is-missing flag] -> Normalization
+    categorical  StringLookup / IntegerLookup with one OOV bucket -> one-hot or Embedding
+    multi_hot    split on a separator -> StringLookup multi-hot
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.config import ExperimentConfig
+
+
+@dataclass
+class Encoded:
+    images: list = field(default_factory=list)  # (batch, h, w, c) in [0, 1]
+    vectors: list = field(default_factory=list)  # (batch, k)
+    info: dict = field(default_factory=dict)  # per feature: kind, vocabulary size, missing share
+
+
+def layer_name(feature: str, suffix: str) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', feature)}_{suffix}"
+
+
+def inputs_for(spec) -> dict:
+    """One ``keras.Input`` per raw feature: images as float32 (augmentation yields floats), others as stored."""
+    import keras
+
+    return {
+        f.name: keras.Input(shape=f.shape, dtype="float32" if f.kind == "image" else f.dtype, name=f.name)
+        for f in spec.features
+    }
+
+
+def encode(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, reg=None, augmenter=None) -> Encoded:
+    """Encode every input in ``inputs`` by its feature's kind."""
+    out = Encoded()
+    for name, x in inputs.items():
+        feature = spec.feature(name)
+        ENCODERS[feature.kind](out, feature, x, cfg, columns.get(name), reg, augmenter)
+    return out
+
+
+def _image(out, feature, x, cfg, column, reg, augmenter):
+    from keras import layers
+
+    if augmenter is not None:
+        x = augmenter(x)
+    out.images.append(layers.Rescaling(1.0 / 255.0, name=layer_name(feature.name, "rescale"))(x))
+    out.info[feature.name] = {"kind": "image", "shape": list(feature.shape)}
+
+
+def _numeric(out, feature, x, cfg, column, reg, augmenter):
+    from keras import layers, ops
+
+    values = np.asarray(column, dtype=np.float64).reshape(len(column), -1)
+    missing = np.isnan(values)
+    present = np.where(missing, np.nan, values)
+    mean = np.nan_to_num(np.nanmean(present, axis=0)) if (~missing).any() else np.zeros(values.shape[1])
+    var = np.nan_to_num(np.nanvar(present, axis=0)) if (~missing).any() else np.ones(values.shape[1])
+    fill = mean if cfg.features.missing == "mean" else np.zeros_like(mean)
+    x = ops.cast(x, "float32")
+    if not feature.shape:
+        x = ops.expand_dims(x, -1)
+    is_nan = ops.isnan(x)
+    x = ops.where(is_nan, fill.astype("float32"), x)
+    out.vectors.append(layers.Normalization(mean=mean, variance=var, name=layer_name(feature.name, "normalize"))(x))
+    if cfg.features.missing_indicator and missing.any():
+        out.vectors.append(ops.cast(is_nan, "float32"))
+    out.info[feature.name] = {"kind": "numeric", "mean": mean.tolist(), "std": np.sqrt(var).tolist(),
+                              "missing_share": float(missing.mean())}
+
+
+def lookup(feature, column, output_mode: str, mask_token=None, separator: str | None = None):
+    """A StringLookup / IntegerLookup whose vocabulary is the training split's values, plus one OOV bucket."""
+    from keras import layers
+
+    values = np.asarray(column).reshape(-1)
+    if feature.dtype == "string":
+        strings = (v.decode() if isinstance(v, bytes) else str(v) for v in values)
+        if separator is not None:
+            strings = (part for s in strings for part in s.split(separator))
+        vocabulary = sorted({s for s in strings if s != mask_token})
+        return layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, mask_token=mask_token,
+                                   output_mode=output_mode, name=layer_name(feature.name, "lookup"))
+    vocabulary = sorted({int(v) for v in values})
+    return layers.IntegerLookup(vocabulary=vocabulary, num_oov_indices=1, output_mode=output_mode,
+                                name=layer_name(feature.name, "lookup"))
+
+
+def _categorical(out, feature, x, cfg, column, reg, augmenter):
+    from keras import layers
+
+    if cfg.features.encoding == "one_hot":
+        table = lookup(feature, column, "one_hot")
+        out.vectors.append(table(x))
+    else:
+        table = lookup(feature, column, "int")
+        embedded = layers.Embedding(table.vocabulary_size(), cfg.features.embedding_dim, embeddings_regularizer=reg,
+                                    name=layer_name(feature.name, "embedding"))(table(x))
+        out.vectors.append(embedded)
+    out.info[feature.name] = {"kind": "categorical", "vocabulary_size": table.vocabulary_size(),
+                              "encoding": cfg.features.encoding}
+
+
+def _multi_hot(out, feature, x, cfg, column, reg, augmenter):
+    table = lookup(feature, column, "multi_hot", mask_token="", separator=cfg.features.separator)
+    out.vectors.append(table(SplitStrings(cfg.features.separator, name=layer_name(feature.name, "split"))(x)))
+    out.info[feature.name] = {"kind": "multi_hot", "vocabulary": table.get_vocabulary()}
+
+
+@functools.cache
+def _split_strings_layer():
+    import keras
+    import tensorflow as tf
+
+    class SplitStrings(keras.layers.Layer):
+        """'Action|Comedy' -> ['Action', 'Comedy', ''] (padded with the mask token '')."""
+
+        def __init__(self, separator: str, **kwargs):
+            super().__init__(**kwargs)
+            self.separator = separator
+
+        def call(self, x):
+            return tf.strings.split(x, self.separator).to_tensor(default_value="")
+
+        def compute_output_shape(self, shape):
+            return (*shape, None)
+
+    return SplitStrings
+
+
+def SplitStrings(separator: str, name: str):  # noqa: N802  (a layer factory, used like a class)
+    return _split_strings_layer()(separator, name=name)
+
+
+ENCODERS = {"image": _image, "numeric": _numeric, "categorical": _categorical, "multi_hot": _multi_hot}

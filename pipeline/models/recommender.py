@@ -1,0 +1,117 @@
+"""``recommender``: user and item embeddings with biases, an optional MLP tower over side features.
+
+prediction = head([user . item, user bias, item bias, tower(user, item, side features)])
+The task head (a Dense(1) starting at the mean rating) combines the parts, and
+L2 on the embeddings comes from ``regularization``. Besides ``serving_default``
+(one rating per (user, item) row) the export carries ``recommend``: a user id
+and k in, the k best-scoring items the user did not rate in training out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config import ExperimentConfig
+from pipeline.models.blocks import dense_block
+from pipeline.models.features import Encoded, encode, lookup
+
+
+def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
+    from keras import layers
+
+    rc = cfg.model.recommender
+    users = lookup(spec.feature(rc.user), columns[rc.user], "int")
+    items = lookup(spec.feature(rc.item), columns[rc.item], "int")
+    u, i = users(inputs[rc.user]), items(inputs[rc.item])
+
+    def embed(table, ids, size, name, regularizer):
+        return layers.Embedding(table.vocabulary_size(), size, embeddings_regularizer=regularizer,
+                                embeddings_initializer="zeros" if size == 1 else "uniform", name=name)(ids)
+
+    user_vec = embed(users, u, rc.factors, "user_embedding", reg)
+    item_vec = embed(items, i, rc.factors, "item_embedding", reg)
+    parts = [layers.Dot(axes=-1, name="affinity")([user_vec, item_vec]),
+             embed(users, u, 1, "user_bias", None), embed(items, i, 1, "item_bias", None)]
+    side = {n: x for n, x in inputs.items() if n not in (rc.user, rc.item)}
+    encoded = encode(side, spec, cfg, columns, reg) if side else Encoded()
+    if rc.tower:
+        z = layers.Concatenate(name="tower_inputs")([user_vec, item_vec, *encoded.vectors])
+        for k, units in enumerate(rc.tower):
+            z = dense_block(z, units, cfg.model, reg, name=f"tower{k + 1}")
+        parts.append(z)
+    else:
+        parts.extend(encoded.vectors)
+    encoded.info[rc.user] = {"kind": "id", "vocabulary_size": users.vocabulary_size()}
+    encoded.info[rc.item] = {"kind": "id", "vocabulary_size": items.vocabulary_size()}
+    return layers.Concatenate(name="parts")(parts), encoded
+
+
+def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) -> dict:
+    """``recommend(user_id: int64[batch], k: int32[]) -> item_ids int64[batch, k], scores float32[batch, k]``."""
+    import tensorflow as tf
+
+    rc = cfg.model.recommender
+    item_ids, first = np.unique(columns[rc.item], return_index=True)
+    # Each item's side features as first seen in training: what the model scores it with.
+    catalogue = {rc.item: item_ids, **{f.name: columns[f.name][first] for f in spec.features
+                                       if f.name not in (rc.user, rc.item)}}
+    catalogue = {k: tf.constant(v) for k, v in catalogue.items()}
+    users, seen = _seen_items(columns[rc.user], columns[rc.item], item_ids)
+    users_t, seen_t = tf.constant(users), tf.ragged.constant(seen, dtype=tf.int32)
+    n_items = len(item_ids)
+    user_dtype = tf.as_dtype(spec.feature(rc.user).dtype)
+
+    def score_one(user):
+        rows = {**catalogue, rc.user: tf.fill([n_items], user)}
+        scores = tf.reshape(task.serve(model(rows, training=False))["prediction"], [-1])
+        pos = tf.searchsorted(users_t, tf.reshape(user, [1]))[0]
+        known = tf.logical_and(pos < tf.size(users_t), tf.gather(users_t, tf.minimum(pos, tf.size(users_t) - 1)) == user)
+        rated = tf.cond(known, lambda: seen_t[pos], lambda: tf.zeros([0], tf.int32))
+        return tf.tensor_scatter_nd_update(scores, rated[:, None], tf.fill(tf.shape(rated), -np.inf))
+
+    def recommend(user_id, k):
+        k = tf.minimum(k, n_items)
+        scores = tf.map_fn(score_one, user_id, fn_output_signature=tf.float32)
+        top = tf.math.top_k(scores, k=k)
+        return {"item_ids": tf.gather(catalogue[rc.item], top.indices), "scores": top.values}
+
+    signature = [tf.TensorSpec([None], user_dtype, name="user_id"), tf.TensorSpec([], tf.int32, name="k")]
+    return {"recommend": (recommend, signature)}
+
+
+def _seen_items(user_column, item_column, item_ids):
+    """Sorted user ids and, per user, the catalogue indices of the items they rated in training."""
+    order = np.argsort(user_column, kind="stable")
+    users, starts = np.unique(user_column[order], return_index=True)
+    index = np.searchsorted(item_ids, item_column[order]).astype(np.int32)
+    return users, [list(part) for part in np.split(index, starts[1:])]
+
+
+def evaluate(signatures: dict, test_ds, spec, cfg: ExperimentConfig, k: int = 10, relevant: float = 4.0) -> dict:
+    """recall@k and NDCG@k on the test split: relevant items are those the user rated >= ``relevant``.
+
+    Uses the ``recommend`` function the export serves, so the metric checks it too.
+    """
+    import tensorflow as tf
+
+    rc = cfg.model.recommender
+    liked: dict[int, set] = {}
+    for features, labels in test_ds:
+        for user, item, rating in zip(features[rc.user].numpy(), features[rc.item].numpy(), labels.numpy()):
+            if rating >= relevant:
+                liked.setdefault(user, set()).add(item)
+    if not liked:
+        return {}
+    recommend = tf.function(signatures["recommend"][0])
+    users = np.array(sorted(liked))
+    recall, ndcg = [], []
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for start in range(0, len(users), 256):
+        batch = users[start:start + 256]
+        top = recommend(tf.constant(batch), tf.constant(k, tf.int32))["item_ids"].numpy()
+        for user, items in zip(batch, top):
+            hits = np.array([item in liked[user] for item in items], dtype=float)
+            recall.append(hits.sum() / len(liked[user]))
+            ideal = discounts[: min(len(liked[user]), k)].sum()
+            ndcg.append(float((hits * discounts[: len(hits)]).sum() / ideal))
+    return {f"recall_at_{k}": float(np.mean(recall)), f"ndcg_at_{k}": float(np.mean(ndcg)), "ranking_users": len(users)}
