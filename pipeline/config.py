@@ -51,6 +51,7 @@ class TimeSplitConfig(Section):
     """Split by time instead of by the TFDS split specs: train on the earliest examples."""
 
     column: str = Field(description="Numeric feature that orders examples in time, e.g. timestamp.")
+    split: str = Field("train", description="The TFDS split that is cut into train, validation and test.")
     validation: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.7, description="Quantile where validation starts.")
     test: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.8, description="Quantile where test starts.")
 

@@ -106,7 +106,7 @@ def _read(cfg: ExperimentConfig):
 
     tfds.display_progress_bar(False)
     time_split = cfg.data.time_split
-    splits = [cfg.data.splits.train] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
+    splits = [time_split.split] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
     try:
         datasets, info = tfds.load(
             cfg.data.dataset,
@@ -174,7 +174,9 @@ def _spec(cfg: ExperimentConfig, info, datasets) -> DataSpec:
     classification = isinstance(label, tfds.features.ClassLabel)
     split_specs = {name: getattr(cfg.data.splits, name) for name in SPLITS}
     if cfg.data.time_split:
-        split_specs = {name: f"{cfg.data.splits.train} by {cfg.data.time_split.column}" for name in SPLITS}
+        t = cfg.data.time_split
+        bounds = {"train": f"[0, {t.validation})", "validation": f"[{t.validation}, {t.test})", "test": f"[{t.test}, 1]"}
+        split_specs = {name: f"{t.split} by {t.column} quantiles {bounds[name]}" for name in SPLITS}
         sizes = {name: int(ds.reduce(0, lambda n, _: n + 1)) for name, ds in zip(SPLITS, datasets)}
     else:
         sizes = {name: info.splits[s].num_examples for name, s in split_specs.items()}

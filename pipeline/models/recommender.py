@@ -31,7 +31,7 @@ def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     user_vec = embed(users, u, rc.factors, "user_embedding", reg)
     item_vec = embed(items, i, rc.factors, "item_embedding", reg)
     parts = [layers.Dot(axes=-1, name="affinity")([user_vec, item_vec]),
-             embed(users, u, 1, "user_bias", None), embed(items, i, 1, "item_bias", None)]
+             embed(users, u, 1, "user_bias", reg), embed(items, i, 1, "item_bias", reg)]
     side = {n: x for n, x in inputs.items() if n not in (rc.user, rc.item)}
     encoded = encode(side, spec, cfg, columns, reg) if side else Encoded()
     if rc.tower:

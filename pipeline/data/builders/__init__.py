@@ -6,11 +6,15 @@ The built-in ones prepare data that ships inside Python packages: nothing is
 downloaded.
 """
 
+from pipeline.data.builders.ames_housing import AmesHousing
 from pipeline.data.builders.digits import Digits
+from pipeline.data.builders.files import PATH_BUILDERS, Csv, ImageFolder
+from pipeline.data.builders.movielens_small import MovielensSmall
 
-__all__ = ["Digits", "builder_kwargs"]
+__all__ = ["AmesHousing", "Csv", "Digits", "ImageFolder", "MovielensSmall", "builder_kwargs"]
 
 
 def builder_kwargs(cfg) -> dict:
-    """Extra arguments for builders that read a user's path (csv, image_folder); none for others."""
-    return {}
+    """Builders that read a user's path (csv, image_folder) get a config naming it; others nothing."""
+    make = PATH_BUILDERS.get(cfg.data.dataset)
+    return {"config": make(cfg)} if make else {}

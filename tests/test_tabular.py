@@ -1,0 +1,246 @@
+"""Tabular regression, recommendation and users' own files: the same pipeline, other task families."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load
+from pipeline.errors import DataError
+
+from .conftest import ROOT
+
+AMES = ROOT / "configs" / "ames.yaml"
+MOVIELENS = ROOT / "configs" / "movielens.yaml"
+
+
+def shrink(tmp_path, tfds_dir, *extra: str) -> list[str]:
+    return [f"workdir={tmp_path / 'work'}", f"data.data_dir={tfds_dir}", "train.epochs=1", "train.verbose=0", *extra]
+
+
+def _column(ds, name):
+    return np.concatenate([x[name].numpy() for x, _ in ds])
+
+
+# ---- built-in builders -----------------------------------------------------------
+
+
+def test_ames_builder_prepares_a_regression_table_of_raw_columns(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    spec = dataset.load(load(AMES, shrink(tmp_path, tfds_dir))).spec
+    assert spec.name == "ames_housing" and spec.task == "regression" and spec.label == "Sale_Price"
+    assert sum(spec.sizes.values()) == 2930 and len(spec.features) == 73
+    kinds = {f.name: (f.kind, f.dtype) for f in spec.features}
+    assert kinds["Neighborhood"] == ("categorical", "string")
+    assert kinds["Gr_Liv_Area"] == ("numeric", "int64") and kinds["Longitude"] == ("numeric", "float32")
+
+
+def test_movielens_splits_are_fixed_and_disjoint(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    cfg = load(MOVIELENS, shrink(tmp_path, tfds_dir))
+    data = dataset.load(cfg)
+    assert sum(data.spec.sizes.values()) == 100_004
+
+    def pairs(ds):  # one pass: the training split reshuffles every pass
+        return {(u, m) for x, _ in ds for u, m in zip(x["userId"].numpy().tolist(), x["movieId"].numpy().tolist())}
+
+    train, val, test = pairs(data.train), pairs(data.validation), pairs(data.test)
+    assert not (train & val or train & test or val & test)
+    assert len(train) + len(val) + len(test) == 100_004
+    assert pairs(dataset.load(cfg).test) == test
+
+
+def test_movielens_time_split_trains_on_the_past(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    cfg = load(MOVIELENS, shrink(tmp_path, tfds_dir, "data.time_split={column: timestamp, validation: 0.7, test: 0.8}",
+                                 "data.features=[userId, movieId, timestamp]"))
+    data = dataset.load(cfg)
+    train, val, test = (_column(d, "timestamp") for d in (data.train, data.validation, data.test))
+    assert train.max() <= val.min() and val.max() <= test.min()
+    assert data.spec.sizes == {"train": len(train), "validation": len(val), "test": len(test)}
+    assert len(test) == pytest.approx(0.2 * 100_004, rel=0.01)
+
+
+# ---- preprocessing comes from the training split only ------------------------------
+
+
+def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+    from pipeline.models import build_model
+
+    cfg = load(AMES, shrink(tmp_path, tfds_dir))
+    data = dataset.load(cfg)
+    model = build_model(cfg, data.spec, data.train_columns)
+    train_area = _column(data.train, "Gr_Liv_Area").astype(float)
+    all_area = np.concatenate([train_area, _column(data.validation, "Gr_Liv_Area"), _column(data.test, "Gr_Liv_Area")])
+    norm = model.get_layer("Gr_Liv_Area_normalize")
+    mean = float(np.asarray(norm.mean).reshape(-1)[0])
+    assert mean == pytest.approx(train_area.mean(), rel=1e-6)
+    assert abs(mean - all_area.mean()) > 1e-3  # would fail if validation or test leaked in
+
+    lookup = model.get_layer("Neighborhood_lookup")
+    train_values = {v.decode() for v in _column(data.train, "Neighborhood")}
+    assert set(lookup.get_vocabulary()[1:]) == train_values  # index 0 is the OOV bucket
+    target_mean = float(np.asarray(model.get_layer("prediction").bias)[0])
+    assert target_mean == pytest.approx(data.train_columns["Sale_Price"].mean(), rel=1e-5)
+    assert 11 < target_mean < 13  # the mean of log(price) over the training split
+
+
+def test_unseen_category_goes_to_the_oov_bucket_and_nan_to_the_training_mean(tmp_path):
+    from pipeline.data.dataset import DataSpec, Feature
+    from pipeline.models import build_model
+
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("city", "categorical", "string"), Feature("area", "numeric", "float32")),
+                    "y", "regression")
+    columns = {"city": np.array([b"a", b"b", b"a"]), "area": np.array([1.0, np.nan, 3.0], "float32"),
+               "y": np.array([1.0, 2.0, 3.0], "float32")}
+    cfg = load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"])
+    model = build_model(cfg, spec, columns)
+    assert model.get_layer("city_lookup")(np.array(["zzz"])).numpy().argmax() == 0
+    normalize = model.get_layer("area_normalize")
+    assert float(np.asarray(normalize.mean).reshape(-1)[0]) == pytest.approx(2.0)  # NaN ignored
+    out = model({"city": np.array(["a", "zzz"]), "area": np.array([np.nan, 2.0], "float32")})
+    assert np.isfinite(np.asarray(out)).all()
+
+
+# ---- users' own files ----------------------------------------------------------------
+
+
+def write_houses(path, n: int = 120, bad_rows: dict | None = None):
+    """A small house-price CSV; ``bad_rows`` maps a row index to a bad 'area' value."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"area": rng.uniform(50, 200, n).round(1), "rooms": rng.integers(1, 6, n),
+                          "city": rng.choice(["north", "south", "east"], n)})
+    frame["price"] = (frame.area * 1000 + frame.rooms * 5000 + rng.normal(0, 5000, n)).round()
+    frame = frame.astype(str)
+    for row, value in (bad_rows or {}).items():
+        frame.loc[row, "area"] = value
+    frame.to_csv(path, index=False)
+    return path
+
+
+def csv_overrides(tmp_path, tfds_dir, path, *extra):
+    return ["name=houses", f"workdir={tmp_path / 'work'}", f"data.data_dir={tfds_dir}", f"data.path={path}",
+            "train.epochs=1", "train.verbose=0", *extra]
+
+
+def test_csv_with_a_bad_value_names_file_line_and_column(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    path = write_houses(tmp_path / "houses.csv", bad_rows={17: "abc"})
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path))
+    with pytest.raises(DataError, match=r"houses\.csv: line 19, column 'area': 'abc' is not a number"):
+        dataset.load(cfg)
+
+
+def test_csv_skipping_bad_rows_counts_them_in_the_run(tmp_path, tfds_dir):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.train.loop import train
+
+    path = write_houses(tmp_path / "houses.csv", bad_rows={3: "n/a?", 40: "big", 41: "12 m2"})
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.on_bad_input=skip"))
+    result = train(cfg)
+    params = MlflowClient(cfg.tracking.uri).get_run(result.run_id).data.params
+    assert params["data.skipped"] == "3"
+    assert sum(int(params[f"data.size.{s}"]) for s in ("train", "validation", "test")) == 117
+
+
+def test_csv_missing_label_column_is_named(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    path = write_houses(tmp_path / "houses.csv")
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.label_key=cost"))
+    with pytest.raises(DataError, match=r"houses\.csv: missing label column 'cost'"):
+        dataset.load(cfg)
+
+
+def write_image_folder(root, per_class: int = 12, broken: bool = False):
+    """Two classes of random images of mixed sizes, some grey-scale, some RGB."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, (lo, hi) in {"dark": (0, 90), "bright": (160, 256)}.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            h, w = (int(v) for v in rng.integers(6, 30, 2))
+            if i % 3 == 0:
+                Image.fromarray(rng.integers(lo, hi, (h, w), dtype=np.uint8), mode="L").save(root / name / f"{i}.png")
+            else:
+                Image.fromarray(rng.integers(lo, hi, (h, w, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
+    if broken:
+        (root / "dark" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, tfds_dir):
+    import tensorflow as tf
+
+    from pipeline.train.loop import train
+
+    root = write_image_folder(tmp_path / "pictures", broken=True)
+    cfg = load(ROOT / "configs/examples/image_folder.yaml",
+               csv_overrides(tmp_path, tfds_dir, root, "name=pictures", "data.on_bad_input=skip", "train.epochs=2"))
+    result = train(cfg)
+    assert result.test_metrics["test_accuracy"] >= 0.0
+    sig = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    assert sig.structured_input_signature[1]["image"].shape.as_list() == [None, 16, 16, 3]
+
+
+def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    root = write_image_folder(tmp_path / "pictures", per_class=3, broken=True)
+    cfg = load(ROOT / "configs/examples/image_folder.yaml", csv_overrides(tmp_path, tfds_dir, root, "name=pictures"))
+    with pytest.raises(DataError, match=r"Unreadable image .*dark/broken\.png"):
+        dataset.load(cfg)
+
+
+# ---- export with raw named inputs ------------------------------------------------------
+
+
+def test_ames_export_takes_raw_named_columns_and_returns_dollars(tmp_path, tfds_dir):
+    import tensorflow as tf
+
+    from pipeline.train.loop import train
+
+    cfg = load(AMES, shrink(tmp_path, tfds_dir, "model.width=16"))
+    result = train(cfg)
+    serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    inputs = serve.structured_input_signature[1]
+    assert inputs["Neighborhood"].dtype == tf.string and inputs["Gr_Liv_Area"].dtype == tf.int64
+    assert set(serve.structured_outputs) == {"prediction"}
+
+    from pipeline.data import dataset
+
+    features, labels = next(iter(dataset.load(cfg).test))
+    served = serve(**features)["prediction"].numpy()
+    expected = np.exp(result.model.predict(features, verbose=0).reshape(-1))
+    np.testing.assert_allclose(served, expected, rtol=1e-5)
+    assert np.median(served) > 10_000  # dollars, not log dollars
+    assert result.test_metrics["test_rmse_original"] > 1000 and result.test_metrics["test_rmse_log"] < 1.0
+
+
+def test_recommend_signature_returns_k_distinct_unseen_items(tmp_path, tfds_dir):
+    import tensorflow as tf
+
+    from pipeline.data import dataset
+    from pipeline.train.loop import train
+
+    cfg = load(MOVIELENS, shrink(tmp_path, tfds_dir, "model.recommender.factors=4"))
+    result = train(cfg)
+    loaded = tf.saved_model.load(str(result.export_path))
+    assert set(loaded.signatures) == {"serving_default", "recommend"}
+    out = loaded.signatures["recommend"](user_id=tf.constant([1, 2], tf.int64), k=tf.constant(10))
+    ids = out["item_ids"].numpy()
+    assert ids.shape == (2, 10) and out["scores"].shape == (2, 10)
+    assert all(len(set(row)) == 10 for row in ids)
+    data = dataset.load(cfg)
+    seen = set(data.train_columns["movieId"][data.train_columns["userId"] == 1].tolist())
+    assert not seen & set(ids[0].tolist())
+    assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 0)
+    assert 0 <= result.test_metrics["test_recall_at_10"] <= 1 and result.test_metrics["test_ranking_users"] > 100
