@@ -28,7 +28,7 @@ test: venv ## run the test suite (everything but GPU tests)
 ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///work/mlflow.db --host 127.0.0.1 --port 5000
 
-baseline: venv ## the digits CNN beside scikit-learn's SVC(gamma=0.001) on the same split
+baseline: venv ## each experiment beside classical baselines on the same split (ARGS="ames" for one)
 	$(BIN)/python bench/baseline.py $(ARGS)
 
 preview: venv ## write a PNG grid of the configured augmentations

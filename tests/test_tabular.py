@@ -244,3 +244,15 @@ def test_recommend_signature_returns_k_distinct_unseen_items(tmp_path, tfds_dir)
     assert not seen & set(ids[0].tolist())
     assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 0)
     assert 0 <= result.test_metrics["test_recall_at_10"] <= 1 and result.test_metrics["test_ranking_users"] > 100
+
+
+def test_a_parquet_table_loads_like_a_csv(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    frame = pd.read_csv(write_houses(tmp_path / "houses.csv"))
+    frame.to_parquet(tmp_path / "houses.parquet")
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, tmp_path / "houses.parquet"))
+    spec = dataset.load(cfg).spec
+    assert {f.name: (f.kind, f.dtype) for f in spec.features} == {
+        "area": ("numeric", "float32"), "rooms": ("numeric", "int64"), "city": ("categorical", "string")}
+    assert spec.task == "regression" and sum(spec.sizes.values()) == 120

@@ -109,8 +109,8 @@ def _categorical(out, feature, x, cfg, column, reg, augmenter):
         embedded = layers.Embedding(table.vocabulary_size(), cfg.features.embedding_dim, embeddings_regularizer=reg,
                                     name=layer_name(feature.name, "embedding"))(table(x))
         out.vectors.append(embedded)
-    out.info[feature.name] = {"kind": "categorical", "vocabulary_size": table.vocabulary_size(),
-                              "encoding": cfg.features.encoding}
+    out.info[feature.name] = {"kind": "categorical", "encoding": cfg.features.encoding,
+                              "vocabulary": table.get_vocabulary()}
 
 
 def _multi_hot(out, feature, x, cfg, column, reg, augmenter):

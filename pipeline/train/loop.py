@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     augmenter = build_augmenter(cfg.augment, cfg.seed)
     in_model = cfg.augment.placement == "model"
     data = dataset.load(cfg, augmenter=None if in_model else augmenter)
+    if data.spec.skipped:
+        print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
+              "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
 
     task = task_for(cfg, data.spec)
 
