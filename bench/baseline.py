@@ -31,7 +31,7 @@ def _frames(splits, names):
                 labels.append(y.numpy())
         return {n: np.concatenate(v) for n, v in cols.items()}, np.concatenate(labels)
 
-    return collect(splits.train, splits.validation), collect(splits.test)
+    return collect(splits.train_epoch(), splits.validation), collect(splits.test)
 
 
 def digits(splits):

@@ -47,7 +47,7 @@ def test_movielens_splits_are_fixed_and_disjoint(tmp_path, tfds_dir):
     def pairs(ds):  # one pass: the training split reshuffles every pass
         return {(u, m) for x, _ in ds for u, m in zip(x["userId"].numpy().tolist(), x["movieId"].numpy().tolist())}
 
-    train, val, test = pairs(data.train), pairs(data.validation), pairs(data.test)
+    train, val, test = pairs(data.train_epoch()), pairs(data.validation), pairs(data.test)
     assert not (train & val or train & test or val & test)
     assert len(train) + len(val) + len(test) == 100_004
     assert pairs(dataset.load(cfg).test) == test
@@ -59,7 +59,7 @@ def test_movielens_time_split_trains_on_the_past(tmp_path, tfds_dir):
     cfg = load(MOVIELENS, shrink(tmp_path, tfds_dir, "data.time_split={column: timestamp, validation: 0.7, test: 0.8}",
                                  "data.features=[userId, movieId, timestamp]"))
     data = dataset.load(cfg)
-    train, val, test = (_column(d, "timestamp") for d in (data.train, data.validation, data.test))
+    train, val, test = (_column(d, "timestamp") for d in (data.train_epoch(), data.validation, data.test))
     assert train.max() <= val.min() and val.max() <= test.min()
     assert data.spec.sizes == {"train": len(train), "validation": len(val), "test": len(test)}
     assert len(test) == pytest.approx(0.2 * 100_004, rel=0.01)
@@ -75,7 +75,7 @@ def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tf
     cfg = load(AMES, shrink(tmp_path, tfds_dir))
     data = dataset.load(cfg)
     model = build_model(cfg, data.spec, data.train_columns)
-    train_area = _column(data.train, "Gr_Liv_Area").astype(float)
+    train_area = _column(data.train_epoch(), "Gr_Liv_Area").astype(float)
     all_area = np.concatenate([train_area, _column(data.validation, "Gr_Liv_Area"), _column(data.test, "Gr_Liv_Area")])
     norm = model.get_layer("Gr_Liv_Area_normalize")
     mean = float(np.asarray(norm.mean).reshape(-1)[0])
@@ -83,7 +83,7 @@ def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tf
     assert abs(mean - all_area.mean()) > 1e-3  # would fail if validation or test leaked in
 
     lookup = model.get_layer("Neighborhood_lookup")
-    train_values = {v.decode() for v in _column(data.train, "Neighborhood")}
+    train_values = {v.decode() for v in _column(data.train_epoch(), "Neighborhood")}
     assert set(lookup.get_vocabulary()[1:]) == train_values  # index 0 is the OOV bucket
     target_mean = float(np.asarray(model.get_layer("prediction").bias)[0])
     assert target_mean == pytest.approx(data.train_columns["Sale_Price"].mean(), rel=1e-5)

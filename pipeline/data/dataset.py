@@ -57,19 +57,25 @@ class DataSpec:
 
 @dataclass
 class Splits:
-    train: Any
+    train: Any  # endless: epoch after epoch, each in its own seeded order; use with steps_per_epoch
     validation: Any
     test: Any
     spec: DataSpec
     train_columns: dict[str, Any]  # non-image training features and the (transformed) label, as NumPy
+    steps_per_epoch: int = 0
+
+    def train_epoch(self):
+        """One epoch of the training stream (finite)."""
+        return self.train.take(self.steps_per_epoch)
 
 
-def load(cfg: ExperimentConfig, augmenter=None) -> Splits:
+def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0) -> Splits:
     """Prepare (if needed) and read the configured dataset.
 
     Args:
         cfg: The experiment config; ``cfg.data`` names the dataset and the splits.
         augmenter: Keras layer applied to training images only; default none.
+        start_epoch: First epoch of the training stream (a resumed run starts after its last epoch).
 
     Raises:
         DataError: unknown dataset, bad split spec, a missing feature, or bad input files.
@@ -80,10 +86,11 @@ def load(cfg: ExperimentConfig, augmenter=None) -> Splits:
 
     task = task_for(cfg, spec)
     datasets = {
-        name: _pipeline(ds, cfg, spec, task, training=name == "train", augmenter=augmenter)
+        name: _pipeline(ds, cfg, spec, task, training=name == "train", augmenter=augmenter, start_epoch=start_epoch)
         for name, ds in zip(SPLITS, raw)
     }
-    return Splits(**datasets, spec=spec, train_columns=_columns(raw[0], spec, task))
+    steps = -(-spec.sizes["train"] // cfg.data.batch_size)
+    return Splits(**datasets, spec=spec, train_columns=_columns(raw[0], spec, task), steps_per_epoch=steps)
 
 
 def sample_images(cfg: ExperimentConfig, n: int):
@@ -225,7 +232,7 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     return arrays
 
 
-def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, augmenter):
+def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, augmenter, start_epoch: int = 0):
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
@@ -235,9 +242,10 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, a
     ds = ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=auto)
     if cfg.data.cache:
         ds = ds.cache()
-    if training and cfg.data.shuffle_buffer:
-        ds = ds.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.data.batch_size, num_parallel_calls=auto)
+    if training:
+        ds = _epochs(ds, cfg, start_epoch)
+    else:
+        ds = ds.batch(cfg.data.batch_size, num_parallel_calls=auto)
 
     def decode(x, y):
         x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
@@ -256,3 +264,21 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, a
     options = tf.data.Options()
     options.deterministic = cfg.deterministic
     return ds.with_options(options).prefetch(auto)
+
+
+def _epochs(examples, cfg: ExperimentConfig, start_epoch: int):
+    """Endless batches, epoch by epoch, each epoch shuffled with a seed made of (seed, epoch).
+
+    The order of epoch e depends on nothing else, so a run resumed at epoch e sees the same
+    batches as one that never stopped (a reshuffling dataset would restart its sequence).
+    Batches never straddle two epochs.
+    """
+    import tensorflow as tf
+
+    buffer, size = cfg.data.shuffle_buffer, cfg.data.batch_size
+
+    def epoch(e):
+        ordered = examples.shuffle(buffer, seed=cfg.seed * 100_003 + e) if buffer else examples
+        return ordered.batch(size)
+
+    return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch)

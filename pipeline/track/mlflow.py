@@ -91,6 +91,16 @@ class Run:
         self.log_text(json.dumps(dataclasses.asdict(spec), indent=2), "data_spec.json")
 
 
+def log_missing_epochs(run: Run, history: dict[str, list[float]]) -> None:
+    """Log the epochs of ``history`` that the run lacks (a kill can fall between saving and logging)."""
+    if not run.tracked or not history:
+        return
+    logged = {m.step for m in run.client.get_metric_history(run.id, "loss")}
+    for i in range(len(history.get("loss", []))):
+        if i + 1 not in logged:
+            run.log_metrics({k: v[i] for k, v in history.items() if i < len(v)}, step=i + 1)
+
+
 def epoch_logger(run: Run):
     """A Keras callback that logs every epoch's metrics and learning rate to the run."""
     import keras
@@ -105,14 +115,20 @@ def epoch_logger(run: Run):
 
 
 @contextmanager
-def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str, str] | None = None):
-    """Open a run for ``cfg``; end it FINISHED, FAILED on an exception or KILLED on Ctrl-C/SIGTERM."""
+def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
+              resume_id: str | None = None):
+    """Open a run for ``cfg``; end it FINISHED, FAILED on an exception or KILLED on Ctrl-C/SIGTERM.
+
+    With ``resume_id`` (an interrupted run of the same config) that run continues: its status
+    goes back to RUNNING and its metric history goes on from where it stopped.
+    """
     if not cfg.tracking.enabled:
-        yield Run(cfg)
+        yield Run(cfg, run_id=resume_id)
         return
     client, experiment_id = _client(cfg)
-    created = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
-    run_id = created.info.run_id
+    run_id = _reopen(client, resume_id) if resume_id else None
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
     status = "FAILED"
     try:
         yield Run(cfg, client, run_id)
@@ -122,6 +138,17 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
         raise
     finally:
         client.set_terminated(run_id, status)
+
+
+def _reopen(client, run_id: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return None
+    client.update_run(run_id, status="RUNNING")
+    return run_id
 
 
 def _client(cfg: ExperimentConfig):

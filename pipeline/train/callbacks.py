@@ -1,13 +1,13 @@
 """The Keras callbacks a run uses, built from the config.
 
 Keras' own callbacks do the work (EarlyStopping, ReduceLROnPlateau,
-BackupAndRestore, TerminateOnNaN); the one addition writes the best weights
-atomically, so a kill mid-write never leaves a corrupt checkpoint.
+TerminateOnNaN); the one addition writes the best weights atomically, so a
+kill mid-write never leaves a corrupt checkpoint. Resuming after a crash is
+resume.py's job (Keras' BackupAndRestore forgets callback state).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -19,13 +19,6 @@ def monitor_mode(monitor: str, mode: str) -> str:
     if mode != "auto":
         return mode
     return "max" if "acc" in monitor else "min"
-
-
-def backup_dir(cfg: ExperimentConfig) -> Path:
-    """Where BackupAndRestore keeps its state: keyed by the resolved config, so rerunning
-    the same command resumes, and a changed config never loads incompatible weights."""
-    key = hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:12]
-    return Path(cfg.workdir) / "backup" / f"{cfg.name}-{key}"
 
 
 def best_weights(path: Path, monitor: str, mode: str):
@@ -67,6 +60,4 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list:
             restore_best_weights=es.restore_best_weights, verbose=0))
     if cfg.train.checkpoint:
         callbacks.append(best_weights(run_dir / "checkpoints" / "best.weights.h5", es.monitor, mode))
-    if cfg.train.resume:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir(cfg))))
     return callbacks

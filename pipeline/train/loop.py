@@ -40,6 +40,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     from pipeline.models import build_model, family
     from pipeline.tasks import task_for
     from pipeline.track import plots
+    from pipeline.train import resume
     from pipeline.train.callbacks import build_callbacks
     from pipeline.train.optim import build_optimizer
     from pipeline.train.strategy import describe, make_strategy
@@ -48,18 +49,17 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     _deterministic_ops(cfg)
     augmenter = build_augmenter(cfg.augment, cfg.seed)
     in_model = cfg.augment.placement == "model"
-    data = dataset.load(cfg, augmenter=None if in_model else augmenter)
+    previous = resume.peek(cfg) if cfg.train.resume else resume.State()
+    data = dataset.load(cfg, augmenter=None if in_model else augmenter, start_epoch=previous.epoch)
     if data.spec.skipped:
         print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
 
     task = task_for(cfg, data.spec)
 
-    with track.start_run(cfg) as run:
+    with track.start_run(cfg, resume_id=previous.run_id) as run:
         run.log_setup(cfg, data.spec, describe(strategy))
-        steps_per_epoch = int(data.train.cardinality())
-        if steps_per_epoch < 0:  # a filtered (time-split) dataset: count once
-            steps_per_epoch = int(data.train.reduce(0, lambda n, _: n + 1))
+        steps_per_epoch = data.steps_per_epoch
         _seed(cfg)  # here, after data preparation and tracking, which draw from global RNGs
         with strategy.scope():
             model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter if in_model else None)
@@ -71,14 +71,24 @@ def train(cfg: ExperimentConfig) -> TrainResult:
                 jit_compile=cfg.train.jit_compile,
             )
         callbacks = build_callbacks(cfg, run.dir)
-        history = model.fit(
+        state = resume.restore(model, callbacks, cfg, augmenter) if cfg.train.resume else resume.State()
+        saver = resume.checkpointer(cfg, run.id, state, write=cfg.train.resume, augmenter=augmenter)
+        saver.set_others(callbacks)
+        if state.epoch:
+            print(f"Resuming {cfg.name} after epoch {state.epoch} from {state.path}", file=sys.stderr)
+            track.log_missing_epochs(run, state.history)
+            run.set_tags({"resumed_after_epoch": state.epoch})
+        model.fit(
             data.train,
             validation_data=data.validation,
             epochs=cfg.train.epochs,
-            callbacks=[*callbacks, track.epoch_logger(run)],
+            initial_epoch=state.epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=[*callbacks, saver, track.epoch_logger(run)],
             verbose=cfg.train.verbose,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
-        ).history
+        )
+        history = saver.history  # every epoch, including those before a resume
 
         best_epoch = _best_epoch(callbacks)
         test = {f"test_{k}": float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
@@ -100,6 +110,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
             run.log_metrics(checks)
             run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
             run.log_dir(export_path, "saved_model")
+        resume.finish(cfg)
     return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks)
 
 
