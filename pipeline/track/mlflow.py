@@ -116,19 +116,22 @@ def epoch_logger(run: Run):
 
 @contextmanager
 def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
-              resume_id: str | None = None):
+              resume_id: str | None = None, resume_epoch: int = 0):
     """Open a run for ``cfg``; end it FINISHED, FAILED on an exception or KILLED on Ctrl-C/SIGTERM.
 
-    With ``resume_id`` (an interrupted run of the same config) that run continues: its status
-    goes back to RUNNING and its metric history goes on from where it stopped.
+    With ``resume_id`` (an interrupted run of the same config, resumed after ``resume_epoch``)
+    that run continues: its status goes back to RUNNING and its metric history goes on. If it
+    already logged epochs past ``resume_epoch`` (its newest state was unreadable), it is marked
+    KILLED instead and a new run, tagged ``resumed_from``, takes over: no step is logged twice.
     """
     if not cfg.tracking.enabled:
         yield Run(cfg, run_id=resume_id)
         return
     client, experiment_id = _client(cfg)
-    run_id = _reopen(client, resume_id) if resume_id else None
+    run_id = _reopen(client, resume_id, resume_epoch) if resume_id else None
     if run_id is None:
-        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags or {}).info.run_id
+        link = {"resumed_from": resume_id} if resume_id else {}
+        run_id = client.create_run(experiment_id, run_name=run_name, tags={**(tags or {}), **link}).info.run_id
     status = "FAILED"
     try:
         yield Run(cfg, client, run_id)
@@ -140,12 +143,15 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
         client.set_terminated(run_id, status)
 
 
-def _reopen(client, run_id: str) -> str | None:
+def _reopen(client, run_id: str, epoch: int) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_run(run_id)
     except MlflowException:
+        return None
+    if max((m.step for m in client.get_metric_history(run_id, "loss")), default=0) > epoch:
+        client.set_terminated(run_id, "KILLED")
         return None
     client.update_run(run_id, status="RUNNING")
     return run_id

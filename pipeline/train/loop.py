@@ -57,7 +57,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
 
     task = task_for(cfg, data.spec)
 
-    with track.start_run(cfg, resume_id=previous.run_id) as run:
+    with track.start_run(cfg, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
         run.log_setup(cfg, data.spec, describe(strategy))
         steps_per_epoch = data.steps_per_epoch
         _seed(cfg)  # here, after data preparation and tracking, which draw from global RNGs
@@ -71,7 +71,8 @@ def train(cfg: ExperimentConfig) -> TrainResult:
                 jit_compile=cfg.train.jit_compile,
             )
         callbacks = build_callbacks(cfg, run.dir)
-        state = resume.restore(model, callbacks, cfg, augmenter) if cfg.train.resume else resume.State()
+        state = previous
+        resume.restore(model, callbacks, state, augmenter)
         saver = resume.checkpointer(cfg, run.id, state, write=cfg.train.resume, augmenter=augmenter)
         saver.set_others(callbacks)
         if state.epoch:

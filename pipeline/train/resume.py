@@ -56,12 +56,16 @@ def _states(root: Path) -> list[Path]:
 
 
 def peek(cfg: ExperimentConfig) -> State:
-    """The newest readable state's metadata (no weights), or a fresh State."""
+    """The newest state whose files open (weights not loaded yet), or a fresh State."""
+    import h5py
+
     for path in _states(state_root(cfg)):
         try:
             meta = json.loads((path / "state.json").read_text())
-        except (OSError, ValueError):
-            continue
+            with h5py.File(path / "state.weights.h5", "r"):
+                pass
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable (a disk error, say): fall back to the previous state
         return State(meta["epoch"], meta.get("run_id"), meta["history"], meta["callbacks"], path)
     return State()
 
@@ -71,31 +75,28 @@ def _seed_variables(*layers) -> list:
     return [v for layer in layers if layer is not None for v in layer.variables if "seed_generator" in v.path]
 
 
-def restore(model, callbacks: list, cfg: ExperimentConfig, augmenter=None) -> State:
-    """Load the newest state that loads into ``model`` and its callbacks; fresh State if none."""
+def restore(model, callbacks: list, state: State, augmenter=None) -> None:
+    """Load ``state`` (from peek) into the model, its optimizer, its random layers and callbacks."""
     import numpy as np
 
+    if state.path is None:
+        return
+    for newer in _states(state.path.parent):
+        if newer.name > state.path.name:  # unreadable states past the one resumed: the epochs are redone
+            shutil.rmtree(newer, ignore_errors=True)
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    for path in _states(state_root(cfg)):
-        try:
-            meta = json.loads((path / "state.json").read_text())
-            model.load_weights(path / "state.weights.h5")
-            best = np.load(path / "best.npz") if (path / "best.npz").exists() else None
-            seeds = np.load(path / "seeds.npz")
-            for i, var in enumerate(_seed_variables(model, augmenter)):
-                var.assign(seeds[f"s{i}"])
-        except (OSError, ValueError, KeyError):
-            continue  # unreadable: fall back to the previous state
-        for cb in callbacks:
-            saved = meta["callbacks"].get(type(cb).__name__)
-            if saved is not None:
-                for key, value in saved.items():
-                    setattr(cb, key, value)
-            if type(cb).__name__ == "EarlyStopping" and best is not None:
-                cb.best_weights = [best[f"w{i}"] for i in range(len(best.files))]
-        return State(meta["epoch"], meta.get("run_id"), meta["history"], meta["callbacks"], path)
-    return State()
+    model.load_weights(state.path / "state.weights.h5")
+    seeds = np.load(state.path / "seeds.npz")
+    for i, var in enumerate(_seed_variables(model, augmenter)):
+        var.assign(seeds[f"s{i}"])
+    best_file = state.path / "best.npz"
+    for cb in callbacks:
+        for key, value in state.callbacks.get(type(cb).__name__, {}).items():
+            setattr(cb, key, value)
+        if type(cb).__name__ == "EarlyStopping" and best_file.exists():
+            best = np.load(best_file)
+            cb.best_weights = [best[f"w{i}"] for i in range(len(best.files))]
 
 
 CALLBACK_STATE = {
