@@ -77,6 +77,10 @@ class DataConfig(Section):
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
     batch_size: PositiveInt = 64
+    batch_scope: Literal["global", "per_replica"] = Field(
+        "global", description="Whether batch_size is the global batch or each replica's (global = size x replicas)."
+    )
+    drop_remainder: bool = Field(False, description="Drop each epoch's last partial training batch.")
     shuffle_buffer: Count = Field(2048, description="0 disables shuffling.")
     cache: bool = Field(True, description="Cache decoded examples in memory after the first epoch.")
 
@@ -210,6 +214,9 @@ class OptimizerConfig(Section):
     weight_decay: Lambda = Field(0.0, description="Decoupled weight decay; adamw defaults to 1e-4 when 0.")
     clipnorm: PositiveFloat | None = None
     clipvalue: PositiveFloat | None = None
+    scale_lr: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="Scale learning_rate by the replica count (linear) or its square root."
+    )
     schedule: ScheduleConfig = ScheduleConfig()
 
     @model_validator(mode="after")
@@ -231,6 +238,11 @@ class EarlyStoppingConfig(Section):
 class TrainConfig(Section):
     epochs: PositiveInt = 60
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker"] = "auto"
+    devices: list[str] | None = Field(None, description="mirrored: devices to use, e.g. ['/gpu:0', '/gpu:1']; default all.")
+    virtual_cpus: Count = Field(0, description="Split the CPU into this many logical devices (tests and benchmarks of strategies).")
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="Mixed precision keeps variables and the output layer in float32."
+    )
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     checkpoint: bool = Field(True, description="Keep the best weights under <workdir>/runs/<run id>/.")
     resume: bool = Field(True, description="Back up every epoch and resume an interrupted run (BackupAndRestore).")

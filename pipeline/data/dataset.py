@@ -63,34 +63,42 @@ class Splits:
     spec: DataSpec
     train_columns: dict[str, Any]  # non-image training features and the (transformed) label, as NumPy
     steps_per_epoch: int = 0
+    global_batch: int = 0
 
     def train_epoch(self):
         """One epoch of the training stream (finite)."""
         return self.train.take(self.steps_per_epoch)
 
 
-def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0) -> Splits:
+def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: int = 1) -> Splits:
     """Prepare (if needed) and read the configured dataset.
 
     Args:
         cfg: The experiment config; ``cfg.data`` names the dataset and the splits.
         augmenter: Keras layer applied to training images only; default none.
         start_epoch: First epoch of the training stream (a resumed run starts after its last epoch).
+        replicas: Replicas in sync; with ``data.batch_scope: per_replica`` the global batch grows with them.
 
     Raises:
         DataError: unknown dataset, bad split spec, a missing feature, or bad input files.
     """
+    from pipeline.tasks import task_for
+    from pipeline.train.strategy import global_batch
+
     raw, info = _read(cfg)
     spec = _spec(cfg, info, raw)
-    from pipeline.tasks import task_for
-
     task = task_for(cfg, spec)
+    batch = global_batch(cfg.data.batch_size, cfg.data.batch_scope, replicas)
     datasets = {
-        name: _pipeline(ds, cfg, spec, task, training=name == "train", augmenter=augmenter, start_epoch=start_epoch)
+        name: _pipeline(ds, cfg, spec, task, name == "train", augmenter, start_epoch, batch)
         for name, ds in zip(SPLITS, raw)
     }
-    steps = -(-spec.sizes["train"] // cfg.data.batch_size)
-    return Splits(**datasets, spec=spec, train_columns=_columns(raw[0], spec, task), steps_per_epoch=steps)
+    n = spec.sizes["train"]
+    steps = n // batch if cfg.data.drop_remainder else -(-n // batch)
+    if steps < 1:
+        raise DataError(f"The training split has {n} examples, fewer than one batch of {batch} (`data.batch_size`).")
+    return Splits(**datasets, spec=spec, train_columns=_columns(raw[0], spec, task), steps_per_epoch=steps,
+                  global_batch=batch)
 
 
 def sample_images(cfg: ExperimentConfig, n: int):
@@ -232,7 +240,7 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     return arrays
 
 
-def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, augmenter, start_epoch: int = 0):
+def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, augmenter, start_epoch: int, batch: int):
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
@@ -243,9 +251,9 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, a
     if cfg.data.cache:
         ds = ds.cache()
     if training:
-        ds = _epochs(ds, cfg, start_epoch)
+        ds = _epochs(ds, cfg, start_epoch, batch)
     else:
-        ds = ds.batch(cfg.data.batch_size, num_parallel_calls=auto)
+        ds = ds.batch(batch, num_parallel_calls=auto)
 
     def decode(x, y):
         x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
@@ -263,10 +271,12 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, a
         ds = ds.map(augment, num_parallel_calls=parallel)
     options = tf.data.Options()
     options.deterministic = cfg.deterministic
+    # Replicas and workers split batches (DATA): TFDS sources here have too few files to split by FILE.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(auto)
 
 
-def _epochs(examples, cfg: ExperimentConfig, start_epoch: int):
+def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int):
     """Endless batches, epoch by epoch, each epoch shuffled with a seed made of (seed, epoch).
 
     The order of epoch e depends on nothing else, so a run resumed at epoch e sees the same
@@ -275,10 +285,10 @@ def _epochs(examples, cfg: ExperimentConfig, start_epoch: int):
     """
     import tensorflow as tf
 
-    buffer, size = cfg.data.shuffle_buffer, cfg.data.batch_size
+    buffer = cfg.data.shuffle_buffer
 
     def epoch(e):
         ordered = examples.shuffle(buffer, seed=cfg.seed * 100_003 + e) if buffer else examples
-        return ordered.batch(size)
+        return ordered.batch(size, drop_remainder=cfg.data.drop_remainder)
 
     return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch)

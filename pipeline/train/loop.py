@@ -45,12 +45,13 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     from pipeline.train.optim import build_optimizer
     from pipeline.train.strategy import describe, make_strategy
 
-    strategy = make_strategy(cfg.train.strategy)
+    strategy = make_strategy(cfg.train)
+    replicas = strategy.num_replicas_in_sync
     _deterministic_ops(cfg)
     augmenter = build_augmenter(cfg.augment, cfg.seed)
     in_model = cfg.augment.placement == "model"
     previous = resume.peek(cfg) if cfg.train.resume else resume.State()
-    data = dataset.load(cfg, augmenter=None if in_model else augmenter, start_epoch=previous.epoch)
+    data = dataset.load(cfg, augmenter=None if in_model else augmenter, start_epoch=previous.epoch, replicas=replicas)
     if data.spec.skipped:
         print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
@@ -58,13 +59,14 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     task = task_for(cfg, data.spec)
 
     with track.start_run(cfg, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
-        run.log_setup(cfg, data.spec, describe(strategy))
+        run.log_setup(cfg, data.spec, {**describe(strategy), "global_batch": data.global_batch,
+                                       "precision": cfg.train.precision})
         steps_per_epoch = data.steps_per_epoch
         _seed(cfg)  # here, after data preparation and tracking, which draw from global RNGs
         with strategy.scope():
             model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter if in_model else None)
             model.compile(
-                optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, steps_per_epoch),
+                optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, steps_per_epoch, replicas),
                 loss=task.loss,
                 metrics=task.metrics(),
                 steps_per_execution=cfg.train.steps_per_execution,

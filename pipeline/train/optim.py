@@ -83,8 +83,16 @@ SCHEDULES = {
 }
 
 
-def build_optimizer(cfg: OptimizerConfig, epochs: int, steps_per_epoch: int):
-    """The configured Keras optimiser with its schedule, clipping and weight decay."""
+LR_SCALING = {"none": lambda replicas: 1.0, "linear": float, "sqrt": lambda replicas: replicas**0.5}
+
+
+def build_optimizer(cfg: OptimizerConfig, epochs: int, steps_per_epoch: int, replicas: int = 1):
+    """The configured Keras optimiser with its schedule, clipping and weight decay.
+
+    With ``scale_lr`` the learning rate follows the replica count (Goyal et al.'s linear rule
+    for a global batch that grows with the replicas, or the square-root rule).
+    """
+    cfg = cfg.model_copy(update={"learning_rate": cfg.learning_rate * LR_SCALING[cfg.scale_lr](replicas)})
     kw = {"learning_rate": SCHEDULES[cfg.schedule.name](cfg, epochs * steps_per_epoch, steps_per_epoch)}
     if cfg.clipnorm:
         kw["clipnorm"] = cfg.clipnorm

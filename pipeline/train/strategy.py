@@ -1,50 +1,57 @@
-"""``train.strategy`` -> a tf.distribute strategy.
+"""``train.strategy`` -> a tf.distribute strategy, plus the device-wide settings made with it.
 
-Create it before any other TensorFlow work: MultiWorkerMirroredStrategy must
-exist before the runtime initialises, and one process should hold one strategy
-(two MirroredStrategy objects can clash in collective ops).
+Create it before any other TensorFlow work: logical CPU devices and
+MultiWorkerMirroredStrategy must exist before the runtime initialises, and one
+process should hold one strategy (two MirroredStrategy objects can clash in
+collective ops). The precision policy is set here too: it is process-wide.
 """
 
 from __future__ import annotations
 
 import os
 
+from pipeline.config import TrainConfig
+from pipeline.errors import ConfigError
 
-def _default():
+
+def _default(cfg: TrainConfig):
     import tensorflow as tf
 
     return tf.distribute.get_strategy()
 
 
-def _one_device():
+def _one_device(cfg: TrainConfig):
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
-def _mirrored():
+def _mirrored(cfg: TrainConfig):
+    """Every GPU, or every logical CPU when there is no GPU (how strategies are tested on a CPU)."""
     import tensorflow as tf
 
-    return tf.distribute.MirroredStrategy()
+    devices = cfg.devices or [d.name for d in tf.config.list_logical_devices("GPU")]
+    devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
 
 
-def _multi_worker():
+def _multi_worker(cfg: TrainConfig):
     import tensorflow as tf
 
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def _auto():
+def _auto(cfg: TrainConfig):
     """TF_CONFIG -> multi-worker; several GPUs -> mirrored; one GPU -> one device; else default."""
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
-        return _multi_worker()
+        return _multi_worker(cfg)
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
-        return _mirrored()
-    return _one_device() if gpus else _default()
+        return _mirrored(cfg)
+    return _one_device(cfg) if gpus else _default(cfg)
 
 
 STRATEGIES = {
@@ -56,8 +63,41 @@ STRATEGIES = {
 }
 
 
-def make_strategy(name: str):
-    return STRATEGIES[name]()
+def make_strategy(cfg: TrainConfig):
+    """Split the CPU if asked, set the precision policy, and build the strategy."""
+    _virtual_cpus(cfg.virtual_cpus)
+    strategy = STRATEGIES[cfg.strategy](cfg)
+    _precision(cfg.precision)
+    return strategy
+
+
+def _virtual_cpus(count: int) -> None:
+    import tensorflow as tf
+
+    if not count:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:  # TensorFlow already initialised in this process
+        if len(tf.config.list_logical_devices("CPU")) != count:
+            raise ConfigError(
+                f"Invalid `train.virtual_cpus`: {count} needs a fresh process (TensorFlow has already "
+                f"initialised {len(tf.config.list_logical_devices('CPU'))} CPU device(s))."
+            ) from None
+
+
+def _precision(policy: str) -> None:
+    """float32, or mixed precision where it is right: float16 needs a GPU, bfloat16 runs anywhere."""
+    import keras
+    import tensorflow as tf
+
+    if policy == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
+        raise ConfigError(
+            "Invalid `train.precision`: 'mixed_float16' needs a GPU (on a CPU float16 is slow and loses "
+            "precision). Use 'mixed_bfloat16' or 'float32'."
+        )
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def describe(strategy) -> dict[str, str]:
@@ -67,3 +107,7 @@ def describe(strategy) -> dict[str, str]:
     except RuntimeError:  # the default strategy places ops wherever TensorFlow does
         devices = "default placement"
     return {"strategy": type(strategy).__name__, "replicas": str(strategy.num_replicas_in_sync), "devices": devices}
+
+
+def global_batch(batch_size: int, scope: str, replicas: int) -> int:
+    return batch_size * replicas if scope == "per_replica" else batch_size

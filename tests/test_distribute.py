@@ -1,0 +1,75 @@
+"""tf.distribute: strategies on logical CPU devices, batch semantics, precision policies."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import load
+from pipeline.errors import ConfigError
+
+from .conftest import DIGITS, run_cli, tiny
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_mirrored_over_two_logical_cpus_trains_and_exports_a_verified_model(tmp_path, tfds_dir):
+    """In a subprocess: one strategy per process (two MirroredStrategy objects can clash)."""
+    from mlflow.tracking import MlflowClient
+
+    workdir = tmp_path / "work"
+    proc = run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, "train.epochs=1", "train.strategy=mirrored",
+                                                "train.virtual_cpus=2", "data.batch_scope=per_replica",
+                                                "data.batch_size=32", "optimizer.scale_lr=linear"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    tags = run.data.tags
+    assert (tags["strategy"], tags["replicas"], tags["global_batch"]) == ("MirroredStrategy", "2", "64")
+    assert tags["devices"].count("CPU") == 2
+    assert run.data.metrics["verify.max_abs_diff"] <= 1e-5
+    assert (workdir / "exports" / "digits" / "1" / "saved_model.pb").is_file()
+
+
+def test_per_replica_batch_and_learning_rate_follow_the_replica_count():
+    from pipeline.train.optim import build_optimizer
+    from pipeline.train.strategy import global_batch
+
+    assert global_batch(32, "per_replica", 4) == 128 and global_batch(32, "global", 4) == 32
+    for rule, factor in (("none", 1.0), ("linear", 4.0), ("sqrt", 2.0)):
+        cfg = load(None, ["optimizer.learning_rate=0.01", f"optimizer.scale_lr={rule}"])
+        opt = build_optimizer(cfg.optimizer, epochs=1, steps_per_epoch=10, replicas=4)
+        assert float(opt.learning_rate) == pytest.approx(0.01 * factor)
+
+
+def test_last_partial_batch_is_kept_or_dropped_as_configured(tiny_cfg):
+    from pipeline.data import dataset
+
+    kept = dataset.load(tiny_cfg("data.batch_size=100"))
+    dropped = dataset.load(tiny_cfg("data.batch_size=100", "data.drop_remainder=true"))
+    assert (kept.steps_per_epoch, dropped.steps_per_epoch) == (12, 11)  # 1,168 training examples
+    assert [len(y) for _, y in dropped.train_epoch()] == [100] * 11
+    assert [len(y) for _, y in kept.train_epoch()][-1] == 68
+
+
+def test_mixed_float16_is_refused_on_a_cpu_with_the_alternative(tiny_cfg):
+    from pipeline.train.loop import train
+
+    with pytest.raises(ConfigError, match=r"`train.precision`: 'mixed_float16' needs a GPU.*mixed_bfloat16"):
+        train(tiny_cfg("train.precision=mixed_float16"))
+
+
+def test_mixed_bfloat16_trains_and_the_export_still_takes_and_returns_float32(tiny_cfg):
+    import keras
+    import tensorflow as tf
+
+    from pipeline.train.loop import train
+
+    result = train(tiny_cfg("train.precision=mixed_bfloat16", "train.epochs=1"))
+    try:
+        assert result.model.get_layer("block1_conv").compute_dtype == "bfloat16"
+        assert result.model.get_layer("probabilities").compute_dtype == "float32"
+        outputs = tf.saved_model.load(str(result.export_path)).signatures["serving_default"].structured_outputs
+        assert outputs["probabilities"].dtype == tf.float32
+        assert result.checks["verify.max_abs_diff"] <= 1e-5
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
