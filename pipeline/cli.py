@@ -27,7 +27,14 @@ def _train(args) -> int:
 
     cfg = load(args.config, args.overrides)
     configure_tensorflow(cfg)
+    if args.workers > 1:
+        from pathlib import Path
 
+        from pipeline.data.dataset import prepare
+        from pipeline.train.cluster import launch
+
+        prepare(cfg)  # once, before the workers start reading it
+        return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers")
     result = train(cfg)
     _summary(cfg, result)
     return 0
@@ -82,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
         return p
 
-    with_config(sub.add_parser("train", help="train, evaluate, track and export an experiment")).set_defaults(run=_train)
+    train = with_config(sub.add_parser("train", help="train, evaluate, track and export an experiment"))
+    train.add_argument("--workers", type=int, default=1,
+                       help="start N worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (default 1)")
+    train.set_defaults(run=_train)
 
     config = sub.add_parser("config", help="inspect configs")
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")

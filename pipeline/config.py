@@ -246,6 +246,10 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     checkpoint: bool = Field(True, description="Keep the best weights under <workdir>/runs/<run id>/.")
     resume: bool = Field(True, description="Back up every epoch and resume an interrupted run (BackupAndRestore).")
+    loop: Literal["auto", "keras", "custom"] = Field(
+        "auto", description="keras: model.fit; custom: a strategy.run loop with the same callbacks; auto: custom "
+        "under MultiWorkerMirroredStrategy, where Keras 3.15 fit fails (keras#20585)."
+    )
     steps_per_execution: PositiveInt = 1
     jit_compile: bool = False
     verbose: Literal[0, 1, 2] = Field(2, description="Keras fit verbosity: 2 prints a line per epoch.")

@@ -46,6 +46,19 @@ class Classification:
     def evaluate(self, predictions, targets) -> dict[str, float]:
         return {}
 
+    # Sums a custom loop adds up across replicas and batches (custom_loop.py), then their logs.
+    def loss_inputs(self, y, prediction):
+        return y, prediction
+
+    def sums(self, y, prediction) -> dict:
+        import tensorflow as tf
+
+        hit = tf.equal(tf.argmax(prediction, axis=-1), tf.cast(y, tf.int64))
+        return {"correct": tf.reduce_sum(tf.cast(hit, tf.float32))}
+
+    def logs(self, totals: dict, count: float) -> dict:
+        return {"accuracy": totals["correct"] / count}
+
 
 class Regression:
     """One float32 output; with ``target_transform: log`` it trains on log(y) and serves y."""
@@ -95,6 +108,20 @@ class Regression:
 
     def output_specs(self) -> dict:
         return {"prediction": ("float32", [None])}
+
+    def loss_inputs(self, y, prediction):
+        import tensorflow as tf
+
+        return tf.expand_dims(tf.cast(y, tf.float32), -1), prediction
+
+    def sums(self, y, prediction) -> dict:
+        import tensorflow as tf
+
+        error = tf.squeeze(prediction, -1) - tf.cast(y, tf.float32)
+        return {"sse": tf.reduce_sum(tf.square(error)), "sae": tf.reduce_sum(tf.abs(error))}
+
+    def logs(self, totals: dict, count: float) -> dict:
+        return {"rmse": (totals["sse"] / count) ** 0.5, "mae": totals["sae"] / count}
 
     def evaluate(self, predictions, targets) -> dict[str, float]:
         """Errors on the label's own scale (and on the log scale when training on logs)."""

@@ -101,6 +101,11 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
                   global_batch=batch)
 
 
+def prepare(cfg: ExperimentConfig) -> None:
+    """Prepare the dataset if it is not yet (so that several processes can then read it)."""
+    _read(cfg)
+
+
 def sample_images(cfg: ExperimentConfig, n: int):
     """The first ``n`` raw training images of the first image feature (for previews)."""
     import numpy as np

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     from pipeline.models import build_model, family
     from pipeline.tasks import task_for
     from pipeline.track import plots
-    from pipeline.train import resume
+    from pipeline.train import cluster, custom_loop, resume
     from pipeline.train.callbacks import build_callbacks
     from pipeline.train.optim import build_optimizer
     from pipeline.train.strategy import describe, make_strategy
@@ -57,8 +58,12 @@ def train(cfg: ExperimentConfig) -> TrainResult:
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
 
     task = task_for(cfg, data.spec)
+    chief = cluster.is_chief()
+    # Other workers track nothing and keep their files in a temporary folder (Keras requires it).
+    run_cfg = cfg if chief else cfg.model_copy(update={
+        "tracking": cfg.tracking.model_copy(update={"enabled": False}), "workdir": tempfile.mkdtemp(prefix="worker-")})
 
-    with track.start_run(cfg, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
+    with track.start_run(run_cfg, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
         run.log_setup(cfg, data.spec, {**describe(strategy), "global_batch": data.global_batch,
                                        "precision": cfg.train.precision})
         steps_per_epoch = data.steps_per_epoch
@@ -75,26 +80,33 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         callbacks = build_callbacks(cfg, run.dir)
         state = previous
         resume.restore(model, callbacks, state, augmenter)
-        saver = resume.checkpointer(cfg, run.id, state, write=cfg.train.resume, augmenter=augmenter)
+        saver = resume.checkpointer(cfg, run.id, state, write=cfg.train.resume and chief, augmenter=augmenter)
         saver.set_others(callbacks)
         if state.epoch:
             print(f"Resuming {cfg.name} after epoch {state.epoch} from {state.path}", file=sys.stderr)
             track.log_missing_epochs(run, state.history)
             run.set_tags({"resumed_after_epoch": state.epoch})
-        model.fit(
-            data.train,
-            validation_data=data.validation,
-            epochs=cfg.train.epochs,
-            initial_epoch=state.epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=[*callbacks, saver, track.epoch_logger(run)],
-            verbose=cfg.train.verbose,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-        )
+        all_callbacks = [*callbacks, saver, track.epoch_logger(run)]
+        custom = cfg.train.loop == "custom" or (cfg.train.loop == "auto" and _multi_worker(strategy))
+        if custom:
+            custom_loop.fit(model, strategy, task, data.train, data.validation, cfg.train.epochs, state.epoch,
+                            steps_per_epoch, all_callbacks, verbose=cfg.train.verbose if chief else 0)
+        else:
+            model.fit(
+                data.train,
+                validation_data=data.validation,
+                epochs=cfg.train.epochs,
+                initial_epoch=state.epoch,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=all_callbacks,
+                verbose=cfg.train.verbose,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+            )
         history = saver.history  # every epoch, including those before a resume
 
         best_epoch = _best_epoch(callbacks)
-        test = {f"test_{k}": float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
+        scores = custom_loop.evaluate(model, task, data.test) if custom else model.evaluate(data.test, return_dict=True, verbose=0)
+        test = {f"test_{k}": float(v) for k, v in scores.items()}
         epochs_run = len(history["loss"])
         extras = family(cfg.model.name)
         signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
@@ -106,14 +118,15 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         run.log_file(curves, "plots")
 
         export_path, checks = None, {}
-        if cfg.export.enabled:
+        if cfg.export.enabled and chief:
             meta = {"run_id": run.id, "data": {"name": data.spec.name, "version": data.spec.version,
                                                "digest": data.spec.digest}, "test_metrics": test}
             export_path, checks = export(model, cfg, data.spec, data.test, metadata=meta, signatures=signatures)
             run.log_metrics(checks)
             run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
             run.log_dir(export_path, "saved_model")
-        resume.finish(cfg)
+        if chief:
+            resume.finish(cfg)
     return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks)
 
 
@@ -143,13 +156,19 @@ def _seed(cfg: ExperimentConfig) -> None:
     keras.utils.set_random_seed(cfg.seed)
 
 
+def _multi_worker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def _task_metrics(model, task, test_ds) -> dict[str, float]:
     """Metrics Keras cannot compute on the training scale (e.g. price errors when training on log price)."""
     import numpy as np
 
     predictions, targets = [], []
     for features, labels in test_ds:
-        predictions.append(model.predict_on_batch(features))
+        predictions.append(model(features, training=False).numpy())
         targets.append(labels.numpy())
     return task.evaluate(np.concatenate(predictions), np.concatenate(targets))
 

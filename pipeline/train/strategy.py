@@ -106,7 +106,9 @@ def describe(strategy) -> dict[str, str]:
         devices = ",".join(strategy.extended.worker_devices)
     except RuntimeError:  # the default strategy places ops wherever TensorFlow does
         devices = "default placement"
-    return {"strategy": type(strategy).__name__, "replicas": str(strategy.num_replicas_in_sync), "devices": devices}
+    name = type(strategy).__name__
+    public = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}  # the API name users configure
+    return {"strategy": public.get(name, name), "replicas": str(strategy.num_replicas_in_sync), "devices": devices}
 
 
 def global_batch(batch_size: int, scope: str, replicas: int) -> int:
