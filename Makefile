@@ -6,7 +6,7 @@ CONFIG ?= configs/digits.yaml
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test ui baseline preview lint clean
+.PHONY: help venv train test ui baseline bench preview lint clean
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
 
 baseline: venv ## each experiment beside classical baselines on the same split (ARGS="ames" for one)
 	$(BIN)/python bench/baseline.py $(ARGS)
+
+bench: venv ## strategies side by side and the cost of a kill-and-resume (bench/results/)
+	$(BIN)/python bench/distribute.py $(ARGS)
 
 preview: venv ## write a PNG grid of the configured augmentations
 	$(BIN)/pipeline augment-preview $(CONFIG) $(ARGS)

@@ -127,8 +127,8 @@ def _read(cfg: ExperimentConfig):
     tfds.display_progress_bar(False)
     time_split = cfg.data.time_split
     splits = [time_split.split] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
-    try:
-        datasets, info = tfds.load(
+    def load():
+        return tfds.load(
             cfg.data.dataset,
             split=splits,
             data_dir=cfg.data.data_dir,
@@ -137,6 +137,12 @@ def _read(cfg: ExperimentConfig):
             read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
             builder_kwargs=builder_kwargs(cfg),
         )
+
+    try:
+        try:
+            datasets, info = load()
+        except FileExistsError:  # another process (a worker, a tuner) prepared it first: read theirs
+            datasets, info = load()
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(
             f"Unknown dataset `data.dataset`: {cfg.data.dataset!r}. Use a built-in one (digits, ames_housing, "

@@ -34,7 +34,7 @@ def is_chief() -> bool:
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
@@ -46,7 +46,7 @@ def _free_ports(n: int) -> list[int]:
 
 def launch(config: str, overrides: list[str], workers: int, log_dir: Path) -> int:
     """Run ``workers`` training processes; return 0 when all succeed, else the first failure's code."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(workers)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for index in range(workers):

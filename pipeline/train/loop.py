@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
+from pipeline.errors import ConfigError
 
 
 @dataclass
@@ -32,8 +33,14 @@ class TrainResult:
     checks: dict[str, float] = field(default_factory=dict)
 
 
-def train(cfg: ExperimentConfig) -> TrainResult:
-    """Train, evaluate, track and export the experiment ``cfg`` describes."""
+def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
+    """Train, evaluate, track and export the experiment ``cfg`` describes.
+
+    Args:
+        cfg: The validated experiment config.
+        callbacks: Extra Keras callbacks, run after the pipeline's own; default none.
+    """
+    extra_callbacks = list(callbacks)
     from pipeline import track
     from pipeline.data import dataset
     from pipeline.data.augment import build_augmenter
@@ -86,8 +93,11 @@ def train(cfg: ExperimentConfig) -> TrainResult:
             print(f"Resuming {cfg.name} after epoch {state.epoch} from {state.path}", file=sys.stderr)
             track.log_missing_epochs(run, state.history)
             run.set_tags({"resumed_after_epoch": state.epoch})
-        all_callbacks = [*callbacks, saver, track.epoch_logger(run)]
+        all_callbacks = [*callbacks, saver, track.epoch_logger(run), *extra_callbacks]
         custom = cfg.train.loop == "custom" or (cfg.train.loop == "auto" and _multi_worker(strategy))
+        if custom and (cfg.train.jit_compile or cfg.train.steps_per_execution > 1):
+            raise ConfigError("`train.jit_compile` and `train.steps_per_execution` apply to Keras' fit only; the "
+                              "custom loop (multi-worker, keras#20585) runs without them: unset them.")
         if custom:
             custom_loop.fit(model, strategy, task, data.train, data.validation, cfg.train.epochs, state.epoch,
                             steps_per_epoch, all_callbacks, verbose=cfg.train.verbose if chief else 0)
