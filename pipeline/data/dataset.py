@@ -85,8 +85,8 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     from pipeline.tasks import task_for
     from pipeline.train.strategy import global_batch
 
-    raw, info = _read(cfg)
-    spec = _spec(cfg, info, raw)
+    raw, info, sizes = _read(cfg)
+    spec = _spec(cfg, info, sizes)
     task = task_for(cfg, spec)
     batch = global_batch(cfg.data.batch_size, cfg.data.batch_scope, replicas)
     datasets = {
@@ -110,8 +110,8 @@ def sample_images(cfg: ExperimentConfig, n: int):
     """The first ``n`` raw training images of the first image feature (for previews)."""
     import numpy as np
 
-    raw, info = _read(cfg)
-    spec = _spec(cfg, info, raw)
+    raw, info, sizes = _read(cfg)
+    spec = _spec(cfg, info, sizes)
     image = next((f.name for f in spec.features if f.kind == "image"), None)
     if image is None:
         raise DataError(f"Dataset {spec.name} has no image feature to preview.")
@@ -157,13 +157,17 @@ def _read(cfg: ExperimentConfig):
             raise DataError(
                 f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
             )
+    sizes = None
     if time_split:
-        datasets = _split_by_time(datasets[0], time_split)
-    return datasets, info
+        datasets, sizes = _split_by_time(datasets[0], time_split)
+    return datasets, info, sizes
 
 
 def _split_by_time(ds, time_split):
-    """Train on the earliest examples: cut one split at quantiles of its time column."""
+    """Train on the earliest examples: cut one split at quantiles of its time column.
+
+    Returns the three filtered datasets and their sizes (counted on the column, not by reading them).
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -175,10 +179,11 @@ def _split_by_time(ds, time_split):
         return lambda ex: tf.logical_and(tf.cast(ex[column], tf.float64) >= low, tf.cast(ex[column], tf.float64) < high)
 
     bounds = [(-np.inf, lo), (lo, hi), (hi, np.inf)]
-    return [ds.filter(between(a, b)) for a, b in bounds]
+    sizes = {name: int(((times >= a) & (times < b)).sum()) for name, (a, b) in zip(SPLITS, bounds)}
+    return [ds.filter(between(a, b)) for a, b in bounds], sizes
 
 
-def _spec(cfg: ExperimentConfig, info, datasets) -> DataSpec:
+def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpec:
     import numpy as np
     import tensorflow_datasets as tfds
 
@@ -203,7 +208,7 @@ def _spec(cfg: ExperimentConfig, info, datasets) -> DataSpec:
         t = cfg.data.time_split
         bounds = {"train": f"[0, {t.validation})", "validation": f"[{t.validation}, {t.test})", "test": f"[{t.test}, 1]"}
         split_specs = {name: f"{t.split} by {t.column} quantiles {bounds[name]}" for name in SPLITS}
-        sizes = {name: int(ds.reduce(0, lambda n, _: n + 1)) for name, ds in zip(SPLITS, datasets)}
+        sizes = time_split_sizes
     else:
         sizes = {name: info.splits[s].num_examples for name, s in split_specs.items()}
     return DataSpec(
