@@ -210,3 +210,24 @@ def test_any_prepared_tfds_dataset_trains_with_only_a_config_change(tmp_path):
     assert result.export_path == Path(cfg.export.root) / "shapes" / "1"
     inputs = tf.saved_model.load(str(result.export_path)).signatures["serving_default"].structured_input_signature[1]
     assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {"picture": (tf.uint8, [None, 12, 12, 3])}
+
+
+def test_a_run_does_not_depend_on_what_ran_before_in_the_process(tmp_path, tfds_dir):
+    """The same config and seed give the same metrics in a fresh process and after other runs."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import load
+    from pipeline.train.loop import train
+
+    from .conftest import run_cli
+
+    fresh = tmp_path / "fresh"
+    proc = run_cli("train", str(DIGITS), *tiny(fresh, tfds_dir, "export.enabled=false"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{fresh}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    fresh_val_loss = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
+
+    train(load(DIGITS, tiny(tmp_path / "before", tfds_dir, "seed=7", "tracking.enabled=false", "export.enabled=false")))
+    after = train(load(DIGITS, tiny(tmp_path / "after", tfds_dir, "tracking.enabled=false", "export.enabled=false")))
+    assert after.history["val_loss"] == pytest.approx(fresh_val_loss, abs=1e-6)

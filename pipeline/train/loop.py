@@ -56,6 +56,7 @@ def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
     strategy = make_strategy(cfg.train)
     replicas = strategy.num_replicas_in_sync
     _deterministic_ops(cfg)
+    _seed(cfg)  # before the data: tf.data's shuffle seeds combine with TensorFlow's global seed
     augmenter = build_augmenter(cfg.augment, cfg.seed)
     in_model = cfg.augment.placement == "model"
     previous = resume.peek(cfg) if cfg.train.resume else resume.State()
