@@ -38,13 +38,16 @@ from pipeline.train.loop import configure_tensorflow
 cfg = load("configs/digits.yaml", sys.argv[1:])
 configure_tensorflow(cfg)
 import keras
+import tensorflow_datasets as tfds
+import pipeline.data.builders
 from pipeline.train.loop import train
 times = []
 class Timer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
     def on_epoch_end(self, epoch, logs=None): times.append(time.perf_counter() - self.t)
 result = train(cfg, callbacks=[Timer()])
-print("RESULT " + json.dumps({"epoch_s": times, "examples": 1168, "val_loss": result.history["val_loss"][-1]}))
+examples = tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir).info.splits[cfg.data.splits.train].num_examples
+print("RESULT " + json.dumps({"epoch_s": times, "examples": examples, "val_loss": result.history["val_loss"][-1]}))
 """
 
 
@@ -106,7 +109,7 @@ def main() -> None:
                 r = run_variant([*overrides, f"train.epochs={args.epochs}"], workers, f"{tmp}/{repeat}-{len(results['variants'].get(name, []))}-{workers}-{name[:5]}")
                 per_epoch = statistics.median(r["epoch_s"][1:])
                 results["variants"].setdefault(name, []).append(r["examples"] / per_epoch)
-        epoch_s = 1168 / statistics.median(results["variants"]["default strategy, 1 device"])
+        epoch_s = r["examples"] / statistics.median(results["variants"]["default strategy, 1 device"])
         cycles = [kill_and_resume(args.epochs, f"{tmp}/kill{i}") for i in range(args.repeats)]
     base = statistics.median(results["variants"]["default strategy, 1 device"])
     print(f"\n{'variant':34} {'examples/s':>12} {'vs default':>11}")

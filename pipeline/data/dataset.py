@@ -109,12 +109,13 @@ def prepare(cfg: ExperimentConfig) -> None:
 def sample_images(cfg: ExperimentConfig, n: int):
     """The first ``n`` raw training images of the first image feature (for previews)."""
     import numpy as np
+    import tensorflow_datasets as tfds
 
-    raw, info, sizes = _read(cfg)
-    spec = _spec(cfg, info, sizes)
-    image = next((f.name for f in spec.features if f.kind == "image"), None)
+    raw, info, _ = _read(cfg)  # no DataSpec: it would hash every record file for nothing
+    names = cfg.data.features or list(info.features)
+    image = next((n for n in names if isinstance(info.features[n], tfds.features.Image)), None)
     if image is None:
-        raise DataError(f"Dataset {spec.name} has no image feature to preview.")
+        raise DataError(f"Dataset {info.name} has no image feature to preview.")
     return np.stack([ex[image] for ex in raw[0].take(n).as_numpy_iterator()])
 
 

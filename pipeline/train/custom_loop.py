@@ -22,16 +22,9 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
 
     loss_fn = keras.losses.get(task.loss)
 
-    def batch_sums(x, y, training: bool):
-        prediction = model(x, training=training)
-        per_example = loss_fn(*task.loss_inputs(y, prediction))
-        sums = {"loss": tf.reduce_sum(per_example), "count": tf.cast(tf.size(per_example), tf.float32),
-                **task.sums(y, prediction)}
-        return per_example, sums
-
     def train_replica(x, y):
         with tf.GradientTape() as tape:
-            per_example, sums = batch_sums(x, y, training=True)
+            per_example, sums = _batch_sums(model, task, loss_fn, x, y, training=True)
             loss = tf.nn.compute_average_loss(per_example)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
@@ -40,7 +33,7 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
         return sums
 
     def eval_replica(x, y):
-        return batch_sums(x, y, training=False)[1]
+        return _batch_sums(model, task, loss_fn, x, y, training=False)[1]
 
     def reduce(per_replica):
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
@@ -53,16 +46,6 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
     def eval_step(batch):
         return reduce(strategy.run(eval_replica, args=batch))
 
-    def epoch_logs(totals: dict) -> dict:
-        count = max(totals.pop("count"), 1.0)
-        logs = {"loss": totals.pop("loss") / count}
-        logs.update(task.logs(totals, count))
-        return logs
-
-    def accumulate(totals: dict, sums: dict) -> None:
-        for key, value in sums.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
-
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps_per_epoch)
     model.stop_training = False
     iterator = iter(strategy.experimental_distribute_dataset(train_ds))
@@ -74,14 +57,14 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
         callback_list.on_epoch_begin(epoch)
         totals: dict = {}
         for _ in range(steps_per_epoch):
-            accumulate(totals, train_step(iterator))
-        logs = epoch_logs(totals)
+            _accumulate(totals, train_step(iterator))
+        logs = _logs(task, totals)
         if model.losses:
             logs["loss"] += float(tf.add_n(model.losses))
         val_totals: dict = {}
         for batch in validation:
-            accumulate(val_totals, eval_step(batch))
-        logs.update({f"val_{k}": v for k, v in epoch_logs(val_totals).items()})
+            _accumulate(val_totals, eval_step(batch))
+        logs.update({f"val_{k}": v for k, v in _logs(task, val_totals).items()})
         callback_list.on_epoch_end(epoch, logs)
         if verbose:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
@@ -94,15 +77,32 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
 def evaluate(model, task, dataset) -> dict[str, float]:
     """Test metrics without Keras' distributed evaluate (the chief alone, calling the model)."""
     import keras
-    import tensorflow as tf
 
     loss_fn = keras.losses.get(task.loss)
     totals: dict = {}
     for x, y in dataset:
-        prediction = model(x, training=False)
-        per_example = loss_fn(*task.loss_inputs(y, prediction))
-        sums = {"loss": tf.reduce_sum(per_example), "count": float(per_example.shape[0]), **task.sums(y, prediction)}
-        for key, value in sums.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
-    count = totals.pop("count")
-    return {"loss": totals.pop("loss") / count + sum(float(v) for v in model.losses), **task.logs(totals, count)}
+        _accumulate(totals, _batch_sums(model, task, loss_fn, x, y, training=False)[1])
+    logs = _logs(task, totals)
+    logs["loss"] += sum(float(v) for v in model.losses)
+    return logs
+
+
+def _batch_sums(model, task, loss_fn, x, y, training: bool):
+    """Per-example losses and the sums an epoch's logs are made of (added up over batches and replicas)."""
+    import tensorflow as tf
+
+    prediction = model(x, training=training)
+    per_example = loss_fn(*task.loss_inputs(y, prediction))
+    sums = {"loss": tf.reduce_sum(per_example), "count": tf.cast(tf.size(per_example), tf.float32),
+            **task.sums(y, prediction)}
+    return per_example, sums
+
+
+def _accumulate(totals: dict, sums: dict) -> None:
+    for key, value in sums.items():
+        totals[key] = totals.get(key, 0.0) + float(value)
+
+
+def _logs(task, totals: dict) -> dict:
+    count = max(totals.pop("count"), 1.0)
+    return {"loss": totals.pop("loss") / count, **task.logs(totals, count)}
