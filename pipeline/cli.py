@@ -40,6 +40,31 @@ def _train(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from pipeline.config import load
+    from pipeline.errors import ConfigError
+    from pipeline.train.loop import configure_tensorflow
+
+    cfg = load(args.config, args.overrides)
+    if cfg.tune is None:
+        raise ConfigError(f"{args.config} has no `tune` section: add one (configs/digits.yaml has an example)")
+    configure_tensorflow(cfg)
+    from pipeline.tune.search import tune
+
+    outcome = tune(cfg, workers=args.workers, command=["tune", args.config, *args.overrides])
+    if outcome is None:  # a worker: the chief reports
+        return 0
+    if outcome.best_config is None:
+        raise PipelineError(f"No trial of the search finished with a score (trials: {outcome.folder / 'trials.csv'})")
+    print(f"Best config: {outcome.best_config}  (train it: pipeline train {outcome.best_config})")
+    if args.then_train:
+        from pipeline.train.loop import train
+
+        best = load(outcome.best_config)
+        _summary(best, train(best))
+    return 0
+
+
 def _config_show(args) -> int:
     from pipeline.config import load
 
@@ -93,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=1,
                        help="start N worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (default 1)")
     train.set_defaults(run=_train)
+
+    tune = with_config(sub.add_parser("tune", help="search hyperparameters (the config's `tune` section) with KerasTuner"))
+    tune.add_argument("--workers", type=int, default=0,
+                      help="run trials in N parallel worker processes on 127.0.0.1 (default: in this process)")
+    tune.add_argument("--then-train", action="store_true", help="train, track and export the best config afterwards")
+    tune.set_defaults(run=_tune)
 
     config = sub.add_parser("config", help="inspect configs")
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")

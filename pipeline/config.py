@@ -269,6 +269,88 @@ class ExportConfig(Section):
     parity_atol: PositiveFloat = Field(1e-5, description="Max |served - model.predict| accepted by verification.")
 
 
+# ---- tuning ------------------------------------------------------------------
+
+
+class _Param(Section):
+    """One hyperparameter: a config field (the search-space key is its dotted path)."""
+
+    when: dict[str, list[Any]] | None = Field(
+        None, description="Active only when these `choice` parameters take one of the listed values, "
+        "e.g. {optimizer.name: [momentum, nesterov]}.")
+
+
+class ChoiceParam(_Param):
+    type: Literal["choice"]
+    values: list[Any] = Field(description="Candidate values: numbers, strings, booleans.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ChoiceParam:
+        if not self.values:
+            raise ValueError("`values` is empty: give at least one value")
+        return self
+
+
+class _Range(_Param):
+    sampling: Literal["linear", "log"] = "linear"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        if self.min > self.max:
+            raise ValueError(f"`min` ({self.min:g}) is above `max` ({self.max:g})")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError(f"log sampling needs a positive range, got min {self.min:g}")
+        return self
+
+
+class IntParam(_Range):
+    type: Literal["int"]
+    min: int
+    max: int
+    step: PositiveInt = 1
+
+
+class FloatParam(_Range):
+    type: Literal["float"]
+    min: float
+    max: float
+    step: PositiveFloat | None = Field(None, description="Grid spacing (a factor with log sampling); grid search needs it.")
+
+
+Param = Annotated[ChoiceParam | IntParam | FloatParam, Field(discriminator="type")]
+
+
+class ObjectiveConfig(Section):
+    metric: Monitor = "val_loss"
+    direction: Literal["min", "max"] | None = Field(None, description="Default: max for accuracy, min otherwise.")
+
+
+class TuneConfig(Section):
+    """KerasTuner search over config fields; `pipeline tune` reads it, `pipeline train` ignores it."""
+
+    algorithm: Literal["random", "grid", "bayesian", "hyperband"] = "random"
+    objective: ObjectiveConfig = ObjectiveConfig()
+    max_trials: PositiveInt = Field(10, description="random, grid, bayesian: trials at most (grid also stops when exhausted).")
+    executions_per_trial: PositiveInt = Field(1, description="Trainings per trial, seeds seed..seed+n-1; the score is their mean.")
+    max_epochs: PositiveInt | None = Field(None, description="hyperband: most epochs one model gets; default train.epochs.")
+    factor: Annotated[int, Field(ge=2)] = Field(3, description="hyperband: reduction factor between rounds.")
+    hyperband_iterations: PositiveInt = 1
+    time_budget: PositiveFloat | None = Field(None, description="Seconds after which no new trial starts (each run of the command).")
+    seed: int | None = Field(None, description="Oracle seed; default the experiment's seed.")
+    directory: str | None = Field(None, description="Search state (oracle, trials); default <workdir>/tuning.")
+    trial: dict[str, Any] = Field({}, description="Config values for trials only, e.g. {train.epochs: 10}; "
+                                  "the best config keeps the experiment's own.")
+    space: dict[str, Param] = Field(description="Dotted config path -> parameter; a list is shorthand for a choice.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choice_shorthand(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("space"), dict):
+            raw = {**raw, "space": {k: {"type": "choice", "values": v} if isinstance(v, list) else v
+                                    for k, v in raw["space"].items()}}
+        return raw
+
+
 class ExperimentConfig(Section):
     """One experiment: everything needed to reproduce a run."""
 
@@ -285,6 +367,7 @@ class ExperimentConfig(Section):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
+    tune: TuneConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -301,8 +384,11 @@ class ExperimentConfig(Section):
             ("tracking", "experiment"): name,
             ("export", "root"): f"{workdir}/exports",
             ("export", "model_name"): name,
+            ("tune", "directory"): f"{workdir}/tuning",
         }
         for (section, key), value in derived.items():
+            if section == "tune" and raw.get("tune") is None:
+                continue
             node = raw.setdefault(section, {})
             if isinstance(node, dict) and node.get(key) is None:
                 node[key] = value
@@ -312,8 +398,8 @@ class ExperimentConfig(Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def flat(self) -> dict[str, Any]:
-        """Dotted keys to scalar values, for MLflow params."""
-        return _flatten(self.model_dump(mode="json"))
+        """Dotted keys to scalar values, for MLflow params (the tune section is the search's, not the run's)."""
+        return _flatten(self.model_dump(mode="json", exclude={"tune"}))
 
 
 def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
@@ -330,9 +416,14 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig
     for item in overrides:
         _apply_override(raw, item)
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    if cfg.tune is not None:
+        from pipeline.tune.space import check
+
+        check(cfg)
+    return cfg
 
 
 def _read_yaml(path: Path) -> dict:
@@ -360,6 +451,11 @@ def _apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
+    set_path(raw, key, value, what=f"override `{item}`")
+
+
+def set_path(raw: dict, key: str, value: Any, what: str = "key") -> None:
+    """Set dotted ``key`` (list items by index, e.g. ``model.recommender.tower.0``) in a raw config dict."""
     node: Any = raw
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -369,7 +465,7 @@ def _apply_override(raw: dict, item: str) -> None:
         elif isinstance(node, dict):
             index = part
         else:
-            raise ConfigError(f"Invalid override `{item}`: `{'.'.join(parts[:i])}` is not a section")
+            raise ConfigError(f"Invalid {what}: `{'.'.join(parts[:i])}` is not a section")
         if last:
             node[index] = value
         else:
@@ -486,6 +582,10 @@ def _walk(loc: tuple) -> tuple[str, list[str], Any]:
         if isinstance(part, int):
             path += f"[{part}]"
             annotation = _unwrap(annotation, list_item=True)
+            continue
+        if annotation is not None and typing.get_origin(_unwrap(annotation)) is dict:
+            path += f"[{part!r}]"
+            annotation = typing.get_args(_unwrap(annotation))[1]
             continue
         if annotation is not None and _is_union(annotation):
             tagged = {typing.get_args(c.model_fields["type"].annotation)[0]: c for c in _members(annotation)}

@@ -101,15 +101,15 @@ def log_missing_epochs(run: Run, history: dict[str, list[float]]) -> None:
             run.log_metrics({k: v[i] for k, v in history.items() if i < len(v)}, step=i + 1)
 
 
-def epoch_logger(run: Run):
-    """A Keras callback that logs every epoch's metrics and learning rate to the run."""
+def epoch_logger(run: Run, prefix: str = ""):
+    """A Keras callback that logs every epoch's metrics and learning rate to the run, names prefixed."""
     import keras
 
     class EpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             metrics = dict(logs or {})
             metrics.setdefault("learning_rate", float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
-            run.log_metrics(metrics, step=epoch + 1)
+            run.log_metrics({prefix + k: v for k, v in metrics.items()}, step=epoch + 1)
 
     return EpochLogger()
 

@@ -45,12 +45,11 @@ def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
     from pipeline.data import dataset
     from pipeline.data.augment import build_augmenter
     from pipeline.export import export
-    from pipeline.models import build_model, family
+    from pipeline.models import family
     from pipeline.tasks import task_for
     from pipeline.track import plots
     from pipeline.train import cluster, custom_loop, resume
     from pipeline.train.callbacks import build_callbacks
-    from pipeline.train.optim import build_optimizer
     from pipeline.train.strategy import describe, make_strategy
 
     strategy = make_strategy(cfg.train)
@@ -76,15 +75,7 @@ def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
                                        "precision": cfg.train.precision})
         steps_per_epoch = data.steps_per_epoch
         _seed(cfg)  # here, after data preparation and tracking, which draw from global RNGs
-        with strategy.scope():
-            model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter if in_model else None)
-            model.compile(
-                optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, steps_per_epoch, replicas),
-                loss=task.loss,
-                metrics=task.metrics(),
-                steps_per_execution=cfg.train.steps_per_execution,
-                jit_compile=cfg.train.jit_compile,
-            )
+        model = build_compiled(cfg, data, task, strategy, augmenter if in_model else None)
         callbacks = build_callbacks(cfg, run.dir)
         state = previous
         resume.restore(model, callbacks, state, augmenter)
@@ -139,6 +130,28 @@ def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
         if chief:
             resume.finish(cfg)
     return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks)
+
+
+def build_compiled(cfg: ExperimentConfig, data, task, strategy, augmenter=None):
+    """The registry's model for ``cfg``, compiled under ``strategy``: one recipe for runs and tuning trials.
+
+    Args:
+        augmenter: Augmentation layers to put inside the model (``augment.placement: model``); else None.
+    """
+    from pipeline.models import build_model
+    from pipeline.train.optim import build_optimizer
+
+    with strategy.scope():
+        model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter)
+        model.compile(
+            optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, data.steps_per_epoch,
+                                      strategy.num_replicas_in_sync),
+            loss=task.loss,
+            metrics=task.metrics(),
+            steps_per_execution=cfg.train.steps_per_execution,
+            jit_compile=cfg.train.jit_compile,
+        )
+    return model
 
 
 def configure_tensorflow(cfg: ExperimentConfig) -> None:

@@ -1,0 +1,243 @@
+"""Tuning: search spaces in the config, KerasTuner oracles, nested MLflow runs, resume and parallel workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load
+from pipeline.errors import ConfigError
+
+from .conftest import DIGITS, ROOT, run_cli, tiny
+
+SPACE = {
+    "optimizer.name": ["adam", "momentum"],
+    "optimizer.momentum": {"type": "float", "min": 0.8, "max": 0.95, "when": {"optimizer.name": ["momentum"]}},
+    "optimizer.learning_rate": {"type": "float", "min": 0.001, "max": 0.01, "sampling": "log"},
+    "model.batch_norm": [True, False],
+}
+
+
+def _config(tmp_path: Path, tfds_dir: Path, space=None, **tune) -> Path:
+    """configs/digits.yaml shrunk, with a tiny search; written where `pipeline tune` can read it."""
+    raw = yaml.safe_load(DIGITS.read_text())
+    for item in tiny(tmp_path / "work", tfds_dir, "train.epochs=2"):
+        key, _, value = item.partition("=")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    raw["tune"] = {"algorithm": "random", "max_trials": 2, "objective": {"metric": "val_accuracy"},
+                   "trial": {}, "space": space or SPACE, **tune}
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _client(workdir: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+
+
+def _trial_runs(workdir: Path, parent_id: str):
+    client = _client(workdir)
+    experiment = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+# ---- the space is checked before TensorFlow loads -------------------------------------------
+
+BAD_SPACES = {
+    "unknown path": ({"optimizer.learning_rat": {"type": "float", "min": 0.1, "max": 1}},
+                     "unknown config path `optimizer.learning_rat`; did you mean `optimizer.learning_rate`?"),
+    "empty choice": ({"model.dropout": {"type": "choice", "values": []}}, "`values` is empty"),
+    "min above max": ({"model.width": {"type": "int", "min": 64, "max": 8}}, "`min` (64) is above `max` (8)"),
+    "log of zero": ({"optimizer.learning_rate": {"type": "float", "min": 0, "max": 0.1, "sampling": "log"}},
+                    "log sampling needs a positive range"),
+    "invalid value": ({"model.dropout": [0.1, 2]}, "value 2 fails the config: Invalid value for `model.dropout`"),
+    "fixed field": ({"train.strategy": ["mirrored"]}, "cannot be tuned"),
+    "bad condition": ({"optimizer.momentum": {"type": "float", "min": 0.5, "max": 0.9, "when": {"model.width": [8]}}},
+                      "`model.width` is not a choice parameter"),
+    "unknown type": ({"model.width": {"type": "integer", "min": 1, "max": 2}}, "Expected one of 'choice', 'int', 'float'"),
+}
+
+
+@pytest.mark.parametrize("space, message", BAD_SPACES.values(), ids=BAD_SPACES.keys())
+def test_a_bad_search_space_is_one_line_naming_the_parameter(tmp_path, tfds_dir, space, message):
+    with pytest.raises(ConfigError) as err:
+        load(_config(tmp_path, tfds_dir, space=space))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert "tune.space" in str(err.value)
+
+
+def test_grid_search_needs_a_step_for_float_ranges(tmp_path, tfds_dir):
+    with pytest.raises(ConfigError, match="grid search needs a `step`"):
+        load(_config(tmp_path, tfds_dir, algorithm="grid"))
+
+
+def test_the_space_is_validated_without_importing_tensorflow(tmp_path, tfds_dir):
+    path = _config(tmp_path, tfds_dir, space={"model.width": {"type": "int", "min": 9, "max": 3}})
+    probe = ("import sys\nfrom pipeline.config import load\ntry:\n    load(sys.argv[1])\nexcept Exception as e:\n"
+             "    print(type(e).__name__)\nprint('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["ConfigError", "False"], out.stderr
+
+
+def test_pipeline_train_ignores_the_tune_section(tmp_path, tfds_dir):
+    cfg = load(_config(tmp_path, tfds_dir))
+    assert cfg.tune.space and not any(k.startswith("tune") for k in cfg.flat())
+
+
+# ---- every algorithm searches end to end, tracked ---------------------------------------------
+
+ALGORITHMS = {
+    "random": {"max_trials": 3},
+    "grid": {"space": {"optimizer.learning_rate": [0.002, 0.01]}},
+    "bayesian": {"max_trials": 3},
+    "hyperband": {"max_epochs": 2, "factor": 2, "space": {"optimizer.learning_rate": [0.002, 0.01]}},
+}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_each_algorithm_runs_tracked_trials_and_writes_a_best_config(tmp_path, tfds_dir, algorithm):
+    from pipeline.tune.search import tune
+
+    options = dict(ALGORITHMS[algorithm])
+    cfg = load(_config(tmp_path, tfds_dir, space=options.pop("space", None), algorithm=algorithm, **options))
+    outcome = tune(cfg)
+
+    finished = [t for t in outcome.trials if t["status"] == "COMPLETED"]
+    assert len(finished) == len(outcome.trials) >= 2
+    assert all(0.0 <= t["score"] <= 1.0 for t in finished)
+    assert outcome.best_score == max(t["score"] for t in finished)
+    best = load(outcome.best_config)  # `pipeline train` reads it unchanged
+    assert best.tune is None and best.train.epochs == 2
+    for path, value in outcome.best_values.items():
+        assert best.flat()[path] == value
+
+    client, workdir = _client(Path(cfg.workdir)), Path(cfg.workdir)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["tune.algorithm"] == algorithm
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(outcome.best_score)
+    assert {f"best.{k}" for k in outcome.best_values} <= set(parent.data.tags)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"trials.csv", "best.yaml", "config.yaml"} <= artifacts
+    assert plots == {"plots/objective_by_trial.png", "plots/objective_by_parameter.png"}
+    rows = list(csv.DictReader(open(outcome.folder / "trials.csv")))
+    assert len(rows) == len(outcome.trials)
+
+    runs = _trial_runs(workdir, outcome.parent_run_id)
+    assert len(runs) == len(outcome.trials)
+    for run in runs:
+        trial = next(t for t in outcome.trials if t["trial"] == run.data.tags["tune.trial_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["score"] == pytest.approx(trial["score"])
+        assert run.data.params["optimizer.learning_rate"] == str(trial["optimizer.learning_rate"])
+        epochs = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert len(epochs) == trial["epochs"] >= 1
+    if algorithm == "random":  # the conditional parameter is set only when its condition holds
+        for t in outcome.trials:
+            assert (t.get("optimizer.momentum") is not None) == (t["optimizer.name"] == "momentum"), t
+    if algorithm == "grid":  # the best config retrains as an ordinary run
+        from pipeline.train.loop import train
+
+        result = train(best)
+        assert result.export_path.is_dir() and result.test_metrics["test_accuracy"] > 0
+
+
+# ---- resume and parallel workers (subprocesses) ---------------------------------------------
+
+
+def _wait_for(predicate, timeout: float, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"exited early with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.slow
+def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, tfds_dir):
+    path = _config(tmp_path, tfds_dir, max_trials=4)
+    workdir = tmp_path / "work"
+    cmd = [sys.executable, "-m", "pipeline", "tune", str(path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    while not any(line.startswith("trial 1:") for line in lines):  # two trials done, the third under way
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, "".join(lines)[-3000:]
+        lines.append(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    folder = next((workdir / "tuning").iterdir())
+    first = {t: json.loads((folder / f"trial_{t}" / "result.json").read_text()) for t in ("0", "1")}
+
+    again = run_cli("tune", str(path), timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trial 0:" not in again.stdout and "trial 1:" not in again.stdout
+    for t, result in first.items():  # finished trials are kept as they were
+        assert json.loads((folder / f"trial_{t}" / "result.json").read_text()) == result
+    rows = list(csv.DictReader(open(folder / "trials.csv")))
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"] and {r["status"] for r in rows} == {"COMPLETED"}
+
+    parent = json.loads((folder / "parent_run.json").read_text())["run_id"]
+    runs = _trial_runs(workdir, parent)
+    assert _client(workdir).get_run(parent).info.status == "FINISHED"
+    assert "RUNNING" not in {r.info.status for r in runs}
+    finished = [r.data.tags["tune.trial_id"] for r in runs if r.info.status == "FINISHED"]
+    assert sorted(finished) == ["0", "1", "2", "3"]  # one finished run per trial, none twice
+
+
+def _pids_of(tuner_id: str) -> list[int]:
+    """Processes whose environment says KERASTUNER_TUNER_ID=tuner_id (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and f"KERASTUNER_TUNER_ID={tuner_id}\0".encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_workers_share_a_search_and_a_dead_worker_does_not_stop_it(tmp_path, tfds_dir):
+    path = _config(tmp_path, tfds_dir, max_trials=5)
+    workdir = tmp_path / "work"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "tune", str(path), "--workers", "2"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    logs = lambda: list((workdir / "tuning").glob("*/workers/tuner1.log"))  # noqa: E731
+    _wait_for(lambda: logs() and "trial " in logs()[0].read_text(), timeout=180, proc=proc)
+    for pid in _pids_of("tuner1"):  # tuner1 finished a trial and started the next: kill it mid-trial
+        os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "tuning worker tuner1 exited with code -9" in out
+
+    folder = next((workdir / "tuning").iterdir())
+    rows = list(csv.DictReader(open(folder / "trials.csv")))
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"COMPLETED"}
+    parent = json.loads((folder / "parent_run.json").read_text())["run_id"]
+    runs = _trial_runs(workdir, parent)
+    finished = sorted(r.data.tags["tune.trial_id"] for r in runs if r.info.status == "FINISHED")
+    assert finished == sorted(r["trial"] for r in rows)  # every trial recorded once
+    assert "RUNNING" not in {r.info.status for r in runs}
+    workers = {log.stem for log in (folder / "workers").glob("*.log") if "trial " in log.read_text()}
+    assert {"tuner0", "tuner1"} <= workers
