@@ -6,7 +6,7 @@ CONFIG ?= configs/digits.yaml
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test ui baseline bench preview lint clean
+.PHONY: help venv train test tune ui baseline bench bench-tune preview lint clean
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ train: venv ## train, track and export an experiment (CONFIG=configs/digits.yaml
 test: venv ## run the test suite (everything but GPU tests)
 	$(BIN)/python -m pytest $(ARGS)
 
+tune: venv ## search hyperparameters with KerasTuner (CONFIG=configs/digits.yaml, ARGS="--workers 2")
+	$(BIN)/pipeline tune $(CONFIG) $(ARGS)
+
 ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///work/mlflow.db --host 127.0.0.1 --port 5000
 
@@ -33,6 +36,9 @@ baseline: venv ## each experiment beside classical baselines on the same split (
 
 bench: venv ## strategies side by side and the cost of a kill-and-resume (bench/results/)
 	$(BIN)/python bench/distribute.py $(ARGS)
+
+bench-tune: venv ## random vs Bayesian vs Hyperband at one budget; memory and overhead per trial
+	$(BIN)/python bench/tune.py $(ARGS)
 
 preview: venv ## write a PNG grid of the configured augmentations
 	$(BIN)/pipeline augment-preview $(CONFIG) $(ARGS)

@@ -65,6 +65,12 @@ def _tune(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from serving.server import serve
+
+    return serve(args)
+
+
 def _config_show(args) -> int:
     from pipeline.config import load
 
@@ -124,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run trials in N parallel worker processes on 127.0.0.1 (default: in this process)")
     tune.add_argument("--then-train", action="store_true", help="train, track and export the best config afterwards")
     tune.set_defaults(run=_tune)
+
+    from serving.server import build_parser as serve_options
+
+    serve = serve_options(sub.add_parser("serve", help="serve the export root over TF Serving's REST API"))
+    serve.set_defaults(run=_serve)
 
     config = sub.add_parser("config", help="inspect configs")
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,0 +1,207 @@
+"""TF Serving's REST API over a ``Repository``, as a Starlette (ASGI) app served by uvicorn.
+
+    GET  /v1/models/{name}[/versions/{v}]            version status
+    GET  /v1/models/{name}[/versions/{v}]/metadata   signatures
+    POST /v1/models/{name}[/versions/{v}]:predict    {"instances": [...]} or {"inputs": ...},
+                                                     optional "signature_name"
+    GET  /metrics                                    Prometheus: requests, latency, versions
+
+Answers have TF Serving's shapes (``predictions`` for rows, ``outputs`` for
+columns), so a TF Serving client works unchanged. Every client mistake is a
+4xx with ``{"error": "..."}`` naming the problem; a 500 means a server bug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from serving.models import NotFound, Repository, RequestError
+
+log = logging.getLogger("serving.access")
+
+_GET = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<metadata>/metadata)?$")
+_POST = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?:(?P<verb>[a-z]+)$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 8 * 2**20
+    max_batch: int = 1024
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("serving_requests", "Requests by model and HTTP code", ["model", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("serving_request_seconds", "Predict latency, request in to response out", ["model"],
+                                 buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5),
+                                 registry=self.registry)
+        self.examples = Counter("serving_examples", "Examples predicted", ["model"], registry=self.registry)
+        self.version = Gauge("serving_model_version", "Newest loaded version", ["model"], registry=self.registry)
+
+
+def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
+    metrics = Metrics()
+
+    def error(code: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=code)
+
+    async def status(request: Request) -> Response:
+        match = _GET.match(request.path_params["rest"])
+        if not match:
+            return error(404, f"Unknown path {request.url.path}")
+        version = int(match["version"]) if match["version"] else None
+        try:
+            servable = repository.get(match["name"], version)
+        except NotFound as exc:
+            return error(404, str(exc))
+        if match["metadata"]:
+            return JSONResponse(servable.metadata())
+        versions = [version] if version is not None else sorted(repository.models()[match["name"]], reverse=True)
+        return JSONResponse({"model_version_status": [
+            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in versions]})
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        match = _POST.match(request.path_params["rest"])
+        name = match["name"] if match else "-"
+        code, batch = 500, 0
+        try:
+            if not match:
+                code = 404
+                return error(404, f"Unknown path {request.url.path}")
+            if match["verb"] != "predict":
+                code = 400
+                return error(400, f"Unsupported method :{match['verb']}; this server answers :predict")
+            body = await _body(request, limits.max_body_bytes)
+            servable = repository.get(name, int(match["version"]) if match["version"] else None)
+            answer, batch = await run_in_threadpool(_predict, servable, body, limits.max_batch)
+            code = 200
+            return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+        except _TooLarge as exc:
+            code = 413
+            return error(413, str(exc))
+        except NotFound as exc:
+            code = 404
+            return error(404, str(exc))
+        except RequestError as exc:
+            code = 400
+            return error(400, str(exc))
+        except Exception:
+            log.exception("predict failed for %s", request.url.path)
+            return error(500, "Internal error while predicting (the server log has the details)")
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.requests.labels(name, str(code)).inc()
+            if code == 200:
+                metrics.latency.labels(name).observe(seconds)
+                metrics.examples.labels(name).inc(batch)
+            log.info("POST %s %d %.2fms batch=%d", request.url.path, code, seconds * 1000, batch)
+
+    async def metrics_page(request: Request) -> Response:
+        for model, versions in repository.models().items():
+            metrics.version.labels(model).set(max(versions))
+        return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[
+        Route("/v1/models/{rest:path}", status, methods=["GET"]),
+        Route("/v1/models/{rest:path}", predict, methods=["POST"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+    ])
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> dict:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= 8 * limit:  # read it away, so the client sees the answer rather than a reset
+            async for _ in request.stream():
+                pass
+        raise _TooLarge(f"Request body of {int(declared)} bytes is over the limit of {limit}")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise _TooLarge(f"Request body is over the limit of {limit} bytes")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(f"Malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError('The body must be a JSON object with "instances" or "inputs"')
+    return body
+
+
+def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
+    """A parsed request -> (TF Serving's answer, batch size). Rows in, rows out; columns in, columns out."""
+    unknown = set(body) - {"instances", "inputs", "signature_name"}
+    if unknown:
+        raise RequestError(f"Unknown request field {sorted(unknown)[0]!r}; expected instances or inputs, "
+                           "and optionally signature_name")
+    if ("instances" in body) == ("inputs" in body):
+        raise RequestError('Give exactly one of "instances" (rows) or "inputs" (columns)')
+    signature = servable.signature(body.get("signature_name"))
+    names = list(servable.inputs[signature])
+    if "instances" in body:
+        columns = _rows_to_columns(body["instances"], names)
+    else:
+        inputs = body["inputs"]  # named inputs, or the value of the only input
+        if isinstance(inputs, dict):
+            columns = inputs
+        elif len(names) == 1:
+            columns = {names[0]: inputs}
+        else:
+            raise RequestError(f'"inputs" must be an object of named inputs ({", ".join(names)})')
+    arrays, batch = servable.convert(signature, columns, max_batch)
+    outputs = servable.call(signature, arrays)
+    plain = {k: _plain(v) for k, v in outputs.items()}
+    if "instances" in body:
+        if len(plain) == 1:
+            return {"predictions": next(iter(plain.values()))}, batch
+        return {"predictions": [dict(zip(plain, row)) for row in zip(*plain.values())]}, batch
+    return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}, batch
+
+
+def _rows_to_columns(instances, names: list[str]) -> dict:
+    if not isinstance(instances, list):
+        raise RequestError('"instances" must be a list of examples')
+    if not instances:
+        raise RequestError("Empty batch: send at least one example")
+    if len(names) == 1 and not isinstance(instances[0], dict):  # rows of the only input's values
+        return {names[0]: instances}
+    columns: dict[str, list] = {}
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise RequestError(f"instances[{i}] must be an object of named inputs ({', '.join(names)})")
+        for key in row:
+            if key not in names:
+                raise RequestError(f"instances[{i}]: unknown input {key!r}; expected: {', '.join(names)}")
+        for key in names:
+            if key not in row:
+                raise RequestError(f"instances[{i}]: missing input {key!r}")
+            columns.setdefault(key, []).append(row[key])
+    return columns
+
+
+def _plain(array: np.ndarray):
+    if array.dtype == object:
+        return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b, otypes=[object])(
+            array).tolist()
+    return array.tolist()

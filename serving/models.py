@@ -1,0 +1,254 @@
+"""The models a server holds: every model folder under an export root, its newest versions loaded.
+
+``Repository`` scans ``<root>/<model>/<version>/`` (TF Serving's layout) every
+``poll_seconds`` in a background thread. A new version is loaded and warmed up
+(one call per signature on a one-example input) before it is swapped in, by
+replacing one dictionary: a request holds the version it started with, so none
+fails or waits during a swap. The newest ``keep`` versions stay loaded, so an
+explicit version request and a rollback (delete the bad version's folder) need
+no reload. A version that fails to load or warm up is logged and skipped, and
+retried only when its files change.
+
+``Servable`` is one loaded version: its signatures, their input specs, and the
+conversion of JSON values into tensors with the checks that turn a client's
+mistake into a ``RequestError`` (HTTP 400) instead of a server error.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("serving")
+
+
+class RequestError(ValueError):
+    """The client's mistake: answered with HTTP 400 and this message."""
+
+
+class NotFound(LookupError):
+    """Unknown model or version: answered with HTTP 404."""
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    dtype: Any  # numpy dtype, or object for strings
+    shape: tuple  # None for any size; the first dimension is the batch unless the shape is ()
+    tf_dtype: Any
+
+
+class Servable:
+    """One loaded version of one model."""
+
+    def __init__(self, name: str, version: int, path: Path):
+        import tensorflow as tf
+
+        self.name, self.version, self.path = name, version, path
+        self._model = tf.saved_model.load(str(path))
+        self.signatures = dict(self._model.signatures)
+        self.inputs = {sig: _inputs(fn) for sig, fn in self.signatures.items()}
+
+    def warm_up(self) -> None:
+        """Call every signature once on a made-up example (traces nothing later, fails now if broken)."""
+        for signature, inputs in self.inputs.items():
+            example = {i.name: np.zeros([1 if d is None else d for d in i.shape],
+                                        dtype=object if i.dtype == object else i.dtype) for i in inputs.values()}
+            for i in inputs.values():
+                if i.dtype == object:
+                    example[i.name] = np.full(example[i.name].shape, b"", dtype=object)
+                elif i.shape == () and np.issubdtype(i.dtype, np.integer):
+                    example[i.name] = np.asarray(1, dtype=i.dtype)
+            self.call(signature, example)
+
+    def signature(self, name: str | None):
+        name = name or "serving_default"
+        if name not in self.signatures:
+            raise RequestError(f"Unknown signature_name {name!r}; this model has: {', '.join(sorted(self.signatures))}")
+        return name
+
+    def convert(self, signature: str, columns: dict[str, Any], max_batch: int) -> tuple[dict[str, np.ndarray], int]:
+        """JSON columns -> arrays of the signature's dtypes and shapes, checked; and the batch size."""
+        specs = self.inputs[signature]
+        missing = [n for n in specs if n not in columns]
+        unknown = [n for n in columns if n not in specs]
+        if unknown:
+            raise RequestError(f"Unknown input {unknown[0]!r}; {signature} takes: {', '.join(specs)}")
+        if missing:
+            raise RequestError(f"Missing input {missing[0]!r}; {signature} takes: {', '.join(specs)}")
+        arrays = {name: _array(spec, columns[name]) for name, spec in specs.items()}
+        batches = {name: a.shape[0] for name, a in arrays.items() if specs[name].shape != ()}
+        if len(set(batches.values())) > 1:
+            raise RequestError(f"Inputs have different batch sizes: {batches}")
+        batch = next(iter(batches.values()), 1)
+        if batch == 0:
+            raise RequestError("Empty batch: send at least one example")
+        if batch > max_batch:
+            raise RequestError(f"Batch of {batch} examples is over the limit of {max_batch}")
+        return arrays, batch
+
+    def call(self, signature: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        specs = self.inputs[signature]
+        tensors = {name: tf.constant(a, dtype=specs[name].tf_dtype) for name, a in arrays.items()}
+        try:
+            outputs = self.signatures[signature](**tensors)
+        except tf.errors.InvalidArgumentError as exc:
+            raise RequestError(f"The model rejected the input: {exc.message.splitlines()[0]}") from None
+        return {name: t.numpy() for name, t in outputs.items()}
+
+    def metadata(self) -> dict:
+        """TF Serving's ``GetModelMetadata`` answer: each signature's inputs and outputs."""
+        defs = {}
+        for sig, fn in self.signatures.items():
+            outputs = fn.structured_outputs
+            defs[sig] = {
+                "inputs": {i.name: _tensor_info(i.name, i.tf_dtype, i.shape) for i in self.inputs[sig].values()},
+                "outputs": {k: _tensor_info(k, v.dtype, tuple(v.shape.as_list())) for k, v in outputs.items()},
+                "method_name": "tensorflow/serving/predict",
+            }
+        return {"model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
+                "metadata": {"signature_def": {"signature_def": defs}}}
+
+
+def _inputs(fn) -> dict[str, Input]:
+    _, kwargs = fn.structured_input_signature
+    out = {}
+    for name, spec in kwargs.items():
+        dtype = object if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype)
+        out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype)
+    return out
+
+
+def _tensor_info(name: str, dtype, shape: tuple) -> dict:
+    return {"dtype": f"DT_{dtype.name.upper()}", "name": name,
+            "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""} for d in shape],
+                             "unknown_rank": False}}
+
+
+def _array(spec: Input, value: Any) -> np.ndarray:
+    """One input's JSON value as an array of its dtype and shape, or a RequestError naming it."""
+    where = f"input {spec.name!r}"
+    if spec.dtype == object:
+        try:
+            array = np.asarray(_strings(value), dtype=object)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"{where}: {exc}") from None
+    else:
+        try:
+            array = np.asarray(value)
+        except ValueError:
+            raise RequestError(f"{where}: ragged or malformed nested lists") from None
+        if array.dtype.kind not in "iuf" or array.dtype == bool:
+            raise RequestError(f"{where}: expected numbers ({spec.dtype.name}), got {_kind(array)}")
+        if np.issubdtype(spec.dtype, np.integer):
+            if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+                raise RequestError(f"{where}: expected integers ({spec.dtype.name}), got fractional numbers")
+            info = np.iinfo(spec.dtype)
+            if array.size and (array.min() < info.min or array.max() > info.max):
+                raise RequestError(f"{where}: values must be in [{info.min}, {info.max}] ({spec.dtype.name})")
+        array = array.astype(spec.dtype)
+    if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, array.shape)):
+        want = "[" + ", ".join("batch" if i == 0 and d is None else str(d or "any") for i, d in enumerate(spec.shape)) + "]"
+        raise RequestError(f"{where}: shape {list(array.shape)} does not match {want}")
+    return array
+
+
+def _strings(value):
+    """Strings as UTF-8 bytes; TF Serving's {"b64": ...} objects as their decoded bytes."""
+    if isinstance(value, list):
+        return [_strings(v) for v in value]
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"expected strings, got {type(value).__name__}")
+
+
+def _kind(array: np.ndarray) -> str:
+    return {"b": "booleans", "U": "strings", "O": "mixed or null values"}.get(array.dtype.kind, array.dtype.name)
+
+
+class Repository:
+    """Every model under ``root`` with its newest ``keep`` loaded versions, rescanned every ``poll_seconds``."""
+
+    def __init__(self, root: Path, poll_seconds: float = 1.0, keep: int = 2):
+        self.root, self.poll_seconds, self.keep = Path(root), poll_seconds, keep
+        self._models: dict[str, dict[int, Servable]] = {}  # replaced whole, never changed in place
+        self._failed: dict[Path, tuple] = {}  # version folder -> fingerprint of the files that failed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Repository:
+        self.scan()
+        self._thread = threading.Thread(target=self._poll, name="model-scanner", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def models(self) -> dict[str, dict[int, Servable]]:
+        return self._models
+
+    def get(self, name: str, version: int | None = None) -> Servable:
+        versions = self._models.get(name)
+        if not versions:
+            raise NotFound(f"Model {name!r} not found (serving: {', '.join(sorted(self._models)) or 'none'})")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise NotFound(f"Version {version} of model {name!r} is not available "
+                           f"(loaded: {', '.join(map(str, sorted(versions)))})")
+        return versions[version]
+
+    def scan(self) -> None:
+        """Load new versions, drop removed ones; one model's failure never affects another."""
+        models = {}
+        for folder in sorted(p for p in self.root.glob("*") if p.is_dir() and not p.name.startswith(".")):
+            current = self._models.get(folder.name, {})
+            wanted = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()
+                             and (p / "saved_model.pb").exists()), reverse=True)
+            loaded: dict[int, Servable] = {}
+            for version in wanted:
+                if len(loaded) == self.keep:
+                    break
+                servable = current.get(version) or self._load(folder.name, version, folder / str(version))
+                if servable is not None:
+                    loaded[version] = servable
+            if loaded:
+                models[folder.name] = loaded
+                if max(loaded) != max(current, default=None):
+                    log.info("serving %s version %d (loaded: %s)", folder.name, max(loaded), sorted(loaded))
+        self._models = models
+
+    def _load(self, name: str, version: int, path: Path) -> Servable | None:
+        fingerprint = tuple(sorted((str(f), f.stat().st_size) for f in path.rglob("*") if f.is_file()))
+        if self._failed.get(path) == fingerprint:
+            return None
+        started = time.perf_counter()
+        try:
+            servable = Servable(name, version, path)
+            servable.warm_up()
+        except Exception as exc:  # noqa: BLE001 - any broken folder is skipped, never served
+            self._failed[path] = fingerprint
+            log.error("skipping %s: cannot load or warm up: %s", path, str(exc).splitlines()[0] if str(exc) else exc)
+            return None
+        self._failed.pop(path, None)
+        log.info("loaded %s version %d in %.2f s", name, version, time.perf_counter() - started)
+        return servable
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.scan()
+            except Exception:  # noqa: BLE001 - a scan error must not stop future scans
+                log.exception("model scan failed")

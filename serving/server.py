@@ -1,0 +1,46 @@
+"""Run the REST server: a ``Repository`` of the export root behind uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="serving", description="TF Serving's REST API over an export root.")
+    parser.add_argument("--root", default="work/exports", help="export root: <root>/<model>/<version>/ (default work/exports)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default (8501)")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between scans for new versions (default 1)")
+    parser.add_argument("--keep", type=int, default=2, help="newest versions kept loaded per model (default 2)")
+    parser.add_argument("--max-batch", type=int, default=1024, help="most examples in one request (default 1024)")
+    parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body in MiB (default 8)")
+    parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def serve(args) -> int:
+    """Load the root, then serve until SIGINT/SIGTERM (uvicorn shuts down gracefully)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import uvicorn
+
+    from serving.app import Limits, create_app
+    from serving.models import Repository
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = Path(args.root)
+    if not root.is_dir():
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"Export root {root} does not exist: train a model first (make train) or pass --root")
+    repository = Repository(root, poll_seconds=args.poll, keep=args.keep).start()
+    app = create_app(repository, Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_batch=args.max_batch))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    repository.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve(build_parser().parse_args(argv))

@@ -1,0 +1,251 @@
+"""Serving: a real `pipeline serve` process answers TF Serving's REST API for the exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import load
+
+from .conftest import ROOT
+from .test_tabular import csv_overrides, write_houses
+
+pytestmark = pytest.mark.slow
+CSV = ROOT / "configs" / "examples" / "csv.yaml"
+MAX_BATCH = 64
+MAX_BODY = 50_000  # bytes (--max-body-mb 0.05 is 52,428)
+
+
+def call(port: int, path: str, body=None, raw: bytes | None = None, timeout: float = 30) -> tuple[int, dict]:
+    """One HTTP request; returns (status, JSON answer)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def models(trained, tmp_path_factory, tfds_dir):
+    """An export root with the digits model, a raw-feature tabular model and a copy for version swaps."""
+    from pipeline.train.loop import train
+
+    root = tmp_path_factory.mktemp("serving") / "exports"
+    digits_cfg, digits = trained
+    shutil.copytree(digits.export_path, root / "digits" / "1")
+    shutil.copytree(digits.export_path, root / "swap" / "1")
+    work = tmp_path_factory.mktemp("houses")
+    houses_cfg = load(CSV, csv_overrides(work, tfds_dir, write_houses(work / "houses.csv")))
+    houses = train(houses_cfg)
+    shutil.copytree(houses.export_path, root / "houses" / "1")
+    return root, {"digits": (digits_cfg, digits), "houses": (houses_cfg, houses)}
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    from pipeline.train.cluster import free_ports
+
+    root, _ = models
+    port = free_ports(1)[0]
+    log = open(root.parent / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--root", str(root), "--port", str(port),
+                             "--poll", "0.2", "--keep", "3", "--max-batch", str(MAX_BATCH), "--max-body-mb", "0.05"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if call(port, "/v1/models/houses")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None, (root.parent / "server.log").read_text()[-3000:]
+        time.sleep(0.3)
+    yield port, root.parent / "server.log"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _test_batch(cfg, n: int = 5):
+    from pipeline.data import dataset
+
+    features, _ = next(iter(dataset.load(cfg).test))
+    return {k: v.numpy()[:n] for k, v in features.items()}
+
+
+def _expected(result, cfg, features):
+    """The model's own output for raw features (as the export computes it)."""
+    from pipeline.tasks import task_for
+
+    spec = json.loads((result.export_path / "assets.extra" / "pipeline.json").read_text())["contract"]
+    inputs = {k: (v.astype("float32") if k == "image" else v) for k, v in features.items()}
+    out = result.model(inputs, training=False)
+    from pipeline.data import dataset
+
+    task = task_for(cfg, dataset.load(cfg).spec)
+    return {k: np.asarray(v) for k, v in task.serve(out).items() if k in spec["outputs"]}
+
+
+def _jsonable(features: dict) -> dict:
+    return {k: [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] for k, v in features.items()}
+
+
+# ---- predict, both formats, both kinds of model ---------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["digits", "houses"])
+def test_predict_rows_and_columns_match_the_model(server, models, model):
+    port, _ = server
+    cfg, result = models[1][model]
+    features = _test_batch(cfg)
+    expected = _expected(result, cfg, features)
+    columns = _jsonable(features)
+    rows = [{k: columns[k][i] for k in columns} for i in range(5)]
+
+    code, by_rows = call(port, f"/v1/models/{model}:predict", {"instances": rows})
+    assert code == 200, by_rows
+    code, by_columns = call(port, f"/v1/models/{model}/versions/1:predict", {"inputs": columns})
+    assert code == 200, by_columns
+    for name, want in expected.items():
+        if len(expected) == 1:  # one output: TF Serving answers the bare values
+            got_rows, got_columns = by_rows["predictions"], by_columns["outputs"]
+        else:
+            got_rows, got_columns = [r[name] for r in by_rows["predictions"]], by_columns["outputs"][name]
+        np.testing.assert_allclose(np.asarray(got_rows, dtype=float).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got_columns, dtype=float).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
+
+
+def test_status_and_metadata_have_tf_servings_shape(server):
+    port, _ = server
+    code, status = call(port, "/v1/models/digits")
+    assert code == 200 and status["model_version_status"][0] == {
+        "version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    code, meta = call(port, "/v1/models/houses/metadata")
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert code == 200 and meta["model_spec"] == {"name": "houses", "signature_name": "", "version": "1"}
+    assert signature["inputs"]["city"]["dtype"] == "DT_STRING"
+    assert signature["outputs"]["prediction"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
+
+
+IMAGE = [[[0]] * 8] * 8
+BAD_REQUESTS = {
+    "malformed json": (None, b'{"instances": [', 400, "Malformed JSON"),
+    "not an object": ([1, 2], None, 400, "JSON object"),
+    "both formats": ({"instances": [IMAGE], "inputs": [IMAGE]}, None, 400, "exactly one of"),
+    "wrong shape": ({"instances": [[[0] * 8] * 8]}, None, 400, "shape [1, 8, 8] does not match [batch, 8, 8, 1]"),
+    "wrong dtype": ({"instances": [[[["x"]] * 8] * 8]}, None, 400, "expected numbers (uint8), got strings"),
+    "out of range": ({"instances": [[[[256]] * 8] * 8]}, None, 400, "values must be in [0, 255]"),
+    "fractional": ({"instances": [[[[0.5]] * 8] * 8]}, None, 400, "expected integers"),
+    "ragged": ({"instances": [IMAGE, [[0]]]}, None, 400, "ragged"),
+    "unknown feature": ({"instances": [{"imag": IMAGE}]}, None, 400, "unknown input 'imag'"),
+    "empty batch": ({"instances": []}, None, 400, "Empty batch"),
+    "batch over limit": ({"inputs": {"image": [IMAGE] * (MAX_BATCH + 1)}}, None, 400, f"over the limit of {MAX_BATCH}"),
+    "unknown signature": ({"instances": [IMAGE], "signature_name": "nope"}, None, 400, "Unknown signature_name 'nope'"),
+    "unknown field": ({"instance": [IMAGE]}, None, 400, "Unknown request field 'instance'"),
+}
+
+
+@pytest.mark.parametrize("body, raw, code, message", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_bad_requests_get_400_naming_the_problem(server, body, raw, code, message):
+    port, _ = server
+    status, answer = call(port, "/v1/models/digits:predict", body, raw)
+    assert status == code and message in answer["error"], answer
+
+
+def test_missing_and_mistyped_tabular_features_are_named(server, models):
+    port, _ = server
+    row = {"area": 120.5, "rooms": 3, "city": "north"}
+    assert call(port, "/v1/models/houses:predict", {"instances": [row]})[0] == 200
+    missing = {k: v for k, v in row.items() if k != "city"}
+    assert call(port, "/v1/models/houses:predict", {"instances": [missing]}) == (
+        400, {"error": "instances[0]: missing input 'city'"})
+    code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "city": 7}]})
+    assert code == 400 and "input 'city'" in answer["error"] and "strings" in answer["error"]
+
+
+def test_unknown_model_or_version_is_404_and_a_large_body_413(server):
+    port, _ = server
+    assert call(port, "/v1/models/nope:predict", {"instances": [IMAGE]})[0] == 404
+    assert call(port, "/v1/models/digits/versions/99:predict", {"instances": [IMAGE]})[0] == 404
+    assert call(port, "/v1/models/nope")[0] == 404
+    code, answer = call(port, "/v1/models/digits:predict", raw=b" " * (MAX_BODY + 10_000))
+    assert code == 413 and "over the limit" in answer["error"]
+
+
+def test_metrics_count_requests_and_latency(server):
+    port, _ = server
+    call(port, "/v1/models/digits:predict", {"instances": [IMAGE]})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        text = response.read().decode()
+    assert 'serving_requests_total{code="200",model="digits"}' in text
+    assert 'serving_request_seconds_count{model="digits"}' in text and 'serving_model_version{model="digits"} 1.0' in text
+
+
+# ---- versions: hot swap, rollback, broken folders -------------------------------------------
+
+
+def _publish(root: Path, source: Path, version: int) -> None:
+    """Copy a version in the way exports are published: a hidden folder, renamed into place."""
+    tmp = root / f".tmp-{version}"
+    shutil.copytree(source, tmp)
+    os.rename(tmp, root / str(version))
+
+
+def test_new_versions_are_picked_up_under_load_without_a_failed_request(server, models):
+    port, log = server
+    root = models[0] / "swap"
+    failures, answered, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                code, answer = call(port, "/v1/models/swap:predict", {"instances": [IMAGE]})
+                (answered if code == 200 else failures).append(code)
+            except OSError as exc:
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    broken = root / "9"
+    try:
+        for version in (2, 3):
+            _publish(root, root / "1", version)
+            deadline = time.time() + 60
+            while call(port, "/v1/models/swap")[1]["model_version_status"][0]["version"] != str(version):
+                assert time.time() < deadline, log.read_text()[-2000:]
+                time.sleep(0.1)
+        broken.mkdir()
+        (broken / "saved_model.pb").write_bytes(b"not a model")
+        time.sleep(1.0)  # several scans
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == [] and len(answered) > 20
+    status = call(port, "/v1/models/swap")[1]["model_version_status"]
+    assert [s["version"] for s in status] == ["3", "2", "1"]  # the broken 9 is never served
+    assert "skipping" in log.read_text() and str(broken) in log.read_text()
+    assert call(port, "/v1/models/swap/versions/9:predict", {"instances": [IMAGE]})[0] == 404
+
+    # Rollback: the previous version answers explicitly, and removing the newest serves it again.
+    assert call(port, "/v1/models/swap/versions/2:predict", {"instances": [IMAGE]})[0] == 200
+    shutil.rmtree(broken)
+    shutil.rmtree(root / "3")
+    deadline = time.time() + 30
+    while call(port, "/v1/models/swap")[1]["model_version_status"][0]["version"] != "2":
+        assert time.time() < deadline
+        time.sleep(0.1)
