@@ -65,6 +65,20 @@ def _tune(args) -> int:
     return 0
 
 
+def _retrain(args) -> int:
+    from pipeline.config import load
+    from pipeline.retrain import lock, retrain
+    from pipeline.train.loop import configure_tensorflow
+
+    cfg = load(args.config, args.overrides)
+    with lock(cfg):  # before TensorFlow loads: a second job exits at once
+        configure_tensorflow(cfg)
+        decision = retrain(cfg)
+    verdict = f"PROMOTED to serving version {decision.served.name}" if decision.promoted else "KEPT the champion"
+    print(f"{verdict}: {decision.reason} (decision run {decision.run_id})")
+    return decision.exit_code
+
+
 def _serve(args) -> int:
     from serving.server import serve
 
@@ -130,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run trials in N parallel worker processes on 127.0.0.1 (default: in this process)")
     tune.add_argument("--then-train", action="store_true", help="train, track and export the best config afterwards")
     tune.set_defaults(run=_tune)
+
+    retrain = with_config(sub.add_parser(
+        "retrain", help="the nightly job: check data, train a challenger, promote it only if it beats the champion",
+        epilog="Exit codes: 0 promoted, 10 kept, 75 another retraining holds the lock, 1-4 failed."))
+    retrain.set_defaults(run=_retrain)
 
     from serving.server import build_parser as serve_options
 

@@ -269,6 +269,29 @@ class ExportConfig(Section):
     parity_atol: PositiveFloat = Field(1e-5, description="Max |served - model.predict| accepted by verification.")
 
 
+class DriftConfig(Section):
+    """Limits of the data check before a retraining; beyond them is a warning (or an error, see fail_on_drift)."""
+
+    missing_rate: Rate = Field(0.1, description="Largest rise of a feature's missing rate (absolute).")
+    out_of_range: Rate = Field(0.01, description="Largest share of values outside the champion's training range.")
+    mean_shift: PositiveFloat = Field(0.5, description="Largest move of a mean, in the champion's standard deviations.")
+    new_categories: Rate = Field(0.05, description="Largest share of values in categories the champion never saw.")
+
+
+class RetrainConfig(Section):
+    """`pipeline retrain`: train a challenger, promote it only if it beats the champion."""
+
+    metric: str | None = Field(None, description="Compared on the test split through the exports: accuracy "
+                               "(classification default), rmse, rmse_log (default with a log target), mae.")
+    margin: Lambda = Field(0.0, description="The challenger must beat the champion by more than this.")
+    thresholds: dict[str, float] = Field({}, description="Absolute bars for the challenger, e.g. {accuracy: 0.95} "
+                                         "(at least, for accuracy; at most, for errors).")
+    drift: DriftConfig = DriftConfig()
+    fail_on_drift: bool = Field(False, description="Treat drift beyond the limits as an error, not a warning.")
+    infra_requests: PositiveInt = Field(3, description="Real requests the new version must answer in a fresh server.")
+    staging: str | None = Field(None, description="Export root for challengers; default <workdir>/staging.")
+
+
 # ---- tuning ------------------------------------------------------------------
 
 
@@ -367,6 +390,7 @@ class ExperimentConfig(Section):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
+    retrain: RetrainConfig = RetrainConfig()
     tune: TuneConfig | None = None
 
     @model_validator(mode="before")
@@ -385,6 +409,7 @@ class ExperimentConfig(Section):
             ("export", "root"): f"{workdir}/exports",
             ("export", "model_name"): name,
             ("tune", "directory"): f"{workdir}/tuning",
+            ("retrain", "staging"): f"{workdir}/staging",
         }
         for (section, key), value in derived.items():
             if section == "tune" and raw.get("tune") is None:

@@ -118,6 +118,17 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     (extra / "pipeline.json").write_text(json.dumps({**metadata, "contract": contract}, indent=2, default=str))
 
 
+def promote(staged: Path, root: Path) -> Path:
+    """Publish a copy of the verified export ``staged`` as the next version under ``root`` (atomically)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        shutil.copytree(staged, tmp / "model")
+        return _publish(tmp / "model", root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _publish(staged: Path, root: Path) -> Path:
     """Rename ``staged`` to the next free integer version; retry if another writer took it."""
     for _ in range(100):

@@ -33,21 +33,25 @@ class TrainResult:
     checks: dict[str, float] = field(default_factory=dict)
 
 
-def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
+def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "champion",
+          run_tags: dict | None = None) -> TrainResult:
     """Train, evaluate, track and export the experiment ``cfg`` describes.
 
     Args:
         cfg: The validated experiment config.
         callbacks: Extra Keras callbacks, run after the pipeline's own; default none.
+        alias: Registry alias moved to the export's model version: ``champion`` (it serves, being the
+            newest export), ``challenger`` (retraining stages it), or None.
+        run_tags: Extra tags of the MLflow run (e.g. a parent run); default none.
     """
     extra_callbacks = list(callbacks)
     from pipeline import track
-    from pipeline.data import dataset
+    from pipeline.data import dataset, stats
     from pipeline.data.augment import build_augmenter
     from pipeline.export import export
     from pipeline.models import family
     from pipeline.tasks import task_for
-    from pipeline.track import plots
+    from pipeline.track import plots, registry
     from pipeline.train import cluster, custom_loop, resume
     from pipeline.train.callbacks import build_callbacks
     from pipeline.train.strategy import describe, make_strategy
@@ -70,7 +74,7 @@ def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
     run_cfg = cfg if chief else cfg.model_copy(update={
         "tracking": cfg.tracking.model_copy(update={"enabled": False}), "workdir": tempfile.mkdtemp(prefix="worker-")})
 
-    with track.start_run(run_cfg, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
+    with track.start_run(run_cfg, tags=run_tags, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
         run.log_setup(cfg, data.spec, {**describe(strategy), "global_batch": data.global_batch,
                                        "precision": cfg.train.precision})
         steps_per_epoch = data.steps_per_epoch
@@ -116,6 +120,8 @@ def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
         test.update({f"test_{k}": v for k, v in extras.evaluate(signatures, data.test, data.spec, cfg).items()})
         run.log_metrics({**test, "epochs_run": epochs_run, **({"best_epoch": best_epoch} if best_epoch else {})})
         run.log_text(json.dumps(model.feature_info, indent=2, default=str), "features.json")
+        if run.tracked:  # what retraining checks new data against
+            run.log_text(json.dumps(stats.statistics(data), indent=1), "data_stats.json")
         curves = plots.learning_curves(history, best_epoch, run.dir / "learning_curves.png")
         run.log_file(curves, "plots")
 
@@ -127,6 +133,11 @@ def train(cfg: ExperimentConfig, callbacks: list = ()) -> TrainResult:
             run.log_metrics(checks)
             run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
             run.log_dir(export_path, "saved_model")
+            if run.tracked:
+                version = registry.register(cfg, run.id, export_path, alias=alias, tags={
+                    "data.name": data.spec.name, "data.version": data.spec.version, "data.digest": data.spec.digest,
+                    **{k: round(v, 6) for k, v in test.items()}})
+                run.set_tags({"registry.model": cfg.export.model_name, "registry.version": version.version})
         if chief:
             resume.finish(cfg)
     return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks)

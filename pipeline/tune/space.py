@@ -21,7 +21,7 @@ from pipeline.config import ChoiceParam, ExperimentConfig, FloatParam, _describe
 from pipeline.errors import ConfigError
 
 # Fields a search may not vary: trials must read the same data, run the same way and be tracked together.
-FIXED = ("name", "workdir", "seed", "tune", "tracking", "export", "data.dataset", "data.data_dir", "data.path",
+FIXED = ("name", "workdir", "seed", "tune", "tracking", "export", "retrain", "data.dataset", "data.data_dir", "data.path",
          "data.splits", "data.time_split", "data.label_key", "train.strategy", "train.devices",
          "train.virtual_cpus", "train.precision", "train.resume", "train.loop")
 

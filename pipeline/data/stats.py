@@ -1,0 +1,159 @@
+"""Statistics of a dataset's features, logged with every run, and the drift check that compares them.
+
+``statistics(data)`` summarises each feature of the training split (images: their
+pixels, from the validation split, since the training stream is augmented) and
+the label: kind, dtype, shape, missing rate, range and moments for numbers, the
+category shares for categories. ``compare(reference, data, limits)`` is what
+the nightly retraining runs before it trains: a changed schema (a feature gone
+or new, another kind, dtype or shape) is an error; a shift beyond ``limits``
+(missing rate, values outside the reference range, the mean, unseen
+categories) is a warning. Both come back as rows of one report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen categories are not checked
+IMAGE_EXAMPLES = 2_000
+
+
+def statistics(data) -> dict:
+    """Summary of every feature (and the label) of ``data`` (a dataset.Splits)."""
+    spec = data.spec
+    features = {}
+    for f in spec.features:
+        values = _image_values(data, f.name) if f.kind == "image" else data.train_columns[f.name]
+        features[f.name] = {"kind": f.kind, "dtype": f.dtype, "shape": list(f.shape), **_summary(values, f.kind)}
+    label = data.train_columns[spec.label]
+    features[f"label:{spec.label}"] = {"kind": "label", "dtype": str(label.dtype), "shape": [],
+                                       **_summary(label, "categorical" if spec.task == "classification" else "numeric")}
+    return {"data": {"name": spec.name, "version": spec.version, "digest": spec.digest, "sizes": spec.sizes},
+            "features": features}
+
+
+@dataclass
+class Report:
+    """Rows of (feature, check, value, limit, verdict); ``errors`` stop a retraining, ``warnings`` are logged."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[str]:
+        return [r["message"] for r in self.rows if r["verdict"] == "error"]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [r["message"] for r in self.rows if r["verdict"] == "warning"]
+
+    def add(self, feature: str, check: str, value, limit, verdict: str, message: str) -> None:
+        self.rows.append({"feature": feature, "check": check, "value": value, "limit": limit, "verdict": verdict,
+                          "message": message})
+
+    def markdown(self) -> str:
+        lines = ["| feature | check | value | limit | verdict |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['feature']} | {r['check']} | {_fmt(r['value'])} | {_fmt(r['limit'])} | {r['verdict']} |"
+                  for r in self.rows]
+        return "\n".join(lines) + "\n"
+
+
+def compare(reference: dict, data, limits) -> Report:
+    """Check ``data`` against the ``reference`` statistics (a champion's training data).
+
+    Args:
+        limits: A config DriftConfig: missing_rate, out_of_range, mean_shift, new_categories.
+    """
+    report = Report()
+    current = statistics(data)
+    ref, cur = reference["features"], current["features"]
+    for name in sorted(set(ref) | set(cur)):
+        if name not in cur:
+            report.add(name, "schema", "missing", "present", "error", f"feature {name!r} is gone from the data")
+            continue
+        if name not in ref:
+            report.add(name, "schema", "new", "absent", "error", f"feature {name!r} is new (the champion never saw it)")
+            continue
+        a, b = ref[name], cur[name]
+        changed = [k for k in ("kind", "dtype", "shape") if a[k] != b[k]]
+        if changed:
+            k = changed[0]
+            report.add(name, f"schema.{k}", b[k], a[k], "error", f"feature {name!r}: {k} {a[k]!r} became {b[k]!r}")
+            continue
+        values = _image_values(data, name) if b["kind"] == "image" else data.train_columns[name.removeprefix("label:")]
+        _drift(report, name, a, b, values, limits)
+    if not report.rows or not report.errors and not report.warnings:
+        report.add("*", "all", "ok", "-", "ok", "no drift beyond the limits")
+    return report
+
+
+def _drift(report: Report, name: str, ref: dict, cur: dict, values: np.ndarray, limits) -> None:
+    rise = cur["missing_rate"] - ref["missing_rate"]
+    verdict = "warning" if rise > limits.missing_rate else "ok"
+    report.add(name, "missing_rate", round(cur["missing_rate"], 4), round(ref["missing_rate"] + limits.missing_rate, 4),
+               verdict, f"feature {name!r}: missing rate {ref['missing_rate']:.1%} -> {cur['missing_rate']:.1%}")
+    if "min" in ref:
+        numbers = _numbers(values)
+        outside = float(np.mean((numbers < ref["min"]) | (numbers > ref["max"]))) if numbers.size else 0.0
+        report.add(name, "out_of_range", round(outside, 4), limits.out_of_range,
+                   "warning" if outside > limits.out_of_range else "ok",
+                   f"feature {name!r}: {outside:.1%} of values outside the champion's range "
+                   f"[{_fmt(ref['min'])}, {_fmt(ref['max'])}]")
+        shift = abs(cur["mean"] - ref["mean"]) / (ref["std"] or 1.0)
+        report.add(name, "mean_shift", round(shift, 4), limits.mean_shift,
+                   "warning" if shift > limits.mean_shift else "ok",
+                   f"feature {name!r}: mean moved {shift:.2f} standard deviations "
+                   f"({_fmt(ref['mean'])} -> {_fmt(cur['mean'])})")
+    if "categories" in ref and not ref.get("truncated"):
+        known = set(ref["categories"])
+        unseen = {c: s for c, s in cur["categories"].items() if c not in known}
+        share = float(sum(unseen.values()))
+        report.add(name, "new_categories", round(share, 4), limits.new_categories,
+                   "warning" if share > limits.new_categories else "ok",
+                   f"feature {name!r}: {share:.1%} of values in categories the champion never saw "
+                   f"({', '.join(sorted(unseen)[:5])})")
+
+
+def _summary(values: np.ndarray, kind: str) -> dict:
+    values = np.asarray(values)
+    if kind in ("numeric", "image"):
+        numbers = _numbers(values)
+        missing = float(np.mean(np.isnan(values.astype(np.float64)))) if values.size else 0.0
+        if not numbers.size:
+            return {"count": int(values.size), "missing_rate": missing}
+        return {"count": int(values.size), "missing_rate": missing, "min": float(numbers.min()),
+                "max": float(numbers.max()), "mean": float(numbers.mean()), "std": float(numbers.std())}
+    flat = [_text(v) for v in values.reshape(-1)]
+    missing = float(np.mean([v == "" for v in flat])) if flat else 0.0
+    names, counts = np.unique([v for v in flat if v != ""], return_counts=True)
+    order = np.argsort(-counts)[:MAX_CATEGORIES]
+    total = max(int(counts.sum()), 1)
+    return {"count": len(flat), "missing_rate": missing, "cardinality": int(len(names)),
+            "truncated": bool(len(names) > MAX_CATEGORIES),
+            "categories": {str(names[i]): float(counts[i] / total) for i in order}}
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    numbers = np.asarray(values, dtype=np.float64).reshape(-1)
+    return numbers[~np.isnan(numbers)]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _image_values(data, name: str) -> np.ndarray:
+    """Pixel values of up to IMAGE_EXAMPLES validation images."""
+    batches, seen = [], 0
+    for features, _ in data.validation:
+        batches.append(np.asarray(features[name], dtype=np.float32))
+        seen += len(batches[-1])
+        if seen >= IMAGE_EXAMPLES:
+            break
+    return np.concatenate(batches)[:IMAGE_EXAMPLES] if batches else np.zeros((0,), np.float32)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

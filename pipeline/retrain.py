@@ -1,0 +1,297 @@
+"""``pipeline retrain CONFIG``: the nightly job that replaces the serving model only with a better one.
+
+    lock -> check the data against the champion's -> train a challenger (staged, not served)
+    -> evaluate challenger and champion exports on the same test split -> decide
+    -> [promote: a fresh server process answers real requests -> publish -> move the alias]
+
+Nothing the server reads changes before the last step, and that step is one
+rename (the export root's versions are published atomically), so a crash
+anywhere leaves the champion serving. Every decision, with both metrics and
+the data report, is an MLflow run; the challenger's training run is nested in it.
+
+Exit codes: 0 promoted, 10 kept (the champion stays), 75 another retraining of
+the same model holds the lock; 1-4 failed (see pipeline.errors).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig
+from pipeline.errors import ConfigError, DataError, PipelineError
+
+EXIT_PROMOTED, EXIT_KEPT = 0, 10
+
+
+class Locked(PipelineError):
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reason: str
+    metric: str
+    challenger: dict
+    champion: dict | None
+    run_id: str
+    version: str | None = None  # the challenger's registry version
+    served: Path | None = None  # its serving folder, when promoted
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROMOTED if self.promoted else EXIT_KEPT
+
+
+@contextmanager
+def lock(cfg: ExperimentConfig):
+    """Hold ``<workdir>/locks/retrain-<model>.lock``; a second holder gets ``Locked`` at once.
+
+    An OS lock (flock) is released when its process dies, even by kill -9: no stale lock to clean up.
+    """
+    path = Path(cfg.workdir) / "locks" / f"retrain-{cfg.export.model_name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise Locked(f"Another retraining of {cfg.export.model_name!r} is running ({holder}); exiting "
+                     f"(lock: {path})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def retrain(cfg: ExperimentConfig) -> Decision:
+    """Run the job once (call under ``lock(cfg)``)."""
+    from pipeline import track
+    from pipeline.data import dataset, stats
+    from pipeline.tasks import task_for
+    from pipeline.track import registry
+    from pipeline.train.loop import train
+
+    if not (cfg.tracking.enabled and cfg.export.enabled):
+        raise ConfigError("retrain needs `tracking.enabled` and `export.enabled`: the registry holds the champion")
+    _reconcile(cfg)
+    champion = registry.by_alias(cfg, registry.CHAMPION)
+    data = dataset.load(cfg)
+    task = task_for(cfg, data.spec)
+    metric, higher = _metric(cfg, task)
+
+    with track.start_run(cfg, run_name="retrain", tags={"pipeline.job": "retrain"}) as run:
+        run.log_params({"retrain.metric": metric, "retrain.margin": cfg.retrain.margin,
+                        **{f"retrain.threshold.{k}": v for k, v in cfg.retrain.thresholds.items()},
+                        "champion.version": champion.version if champion else "none"})
+        if champion is not None:
+            _check_data(cfg, run, champion, data)
+        staged = cfg.model_copy(update={"export": cfg.export.model_copy(update={"root": cfg.retrain.staging})})
+        result = train(staged, alias=registry.CHALLENGER,
+                       run_tags={"mlflow.parentRunId": run.id, "pipeline.role": "challenger"})
+        challenger_version = registry.by_alias(cfg, registry.CHALLENGER).version
+        challenger = evaluate_export(result.export_path, data, task)
+        incumbent = evaluate_export(champion.path, data, task) if champion else None
+        promoted, reason = decide(metric, higher, cfg.retrain.margin, cfg.retrain.thresholds, challenger, incumbent)
+        run.log_metrics({**{f"challenger_{k}": v for k, v in challenger.items()},
+                         **{f"champion_{k}": v for k, v in (incumbent or {}).items()}})
+        run.set_tags({"decision": "promoted" if promoted else "kept", "decision.reason": reason,
+                      "challenger.version": challenger_version})
+        decision = Decision(promoted, reason, metric, challenger, incumbent, run.id, challenger_version)
+        if promoted:
+            infra_validate(result.export_path, data, cfg.retrain.infra_requests)
+            from pipeline.export.saved_model import promote
+
+            decision.served = promote(result.export_path, Path(cfg.export.root) / cfg.export.model_name)
+            registry.set_alias(cfg, registry.CHAMPION, challenger_version,
+                               tags={"serving.path": decision.served.resolve(), "serving.version": decision.served.name})
+            run.set_tags({"serving.version": decision.served.name})
+        return decision
+
+
+def decide(metric: str, higher: bool, margin: float, thresholds: dict, challenger: dict,
+           champion: dict | None) -> tuple[bool, str]:
+    """Promote when the challenger passes every threshold and beats the champion by more than ``margin``."""
+    for name, bar in thresholds.items():
+        value = challenger[name]
+        ok = value >= bar if _higher_is_better(name) else value <= bar
+        if not ok:
+            return False, f"challenger {name} {value:.4f} misses the threshold {bar:g}"
+    if champion is None:
+        return True, f"no champion yet; challenger {metric} {challenger[metric]:.4f} passes the thresholds"
+    gain = challenger[metric] - champion[metric] if higher else champion[metric] - challenger[metric]
+    verdict = "beats" if gain > margin else "does not beat"
+    return gain > margin, (f"challenger {metric} {challenger[metric]:.4f} {verdict} champion "
+                           f"{champion[metric]:.4f} by more than {margin:g} (gain {gain:+.4f})")
+
+
+def evaluate_export(path: Path, data, task) -> dict[str, float]:
+    """Metrics of the exported SavedModel on ``data.test``, through its serving signature (as clients see it)."""
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    outputs, labels = [], []
+    for features, y in data.test:
+        raw = {f.name: tf.cast(features[f.name], f.dtype) for f in data.spec.features}
+        outputs.append(serve(**raw)["class_id" if task.name == "classification" else "prediction"].numpy())
+        labels.append(y.numpy())
+    pred, true = np.concatenate(outputs), np.concatenate(labels)
+    if task.name == "classification":
+        return {"accuracy": float(np.mean(pred == true))}
+    true = np.exp(true) if task.log else true  # the test labels are on the training scale
+    out = {"rmse": float(np.sqrt(np.mean((pred - true) ** 2))), "mae": float(np.mean(np.abs(pred - true)))}
+    if task.log:
+        out["rmse_log"] = float(np.sqrt(np.mean((np.log(np.maximum(pred, 1e-9)) - np.log(true)) ** 2)))
+    return out
+
+
+def infra_validate(path: Path, data, requests: int) -> None:
+    """Load the export in a fresh ``pipeline serve`` process and check it answers real test examples.
+
+    Raises:
+        PipelineError: the server does not come up, or an answer is an error or differs from the export.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.train.cluster import free_ports
+
+    features, _ = next(iter(data.test))
+    raw = {f.name: tf.cast(features[f.name], f.dtype).numpy()[:requests] for f in data.spec.features}
+    expected = tf.saved_model.load(str(path)).signatures["serving_default"](
+        **{k: tf.constant(v) for k, v in raw.items()})
+    with tempfile.TemporaryDirectory(prefix="infra-") as root:
+        (Path(root) / "model").mkdir()
+        os.symlink(Path(path).resolve(), Path(root) / "model" / "1")
+        port = free_ports(1)[0]
+        proc = subprocess.Popen([sys.executable, "-m", "serving", "--root", root, "--port", str(port), "--poll", "3600",
+                                 "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_ready(proc, port)
+            for i in range(len(next(iter(raw.values())))):
+                row = {k: (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in raw.items()}
+                answer = _post(port, {"instances": [row]})
+                for name, want in expected.items():
+                    got = answer["predictions"][0]
+                    got = got[name] if isinstance(got, dict) else got
+                    if not np.allclose(np.asarray(got, dtype=float), want.numpy()[i], rtol=1e-5, atol=1e-6):
+                        raise PipelineError(f"InfraValidator: the fresh server's {name} for test example {i} differs "
+                                            "from the export's own")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _wait_ready(proc, port: int, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise PipelineError(f"InfraValidator: the server exited with {proc.returncode}: "
+                                f"{proc.stdout.read()[-1000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/model", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise PipelineError(f"InfraValidator: the new version did not load within {timeout:.0f} s")
+
+
+def _post(port: int, body: dict) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/model:predict", method="POST",
+                                     data=json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise PipelineError(f"InfraValidator: a real request got HTTP {exc.code}: {exc.read()[:300]!r}") from None
+
+
+def _metric(cfg: ExperimentConfig, task) -> tuple[str, bool]:
+    available = ["accuracy"] if task.name == "classification" else ["rmse", "mae"] + (["rmse_log"] if task.log else [])
+    metric = cfg.retrain.metric or ("accuracy" if task.name == "classification" else
+                                    "rmse_log" if task.log else "rmse")
+    for name in [metric, *cfg.retrain.thresholds]:
+        if name not in available:
+            raise ConfigError(f"Invalid retrain metric {name!r} for a {task.name} task: choose one of "
+                              f"{', '.join(available)}")
+    return metric, _higher_is_better(metric)
+
+
+def _higher_is_better(metric: str) -> bool:
+    return "acc" in metric
+
+
+def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
+    """Compare the data with the champion's training data; log the report; stop on a broken schema."""
+    from pipeline.data import stats
+
+    reference = _champion_stats(run, champion)
+    if reference is None:
+        print(f"warning: champion version {champion.version} has no data_stats.json; data not checked",
+              file=sys.stderr)
+        return
+    report = stats.compare(reference, data, cfg.retrain.drift)
+    run.log_text(json.dumps(report.rows, indent=1, default=str), "drift_report.json")
+    run.log_text(report.markdown(), "drift_report.md")
+    run.set_tags({"data.errors": len(report.errors), "data.warnings": len(report.warnings)})
+    for warning in report.warnings:
+        print(f"warning: drift: {warning}", file=sys.stderr)
+    problems = report.errors or (report.warnings if cfg.retrain.fail_on_drift else [])
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(f"Data check against champion version {champion.version} failed: {problems[0]}{more}; "
+                        f"report: drift_report.md in run {run.id}")
+
+
+def _champion_stats(run, champion) -> dict | None:
+    from mlflow.exceptions import MlflowException
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = run.client.download_artifacts(champion.run_id, "data_stats.json", tmp)
+        except (MlflowException, OSError):
+            return None
+        return json.loads(Path(path).read_text())
+
+
+def _reconcile(cfg: ExperimentConfig) -> None:
+    """If a crash fell between publishing a version and moving the alias, point ``champion`` at what serves."""
+    from pipeline.export import versions
+    from pipeline.track import registry
+
+    root = Path(cfg.export.root) / cfg.export.model_name
+    served = versions(root)
+    if not served:
+        return
+    meta = root / str(served[-1]) / "assets.extra" / "pipeline.json"
+    run_id = json.loads(meta.read_text()).get("run_id") if meta.exists() else None
+    champion = registry.by_alias(cfg, registry.CHAMPION)
+    if run_id is None or (champion is not None and champion.run_id == run_id):
+        return
+    for version in registry.versions(cfg):
+        if version.run_id == run_id:
+            print(f"warning: version {served[-1]} serves but the champion alias was not moved to it (an earlier "
+                  f"run stopped in between); moving it now", file=sys.stderr)
+            registry.set_alias(cfg, registry.CHAMPION, version.version,
+                               tags={"serving.path": (root / str(served[-1])).resolve(), "serving.version": served[-1]})
+            return

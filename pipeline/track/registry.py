@@ -1,0 +1,79 @@
+"""The MLflow Model Registry: every export is a model version; aliases say which one serves.
+
+``champion`` is the version the serving root serves (its newest export);
+``challenger`` is the version a retraining is evaluating. A version's tags say
+where its SavedModel lies (``export.path``, ``export.version``), which run and
+data made it, and its test metrics. Versions are registered only once their
+export is verified and published, so there is never a half-registered one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass
+class Version:
+    version: str
+    run_id: str
+    tags: dict
+
+    @property
+    def path(self) -> Path:
+        """Where its SavedModel serves from: the serving root once promoted, else where it was exported."""
+        return Path(self.tags.get("serving.path") or self.tags["export.path"])
+
+
+def _client(cfg: ExperimentConfig):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.track.mlflow import _client as tracking_client
+
+    tracking_client(cfg)  # creates the store (and experiment) if this is its first use
+    return MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+
+
+def register(cfg: ExperimentConfig, run_id: str, export_path: Path, tags: dict, alias: str | None) -> Version:
+    """A new version of the model ``cfg.export.model_name`` for the export at ``export_path``; move ``alias`` to it."""
+    from mlflow.exceptions import MlflowException
+
+    client, name = _client(cfg), cfg.export.model_name
+    try:
+        client.create_registered_model(name, description=f"Exports of the {cfg.name} experiment (pipeline).")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    all_tags = {"export.path": str(Path(export_path).resolve()), "export.version": Path(export_path).name,
+                **{k: str(v) for k, v in tags.items()}}
+    mv = client.create_model_version(name, f"runs:/{run_id}/saved_model", run_id=run_id, tags=all_tags)
+    if alias:
+        client.set_registered_model_alias(name, alias, mv.version)
+    return Version(str(mv.version), run_id, all_tags)
+
+
+def by_alias(cfg: ExperimentConfig, alias: str) -> Version | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = _client(cfg).get_model_version_by_alias(cfg.export.model_name, alias)
+    except MlflowException:
+        return None
+    return Version(str(mv.version), mv.run_id, dict(mv.tags))
+
+
+def set_alias(cfg: ExperimentConfig, alias: str, version: str, tags: dict | None = None) -> None:
+    client = _client(cfg)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(cfg.export.model_name, version, key, str(value))
+    client.set_registered_model_alias(cfg.export.model_name, alias, version)
+
+
+def versions(cfg: ExperimentConfig) -> list[Version]:
+    client = _client(cfg)
+    found = client.search_model_versions(f"name = '{cfg.export.model_name}'")
+    return sorted((Version(str(v.version), v.run_id, dict(v.tags)) for v in found), key=lambda v: int(v.version))

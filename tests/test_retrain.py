@@ -1,0 +1,126 @@
+"""Registry and scheduled retraining: champion/challenger, data checks, promotion only when better, one job at a time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipeline.config import DriftConfig, load
+from pipeline.data.stats import compare
+from pipeline.errors import DataError
+
+from .conftest import DIGITS, ROOT, run_cli, tiny
+
+
+def _cfg(workdir, tfds_dir, epochs: int, *extra: str):
+    return load(DIGITS, tiny(workdir, tfds_dir, f"train.epochs={epochs}", "train.early_stopping.enabled=false",
+                             *extra))
+
+
+def _registry(cfg):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    versions = {str(v.version): v for v in client.search_model_versions("name = 'digits'")}
+    alias = lambda a: str(client.get_model_version_by_alias("digits", a).version)  # noqa: E731
+    return client, versions, alias
+
+
+@pytest.mark.slow
+def test_retraining_promotes_a_better_challenger_and_keeps_the_champion_against_a_worse_one(tmp_path, tfds_dir):
+    from pipeline.export import versions as served_versions
+    from pipeline.retrain import lock, retrain
+    from pipeline.train.loop import train
+
+    workdir = tmp_path / "work"
+    weak = train(_cfg(workdir, tfds_dir, 1))  # `pipeline train`: registered, and it serves, so it is the champion
+    client, registered, alias = _registry(weak_cfg := _cfg(workdir, tfds_dir, 1))
+    assert alias("champion") == "1" and registered["1"].tags["export.version"] == "1"
+    assert float(registered["1"].tags["test_accuracy"]) == pytest.approx(weak.test_metrics["test_accuracy"], abs=1e-6)
+    root = workdir / "exports" / "digits"
+
+    with lock(better := _cfg(workdir, tfds_dir, 8)):
+        promoted = retrain(better)
+    assert promoted.promoted and promoted.exit_code == 0
+    assert promoted.challenger["accuracy"] > promoted.champion["accuracy"]
+    assert served_versions(root) == [1, 2] and promoted.served == root / "2"
+    client, registered, alias = _registry(weak_cfg)
+    assert alias("champion") == promoted.version == "2" and registered["2"].tags["serving.version"] == "2"
+
+    with lock(worse := _cfg(workdir, tfds_dir, 1)):
+        kept = retrain(worse)
+    assert not kept.promoted and kept.exit_code == 10 and "does not beat" in kept.reason
+    assert served_versions(root) == [1, 2]  # nothing new serves
+    client, registered, alias = _registry(weak_cfg)
+    assert alias("champion") == "2" and alias("challenger") == kept.version == "3"
+
+    for decision, outcome in ((promoted, "promoted"), (kept, "kept")):
+        run = client.get_run(decision.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["decision"] == outcome
+        assert {"challenger_accuracy", "champion_accuracy"} <= set(run.data.metrics)
+        assert "drift_report.md" in {a.path for a in client.list_artifacts(decision.run_id)}
+        children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{decision.run_id}'")
+        assert [c.data.tags["pipeline.role"] for c in children] == ["challenger"]
+
+
+@pytest.mark.slow
+def test_a_broken_schema_stops_retraining_before_it_trains(tmp_path, tfds_dir):
+    from pipeline.retrain import lock, retrain
+    from pipeline.train.loop import train
+
+    workdir = tmp_path / "work"
+    train(_cfg(workdir, tfds_dir, 1))
+    changed = _cfg(workdir, tfds_dir, 1, "data.features=[image, id]")  # a feature the champion never saw
+    with pytest.raises(DataError, match="feature 'id' is new"), lock(changed):
+        retrain(changed)
+    client, registered, alias = _registry(changed)
+    assert list(registered) == ["1"] and alias("champion") == "1"  # nothing trained, nothing registered
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id], "tags.`pipeline.job` = 'retrain'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
+    def splits(area, city):
+        spec = SimpleNamespace(features=[SimpleNamespace(name="area", kind="numeric", dtype="float32", shape=()),
+                                         SimpleNamespace(name="city", kind="categorical", dtype="string", shape=())],
+                               label="price", task="regression", name="houses", version="1", digest="d", sizes={})
+        columns = {"area": np.asarray(area, dtype=np.float32), "city": np.asarray(city, dtype=object),
+                   "price": np.ones(len(area), dtype=np.float32)}
+        return SimpleNamespace(spec=spec, train_columns=columns, validation=[])
+
+    from pipeline.data.stats import statistics
+
+    rng = np.random.default_rng(0)
+    reference = statistics(splits(rng.uniform(50, 200, 500), [b"north", b"south"] * 250))
+    same = compare(reference, splits(rng.uniform(50, 200, 500), [b"south", b"north"] * 250), DriftConfig())
+    assert same.errors == [] and same.warnings == []
+    shifted = compare(reference, splits(rng.uniform(150, 400, 500), [b"north", b"west"] * 250), DriftConfig())
+    assert shifted.errors == []
+    assert any("'area'" in w and "outside the champion's range" in w for w in shifted.warnings)
+    assert any("'area'" in w and "mean moved" in w for w in shifted.warnings)
+    assert any("'city'" in w and "never saw" in w and "west" in w for w in shifted.warnings)
+
+
+@pytest.mark.slow
+def test_a_second_retraining_is_refused_by_the_lock_at_once(tmp_path, tfds_dir):
+    args = ["retrain", str(DIGITS), *tiny(tmp_path / "work", tfds_dir, "train.epochs=50",
+                                          "train.early_stopping.enabled=false")]
+    first = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lockfile = tmp_path / "work" / "locks" / "retrain-digits.lock"
+    deadline = time.time() + 60
+    while not (lockfile.exists() and lockfile.read_text().startswith("pid")):
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.1)
+    started = time.time()
+    second = run_cli(*args, timeout=60)
+    assert second.returncode == 75 and time.time() - started < 10
+    assert "Another retraining of 'digits' is running (pid" in second.stderr
+    first.terminate()  # a crash mid-job: nothing was published
+    assert first.wait(timeout=60) == 143
+    assert not (tmp_path / "work" / "exports").exists()
