@@ -140,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     tune = with_config(sub.add_parser("tune", help="search hyperparameters (the config's `tune` section) with KerasTuner"))
-    tune.add_argument("--workers", type=int, default=0,
-                      help="run trials in N parallel worker processes on 127.0.0.1 (default: in this process)")
+    tune.add_argument("--workers", type=int, default=1,
+                      help="worker processes on 127.0.0.1 running trials in parallel (default 1); each hands over "
+                           "to a fresh process before its memory grows past tune.max_memory_growth; 0 runs the "
+                           "trials in this process")
     tune.add_argument("--then-train", action="store_true", help="train, track and export the best config afterwards")
     tune.set_defaults(run=_tune)
 

@@ -360,6 +360,9 @@ class TuneConfig(Section):
     hyperband_iterations: PositiveInt = 1
     time_budget: PositiveFloat | None = Field(None, description="Seconds after which no new trial starts (each run of the command).")
     seed: int | None = Field(None, description="Oracle seed; default the experiment's seed.")
+    max_memory_growth: Annotated[float, Field(gt=0.0)] = Field(
+        0.1, description="A trial worker hands over to a fresh process before its RSS grows past this "
+        "fraction over its RSS after its first trial (TensorFlow leaks part of each traced function).")
     directory: str | None = Field(None, description="Search state (oracle, trials); default <workdir>/tuning.")
     trial: dict[str, Any] = Field({}, description="Config values for trials only, e.g. {train.epochs: 10}; "
                                   "the best config keeps the experiment's own.")

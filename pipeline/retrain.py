@@ -84,7 +84,7 @@ def lock(cfg: ExperimentConfig):
 def retrain(cfg: ExperimentConfig) -> Decision:
     """Run the job once (call under ``lock(cfg)``)."""
     from pipeline import track
-    from pipeline.data import dataset, stats
+    from pipeline.data import dataset
     from pipeline.tasks import task_for
     from pipeline.track import registry
     from pipeline.train.loop import train

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 
-MAX_RESTARTS = 2  # per worker slot
+MAX_RESTARTS = 2  # per worker slot, for workers that die
+SPARE_AFTER = 10.0  # seconds: the first spare starts once the first worker is past its start-up
+EXIT_RECYCLE = 99  # a worker handing over to a fresh process (its memory grew; see search.Memory)
 
 
 def is_worker() -> bool:
@@ -34,6 +36,24 @@ def is_worker() -> bool:
 
 def is_chief() -> bool:
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the chief dies (even by kill -9), so no worker trains on orphaned."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def wait_for_turn() -> None:
+    """A spare worker (``PIPELINE_TUNE_GO`` set) waits, warm, until the chief creates that file."""
+    go = os.environ.get("PIPELINE_TUNE_GO")
+    while go and not os.path.exists(go):
+        time.sleep(0.05)
 
 
 def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=None) -> None:
@@ -63,44 +83,65 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
     log_dir.mkdir(parents=True, exist_ok=True)
     connect = "127.0.0.1" if ip in ("0.0.0.0", "") else ip
 
-    def start(tuner_id: str) -> subprocess.Popen:
-        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": connect,
-               "KERASTUNER_ORACLE_PORT": port}
-        log = open(log_dir / f"{tuner_id}.log", "w")  # noqa: SIM115
-        return subprocess.Popen([sys.executable, "-m", "pipeline", *command], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    started = [0]
 
-    procs = {f"tuner{i}": start(f"tuner{i}") for i in range(workers)}
+    def start(slot: str, wait: bool = False) -> tuple[str, subprocess.Popen, Path | None]:
+        """A worker process for ``slot``; with ``wait`` a spare that starts trials when its go-file appears."""
+        started[0] += 1
+        tuner_id = f"{slot}-{started[0]}"
+        go = log_dir / f".go-{tuner_id}" if wait else None
+        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": connect,
+               "KERASTUNER_ORACLE_PORT": port, "PIPELINE_TUNE_RECYCLE": "1", "PIPELINE_TUNE_GO": str(go or "")}
+        log = None if workers == 1 else open(log_dir / f"{slot}.log", "a")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *command], env=env, stdout=log,
+                                stderr=subprocess.STDOUT if log else None)
+        return tuner_id, proc, go
+
+    procs = {}  # tuner id -> (slot, process, start time)
+    for i in range(workers):
+        tuner_id, proc, _ = start(f"tuner{i}")
+        procs[tuner_id] = (f"tuner{i}", proc, time.time())
+    spares: dict[str, tuple] = {}  # slot -> a warm spare for it
     restarts = 0
     try:
         while True:
-            time.sleep(0.5)
-            for tuner_id, proc in list(procs.items()):
+            time.sleep(0.2)
+            for tuner_id, (slot, proc, since) in list(procs.items()):
+                if slot not in spares and not servicer.stop_triggered and time.time() - since > SPARE_AFTER:
+                    spares[slot] = start(slot, wait=True)
                 code = proc.poll()
                 if code is None:
                     continue
                 del procs[tuner_id]
                 if code == 0:
                     continue
-                print(f"warning: tuning worker {tuner_id} exited with code {code}; its trial goes back to the "
-                      f"queue (log: {log_dir / (tuner_id + '.log')})", file=sys.stderr)
-                trial = oracle.ongoing_trials.get(tuner_id)
-                if trial is not None and on_release is not None:
-                    on_release(trial.trial_id)
-                oracle.release(tuner_id)
-                if restarts < MAX_RESTARTS * workers:
+                if code != EXIT_RECYCLE:
+                    print(f"warning: tuning worker {tuner_id} exited with code {code}; its trial goes back to "
+                          f"the queue (log: {log_dir / (slot + '.log')})", file=sys.stderr)
+                    trial = oracle.ongoing_trials.get(tuner_id)
+                    if trial is not None and on_release is not None:
+                        on_release(trial.trial_id)
                     restarts += 1
-                    replacement = f"{tuner_id.split('-')[0]}-r{restarts}"
-                    procs[replacement] = start(replacement)
+                oracle.release(tuner_id)
+                if restarts <= MAX_RESTARTS * workers:
+                    if slot in spares:  # warm: it has imported TensorFlow and read the data already
+                        spare_id, spare, go = spares.pop(slot)
+                        go.touch()
+                    else:
+                        spare_id, spare, _ = start(slot)
+                    procs[spare_id] = (slot, spare, time.time() - SPARE_AFTER)  # its own spare starts now
             if servicer.stop_triggered and exit_chief(oracle) and not procs:
                 return
             if workers and not procs and not (servicer.stop_triggered and exit_chief(oracle)):
                 if "KERASTUNER_ORACLE_IP" not in os.environ:
                     raise PipelineError(f"Every tuning worker failed ({restarts} restarts); logs in {log_dir}")
     finally:
-        for proc in procs.values():
+        for _, proc, _ in spares.values():
             proc.terminate()
-        for proc in procs.values():
+        procs.update({spare_id: (slot, proc, 0) for slot, (spare_id, proc, _) in spares.items()})
+        for _, proc, _ in procs.values():
+            proc.terminate()
+        for _, proc, _ in procs.values():
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -5,14 +5,15 @@ oracle and trial files (written atomically here, so a kill never leaves a torn
 one), each trial's ``result.json`` and final weights, and ``best.yaml``. Running
 the same command again continues it: KerasTuner reloads finished trials and
 queues the interrupted one again; a trial whose ``result.json`` exists is not
-trained twice. Trials run in this process one after another, with Keras' state
-cleared between them, so memory stays flat and a trial costs no TensorFlow
-start-up; parallel trials are separate worker processes (distributed.py).
+trained twice. Trials run one after another in a worker process, Keras' state
+cleared between them, so a trial costs no TensorFlow start-up; since
+TensorFlow still leaks part of each traced function, the worker hands over to
+a warm spare process before its memory grows past ``tune.max_memory_growth``
+(``Memory``; distributed.py runs the workers).
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -167,6 +168,7 @@ class PipelineTuner(kt.Tuner):
     def __init__(self, cfg: ExperimentConfig, folder: Path, hypermodel: ConfigHyperModel, oracle, parent_run_id: str | None):
         self.cfg, self.parent_run_id = cfg, parent_run_id
         self.metric, self.direction = objective(cfg)
+        self.memory = Memory(cfg.tune.max_memory_growth if _recycles() else None, _baseline(folder))
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=str(folder.parent),
                          project_name=folder.name, executions_per_trial=cfg.tune.executions_per_trial)
 
@@ -176,6 +178,16 @@ class PipelineTuner(kt.Tuner):
         hp = self.oracle.get_space()
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self.memory.should_recycle():
+            from pipeline.tune.distributed import EXIT_RECYCLE
+
+            print(f"worker {self.tuner_id}: RSS {self.memory.last:.0f} MB after {len(self.memory.seen)} trials "
+                  f"(first {self.memory.seen[0]:.0f} MB); handing over to a fresh process", flush=True)
+            sys.stderr.flush()
+            os._exit(EXIT_RECYCLE)  # everything is saved; skip TensorFlow's slow teardown so the spare starts now
 
     def save(self):
         if not self._is_worker():
@@ -218,19 +230,61 @@ class PipelineTuner(kt.Tuner):
                 epochs += len(curve)
             score = statistics.fmean(scores)
             _save_weights(model, folder / "final.weights.h5")
-            seconds = time.perf_counter() - started
             run.log_metrics({"score": score, "epochs_run": epochs, "fit_seconds": fit_seconds})
-            _write_json(folder / "result.json", {
+            del model
+            keras.backend.clear_session(free_memory=True)  # collects garbage too
+            self.memory.record(_rss_mb())
+            seconds = time.perf_counter() - started
+            _write_json(folder / "result.json", {  # last: a trial with a result.json is never trained again
                 "run_id": run.id, "score": score, "epochs": epochs, "fit_seconds": round(fit_seconds, 4),
-                "seconds": round(seconds, 4), "ended": time.time(), "rss_mb": _rss_mb(), "values": values,
+                "seconds": round(seconds, 4), "ended": time.time(), "rss_mb": self.memory.last, "values": values,
             })
-        del model
-        keras.backend.clear_session(free_memory=True)
-        gc.collect()
         shown = " ".join(f"{k}={results.fmt(v)}" for k, v in values.items())
         print(f"trial {trial.trial_id}: {self.metric}={score:.4f} ({epochs} epochs, {seconds:.1f} s) {shown}",
               flush=True)
         return {self.metric: score}
+
+
+class Memory:
+    """When a worker should hand over to a fresh process.
+
+    TensorFlow keeps part of every traced function alive after ``clear_session``
+    (tensorflow#61791, keras#21090; here about 14 MB per digits trial), so RSS
+    grows with every trial however the state is cleared. A worker process
+    therefore stops when its next trial would take its RSS past ``1 + growth``
+    times the RSS after the search's first trial (``baseline``, or its own
+    first); a spare worker, started in advance, takes over at once.
+    """
+
+    def __init__(self, growth: float | None, baseline: float | None = None):
+        self.growth, self.seen, self.baseline = growth, [], baseline
+
+    @property
+    def last(self) -> float:
+        return self.seen[-1]
+
+    def record(self, rss_mb: float) -> None:
+        self.seen.append(rss_mb)
+
+    def should_recycle(self) -> bool:
+        if self.growth is None or len(self.seen) < 2:
+            return False
+        recent = self.seen[-4:]
+        step = max(max(b - a for a, b in zip(recent, recent[1:])), 0.0)  # the largest recent step
+        first = min(self.seen[0], self.baseline or self.seen[0])
+        return self.seen[-1] + step > first * (1 + self.growth)
+
+
+def _baseline(folder: Path) -> float | None:
+    """The smallest RSS after a trial so far in this search (result.json files), if any."""
+    seen = [(_read_json(f) or {}).get("rss_mb") for f in folder.glob("trial_*/result.json")]
+    return min((r for r in seen if r), default=None)
+
+
+def _recycles() -> bool:
+    from pipeline.tune.distributed import is_worker
+
+    return is_worker() and os.environ.get("PIPELINE_TUNE_RECYCLE") == "1"
 
 
 # ---- the search ---------------------------------------------------------------
@@ -272,8 +326,11 @@ def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, c
     _deterministic_ops(cfg)
     hypermodel = ConfigHyperModel(cfg, strategy)
     if distributed.is_worker():
+        distributed.die_with_parent()
         parent = _find_parent(cfg, search)
+        hypermodel.inputs(space.apply(cfg, {}, trial=True))  # warm: data read before the first trial
         tuner = PipelineTuner(cfg, search.folder, hypermodel, make_oracle(cfg), parent)
+        distributed.wait_for_turn()  # a spare worker starts when the one it replaces hands over
         tuner.search(verbose=0)
         return None
 
@@ -293,6 +350,7 @@ def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, c
             print(f"Continuing search {search.folder}", file=sys.stderr)
         _settle_interrupted(parent, search)
         tuner = PipelineTuner(cfg, search.folder, hypermodel, make_oracle(cfg), parent.id if parent.tracked else None)
+        tuner.oracle.verbose = 0  # each trial prints one line of its own
         if workers or distributed.is_chief():
             distributed.serve(tuner.oracle, workers, list(command), log_dir or search.folder / "workers",
                               on_release=lambda trial_id: _settle_interrupted(parent, search, trial_id))
@@ -388,3 +446,4 @@ def _rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
