@@ -6,7 +6,7 @@ CONFIG ?= configs/digits.yaml
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test tune ui baseline bench bench-tune preview lint clean
+.PHONY: help venv train test tune serve retrain ui baseline bench bench-tune bench-serving preview lint clean
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: venv ## run the test suite (everything but GPU tests)
 tune: venv ## search hyperparameters with KerasTuner (CONFIG=configs/digits.yaml, ARGS="--workers 2")
 	$(BIN)/pipeline tune $(CONFIG) $(ARGS)
 
+serve: venv ## serve work/exports over TF Serving's REST API on 127.0.0.1:8501 (ARGS="--port 8600")
+	$(BIN)/pipeline serve --root work/exports $(ARGS)
+
+retrain: venv ## the nightly job: check data, train a challenger, promote it only if better (exit 0 promoted, 10 kept)
+	$(BIN)/pipeline retrain $(CONFIG) $(ARGS)
+
 ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///work/mlflow.db --host 127.0.0.1 --port 5000
 
@@ -39,6 +45,9 @@ bench: venv ## strategies side by side and the cost of a kill-and-resume (bench/
 
 bench-tune: venv ## random vs Bayesian vs Hyperband at one budget; memory and overhead per trial
 	$(BIN)/python bench/tune.py $(ARGS)
+
+bench-serving: venv ## HTTP latency and throughput against the direct call; a hot swap under load
+	$(BIN)/python bench/serving.py $(ARGS)
 
 preview: venv ## write a PNG grid of the configured augmentations
 	$(BIN)/pipeline augment-preview $(CONFIG) $(ARGS)

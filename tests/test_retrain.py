@@ -19,7 +19,7 @@ from .conftest import DIGITS, ROOT, run_cli, tiny
 
 def _cfg(workdir, tfds_dir, epochs: int, *extra: str):
     return load(DIGITS, tiny(workdir, tfds_dir, f"train.epochs={epochs}", "train.early_stopping.enabled=false",
-                             *extra))
+                             "retrain.thresholds={}", *extra))
 
 
 def _registry(cfg):
@@ -109,7 +109,7 @@ def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
 @pytest.mark.slow
 def test_a_second_retraining_is_refused_by_the_lock_at_once(tmp_path, tfds_dir):
     args = ["retrain", str(DIGITS), *tiny(tmp_path / "work", tfds_dir, "train.epochs=50",
-                                          "train.early_stopping.enabled=false")]
+                                          "train.early_stopping.enabled=false", "retrain.thresholds={}")]
     first = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     lockfile = tmp_path / "work" / "locks" / "retrain-digits.lock"
@@ -124,3 +124,13 @@ def test_a_second_retraining_is_refused_by_the_lock_at_once(tmp_path, tfds_dir):
     first.terminate()  # a crash mid-job: nothing was published
     assert first.wait(timeout=60) == 143
     assert not (tmp_path / "work" / "exports").exists()
+
+
+def test_a_challenger_below_the_absolute_threshold_is_never_promoted():
+    from pipeline.retrain import decide
+
+    promoted, reason = decide("accuracy", True, 0.0, {"accuracy": 0.97}, {"accuracy": 0.96}, None)
+    assert not promoted and "misses the threshold 0.97" in reason
+    promoted, reason = decide("rmse_log", False, 0.01, {}, {"rmse_log": 0.125}, {"rmse_log": 0.13})
+    assert not promoted and "does not beat" in reason  # better, but not by more than the margin
+    assert decide("rmse_log", False, 0.01, {}, {"rmse_log": 0.11}, {"rmse_log": 0.13})[0]

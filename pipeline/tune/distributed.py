@@ -11,7 +11,10 @@ on several machines, start the same command with those variables on each
 Unlike KerasTuner's own chief loop, this one watches its local workers: when
 one dies, its trial goes back to the oracle's queue and a replacement worker
 starts, so the search goes on; the chief ends when the budget is spent and no
-trial is running.
+trial is running. Each worker slot also keeps a warm spare (TensorFlow
+imported, data read, waiting for a go-file): a worker whose memory has grown
+(search.Memory) exits with EXIT_RECYCLE after its trial, and the spare takes
+its place at once. ``pipeline tune`` runs one such slot by default.
 """
 
 from __future__ import annotations
@@ -79,7 +82,9 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     server.add_insecure_port(f"{ip}:{port}")
     server.start()
-    print(f"Oracle serving on {ip}:{port} ({workers} local workers; logs in {log_dir})", file=sys.stderr)
+    where = "" if workers == 1 else f"; logs in {log_dir}"
+    print(f"Oracle serving on {ip}:{port} ({workers} local worker{'s' if workers != 1 else ''}{where})",
+          file=sys.stderr)
     log_dir.mkdir(parents=True, exist_ok=True)
     connect = "127.0.0.1" if ip in ("0.0.0.0", "") else ip
 
