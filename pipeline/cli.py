@@ -118,6 +118,10 @@ def _summary(cfg, result) -> None:
         table.add_row("tracking", f"{cfg.tracking.uri} (experiment {cfg.tracking.experiment!r}; `make ui`)")
     table.add_row("run folder", str(result.run_dir))
     table.add_row("export", str(result.export_path) if result.export_path else "disabled")
+    if result.diagnosis is not None:
+        d = result.diagnosis
+        table.add_row("fit", f"{d.verdict}: " + "; ".join(d.reasons))
+        table.add_row("advice", "\n".join(d.advice[:3]))
     Console().print(table)
 
 

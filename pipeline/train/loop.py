@@ -31,6 +31,7 @@ class TrainResult:
     model: object = None
     export_path: Path | None = None
     checks: dict[str, float] = field(default_factory=dict)
+    diagnosis: object = None  # pipeline.diagnose.Diagnosis
 
 
 def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "champion",
@@ -124,6 +125,11 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
             run.log_text(json.dumps(stats.statistics(data), indent=1), "data_stats.json")
         curves = plots.learning_curves(history, best_epoch, run.dir / "learning_curves.png")
         run.log_file(curves, "plots")
+        diagnosis = _diagnose(cfg, history, task, data)
+        if diagnosis is not None:
+            run.set_tags(diagnosis.tags())
+            run.log_text(diagnosis.to_json(), "diagnosis.json")
+            run.log_text(diagnosis.markdown(), "diagnosis.md")
 
         export_path, checks = None, {}
         if cfg.export.enabled and chief:
@@ -140,7 +146,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
                 run.set_tags({"registry.model": cfg.export.model_name, "registry.version": version.version})
         if chief:
             resume.finish(cfg)
-    return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks)
+    return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks, diagnosis)
 
 
 def build_compiled(cfg: ExperimentConfig, data, task, strategy, augmenter=None):
@@ -206,6 +212,22 @@ def _task_metrics(model, task, test_ds) -> dict[str, float]:
         predictions.append(model(features, training=False).numpy())
         targets.append(labels.numpy())
     return task.evaluate(np.concatenate(predictions), np.concatenate(targets))
+
+
+def _diagnose(cfg: ExperimentConfig, history: dict, task, data):
+    """The fit diagnosis of this run, against the trivial predictor of its training labels."""
+    import numpy as np
+
+    from pipeline.diagnose import diagnose
+
+    metric = "accuracy" if task.name == "classification" else "rmse"
+    if not {"loss", "val_loss", metric} <= set(history):
+        return None
+    labels = np.asarray(data.train_columns[data.spec.label])
+    trivial = (np.bincount(labels.astype(np.int64)).max() / len(labels) if metric == "accuracy"
+               else float(np.std(labels.astype(np.float64))))
+    epochs = len(history["loss"])
+    return diagnose(history, metric, metric == "accuracy", float(trivial), cfg.train.epochs, epochs < cfg.train.epochs)
 
 
 def _best_epoch(callbacks) -> int | None:

@@ -78,7 +78,9 @@ def leaderboard(trials: list[dict], params: list[str], metric: str, direction: s
         values = ", ".join(f"{p}={fmt(t[p])}" for p in params if t.get(p) is not None)
         table.add_row(str(rank), t["trial"], f"{t['score']:.4f}", fmt(t.get("epochs")), fmt(t.get("seconds")), values)
     console = Console()
-    console.print(table, width=max(console.width, 120))
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
 
 
 def _csv(trials: list[dict], params: list[str]) -> str:

@@ -327,6 +327,7 @@ def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, c
     hypermodel = ConfigHyperModel(cfg, strategy)
     if distributed.is_worker():
         distributed.die_with_parent()
+        distributed.quiet_keras_tuner()
         parent = _find_parent(cfg, search)
         hypermodel.inputs(space.apply(cfg, {}, trial=True))  # warm: data read before the first trial
         tuner = PipelineTuner(cfg, search.folder, hypermodel, make_oracle(cfg), parent)

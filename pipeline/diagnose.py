@@ -1,0 +1,142 @@
+"""Where a run stands between underfitting and overfitting, from its learning curves, with the evidence.
+
+``diagnose(history, ...)`` reads the per-epoch ``loss``/``val_loss`` and the
+task's metric and returns a verdict, the numbers behind it and advice:
+
+- ``underfitting``: the model barely beats a trivial predictor on its own
+  training data (the majority class; the training mean for regression);
+- ``overfitting``: validation loss rose well above its minimum while the gap to
+  the training loss widened;
+- ``not converged``: validation loss was still falling when the epochs ran out;
+- ``good fit``: none of these.
+
+The thresholds below are the definitions; tests pin each verdict on curves
+built to show it and on real runs made to overfit and to underfit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+SKILL_FLOOR = 0.5  # training skill below this (0 = trivial predictor, 1 = perfect) is underfitting
+RISE_LIMIT = 0.10  # validation loss this far (relative) above its minimum at the end is overfitting...
+GAP_LIMIT = 0.25  # ...or a final gap (val - train) above this share of the validation loss, and widening
+STILL_FALLING = 0.01  # relative fall of validation loss over the last fifth of the epochs: not converged
+
+ADVICE = {
+    "overfitting": [
+        "stronger weight penalty: raise regularization.l2 (x3 to x10) or try l1",
+        "dropout 0.2 to 0.5 (model.dropout)",
+        "more or stronger augmentation (augment.layers)",
+        "keep early stopping on val_loss with restore_best_weights (train.early_stopping)",
+        "a smaller model (model.width, model.depth) or more training data",
+    ],
+    "underfitting": [
+        "more capacity: raise model.width or model.depth",
+        "less regularisation: lower regularization.l2/l1 and model.dropout",
+        "a higher learning rate (optimizer.learning_rate x3) or Adam",
+        "more epochs (train.epochs), and BatchNormalization (model.batch_norm)",
+    ],
+    "not converged": [
+        "more epochs (train.epochs): validation loss was still falling",
+        "a higher learning rate or a schedule that decays later (optimizer.schedule)",
+    ],
+    "good fit": ["nothing pressing: compare against the baselines (make baseline) and tune (make tune)"],
+}
+
+
+@dataclass
+class Diagnosis:
+    verdict: str
+    evidence: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+
+    def tags(self) -> dict:
+        keys = ("train_skill", "final_gap", "gap_trend", "best_epoch", "val_rise_after_best")
+        return {"fit.verdict": self.verdict, **{f"fit.{k}": self.evidence[k] for k in keys if k in self.evidence}}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def markdown(self) -> str:
+        lines = [f"**Fit: {self.verdict}**", "", *[f"- {r}" for r in self.reasons], "", "| evidence | value |",
+                 "| --- | --- |"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in self.evidence.items()]
+        lines += ["", "Advice:", *[f"- {a}" for a in self.advice]]
+        return "\n".join(lines) + "\n"
+
+
+def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: bool, trivial: float,
+             max_epochs: int, stopped_early: bool) -> Diagnosis:
+    """Classify a run from its history.
+
+    Args:
+        history: Per-epoch ``loss``, ``val_loss``, ``<metric>`` (training) as Keras logs them.
+        metric: The task's metric (accuracy, rmse).
+        higher_is_better: Whether larger ``metric`` values are better.
+        trivial: ``metric`` of the trivial predictor on the training data (majority rate; target std for rmse).
+        max_epochs: The epochs the run was allowed.
+        stopped_early: Whether early stopping ended it before ``max_epochs``.
+    """
+    loss, val = history["loss"], history["val_loss"]
+    n = len(val)
+    best = min(range(n), key=val.__getitem__)
+    gaps = [v - t for v, t in zip(val, loss)]
+    tail = max(2, n // 3)
+    train_metric = history[metric][-1]
+    skill = _skill(train_metric, trivial, higher_is_better)
+    evidence = {
+        "epochs": n, "max_epochs": max_epochs, "stopped_early": stopped_early,
+        f"train_{metric}": round(train_metric, 4), f"trivial_{metric}": round(trivial, 4),
+        "train_skill": round(skill, 3),
+        "best_epoch": best + 1, "best_val_loss": round(val[best], 4), "final_val_loss": round(val[-1], 4),
+        "val_rise_after_best": round((val[-1] - val[best]) / abs(val[best]) if val[best] else 0.0, 3),
+        "final_gap": round(gaps[-1], 4), "final_gap_share": round(gaps[-1] / abs(val[-1]) if val[-1] else 0.0, 3),
+        "gap_trend": round(_slope(gaps[-tail:]), 5),
+    }
+    fifth = max(1, n // 5)
+    fall = (val[-fifth - 1] - min(val[-fifth:])) / abs(val[-fifth - 1]) if n > fifth and val[-fifth - 1] else 0.0
+    evidence["val_fall_last_fifth"] = round(fall, 4)
+
+    reasons = []
+    if skill < SKILL_FLOOR:
+        verdict = "underfitting"
+        reasons.append(f"training {metric} {train_metric:.4g} is little better than the trivial predictor's "
+                       f"{trivial:.4g} (skill {skill:.2f} < {SKILL_FLOOR})")
+    elif evidence["val_rise_after_best"] > RISE_LIMIT or (
+            evidence["final_gap_share"] > GAP_LIMIT and evidence["gap_trend"] > 0):
+        verdict = "overfitting"
+        reasons.append(f"validation loss bottomed at epoch {best + 1} ({val[best]:.4g}) and ended "
+                       f"{evidence['val_rise_after_best']:.0%} above it")
+        reasons.append(f"the gap between validation and training loss is {gaps[-1]:.4g} "
+                       f"({evidence['final_gap_share']:.0%} of the validation loss), trend {evidence['gap_trend']:+.3g}/epoch")
+    elif not stopped_early and n >= max_epochs and fall > STILL_FALLING:
+        verdict = "not converged"
+        reasons.append(f"validation loss fell {fall:.1%} over the last {fifth} epochs and the {max_epochs} epochs ran out")
+    else:
+        verdict = "good fit"
+        reasons.append(f"training skill {skill:.2f}; validation loss ended {evidence['val_rise_after_best']:.0%} above "
+                       f"its best (epoch {best + 1}); gap {gaps[-1]:.4g}")
+    return Diagnosis(verdict, evidence, reasons, ADVICE[verdict])
+
+
+def _skill(value: float, trivial: float, higher_is_better: bool) -> float:
+    """0 for the trivial predictor, 1 for a perfect one (accuracy: 1; errors: 0)."""
+    if higher_is_better:
+        return (value - trivial) / (1.0 - trivial) if trivial < 1.0 else 1.0
+    return 1.0 - value / trivial if trivial > 0 else 1.0
+
+
+def _slope(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    return num / sum((i - mean_x) ** 2 for i in range(n))
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

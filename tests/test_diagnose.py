@@ -1,0 +1,62 @@
+"""Fit diagnosis: curves built to overfit, underfit, fit well or stop short, and real runs made to over- and underfit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.diagnose import diagnose
+
+
+def _curves(train, val, accuracy):
+    return {"loss": train, "val_loss": val, "accuracy": accuracy}
+
+
+def test_validation_loss_rising_after_its_minimum_is_overfitting():
+    train = [1.0 * 0.8**e for e in range(30)]
+    val = [1.0 * 0.85**e for e in range(10)] + [0.85**9 * 1.06**e for e in range(1, 21)]
+    d = diagnose(_curves(train, val, [0.99] * 30), "accuracy", True, 0.11, 30, False)
+    assert d.verdict == "overfitting"
+    assert d.evidence["best_epoch"] == 10 and d.evidence["val_rise_after_best"] > 1.0 and d.evidence["gap_trend"] > 0
+    assert any("dropout" in a for a in d.advice) and any("l2" in a for a in d.advice)
+
+
+def test_barely_beating_the_majority_class_is_underfitting():
+    curve = [2.30, 2.29, 2.29, 2.28]
+    d = diagnose(_curves(curve, curve, [0.14, 0.15, 0.16, 0.17]), "accuracy", True, 0.11, 4, False)
+    assert d.verdict == "underfitting" and d.evidence["train_skill"] < 0.5
+    assert any("capacity" in a for a in d.advice) and any("learning rate" in a for a in d.advice)
+
+
+def test_regression_skill_is_measured_against_predicting_the_mean():
+    d = diagnose({"loss": [0.9, 0.85], "val_loss": [0.9, 0.86], "rmse": [0.95, 0.92]}, "rmse", False, 1.0, 2, False)
+    assert d.verdict == "underfitting" and math.isclose(d.evidence["train_skill"], 0.08, abs_tol=1e-3)
+
+
+def test_still_falling_when_the_epochs_run_out_is_not_converged():
+    val = [1.0 * 0.9**e for e in range(20)]
+    d = diagnose(_curves([v * 0.95 for v in val], val, [0.9] * 20), "accuracy", True, 0.11, 20, False)
+    assert d.verdict == "not converged" and d.evidence["val_fall_last_fifth"] > 0.01
+
+
+def test_a_plateau_with_a_small_gap_is_a_good_fit():
+    val = [1.0 * 0.7**e for e in range(8)] + [0.7**7] * 8
+    d = diagnose(_curves([v * 0.9 for v in val], val, [0.99] * 16), "accuracy", True, 0.11, 60, True)
+    assert d.verdict == "good fit" and d.tags()["fit.verdict"] == "good fit"
+
+
+@pytest.mark.parametrize("overrides, verdict", [
+    # 90 training images, a wide unregularised model, no early stopping: memorises, validation loss climbs.
+    (["data.splits.train=train[:5%]", "model.width=32", "model.head_units=256", "model.dropout=0",
+      "model.batch_norm=false", "regularization.kernel=none", "regularization.l2=0", "augment.layers=[]",
+      "data.batch_size=16", "optimizer.learning_rate=0.01", "optimizer.schedule.name=constant", "train.epochs=40",
+      "train.early_stopping.enabled=false"], "overfitting"),
+    # A learning rate too small to move the weights in two epochs.
+    (["optimizer.learning_rate=0.000001", "optimizer.schedule.name=constant", "model.batch_norm=false"], "underfitting"),
+], ids=["overfit", "underfit"])
+def test_real_runs_made_to_overfit_and_underfit_are_named(tiny_cfg, overrides, verdict):
+    from pipeline.train.loop import train
+
+    result = train(tiny_cfg("export.enabled=false", *overrides))
+    assert result.diagnosis.verdict == verdict, result.diagnosis.markdown()
