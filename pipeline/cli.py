@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # Ctrl-C stops a run cleanly even when started from a shell that ignored SIGINT (`cmd &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.run(args)
     except PipelineError as exc:
