@@ -51,7 +51,28 @@ def models(trained, tmp_path_factory, tfds_dir):
     houses_cfg = load(CSV, csv_overrides(work, tfds_dir, write_houses(work / "houses.csv")))
     houses = train(houses_cfg)
     shutil.copytree(houses.export_path, root / "houses" / "1")
+    _save_ranker(root / "ranker" / "1")
     return root, {"digits": (digits_cfg, digits), "houses": (houses_cfg, houses)}
+
+
+def _save_ranker(path: Path) -> None:
+    """A SavedModel with a named signature shaped like the recommender's ``recommend(user_id, k)``."""
+    import tensorflow as tf
+
+    class Ranker(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id"),
+                                      tf.TensorSpec([], tf.int32, name="k")])
+        def recommend(self, user_id, k):
+            items = tf.range(100, 100 + tf.cast(k, tf.int64), dtype=tf.int64)
+            ids = tf.tile(items[None, :], [tf.shape(user_id)[0], 1]) + user_id[:, None] * 1000
+            return {"item_ids": ids, "scores": tf.cast(ids, tf.float32) * 0.0 + 1.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_id")])
+        def default(self, user_id):
+            return {"prediction": tf.cast(user_id, tf.float32) * 2.0}
+
+    ranker = Ranker()
+    tf.saved_model.save(ranker, str(path), signatures={"serving_default": ranker.default, "recommend": ranker.recommend})
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +270,15 @@ def test_new_versions_are_picked_up_under_load_without_a_failed_request(server, 
     while call(port, "/v1/models/swap")[1]["model_version_status"][0]["version"] != "2":
         assert time.time() < deadline
         time.sleep(0.1)
+
+
+def test_a_named_signature_with_a_scalar_input_answers_columns(server):
+    port, _ = server
+    body = {"signature_name": "recommend", "inputs": {"user_id": [1, 2], "k": 3}}
+    code, answer = call(port, "/v1/models/ranker:predict", body)
+    assert code == 200, answer
+    assert answer["outputs"]["item_ids"] == [[1100, 1101, 1102], [2100, 2101, 2102]]
+    code, answer = call(port, "/v1/models/ranker:predict", {"signature_name": "recommend", "inputs": {"user_id": [1]}})
+    assert code == 400 and "Missing input 'k'" in answer["error"]
+    code, meta = call(port, "/v1/models/ranker/metadata")
+    assert set(meta["metadata"]["signature_def"]["signature_def"]) == {"serving_default", "recommend"}
