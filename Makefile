@@ -32,7 +32,7 @@ serve: venv ## serve work/exports over TF Serving's REST API on 127.0.0.1:8501 (
 	$(BIN)/pipeline serve --root work/exports $(ARGS)
 
 retrain: venv ## the nightly job: check data, train a challenger, promote it only if better (exit 0 promoted, 10 kept)
-	$(BIN)/pipeline retrain $(CONFIG) $(ARGS)
+	$(BIN)/pipeline retrain $(CONFIG) $(ARGS) || [ $$? -eq 10 ]  # 10: champion kept, not a failure
 
 ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///work/mlflow.db --host 127.0.0.1 --port 5000

@@ -112,6 +112,8 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
                        f"{evidence['val_rise_after_best']:.0%} above it")
         reasons.append(f"the gap between validation and training loss is {gaps[-1]:.4g} "
                        f"({evidence['final_gap_share']:.0%} of the validation loss), trend {evidence['gap_trend']:+.3g}/epoch")
+        if stopped_early:
+            reasons.append(f"early stopping ended the run; with restore_best_weights the model is epoch {best + 1}'s")
     elif not stopped_early and n >= max_epochs and fall > STILL_FALLING:
         verdict = "not converged"
         reasons.append(f"validation loss fell {fall:.1%} over the last {fifth} epochs and the {max_epochs} epochs ran out")
