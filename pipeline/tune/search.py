@@ -206,6 +206,21 @@ class PipelineTuner(kt.Tuner):
         cfg = self.hypermodel.config(hp)
         tags = {"mlflow.parentRunId": self.parent_run_id, "tune.search": folder.parent.name,
                 "tune.role": "trial", "tune.trial_id": trial.trial_id}
+        try:
+            score, epochs, seconds = self._train(trial, folder, cfg, values, started, tags)
+        except Exception:
+            keras.backend.clear_session(free_memory=True)  # a failed trial's model must not stay behind either
+            raise
+        shown = " ".join(f"{k}={results.fmt(v)}" for k, v in values.items())
+        print(f"trial {trial.trial_id}: {self.metric}={score:.4f} ({epochs} epochs, {seconds:.1f} s) {shown}",
+              flush=True)
+        return {self.metric: score}
+
+    def _train(self, trial, folder: Path, cfg: ExperimentConfig, values: dict, started: float, tags: dict):
+        """Train the trial's executions in one tracked run; return (score, epochs, seconds)."""
+        import keras
+
+        hp = trial.hyperparameters
         with track.start_run(cfg, run_name=f"trial-{trial.trial_id}",
                              tags={k: v for k, v in tags.items() if v is not None}) as run:
             schedule = {k: v for k, v in hp.values.items() if k.startswith("tuner/")}
@@ -222,10 +237,7 @@ class PipelineTuner(kt.Tuner):
                                               initial_epoch=int(hp.values.get("tuner/initial_epoch", 0)),
                                               execution=execution)
                 fit_seconds += time.perf_counter() - t0
-                curve = history.history.get(self.metric)
-                if not curve:
-                    raise ConfigError(f"`tune.objective.metric` {self.metric!r} is not logged by this task; "
-                                      f"it logs {', '.join(history.history)}")
+                curve = history.history[self.metric]  # the chief checked that the task logs it
                 scores.append(max(curve) if self.direction == "max" else min(curve))
                 epochs += len(curve)
             score = statistics.fmean(scores)
@@ -239,10 +251,7 @@ class PipelineTuner(kt.Tuner):
                 "run_id": run.id, "score": score, "epochs": epochs, "fit_seconds": round(fit_seconds, 4),
                 "seconds": round(seconds, 4), "ended": time.time(), "rss_mb": self.memory.last, "values": values,
             })
-        shown = " ".join(f"{k}={results.fmt(v)}" for k, v in values.items())
-        print(f"trial {trial.trial_id}: {self.metric}={score:.4f} ({epochs} epochs, {seconds:.1f} s) {shown}",
-              flush=True)
-        return {self.metric: score}
+        return score, epochs, seconds
 
 
 class Memory:
