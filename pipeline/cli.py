@@ -61,7 +61,7 @@ def _tune(args) -> int:
         from pipeline.train.loop import train
 
         best = load(outcome.best_config)
-        _summary(best, train(best))
+        _summary(best, train(best, run_tags={"tune.parent_run": outcome.parent_run_id}))
     return 0
 
 
@@ -77,6 +77,16 @@ def _retrain(args) -> int:
     verdict = f"PROMOTED to serving version {decision.served.name}" if decision.promoted else "KEPT the champion"
     print(f"{verdict}: {decision.reason} (decision run {decision.run_id})")
     return decision.exit_code
+
+
+def _report(args) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.report import report
+
+    print(f"Wrote {report(args.run_id, args.tracking_uri, args.out)} (also logged to the run)")
+    return 0
 
 
 def _serve(args) -> int:
@@ -155,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "retrain", help="the nightly job: check data, train a challenger, promote it only if it beats the champion",
         epilog="Exit codes: 0 promoted, 10 kept, 75 another retraining holds the lock, 1-4 failed."))
     retrain.set_defaults(run=_retrain)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run (and log it to the run)")
+    report.add_argument("run_id", help="MLflow run id (the summary of `pipeline train` prints it)")
+    report.add_argument("--tracking-uri", default="sqlite:///work/mlflow.db", help="default sqlite:///work/mlflow.db")
+    report.add_argument("--out", help="HTML path (default <workdir>/runs/<run id>/report.html)")
+    report.set_defaults(run=_report)
 
     from serving.server import build_parser as serve_options
 

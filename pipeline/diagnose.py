@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 SKILL_FLOOR = 0.5  # training skill below this (0 = trivial predictor, 1 = perfect) is underfitting
 RISE_LIMIT = 0.10  # validation loss this far (relative) above its minimum at the end is overfitting...
 GAP_LIMIT = 0.25  # ...or a final gap (val - train) above this share of the validation loss, and widening
-STILL_FALLING = 0.01  # relative fall of validation loss over the last fifth of the epochs: not converged
+STILL_FALLING = 0.02  # share of the run's whole fall in validation loss made in its last fifth: not converged
 
 ADVICE = {
     "overfitting": [
@@ -97,8 +97,9 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
         "gap_trend": round(_slope(gaps[-tail:]), 5),
     }
     fifth = max(1, n // 5)
-    fall = (val[-fifth - 1] - min(val[-fifth:])) / abs(val[-fifth - 1]) if n > fifth and val[-fifth - 1] else 0.0
-    evidence["val_fall_last_fifth"] = round(fall, 4)
+    whole = val[0] - val[best]
+    fall = (val[-fifth - 1] - min(val[-fifth:])) / whole if n > fifth and whole > 0 else 0.0
+    evidence["val_fall_last_fifth"] = round(fall, 4)  # as a share of the whole run's fall
 
     reasons = []
     if skill < SKILL_FLOOR:
@@ -116,7 +117,8 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
             reasons.append(f"early stopping ended the run; with restore_best_weights the model is epoch {best + 1}'s")
     elif not stopped_early and n >= max_epochs and fall > STILL_FALLING:
         verdict = "not converged"
-        reasons.append(f"validation loss fell {fall:.1%} over the last {fifth} epochs and the {max_epochs} epochs ran out")
+        reasons.append(f"validation loss made {fall:.1%} of its whole fall in the last {fifth} epochs, and the "
+                       f"{max_epochs} epochs ran out")
     else:
         verdict = "good fit"
         reasons.append(f"training skill {skill:.2f}; validation loss ended {evidence['val_rise_after_best']:.0%} above "

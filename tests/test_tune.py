@@ -151,11 +151,15 @@ def test_each_algorithm_runs_tracked_trials_and_writes_a_best_config(tmp_path, t
     if algorithm == "random":  # the conditional parameter is set only when its condition holds
         for t in outcome.trials:
             assert (t.get("optimizer.momentum") is not None) == (t["optimizer.name"] == "momentum"), t
-    if algorithm == "grid":  # the best config retrains as an ordinary run
+    if algorithm == "grid":  # the best config retrains as an ordinary run, and its report shows the search
+        from pipeline.report import report
         from pipeline.train.loop import train
 
-        result = train(best)
+        result = train(best, run_tags={"tune.parent_run": outcome.parent_run_id})  # as --then-train does
         assert result.export_path.is_dir() and result.test_metrics["test_accuracy"] > 0
+        page = report(result.run_id, cfg.tracking.uri, tmp_path / "report.html").read_text()
+        tuning = page.split('<section id="tuning">')[1].split("</section>")[0]
+        assert outcome.parent_run_id in tuning and 'alt="plots/objective_by_trial.png"' in tuning
 
 
 # ---- resume and parallel workers (subprocesses) ---------------------------------------------

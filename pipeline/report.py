@@ -1,0 +1,261 @@
+"""``pipeline report RUN_ID``: one self-contained HTML page about a run, also logged to the run.
+
+Sections (each a ``<section id=...>``, so a browser test can find them):
+summary, diagnosis, curves (with the early-stopping point), gap (validation minus
+training loss per epoch), errors (confusion matrix, or residuals for regression,
+on the test split through the export), weights (histograms and per-layer sparsity:
+the share of kernel weights below 1e-3 in magnitude), augmentation (preview grid),
+tuning (the search the run came from, when it was tuned). Images are inline PNGs,
+so the page can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+SPARSE = 1e-3  # |weight| below this counts as zero for sparsity
+
+
+def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
+    """Write the report of ``run_id`` (``out``, default <run folder>/report.html) and log it to the run."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import load
+    from pipeline.errors import ConfigError
+
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow raises several kinds for a bad id
+        raise ConfigError(f"No run {run_id!r} in {tracking_uri}") from None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load(client.download_artifacts(run_id, "config.yaml", tmp))
+        diagnosis = _artifact_json(client, run_id, "diagnosis.json", tmp)
+        history = {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)]
+                   for k in ("loss", "val_loss", "accuracy", "val_accuracy", "rmse", "val_rmse")}
+        history = {k: v for k, v in history.items() if v}
+        sections = [
+            ("summary", "Summary", _summary(run)),
+            ("diagnosis", "Fit diagnosis", _diagnosis(diagnosis)),
+            ("curves", "Learning curves", _curves(history, run.data.metrics.get("best_epoch"))),
+            ("gap", "Generalisation gap", _gap(history)),
+            ("errors", "Errors on the test split", _errors(cfg, run)),
+            ("weights", "Weights and sparsity", _weights(run)),
+            ("augmentation", "Augmentation", _augmentation(cfg, tmp)),
+            ("tuning", "Tuning", _tuning(client, run, tmp)),
+        ]
+    page = _page(f"Run {run.info.run_name or run_id}", sections)
+    out = Path(out or Path(cfg.workdir) / "runs" / run_id / "report.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out.with_name(f".{out.name}.tmp")
+    tmp_path.write_text(page)
+    os.replace(tmp_path, out)
+    client.log_artifact(run_id, str(out))
+    return out
+
+
+# ---- sections -----------------------------------------------------------------------------
+
+
+def _summary(run) -> str:
+    m, t = run.data.metrics, run.data.tags
+    rows = [("run", run.info.run_id), ("status", run.info.status), ("experiment", run.info.experiment_id),
+            ("data", f"{t.get('data.name', '?')} ({t.get('data.digest', '?')[:12]})"),
+            ("export", t.get("export.path", "none"))]
+    rows += [(k, f"{v:.4f}") for k, v in sorted(m.items()) if k.startswith("test_")]
+    rows += [("best epoch", m.get("best_epoch", "-")), ("epochs run", m.get("epochs_run", "-"))]
+    return _table(["", ""], rows)
+
+
+def _diagnosis(diagnosis: dict | None) -> str:
+    if not diagnosis:
+        return "<p>No diagnosis was logged with this run.</p>"
+    items = "".join(f"<li>{html.escape(r)}</li>" for r in diagnosis["reasons"])
+    advice = "".join(f"<li>{html.escape(a)}</li>" for a in diagnosis["advice"])
+    return (f"<p class=verdict>{html.escape(diagnosis['verdict'])}</p><ul>{items}</ul>"
+            + _table(["evidence", "value"], diagnosis["evidence"].items()) + f"<h3>Advice</h3><ul>{advice}</ul>")
+
+
+def _curves(history: dict, best_epoch: float | None) -> str:
+    if "loss" not in history:
+        return "<p>No per-epoch metrics were logged.</p>"
+    plt = _pyplot()
+    names = [n for n in ("accuracy", "rmse") if n in history]
+    fig, axes = plt.subplots(1, 1 + len(names), figsize=(5 * (1 + len(names)), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], ["loss", *names]):
+        for key in (name, f"val_{name}"):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept (epoch {int(best_epoch)})")
+        ax.set(xlabel="epoch", title=name)
+        ax.legend()
+    return _img(fig, "learning curves")
+
+
+def _gap(history: dict) -> str:
+    if not {"loss", "val_loss"} <= set(history):
+        return "<p>No validation loss was logged.</p>"
+    plt = _pyplot()
+    gap = [v - t for v, t in zip(history["val_loss"], history["loss"])]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(range(1, len(gap) + 1), gap)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="epoch", ylabel="val_loss - loss", title="generalisation gap")
+    return _img(fig, "generalisation gap")
+
+
+def _errors(cfg, run) -> str:
+    """Confusion matrix (classification) or residuals (regression) of the export on the test split."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.data import dataset
+    from pipeline.tasks import task_for
+
+    path = run.data.tags.get("export.path")
+    if not path or not Path(path).is_dir():
+        return "<p>The run has no export on this machine.</p>"
+    data = dataset.load(cfg)
+    task = task_for(cfg, data.spec)
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    output = "class_id" if task.name == "classification" else "prediction"
+    pred, true = [], []
+    for features, labels in data.test:
+        pred.append(serve(**{f.name: tf.cast(features[f.name], f.dtype) for f in data.spec.features})[output].numpy())
+        true.append(labels.numpy())
+    pred, true = np.concatenate(pred), np.concatenate(true)
+    plt = _pyplot()
+    if task.name == "classification":
+        k = data.spec.num_classes
+        matrix = np.zeros((k, k), dtype=int)
+        np.add.at(matrix, (true.astype(int), pred.astype(int)), 1)
+        fig, ax = plt.subplots(figsize=(5, 4.5))
+        ax.imshow(matrix, cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7)
+        ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({len(true)} test examples)")
+        return _img(fig, "confusion matrix")
+    true = np.exp(true) if task.log else true
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(pred, true - pred, s=6)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(xlabel="prediction", ylabel="actual - prediction", title=f"residuals ({len(true)} test examples)")
+    return _img(fig, "residuals")
+
+
+def _weights(run) -> str:
+    import numpy as np
+    import tensorflow as tf
+
+    path = run.data.tags.get("export.path")
+    if not path or not Path(path).is_dir():
+        return "<p>The run has no export on this machine.</p>"
+    kernels = [(v.name.removesuffix(":0"), v.numpy().ravel()) for v in tf.saved_model.load(path).variables
+               if v.name.split("/")[-1].split(":")[0] in ("kernel", "embeddings")]
+    rows = [(name, w.size, f"{np.mean(np.abs(w) < SPARSE):.1%}", f"{np.std(w):.4f}") for name, w in kernels]
+    plt = _pyplot()
+    cols = min(3, len(kernels)) or 1
+    fig, axes = plt.subplots(-(-len(kernels) // cols) or 1, cols, figsize=(4 * cols, 2.6 * (-(-len(kernels) // cols) or 1)),
+                             squeeze=False)
+    for ax, (name, w) in zip(axes.flat, kernels):
+        ax.hist(w, bins=60)
+        ax.set_title(name, fontsize=8)
+    for ax in list(axes.flat)[len(kernels):]:
+        ax.axis("off")
+    return (_table(["layer", "weights", f"share |w| < {SPARSE:g}", "std"], rows) + _img(fig, "weight histograms"))
+
+
+def _augmentation(cfg, tmp: str) -> str:
+    if not cfg.augment.layers:
+        return "<p>No augmentation configured.</p>"
+    from pipeline.data.augment import preview
+
+    try:
+        png = preview(cfg, Path(tmp) / "augment.png", n_images=4)
+    except Exception as exc:  # noqa: BLE001 - e.g. a table dataset: say so in the page
+        return f"<p>No preview: {html.escape(str(exc))}</p>"
+    return _img_bytes(Path(png).read_bytes(), "augmentation preview")
+
+
+def _tuning(client, run, tmp: str) -> str:
+    """The search this run belongs to: its trial's parent, or the search it retrained (tag tune.parent_run)."""
+    parent_id = run.data.tags.get("tune.parent_run") or (
+        run.data.tags.get("mlflow.parentRunId") if run.data.tags.get("tune.role") == "trial" else None)
+    if not parent_id:
+        return "<p>This run was not tuned.</p>"
+    parts = [f"<p>Search run {html.escape(parent_id)}.</p>"]
+    for name in ("plots/objective_by_trial.png", "plots/objective_by_parameter.png"):
+        try:
+            parts.append(_img_bytes(Path(client.download_artifacts(parent_id, name, tmp)).read_bytes(), name))
+        except Exception:  # noqa: BLE001 - a search interrupted before its plots
+            continue
+    try:
+        import csv
+
+        rows = list(csv.reader(open(client.download_artifacts(parent_id, "trials.csv", tmp))))
+        parts.append(_table(rows[0], rows[1:]))
+    except Exception:  # noqa: BLE001
+        parts.append("<p>No trials table yet.</p>")
+    return "".join(parts)
+
+
+# ---- html ---------------------------------------------------------------------------------
+
+
+def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
+    body = "".join(f'<section id="{sid}"><h2>{html.escape(name)}</h2>{content}</section>'
+                   for sid, name, content in sections)
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px}}
+img{{max-width:100%}}.verdict{{font-size:1.4em;font-weight:bold}}section{{margin-bottom:2em}}</style></head>
+<body><h1>{html.escape(title)}</h1>{body}
+<script>window.addEventListener("load", () => {{
+  const images = [...document.images];
+  document.body.dataset.images = images.length;
+  document.body.dataset.imagesDecoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+}});</script></body></html>"""
+
+
+def _table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _img(fig, alt: str) -> str:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return _img_bytes(buffer.getvalue(), alt)
+
+
+def _img_bytes(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _artifact_json(client, run_id: str, name: str, tmp: str):
+    try:
+        return json.loads(Path(client.download_artifacts(run_id, name, tmp)).read_text())
+    except Exception:  # noqa: BLE001 - older runs lack it
+        return None
