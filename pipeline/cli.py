@@ -79,6 +79,21 @@ def _retrain(args) -> int:
     return decision.exit_code
 
 
+def _study(args) -> int:
+    from pipeline.study import load_study
+
+    study, configs = load_study(args.study, args.overrides)  # every variant validated before TensorFlow
+    from pipeline.train.loop import configure_tensorflow
+
+    configure_tensorflow(next(iter(configs.values())))
+    from pipeline.study import run_study
+
+    result = run_study(args.study, args.overrides)
+    print(result.markdown)
+    print(f"Table: {result.table} (parent run {result.parent_run_id})")
+    return 0
+
+
 def _report(args) -> int:
     import os
 
@@ -165,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         "retrain", help="the nightly job: check data, train a challenger, promote it only if it beats the champion",
         epilog="Exit codes: 0 promoted, 10 kept, 75 another retraining holds the lock, 1-4 failed."))
     retrain.set_defaults(run=_retrain)
+
+    study = sub.add_parser("study", help="train the variants of a study file side by side and compare them")
+    study.add_argument("study", help="e.g. configs/studies/regularization.yaml")
+    study.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides for every variant")
+    study.set_defaults(run=_study)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of a run (and log it to the run)")
     report.add_argument("run_id", help="MLflow run id (the summary of `pipeline train` prints it)")

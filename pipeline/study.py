@@ -1,0 +1,186 @@
+"""``pipeline study configs/studies/NAME.yaml``: variants of a base config, side by side, to measure what a technique buys.
+
+A study file names a base experiment, overrides for every variant, and the variants
+(each a mapping of dotted config paths to values)::
+
+    base: ../digits.yaml
+    overrides: {train.epochs: 40, export.enabled: false}
+    target: {metric: val_accuracy, value: 0.97}     # optional: epochs and seconds to reach it
+    variants:
+      none: {model.dropout: 0.0}
+      dropout: {model.dropout: 0.3}
+
+Each variant is an ordinary tracked training run, nested under one parent run. The
+comparison (test metric, generalisation gap at the kept epoch, epochs, seconds, time
+to the target, share of near-zero weights, fit verdict) is written as Markdown and
+CSV with two plots (validation loss of every variant; training loss) and logged to
+the parent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ConfigError
+
+SPARSE = 1e-3
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: str = "val_accuracy"
+    value: float
+
+
+class StudyConfig(BaseModel):
+    """A study file (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: str
+    overrides: dict[str, Any] = {}
+    target: Target | None = None
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+@dataclass
+class Study:
+    name: str
+    rows: list[dict]
+    table: Path
+    markdown: str
+    parent_run_id: str
+
+
+def load_study(path: str | Path, extra: list[str] = ()) -> tuple[StudyConfig, dict]:
+    """The study and each variant's validated experiment config (errors are one line, before TensorFlow)."""
+    from pipeline.config import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Study file not found: {path}")
+    try:
+        study = StudyConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"Invalid study {path}: `{'.'.join(map(str, err['loc']))}`: {err['msg']}") from None
+    base = (path.parent / study.base).resolve()
+    configs = {}
+    for name, values in study.variants.items():
+        items = [f"{k}={_yaml(v)}" for k, v in {**study.overrides, **values}.items()]
+        try:
+            configs[name] = load(base, [*items, *extra])
+        except ConfigError as exc:
+            raise ConfigError(f"Study {path.name}, variant {name!r}: {exc}") from None
+    return study, configs
+
+
+def run_study(path: str | Path, extra: list[str] = ()) -> Study:
+    """Train every variant (nested under one parent run) and write the comparison."""
+    from pipeline import track
+    from pipeline.train.loop import train
+
+    study, configs = load_study(path, extra)
+    name = Path(path).stem
+    first = next(iter(configs.values()))
+    rows = []
+    with track.start_run(first, run_name=f"study-{name}", tags={"pipeline.job": "study", "study": name}) as parent:
+        parent.log_text(Path(path).read_text(), "study.yaml")
+        for variant, cfg in configs.items():
+            started = time.perf_counter()
+            result = train(cfg, alias=None, run_tags={"mlflow.parentRunId": parent.id, "study": name,
+                                                     "study.variant": variant})
+            seconds = time.perf_counter() - started
+            rows.append(_row(variant, cfg, result, seconds, study.target))
+            print(f"{name}/{variant}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in rows[-1].items()
+                                                   if k not in ("variant", "history")), flush=True)
+        out = Path(first.workdir) / "studies" / name
+        out.mkdir(parents=True, exist_ok=True)
+        table, markdown = _write(rows, out, study, name)
+        for file in (table, out / f"{name}.md", *_plots(rows, out, name)):
+            parent.log_file(file)
+    return Study(name, rows, table, markdown, parent.id)
+
+
+def _row(variant: str, cfg, result, seconds: float, target: Target | None) -> dict:
+    import numpy as np
+
+    history = result.history
+    best = (result.best_epoch or len(history["loss"])) - 1
+    kernels = [w.numpy().ravel() for w in result.model.weights
+               if w.path.split("/")[-1] in ("kernel", "embeddings")]
+    weights = np.concatenate(kernels) if kernels else np.zeros(1)
+    row = {"variant": variant, **{k: round(v, 4) for k, v in result.test_metrics.items()
+                                  if k in ("test_accuracy", "test_loss", "test_rmse", "test_rmse_log")},
+           "gap_at_kept_epoch": round(history["val_loss"][best] - history["loss"][best], 4),
+           "epochs": len(history["loss"]), "kept_epoch": best + 1, "seconds": round(seconds, 1),
+           "near_zero_weights": round(float(np.mean(np.abs(weights) < SPARSE)), 4),
+           "fit": result.diagnosis.verdict if result.diagnosis else "-", "history": history}
+    if target is not None:
+        curve = history.get(target.metric, [])
+        higher = "acc" in target.metric
+        hit = next((i for i, v in enumerate(curve) if (v >= target.value if higher else v <= target.value)), None)
+        row["epochs_to_target"] = hit + 1 if hit is not None else "not reached"
+        row["seconds_to_target"] = round(seconds * (hit + 1) / len(curve), 1) if hit is not None else "not reached"
+    return row
+
+
+def _write(rows: list[dict], out: Path, study: StudyConfig, name: str) -> tuple[Path, str]:
+    columns = [k for k in rows[0] if k != "history"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    table = out / f"{name}.csv"
+    _atomic(table, buffer.getvalue())
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    target = f"; target {study.target.metric} >= {study.target.value:g}" if study.target else ""
+    markdown = f"Study `{name}`{target}:\n\n" + "\n".join(lines) + "\n"
+    _atomic(out / f"{name}.md", markdown)
+    return table, markdown
+
+
+def _plots(rows: list[dict], out: Path, name: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for row in rows:
+        h = row["history"]
+        axes[0].plot(range(1, len(h["val_loss"]) + 1), h["val_loss"], label=row["variant"])
+        axes[1].plot(range(1, len(h["loss"]) + 1), h["loss"], label=row["variant"])
+    axes[0].set(xlabel="epoch", ylabel="val_loss", title=f"{name}: validation loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="loss", title=f"{name}: training loss", yscale="log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{name}_curves.png"
+    tmp = path.with_name(f".{path.name}")
+    fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return [path]
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _yaml(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

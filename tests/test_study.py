@@ -1,0 +1,50 @@
+"""Studies: variants of a base config, each a nested tracked run, compared in a table and plots."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.study import load_study, run_study
+
+from .conftest import ROOT, tiny
+
+
+def _study(tmp_path, variants: dict, **extra) -> str:
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump({"base": str(ROOT / "configs" / "digits.yaml"),
+                                    "overrides": {"export.enabled": False}, "variants": variants, **extra}, sort_keys=False))
+    return str(path)
+
+
+def test_a_two_variant_study_writes_its_table_plots_and_nested_runs(tmp_path, tfds_dir):
+    from mlflow.tracking import MlflowClient
+
+    path = _study(tmp_path, {"no_dropout": {"model.dropout": 0.0}, "dropout": {"model.dropout": 0.5}},
+                  target={"metric": "val_accuracy", "value": 0.05})
+    study = run_study(path, tiny(tmp_path / "work", tfds_dir))
+    rows = list(csv.DictReader(open(study.table)))
+    assert [r["variant"] for r in rows] == ["no_dropout", "dropout"]
+    assert all(0 <= float(r["test_accuracy"]) <= 1 and r["epochs_to_target"] == "1" for r in rows)
+    assert "| no_dropout |" in study.markdown and (study.table.parent / "mini_curves.png").stat().st_size > 1000
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work'}/mlflow.db")
+    parent = client.get_run(study.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{study.parent_run_id}'")
+    assert sorted(c.data.tags["study.variant"] for c in children) == ["dropout", "no_dropout"]
+    assert {"mini.csv", "mini.md", "mini_curves.png"} <= {a.path for a in client.list_artifacts(study.parent_run_id)}
+
+
+def test_a_bad_variant_is_named_before_anything_trains(tmp_path, tfds_dir):
+    with pytest.raises(ConfigError, match="variant 'bad'.*model.dropout"):
+        load_study(_study(tmp_path, {"ok": {}, "bad": {"model.dropout": 3}}), tiny(tmp_path / "w", tfds_dir))
+
+
+@pytest.mark.parametrize("name", ["regularization", "sparsity", "batch_norm", "optimizers", "batch_size",
+                                  "early_stopping"])
+def test_the_shipped_studies_are_valid(name):
+    study, configs = load_study(ROOT / "configs" / "studies" / f"{name}.yaml")
+    assert len(configs) == len(study.variants) >= 2
