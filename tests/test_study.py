@@ -25,7 +25,7 @@ def test_a_two_variant_study_writes_its_table_plots_and_nested_runs(tmp_path, tf
 
     path = _study(tmp_path, {"no_dropout": {"model.dropout": 0.0}, "dropout": {"model.dropout": 0.5}},
                   target={"metric": "val_accuracy", "value": 0.05})
-    study = run_study(path, tiny(tmp_path / "work", tfds_dir))
+    study = run_study(path, tiny(tmp_path / "work", tfds_dir, "train.epochs=1"))
     rows = list(csv.DictReader(open(study.table)))
     assert [r["variant"] for r in rows] == ["no_dropout", "dropout"]
     assert all(0 <= float(r["test_accuracy"]) <= 1 and r["epochs_to_target"] == "1" for r in rows)
