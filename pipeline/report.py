@@ -28,6 +28,7 @@ def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
 
     from pipeline.config import load
     from pipeline.errors import ConfigError
+    from pipeline.files import write_text
 
     client = MlflowClient(tracking_uri)
     try:
@@ -52,11 +53,7 @@ def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
             ("tuning", "Tuning", _tuning(client, run, tmp)),
         ]
     page = _page(f"Run {run.info.run_name or run_id}", sections)
-    out = Path(out or Path(cfg.workdir) / "runs" / run_id / "report.html")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out.with_name(f".{out.name}.tmp")
-    tmp_path.write_text(page)
-    os.replace(tmp_path, out)
+    out = write_text(Path(out or Path(cfg.workdir) / "runs" / run_id / "report.html"), page)
     client.log_artifact(run_id, str(out))
     return out
 
@@ -115,9 +112,9 @@ def _gap(history: dict) -> str:
 def _errors(cfg, run) -> str:
     """Confusion matrix (classification) or residuals (regression) of the export on the test split."""
     import numpy as np
-    import tensorflow as tf
 
     from pipeline.data import dataset
+    from pipeline.export import predict_split
     from pipeline.tasks import task_for
 
     path = run.data.tags.get("export.path")
@@ -125,13 +122,7 @@ def _errors(cfg, run) -> str:
         return "<p>The run has no export on this machine.</p>"
     data = dataset.load(cfg)
     task = task_for(cfg, data.spec)
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    output = "class_id" if task.name == "classification" else "prediction"
-    pred, true = [], []
-    for features, labels in data.test:
-        pred.append(serve(**{f.name: tf.cast(features[f.name], f.dtype) for f in data.spec.features})[output].numpy())
-        true.append(labels.numpy())
-    pred, true = np.concatenate(pred), np.concatenate(true)
+    pred, true = predict_split(path, data.spec, data.test, "class_id" if task.name == "classification" else "prediction")
     plt = _pyplot()
     if task.name == "classification":
         k = data.spec.num_classes

@@ -145,15 +145,10 @@ def decide(metric: str, higher: bool, margin: float, thresholds: dict, challenge
 def evaluate_export(path: Path, data, task) -> dict[str, float]:
     """Metrics of the exported SavedModel on ``data.test``, through its serving signature (as clients see it)."""
     import numpy as np
-    import tensorflow as tf
 
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    outputs, labels = [], []
-    for features, y in data.test:
-        raw = {f.name: tf.cast(features[f.name], f.dtype) for f in data.spec.features}
-        outputs.append(serve(**raw)["class_id" if task.name == "classification" else "prediction"].numpy())
-        labels.append(y.numpy())
-    pred, true = np.concatenate(outputs), np.concatenate(labels)
+    from pipeline.export import predict_split
+
+    pred, true = predict_split(path, data.spec, data.test, "class_id" if task.name == "classification" else "prediction")
     if task.name == "classification":
         return {"accuracy": float(np.mean(pred == true))}
     true = np.exp(true) if task.log else true  # the test labels are on the training scale

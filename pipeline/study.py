@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ConfigError
+from pipeline.files import save_figure, write_text
 
 SPARSE = 1e-3
 
@@ -140,12 +140,12 @@ def _write(rows: list[dict], out: Path, study: StudyConfig, name: str) -> tuple[
     writer.writeheader()
     writer.writerows(rows)
     table = out / f"{name}.csv"
-    _atomic(table, buffer.getvalue())
+    write_text(table, buffer.getvalue())
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     target = f"; target {study.target.metric} >= {study.target.value:g}" if study.target else ""
     markdown = f"Study `{name}`{target}:\n\n" + "\n".join(lines) + "\n"
-    _atomic(out / f"{name}.md", markdown)
+    write_text(out / f"{name}.md", markdown)
     return table, markdown
 
 
@@ -164,18 +164,7 @@ def _plots(rows: list[dict], out: Path, name: str) -> list[Path]:
     axes[1].set(xlabel="epoch", ylabel="loss", title=f"{name}: training loss", yscale="log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path = out / f"{name}_curves.png"
-    tmp = path.with_name(f".{path.name}")
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return [path]
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return [save_figure(fig, out / f"{name}_curves.png")]
 
 
 def _yaml(value) -> str:

@@ -85,6 +85,23 @@ def verify(path: Path, model, cfg, spec, test_ds, atol: float) -> dict:
     return {"verify.max_abs_diff": worst, "verify.examples": count}
 
 
+def predict_split(path: Path, spec, dataset, output: str):
+    """(``output`` of the export's serving signature over ``dataset``, the labels), as NumPy arrays.
+
+    This is how clients see the model: raw features in their stored dtypes. Labels are as the
+    dataset yields them (on the training scale, e.g. log price).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    predictions, labels = [], []
+    for features, y in dataset:
+        predictions.append(serve(**{f.name: tf.cast(features[f.name], f.dtype) for f in spec.features})[output].numpy())
+        labels.append(y.numpy())
+    return np.concatenate(predictions), np.concatenate(labels)
+
+
 def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> None:
     import keras
     import tensorflow as tf

@@ -9,11 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
+from pipeline.files import save_figure, write_text
 
 
 @dataclass
@@ -42,7 +42,7 @@ def summarize(cfg: ExperimentConfig, folder: Path, trials: list[dict], best_valu
     metric, direction = objective
     params = list(cfg.tune.space)
     table = folder / "trials.csv"
-    _atomic_text(table, _csv(trials, params))
+    write_text(table, _csv(trials, params))
     parent.log_file(table)
     best_path, best_score = None, None
     scored = [t for t in trials if t["score"] is not None and not math.isnan(t["score"])]
@@ -52,7 +52,7 @@ def summarize(cfg: ExperimentConfig, folder: Path, trials: list[dict], best_valu
         header = (f"# Best config of search {folder.name} ({cfg.tune.algorithm}, {len(scored)} scored trials): "
                   f"{metric} = {best_score:.4f}\n# Train it: pipeline train {folder / 'best.yaml'}\n")
         best_path = folder / "best.yaml"
-        _atomic_text(best_path, header + best.to_yaml())
+        write_text(best_path, header + best.to_yaml())
         parent.log_file(best_path)
         parent.set_tags({f"best.{k}": v for k, v in best_values.items()})
         parent.log_metrics({f"best_{metric}": best_score, "trials": len(trials), "scored_trials": len(scored)})
@@ -145,18 +145,5 @@ def _by_param(trials: list[dict], params: list[str], metric: str, cfg: Experimen
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return save_figure(fig, path)

@@ -29,6 +29,7 @@ from keras_tuner.src.engine.oracle import synchronized
 from pipeline import track
 from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError
+from pipeline.files import write_text
 from pipeline.tune import results, space
 
 # ---- oracles ------------------------------------------------------------------
@@ -429,11 +430,7 @@ def _find_parent(cfg: ExperimentConfig, search: Search, wait: float = 60.0) -> s
 
 
 def _write_json(path: Path, data) -> None:
-    """Write via a temporary file and a rename: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, default=str))
 
 
 def _read_json(path: Path):
