@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["tracking.enabled=false", "export.enabled=false", "train.verbose=0", "train.early_stopping.enabled=false"]
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     results: dict = {"command": " ".join(["python", "bench/distribute.py", *sys.argv[1:]]),
-                     "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs", "variants": {}}
+                     "machine": machine(), "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for name, overrides in VARIANTS.items():

@@ -19,11 +19,9 @@ Each figure is the median over ``--repeats`` rounds. Writes bench/results/servin
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import machine, parser, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 8, 32)
@@ -143,12 +142,10 @@ def median_of(rounds: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="load per configuration and round (default 5)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds; figures are medians (default 3)")
-    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tests)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for serving.json and serving.md")
-    args = parser.parse_args()
+    options = parser(__doc__, "serving")
+    options.add_argument("--seconds", type=float, default=5.0, help="load per configuration and round (default 5)")
+    options.add_argument("--repeats", type=int, default=3, help="rounds; figures are medians (default 3)")
+    args = options.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pipeline.train.cluster import free_ports
 
@@ -164,16 +161,12 @@ def main() -> None:
             server.wait(timeout=30)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serving.json").write_text(json.dumps(results, indent=2))
-    (out / "serving.md").write_text(markdown(results))
-    print(markdown(results))
+    publish(args.out, "serving", results, markdown(results))
 
 
 def run(root: Path, port: int, args) -> dict:
     model = root / "digits"
-    results = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+    results = {"machine": machine(),
                "command": "python bench/serving.py " + " ".join(sys.argv[1:]), "direct": {}, "http": {}}
     calls = 200 if args.quick else 2000
     for batch in BATCHES:

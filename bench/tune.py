@@ -20,15 +20,14 @@ Writes bench/results/tune.json and tune.md.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from common import machine, parser, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = {
@@ -77,15 +76,13 @@ def overhead_figures(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=120.0, help="seconds of search per algorithm (default 120)")
-    parser.add_argument("--trials", type=int, default=20, help="trials of the memory/overhead search (default 20)")
-    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tests)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for tune.json and tune.md")
-    args = parser.parse_args()
+    options = parser(__doc__, "tune")
+    options.add_argument("--budget", type=float, default=120.0, help="seconds of search per algorithm (default 120)")
+    options.add_argument("--trials", type=int, default=20, help="trials of the memory/overhead search (default 20)")
+    args = options.parse_args()
     quick = ["model.width=8", "model.head_units=16", "data.batch_size=128"] if args.quick else []
     tfds = tempfile.mkdtemp(prefix="bench-tfds-")
-    results: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+    results: dict = {"machine": machine(),
                      "command": "python bench/tune.py " + " ".join(sys.argv[1:]), "budget_seconds": args.budget,
                      "strategies": {}}
     searches = {}
@@ -103,11 +100,7 @@ def main() -> None:
     results["trial_costs"] = overhead_figures(rows)  # RSS is measured after each trial, its state cleared
     print("trial costs", results["trial_costs"], flush=True)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tune.json").write_text(json.dumps(results, indent=2))
-    (out / "tune.md").write_text(markdown(results))
-    print(markdown(results))
+    publish(args.out, "tune", results, markdown(results))
 
 
 def markdown(results: dict) -> str:
