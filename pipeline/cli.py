@@ -98,6 +98,16 @@ def _report(args) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.errors import ConfigError
+
+    if (args.run_id is None) == (args.experiment is None):
+        raise ConfigError("report: give a RUN_ID or --experiment NAME (one of them)")
+    if args.experiment is not None:
+        from pipeline.report import experiment_report
+
+        out = experiment_report(args.experiment, args.tracking_uri, args.out)
+        print(f"Wrote {out} (also logged to the experiment's report run)")
+        return 0
     from pipeline.report import report
 
     print(f"Wrote {report(args.run_id, args.tracking_uri, args.out)} (also logged to the run)")
@@ -186,10 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides for every variant")
     study.set_defaults(run=_study)
 
-    report = sub.add_parser("report", help="write a self-contained HTML report of a run (and log it to the run)")
-    report.add_argument("run_id", help="MLflow run id (the summary of `pipeline train` prints it)")
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run or an experiment (and log it)")
+    report.add_argument("run_id", nargs="?", help="MLflow run id (the summary of `pipeline train` prints it)")
+    report.add_argument("--experiment", metavar="NAME", help="report on every run of this experiment instead")
     report.add_argument("--tracking-uri", default="sqlite:///work/mlflow.db", help="default sqlite:///work/mlflow.db")
-    report.add_argument("--out", help="HTML path (default <workdir>/runs/<run id>/report.html)")
+    report.add_argument("--out", help="HTML path (default <workdir>/runs/<run id>/report.html, or "
+                                      "<store folder>/reports/<experiment>.html)")
     report.set_defaults(run=_report)
 
     from serving.server import build_parser as serve_options

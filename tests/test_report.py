@@ -1,4 +1,4 @@
-"""The run report: a self-contained HTML page with every section, checked in a real headless browser."""
+"""Reports of a run and of an experiment: self-contained HTML pages with every section, checked in a real headless browser."""
 
 from __future__ import annotations
 
@@ -7,8 +7,21 @@ import subprocess
 
 import pytest
 
+from .conftest import run_cli
+
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 SECTIONS = ("summary", "diagnosis", "curves", "gap", "errors", "weights", "augmentation", "tuning")
+EXPERIMENT_SECTIONS = ("summary", "leaderboard", "progress", "fit", "curves", "models", "searches")
+needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+
+
+def rendered(path) -> tuple[str, int, int]:
+    """The DOM a headless Chromium builds from ``path``, with its image count and decoded-image count."""
+    dom = subprocess.run([BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    images = int(dom.split('data-images="')[1].split('"')[0])
+    decoded = int(dom.split('data-images-decoded="')[1].split('"')[0])
+    return dom, images, decoded
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +45,66 @@ def test_the_report_is_one_file_with_every_section_and_is_logged_to_the_run(page
     assert "report.html" in artifacts
 
 
-@pytest.mark.skipif(BROWSER is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+@needs_browser
 def test_the_report_renders_in_a_headless_browser_with_every_image_decoded(page):
     path, _, _ = page
-    dom = subprocess.run([BROWSER, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                          "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom, images, decoded = rendered(path)
     for section in SECTIONS:
         assert f'id="{section}"' in dom
-    images = int(dom.split('data-images="')[1].split('"')[0])
-    decoded = int(dom.split('data-images-decoded="')[1].split('"')[0])
     assert images >= 5 and decoded == images
+
+
+# ---- the experiment report ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def experiment_page(trained, tmp_path_factory):
+    """`pipeline report --experiment digits` on the store of the shared trained run, as a user runs it."""
+    cfg, result = trained
+    out = tmp_path_factory.mktemp("experiment") / "digits.html"
+    proc = run_cli("report", "--experiment", "digits", "--tracking-uri", cfg.tracking.uri, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, cfg, result
+
+
+def test_the_experiment_report_ranks_the_runs_and_shows_the_serving_model(experiment_page):
+    from mlflow.tracking import MlflowClient
+
+    path, cfg, result = experiment_page
+    text = path.read_text()
+    sections = {s.split('"')[0]: s for s in text.split('<section id="')[1:]}
+    assert tuple(sections) == EXPERIMENT_SECTIONS
+    assert result.run_id[:8] in sections["leaderboard"] and f"{result.test_metrics['test_accuracy']:.4f}" in sections["leaderboard"]
+    assert result.diagnosis.verdict in sections["fit"]
+    assert "champion" in sections["models"]  # the run's export is registered and serves
+
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name("digits")
+    report_run = client.get_run(experiment.tags["report.run_id"])
+    assert report_run.info.status == "FINISHED" and report_run.data.tags["pipeline.job"] == "report"
+    assert [a.path for a in client.list_artifacts(report_run.info.run_id)] == ["digits.html"]
+
+
+def test_a_second_experiment_report_leaves_earlier_report_runs_out(experiment_page, tmp_path):
+    from pipeline.report import experiment_report
+
+    _, cfg, _ = experiment_page
+    text = experiment_report("digits", cfg.tracking.uri, tmp_path / "again.html").read_text()
+    assert "experiment-report" not in text and "runs</td><td>1: 1 train" in text
+
+
+def test_an_unknown_experiment_is_one_line_naming_the_known_ones(experiment_page, capsys):
+    from pipeline.cli import main
+
+    _, cfg, _ = experiment_page
+    assert main(["report", "--experiment", "digitz", "--tracking-uri", cfg.tracking.uri]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: No experiment 'digitz' in {cfg.tracking.uri} (experiments: Default, digits)")
+
+
+@needs_browser
+def test_the_experiment_report_renders_in_a_headless_browser(experiment_page):
+    dom, images, decoded = rendered(experiment_page[0])
+    for section in EXPERIMENT_SECTIONS:
+        assert f'id="{section}"' in dom
+    assert images >= 3 and decoded == images

@@ -172,9 +172,10 @@ def _split_by_time(ds, time_split):
     import numpy as np
     import tensorflow as tf
 
-    times = np.fromiter((t for t in ds.map(lambda ex: ex[time_split.column]).as_numpy_iterator()), dtype=np.float64)
-    lo, hi = np.quantile(times, [time_split.validation, time_split.test])
     column = time_split.column
+    batches = ds.map(lambda ex: ex[column]).batch(8192).as_numpy_iterator()  # batched: one Python step per 8192
+    times = np.concatenate([np.zeros(0), *(b.astype(np.float64) for b in batches)])
+    lo, hi = np.quantile(times, [time_split.validation, time_split.test])
 
     def between(low, high):
         return lambda ex: tf.logical_and(tf.cast(ex[column], tf.float64) >= low, tf.cast(ex[column], tf.float64) < high)

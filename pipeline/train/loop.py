@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class TrainResult:
     export_path: Path | None = None
     checks: dict[str, float] = field(default_factory=dict)
     diagnosis: object = None  # pipeline.diagnose.Diagnosis
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: data, setup, fit, evaluate, log, export
 
 
 def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "champion",
@@ -57,6 +59,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
     from pipeline.train.callbacks import build_callbacks
     from pipeline.train.strategy import describe, make_strategy
 
+    clock = _Clock()
     strategy = make_strategy(cfg.train)
     replicas = strategy.num_replicas_in_sync
     _deterministic_ops(cfg)
@@ -70,6 +73,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
 
     task = task_for(cfg, data.spec)
+    clock.lap("data")
     chief = cluster.is_chief()
     # Other workers track nothing and keep their files in a temporary folder (Keras requires it).
     run_cfg = cfg if chief else cfg.model_copy(update={
@@ -91,6 +95,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
             track.log_missing_epochs(run, state.history)
             run.set_tags({"resumed_after_epoch": state.epoch})
         all_callbacks = [*callbacks, saver, track.epoch_logger(run), *extra_callbacks]
+        clock.lap("setup")  # run, model, callbacks
         custom = cfg.train.loop == "custom" or (cfg.train.loop == "auto" and _multi_worker(strategy))
         if custom and (cfg.train.jit_compile or cfg.train.steps_per_execution > 1):
             raise ConfigError("`train.jit_compile` and `train.steps_per_execution` apply to Keras' fit only; the "
@@ -110,6 +115,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
                 shuffle=False,  # the tf.data pipeline shuffles, seeded
             )
         history = saver.history  # every epoch, including those before a resume
+        clock.lap("fit")
 
         best_epoch = _best_epoch(callbacks)
         scores = custom_loop.evaluate(model, task, data.test) if custom else model.evaluate(data.test, return_dict=True, verbose=0)
@@ -119,6 +125,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
         test.update({f"test_{k}": v for k, v in _task_metrics(model, task, data.test).items()})
         test.update({f"test_{k}": v for k, v in extras.evaluate(signatures, data.test, data.spec, cfg).items()})
+        clock.lap("evaluate")
         run.log_metrics({**test, "epochs_run": epochs_run, **({"best_epoch": best_epoch} if best_epoch else {})})
         run.log_text(json.dumps(model.feature_info, indent=2, default=str), "features.json")
         if run.tracked:  # what retraining checks new data against
@@ -131,11 +138,13 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
             run.log_text(diagnosis.to_json(), "diagnosis.json")
             run.log_text(diagnosis.markdown(), "diagnosis.md")
 
+        clock.lap("log")  # statistics, curves, diagnosis
         export_path, checks = None, {}
         if cfg.export.enabled and chief:
             meta = {"run_id": run.id, "data": {"name": data.spec.name, "version": data.spec.version,
                                                "digest": data.spec.digest}, "test_metrics": test}
             export_path, checks = export(model, cfg, data.spec, data.test, metadata=meta, signatures=signatures)
+            clock.lap("export")
             run.log_metrics(checks)
             run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
             run.log_dir(export_path, "saved_model")
@@ -144,9 +153,11 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
                     "data.name": data.spec.name, "data.version": data.spec.version, "data.digest": data.spec.digest,
                     **{k: round(v, 6) for k, v in test.items()}})
                 run.set_tags({"registry.model": cfg.export.model_name, "registry.version": version.version})
+        run.log_metrics({f"seconds_{stage}": round(s, 3) for stage, s in clock.laps.items()})
         if chief:
             resume.finish(cfg)
-    return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks, diagnosis)
+    return TrainResult(run.id, run.dir, test, best_epoch, epochs_run, history, model, export_path, checks, diagnosis,
+                       clock.laps)
 
 
 def build_compiled(cfg: ExperimentConfig, data, task, strategy, augmenter=None):
@@ -228,6 +239,19 @@ def _diagnose(cfg: ExperimentConfig, history: dict, task, data):
                else float(np.std(labels.astype(np.float64))))
     epochs = len(history["loss"])
     return diagnose(history, metric, metric == "accuracy", float(trivial), cfg.train.epochs, epochs < cfg.train.epochs)
+
+
+class _Clock:
+    """Seconds per stage of a run, logged as ``seconds_<stage>`` metrics (where does the time go?)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self._last
+        self._last = now
 
 
 def _best_epoch(callbacks) -> int | None:

@@ -320,12 +320,14 @@ def search_id(cfg: ExperimentConfig) -> str:
     return f"{cfg.name}-{hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:10]}"
 
 
-def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, command: list[str] = ()) -> results.Outcome | None:
+def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, command: list[str] = (),
+         run_tags: dict | None = None) -> results.Outcome | None:
     """Run (or continue) the search ``cfg.tune`` describes; return its outcome (None in a worker process).
 
     Args:
         workers: Start this many local worker processes and serve the oracle to them (chief).
         command: The ``pipeline tune ...`` argv the workers run.
+        run_tags: Extra tags of the search's parent run (a study nests searches this way).
     """
     from pipeline.train.loop import _deterministic_ops
     from pipeline.train.strategy import describe, make_strategy
@@ -350,7 +352,8 @@ def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, c
     _check_objective(cfg, task)
     parent_file = search.folder / "parent_run.json"
     previous = (_read_json(parent_file) or {}).get("run_id")
-    tags = {"tune.search": search.folder.name, "tune.role": "parent", "tune.algorithm": cfg.tune.algorithm}
+    tags = {**(run_tags or {}), "tune.search": search.folder.name, "tune.role": "parent",
+            "tune.algorithm": cfg.tune.algorithm}
     with track.start_run(cfg, run_name=f"tune-{cfg.tune.algorithm}", tags=tags, resume_id=previous) as parent:
         if parent.id != previous:
             parent.log_setup(cfg, data.spec, describe(strategy))

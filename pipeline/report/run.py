@@ -11,13 +11,13 @@ so the page can be mailed or archived as one file.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from pipeline.report.page import img, img_bytes, page, pyplot, table
 
 SPARSE = 1e-3  # |weight| below this counts as zero for sparsity
 
@@ -52,8 +52,8 @@ def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
             ("augmentation", "Augmentation", _augmentation(cfg, tmp)),
             ("tuning", "Tuning", _tuning(client, run, tmp)),
         ]
-    page = _page(f"Run {run.info.run_name or run_id}", sections)
-    out = write_text(Path(out or Path(cfg.workdir) / "runs" / run_id / "report.html"), page)
+    html_text = page(f"Run {run.info.run_name or run_id}", sections)
+    out = write_text(Path(out or Path(cfg.workdir) / "runs" / run_id / "report.html"), html_text)
     client.log_artifact(run_id, str(out))
     return out
 
@@ -68,7 +68,7 @@ def _summary(run) -> str:
             ("export", t.get("export.path", "none"))]
     rows += [(k, f"{v:.4f}") for k, v in sorted(m.items()) if k.startswith("test_")]
     rows += [("best epoch", m.get("best_epoch", "-")), ("epochs run", m.get("epochs_run", "-"))]
-    return _table(["", ""], rows)
+    return table(["", ""], rows)
 
 
 def _diagnosis(diagnosis: dict | None) -> str:
@@ -77,13 +77,13 @@ def _diagnosis(diagnosis: dict | None) -> str:
     items = "".join(f"<li>{html.escape(r)}</li>" for r in diagnosis["reasons"])
     advice = "".join(f"<li>{html.escape(a)}</li>" for a in diagnosis["advice"])
     return (f"<p class=verdict>{html.escape(diagnosis['verdict'])}</p><ul>{items}</ul>"
-            + _table(["evidence", "value"], diagnosis["evidence"].items()) + f"<h3>Advice</h3><ul>{advice}</ul>")
+            + table(["evidence", "value"], diagnosis["evidence"].items()) + f"<h3>Advice</h3><ul>{advice}</ul>")
 
 
 def _curves(history: dict, best_epoch: float | None) -> str:
     if "loss" not in history:
         return "<p>No per-epoch metrics were logged.</p>"
-    plt = _pyplot()
+    plt = pyplot()
     names = [n for n in ("accuracy", "rmse") if n in history]
     fig, axes = plt.subplots(1, 1 + len(names), figsize=(5 * (1 + len(names)), 3.5), squeeze=False)
     for ax, name in zip(axes[0], ["loss", *names]):
@@ -94,19 +94,19 @@ def _curves(history: dict, best_epoch: float | None) -> str:
             ax.axvline(best_epoch, color="grey", linestyle="--", label=f"kept (epoch {int(best_epoch)})")
         ax.set(xlabel="epoch", title=name)
         ax.legend()
-    return _img(fig, "learning curves")
+    return img(fig, "learning curves")
 
 
 def _gap(history: dict) -> str:
     if not {"loss", "val_loss"} <= set(history):
         return "<p>No validation loss was logged.</p>"
-    plt = _pyplot()
+    plt = pyplot()
     gap = [v - t for v, t in zip(history["val_loss"], history["loss"])]
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(range(1, len(gap) + 1), gap)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set(xlabel="epoch", ylabel="val_loss - loss", title="generalisation gap")
-    return _img(fig, "generalisation gap")
+    return img(fig, "generalisation gap")
 
 
 def _errors(cfg, run) -> str:
@@ -123,7 +123,7 @@ def _errors(cfg, run) -> str:
     data = dataset.load(cfg)
     task = task_for(cfg, data.spec)
     pred, true = predict_split(path, data.spec, data.test, "class_id" if task.name == "classification" else "prediction")
-    plt = _pyplot()
+    plt = pyplot()
     if task.name == "classification":
         k = data.spec.num_classes
         matrix = np.zeros((k, k), dtype=int)
@@ -134,13 +134,13 @@ def _errors(cfg, run) -> str:
             for j in range(k):
                 ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7)
         ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({len(true)} test examples)")
-        return _img(fig, "confusion matrix")
+        return img(fig, "confusion matrix")
     true = np.exp(true) if task.log else true
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(pred, true - pred, s=6)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set(xlabel="prediction", ylabel="actual - prediction", title=f"residuals ({len(true)} test examples)")
-    return _img(fig, "residuals")
+    return img(fig, "residuals")
 
 
 def _weights(run) -> str:
@@ -153,7 +153,7 @@ def _weights(run) -> str:
     kernels = [(v.name.removesuffix(":0"), v.numpy().ravel()) for v in tf.saved_model.load(path).variables
                if v.name.split("/")[-1].split(":")[0] in ("kernel", "embeddings")]
     rows = [(name, w.size, f"{np.mean(np.abs(w) < SPARSE):.1%}", f"{np.std(w):.4f}") for name, w in kernels]
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, len(kernels)) or 1
     fig, axes = plt.subplots(-(-len(kernels) // cols) or 1, cols, figsize=(4 * cols, 2.6 * (-(-len(kernels) // cols) or 1)),
                              squeeze=False)
@@ -162,7 +162,7 @@ def _weights(run) -> str:
         ax.set_title(name, fontsize=8)
     for ax in list(axes.flat)[len(kernels):]:
         ax.axis("off")
-    return (_table(["layer", "weights", f"share |w| < {SPARSE:g}", "std"], rows) + _img(fig, "weight histograms"))
+    return (table(["layer", "weights", f"share |w| < {SPARSE:g}", "std"], rows) + img(fig, "weight histograms"))
 
 
 def _augmentation(cfg, tmp: str) -> str:
@@ -174,7 +174,7 @@ def _augmentation(cfg, tmp: str) -> str:
         png = preview(cfg, Path(tmp) / "augment.png", n_images=4)
     except Exception as exc:  # noqa: BLE001 - e.g. a table dataset: say so in the page
         return f"<p>No preview: {html.escape(str(exc))}</p>"
-    return _img_bytes(Path(png).read_bytes(), "augmentation preview")
+    return img_bytes(Path(png).read_bytes(), "augmentation preview")
 
 
 def _tuning(client, run, tmp: str) -> str:
@@ -186,63 +186,17 @@ def _tuning(client, run, tmp: str) -> str:
     parts = [f"<p>Search run {html.escape(parent_id)}.</p>"]
     for name in ("plots/objective_by_trial.png", "plots/objective_by_parameter.png"):
         try:
-            parts.append(_img_bytes(Path(client.download_artifacts(parent_id, name, tmp)).read_bytes(), name))
+            parts.append(img_bytes(Path(client.download_artifacts(parent_id, name, tmp)).read_bytes(), name))
         except Exception:  # noqa: BLE001 - a search interrupted before its plots
             continue
     try:
         import csv
 
         rows = list(csv.reader(open(client.download_artifacts(parent_id, "trials.csv", tmp))))
-        parts.append(_table(rows[0], rows[1:]))
+        parts.append(table(rows[0], rows[1:]))
     except Exception:  # noqa: BLE001
         parts.append("<p>No trials table yet.</p>")
     return "".join(parts)
-
-
-# ---- html ---------------------------------------------------------------------------------
-
-
-def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
-    body = "".join(f'<section id="{sid}"><h2>{html.escape(name)}</h2>{content}</section>'
-                   for sid, name, content in sections)
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px}}
-img{{max-width:100%}}.verdict{{font-size:1.4em;font-weight:bold}}section{{margin-bottom:2em}}</style></head>
-<body><h1>{html.escape(title)}</h1>{body}
-<script>window.addEventListener("load", () => {{
-  const images = [...document.images];
-  document.body.dataset.images = images.length;
-  document.body.dataset.imagesDecoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
-}});</script></body></html>"""
-
-
-def _table(header, rows) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _img(fig, alt: str) -> str:
-    plt = _pyplot()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return _img_bytes(buffer.getvalue(), alt)
-
-
-def _img_bytes(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _artifact_json(client, run_id: str, name: str, tmp: str):
