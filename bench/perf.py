@@ -5,8 +5,8 @@ Usage: python bench/perf.py [--repeats 3] [--quick] [--out bench/results]   (``m
 Each group of figures runs in a fresh process (one TensorFlow state per group);
 inside it the two sides of a ratio alternate, A B A B A B, and each figure is the
 median over ``--repeats``. Throughput is steady state: a callback starts the clock
-after a few warm-up steps of each ``fit`` call, so tracing and filling the
-prefetch buffer are left out on both sides.
+after the first compiled call of each ``fit``, so starting the iterator and filling
+the prefetch buffer are left out on both sides.
 
 Groups:
   input     the real pipeline (TFDS -> cache -> shuffle -> batch -> augment -> prefetch)
@@ -39,7 +39,6 @@ from common import machine, parser, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
-WARMUP = 3  # steps of each fit call before the clock starts
 
 
 # ---- measuring ----------------------------------------------------------------------------
@@ -75,7 +74,7 @@ def _model(cfg, data, task, strategy, augmenter=None):
 
 
 def _clock():
-    """A callback timing the steps after the first WARMUP of a fit call."""
+    """A callback timing the steps after the first compiled call (``steps_per_execution`` steps) of a fit call."""
     import keras
 
     class Clock(keras.callbacks.Callback):
@@ -84,7 +83,7 @@ def _clock():
 
         def on_train_batch_end(self, batch, logs=None):
             self.steps = batch + 1
-            if self.start is None and batch + 1 >= WARMUP:
+            if self.start is None:
                 self.start, self.start_step = time.perf_counter(), batch + 1
 
         def on_train_end(self, logs=None):
@@ -107,26 +106,31 @@ def throughput(model, x, steps: int, batch_size: int, y=None) -> float:
 
 
 def side_by_side(sides: dict, repeats: int) -> dict:
-    """Call each side's measuring function in turn, ``repeats`` rounds after one warm-up round; medians."""
+    """Call each side's measuring function in turn, ``repeats`` rounds after one warm-up round.
+
+    Returns each side's median and runs; ``ratio`` pairs the runs of one round, so a slow
+    spell of the shared machine hits both sides of a ratio alike.
+    """
     for measure in sides.values():
-        measure()  # traces, fills caches
+        measure()  # traces, fills caches, lets tf.data's autotuner settle
     runs = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, measure in sides.items():
-            runs[name].append(measure())
-    return {name: {"median": statistics.median(values), "runs": [round(v, 2) for v in values]}
-            for name, values in runs.items()}
+    for round_ in range(repeats):
+        order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]  # A B, B A, ...: drift hits both sides
+        for name in order:
+            runs[name].append(sides[name]())
+    return {name: {"median": round(statistics.median(values), 3), "runs": values} for name, values in runs.items()}
 
 
 def ratio(results: dict, a: str, b: str) -> float:
-    return round(results[a]["median"] / results[b]["median"], 3)
+    """The median over rounds of a's figure divided by b's in the same round."""
+    return round(statistics.median(x / y for x, y in zip(results[a]["runs"], results[b]["runs"])), 3)
 
 
 def _in_memory(data, steps: int):
     """One epoch of the real pipeline's batches (augmented), held as tensors, replayed without any input work."""
     import tensorflow as tf
 
-    batches = list(data.train.take(steps))
+    batches = [b for b in data.train.take(steps) if b[1].shape[0] == data.global_batch]  # full batches only
     stacked = tf.nest.map_structure(lambda *t: tf.stack(t), *batches)
     return tf.data.Dataset.from_tensor_slices(stacked).repeat()
 
@@ -142,7 +146,7 @@ def group_input(args) -> dict:
     r = side_by_side({
         "real pipeline": lambda: throughput(real_model, data.train, steps, data.global_batch),
         "tensors in memory": lambda: throughput(memory_model, memory, steps, data.global_batch),
-    }, args.repeats)
+    }, args.repeats * 4)  # short rounds, many of them: a 5% effect under +-10% round-to-round noise
     return {"examples_per_s": r, "input_efficiency": ratio(r, "real pipeline", "tensors in memory"),
             "augmentation": [a.type for a in cfg.augment.layers], "batch": data.global_batch}
 
@@ -167,7 +171,7 @@ def group_naive(args) -> dict:
     r = side_by_side({
         "pipeline": lambda: throughput(ours, data.train, steps, data.global_batch),
         "naive (augmentation in the model, NumPy into fit)": lambda: throughput(naive, x_np, steps, data.global_batch, y_np),
-    }, args.repeats)
+    }, args.repeats * 2)
     return {"examples_per_s": r, "speed_up": ratio(r, "pipeline", "naive (augmentation in the model, NumPy into fit)")}
 
 
@@ -175,9 +179,11 @@ KNOBS = {  # process kind -> {variant: overrides}; determinism is process-wide (
     "deterministic": {
         "shipped config": [],
         "steps_per_execution=1": ["train.steps_per_execution=1"],
-        "steps_per_execution=32": ["train.steps_per_execution=32"],
+        "tf.data threads=2": ["data.threads=2"],
+        "augmentation one batch at a time": ["augment.chunk=32"],
         "augmentation in the model": ["augment.placement=model"],
         "no cache": ["data.cache=false"],
+        "last partial batch kept": ["data.drop_remainder=false"],
     },
     "nondeterministic": {
         "deterministic=false": ["deterministic=false"],
@@ -199,9 +205,9 @@ def knob_process(kind: str, args) -> dict:
 
 
 def group_knobs(args) -> dict:
-    """Alternate a deterministic and a nondeterministic process ``repeats`` times; ratios to the shipped config."""
+    """Alternate a deterministic and a nondeterministic process 3 times; ratios to the shipped config."""
     rounds = []
-    for _ in range(args.repeats):
+    for _ in range(min(args.repeats, 3)):
         rounds.append({**run_group("knobs-deterministic", args), **run_group("knobs-nondeterministic", args)})
     names = [n for kind in KNOBS.values() for n in kind]
     return {name: {"examples_per_s": round(statistics.median(r[name] for r in rounds), 1),
@@ -234,12 +240,13 @@ def group_tracking(args) -> dict:
         workdir = tempfile.mkdtemp(prefix="bench-tracking-")
         cfg = load(ROOT / "configs" / "digits.yaml", [*args.overrides, f"workdir={workdir}",
                                                         f"tracking.enabled={str(tracked).lower()}",
-                                                        f"train.epochs={args.epochs + 1}"])
+                                                        f"train.epochs={3 if args.quick else 16}"])
         clock = EpochClock()
         train(cfg, callbacks=[clock], alias=None)
         return statistics.median(clock.seconds[1:])
 
-    r = side_by_side({"tracked": lambda: epoch_seconds(True), "untracked": lambda: epoch_seconds(False)}, args.repeats)
+    r = side_by_side({"tracked": lambda: epoch_seconds(True), "untracked": lambda: epoch_seconds(False)},
+                     args.repeats + 2)  # a 3% effect under +-3% noise: two more rounds
     return {"epoch_seconds": r, "tracking_overhead": ratio(r, "tracked", "untracked")}
 
 
@@ -277,11 +284,8 @@ def group_startup(args) -> dict:
         "help_over_tensorflow_import": ratio(r, "pipeline --help", "python -c 'import tensorflow'")}
 
 
-FAMILIES = {  # family -> (config, overrides that keep the bench short)
-    "image classification (digits)": ("digits.yaml", []),
-    "house prices (Ames)": ("ames.yaml", []),
-    "recommendation (MovieLens)": ("movielens.yaml", []),
-}
+FAMILIES = {"image classification (digits)": "digits.yaml", "house prices (Ames)": "ames.yaml",
+            "recommendation (MovieLens)": "movielens.yaml"}
 
 
 def group_families(args) -> dict:
@@ -317,12 +321,15 @@ def group_families(args) -> dict:
     def one(config: str) -> dict:
         workdir = tempfile.mkdtemp(prefix="bench-family-")
         cfg = load(ROOT / "configs" / config, [*args.overrides, f"workdir={workdir}", "tracking.enabled=false",
-                                               f"train.epochs={args.epochs + 1}", "train.early_stopping.enabled=false"])
+                                               f"train.epochs={min(args.epochs, 4) + 1}",
+                                               "train.early_stopping.enabled=false"])
         phases = Phases()
         result = train(cfg, callbacks=[phases], alias=None)
         data = dataset.load(cfg)
         serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
-        batches = [x for x, _ in data.test]
+        wants = serve.structured_input_signature[1]  # raw dtypes (uint8 pixels); the pipeline decoded them
+        batches = [{k: v if v.dtype == wants[k].dtype else tf.cast(v, wants[k].dtype) for k, v in x.items()}
+                   for x, _ in data.test]
         serve(**batches[0])  # warm
         start = time.perf_counter()
         served = sum(int(next(iter(serve(**x).values())).shape[0]) for x in batches)
@@ -334,8 +341,9 @@ def group_families(args) -> dict:
                 "export_over_epoch": result.seconds["export"] / epoch}
 
     out = {}
-    for _ in range(args.repeats):
-        for family, (config, _extra) in FAMILIES.items():
+    families = dict(list(FAMILIES.items())[:1]) if args.quick else FAMILIES
+    for _ in range(min(args.repeats, 3)):
+        for family, config in families.items():
             out.setdefault(family, []).append(one(config))
     return {family: {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
             for family, runs in out.items()}
@@ -352,7 +360,7 @@ HELPERS = {f"knobs-{kind}": (lambda args, kind=kind: knob_process(kind, args)) f
 def run_group(name: str, args) -> dict:
     """Run one group in a fresh process; return what it printed as JSON on its last line."""
     cmd = [sys.executable, __file__, "--group", name, "--repeats", str(args.repeats), "--epochs", str(args.epochs),
-           *(["--quick"] if args.quick else [])]
+           *(["--quick"] if args.quick else []), "--set", *args.set]
     done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **QUIET}, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"bench group {name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -361,14 +369,15 @@ def run_group(name: str, args) -> dict:
 
 def main() -> None:
     options = parser(__doc__, "perf")
-    options.add_argument("--repeats", type=int, default=3, help="rounds per figure; medians are reported (default 3)")
-    options.add_argument("--epochs", type=int, default=3, help="epochs of steps per measurement (default 3)")
+    options.add_argument("--repeats", type=int, default=5, help="rounds per figure; medians are reported (default 5)")
+    options.add_argument("--epochs", type=int, default=3, help="epochs of steps per throughput measurement (default 3)")
     options.add_argument("--group", choices=[*GROUPS, *HELPERS], help="run one group in this process (the driver uses it)")
     options.add_argument("--only", nargs="*", choices=GROUPS, help="these groups only")
+    options.add_argument("--set", nargs="*", default=[], metavar="key=value", help="config overrides for every group")
     args = options.parse_args()
-    args.overrides = ["model.width=8", "model.head_units=16", "data.batch_size=128"] if args.quick else []
+    args.overrides = [*(["model.width=8", "model.head_units=16", "data.batch_size=128"] if args.quick else []), *args.set]
     if args.quick:
-        args.repeats, args.epochs = min(args.repeats, 1), 1
+        args.repeats, args.epochs = 1, 2
     if args.group:
         print(json.dumps({**GROUPS, **HELPERS}[args.group](args)))
         return
@@ -382,8 +391,41 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Machine: {r['machine']}. Command: `{r['command']}`. Medians of {r['repeats']} side-by-side rounds.", ""]
-    return "\n".join(lines) + "\n" + "```json\n" + json.dumps({k: v for k, v in r.items() if k not in ("machine", "command")}, indent=1) + "\n```\n"
+    """The figures as one table: what, goal, measured, and the two sides behind the ratio."""
+    rows = []
+
+    def add(figure, goal, value, detail):
+        rows.append(f"| {figure} | {goal} | **{value}** | {detail} |")
+
+    def sides(block, unit):
+        return "; ".join(f"{name} {v['median']:.4g} {unit}" for name, v in block.items())
+
+    if "input" in r:
+        add("input efficiency: real pipeline / tensors in memory", ">= 0.95", r["input"]["input_efficiency"],
+            sides(r["input"]["examples_per_s"], "ex/s") + f" (augmentation: {', '.join(r['input']['augmentation'])})")
+    if "naive" in r:
+        add("speed-up over the naive tutorial pipeline", "report", r["naive"]["speed_up"],
+            sides(r["naive"]["examples_per_s"], "ex/s"))
+    for name, k in r.get("knobs", {}).items():
+        add(f"knob: {name} / shipped config", "report", k["ratio_to_shipped"], f"{k['examples_per_s']:.0f} ex/s")
+    if "tracking" in r:
+        add("tracking overhead: epoch with MLflow / without", "<= 1.03", r["tracking"]["tracking_overhead"],
+            sides(r["tracking"]["epoch_seconds"], "s per epoch"))
+    if "startup" in r:
+        s = r["startup"]
+        add("start-up: `pipeline train` to its first step / `import tensorflow`", "report",
+            s["train_to_first_step_over_tensorflow_import"], sides(s["seconds"], "s"))
+        add("`pipeline --help` / `import tensorflow`", "report", s["help_over_tensorflow_import"], "")
+    for family, f in r.get("families", {}).items():
+        add(f"{family}: evaluation / one epoch", "report", f["evaluate_over_epoch"], f"epoch {f['epoch_s']:.3g} s")
+        add(f"{family}: export / one epoch", "report", f["export_over_epoch"], "")
+        add(f"{family}: inference / training examples per second", "report",
+            round(f["inference_examples_per_s"] / f["train_examples_per_s"], 2),
+            f"training {f['train_examples_per_s']:.0f} ex/s, inference {f['inference_examples_per_s']:.0f} ex/s")
+    head = [f"Machine: {r['machine']}. Command: `{r['command']}`. Each figure: the median over {r['repeats']} "
+            "rounds of a ratio taken side by side (see bench/README.md).", "",
+            "| figure | goal | measured | sides (medians) |", "| --- | --- | --- | --- |"]
+    return "\n".join(head + rows) + "\n"
 
 
 if __name__ == "__main__":

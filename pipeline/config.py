@@ -83,6 +83,9 @@ class DataConfig(Section):
     drop_remainder: bool = Field(False, description="Drop each epoch's last partial training batch.")
     shuffle_buffer: Count = Field(2048, description="0 disables shuffling.")
     cache: bool = Field(True, description="Cache decoded examples in memory after the first epoch.")
+    threads: PositiveInt | None = Field(
+        None, description="tf.data's own thread pool; default half the CPUs (at least 1): on a CPU-only machine "
+                          "the model's kernels need the rest, and contention costs more than it brings (bench/perf.py).")
 
 
 class FeaturesConfig(Section):
@@ -151,6 +154,10 @@ class AugmentConfig(Section):
     fill_mode: Literal["constant", "reflect", "nearest", "wrap"] = Field(
         "constant", description="How rotation, zoom and translation fill pixels they uncover."
     )
+    chunk: PositiveInt | Literal["auto"] = Field(
+        "auto", description="Images augmented per call in the tf.data pipeline, then re-batched: a call costs about "
+        "the same for 32 small images as for 512. auto: as many as fit in 8 MiB of float32 pixels, from one batch "
+        "up to 2048.")
     layers: list[AugmentLayer] = []
 
 
@@ -250,8 +257,11 @@ class TrainConfig(Section):
         "auto", description="keras: model.fit; custom: a strategy.run loop with the same callbacks; auto: custom "
         "under MultiWorkerMirroredStrategy, where Keras 3.15 fit fails (keras#20585)."
     )
-    steps_per_execution: PositiveInt = 1
-    jit_compile: bool = False
+    steps_per_execution: PositiveInt | Literal["auto"] = Field(
+        "auto", description="Training steps per call of the compiled function (fewer Python round trips). auto: the "
+        "largest divisor of the epoch's steps up to 16 under Keras' fit (a value that does not divide them would make "
+        "Keras read into the next epoch's batches), 1 in the custom loop.")
+    jit_compile: bool = Field(False, description="XLA; TensorFlow refuses it with deterministic ops (set deterministic: false).")
     verbose: Literal[0, 1, 2] = Field(2, description="Keras fit verbosity: 2 prints a line per epoch.")
 
 

@@ -202,7 +202,7 @@ def test_any_prepared_tfds_dataset_trains_with_only_a_config_change(tmp_path):
     (tmp_path / "their_builder" / "__init__.py").write_text(PREPARE_OWN_DATASET)
     prepare = f"from their_builder import TinyShapes; TinyShapes(data_dir={str(data_dir)!r}).download_and_prepare()"
     subprocess.run([sys.executable, "-c", prepare], cwd=tmp_path, check=True, timeout=120, capture_output=True)
-    cfg = load(DIGITS, tiny(tmp_path / "work", data_dir, "data.dataset=tiny_shapes", "data.features=[picture]",
+    cfg = load(DIGITS, tiny(tmp_path / "work", data_dir, "data.dataset=tiny_shapes", "data.features=[picture]", "data.drop_remainder=false",
                             "data.label_key=kind", "name=shapes", "train.epochs=1",
                             "data.splits.train=train[:60%]", "data.splits.validation=train[60%:80%]",
                             "data.splits.test=train[80%:]"))

@@ -97,7 +97,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         all_callbacks = [*callbacks, saver, track.epoch_logger(run), *extra_callbacks]
         clock.lap("setup")  # run, model, callbacks
         custom = cfg.train.loop == "custom" or (cfg.train.loop == "auto" and _multi_worker(strategy))
-        if custom and (cfg.train.jit_compile or cfg.train.steps_per_execution > 1):
+        if custom and (cfg.train.jit_compile or cfg.train.steps_per_execution not in ("auto", 1)):
             raise ConfigError("`train.jit_compile` and `train.steps_per_execution` apply to Keras' fit only; the "
                               "custom loop (multi-worker, keras#20585) runs without them: unset them.")
         if custom:
@@ -176,10 +176,30 @@ def build_compiled(cfg: ExperimentConfig, data, task, strategy, augmenter=None):
                                       strategy.num_replicas_in_sync),
             loss=task.loss,
             metrics=task.metrics(),
-            steps_per_execution=cfg.train.steps_per_execution,
+            steps_per_execution=steps_per_execution(cfg.train.steps_per_execution, data.steps_per_epoch),
             jit_compile=cfg.train.jit_compile,
         )
     return model
+
+
+AUTO_STEPS_PER_EXECUTION = 16
+
+
+def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
+    """Steps per compiled call: ``auto`` is the largest divisor of the epoch's steps up to 16.
+
+    Keras runs whole executions: with 37 steps an epoch and 8 per execution it would run 40,
+    reading three batches of the next epoch and shifting every later epoch (and a resumed run
+    would no longer replay an uninterrupted one). So the value must divide the epoch's steps.
+    """
+    if setting == "auto":
+        return max(d for d in range(1, min(AUTO_STEPS_PER_EXECUTION, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+    if steps_per_epoch % setting:
+        divisors = [d for d in range(1, steps_per_epoch + 1) if steps_per_epoch % d == 0]
+        raise ConfigError(f"Invalid `train.steps_per_execution`: {setting} does not divide the {steps_per_epoch} "
+                          f"training steps of an epoch (Keras would read into the next epoch); use one of "
+                          f"{', '.join(map(str, divisors[:8]))} or auto")
+    return setting
 
 
 def configure_tensorflow(cfg: ExperimentConfig) -> None:

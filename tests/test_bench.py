@@ -1,0 +1,48 @@
+"""The bench scripts run on a tiny setting and write well-formed results (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _bench(script: str, out, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, f"bench/{script}", "--quick", "--out", str(out), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_perf_writes_each_figure_as_a_ratio_with_its_sides_machine_and_command(tmp_path):
+    proc = _bench("perf.py", tmp_path, "--only", "input", "families")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "perf.json").read_text())
+    assert results["machine"] and results["command"].startswith("python bench/perf.py --quick")
+    sides = results["input"]["examples_per_s"]
+    assert set(sides) == {"real pipeline", "tensors in memory"} and all(s["median"] > 0 for s in sides.values())
+    real, memory = sides["real pipeline"]["runs"], sides["tensors in memory"]["runs"]
+    assert results["input"]["input_efficiency"] == pytest.approx(real[0] / memory[0], abs=1e-3)  # one round
+    (family,) = results["families"].values()  # --quick: digits only
+    assert family["train_examples_per_s"] > 0 and family["inference_examples_per_s"] > 0
+    assert family["evaluate_over_epoch"] > 0 and family["export_over_epoch"] > 0
+    table = (tmp_path / "perf.md").read_text()
+    assert table.startswith("Machine: ") and "| input efficiency: real pipeline / tensors in memory | >= 0.95 | **" in table
+    assert "image classification (digits): export / one epoch" in table
+
+
+def test_the_gpu_script_says_plainly_when_there_is_no_gpu_and_its_code_path_runs_on_the_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 3 and "No GPU here" in proc.stderr and not (tmp_path / "gpu.json").exists()
+    proc = _bench("gpu.py", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    variants = json.loads((tmp_path / "gpu.json").read_text())["variants"]
+    assert set(variants) == {"baseline", "nondeterministic"} and variants["baseline"]["ratio_to_baseline"] == 1.0
+    assert "| nondeterministic |" in (tmp_path / "gpu.md").read_text()
