@@ -6,7 +6,7 @@ CONFIG ?= configs/digits.yaml
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test tune serve retrain ui baseline bench bench-tune bench-serving preview lint clean
+.PHONY: help venv train test tune serve retrain ui baseline bench bench-distribute bench-tune bench-serving bench-gpu preview lint clean
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,10 @@ ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
 baseline: venv ## each experiment beside classical baselines on the same split (ARGS="ames" for one)
 	$(BIN)/python bench/baseline.py $(ARGS)
 
-bench: venv ## strategies side by side and the cost of a kill-and-resume (bench/results/)
+bench: venv ## performance figures, each a ratio measured side by side (bench/results/perf.md; bench/README.md)
+	$(BIN)/python bench/perf.py $(ARGS)
+
+bench-distribute: venv ## strategies side by side and the cost of a kill-and-resume
 	$(BIN)/python bench/distribute.py $(ARGS)
 
 bench-tune: venv ## random vs Bayesian vs Hyperband at one budget; memory and overhead per trial
@@ -48,6 +51,9 @@ bench-tune: venv ## random vs Bayesian vs Hyperband at one budget; memory and ov
 
 bench-serving: venv ## HTTP latency and throughput against the direct call; a hot swap under load
 	$(BIN)/python bench/serving.py $(ARGS)
+
+bench-gpu: venv ## on a GPU machine: mixed precision, XLA, augmentation on the device, larger batches
+	$(BIN)/python bench/gpu.py $(ARGS)
 
 preview: venv ## write a PNG grid of the configured augmentations
 	$(BIN)/pipeline augment-preview $(CONFIG) $(ARGS)

@@ -216,38 +216,41 @@ def group_knobs(args) -> dict:
 
 
 def group_tracking(args) -> dict:
-    from pipeline.config import load
-    from pipeline.train.loop import configure_tensorflow
+    """Epochs of one model, alternately with the pipeline's MLflow epoch logging (a real SQLite store) and without.
 
-    base = load(ROOT / "configs" / "digits.yaml", args.overrides)
-    configure_tensorflow(base)
+    Same model, data and callbacks on both sides, validation pass included: what differs is
+    exactly the per-epoch tracking. (Per-run costs, such as parameters and artifacts, are paid
+    once before and after the epochs; ``seconds_setup``/``seconds_log`` in each run show them.)
+    """
     import keras
 
-    from pipeline.train.loop import train
+    from pipeline import track
+
+    workdir = tempfile.mkdtemp(prefix="bench-tracking-")
+    cfg, data, task, strategy, _ = _setup("digits.yaml", [*args.overrides, f"workdir={workdir}"])
+    model = _model(cfg, data, task, strategy)
+    epochs_per_side = 2 if args.quick else 4
+    done = [0]
 
     class EpochClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-
         def on_epoch_begin(self, epoch, logs=None):
             self.t = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):  # runs after the pipeline's own callbacks: logging included
+        def on_epoch_end(self, epoch, logs=None):  # after the logger: its time is inside
             self.seconds.append(time.perf_counter() - self.t)
 
-    def epoch_seconds(tracked: bool) -> float:
-        workdir = tempfile.mkdtemp(prefix="bench-tracking-")
-        cfg = load(ROOT / "configs" / "digits.yaml", [*args.overrides, f"workdir={workdir}",
-                                                        f"tracking.enabled={str(tracked).lower()}",
-                                                        f"train.epochs={3 if args.quick else 16}"])
+    def epochs(callbacks: list) -> float:
         clock = EpochClock()
-        train(cfg, callbacks=[clock], alias=None)
-        return statistics.median(clock.seconds[1:])
+        clock.seconds = []
+        model.fit(data.train, validation_data=data.validation, steps_per_epoch=data.steps_per_epoch, verbose=0,
+                  initial_epoch=done[0], epochs=done[0] + epochs_per_side, callbacks=[*callbacks, clock])
+        done[0] += epochs_per_side
+        return statistics.median(clock.seconds)
 
-    r = side_by_side({"tracked": lambda: epoch_seconds(True), "untracked": lambda: epoch_seconds(False)},
-                     args.repeats + 2)  # a 3% effect under +-3% noise: two more rounds
-    return {"epoch_seconds": r, "tracking_overhead": ratio(r, "tracked", "untracked")}
+    with track.start_run(cfg, run_name="bench-tracking") as run:
+        logger = track.epoch_logger(run)
+        r = side_by_side({"tracked": lambda: epochs([logger]), "untracked": lambda: epochs([])}, args.repeats * 3)
+    return {"epoch_seconds": r, "tracking_overhead": ratio(r, "tracked", "untracked"), "store": cfg.tracking.uri}
 
 
 def group_startup(args) -> dict:

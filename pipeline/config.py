@@ -27,6 +27,7 @@ Lambda = Annotated[float, Field(ge=0.0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
 
 # Metric names a callback may monitor: classification logs accuracy, regression rmse and mae.
 Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy", "rmse", "val_rmse", "mae", "val_mae"]
@@ -269,6 +270,9 @@ class TrackingConfig(Section):
     enabled: bool = True
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
     experiment: str | None = Field(None, description="MLflow experiment; default the config's name.")
+    write_every: NonNegativeFloat = Field(
+        2.0, description="Seconds between writes of epoch metrics (one batch per write; the first epoch and the "
+                         "last are written at once). 0 writes every epoch.")
 
 
 class ExportConfig(Section):
