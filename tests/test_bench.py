@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -28,7 +29,9 @@ def test_perf_writes_each_figure_as_a_ratio_with_its_sides_machine_and_command(t
     sides = results["input"]["examples_per_s"]
     assert set(sides) == {"real pipeline", "tensors in memory"} and all(s["median"] > 0 for s in sides.values())
     real, memory = sides["real pipeline"]["runs"], sides["tensors in memory"]["runs"]
-    assert results["input"]["input_efficiency"] == pytest.approx(real[0] / memory[0], abs=1e-3)  # one round
+    assert len(real) == len(memory) >= 3  # rounds, each A then B or B then A
+    paired = sorted(a / b for a, b in zip(real, memory))
+    assert results["input"]["input_efficiency"] == pytest.approx(statistics.median(paired), abs=1e-3)
     (family,) = results["families"].values()  # --quick: digits only
     assert family["train_examples_per_s"] > 0 and family["inference_examples_per_s"] > 0
     assert family["evaluate_over_epoch"] > 0 and family["export_over_epoch"] > 0

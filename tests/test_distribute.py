@@ -44,7 +44,7 @@ def test_per_replica_batch_and_learning_rate_follow_the_replica_count():
 def test_last_partial_batch_is_kept_or_dropped_as_configured(tiny_cfg):
     from pipeline.data import dataset
 
-    kept = dataset.load(tiny_cfg("data.batch_size=100"))
+    kept = dataset.load(tiny_cfg("data.batch_size=100", "data.drop_remainder=false"))
     dropped = dataset.load(tiny_cfg("data.batch_size=100", "data.drop_remainder=true"))
     assert (kept.steps_per_epoch, dropped.steps_per_epoch) == (12, 11)  # 1,168 training examples
     assert [len(y) for _, y in dropped.train_epoch()] == [100] * 11

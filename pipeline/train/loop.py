@@ -176,7 +176,8 @@ def build_compiled(cfg: ExperimentConfig, data, task, strategy, augmenter=None):
                                       strategy.num_replicas_in_sync),
             loss=task.loss,
             metrics=task.metrics(),
-            steps_per_execution=steps_per_execution(cfg.train.steps_per_execution, data.steps_per_epoch),
+            steps_per_execution=steps_per_execution(cfg.train.steps_per_execution, data.steps_per_epoch,
+                                                    strategy.num_replicas_in_sync),
             jit_compile=cfg.train.jit_compile,
         )
     return model
@@ -185,13 +186,17 @@ def build_compiled(cfg: ExperimentConfig, data, task, strategy, augmenter=None):
 AUTO_STEPS_PER_EXECUTION = 16
 
 
-def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
-    """Steps per compiled call: ``auto`` is the largest divisor of the epoch's steps up to 16.
+def steps_per_execution(setting: int | str, steps_per_epoch: int, replicas: int = 1) -> int:
+    """Steps per compiled call: ``auto`` is the largest divisor of the epoch's steps up to 16 (1 for several replicas).
 
     Keras runs whole executions: with 37 steps an epoch and 8 per execution it would run 40,
     reading three batches of the next epoch and shifting every later epoch (and a resumed run
     would no longer replay an uninterrupted one). So the value must divide the epoch's steps.
+    Keras 3.15's multi-step loop fails to build under MirroredStrategy with several replicas
+    ("while/cond/Placeholder"), so ``auto`` is 1 there.
     """
+    if setting == "auto" and replicas > 1:
+        return 1
     if setting == "auto":
         return max(d for d in range(1, min(AUTO_STEPS_PER_EXECUTION, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
     if steps_per_epoch % setting:
