@@ -149,7 +149,8 @@ def epoch_logger(run: Run, prefix: str = ""):
         def on_train_begin(self, logs=None):
             schedule = getattr(self.model.optimizer, "_learning_rate", None)  # a schedule, or a variable
             if self.schedule is None and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-                self.schedule = tf.function(schedule)
+                # one trace for any number of pending epochs (a shape per count warned of retracing)
+                self.schedule = tf.function(schedule, input_signature=[tf.TensorSpec([None], tf.int64)])
 
         def on_epoch_end(self, epoch, logs=None):
             metrics = {prefix + k: v for k, v in (logs or {}).items()}
