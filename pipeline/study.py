@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.files import save_figure, write_text
+from pipeline.tune.results import fmt
 
 SPARSE = 1e-3
 
@@ -112,7 +113,7 @@ def run_study(path: str | Path, extra: list[str] = ()) -> Study:
         for variant, cfg in configs.items():
             rows.append(variant_row(variant, cfg, study, {"mlflow.parentRunId": parent.id, "study": name,
                                                           "study.variant": variant}))
-            print(f"{name}/{variant}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in rows[-1].items()
+            print(f"{name}/{variant}: " + ", ".join(f"{k}={fmt(v)}" for k, v in rows[-1].items()
                                                    if k != "variant" and not k.startswith("_")), flush=True)
         out = Path(first.workdir) / "studies" / name
         out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +230,7 @@ def _write(rows: list[dict], out: Path, study: StudyConfig, name: str) -> tuple[
     table = out / f"{name}.csv"
     write_text(table, buffer.getvalue())
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     target = f"; target {study.target.metric} >= {study.target.value:g}" if study.target else ""
     markdown = f"Study `{name}`{target}:\n\n" + "\n".join(lines) + "\n"
     write_text(out / f"{name}.md", markdown)
@@ -247,7 +248,3 @@ def _pyplot():
 
 def _yaml(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
