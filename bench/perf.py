@@ -95,6 +95,30 @@ def _clock():
     return Clock()
 
 
+def _phases():
+    """A callback recording, per epoch, the seconds of its training steps (up to the validation pass) and in all."""
+    import keras
+
+    class Phases(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.train_s, self.epoch_s = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+            self.validating = False
+
+        def on_test_begin(self, logs=None):
+            if not self.validating:
+                self.train_s.append(time.perf_counter() - self.t)
+                self.validating = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_s.append(time.perf_counter() - self.t)
+
+    return Phases()
+
+
 def throughput(model, x, steps: int, batch_size: int, y=None) -> float:
     """Training examples/s of ``model.fit`` over ``steps`` steps (a dataset, or arrays with ``y``)."""
     clock = _clock()
@@ -222,8 +246,6 @@ def group_tracking(args) -> dict:
     exactly the per-epoch tracking. (Per-run costs, such as parameters and artifacts, are paid
     once before and after the epochs; ``seconds_setup``/``seconds_log`` in each run show them.)
     """
-    import keras
-
     from pipeline import track
 
     workdir = tempfile.mkdtemp(prefix="bench-tracking-")
@@ -232,20 +254,12 @@ def group_tracking(args) -> dict:
     epochs_per_side = 2 if args.quick else 4
     done = [0]
 
-    class EpochClock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):  # after the logger: its time is inside
-            self.seconds.append(time.perf_counter() - self.t)
-
     def epochs(callbacks: list) -> float:
-        clock = EpochClock()
-        clock.seconds = []
+        phases = _phases()  # last: the logger's time is inside the epoch
         model.fit(data.train, validation_data=data.validation, steps_per_epoch=data.steps_per_epoch, verbose=0,
-                  initial_epoch=done[0], epochs=done[0] + epochs_per_side, callbacks=[*callbacks, clock])
+                  initial_epoch=done[0], epochs=done[0] + epochs_per_side, callbacks=[*callbacks, phases])
         done[0] += epochs_per_side
-        return statistics.median(clock.seconds)
+        return statistics.median(phases.epoch_s)
 
     with track.start_run(cfg, run_name="bench-tracking") as run:
         logger = track.epoch_logger(run)
@@ -296,37 +310,17 @@ def group_families(args) -> dict:
     from pipeline.train.loop import configure_tensorflow
 
     configure_tensorflow(load(ROOT / "configs" / "digits.yaml"))
-    import keras
     import tensorflow as tf
 
     from pipeline.data import dataset
     from pipeline.train.loop import train
-
-    class Phases(keras.callbacks.Callback):
-        """Per epoch: seconds of its training steps (up to the validation pass) and the whole epoch."""
-
-        def __init__(self):
-            super().__init__()
-            self.train_s, self.epoch_s = [], []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-            self.validating = False
-
-        def on_test_begin(self, logs=None):
-            if not self.validating:
-                self.train_s.append(time.perf_counter() - self.t)
-                self.validating = True
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.epoch_s.append(time.perf_counter() - self.t)
 
     def one(config: str) -> dict:
         workdir = tempfile.mkdtemp(prefix="bench-family-")
         cfg = load(ROOT / "configs" / config, [*args.overrides, f"workdir={workdir}", "tracking.enabled=false",
                                                f"train.epochs={min(args.epochs, 4) + 1}",
                                                "train.early_stopping.enabled=false"])
-        phases = Phases()
+        phases = _phases()
         result = train(cfg, callbacks=[phases], alias=None)
         data = dataset.load(cfg)
         serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]

@@ -282,9 +282,9 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, a
             return {n: augmenter(v, training=True) if n in images else v for n, v in x.items()}, y
 
         pixels = sum(math.prod(f.shape) for f in spec.features if f.kind == "image")
-        chunk = cfg.augment.chunk if cfg.augment.chunk != "auto" else min(2048, (8 << 20) // (4 * pixels))
+        chunk = max(batch, cfg.augment.chunk if cfg.augment.chunk != "auto" else min(2048, (8 << 20) // (4 * pixels)))
     if training:
-        ds = _epochs(ds, cfg, start_epoch, batch, decode, augment, max(batch, chunk))
+        ds = _epochs(ds, cfg, start_epoch, batch, decode, augment, chunk)
     else:
         ds = ds.batch(batch, num_parallel_calls=auto).map(decode, num_parallel_calls=auto)
     options = tf.data.Options()
@@ -295,7 +295,7 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, a
     return ds.with_options(options).prefetch(auto)
 
 
-def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode, augment=None, chunk: int = 0):
+def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode, augment, chunk: int):
     """Endless decoded batches, epoch by epoch, each epoch shuffled with a seed made of (seed, epoch).
 
     The order of epoch e depends on nothing else, so a run resumed at epoch e sees the same

@@ -47,17 +47,14 @@ class Run:
         for i in range(0, len(items), _PARAM_BATCH):
             self.client.log_batch(self.id, params=items[i : i + _PARAM_BATCH], synchronous=True)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
-        """Log ``metrics`` at ``step``; with ``wait=False`` MLflow writes them from its own thread (see flush)."""
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.tracked:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        operation = self.client.log_batch(self.id, metrics=items, synchronous=wait)
-        if not wait:
-            self._pending.append(operation)
+        self.client.log_batch(self.id, metrics=items, synchronous=True)
 
     def log_epochs(self, epochs: list[tuple[int, dict[str, float]]]) -> None:
         """Several epochs' metrics in one asynchronous write (see flush)."""
