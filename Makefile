@@ -4,9 +4,13 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 CONFIG ?= configs/digits.yaml
 ARGS   ?=
+PORT   ?= 5000
+STUDY  ?= configs/studies/regularization.yaml
+# Read from the config when a target needs them (its workdir, tracking URI and export root).
+setting = $$($(BIN)/pipeline config get $(CONFIG) $(1))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test tune serve retrain ui baseline bench bench-distribute bench-tune bench-serving bench-gpu preview lint clean
+.PHONY: help venv train test test-fast tune serve retrain ui study report baseline bench bench-distribute bench-tune bench-serving bench-gpu preview lint clean
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,20 +26,29 @@ venv: $(BIN)/pipeline ## create .venv and install the project with its dev tools
 train: venv ## train, track and export an experiment (CONFIG=configs/digits.yaml, ARGS="train.epochs=3")
 	$(BIN)/pipeline train $(CONFIG) $(ARGS)
 
-test: venv ## run the test suite (everything but GPU tests)
+test: venv ## run the whole test suite (everything but GPU tests)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: venv ## the inner loop: the suite without slow (server, multi-process) tests
+	$(BIN)/python -m pytest -m 'not slow' $(ARGS)
 
 tune: venv ## search hyperparameters with KerasTuner (CONFIG=configs/digits.yaml, ARGS="--workers 2")
 	$(BIN)/pipeline tune $(CONFIG) $(ARGS)
 
-serve: venv ## serve work/exports over TF Serving's REST API on 127.0.0.1:8501 (ARGS="--port 8600")
-	$(BIN)/pipeline serve --root work/exports $(ARGS)
+serve: venv ## serve the config's export root over TF Serving's REST API on 127.0.0.1:8501 (ARGS="--port 8600")
+	$(BIN)/pipeline serve --root $(call setting,export.root) $(ARGS)
 
 retrain: venv ## the nightly job: check data, train a challenger, promote it only if better (exit 0 promoted, 10 kept)
 	$(BIN)/pipeline retrain $(CONFIG) $(ARGS) || [ $$? -eq 10 ]  # 10: champion kept, not a failure
 
-ui: venv ## browse runs in the MLflow UI on http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///work/mlflow.db --host 127.0.0.1 --port 5000
+ui: venv ## browse the config's runs in the MLflow UI on http://127.0.0.1:5000 (PORT=5001 for another port)
+	$(BIN)/mlflow ui --backend-store-uri $(call setting,tracking.uri) --host 127.0.0.1 --port $(PORT)
+
+study: venv ## variants of a config side by side (STUDY=configs/studies/regularization.yaml)
+	$(BIN)/pipeline study $(STUDY) $(ARGS)
+
+report: venv ## an HTML report of the config's experiment (ARGS=RUN_ID for one run)
+	$(BIN)/pipeline report --workdir $(call setting,workdir) $(if $(ARGS),$(ARGS),--experiment $(call setting,tracking.experiment))
 
 baseline: venv ## each experiment beside classical baselines on the same split (ARGS="ames" for one)
 	$(BIN)/python bench/baseline.py $(ARGS)

@@ -99,12 +99,12 @@ def main(argv: list[str]) -> None:
     names = [a for a in argv if a in EXPERIMENTS] or list(EXPERIMENTS)
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
 
+    from pipeline import runtime
     from pipeline.config import load
-    from pipeline.train.loop import configure_tensorflow
 
-    configure_tensorflow(load(EXPERIMENTS[names[0]][0]))
+    runtime.configure(load(EXPERIMENTS[names[0]][0]))
     from pipeline.data import dataset
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     table = Table(title="pipeline vs baselines (same split; baselines train on train+validation)")
     for col in ("experiment", "model", "metric", "test", "seconds"):

@@ -35,13 +35,13 @@ VARIANTS = {
 RUNNER = """
 import json, sys, time
 from pipeline.config import load
-from pipeline.train.loop import configure_tensorflow
+from pipeline import runtime
 cfg = load("configs/digits.yaml", sys.argv[1:])
-configure_tensorflow(cfg)
+runtime.configure(cfg)
 import keras
 import tensorflow_datasets as tfds
 import pipeline.data.builders
-from pipeline.train.loop import train
+from pipeline.jobs.train import train
 times = []
 class Timer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()

@@ -46,20 +46,20 @@ QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 def _setup(config: str, overrides: list[str]):
     """The experiment's config, data (augmenter as configured), task and strategy, as ``train`` makes them."""
+    from pipeline import runtime
     from pipeline.config import load
-    from pipeline.train.loop import configure_tensorflow
 
     cfg = load(ROOT / "configs" / config, overrides)
-    configure_tensorflow(cfg)
+    runtime.configure(cfg)
+    from pipeline import runtime
     from pipeline.data import dataset
     from pipeline.data.augment import build_augmenter
     from pipeline.tasks import task_for
-    from pipeline.train.loop import _deterministic_ops, _seed
     from pipeline.train.strategy import make_strategy
 
     strategy = make_strategy(cfg.train)
-    _deterministic_ops(cfg)
-    _seed(cfg)
+    runtime.determinism(cfg)
+    runtime.seed(cfg)
     augmenter = build_augmenter(cfg.augment, cfg.seed)
     in_model = cfg.augment.placement == "model"
     data = dataset.load(cfg, augmenter=None if in_model else augmenter)
@@ -67,9 +67,10 @@ def _setup(config: str, overrides: list[str]):
 
 
 def _model(cfg, data, task, strategy, augmenter=None):
-    from pipeline.train.loop import _seed, build_compiled
+    from pipeline import runtime
+    from pipeline.train.loop import build_compiled
 
-    _seed(cfg)
+    runtime.seed(cfg)
     return build_compiled(cfg, data, task, strategy, augmenter)
 
 
@@ -306,14 +307,14 @@ FAMILIES = {"image classification (digits)": "digits.yaml", "house prices (Ames)
 
 
 def group_families(args) -> dict:
+    from pipeline import runtime
     from pipeline.config import load
-    from pipeline.train.loop import configure_tensorflow
 
-    configure_tensorflow(load(ROOT / "configs" / "digits.yaml"))
+    runtime.configure(load(ROOT / "configs" / "digits.yaml"))
     import tensorflow as tf
 
     from pipeline.data import dataset
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     def one(config: str) -> dict:
         workdir = tempfile.mkdtemp(prefix="bench-family-")

@@ -1,4 +1,4 @@
-"""``pipeline`` command line: thin wrappers over the stages.
+"""``pipeline`` command line: argument parsing over the Python API (pipeline/api.py).
 
 Nothing here imports TensorFlow at module level: ``pipeline --help`` and config
 errors answer in well under a second. User mistakes print one line and exit
@@ -11,7 +11,8 @@ import argparse
 import signal
 import sys
 
-from pipeline.errors import PipelineError
+from pipeline import api
+from pipeline.errors import ConfigError, PipelineError
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -22,95 +23,59 @@ class Terminated(KeyboardInterrupt):
 
 
 def _train(args) -> int:
-    from pipeline.config import load
-    from pipeline.train.loop import configure_tensorflow, train
-
-    cfg = load(args.config, args.overrides)
-    configure_tensorflow(cfg)
+    cfg = api.load_config(args.config, args.overrides)
     if args.workers > 1:
         from pathlib import Path
 
-        from pipeline.data.dataset import prepare
         from pipeline.train.cluster import launch
 
-        prepare(cfg)  # once, before the workers start reading it
+        api.prepare(cfg)  # once, before the workers start reading it
         return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers")
-    result = train(cfg)
-    _summary(cfg, result)
+    _summary(cfg, api.train(cfg))
     return 0
 
 
 def _tune(args) -> int:
-    from pipeline.config import load
-    from pipeline.errors import ConfigError
-    from pipeline.train.loop import configure_tensorflow
-
-    cfg = load(args.config, args.overrides)
+    cfg = api.load_config(args.config, args.overrides)
     if cfg.tune is None:
         raise ConfigError(f"{args.config} has no `tune` section: add one (configs/digits.yaml has an example)")
-    configure_tensorflow(cfg)
-    from pipeline.tune.search import tune
-
-    outcome = tune(cfg, workers=args.workers, command=["tune", args.config, *args.overrides])
+    outcome = api.tune(cfg, workers=args.workers, command=["tune", args.config, *args.overrides])
     if outcome is None:  # a worker: the chief reports
         return 0
     if outcome.best_config is None:
         raise PipelineError(f"No trial of the search finished with a score (trials: {outcome.folder / 'trials.csv'})")
     print(f"Best config: {outcome.best_config}  (train it: pipeline train {outcome.best_config})")
     if args.then_train:
-        from pipeline.train.loop import train
-
-        best = load(outcome.best_config)
-        _summary(best, train(best, run_tags={"tune.parent_run": outcome.parent_run_id}))
+        best = api.load_config(outcome.best_config)
+        _summary(best, api.train(best, run_tags={"tune.parent_run": outcome.parent_run_id}))
     return 0
 
 
 def _retrain(args) -> int:
-    from pipeline.config import load
-    from pipeline.retrain import lock, retrain
-    from pipeline.train.loop import configure_tensorflow
-
-    cfg = load(args.config, args.overrides)
-    with lock(cfg):  # before TensorFlow loads: a second job exits at once
-        configure_tensorflow(cfg)
-        decision = retrain(cfg)
+    decision = api.retrain(api.load_config(args.config, args.overrides))
     verdict = f"PROMOTED to serving version {decision.served.name}" if decision.promoted else "KEPT the champion"
     print(f"{verdict}: {decision.reason} (decision run {decision.run_id})")
     return decision.exit_code
 
 
 def _study(args) -> int:
-    from pipeline.study import load_study
-
-    study, configs = load_study(args.study, args.overrides)  # every variant validated before TensorFlow
-    from pipeline.train.loop import configure_tensorflow
-
-    configure_tensorflow(next(iter(configs.values())))
-    from pipeline.study import run_study
-
-    result = run_study(args.study, args.overrides)
+    result = api.run_study(args.study, args.overrides)
     print(result.markdown)
     print(f"Table: {result.table} (parent run {result.parent_run_id})")
     return 0
 
 
 def _report(args) -> int:
-    import os
+    uri = args.tracking_uri or f"sqlite:///{args.workdir}/mlflow.db"
+    out = api.report(args.run_id, args.experiment, uri, args.out)
+    print(f"Wrote {out} (also logged to the {'experiment' + chr(39) + 's report run' if args.experiment else 'run'})")
+    return 0
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pipeline.errors import ConfigError
 
-    if (args.run_id is None) == (args.experiment is None):
-        raise ConfigError("report: give a RUN_ID or --experiment NAME (one of them)")
-    if args.experiment is not None:
-        from pipeline.report import experiment_report
-
-        out = experiment_report(args.experiment, args.tracking_uri, args.out)
-        print(f"Wrote {out} (also logged to the experiment's report run)")
-        return 0
-    from pipeline.report import report
-
-    print(f"Wrote {report(args.run_id, args.tracking_uri, args.out)} (also logged to the run)")
+def _prepare(args) -> int:
+    spec = api.prepare(api.load_config(args.config, args.overrides))
+    sizes = ", ".join(f"{k} {v}" for k, v in spec.sizes.items())
+    print(f"Prepared {spec.name} {spec.version} ({sizes}; digest {spec.digest})")
     return 0
 
 
@@ -121,18 +86,35 @@ def _serve(args) -> int:
 
 
 def _config_show(args) -> int:
-    from pipeline.config import load
+    print(api.load_config(args.config, args.overrides).to_yaml(), end="")
+    return 0
 
-    print(load(args.config, args.overrides).to_yaml(), end="")
+
+def _config_get(args) -> int:
+    """One resolved value (``tracking.uri``, ``export.root``...), for scripts and the Makefile."""
+    value = api.load_config(args.config, args.overrides).model_dump(mode="json")
+    for part in args.key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"Unknown key `{args.key}` (see `pipeline config show {args.config}`)")
+        value = value[part]
+    print(value if not isinstance(value, (dict, list)) else __import__("json").dumps(value))
+    return 0
+
+
+def _config_schema(args) -> int:
+    import json
+
+    from pipeline.config import ExperimentConfig
+
+    print(json.dumps(ExperimentConfig.model_json_schema(), indent=1))
     return 0
 
 
 def _augment_preview(args) -> int:
-    from pipeline.config import load
-    from pipeline.train.loop import configure_tensorflow
+    cfg = api.load_config(args.config, args.overrides)
+    from pipeline import runtime
 
-    cfg = load(args.config, args.overrides)
-    configure_tensorflow(cfg)
+    runtime.configure(cfg)
     from pipeline.data.augment import preview
 
     out = preview(cfg, args.out or f"{cfg.workdir}/augment-preview-{cfg.name}.png", n_images=args.images)
@@ -199,10 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write a self-contained HTML report of a run or an experiment (and log it)")
     report.add_argument("run_id", nargs="?", help="MLflow run id (the summary of `pipeline train` prints it)")
     report.add_argument("--experiment", metavar="NAME", help="report on every run of this experiment instead")
-    report.add_argument("--tracking-uri", default="sqlite:///work/mlflow.db", help="default sqlite:///work/mlflow.db")
+    report.add_argument("--workdir", default="work", help="the experiment's workdir (default work)")
+    report.add_argument("--tracking-uri", help="default sqlite:///<workdir>/mlflow.db")
     report.add_argument("--out", help="HTML path (default <workdir>/runs/<run id>/report.html, or "
                                       "<store folder>/reports/<experiment>.html)")
     report.set_defaults(run=_report)
+
+    prepare = with_config(sub.add_parser("prepare", help="prepare the configured dataset as its own step"))
+    prepare.set_defaults(run=_prepare)
 
     from serving.server import build_parser as serve_options
 
@@ -212,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="inspect configs")
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     with_config(config_sub.add_parser("show", help="print the resolved config")).set_defaults(run=_config_show)
+    get = config_sub.add_parser("get", help="print one resolved value, e.g. tracking.uri")
+    get.add_argument("config")
+    get.add_argument("key")
+    get.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides")
+    get.set_defaults(run=_config_get)
+    config_sub.add_parser("schema", help="print the config's JSON schema (for editors)").set_defaults(
+        run=_config_schema)
 
     preview = with_config(sub.add_parser("augment-preview", help="write a PNG grid of the configured augmentations"))
     preview.add_argument("--out", help="PNG path (default <workdir>/augment-preview-<name>.png)")
@@ -220,8 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may also come after options (``--workers 2 train.epochs=3``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C stops a run cleanly even when started from a shell that ignored SIGINT (`cmd &`).
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from pipeline.text import fmt
+
 SKILL_FLOOR = 0.5  # training skill below this (0 = trivial predictor, 1 = perfect) is underfitting
 RISE_LIMIT = 0.10  # validation loss this far (relative) above its minimum at the end is overfitting...
 GAP_LIMIT = 0.25  # ...or a final gap (val - train) above this share of the validation loss, and widening
 STILL_FALLING = 0.02  # share of the run's whole fall in validation loss made in its last fifth: not converged
+SPARSE = 1e-3  # |weight| below this counts as zero in sparsity figures (studies, run reports)
 
 ADVICE = {
     "overfitting": [
@@ -63,9 +66,26 @@ class Diagnosis:
     def markdown(self) -> str:
         lines = [f"**Fit: {self.verdict}**", "", *[f"- {r}" for r in self.reasons], "", "| evidence | value |",
                  "| --- | --- |"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in self.evidence.items()]
+        lines += [f"| {k} | {fmt(v)} |" for k, v in self.evidence.items()]
         lines += ["", "Advice:", *[f"- {a}" for a in self.advice]]
         return "\n".join(lines) + "\n"
+
+
+def diagnose_run(cfg, history: dict[str, list[float]], task, data) -> Diagnosis | None:
+    """The diagnosis of a training run, against the trivial predictor of its training labels (None without curves)."""
+    import numpy as np
+
+    from pipeline.tasks import direction
+
+    metric = task.metric_names[0]
+    if not {"loss", "val_loss", metric} <= set(history):
+        return None
+    higher = direction(metric) == "max"
+    labels = np.asarray(data.train_columns[data.spec.label])
+    trivial = (np.bincount(labels.astype(np.int64)).max() / len(labels) if higher
+               else float(np.std(labels.astype(np.float64))))
+    epochs = len(history["loss"])
+    return diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs)
 
 
 def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: bool, trivial: float,
@@ -140,7 +160,3 @@ def _slope(values: list[float]) -> float:
     mean_x, mean_y = (n - 1) / 2, sum(values) / n
     num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
     return num / sum((i - mean_x) ** 2 for i in range(n))
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,7 +1,12 @@
-"""Atomic writes: a temporary file beside the target, then a rename, so a reader (or a kill) never sees half a file."""
+"""Atomic writes: a temporary file beside the target, then a rename, so a reader (or a kill) never sees half a file.
+
+Every file the pipeline writes for later reading (tuning state, tables, plots,
+reports) goes through here.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,13 +20,34 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def save_figure(fig, path: Path, dpi: int = 90) -> Path:
-    """A matplotlib figure as PNG, atomically; the figure is closed."""
+def write_json(path: Path, data) -> Path:
+    return write_text(path, json.dumps(data, default=str))
+
+
+def read_json(path: Path):
+    """The JSON in ``path``, or None if it is missing or unreadable (a file written here is whole or absent)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on servers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 90) -> Path:
+    """A matplotlib figure as PNG, atomically; the figure is closed."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
+    pyplot().close(fig)
     os.replace(tmp, path)
     return path

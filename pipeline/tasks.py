@@ -1,13 +1,86 @@
 """Tasks: what the label means, decided by the data (a TFDS ClassLabel is classification).
 
-A task owns the loss, the metrics, the output head, the target transform and
-the serving outputs, so data, models, training and export share one code path
-for digits, house prices and ratings.
+A task owns the loss, the output head, the target transform, the serving
+outputs and its metrics: the Keras metric objects training updates, the
+direction of every metric it logs, and the same figures computed in NumPy on
+exported predictions (scikit-learn's). Data, models, training, tuning,
+retraining and reports all ask the task, so digits, house prices and ratings
+share one code path, and adding a metric touches ``METRICS`` alone.
 """
 
 from __future__ import annotations
 
-from pipeline.config import ExperimentConfig
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: its direction, its Keras object (for training) and its NumPy form (for exports)."""
+
+    direction: str  # "max" or "min"
+    keras: Callable  # name -> a keras.metrics.Metric
+    numpy: Callable  # (y_true, y_pred) -> float, on the label's own scale
+
+
+def _accuracy(name):
+    import keras
+
+    return keras.metrics.SparseCategoricalAccuracy(name=name)
+
+
+def _rmse(name):
+    import keras
+
+    return keras.metrics.RootMeanSquaredError(name=name)
+
+
+def _mae(name):
+    import keras
+
+    return keras.metrics.MeanAbsoluteError(name=name)
+
+
+def _sk(name: str):
+    """A scikit-learn metric by name, imported when first used (sklearn takes a second to import)."""
+    def score(y_true, y_pred) -> float:
+        import sklearn.metrics
+
+        return float(getattr(sklearn.metrics, name)(y_true, y_pred))
+
+    return score
+
+
+METRICS = {
+    "accuracy": Metric("max", _accuracy, _sk("accuracy_score")),
+    "rmse": Metric("min", _rmse, _sk("root_mean_squared_error")),
+    "mae": Metric("min", _mae, _sk("mean_absolute_error")),
+    # Ranking figures the recommender family computes itself (models/recommender.py): direction only.
+    "recall": Metric("max", None, None),
+    "ndcg": Metric("max", None, None),
+}
+# Names a metric is logged under: val_accuracy, test_rmse, challenger_mae, best_val_accuracy, rmse_log ...
+_PREFIXES = ("best_", "challenger_", "champion_", "test_", "val_")
+
+
+def direction(name: str) -> str:
+    """"max" or "min" for a metric as it is logged (losses and errors fall, accuracy rises).
+
+    Raises:
+        ConfigError: the name is no loss and no metric of any task.
+    """
+    base = name
+    while base.startswith(_PREFIXES):
+        base = base.split("_", 1)[1]
+    for known, metric in {"loss": Metric("min", None, None), **METRICS}.items():
+        if base == known or base.startswith(known + "_"):
+            return metric.direction
+    raise ConfigError(f"Unknown metric {name!r}: expected loss or one of {', '.join(METRICS)} "
+                      "(optionally prefixed val_ or test_)")
 
 
 class Classification:
@@ -16,12 +89,15 @@ class Classification:
     name = "classification"
     loss = "sparse_categorical_crossentropy"
     outputs = ("probabilities", "class_id")
+    metric_names = ("accuracy",)
+    label_output = "class_id"  # the serving output that compares with the label
 
-    def __init__(self, cfg: ExperimentConfig, spec):
+    def __init__(self, cfg, spec):
         self.spec = spec
 
     def metrics(self) -> list:
-        return ["accuracy"]
+        """Fresh Keras metric objects, in the order they are logged."""
+        return [METRICS[n].keras(n) for n in self.metric_names]
 
     def head(self, x, reg, target_mean: float):
         from keras import layers
@@ -35,6 +111,10 @@ class Classification:
     def target_numpy(self, y):
         return y
 
+    def loss_inputs(self, y, prediction):
+        """(labels, prediction) in the shapes the loss and the metrics take."""
+        return y, prediction
+
     def serve(self, prediction) -> dict:
         import tensorflow as tf
 
@@ -44,20 +124,12 @@ class Classification:
         return {"probabilities": ("float32", [None, self.spec.num_classes]), "class_id": ("int64", [None])}
 
     def evaluate(self, predictions, targets) -> dict[str, float]:
+        """Figures Keras' metrics do not log (none for classification)."""
         return {}
 
-    # Sums a custom loop adds up across replicas and batches (custom_loop.py), then their logs.
-    def loss_inputs(self, y, prediction):
-        return y, prediction
-
-    def sums(self, y, prediction) -> dict:
-        import tensorflow as tf
-
-        hit = tf.equal(tf.argmax(prediction, axis=-1), tf.cast(y, tf.int64))
-        return {"correct": tf.reduce_sum(tf.cast(hit, tf.float32))}
-
-    def logs(self, totals: dict, count: float) -> dict:
-        return {"accuracy": totals["correct"] / count}
+    def score_served(self, served, labels) -> dict[str, float]:
+        """The task's metrics on an export's ``label_output`` against the dataset's labels."""
+        return {n: METRICS[n].numpy(labels, served) for n in self.metric_names}
 
 
 class Regression:
@@ -66,15 +138,15 @@ class Regression:
     name = "regression"
     loss = "mse"
     outputs = ("prediction",)
+    metric_names = ("rmse", "mae")
+    label_output = "prediction"
 
-    def __init__(self, cfg: ExperimentConfig, spec):
+    def __init__(self, cfg, spec):
         self.spec = spec
         self.log = cfg.features.target_transform == "log"
 
     def metrics(self) -> list:
-        import keras
-
-        return [keras.metrics.RootMeanSquaredError(name="rmse"), keras.metrics.MeanAbsoluteError(name="mae")]
+        return [METRICS[n].keras(n) for n in self.metric_names]
 
     def head(self, x, reg, target_mean: float):
         import keras
@@ -91,10 +163,13 @@ class Regression:
         return tf.math.log(y) if self.log else y
 
     def target_numpy(self, y):
-        import numpy as np
-
         y = np.asarray(y, dtype=np.float32)
         return np.log(y) if self.log else y
+
+    def loss_inputs(self, y, prediction):
+        import tensorflow as tf
+
+        return tf.expand_dims(tf.cast(y, tf.float32), -1), prediction
 
     def invert(self, prediction):
         """Model output (training scale) -> the label's own scale."""
@@ -109,36 +184,27 @@ class Regression:
     def output_specs(self) -> dict:
         return {"prediction": ("float32", [None])}
 
-    def loss_inputs(self, y, prediction):
-        import tensorflow as tf
-
-        return tf.expand_dims(tf.cast(y, tf.float32), -1), prediction
-
-    def sums(self, y, prediction) -> dict:
-        import tensorflow as tf
-
-        error = tf.squeeze(prediction, -1) - tf.cast(y, tf.float32)
-        return {"sse": tf.reduce_sum(tf.square(error)), "sae": tf.reduce_sum(tf.abs(error))}
-
-    def logs(self, totals: dict, count: float) -> dict:
-        return {"rmse": (totals["sse"] / count) ** 0.5, "mae": totals["sae"] / count}
-
     def evaluate(self, predictions, targets) -> dict[str, float]:
-        """Errors on the label's own scale (and on the log scale when training on logs)."""
-        import numpy as np
-
-        pred, true = predictions.reshape(-1).astype(np.float64), targets.reshape(-1).astype(np.float64)
+        """With a log target, Keras logs errors of log(y): add those of y itself, named as such."""
         if not self.log:
             return {}
-        out = {"rmse_log": float(np.sqrt(np.mean((pred - true) ** 2)))}
-        pred, true = np.exp(pred), np.exp(true)
-        out.update(rmse_original=float(np.sqrt(np.mean((pred - true) ** 2))),
-                   mae_original=float(np.mean(np.abs(pred - true))))
+        pred, true = predictions.reshape(-1).astype(np.float64), targets.reshape(-1).astype(np.float64)
+        return {"rmse_log": METRICS["rmse"].numpy(true, pred),
+                "rmse_original": METRICS["rmse"].numpy(np.exp(true), np.exp(pred)),
+                "mae_original": METRICS["mae"].numpy(np.exp(true), np.exp(pred))}
+
+    def score_served(self, served, labels) -> dict[str, float]:
+        """Errors of an export's predictions (the label's scale) against the dataset's labels (training scale)."""
+        served, labels = np.asarray(served, np.float64), np.asarray(labels, np.float64)
+        true = np.exp(labels) if self.log else labels
+        out = {n: METRICS[n].numpy(true, served) for n in self.metric_names}
+        if self.log:
+            out["rmse_log"] = METRICS["rmse"].numpy(labels, np.log(np.maximum(served, 1e-9)))
         return out
 
 
 TASKS = {"classification": Classification, "regression": Regression}
 
 
-def task_for(cfg: ExperimentConfig, spec):
+def task_for(cfg, spec):
     return TASKS[spec.task](cfg, spec)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="serving", description="TF Serving's REST API over an export root.")
-    parser.add_argument("--root", default="work/exports", help="export root: <root>/<model>/<version>/ (default work/exports)")
+    parser.add_argument("--workdir", default="work", help="the experiments' workdir (default work)")
+    parser.add_argument("--root", help="export root: <root>/<model>/<version>/ (default <workdir>/exports)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default (8501)")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between scans for new versions (default 1)")
@@ -30,7 +31,7 @@ def serve(args) -> int:
     from serving.models import Repository
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = Path(args.root)
+    root = Path(args.root or Path(args.workdir) / "exports")
     if not root.is_dir():
         from pipeline.errors import ConfigError
 

@@ -52,7 +52,7 @@ def tiny_cfg(tmp_path, tfds_dir):
 def trained(tmp_path_factory, tfds_dir):
     """One tiny tracked and exported run, shared by the tests that only inspect its outputs."""
     from pipeline.config import load
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     workdir = tmp_path_factory.mktemp("trained") / "work"
     cfg = load(DIGITS, tiny(workdir, tfds_dir))

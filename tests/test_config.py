@@ -58,6 +58,11 @@ BAD_OVERRIDES = {
     "wrong type": (["train.epochs=many"], "Invalid value for `train.epochs`: 'many'. Expected an integer in [1, inf)."),
     "lambda missing": (["regularization.kernel=l1"], "Invalid `regularization`: `l1` must be > 0 when kernel is 'l1'."),
     "bad override": (["epochs"], "Invalid override `epochs`: expected key=value"),
+    "renamed data.features": (["data.features=[image]"], "`data.features` was renamed: use `data.columns`."),
+    "renamed column_types": (["data.column_types={a: int}"], "`data.column_types` was renamed: use `data.dtypes`."),
+    "renamed features.types": (["features.types={a: numeric}"], "`features.types` was renamed: use `features.kinds`."),
+    "renamed early stopping mode": (["train.early_stopping.mode=max"],
+                                    "`train.early_stopping.mode` was renamed: use `train.early_stopping.direction`."),
 }
 
 
@@ -112,9 +117,11 @@ def test_bad_config_exits_2_with_one_line_before_tensorflow_and_writes_nothing(t
     assert not workdir.exists()
 
 
-def test_help_lists_commands_without_importing_tensorflow():
+def test_help_and_the_python_api_import_no_tensorflow():
     script = (
-        "import sys; from pipeline.cli import main\n"
+        "import sys, pipeline; from pipeline.cli import main\n"
+        "cfg = pipeline.load_config('configs/digits.yaml', ['train.epochs=3'])\n"
+        "assert callable(pipeline.train) and cfg.train.epochs == 3\n"
         "try: main(['--help'])\nexcept SystemExit as e: code = e.code\n"
         "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)"
     )
@@ -140,7 +147,7 @@ def test_config_show_prints_the_resolved_config():
 def test_registries_cover_every_name_the_config_allows():
     import typing
 
-    from pipeline.config import (
+    from pipeline.config.schema import (
         AugmentLayer,
         ModelConfig,
         OptimizerConfig,
@@ -167,3 +174,43 @@ def test_registries_cover_every_name_the_config_allows():
 def test_two_clipping_modes_are_rejected_before_keras_sees_them():
     with pytest.raises(ConfigError, match=r"Invalid `optimizer`: set `clipnorm` or `clipvalue`, not both"):
         load(None, ["optimizer.clipnorm=1", "optimizer.clipvalue=1"])
+
+
+def test_config_get_prints_one_resolved_value_and_schema_the_json_schema(capsys):
+    import json
+
+    from pipeline.cli import main
+
+    assert main(["config", "get", "configs/digits.yaml", "tracking.uri", "workdir=/tmp/w"]) == 0
+    assert capsys.readouterr().out.strip() == "sqlite:////tmp/w/mlflow.db"
+    assert main(["config", "get", "configs/digits.yaml", "train.epochz"]) == 2
+    assert "Unknown key `train.epochz`" in capsys.readouterr().err
+    assert main(["config", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    dropout = schema["$defs"]["ModelConfig"]["properties"]["dropout"]
+    assert dropout["description"].startswith("Dropout rate") and (dropout["minimum"], dropout["exclusiveMaximum"]) == (0, 1)
+
+
+def test_overrides_may_follow_options():
+    from pipeline.cli import parse
+
+    args = parse(["train", "configs/digits.yaml", "--workers", "2", "train.epochs=2"])
+    assert (args.workers, args.overrides) == (2, ["train.epochs=2"])
+    with pytest.raises(SystemExit):
+        parse(["train", "configs/digits.yaml", "--workers", "2", "--nope"])
+
+
+@pytest.mark.parametrize("name,expected", [("val_accuracy", "max"), ("test_rmse_log", "min"), ("loss", "min"),
+                                           ("challenger_accuracy", "max"), ("val_mae", "min"),
+                                           ("test_recall_at_10", "max")])
+def test_every_metric_has_one_direction_owned_by_the_tasks(name, expected):
+    from pipeline.tasks import direction
+
+    assert direction(name) == expected
+
+
+def test_an_unknown_metric_has_no_direction():
+    from pipeline.tasks import direction
+
+    with pytest.raises(ConfigError, match="Unknown metric 'val_f1'"):
+        direction("val_f1")

@@ -99,8 +99,8 @@ def test_unknown_dataset_is_a_data_error_naming_the_field(tiny_cfg):
 def test_missing_feature_key_is_a_data_error(tiny_cfg):
     from pipeline.data import dataset
 
-    with pytest.raises(DataError, match=r"Invalid `data.features`: 'pixels' is not a feature of digits; it has id, image, label"):
-        dataset.load(tiny_cfg("data.features=[pixels]"))
+    with pytest.raises(DataError, match=r"Invalid `data.columns`: 'pixels' is not a feature of digits; it has id, image, label"):
+        dataset.load(tiny_cfg("data.columns=[pixels]"))
 
 
 def test_augment_preview_writes_a_png_grid(tiny_cfg, tmp_path):

@@ -56,7 +56,7 @@ def test_a_plateau_with_a_small_gap_is_a_good_fit():
     (["optimizer.learning_rate=0.000001", "optimizer.schedule.name=constant", "model.batch_norm=false"], "underfitting"),
 ], ids=["overfit", "underfit"])
 def test_real_runs_made_to_overfit_and_underfit_are_named(tiny_cfg, overrides, verdict):
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     result = train(tiny_cfg("export.enabled=false", *overrides))
     assert result.diagnosis.verdict == verdict, result.diagnosis.markdown()

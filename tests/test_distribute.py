@@ -52,7 +52,7 @@ def test_last_partial_batch_is_kept_or_dropped_as_configured(tiny_cfg):
 
 
 def test_mixed_float16_is_refused_on_a_cpu_with_the_alternative(tiny_cfg):
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     with pytest.raises(ConfigError, match=r"`train.precision`: 'mixed_float16' needs a GPU.*mixed_bfloat16"):
         train(tiny_cfg("train.precision=mixed_float16"))
@@ -62,7 +62,7 @@ def test_mixed_bfloat16_trains_and_the_export_still_takes_and_returns_float32(ti
     import keras
     import tensorflow as tf
 
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     result = train(tiny_cfg("train.precision=mixed_bfloat16", "train.epochs=1"))
     try:

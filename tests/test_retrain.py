@@ -34,8 +34,8 @@ def _registry(cfg):
 @pytest.mark.slow
 def test_retraining_promotes_a_better_challenger_and_keeps_the_champion_against_a_worse_one(tmp_path, tfds_dir):
     from pipeline.export import versions as served_versions
-    from pipeline.retrain import lock, retrain
-    from pipeline.train.loop import train
+    from pipeline.jobs.retrain import lock, retrain
+    from pipeline.jobs.train import train
 
     workdir = tmp_path / "work"
     weak = train(_cfg(workdir, tfds_dir, 1))  # `pipeline train`: registered, and it serves, so it is the champion
@@ -70,12 +70,12 @@ def test_retraining_promotes_a_better_challenger_and_keeps_the_champion_against_
 
 @pytest.mark.slow
 def test_a_broken_schema_stops_retraining_before_it_trains(tmp_path, tfds_dir):
-    from pipeline.retrain import lock, retrain
-    from pipeline.train.loop import train
+    from pipeline.jobs.retrain import lock, retrain
+    from pipeline.jobs.train import train
 
     workdir = tmp_path / "work"
     train(_cfg(workdir, tfds_dir, 1))
-    changed = _cfg(workdir, tfds_dir, 1, "data.features=[image, id]")  # a feature the champion never saw
+    changed = _cfg(workdir, tfds_dir, 1, "data.columns=[image, id]")  # a feature the champion never saw
     with pytest.raises(DataError, match="feature 'id' is new"), lock(changed):
         retrain(changed)
     client, registered, alias = _registry(changed)
@@ -127,10 +127,10 @@ def test_a_second_retraining_is_refused_by_the_lock_at_once(tmp_path, tfds_dir):
 
 
 def test_a_challenger_below_the_absolute_threshold_is_never_promoted():
-    from pipeline.retrain import decide
+    from pipeline.jobs.retrain import decide
 
-    promoted, reason = decide("accuracy", True, 0.0, {"accuracy": 0.97}, {"accuracy": 0.96}, None)
+    promoted, reason = decide("accuracy", 0.0, {"accuracy": 0.97}, {"accuracy": 0.96}, None)
     assert not promoted and "misses the threshold 0.97" in reason
-    promoted, reason = decide("rmse_log", False, 0.01, {}, {"rmse_log": 0.125}, {"rmse_log": 0.13})
+    promoted, reason = decide("rmse_log", 0.01, {}, {"rmse_log": 0.125}, {"rmse_log": 0.13})
     assert not promoted and "does not beat" in reason  # better, but not by more than the margin
-    assert decide("rmse_log", False, 0.01, {}, {"rmse_log": 0.11}, {"rmse_log": 0.13})[0]
+    assert decide("rmse_log", 0.01, {}, {"rmse_log": 0.11}, {"rmse_log": 0.13})[0]

@@ -41,7 +41,7 @@ def call(port: int, path: str, body=None, raw: bytes | None = None, timeout: flo
 @pytest.fixture(scope="module")
 def models(trained, tmp_path_factory, tfds_dir):
     """An export root with the digits model, a raw-feature tabular model and a copy for version swaps."""
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     root = tmp_path_factory.mktemp("serving") / "exports"
     digits_cfg, digits = trained

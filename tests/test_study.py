@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipeline.errors import ConfigError
-from pipeline.study import load_study, run_study
+from pipeline.jobs.study import load_study, run_study
 
 from .conftest import ROOT, tiny
 

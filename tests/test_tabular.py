@@ -57,7 +57,7 @@ def test_movielens_time_split_trains_on_the_past(tmp_path, tfds_dir):
     from pipeline.data import dataset
 
     cfg = load(MOVIELENS, shrink(tmp_path, tfds_dir, "data.time_split={column: timestamp, validation: 0.7, test: 0.8}",
-                                 "data.features=[userId, movieId, timestamp]"))
+                                 "data.columns=[userId, movieId, timestamp]"))
     data = dataset.load(cfg)
     train, val, test = (_column(d, "timestamp") for d in (data.train_epoch(), data.validation, data.test))
     assert train.max() <= val.min() and val.max() <= test.min()
@@ -140,7 +140,7 @@ def test_csv_with_a_bad_value_names_file_line_and_column(tmp_path, tfds_dir):
 def test_csv_skipping_bad_rows_counts_them_in_the_run(tmp_path, tfds_dir):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     path = write_houses(tmp_path / "houses.csv", bad_rows={3: "n/a?", 40: "big", 41: "12 m2"})
     cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.on_bad_input=skip"))
@@ -180,7 +180,7 @@ def write_image_folder(root, per_class: int = 12, broken: bool = False):
 def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, tfds_dir):
     import tensorflow as tf
 
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     root = write_image_folder(tmp_path / "pictures", broken=True)
     cfg = load(ROOT / "configs/examples/image_folder.yaml",
@@ -206,7 +206,7 @@ def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):
 def test_ames_export_takes_raw_named_columns_and_returns_dollars(tmp_path, tfds_dir):
     import tensorflow as tf
 
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     cfg = load(AMES, shrink(tmp_path, tfds_dir, "model.width=16"))
     result = train(cfg)
@@ -229,7 +229,7 @@ def test_recommend_signature_returns_k_distinct_unseen_items(tmp_path, tfds_dir)
     import tensorflow as tf
 
     from pipeline.data import dataset
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     cfg = load(MOVIELENS, shrink(tmp_path, tfds_dir, "model.recommender.factors=4"))
     result = train(cfg)

@@ -65,7 +65,7 @@ def test_run_artifacts_hold_config_data_spec_curves_and_model(trained, tmp_path)
 
 
 def test_same_config_and_seed_give_the_same_metrics(tiny_cfg):
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     cfg = tiny_cfg("tracking.enabled=false", "export.enabled=false")
     first, second = train(cfg), train(cfg)
@@ -75,7 +75,7 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_cfg):
 
 
 def test_early_stopping_stops_before_max_epochs_on_a_plateau(tiny_cfg):
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     # min_delta larger than any possible improvement: every epoch after the first is a plateau.
     cfg = tiny_cfg("train.epochs=30", "train.early_stopping.patience=2", "train.early_stopping.min_delta=100",
@@ -87,7 +87,7 @@ def test_early_stopping_stops_before_max_epochs_on_a_plateau(tiny_cfg):
 
 def test_a_failure_marks_the_run_failed_and_publishes_nothing(tiny_cfg, monkeypatch):
     from pipeline.export import saved_model
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     def broken_write(*args, **kwargs):
         raise OSError("disk full")
@@ -141,7 +141,7 @@ def test_runs_log_to_a_real_mlflow_tracking_server(tmp_path, tfds_dir):
     from mlflow.tracking import MlflowClient
 
     from pipeline.config import load
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     port = _free_port()
     server = subprocess.Popen(
@@ -195,14 +195,14 @@ def test_any_prepared_tfds_dataset_trains_with_only_a_config_change(tmp_path):
     import tensorflow as tf
 
     from pipeline.config import load
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     data_dir = tmp_path / "their_tfds"
     (tmp_path / "their_builder").mkdir()  # TFDS wants a builder inside a package
     (tmp_path / "their_builder" / "__init__.py").write_text(PREPARE_OWN_DATASET)
     prepare = f"from their_builder import TinyShapes; TinyShapes(data_dir={str(data_dir)!r}).download_and_prepare()"
     subprocess.run([sys.executable, "-c", prepare], cwd=tmp_path, check=True, timeout=120, capture_output=True)
-    cfg = load(DIGITS, tiny(tmp_path / "work", data_dir, "data.dataset=tiny_shapes", "data.features=[picture]", "data.drop_remainder=false",
+    cfg = load(DIGITS, tiny(tmp_path / "work", data_dir, "data.dataset=tiny_shapes", "data.columns=[picture]", "data.drop_remainder=false",
                             "data.label_key=kind", "name=shapes", "train.epochs=1",
                             "data.splits.train=train[:60%]", "data.splits.validation=train[60%:80%]",
                             "data.splits.test=train[80%:]"))
@@ -217,7 +217,7 @@ def test_a_run_does_not_depend_on_what_ran_before_in_the_process(tmp_path, tfds_
     from mlflow.tracking import MlflowClient
 
     from pipeline.config import load
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
 
     from .conftest import run_cli
 

@@ -112,7 +112,7 @@ ALGORITHMS = {
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_each_algorithm_runs_tracked_trials_and_writes_a_best_config(tmp_path, tfds_dir, algorithm):
-    from pipeline.tune.search import tune
+    from pipeline.jobs.tune import tune
 
     options = dict(ALGORITHMS[algorithm])
     cfg = load(_config(tmp_path, tfds_dir, space=options.pop("space", None), algorithm=algorithm, **options))
@@ -152,8 +152,8 @@ def test_each_algorithm_runs_tracked_trials_and_writes_a_best_config(tmp_path, t
         for t in outcome.trials:
             assert (t.get("optimizer.momentum") is not None) == (t["optimizer.name"] == "momentum"), t
     if algorithm == "grid":  # the best config retrains as an ordinary run, and its report shows the search
+        from pipeline.jobs.train import train
         from pipeline.report import report
-        from pipeline.train.loop import train
 
         result = train(best, run_tags={"tune.parent_run": outcome.parent_run_id})  # as --then-train does
         assert result.export_path.is_dir() and result.test_metrics["test_accuracy"] > 0

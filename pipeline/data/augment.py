@@ -9,8 +9,6 @@ a run replays exactly, while every epoch still draws fresh transformations
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from pipeline.config import AugmentConfig, ExperimentConfig
@@ -96,13 +94,12 @@ def build_augmenter(cfg: AugmentConfig, seed: int):
 
 def preview(cfg: ExperimentConfig, out: str | Path, n_images: int = 6) -> Path:
     """Write a PNG grid: each sample image, then each augmentation alone, then all together."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     from pipeline.data.dataset import sample_images
+    from pipeline.files import pyplot, save_figure
+
+    plt = pyplot()
 
     images = sample_images(cfg, n_images).astype("float32")
     layers = build_layers(cfg.augment, cfg.seed)
@@ -120,11 +117,4 @@ def preview(cfg: ExperimentConfig, out: str | Path, n_images: int = 6) -> Path:
             axes[row, col].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
             axes[row, col].axis("off")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_figure(fig, Path(out), dpi=100)

@@ -114,7 +114,7 @@ def sample_images(cfg: ExperimentConfig, n: int):
     import tensorflow_datasets as tfds
 
     raw, info, _ = _read(cfg)  # no DataSpec: it would hash every record file for nothing
-    names = cfg.data.features or list(info.features)
+    names = cfg.data.columns or list(info.features)
     image = next((n for n in names if isinstance(info.features[n], tfds.features.Image)), None)
     if image is None:
         raise DataError(f"Dataset {info.name} has no image feature to preview.")
@@ -153,10 +153,10 @@ def _read(cfg: ExperimentConfig):
         ) from None
     except (ValueError, AssertionError) as exc:
         raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
-    wanted = [cfg.data.label_key, *(cfg.data.features or []), *([time_split.column] if time_split else [])]
+    wanted = [cfg.data.label_key, *(cfg.data.columns or []), *([time_split.column] if time_split else [])]
     for key in wanted:
         if key not in info.features:
-            which = "label_key" if key == cfg.data.label_key else "time_split.column" if time_split and key == time_split.column else "features"
+            which = "label_key" if key == cfg.data.label_key else "time_split.column" if time_split and key == time_split.column else "columns"
             raise DataError(
                 f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
             )
@@ -192,7 +192,7 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
     import tensorflow_datasets as tfds
 
     label = info.features[cfg.data.label_key]
-    names = cfg.data.features or [n for n in info.features if n != cfg.data.label_key]
+    names = cfg.data.columns or [n for n in info.features if n != cfg.data.label_key]
     features = []
     for name in names:
         feature = info.features[name]
@@ -204,7 +204,7 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
             kind = "image"
         else:
             kind = "categorical" if dtype == "string" else "numeric"
-        kind = cfg.features.types.get(name, kind)
+        kind = cfg.features.kinds.get(name, kind)
         features.append(Feature(name, kind, dtype, tuple(feature.shape)))
     classification = isinstance(label, tfds.features.ClassLabel)
     split_specs = {name: getattr(cfg.data.splits, name) for name in SPLITS}

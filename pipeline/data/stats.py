@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.text import fmt
+
 MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen categories are not checked
 IMAGE_EXAMPLES = 2_000
 
@@ -55,7 +57,7 @@ class Report:
 
     def markdown(self) -> str:
         lines = ["| feature | check | value | limit | verdict |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['feature']} | {r['check']} | {_fmt(r['value'])} | {_fmt(r['limit'])} | {r['verdict']} |"
+        lines += [f"| {r['feature']} | {r['check']} | {fmt(r['value'])} | {fmt(r['limit'])} | {r['verdict']} |"
                   for r in self.rows]
         return "\n".join(lines) + "\n"
 
@@ -100,12 +102,12 @@ def _drift(report: Report, name: str, ref: dict, cur: dict, values: np.ndarray, 
         report.add(name, "out_of_range", round(outside, 4), limits.out_of_range,
                    "warning" if outside > limits.out_of_range else "ok",
                    f"feature {name!r}: {outside:.1%} of values outside the champion's range "
-                   f"[{_fmt(ref['min'])}, {_fmt(ref['max'])}]")
+                   f"[{fmt(ref['min'])}, {fmt(ref['max'])}]")
         shift = abs(cur["mean"] - ref["mean"]) / (ref["std"] or 1.0)
         report.add(name, "mean_shift", round(shift, 4), limits.mean_shift,
                    "warning" if shift > limits.mean_shift else "ok",
                    f"feature {name!r}: mean moved {shift:.2f} standard deviations "
-                   f"({_fmt(ref['mean'])} -> {_fmt(cur['mean'])})")
+                   f"({fmt(ref['mean'])} -> {fmt(cur['mean'])})")
     if "categories" in ref and not ref.get("truncated"):
         known = set(ref["categories"])
         unseen = {c: s for c, s in cur["categories"].items() if c not in known}
@@ -153,7 +155,3 @@ def _image_values(data, name: str) -> np.ndarray:
         if seen >= IMAGE_EXAMPLES:
             break
     return np.concatenate(batches)[:IMAGE_EXAMPLES] if batches else np.zeros((0,), np.float32)
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -19,7 +19,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline.report.page import img, page, pyplot, table
+from pipeline.files import pyplot
+from pipeline.report.page import img, page, table
+from pipeline.text import fmt
 
 TOP = 25  # leaderboard rows
 CURVES = 5  # runs whose validation curves are drawn
@@ -96,8 +98,8 @@ def _leaderboard(ranked, metric: str | None) -> str:
     for i, r in enumerate(ranked[:TOP], 1):
         m, t = r.data.metrics, r.data.tags
         rows.append((i, r.info.run_name, r.info.run_id[:8], kind(r), r.info.status, f"{m[metric]:.4f}",
-                     _fmt(m.get("best_epoch")), _fmt(m.get("epochs_run")), t.get("fit.verdict", "-"),
-                     _fmt(t.get("fit.final_gap")), _duration(r), _when(r.info.start_time)))
+                     fmt(m.get("best_epoch")), fmt(m.get("epochs_run")), t.get("fit.verdict", "-"),
+                     fmt(t.get("fit.final_gap")), _duration(r), _when(r.info.start_time)))
     note = f"<p>{len(ranked)} runs with {metric}; the best {min(TOP, len(ranked))} shown.</p>"
     return note + table(["rank", "run", "id", "kind", "status", metric, "kept epoch", "epochs", "fit", "gap",
                          "duration", "started"], rows)
@@ -194,7 +196,9 @@ def _ranked(runs, metric: str | None) -> list:
 
 
 def _higher_is_better(metric: str | None) -> bool:
-    return bool(metric) and any(k in metric for k in ("accuracy", "recall", "ndcg", "auc"))
+    from pipeline.tasks import direction
+
+    return bool(metric) and direction(metric) == "max"
 
 
 def _log(client, experiment_id: str, path: Path) -> None:
@@ -222,14 +226,3 @@ def _duration(run) -> str:
     if not run.info.end_time:
         return "-"
     return f"{(run.info.end_time - run.info.start_time) / 1000:.0f} s"
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f"{number:.4g}"
-

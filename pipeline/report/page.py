@@ -11,6 +11,8 @@ import base64
 import html
 import io
 
+from pipeline.files import pyplot
+
 
 def page(title: str, sections: list[tuple[str, str, str]]) -> str:
     """The page: a ``<section id=...>`` per (id, heading, html) entry."""
@@ -32,15 +34,6 @@ def table(header, rows) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def img(fig, alt: str) -> str:

@@ -17,9 +17,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline.report.page import img, img_bytes, page, pyplot, table
-
-SPARSE = 1e-3  # |weight| below this counts as zero for sparsity
+from pipeline.diagnose import SPARSE
+from pipeline.files import pyplot
+from pipeline.report.page import img, img_bytes, page, table
 
 
 def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
@@ -122,12 +122,13 @@ def _errors(cfg, run) -> str:
         return "<p>The run has no export on this machine.</p>"
     data = dataset.load(cfg)
     task = task_for(cfg, data.spec)
-    pred, true = predict_split(path, data.spec, data.test, "class_id" if task.name == "classification" else "prediction")
+    pred, true = predict_split(path, data.spec, data.test, task.label_output)
     plt = pyplot()
     if task.name == "classification":
+        from sklearn.metrics import confusion_matrix
+
         k = data.spec.num_classes
-        matrix = np.zeros((k, k), dtype=int)
-        np.add.at(matrix, (true.astype(int), pred.astype(int)), 1)
+        matrix = confusion_matrix(true.astype(int), pred.astype(int), labels=range(k))
         fig, ax = plt.subplots(figsize=(5, 4.5))
         ax.imshow(matrix, cmap="Blues")
         for i in range(k):

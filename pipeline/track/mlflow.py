@@ -186,7 +186,7 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
     if not cfg.tracking.enabled:
         yield Run(cfg, run_id=resume_id)
         return
-    client, experiment_id = _client(cfg)
+    client, experiment_id = tracking_client(cfg)
     run_id = _reopen(client, resume_id, resume_epoch) if resume_id else None
     if run_id is None:
         link = {"resumed_from": resume_id} if resume_id else {}
@@ -221,7 +221,7 @@ def _reopen(client, run_id: str, epoch: int) -> str | None:
     return run_id
 
 
-def _client(cfg: ExperimentConfig):
+def tracking_client(cfg: ExperimentConfig):
     """The MLflow client for ``tracking.uri`` and the experiment id, created if missing.
 
     For the embedded SQLite store, artifacts go to ``<workdir>/mlartifacts`` beside

@@ -13,10 +13,9 @@ def learning_curves(history: dict[str, list[float]], best_epoch: int | None, out
         best_epoch: 1-based epoch whose weights were kept; None to omit the marker.
         out: PNG path to write.
     """
-    import matplotlib
+    from pipeline.files import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metrics = [k for k in history if not k.startswith("val_") and k != "learning_rate" and f"val_{k}" in history]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
@@ -30,7 +29,4 @@ def learning_curves(history: dict[str, list[float]], best_epoch: int | None, out
         ax.set_title(name)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

@@ -32,7 +32,7 @@ class Version:
 def _client(cfg: ExperimentConfig):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.track.mlflow import _client as tracking_client
+    from pipeline.track.mlflow import tracking_client
 
     tracking_client(cfg)  # creates the store (and experiment) if this is its first use
     return MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)

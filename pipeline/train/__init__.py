@@ -1,1 +1,1 @@
-"""Train stage: strategy, optimiser, callbacks and the ``train(cfg)`` recipe."""
+"""Train stage: strategy, optimiser, callbacks, fit and evaluate (loop.py), resume; the recipe is jobs/train.py."""

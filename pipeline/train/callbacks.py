@@ -14,13 +14,6 @@ from pathlib import Path
 from pipeline.config import ExperimentConfig
 
 
-def monitor_mode(monitor: str, mode: str) -> str:
-    """Resolve Keras' 'auto' mode the way Keras does: accuracy-like metrics go up."""
-    if mode != "auto":
-        return mode
-    return "max" if "acc" in monitor else "min"
-
-
 def best_weights(path: Path, monitor: str, mode: str):
     """A callback that saves the best weights so far via a temporary file and a rename."""
     import keras
@@ -47,8 +40,10 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list:
     """Callbacks in the order they should run at each epoch end."""
     import keras
 
+    from pipeline.tasks import direction
+
     es = cfg.train.early_stopping
-    mode = monitor_mode(es.monitor, es.mode)
+    mode = direction(es.monitor) if es.direction == "auto" else es.direction
     callbacks = [keras.callbacks.TerminateOnNaN()]
     if cfg.optimizer.schedule.name == "plateau":
         s = cfg.optimizer.schedule

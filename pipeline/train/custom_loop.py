@@ -4,9 +4,12 @@ Keras 3.15's ``model.fit`` under MultiWorkerMirroredStrategy fails at its first
 step (keras-team/keras issue 20585: "Attempt to convert a value (PerReplica...)").
 This loop trains the same model with the same optimizer and drives the same
 Keras callbacks (EarlyStopping, ReduceLROnPlateau, the checkpoints, tracking)
-through ``CallbackList``, with the logs fit would give: loss, the task's
-metrics, and their ``val_`` twins. tests/test_workers.py pins both facts, so a
-Keras upgrade that fixes (or breaks) fit shows up.
+through ``CallbackList``, with the logs fit would give: loss (with the
+regularisation penalty, as fit logs it), the task's metrics, and their ``val_``
+twins. The task's own Keras metric objects are updated inside ``strategy.run``
+(as TF Model Garden's base trainer does) and read once an epoch, summed over
+replicas and workers. tests/test_workers.py pins both facts, so a Keras upgrade
+that fixes (or breaks) fit shows up.
 """
 
 from __future__ import annotations
@@ -21,30 +24,29 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
     import tensorflow as tf
 
     loss_fn = keras.losses.get(task.loss)
+    with strategy.scope():
+        train_metrics, val_metrics = _metrics(task), _metrics(task)
 
     def train_replica(x, y):
         with tf.GradientTape() as tape:
-            per_example, sums = _batch_sums(model, task, loss_fn, x, y, training=True)
+            prediction = model(x, training=True)
+            per_example = _penalised(model, loss_fn(*task.loss_inputs(y, prediction)))
             loss = tf.nn.compute_average_loss(per_example)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         grads = tape.gradient(loss, model.trainable_variables)
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return sums
+        _update(train_metrics, task, per_example, y, prediction)
 
     def eval_replica(x, y):
-        return _batch_sums(model, task, loss_fn, x, y, training=False)[1]
-
-    def reduce(per_replica):
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+        prediction = model(x, training=False)
+        _update(val_metrics, task, _penalised(model, loss_fn(*task.loss_inputs(y, prediction))), y, prediction)
 
     @tf.function
     def train_step(iterator):
-        return reduce(strategy.run(train_replica, args=next(iterator)))
+        strategy.run(train_replica, args=next(iterator))
 
     @tf.function
     def eval_step(batch):
-        return reduce(strategy.run(eval_replica, args=batch))
+        strategy.run(eval_replica, args=batch)
 
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps_per_epoch)
     model.stop_training = False
@@ -55,16 +57,13 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
     for epoch in range(initial_epoch, epochs):
         start = time.perf_counter()
         callback_list.on_epoch_begin(epoch)
-        totals: dict = {}
+        for metric in (*train_metrics, *val_metrics):
+            metric.reset_state()
         for _ in range(steps_per_epoch):
-            _accumulate(totals, train_step(iterator))
-        logs = _logs(task, totals)
-        if model.losses:
-            logs["loss"] += float(tf.add_n(model.losses))
-        val_totals: dict = {}
+            train_step(iterator)
         for batch in validation:
-            _accumulate(val_totals, eval_step(batch))
-        logs.update({f"val_{k}": v for k, v in _logs(task, val_totals).items()})
+            eval_step(batch)
+        logs = {**_results(train_metrics), **_results(val_metrics, "val_")}
         callback_list.on_epoch_end(epoch, logs)
         if verbose:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
@@ -79,30 +78,34 @@ def evaluate(model, task, dataset) -> dict[str, float]:
     import keras
 
     loss_fn = keras.losses.get(task.loss)
-    totals: dict = {}
+    metrics = _metrics(task)
     for x, y in dataset:
-        _accumulate(totals, _batch_sums(model, task, loss_fn, x, y, training=False)[1])
-    logs = _logs(task, totals)
-    logs["loss"] += sum(float(v) for v in model.losses)
-    return logs
+        prediction = model(x, training=False)
+        _update(metrics, task, _penalised(model, loss_fn(*task.loss_inputs(y, prediction))), y, prediction)
+    return _results(metrics)
 
 
-def _batch_sums(model, task, loss_fn, x, y, training: bool):
-    """Per-example losses and the sums an epoch's logs are made of (added up over batches and replicas)."""
+def _metrics(task) -> list:
+    """The loss tracker, then the task's own metric objects."""
+    import keras
+
+    return [keras.metrics.Mean(name="loss"), *task.metrics()]
+
+
+def _penalised(model, per_example):
+    """Per-example losses plus the weights' penalty, as Keras' fit logs its loss."""
     import tensorflow as tf
 
-    prediction = model(x, training=training)
-    per_example = loss_fn(*task.loss_inputs(y, prediction))
-    sums = {"loss": tf.reduce_sum(per_example), "count": tf.cast(tf.size(per_example), tf.float32),
-            **task.sums(y, prediction)}
-    return per_example, sums
+    return per_example + tf.add_n(model.losses) if model.losses else per_example
 
 
-def _accumulate(totals: dict, sums: dict) -> None:
-    for key, value in sums.items():
-        totals[key] = totals.get(key, 0.0) + float(value)
+def _update(metrics: list, task, per_example, y, prediction) -> None:
+    loss, *others = metrics
+    loss.update_state(per_example)
+    labels, outputs = task.loss_inputs(y, prediction)
+    for metric in others:
+        metric.update_state(labels, outputs)
 
 
-def _logs(task, totals: dict) -> dict:
-    count = max(totals.pop("count"), 1.0)
-    return {"loss": totals.pop("loss") / count, **task.logs(totals, count)}
+def _results(metrics: list, prefix: str = "") -> dict[str, float]:
+    return {prefix + m.name: float(m.result()) for m in metrics}

@@ -19,8 +19,6 @@ its place at once. ``pipeline tune`` runs one such slot by default.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from concurrent import futures
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.tune.keras_tuner_compat import quiet_parent_to_proto
 
 MAX_RESTARTS = 2  # per worker slot, for workers that die
 SPARE_AFTER = 10.0  # seconds: the first spare starts once the first worker is past its start-up
@@ -41,23 +40,6 @@ def is_worker() -> bool:
 
 def is_chief() -> bool:
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
-
-
-def quiet_keras_tuner() -> None:
-    """KerasTuner 1.4.8's ``Parent.to_proto`` prints a value (a leftover debug print) whenever a
-    conditional parameter crosses gRPC; keep it off the output."""
-    from keras_tuner.src.engine import conditions
-
-    original = conditions.Parent.to_proto
-    if getattr(original, "quiet", False):
-        return
-
-    def to_proto(self):
-        with contextlib.redirect_stdout(io.StringIO()):
-            return original(self)
-
-    to_proto.quiet = True
-    conditions.Parent.to_proto = to_proto
 
 
 def die_with_parent() -> None:
@@ -94,7 +76,7 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
 
     from pipeline.train.cluster import free_ports
 
-    quiet_keras_tuner()
+    quiet_parent_to_proto()
     ip = os.environ.get("KERASTUNER_ORACLE_IP", "127.0.0.1")
     port = os.environ.get("KERASTUNER_ORACLE_PORT") or str(free_ports(1)[0])
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))

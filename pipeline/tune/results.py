@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
-from pipeline.files import save_figure, write_text
+from pipeline.files import pyplot, save_figure, write_text
+from pipeline.text import fmt
 
 
 @dataclass
@@ -28,16 +29,10 @@ class Outcome:
     trials: list[dict]
 
 
-def fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def summarize(cfg: ExperimentConfig, folder: Path, trials: list[dict], best_values: dict | None,
               objective: tuple[str, str], parent) -> Outcome:
     """Write best.yaml, trials.csv and the plots under ``folder``, log them to ``parent``, print the leaderboard."""
-    from pipeline.tune.space import apply
+    from pipeline.config.search_space import apply
 
     metric, direction = objective
     params = list(cfg.tune.space)
@@ -97,10 +92,8 @@ def _by_trial(trials: list[dict], metric: str, direction: str, path: Path) -> Pa
     """Each trial's score in the order trials ended, with the best so far."""
     if not trials:
         return None
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ordered = sorted(trials, key=lambda t: (t.get("ended") or 0, t["trial"]))
     scores = [t["score"] for t in ordered]
@@ -118,10 +111,8 @@ def _by_param(trials: list[dict], params: list[str], metric: str, cfg: Experimen
     """The score against each hyperparameter (categories as positions, log ranges on a log axis)."""
     if not trials or not params:
         return None
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = min(3, len(params))
     rows = -(-len(params) // cols)

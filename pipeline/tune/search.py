@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras_tuner as kt
-from keras_tuner.src.engine.oracle import synchronized
 
-from pipeline import track
+from pipeline import runtime, track
 from pipeline.config import ExperimentConfig
-from pipeline.errors import ConfigError
-from pipeline.files import write_text
+from pipeline.config.search_space import apply
+from pipeline.files import read_json, write_json
 from pipeline.tune import results, space
+from pipeline.tune.keras_tuner_compat import ConfigSpaceTuner, durable
 
 # ---- oracles ------------------------------------------------------------------
 
@@ -55,36 +55,10 @@ def _hyperband(tune, epochs):
 ORACLES = {"random": _random, "grid": _grid, "bayesian": _bayesian, "hyperband": _hyperband}
 
 
-class _Durable:
-    """Mixed into a KerasTuner oracle: atomic state files, a wall-clock budget, and releasing a dead worker's trial."""
-
-    deadline: float | None = None
-
-    def save(self):
-        _write_json(Path(self._get_oracle_fname()), self.get_state())
-
-    def _save_trial(self, trial):
-        _write_json(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", trial.get_state())
-
-    def populate_space(self, trial_id):
-        if self.deadline is not None and time.time() > self.deadline:
-            return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
-        return super().populate_space(trial_id)
-
-    @synchronized
-    def release(self, tuner_id: str) -> None:
-        """Send the trial of a worker that died back to the queue, so another worker runs it."""
-        trial = self.ongoing_trials.pop(tuner_id, None)
-        if trial is not None:
-            self._retry_queue.append(trial.trial_id)
-        self.tuner_ids.discard(tuner_id)
-        self.save()
-
-
 def make_oracle(cfg: ExperimentConfig):
     tune = cfg.tune
     base, kwargs = ORACLES[tune.algorithm](tune, cfg.tune.trial.get("train.epochs", cfg.train.epochs))
-    oracle_class = type(f"Durable{base.__name__}", (_Durable, base), {})
+    oracle_class = durable(base)
     oracle = oracle_class(objective=kt.Objective(*objective(cfg)), seed=cfg.seed if tune.seed is None else tune.seed,
                           max_consecutive_failed_trials=3, **kwargs)
     if tune.time_budget:
@@ -93,9 +67,11 @@ def make_oracle(cfg: ExperimentConfig):
 
 
 def objective(cfg: ExperimentConfig) -> tuple[str, str]:
-    """(metric, direction); accuracy goes up, losses and errors down."""
-    metric = cfg.tune.objective.metric
-    return metric, cfg.tune.objective.direction or ("max" if "acc" in metric else "min")
+    """(metric, direction): the config's direction, or the one the task gives the metric."""
+    from pipeline.tasks import direction
+
+    metric, chosen = cfg.tune.objective.metric, cfg.tune.objective.direction
+    return metric, direction(metric) if chosen == "auto" else chosen
 
 
 # ---- hypermodel and tuner -----------------------------------------------------
@@ -118,7 +94,7 @@ class ConfigHyperModel(kt.HyperModel):
 
     def config(self, hp, execution: int = 0) -> ExperimentConfig:
         """The trial's config: base + ``tune.trial`` + values; epochs from Hyperband; no checkpoints."""
-        cfg = space.apply(self.cfg, space.values_of(hp, self.cfg.tune.space), trial=True)
+        cfg = apply(self.cfg, space.values_of(hp, self.cfg.tune.space), trial=True)
         train = {"checkpoint": False, "resume": False, "verbose": 0}
         if "tuner/epochs" in hp.values:
             train["epochs"] = int(hp.values["tuner/epochs"])
@@ -129,12 +105,10 @@ class ConfigHyperModel(kt.HyperModel):
         from pipeline.data import dataset
         from pipeline.data.augment import build_augmenter
         from pipeline.tasks import task_for
-        from pipeline.train.loop import _seed
-
         key = json.dumps([cfg.seed, cfg.data.model_dump(mode="json"), cfg.features.model_dump(mode="json"),
                           cfg.augment.model_dump(mode="json")], sort_keys=True)
         if key not in self._inputs:
-            _seed(cfg)  # tf.data's shuffle seeds combine with the global seed
+            runtime.seed(cfg)  # tf.data's shuffle seeds combine with the global seed
             in_dataset = cfg.augment.placement == "dataset"
             augmenter = build_augmenter(cfg.augment, cfg.seed) if in_dataset else None
             data = dataset.load(cfg, augmenter=augmenter, replicas=self.strategy.num_replicas_in_sync)
@@ -143,11 +117,11 @@ class ConfigHyperModel(kt.HyperModel):
 
     def build(self, hp, execution: int = 0):
         from pipeline.data.augment import build_augmenter
-        from pipeline.train.loop import _seed, build_compiled
+        from pipeline.train.loop import build_compiled
 
         cfg = self.config(hp, execution)
         data, task = self.inputs(cfg)
-        _seed(cfg)
+        runtime.seed(cfg)
         in_model = build_augmenter(cfg.augment, cfg.seed) if cfg.augment.placement == "model" else None
         return build_compiled(cfg, data, task, self.strategy, in_model)
 
@@ -163,7 +137,7 @@ class ConfigHyperModel(kt.HyperModel):
         )
 
 
-class PipelineTuner(kt.Tuner):
+class PipelineTuner(ConfigSpaceTuner):
     """Runs each trial as a tracked pipeline training; the oracle decides what to try next."""
 
     def __init__(self, cfg: ExperimentConfig, folder: Path, hypermodel: ConfigHyperModel, oracle, parent_run_id: str | None):
@@ -172,13 +146,6 @@ class PipelineTuner(kt.Tuner):
         self.memory = Memory(cfg.tune.max_memory_growth if _recycles() else None, _baseline(folder))
         super().__init__(oracle=oracle, hypermodel=hypermodel, directory=str(folder.parent),
                          project_name=folder.name, executions_per_trial=cfg.tune.executions_per_trial)
-
-    def _populate_initial_space(self):
-        # KerasTuner builds the model repeatedly here to discover conditional parameters;
-        # the space is declared in the config, so declaring it once is enough.
-        hp = self.oracle.get_space()
-        self.hypermodel.declare_hyperparameters(hp)
-        self.oracle.update_space(hp)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -190,16 +157,11 @@ class PipelineTuner(kt.Tuner):
             sys.stderr.flush()
             os._exit(EXIT_RECYCLE)  # everything is saved; skip TensorFlow's slow teardown so the spare starts now
 
-    def save(self):
-        if not self._is_worker():
-            self.oracle.save()
-        _write_json(Path(self._get_tuner_fname()), self.get_state())
-
     def run_trial(self, trial, *args, **kwargs):
         import keras
 
         folder = Path(self.get_trial_dir(trial.trial_id))
-        done = _read_json(folder / "result.json")
+        done = read_json(folder / "result.json")
         if done is not None:  # trained and tracked before an interruption; only the oracle missed it
             return {self.metric: done["score"]}
         hp, started = trial.hyperparameters, time.perf_counter()
@@ -248,7 +210,7 @@ class PipelineTuner(kt.Tuner):
             keras.backend.clear_session(free_memory=True)  # collects garbage too
             self.memory.record(_rss_mb())
             seconds = time.perf_counter() - started
-            _write_json(folder / "result.json", {  # last: a trial with a result.json is never trained again
+            write_json(folder / "result.json", {  # last: a trial with a result.json is never trained again
                 "run_id": run.id, "score": score, "epochs": epochs, "fit_seconds": round(fit_seconds, 4),
                 "seconds": round(seconds, 4), "ended": time.time(), "rss_mb": self.memory.last, "values": values,
             })
@@ -287,7 +249,7 @@ class Memory:
 
 def _baseline(folder: Path) -> float | None:
     """The smallest RSS after a trial so far in this search (result.json files), if any."""
-    seen = [(_read_json(f) or {}).get("rss_mb") for f in folder.glob("trial_*/result.json")]
+    seen = [(read_json(f) or {}).get("rss_mb") for f in folder.glob("trial_*/result.json")]
     return min((r for r in seen if r), default=None)
 
 
@@ -297,7 +259,7 @@ def _recycles() -> bool:
     return is_worker() and os.environ.get("PIPELINE_TUNE_RECYCLE") == "1"
 
 
-# ---- the search ---------------------------------------------------------------
+# ---- the search's identity ----------------------------------------------------
 
 
 @dataclass
@@ -320,127 +282,7 @@ def search_id(cfg: ExperimentConfig) -> str:
     return f"{cfg.name}-{hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:10]}"
 
 
-def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, command: list[str] = (),
-         run_tags: dict | None = None) -> results.Outcome | None:
-    """Run (or continue) the search ``cfg.tune`` describes; return its outcome (None in a worker process).
-
-    Args:
-        workers: Start this many local worker processes and serve the oracle to them (chief).
-        command: The ``pipeline tune ...`` argv the workers run.
-        run_tags: Extra tags of the search's parent run (a study nests searches this way).
-    """
-    from pipeline.train.loop import _deterministic_ops
-    from pipeline.train.strategy import describe, make_strategy
-    from pipeline.tune import distributed
-
-    search = Search.of(cfg)
-    strategy = make_strategy(cfg.train)
-    _deterministic_ops(cfg)
-    hypermodel = ConfigHyperModel(cfg, strategy)
-    if distributed.is_worker():
-        distributed.die_with_parent()
-        distributed.quiet_keras_tuner()
-        parent = _find_parent(cfg, search)
-        hypermodel.inputs(space.apply(cfg, {}, trial=True))  # warm: data read before the first trial
-        tuner = PipelineTuner(cfg, search.folder, hypermodel, make_oracle(cfg), parent)
-        distributed.wait_for_turn()  # a spare worker starts when the one it replaces hands over
-        tuner.search(verbose=0)
-        return None
-
-    base = space.apply(cfg, {}, trial=True)
-    data, task = hypermodel.inputs(base)  # fails early on bad data; primes the cache for the first trial
-    _check_objective(cfg, task)
-    parent_file = search.folder / "parent_run.json"
-    previous = (_read_json(parent_file) or {}).get("run_id")
-    tags = {**(run_tags or {}), "tune.search": search.folder.name, "tune.role": "parent",
-            "tune.algorithm": cfg.tune.algorithm}
-    with track.start_run(cfg, run_name=f"tune-{cfg.tune.algorithm}", tags=tags, resume_id=previous) as parent:
-        if parent.id != previous:
-            parent.log_setup(cfg, data.spec, describe(strategy))
-            parent.log_text(cfg.to_yaml(), "search_config.yaml")
-            search.folder.mkdir(parents=True, exist_ok=True)
-            _write_json(parent_file, {"run_id": parent.id})
-        else:
-            print(f"Continuing search {search.folder}", file=sys.stderr)
-        _settle_interrupted(parent, search)
-        tuner = PipelineTuner(cfg, search.folder, hypermodel, make_oracle(cfg), parent.id if parent.tracked else None)
-        tuner.oracle.verbose = 0  # each trial prints one line of its own
-        if workers or distributed.is_chief():
-            distributed.serve(tuner.oracle, workers, list(command), log_dir or search.folder / "workers",
-                              on_release=lambda trial_id: _settle_interrupted(parent, search, trial_id))
-        else:
-            tuner.search(verbose=0)
-        oracle = tuner.oracle
-        trials = [_trial_row(search, trial, cfg) for trial in oracle.trials.values()]
-        best = oracle.get_best_trials(1)
-        best_values = space.values_of(best[0].hyperparameters, cfg.tune.space) if best else None
-        return results.summarize(cfg, search.folder, trials, best_values, objective(cfg), parent)
-
-
-def _trial_row(search: Search, trial, cfg: ExperimentConfig) -> dict:
-    result = _read_json(search.folder / f"trial_{trial.trial_id}" / "result.json") or {}
-    return {"trial": trial.trial_id, "status": trial.status, "score": trial.score,
-            **{k: result.get(k) for k in ("epochs", "seconds", "fit_seconds", "ended", "rss_mb", "run_id")},
-            **space.values_of(trial.hyperparameters, cfg.tune.space)}
-
-
-def _check_objective(cfg: ExperimentConfig, task) -> None:
-    names = ["loss", *(m if isinstance(m, str) else m.name for m in task.metrics())]
-    allowed = names + [f"val_{n}" for n in names]
-    if objective(cfg)[0] not in allowed:
-        raise ConfigError(f"Invalid `tune.objective.metric`: {objective(cfg)[0]!r} is not logged by the "
-                          f"{task.name} task; choose one of {', '.join(allowed)}")
-
-
-def _settle_interrupted(parent, search: Search, trial_id: str | None = None) -> None:
-    """Trial runs left RUNNING by a kill: FINISHED if their result was saved, else KILLED (the trial reruns).
-
-    Args:
-        trial_id: Only this trial's runs (a worker died); default every trial's.
-    """
-    if not parent.tracked:
-        return
-    only = f" and tags.`tune.trial_id` = '{trial_id}'" if trial_id is not None else ""
-    runs = parent.client.search_runs(
-        [parent.client.get_run(parent.id).info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.id}' and attributes.status = 'RUNNING'{only}")
-    for run in runs:
-        trial_id = run.data.tags.get("tune.trial_id")
-        result = _read_json(search.folder / f"trial_{trial_id}" / "result.json") or {}
-        parent.client.set_terminated(run.info.run_id, "FINISHED" if result.get("run_id") == run.info.run_id else "KILLED")
-
-
-def _find_parent(cfg: ExperimentConfig, search: Search, wait: float = 60.0) -> str | None:
-    """A worker's parent run: the chief's, found by the search's tag (works across machines sharing the store)."""
-    if not cfg.tracking.enabled:
-        return None
-    from pipeline.track.mlflow import _client
-
-    client, experiment_id = _client(cfg)
-    deadline = time.time() + wait
-    while time.time() < deadline:
-        runs = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                  filter_string=f"tags.`tune.search` = '{search.folder.name}' and "
-                                                "tags.`tune.role` = 'parent' and attributes.status = 'RUNNING'")
-        if runs:
-            return runs[0].info.run_id
-        time.sleep(1)
-    raise ConfigError(f"No running parent run of search {search.folder.name} in {cfg.tracking.uri}: "
-                      "start the chief first, with the same config")
-
-
 # ---- files --------------------------------------------------------------------
-
-
-def _write_json(path: Path, data) -> None:
-    write_text(path, json.dumps(data, default=str))
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _save_weights(model, path: Path) -> None:

@@ -27,7 +27,7 @@ NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is
 class FileConfig(tfds.core.BuilderConfig):
     path: str = ""
     label: str = ""
-    column_types: dict = dataclasses.field(default_factory=dict)
+    dtypes: dict = dataclasses.field(default_factory=dict)
     on_bad_input: str = "error"
     image_size: tuple = (32, 32)
     channels: int = 3
@@ -35,11 +35,11 @@ class FileConfig(tfds.core.BuilderConfig):
 
 def _config(cfg, fingerprint: str) -> FileConfig:
     d = cfg.data
-    options = f"{fingerprint}|{d.label_key}|{sorted(d.column_types.items())}|{d.on_bad_input}|{d.image_size}|{d.channels}"
+    options = f"{fingerprint}|{d.label_key}|{sorted(d.dtypes.items())}|{d.on_bad_input}|{d.image_size}|{d.channels}"
     name = f"{Path(d.path).stem.lower()}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
     return FileConfig(name=name, path=str(Path(d.path).resolve()), label=d.label_key,
-                      column_types=dict(d.column_types), on_bad_input=d.on_bad_input,
+                      dtypes=dict(d.dtypes), on_bad_input=d.on_bad_input,
                       image_size=tuple(d.image_size), channels=d.channels)
 
 
@@ -81,7 +81,7 @@ def read_table(config: FileConfig):
     reasons: dict[int, str] = {}
     for column in frame.columns:
         values = frame[column]
-        declared = config.column_types.get(column)
+        declared = config.dtypes.get(column)
         if declared == "string" or (declared is None and pd.api.types.is_numeric_dtype(values)):
             continue
         text = values.astype(str).str.strip()

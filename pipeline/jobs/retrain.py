@@ -18,12 +18,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,9 +82,11 @@ def retrain(cfg: ExperimentConfig) -> Decision:
     """Run the job once (call under ``lock(cfg)``)."""
     from pipeline import track
     from pipeline.data import dataset
+    from pipeline.export.evaluate import evaluate_export
+    from pipeline.jobs.train import train
     from pipeline.tasks import task_for
     from pipeline.track import registry
-    from pipeline.train.loop import train
+    from serving.infra_check import infra_validate
 
     if not (cfg.tracking.enabled and cfg.export.enabled):
         raise ConfigError("retrain needs `tracking.enabled` and `export.enabled`: the registry holds the champion")
@@ -95,7 +94,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
     champion = registry.by_alias(cfg, registry.CHAMPION)
     data = dataset.load(cfg)
     task = task_for(cfg, data.spec)
-    metric, higher = _metric(cfg, task)
+    metric = _metric(cfg, task)
 
     with track.start_run(cfg, run_name="retrain", tags={"pipeline.job": "retrain"}) as run:
         run.log_params({"retrain.metric": metric, "retrain.margin": cfg.retrain.margin,
@@ -109,7 +108,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
         challenger_version = registry.by_alias(cfg, registry.CHALLENGER).version
         challenger = evaluate_export(result.export_path, data, task)
         incumbent = evaluate_export(champion.path, data, task) if champion else None
-        promoted, reason = decide(metric, higher, cfg.retrain.margin, cfg.retrain.thresholds, challenger, incumbent)
+        promoted, reason = decide(metric, cfg.retrain.margin, cfg.retrain.thresholds, challenger, incumbent)
         run.log_metrics({**{f"challenger_{k}": v for k, v in challenger.items()},
                          **{f"champion_{k}": v for k, v in (incumbent or {}).items()}})
         run.set_tags({"decision": "promoted" if promoted else "kept", "decision.reason": reason,
@@ -126,12 +125,18 @@ def retrain(cfg: ExperimentConfig) -> Decision:
         return decision
 
 
-def decide(metric: str, higher: bool, margin: float, thresholds: dict, challenger: dict,
+def decide(metric: str, margin: float, thresholds: dict, challenger: dict,
            champion: dict | None) -> tuple[bool, str]:
-    """Promote when the challenger passes every threshold and beats the champion by more than ``margin``."""
+    """Promote when the challenger passes every threshold and beats the champion by more than ``margin``.
+
+    Directions come from the task's metrics: accuracy must rise, errors fall.
+    """
+    from pipeline.tasks import direction
+
+    higher = direction(metric) == "max"
     for name, bar in thresholds.items():
         value = challenger[name]
-        ok = value >= bar if _higher_is_better(name) else value <= bar
+        ok = value >= bar if direction(name) == "max" else value <= bar
         if not ok:
             return False, f"challenger {name} {value:.4f} misses the threshold {bar:g}"
     if champion is None:
@@ -142,97 +147,16 @@ def decide(metric: str, higher: bool, margin: float, thresholds: dict, challenge
                            f"{champion[metric]:.4f} by more than {margin:g} (gain {gain:+.4f})")
 
 
-def evaluate_export(path: Path, data, task) -> dict[str, float]:
-    """Metrics of the exported SavedModel on ``data.test``, through its serving signature (as clients see it)."""
-    import numpy as np
-
-    from pipeline.export import predict_split
-
-    pred, true = predict_split(path, data.spec, data.test, "class_id" if task.name == "classification" else "prediction")
-    if task.name == "classification":
-        return {"accuracy": float(np.mean(pred == true))}
-    true = np.exp(true) if task.log else true  # the test labels are on the training scale
-    out = {"rmse": float(np.sqrt(np.mean((pred - true) ** 2))), "mae": float(np.mean(np.abs(pred - true)))}
-    if task.log:
-        out["rmse_log"] = float(np.sqrt(np.mean((np.log(np.maximum(pred, 1e-9)) - np.log(true)) ** 2)))
-    return out
-
-
-def infra_validate(path: Path, data, requests: int) -> None:
-    """Load the export in a fresh ``pipeline serve`` process and check it answers real test examples.
-
-    Raises:
-        PipelineError: the server does not come up, or an answer is an error or differs from the export.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    from pipeline.train.cluster import free_ports
-
-    features, _ = next(iter(data.test))
-    raw = {f.name: tf.cast(features[f.name], f.dtype).numpy()[:requests] for f in data.spec.features}
-    expected = tf.saved_model.load(str(path)).signatures["serving_default"](
-        **{k: tf.constant(v) for k, v in raw.items()})
-    with tempfile.TemporaryDirectory(prefix="infra-") as root:
-        (Path(root) / "model").mkdir()
-        os.symlink(Path(path).resolve(), Path(root) / "model" / "1")
-        port = free_ports(1)[0]
-        proc = subprocess.Popen([sys.executable, "-m", "serving", "--root", root, "--port", str(port), "--poll", "3600",
-                                 "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            _wait_ready(proc, port)
-            for i in range(len(next(iter(raw.values())))):
-                row = {k: (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in raw.items()}
-                answer = _post(port, {"instances": [row]})
-                for name, want in expected.items():
-                    got = answer["predictions"][0]
-                    got = got[name] if isinstance(got, dict) else got
-                    if not np.allclose(np.asarray(got, dtype=float), want.numpy()[i], rtol=1e-5, atol=1e-6):
-                        raise PipelineError(f"InfraValidator: the fresh server's {name} for test example {i} differs "
-                                            "from the export's own")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
-def _wait_ready(proc, port: int, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise PipelineError(f"InfraValidator: the server exited with {proc.returncode}: "
-                                f"{proc.stdout.read()[-1000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/model", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise PipelineError(f"InfraValidator: the new version did not load within {timeout:.0f} s")
-
-
-def _post(port: int, body: dict) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/model:predict", method="POST",
-                                     data=json.dumps(body).encode())
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        raise PipelineError(f"InfraValidator: a real request got HTTP {exc.code}: {exc.read()[:300]!r}") from None
-
-
-def _metric(cfg: ExperimentConfig, task) -> tuple[str, bool]:
-    available = ["accuracy"] if task.name == "classification" else ["rmse", "mae"] + (["rmse_log"] if task.log else [])
-    metric = cfg.retrain.metric or ("accuracy" if task.name == "classification" else
-                                    "rmse_log" if task.log else "rmse")
+def _metric(cfg: ExperimentConfig, task) -> str:
+    """The metric champion and challenger are compared on: the config's, else the task's first (log error for a log target)."""
+    log = getattr(task, "log", False)
+    available = [*task.metric_names, *(["rmse_log"] if log else [])]
+    metric = cfg.retrain.metric or available[-1 if log else 0]
     for name in [metric, *cfg.retrain.thresholds]:
         if name not in available:
             raise ConfigError(f"Invalid retrain metric {name!r} for a {task.name} task: choose one of "
                               f"{', '.join(available)}")
-    return metric, _higher_is_better(metric)
-
-
-def _higher_is_better(metric: str) -> bool:
-    return "acc" in metric
+    return metric
 
 
 def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:

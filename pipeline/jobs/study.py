@@ -37,11 +37,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.config.loading import read_yaml
+from pipeline.config.messages import describe
+from pipeline.diagnose import SPARSE
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.files import save_figure, write_text
-from pipeline.tune.results import fmt
-
-SPARSE = 1e-3
+from pipeline.files import pyplot, save_figure, write_text
+from pipeline.text import fmt
 
 
 class Target(BaseModel):
@@ -75,13 +76,10 @@ def load_study(path: str | Path, extra: list[str] = ()) -> tuple[StudyConfig, di
     from pipeline.config import load
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Study file not found: {path}")
     try:
-        study = StudyConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+        study = StudyConfig.model_validate(read_yaml(path, what="Study"))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"Invalid study {path}: `{'.'.join(map(str, err['loc']))}`: {err['msg']}") from None
+        raise ConfigError(describe(exc, StudyConfig, prefix=f"Invalid study {path}: ")) from None
     base = (path.parent / study.base).resolve()
     configs = {}
     for name, values in study.variants.items():
@@ -130,7 +128,8 @@ def _train_row(variant: str, cfg, study: StudyConfig, tags: dict) -> dict:
     """Train the variant; its row: test metric, gap, epochs, seconds, time to the target, sparsity, fit."""
     import numpy as np
 
-    from pipeline.train.loop import train
+    from pipeline.jobs.train import train
+    from pipeline.tasks import direction
 
     started = time.perf_counter()
     result = train(cfg, alias=None, run_tags=tags)
@@ -149,7 +148,7 @@ def _train_row(variant: str, cfg, study: StudyConfig, tags: dict) -> dict:
            "fit": result.diagnosis.verdict if result.diagnosis else "-", "_history": history}
     if target is not None:
         curve = history.get(target.metric, [])
-        higher = "acc" in target.metric
+        higher = direction(target.metric) == "max"
         hit = next((i for i, v in enumerate(curve) if (v >= target.value if higher else v <= target.value)), None)
         row["epochs_to_target"] = hit + 1 if hit is not None else "not reached"
         row["seconds_to_target"] = round(seconds * (hit + 1) / len(curve), 1) if hit is not None else "not reached"
@@ -157,7 +156,7 @@ def _train_row(variant: str, cfg, study: StudyConfig, tags: dict) -> dict:
 
 
 def _train_plots(rows: list[dict], out: Path, name: str) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in rows:
         h = row["_history"]
@@ -175,7 +174,8 @@ def _train_plots(rows: list[dict], out: Path, name: str) -> list[Path]:
 
 def _search_row(variant: str, cfg, study: StudyConfig, tags: dict) -> dict:
     """Run the variant's search from scratch; its row: best score, and the trials and seconds to reach it."""
-    from pipeline.tune.search import objective, tune
+    from pipeline.jobs.tune import tune
+    from pipeline.tune.search import objective
 
     shutil.rmtree(cfg.tune.directory, ignore_errors=True)  # a study measures a whole search, not a continuation
     started = time.perf_counter()
@@ -198,7 +198,7 @@ def _search_row(variant: str, cfg, study: StudyConfig, tags: dict) -> dict:
 
 def _search_plots(rows: list[dict], out: Path, name: str) -> list[Path]:
     """The best score so far against trials (in order of completion) and against seconds."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in rows:
         pick = max if row["_direction"] == "max" else min
@@ -235,15 +235,6 @@ def _write(rows: list[dict], out: Path, study: StudyConfig, name: str) -> tuple[
     markdown = f"Study `{name}`{target}:\n\n" + "\n".join(lines) + "\n"
     write_text(out / f"{name}.md", markdown)
     return table, markdown
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _yaml(value) -> str:

@@ -1,42 +1,30 @@
-"""Typed experiment config: defaults -> experiment YAML -> ``key=value`` overrides -> validate.
+"""The experiment config's schema: one frozen pydantic section per stage, nested under ``ExperimentConfig``.
 
-One pydantic model per stage, nested under ``ExperimentConfig``. Every model
-forbids unknown keys and is frozen once validated. Errors come out as one line
-that names the field and what is allowed, before TensorFlow is imported, so a
-typo costs milliseconds rather than a training run.
+Every field is documented here (``pipeline config schema`` exports them as JSON
+schema, so editors validate YAML); loading.py reads files into it and
+messages.py explains what it rejects. Nothing here imports a stage.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import types
-import typing
-from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from pipeline.errors import ConfigError
-
-# Constrained scalars, named so an error can say what was expected.
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
-Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
-Lambda = Annotated[float, Field(ge=0.0)]
-PositiveFloat = Annotated[float, Field(gt=0.0)]
-PositiveInt = Annotated[int, Field(ge=1)]
-Count = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0)]
-
-# Metric names a callback may monitor: classification logs accuracy, regression rmse and mae.
-Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy", "rmse", "val_rmse", "mae", "val_mae"]
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from pipeline.config.base import (
+    Count,
+    Fraction,
+    Lambda,
+    Monitor,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Rate,
+    Section,
+)
+from pipeline.config.search_space import TuneConfig
 
 
 class SplitsConfig(Section):
@@ -71,9 +59,9 @@ class DataConfig(Section):
     path: str | None = Field(None, description="csv: a .csv or .parquet file; image_folder: a folder with one subfolder per class.")
     splits: SplitsConfig = SplitsConfig()
     time_split: TimeSplitConfig | None = None
-    features: list[str] | None = Field(None, description="Features the model sees; default every feature but the label.")
+    columns: list[str] | None = Field(None, description="Dataset features the model sees; default every feature but the label.")
     label_key: str = Field("label", description="Feature holding the label: a class (classification) or a number (regression).")
-    column_types: dict[str, Literal["float", "int", "string"]] = Field({}, description="csv: declared column types; others are inferred.")
+    dtypes: dict[str, Literal["float", "int", "string"]] = Field({}, description="csv: how a column is stored; others are inferred.")
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
@@ -92,8 +80,8 @@ class DataConfig(Section):
 class FeaturesConfig(Section):
     """How raw features are encoded inside the model (so the export takes raw features)."""
 
-    types: dict[str, Literal["numeric", "categorical", "multi_hot"]] = Field(
-        {}, description="Override inferred kinds: numbers are numeric, strings categorical."
+    kinds: dict[str, Literal["numeric", "categorical", "multi_hot"]] = Field(
+        {}, description="How a feature is encoded, where inference is wrong: numbers are numeric, strings categorical."
     )
     encoding: Literal["one_hot", "embedding"] = Field("one_hot", description="How categoricals enter an MLP.")
     embedding_dim: PositiveInt = 8
@@ -237,7 +225,7 @@ class OptimizerConfig(Section):
 class EarlyStoppingConfig(Section):
     enabled: bool = True
     monitor: Monitor = "val_loss"
-    mode: Literal["auto", "min", "max"] = "auto"
+    direction: Literal["auto", "min", "max"] = Field("auto", description="Whether the monitored metric should fall or rise; auto asks the task.")
     patience: Count = 10
     min_delta: Lambda = 0.0
     restore_best_weights: bool = True
@@ -253,7 +241,7 @@ class TrainConfig(Section):
     )
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     checkpoint: bool = Field(True, description="Keep the best weights under <workdir>/runs/<run id>/.")
-    resume: bool = Field(True, description="Back up every epoch and resume an interrupted run (BackupAndRestore).")
+    resume: bool = Field(True, description="Save the whole training state every epoch and resume an interrupted run from it.")
     loop: Literal["auto", "keras", "custom"] = Field(
         "auto", description="keras: model.fit; custom: a strategy.run loop with the same callbacks; auto: custom "
         "under MultiWorkerMirroredStrategy, where Keras 3.15 fit fails (keras#20585)."
@@ -304,91 +292,6 @@ class RetrainConfig(Section):
     fail_on_drift: bool = Field(False, description="Treat drift beyond the limits as an error, not a warning.")
     infra_requests: PositiveInt = Field(3, description="Real requests the new version must answer in a fresh server.")
     staging: str | None = Field(None, description="Export root for challengers; default <workdir>/staging.")
-
-
-# ---- tuning ------------------------------------------------------------------
-
-
-class _Param(Section):
-    """One hyperparameter: a config field (the search-space key is its dotted path)."""
-
-    when: dict[str, list[Any]] | None = Field(
-        None, description="Active only when these `choice` parameters take one of the listed values, "
-        "e.g. {optimizer.name: [momentum, nesterov]}.")
-
-
-class ChoiceParam(_Param):
-    type: Literal["choice"]
-    values: list[Any] = Field(description="Candidate values: numbers, strings, booleans.")
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> ChoiceParam:
-        if not self.values:
-            raise ValueError("`values` is empty: give at least one value")
-        return self
-
-
-class _Range(_Param):
-    sampling: Literal["linear", "log"] = "linear"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _Range:
-        if self.min > self.max:
-            raise ValueError(f"`min` ({self.min:g}) is above `max` ({self.max:g})")
-        if self.sampling == "log" and self.min <= 0:
-            raise ValueError(f"log sampling needs a positive range, got min {self.min:g}")
-        return self
-
-
-class IntParam(_Range):
-    type: Literal["int"]
-    min: int
-    max: int
-    step: PositiveInt = 1
-
-
-class FloatParam(_Range):
-    type: Literal["float"]
-    min: float
-    max: float
-    step: PositiveFloat | None = Field(None, description="Grid spacing (a factor with log sampling); grid search needs it.")
-
-
-Param = Annotated[ChoiceParam | IntParam | FloatParam, Field(discriminator="type")]
-
-
-class ObjectiveConfig(Section):
-    metric: Monitor = "val_loss"
-    direction: Literal["min", "max"] | None = Field(None, description="Default: max for accuracy, min otherwise.")
-
-
-class TuneConfig(Section):
-    """KerasTuner search over config fields; `pipeline tune` reads it, `pipeline train` ignores it."""
-
-    algorithm: Literal["random", "grid", "bayesian", "hyperband"] = "random"
-    objective: ObjectiveConfig = ObjectiveConfig()
-    max_trials: PositiveInt = Field(10, description="random, grid, bayesian: trials at most (grid also stops when exhausted).")
-    executions_per_trial: PositiveInt = Field(1, description="Trainings per trial, seeds seed..seed+n-1; the score is their mean.")
-    max_epochs: PositiveInt | None = Field(None, description="hyperband: most epochs one model gets; default train.epochs.")
-    factor: Annotated[int, Field(ge=2)] = Field(3, description="hyperband: reduction factor between rounds.")
-    hyperband_iterations: PositiveInt = 1
-    time_budget: PositiveFloat | None = Field(None, description="Seconds after which no new trial starts (each run of the command).")
-    seed: int | None = Field(None, description="Oracle seed; default the experiment's seed.")
-    max_memory_growth: Annotated[float, Field(gt=0.0)] = Field(
-        0.1, description="A trial worker hands over to a fresh process before its RSS grows past this "
-        "fraction over its RSS after its first trial (TensorFlow leaks part of each traced function).")
-    directory: str | None = Field(None, description="Search state (oracle, trials); default <workdir>/tuning.")
-    trial: dict[str, Any] = Field({}, description="Config values for trials only, e.g. {train.epochs: 10}; "
-                                  "the best config keeps the experiment's own.")
-    space: dict[str, Param] = Field(description="Dotted config path -> parameter; a list is shorthand for a choice.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _choice_shorthand(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("space"), dict):
-            raw = {**raw, "space": {k: {"type": "choice", "values": v} if isinstance(v, list) else v
-                                    for k, v in raw["space"].items()}}
-        return raw
 
 
 class ExperimentConfig(Section):
@@ -444,77 +347,6 @@ class ExperimentConfig(Section):
         return _flatten(self.model_dump(mode="json", exclude={"tune"}))
 
 
-def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
-    """Read an experiment YAML, apply ``key=value`` overrides, validate and freeze.
-
-    Args:
-        path: Experiment YAML holding only what differs from the defaults; None for defaults.
-        overrides: Dotted ``key=value`` strings, values parsed as YAML. Default none.
-
-    Raises:
-        ConfigError: One line naming the file, key or value at fault.
-    """
-    raw = _read_yaml(Path(path)) if path is not None else {}
-    for item in overrides:
-        _apply_override(raw, item)
-    try:
-        cfg = ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-    if cfg.tune is not None:
-        from pipeline.tune.space import check
-
-        check(cfg)
-    return cfg
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"Config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"Malformed YAML in {path}{where}: {problem}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Invalid config {path}: expected a mapping of sections at the top, got {type(raw).__name__}")
-    return raw
-
-
-def _apply_override(raw: dict, item: str) -> None:
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"Invalid override `{item}`: expected key=value, e.g. train.epochs=3")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    set_path(raw, key, value, what=f"override `{item}`")
-
-
-def set_path(raw: dict, key: str, value: Any, what: str = "key") -> None:
-    """Set dotted ``key`` (list items by index, e.g. ``model.recommender.tower.0``) in a raw config dict."""
-    node: Any = raw
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            index: Any = int(part)
-        elif isinstance(node, dict):
-            index = part
-        else:
-            raise ConfigError(f"Invalid {what}: `{'.'.join(parts[:i])}` is not a section")
-        if last:
-            node[index] = value
-        else:
-            if isinstance(node, dict) and not isinstance(node.get(index), (dict, list)):
-                node[index] = {}
-            node = node[index]
-
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict):
@@ -527,143 +359,3 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in items:
         flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
     return flat
-
-
-# ---- error messages --------------------------------------------------------
-
-
-def _describe(exc: ValidationError) -> str:
-    """The first validation error as one actionable line."""
-    errors = exc.errors()
-    err = errors[0]
-    path, fields, field_info = _walk(err["loc"])
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        key = path.rsplit(".", 1)[-1]
-        near = difflib.get_close_matches(key.split("[")[0], fields, n=1, cutoff=0.6)
-        parent = path.rsplit(".", 1)[0] + "." if "." in path else ""
-        hint = f"; did you mean `{parent}{near[0]}`?" if near else f". Valid keys: {', '.join(fields)}."
-        message = f"Unknown key `{path}`{hint}"
-    elif kind == "missing":
-        message = f"Missing required key `{path}`."
-    elif kind == "value_error":
-        message = f"Invalid `{path}`: {err['msg'].removeprefix('Value error, ')}."
-    else:
-        expected = _expected(err, field_info)
-        suggestion = ""
-        if kind in ("literal_error", "union_tag_invalid") and isinstance(err.get("input"), str):
-            choices = [c.strip("'") for c in _choices(err)]
-            near = difflib.get_close_matches(err["input"], choices, n=1)
-            if near:
-                expected, suggestion = expected.rstrip("."), f"; did you mean '{near[0]}'?"
-        shown = err.get("input")
-        if kind == "union_tag_invalid":
-            path = f"{path}.type" if path else "type"
-            shown = err.get("ctx", {}).get("tag", shown)
-        message = f"Invalid value for `{path}`: {shown!r}. {expected}{suggestion}"
-    more = len(errors) - 1
-    return message + (f" ({more} more error{'s' if more > 1 else ''})" if more else "")
-
-
-def _choices(err: dict) -> list[str]:
-    ctx = err.get("ctx", {})
-    text = ctx.get("expected") or ctx.get("expected_tags") or ""
-    return [c.strip() for c in text.replace(" or ", ", ").split(",") if c.strip()]
-
-
-def _expected(err: dict, field_info: Any) -> str:
-    """Say what a valid value looks like, using the field's own bounds where it has them."""
-    if err["type"] == "union_tag_invalid":
-        return f"Expected one of {err['ctx']['expected_tags']}."
-    if err["type"] == "literal_error":
-        return f"Expected one of {err['ctx']['expected']}."
-    bounds = _interval(field_info) if field_info is not None else None
-    if bounds:
-        return f"Expected {bounds}."
-    msg = err["msg"].replace("Input should be", "Expected").replace("Value error, ", "")
-    return msg[0].upper() + msg[1:] + ("" if msg.endswith(".") else ".")
-
-
-def _interval(field_info: Any) -> str | None:
-    """'a float in [0, 1)' from a field's annotated-types bounds, or None if it has none."""
-    lo = hi = None
-    lo_b, hi_b = "(", ")"
-    for m in field_info.metadata:
-        if getattr(m, "ge", None) is not None:
-            lo, lo_b = m.ge, "["
-        if getattr(m, "gt", None) is not None:
-            lo, lo_b = m.gt, "("
-        if getattr(m, "le", None) is not None:
-            hi, hi_b = m.le, "]"
-        if getattr(m, "lt", None) is not None:
-            hi, hi_b = m.lt, ")"
-    if lo is None and hi is None:
-        return None
-    kind = _scalar_name(field_info.annotation)
-    lo_t = "-inf" if lo is None else f"{lo:g}"
-    hi_t = "inf" if hi is None else f"{hi:g}"
-    return f"{kind} in {lo_b}{lo_t}, {hi_t}{hi_b}"
-
-
-def _scalar_name(annotation: Any) -> str:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    return "an integer" if args[0] is int else "a float" if args[0] is float else "a value"
-
-
-def _walk(loc: tuple) -> tuple[str, list[str], Any]:
-    """Follow a pydantic error location through the config classes.
-
-    Returns the dotted path users write (union tags dropped, list items as [i]),
-    the valid keys of the innermost section, and the field's FieldInfo if any.
-    """
-    model: Any = ExperimentConfig
-    annotation: Any = None
-    field_info = None
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-            annotation = _unwrap(annotation, list_item=True)
-            continue
-        if annotation is not None and typing.get_origin(_unwrap(annotation)) is dict:
-            path += f"[{part!r}]"
-            annotation = typing.get_args(_unwrap(annotation))[1]
-            continue
-        if annotation is not None and _is_union(annotation):
-            tagged = {typing.get_args(c.model_fields["type"].annotation)[0]: c for c in _members(annotation)}
-            if part in tagged:
-                model, annotation = tagged[part], None
-                continue
-        if annotation is not None:
-            model = _unwrap(annotation)
-        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
-            field_info = model.model_fields[part]
-            annotation = field_info.annotation
-        else:
-            field_info, annotation = None, None
-        path = f"{path}.{part}" if path else str(part)
-    fields = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-    return path, fields, field_info
-
-
-def _unwrap(annotation: Any, list_item: bool = False) -> Any:
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if list_item and typing.get_origin(annotation) is list:
-        return typing.get_args(annotation)[0]
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if _is_optional(annotation) and len(args) == 1:
-        return args[0]
-    return annotation
-
-
-def _is_optional(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in typing.get_args(annotation)
-
-
-def _is_union(annotation: Any) -> bool:
-    return typing.get_origin(_unwrap(annotation)) in (Union, types.UnionType) and not _is_optional(annotation)
-
-
-def _members(annotation: Any) -> tuple:
-    return typing.get_args(_unwrap(annotation))

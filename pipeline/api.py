@@ -1,0 +1,83 @@
+"""The pipeline as a Python library: the same jobs the CLI runs, returning typed results.
+
+    import pipeline
+
+    cfg = pipeline.load_config("configs/digits.yaml", ["train.epochs=5"])
+    result = pipeline.train(cfg)
+    print(result.test_metrics, result.export_path)
+
+Importing this module (or ``pipeline``) does not import TensorFlow: each job
+sets TensorFlow's environment from the config first, then imports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig, load
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Defaults -> the experiment YAML at ``path`` -> ``key=value`` overrides, validated and frozen."""
+    return load(path, list(overrides))
+
+
+def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "champion", run_tags: dict | None = None):
+    """Train, evaluate, track, export and register; returns a ``jobs.train.TrainResult``."""
+    _configure(cfg)
+    from pipeline.jobs.train import train as job
+
+    return job(cfg, callbacks=callbacks, alias=alias, run_tags=run_tags)
+
+
+def tune(cfg: ExperimentConfig, workers: int = 0, command: list[str] = (), run_tags: dict | None = None):
+    """Run (or continue) the search in ``cfg.tune``; returns a ``tune.results.Outcome`` (None in a worker process)."""
+    _configure(cfg)
+    from pipeline.jobs.tune import tune as job
+
+    return job(cfg, workers=workers, command=list(command), run_tags=run_tags)
+
+
+def retrain(cfg: ExperimentConfig):
+    """The retraining job under its lock; returns a ``jobs.retrain.Decision`` (promoted or kept, and why)."""
+    from pipeline.jobs.retrain import lock
+    from pipeline.jobs.retrain import retrain as job
+
+    with lock(cfg):  # before TensorFlow loads: a second job exits at once
+        _configure(cfg)
+        return job(cfg)
+
+
+def run_study(path: str | Path, overrides: list[str] = ()):
+    """Train (or search) every variant of a study file; returns a ``jobs.study.Study``."""
+    from pipeline.jobs.study import load_study
+    from pipeline.jobs.study import run_study as job
+
+    _, configs = load_study(path, list(overrides))  # every variant validated before TensorFlow
+    _configure(next(iter(configs.values())))
+    return job(path, list(overrides))
+
+
+def report(run_id: str | None = None, experiment: str | None = None, tracking_uri: str = "sqlite:///work/mlflow.db",
+           out: str | Path | None = None) -> Path:
+    """Write the HTML report of a run or of a whole experiment; returns its path."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.jobs.report import report as job
+
+    return job(run_id, experiment, tracking_uri, out)
+
+
+def prepare(cfg: ExperimentConfig):
+    """Prepare the configured dataset; returns its ``DataSpec``."""
+    _configure(cfg)
+    from pipeline.jobs.prepare import prepare as job
+
+    return job(cfg)
+
+
+def _configure(cfg: ExperimentConfig) -> None:
+    from pipeline import runtime
+
+    runtime.configure(cfg)

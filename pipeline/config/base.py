@@ -1,0 +1,52 @@
+"""What every config module shares: the section base, named constrained scalars, and setting a dotted key.
+
+The scalar types are named so that an error can say what was expected
+("Expected a float in [0, 1)").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.errors import ConfigError
+
+# Constrained scalars, named so an error can say what was expected.
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+Lambda = Annotated[float, Field(ge=0.0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
+
+# Metric names a callback may monitor: classification logs accuracy, regression rmse and mae.
+Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy", "rmse", "val_rmse", "mae", "val_mae"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+
+def set_path(raw: dict, key: str, value: Any, what: str = "key") -> None:
+    """Set dotted ``key`` (list items by index, e.g. ``model.recommender.tower.0``) in a raw config dict."""
+    node: Any = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+        else:
+            raise ConfigError(f"Invalid {what}: `{'.'.join(parts[:i])}` is not a section")
+        if last:
+            node[index] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(index), (dict, list)):
+                node[index] = {}
+            node = node[index]

@@ -1,0 +1,72 @@
+"""One override order: defaults -> experiment YAML -> ``key=value`` overrides -> validate, then frozen.
+
+Experiment YAML holds only what differs from the defaults. Every mistake is a
+``ConfigError`` of one line naming the file, key or value, raised before
+TensorFlow is imported, so a typo costs milliseconds rather than a training run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.config import search_space
+from pipeline.config.base import set_path
+from pipeline.config.messages import describe
+from pipeline.config.schema import ExperimentConfig
+from pipeline.errors import ConfigError
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read an experiment YAML, apply ``key=value`` overrides, validate and freeze.
+
+    Args:
+        path: Experiment YAML holding only what differs from the defaults; None for defaults.
+        overrides: Dotted ``key=value`` strings, values parsed as YAML. Default none.
+
+    Raises:
+        ConfigError: One line naming the file, key or value at fault.
+    """
+    raw = read_yaml(Path(path)) if path is not None else {}
+    for item in overrides:
+        apply_override(raw, item)
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, ExperimentConfig)) from None
+    if cfg.tune is not None:
+        search_space.check(cfg)
+    return cfg
+
+
+def read_yaml(path: Path, what: str = "Config") -> dict:
+    """A YAML file's top-level mapping (empty for an empty file)."""
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"Malformed YAML in {path}{where}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Invalid {what.lower()} {path}: expected a mapping of sections at the top, "
+                          f"got {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set one ``key=value`` override (the value parsed as YAML) in a raw config dict."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"Invalid override `{item}`: expected key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    set_path(raw, key, value, what=f"override `{item}`")

@@ -1,0 +1,166 @@
+"""``train(cfg)``: the experiment as one readable recipe.
+
+strategy -> data -> tracked run -> model -> fit -> evaluate -> log -> diagnose -> export -> register.
+Everything that can be rejected without a run (config, dataset, feature keys)
+is rejected before the MLflow run opens, so a bad input leaves no run behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    run_dir: Path
+    test_metrics: dict[str, float]
+    best_epoch: int | None
+    epochs_run: int
+    history: dict[str, list[float]]
+    model: object = None
+    export_path: Path | None = None
+    checks: dict[str, float] = field(default_factory=dict)
+    diagnosis: object = None  # pipeline.diagnose.Diagnosis
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: data, setup, fit, evaluate, log, export
+
+
+def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "champion",
+          run_tags: dict | None = None) -> TrainResult:
+    """Train, evaluate, track and export the experiment ``cfg`` describes.
+
+    Args:
+        cfg: The validated experiment config.
+        callbacks: Extra Keras callbacks, run after the pipeline's own; default none.
+        alias: Registry alias moved to the export's model version: ``champion`` (it serves, being the
+            newest export), ``challenger`` (retraining stages it), or None. Default ``champion``.
+        run_tags: Extra tags of the MLflow run (e.g. a parent run); default none.
+    """
+    from pipeline import runtime, track
+    from pipeline.data import dataset
+    from pipeline.data.augment import build_augmenter
+    from pipeline.models import family
+    from pipeline.tasks import task_for
+    from pipeline.train import cluster, loop, resume
+    from pipeline.train.callbacks import build_callbacks
+    from pipeline.train.strategy import describe, make_strategy
+
+    clock = _Clock()
+    strategy = make_strategy(cfg.train)
+    runtime.determinism(cfg)
+    runtime.seed(cfg)  # before the data: tf.data's shuffle seeds combine with TensorFlow's global seed
+    augmenter = build_augmenter(cfg.augment, cfg.seed)
+    in_model = cfg.augment.placement == "model"
+    previous = resume.peek(cfg) if cfg.train.resume else resume.State()
+    data = dataset.load(cfg, augmenter=None if in_model else augmenter, start_epoch=previous.epoch,
+                        replicas=strategy.num_replicas_in_sync)
+    if data.spec.skipped:
+        print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
+              "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
+    task = task_for(cfg, data.spec)
+    clock.lap("data")
+
+    chief = cluster.is_chief()
+    # Other workers track nothing and keep their files in a temporary folder (Keras requires it).
+    run_cfg = cfg if chief else cfg.model_copy(update={
+        "tracking": cfg.tracking.model_copy(update={"enabled": False}), "workdir": tempfile.mkdtemp(prefix="worker-")})
+    with track.start_run(run_cfg, tags=run_tags, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
+        run.log_setup(cfg, data.spec, {**describe(strategy), "global_batch": data.global_batch,
+                                       "precision": cfg.train.precision})
+        runtime.seed(cfg)  # again: data preparation and tracking drew from the global RNGs
+        model = loop.build_compiled(cfg, data, task, strategy, augmenter if in_model else None)
+        own = build_callbacks(cfg, run.dir)
+        resume.restore(model, own, previous, augmenter)
+        saver = resume.checkpointer(cfg, run.id, previous, write=cfg.train.resume and chief, augmenter=augmenter)
+        saver.set_others(own)
+        if previous.epoch:
+            print(f"Resuming {cfg.name} after epoch {previous.epoch} from {previous.path}", file=sys.stderr)
+            track.log_missing_epochs(run, previous.history)
+            run.set_tags({"resumed_after_epoch": previous.epoch})
+        clock.lap("setup")
+
+        loop.fit(cfg, model, strategy, task, data, previous.epoch,
+                 [*own, saver, track.epoch_logger(run), *callbacks], verbose=cfg.train.verbose if chief else 0)
+        history = saver.history  # every epoch, including those before a resume
+        clock.lap("fit")
+
+        best_epoch = loop.best_epoch(own)
+        test = loop.evaluate(cfg, model, strategy, task, data.test)
+        extras = family(cfg.model.name)
+        signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
+        test.update({f"test_{k}": v for k, v in extras.evaluate(signatures, data.test, data.spec, cfg).items()})
+        clock.lap("evaluate")
+
+        diagnosis = _log_outcome(cfg, run, model, data, task, history, best_epoch, test)
+        clock.lap("log")
+
+        export_path, checks = None, {}
+        if cfg.export.enabled and chief:
+            export_path, checks = _export(cfg, run, model, data, test, signatures, alias)
+            clock.lap("export")
+        run.log_metrics({f"seconds_{stage}": round(s, 3) for stage, s in clock.laps.items()})
+        if chief:
+            resume.finish(cfg)
+    return TrainResult(run.id, run.dir, test, best_epoch, len(history["loss"]), history, model, export_path, checks,
+                       diagnosis, clock.laps)
+
+
+def _log_outcome(cfg, run, model, data, task, history: dict, best_epoch: int | None, test: dict):
+    """Test metrics, features, data statistics, learning curves and the fit diagnosis; returns the diagnosis."""
+    from pipeline.data import stats
+    from pipeline.diagnose import diagnose_run
+    from pipeline.track import plots
+
+    run.log_metrics({**test, "epochs_run": len(history["loss"]), **({"best_epoch": best_epoch} if best_epoch else {})})
+    run.log_text(json.dumps(model.feature_info, indent=2, default=str), "features.json")
+    if run.tracked:  # what retraining checks new data against
+        run.log_text(json.dumps(stats.statistics(data), indent=1), "data_stats.json")
+    run.log_file(plots.learning_curves(history, best_epoch, run.dir / "learning_curves.png"), "plots")
+    diagnosis = diagnose_run(cfg, history, task, data)
+    if diagnosis is not None:
+        run.set_tags(diagnosis.tags())
+        run.log_text(diagnosis.to_json(), "diagnosis.json")
+        run.log_text(diagnosis.markdown(), "diagnosis.md")
+    return diagnosis
+
+
+def _export(cfg, run, model, data, test: dict, signatures: dict, alias: str | None) -> tuple[Path, dict]:
+    """Export and verify the model, log it, and register it as a model version carrying ``alias``."""
+    from pipeline.export import export
+    from pipeline.track import registry
+
+    spec = data.spec
+    meta = {"run_id": run.id, "data": {"name": spec.name, "version": spec.version, "digest": spec.digest},
+            "test_metrics": test}
+    export_path, checks = export(model, cfg, spec, data.test, metadata=meta, signatures=signatures)
+    run.log_metrics(checks)
+    run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
+    run.log_dir(export_path, "saved_model")
+    if run.tracked:
+        version = registry.register(cfg, run.id, export_path, alias=alias, tags={
+            "data.name": spec.name, "data.version": spec.version, "data.digest": spec.digest,
+            **{k: round(v, 6) for k, v in test.items()}})
+        run.set_tags({"registry.model": cfg.export.model_name, "registry.version": version.version})
+    return export_path, checks
+
+
+class _Clock:
+    """Seconds per stage of a run, logged as ``seconds_<stage>`` metrics (where does the time go?)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self._last
+        self._last = now

@@ -1,0 +1,36 @@
+"""Run-time set-up every job shares: TensorFlow's environment, determinism and seeds.
+
+``configure`` must run before anything imports TensorFlow (it reads these
+variables once, at import); ``determinism`` and ``seed`` after. Jobs, tuning
+workers and the benchmarks call these three, so a run is set up one way.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def configure(cfg) -> None:
+    """Environment TensorFlow reads at import: quiet logs and, for deterministic configs, no oneDNN.
+
+    oneDNN's CPU kernels are outside TensorFlow's op determinism (the same run gave
+    different losses with them on), so a deterministic config turns them off.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if cfg.deterministic:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def determinism(cfg) -> None:
+    """Deterministic kernels when the config asks for them (see ``configure`` for oneDNN)."""
+    import tensorflow as tf
+
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def seed(cfg) -> None:
+    """Same seed, same initial weights and tf.data shuffles; augmentation layers carry their own seeds."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
