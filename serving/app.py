@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,8 +31,6 @@ from serving.models import NotFound, Repository, RequestError
 
 log = logging.getLogger("serving.access")
 
-_GET = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<metadata>/metadata)?$")
-_POST = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?:(?P<verb>[a-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,10 @@ class Metrics:
         self.version = Gauge("serving_model_version", "Newest loaded version", ["model"], registry=self.registry)
 
 
+# Answers to client mistakes: HTTP code per exception type, the message as {"error": ...}.
+CLIENT_ERRORS = {NotFound: 404, RequestError: 400}
+
+
 def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
     metrics = Metrics()
 
@@ -60,50 +62,32 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
         return JSONResponse({"error": message}, status_code=code)
 
     async def status(request: Request) -> Response:
-        match = _GET.match(request.path_params["rest"])
-        if not match:
-            return error(404, f"Unknown path {request.url.path}")
-        version = int(match["version"]) if match["version"] else None
-        try:
-            servable = repository.get(match["name"], version)
-        except NotFound as exc:
-            return error(404, str(exc))
-        if match["metadata"]:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        servable = repository.get(name, version)
+        if request.url.path.endswith("/metadata"):
             return JSONResponse(servable.metadata())
-        versions = [version] if version is not None else sorted(repository.models()[match["name"]], reverse=True)
+        versions = [version] if version is not None else sorted(repository.models()[name], reverse=True)
         return JSONResponse({"model_version_status": [
             {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
             for v in versions]})
 
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
-        match = _POST.match(request.path_params["rest"])
-        name = match["name"] if match else "-"
+        name = request.path_params["name"]
         code, batch = 500, 0
         try:
-            if not match:
-                code = 404
-                return error(404, f"Unknown path {request.url.path}")
-            if match["verb"] != "predict":
-                code = 400
-                return error(400, f"Unsupported method :{match['verb']}; this server answers :predict")
+            if request.path_params["verb"] != "predict":
+                raise RequestError(f"Unsupported method :{request.path_params['verb']}; this server answers :predict")
             body = await _body(request, limits.max_body_bytes)
-            servable = repository.get(name, int(match["version"]) if match["version"] else None)
+            servable = repository.get(name, request.path_params.get("version"))
             answer, batch = await run_in_threadpool(_predict, servable, body, limits.max_batch)
             code = 200
             return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
-        except _TooLarge as exc:
-            code = 413
-            return error(413, str(exc))
-        except NotFound as exc:
-            code = 404
-            return error(404, str(exc))
-        except RequestError as exc:
-            code = 400
-            return error(400, str(exc))
-        except Exception:
-            log.exception("predict failed for %s", request.url.path)
-            return error(500, "Internal error while predicting (the server log has the details)")
+        except Exception as exc:
+            code = 413 if isinstance(exc, _TooLarge) else CLIENT_ERRORS.get(type(exc), 500)
+            if code == 500:
+                log.exception("predict failed for %s", request.url.path)
+            raise
         finally:
             seconds = time.perf_counter() - started
             metrics.requests.labels(name, str(code)).inc()
@@ -117,11 +101,29 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
             metrics.version.labels(model).set(max(versions))
         return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
 
-    return Starlette(routes=[
-        Route("/v1/models/{rest:path}", status, methods=["GET"]),
-        Route("/v1/models/{rest:path}", predict, methods=["POST"]),
-        Route("/metrics", metrics_page, methods=["GET"]),
-    ])
+    async def client_error(request: Request, exc: Exception) -> Response:
+        return error(413 if isinstance(exc, _TooLarge) else CLIENT_ERRORS[type(exc)], str(exc))
+
+    async def unknown_path(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, f"Unknown path {request.method} {request.url.path}")
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return error(500, "Internal error while predicting (the server log has the details)")
+
+    model, version = "/v1/models/{name}", "/v1/models/{name}/versions/{version:int}"
+    return Starlette(
+        routes=[
+            Route(model, status, methods=["GET"]),
+            Route(version, status, methods=["GET"]),
+            Route(f"{model}/metadata", status, methods=["GET"]),
+            Route(f"{version}/metadata", status, methods=["GET"]),
+            Route(model + ":{verb}", predict, methods=["POST"]),
+            Route(version + ":{verb}", predict, methods=["POST"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
+        ],
+        exception_handlers={NotFound: client_error, RequestError: client_error, _TooLarge: client_error,
+                            404: unknown_path, 405: unknown_path, Exception: server_error},
+    )
 
 
 class _TooLarge(Exception):

@@ -231,3 +231,23 @@ def test_a_run_does_not_depend_on_what_ran_before_in_the_process(tmp_path, tfds_
     train(load(DIGITS, tiny(tmp_path / "before", tfds_dir, "seed=7", "tracking.enabled=false", "export.enabled=false")))
     after = train(load(DIGITS, tiny(tmp_path / "after", tfds_dir, "tracking.enabled=false", "export.enabled=false")))
     assert after.history["val_loss"] == pytest.approx(fresh_val_loss, abs=1e-6)
+
+
+def test_the_custom_loop_logs_fits_metrics_from_the_tasks_metric_objects(tiny_cfg):
+    """The loop used under MultiWorkerMirroredStrategy, here on one device: same log keys as fit, and
+    val_accuracy equal to the final model's accuracy on the validation split counted by hand."""
+    import numpy as np
+
+    from pipeline.data import dataset
+    from pipeline.jobs.train import train
+
+    cfg = tiny_cfg("train.loop=custom", "train.early_stopping.enabled=false", "export.enabled=false",
+                   "tracking.enabled=false")
+    result = train(cfg)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.history)
+    correct = total = 0
+    for x, y in dataset.load(cfg).validation:
+        correct += int((np.argmax(result.model(x, training=False), axis=-1) == y.numpy()).sum())
+        total += len(y)
+    assert result.history["val_accuracy"][-1] == pytest.approx(correct / total, abs=1e-6)
+    assert result.test_metrics["test_accuracy"] > 0 and np.isfinite(result.history["val_loss"][-1])

@@ -16,42 +16,6 @@ from pipeline.config import AugmentConfig, ExperimentConfig
 VALUE_RANGE = (0.0, 255.0)
 
 
-def _rotation(c, seed, fill):
-    from keras import layers
-
-    return layers.RandomRotation(c.degrees / 360.0, fill_mode=fill, seed=seed)
-
-
-def _flip(c, seed, fill):
-    from keras import layers
-
-    return layers.RandomFlip(c.mode, seed=seed)
-
-
-def _brightness(c, seed, fill):
-    from keras import layers
-
-    return layers.RandomBrightness(c.factor, value_range=VALUE_RANGE, seed=seed)
-
-
-def _contrast(c, seed, fill):
-    from keras import layers
-
-    return layers.RandomContrast(c.factor, value_range=VALUE_RANGE, seed=seed)
-
-
-def _zoom(c, seed, fill):
-    from keras import layers
-
-    return layers.RandomZoom(c.factor, fill_mode=fill, seed=seed)
-
-
-def _translation(c, seed, fill):
-    from keras import layers
-
-    return layers.RandomTranslation(c.factor, c.factor, fill_mode=fill, seed=seed)
-
-
 def _gaussian_noise(c, seed, fill):
     import keras
     from keras import layers
@@ -64,20 +28,31 @@ def _gaussian_noise(c, seed, fill):
     )
 
 
+# type -> (Keras preprocessing layer, its arguments from the config entry ``c`` and the fill mode)
 LAYERS = {
-    "rotation": _rotation,
-    "flip": _flip,
-    "brightness": _brightness,
-    "contrast": _contrast,
-    "zoom": _zoom,
-    "translation": _translation,
-    "gaussian_noise": _gaussian_noise,
+    "rotation": ("RandomRotation", lambda c, fill: {"factor": c.degrees / 360.0, "fill_mode": fill}),
+    "flip": ("RandomFlip", lambda c, fill: {"mode": c.mode}),
+    "brightness": ("RandomBrightness", lambda c, fill: {"factor": c.factor, "value_range": VALUE_RANGE}),
+    "contrast": ("RandomContrast", lambda c, fill: {"factor": c.factor, "value_range": VALUE_RANGE}),
+    "zoom": ("RandomZoom", lambda c, fill: {"height_factor": c.factor, "fill_mode": fill}),
+    "translation": ("RandomTranslation",
+                    lambda c, fill: {"height_factor": c.factor, "width_factor": c.factor, "fill_mode": fill}),
+    "gaussian_noise": (_gaussian_noise, None),  # no single Keras layer: noise on the [0, 1] scale
 }
+
+
+def _layer(c, seed: int, fill: str):
+    from keras import layers
+
+    built, arguments = LAYERS[c.type]
+    if arguments is None:
+        return built(c, seed, fill)
+    return getattr(layers, built)(**arguments(c, fill), seed=seed)
 
 
 def build_layers(cfg: AugmentConfig, seed: int) -> list:
     """One Keras layer per configured entry, in config order."""
-    return [LAYERS[c.type](c, seed + i, cfg.fill_mode) for i, c in enumerate(cfg.layers)]
+    return [_layer(c, seed + i, cfg.fill_mode) for i, c in enumerate(cfg.layers)]
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int):

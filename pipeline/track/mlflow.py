@@ -122,14 +122,13 @@ def log_missing_epochs(run: Run, history: dict[str, list[float]]) -> None:
 def epoch_logger(run: Run, prefix: str = ""):
     """A Keras callback that logs every epoch's metrics and learning rate to the run, names prefixed.
 
-    Batched and asynchronous: a synchronous write to the SQLite store costs about 4 ms, and even
-    from MLflow's logging thread a write per epoch took 4% of a 0.2 s digits epoch on two cores
-    (bench/perf.py, tracking). So epochs are written together every ``tracking.write_every``
-    seconds (the first at once, to show the run is alive; the rest when training ends), by
-    MLflow's logging thread. The run waits for the writes before it ends; a run killed before
-    that loses its latest epochs' metrics, which a resume logs again (``log_missing_epochs``).
-    A schedule's learning rate is computed at write time for all pending epochs in one compiled
-    call: evaluating it eagerly every epoch (a dozen small ops) cost 6% of that epoch by itself.
+    Batched and asynchronous, because a write per epoch is a measurable share of a short epoch
+    (bench/README.md, tracking overhead). So epochs are written together every
+    ``tracking.write_every`` seconds (the first at once, to show the run is alive; the rest when
+    training ends), by MLflow's logging thread. The run waits for the writes before it ends; a
+    run killed before that loses its latest epochs' metrics, which a resume logs again
+    (``log_missing_epochs``). A schedule's learning rate is computed at write time for all
+    pending epochs in one compiled call, since evaluating it eagerly every epoch costs as much.
     """
     import keras
     import tensorflow as tf

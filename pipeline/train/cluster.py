@@ -20,18 +20,17 @@ import time
 from pathlib import Path
 
 
-def role() -> tuple[str, int]:
-    """(task type, index) from TF_CONFIG; ('chief', 0) when there is none."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = config.get("task") or {"type": "chief", "index": 0}
-    return task["type"], int(task.get("index", 0))
-
-
 def is_chief() -> bool:
-    """The chief is the 'chief' task, or worker 0 when the cluster has no chief."""
-    kind, index = role()
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    """Whether this process tracks, checkpoints and exports: the 'chief' task, or worker 0 when the
+    cluster has none, or a process outside any cluster (no TF_CONFIG). TensorFlow's own resolver reads TF_CONFIG."""
+    import tensorflow as tf
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type is None:
+        return True
+    jobs = resolver.cluster_spec().jobs
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in jobs)
 
 
 def free_ports(n: int) -> list[int]:

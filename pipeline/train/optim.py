@@ -8,57 +8,15 @@ from __future__ import annotations
 
 from pipeline.config import OptimizerConfig
 
-
-def _sgd(cfg, kw):
-    from keras import optimizers
-
-    return optimizers.SGD(**kw)
-
-
-def _momentum(cfg, kw):
-    from keras import optimizers
-
-    return optimizers.SGD(momentum=cfg.momentum, **kw)
-
-
-def _nesterov(cfg, kw):
-    from keras import optimizers
-
-    return optimizers.SGD(momentum=cfg.momentum, nesterov=True, **kw)
-
-
-def _adam(cfg, kw):
-    from keras import optimizers
-
-    return optimizers.Adam(**kw)
-
-
-def _adamw(cfg, kw):
-    from keras import optimizers
-
-    return optimizers.AdamW(**{"weight_decay": 1e-4, **kw})
-
-
-def _rmsprop(cfg, kw):
-    from keras import optimizers
-
-    return optimizers.RMSprop(**kw)
-
-
-def _adagrad(cfg, kw):
-    from keras import optimizers
-
-    return optimizers.Adagrad(**kw)
-
-
+# name -> (Keras optimiser class, its arguments from the config beyond the shared ones)
 OPTIMIZERS = {
-    "sgd": _sgd,
-    "momentum": _momentum,
-    "nesterov": _nesterov,
-    "adam": _adam,
-    "adamw": _adamw,
-    "rmsprop": _rmsprop,
-    "adagrad": _adagrad,
+    "sgd": ("SGD", lambda cfg: {}),
+    "momentum": ("SGD", lambda cfg: {"momentum": cfg.momentum}),
+    "nesterov": ("SGD", lambda cfg: {"momentum": cfg.momentum, "nesterov": True}),
+    "adam": ("Adam", lambda cfg: {}),
+    "adamw": ("AdamW", lambda cfg: {"weight_decay": 1e-4}),  # the default when weight_decay is 0
+    "rmsprop": ("RMSprop", lambda cfg: {}),
+    "adagrad": ("Adagrad", lambda cfg: {}),
 }
 
 
@@ -100,4 +58,7 @@ def build_optimizer(cfg: OptimizerConfig, epochs: int, steps_per_epoch: int, rep
         kw["clipvalue"] = cfg.clipvalue
     if cfg.weight_decay:
         kw["weight_decay"] = cfg.weight_decay
-    return OPTIMIZERS[cfg.name](cfg, kw)
+    from keras import optimizers
+
+    class_name, own = OPTIMIZERS[cfg.name]
+    return getattr(optimizers, class_name)(**{**own(cfg), **kw})

@@ -221,7 +221,7 @@ class Memory:
     """When a worker should hand over to a fresh process.
 
     TensorFlow keeps part of every traced function alive after ``clear_session``
-    (tensorflow#61791, keras#21090; here about 14 MB per digits trial), so RSS
+    (tensorflow#61791, keras#21090; bench/README.md has the figure), so RSS
     grows with every trial however the state is cleared. A worker process
     therefore stops when its next trial would take its RSS past ``1 + growth``
     times the RSS after the search's first trial (``baseline``, or its own
