@@ -202,8 +202,8 @@ def test_unknown_model_or_version_is_404_and_a_large_body_413(server):
     assert call(port, "/v1/models/nope:predict", {"instances": [IMAGE]})[0] == 404
     assert call(port, "/v1/models/digits/versions/99:predict", {"instances": [IMAGE]})[0] == 404
     assert call(port, "/v1/models/nope")[0] == 404
-    assert call(port, "/v1/models/digits/versions/%D9%A1:predict", {"instances": [IMAGE]}) == (
-        404, {"error": "Unknown path POST /v1/models/digits/versions/%D9%A1:predict"})  # Arabic-Indic one: no version
+    code, answer = call(port, "/v1/models/digits/versions/%D9%A1:predict", {"instances": [IMAGE]})
+    assert code == 404 and answer["error"].startswith("Unknown path POST")  # an Arabic-Indic one is no version
     code, answer = call(port, "/v1/models/digits:classify", {"instances": [IMAGE]})
     assert code == 400 and "Unsupported method :classify" in answer["error"]
     code, answer = call(port, "/v1/models/digits:predict", raw=b" " * (MAX_BODY + 10_000))
