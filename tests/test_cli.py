@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from .conftest import DIGITS, ROOT, run_cli, tiny
 
 
+@pytest.mark.slow
 def test_train_command_trains_tracks_exports_and_prints_a_summary(tmp_path, tfds_dir):
     workdir = tmp_path / "work"
     proc = run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, "train.epochs=1"))
@@ -17,6 +20,7 @@ def test_train_command_trains_tracks_exports_and_prints_a_summary(tmp_path, tfds
     assert (workdir / "mlflow.db").is_file() and (workdir / "mlartifacts").is_dir()
 
 
+@pytest.mark.slow
 def test_augment_preview_command_writes_the_png(tmp_path, tfds_dir):
     out = tmp_path / "preview.png"
     proc = run_cli("augment-preview", str(DIGITS), *tiny(tmp_path / "work", tfds_dir), "--out", str(out))

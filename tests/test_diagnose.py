@@ -55,6 +55,7 @@ def test_a_plateau_with_a_small_gap_is_a_good_fit():
     # A learning rate too small to move the weights in two epochs.
     (["optimizer.learning_rate=0.000001", "optimizer.schedule.name=constant", "model.batch_norm=false"], "underfitting"),
 ], ids=["overfit", "underfit"])
+@pytest.mark.slow
 def test_real_runs_made_to_overfit_and_underfit_are_named(tiny_cfg, overrides, verdict):
     from pipeline.jobs.train import train
 

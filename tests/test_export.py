@@ -57,6 +57,7 @@ print("OK", diff)
 """
 
 
+@pytest.mark.slow
 def test_export_round_trip_in_a_fresh_process_is_deterministic_and_matches_predict(trained, tmp_path):
     cfg, result = trained
     _, images = _test_images(cfg)

@@ -56,13 +56,14 @@ def _history(workdir, run_id, name="val_loss"):
 
 @pytest.fixture
 def reference(tmp_path, tfds_dir):
-    """The same command, never interrupted."""
+    """The same config, never interrupted (in this process: a run does not depend on the process, test_train)."""
+    from pipeline.config import load
+    from pipeline.jobs.train import train
+
     workdir = tmp_path / "reference"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *_args(workdir, tfds_dir)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (run,) = _runs(workdir)
-    return _history(workdir, run.info.run_id)
+    _, config, *overrides = _args(workdir, tfds_dir)
+    result = train(load(config, overrides))
+    return _history(workdir, result.run_id)
 
 
 def test_sigkill_mid_epoch_then_rerun_continues_the_same_run_and_matches_an_uninterrupted_one(tmp_path, tfds_dir, reference):

@@ -21,6 +21,7 @@ def _study(tmp_path, variants: dict, overrides: dict = (), **extra) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_two_variant_study_writes_its_table_plots_and_nested_runs(tmp_path, tfds_dir):
     from mlflow.tracking import MlflowClient
 
@@ -39,6 +40,7 @@ def test_a_two_variant_study_writes_its_table_plots_and_nested_runs(tmp_path, tf
     assert {"mini.csv", "mini.md", "mini_curves.png"} <= {a.path for a in client.list_artifacts(study.parent_run_id)}
 
 
+@pytest.mark.slow
 def test_a_search_study_compares_strategies_by_best_score_against_trials_and_time(tmp_path, tfds_dir):
     from mlflow.tracking import MlflowClient
 

@@ -37,6 +37,7 @@ def test_ames_builder_prepares_a_regression_table_of_raw_columns(tmp_path, tfds_
     assert kinds["Gr_Liv_Area"] == ("numeric", "int64") and kinds["Longitude"] == ("numeric", "float32")
 
 
+@pytest.mark.slow
 def test_movielens_splits_are_fixed_and_disjoint(tmp_path, tfds_dir):
     from pipeline.data import dataset
 
@@ -53,6 +54,7 @@ def test_movielens_splits_are_fixed_and_disjoint(tmp_path, tfds_dir):
     assert pairs(dataset.load(cfg).test) == test
 
 
+@pytest.mark.slow
 def test_movielens_time_split_trains_on_the_past(tmp_path, tfds_dir):
     from pipeline.data import dataset
 
@@ -137,6 +139,7 @@ def test_csv_with_a_bad_value_names_file_line_and_column(tmp_path, tfds_dir):
         dataset.load(cfg)
 
 
+@pytest.mark.slow
 def test_csv_skipping_bad_rows_counts_them_in_the_run(tmp_path, tfds_dir):
     from mlflow.tracking import MlflowClient
 
@@ -177,6 +180,7 @@ def write_image_folder(root, per_class: int = 12, broken: bool = False):
     return root
 
 
+@pytest.mark.slow
 def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, tfds_dir):
     import tensorflow as tf
 
@@ -203,6 +207,7 @@ def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):
 # ---- export with raw named inputs ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ames_export_takes_raw_named_columns_and_returns_dollars(tmp_path, tfds_dir):
     import tensorflow as tf
 
@@ -225,6 +230,7 @@ def test_ames_export_takes_raw_named_columns_and_returns_dollars(tmp_path, tfds_
     assert result.test_metrics["test_rmse_original"] > 1000 and result.test_metrics["test_rmse_log"] < 1.0
 
 
+@pytest.mark.slow
 def test_recommend_signature_returns_k_distinct_unseen_items(tmp_path, tfds_dir):
     import tensorflow as tf
 

@@ -64,6 +64,7 @@ def test_run_artifacts_hold_config_data_spec_curves_and_model(trained, tmp_path)
     assert spec["sizes"] == {"train": 1168, "validation": 270, "test": 359}
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_the_same_metrics(tiny_cfg):
     from pipeline.jobs.train import train
 
@@ -104,7 +105,8 @@ def test_a_failure_marks_the_run_failed_and_publishes_nothing(tiny_cfg, monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,code,status", [(signal.SIGINT, 130, "KILLED"), (signal.SIGTERM, 143, "KILLED")])
+# SIGTERM (143, KILLED, then a rerun resumes) is tests/test_resume.py's.
+@pytest.mark.parametrize("sig,code,status", [(signal.SIGINT, 130, "KILLED")])
 def test_interrupted_training_ends_the_run_killed(tmp_path, tfds_dir, sig, code, status):
     from mlflow.tracking import MlflowClient
 
@@ -190,6 +192,7 @@ class TinyShapes(tfds.core.GeneratorBasedBuilder):
             yield i, {"picture": image, "kind": i % 3}"""
 
 
+@pytest.mark.slow
 def test_any_prepared_tfds_dataset_trains_with_only_a_config_change(tmp_path):
     """A user's own builder, prepared elsewhere: this process never imports its code."""
     import tensorflow as tf
@@ -212,6 +215,7 @@ def test_any_prepared_tfds_dataset_trains_with_only_a_config_change(tmp_path):
     assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {"picture": (tf.uint8, [None, 12, 12, 3])}
 
 
+@pytest.mark.slow
 def test_a_run_does_not_depend_on_what_ran_before_in_the_process(tmp_path, tfds_dir):
     """The same config and seed give the same metrics in a fresh process and after other runs."""
     from mlflow.tracking import MlflowClient

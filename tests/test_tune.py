@@ -110,6 +110,7 @@ ALGORITHMS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_each_algorithm_runs_tracked_trials_and_writes_a_best_config(tmp_path, tfds_dir, algorithm):
     from pipeline.jobs.tune import tune
