@@ -61,3 +61,10 @@ def test_real_runs_made_to_overfit_and_underfit_are_named(tiny_cfg, overrides, v
 
     result = train(tiny_cfg("export.enabled=false", *overrides))
     assert result.diagnosis.verdict == verdict, result.diagnosis.markdown()
+
+
+def test_tables_show_four_significant_digits_and_whole_counts():
+    from pipeline.text import fmt
+
+    assert [fmt(v) for v in (0.123456, "0.98765", 100004, 60.0, None, "overfitting")] == [
+        "0.1235", "0.9877", "100004", "60", "-", "overfitting"]

@@ -88,7 +88,7 @@ def _trial_row(search: Search, trial, cfg: ExperimentConfig) -> dict:
 
 
 def _check_objective(cfg: ExperimentConfig, task) -> None:
-    names = ["loss", *(m if isinstance(m, str) else m.name for m in task.metrics())]
+    names = ["loss", *task.metric_names]
     allowed = names + [f"val_{n}" for n in names]
     if objective(cfg)[0] not in allowed:
         raise ConfigError(f"Invalid `tune.objective.metric`: {objective(cfg)[0]!r} is not logged by the "
