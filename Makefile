@@ -42,7 +42,7 @@ retrain: venv ## the nightly job: check data, train a challenger, promote it onl
 	$(BIN)/pipeline retrain $(CONFIG) $(ARGS) || [ $$? -eq 10 ]  # 10: champion kept, not a failure
 
 ui: venv ## browse the config's runs in the MLflow UI on http://127.0.0.1:5000 (PORT=5001 for another port)
-	$(BIN)/mlflow ui --backend-store-uri $(call setting,tracking.uri) --host 127.0.0.1 --port $(PORT)
+	$(BIN)/pipeline ui $(CONFIG) --port $(PORT) $(ARGS)
 
 study: venv ## variants of a config side by side (STUDY=configs/studies/regularization.yaml)
 	$(BIN)/pipeline study $(STUDY) $(ARGS)

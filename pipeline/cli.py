@@ -110,6 +110,20 @@ def _config_schema(args) -> int:
     return 0
 
 
+def _ui(args) -> int:
+    """Print where the experiment's runs are, then become ``mlflow ui`` on 127.0.0.1 over the config's store."""
+    import os
+
+    cfg = api.load_config(args.config, args.overrides)
+    from pipeline.track.mlflow import tracking_client
+
+    _, experiment_id = tracking_client(cfg)  # the store and the (tagged) experiment exist from here on
+    print(f"Runs of experiment {cfg.tracking.experiment!r}: "
+          f"http://127.0.0.1:{args.port}/#/experiments/{experiment_id}/runs", flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri,
+                              "--host", "127.0.0.1", "--port", str(args.port)])
+
+
 def _augment_preview(args) -> int:
     cfg = api.load_config(args.config, args.overrides)
     from pipeline import runtime
@@ -190,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = with_config(sub.add_parser("prepare", help="prepare the configured dataset as its own step"))
     prepare.set_defaults(run=_prepare)
 
+    ui = with_config(sub.add_parser("ui", help="browse the experiment's runs in the MLflow UI on 127.0.0.1"))
+    ui.add_argument("--port", type=int, default=5000, help="default 5000")
+    ui.set_defaults(run=_ui)
+
     from serving.server import build_parser as serve_options
 
     serve = serve_options(sub.add_parser("serve", help="serve the export root over TF Serving's REST API"))
@@ -225,6 +243,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline import runtime
+
+    runtime.quiet_mlflow()  # before anything imports MLflow
     args = parse(argv)
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C stops a run cleanly even when started from a shell that ignored SIGINT (`cmd &`).

@@ -1,4 +1,4 @@
-"""Run-time set-up every job shares: TensorFlow's environment, determinism and seeds.
+"""Run-time set-up every job shares: TensorFlow's and MLflow's environment, determinism and seeds.
 
 ``configure`` must run before anything imports TensorFlow (it reads these
 variables once, at import); ``determinism`` and ``seed`` after. Jobs, tuning
@@ -17,8 +17,17 @@ def configure(cfg) -> None:
     different losses with them on), so a deterministic config turns them off.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if cfg.tracking.telemetry:
+        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "false"
+    else:
+        quiet_mlflow()
     if cfg.deterministic:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def quiet_mlflow() -> None:
+    """MLflow's usage telemetry off (an opt-in: ``tracking.telemetry``), unless the environment says otherwise."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def determinism(cfg) -> None:

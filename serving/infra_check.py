@@ -7,7 +7,7 @@ TF Serving's REST API could not load or answer never replaces the champion.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +36,7 @@ def infra_validate(path: Path, data, requests: int) -> None:
         **{k: tf.constant(v) for k, v in raw.items()})
     with tempfile.TemporaryDirectory(prefix="infra-") as root:
         (Path(root) / "model").mkdir()
-        os.symlink(Path(path).resolve(), Path(root) / "model" / "1")
+        shutil.copytree(path, Path(root) / "model" / "1")  # a copy: the server follows no link out of its root
         port = free_ports(1)[0]
         proc = subprocess.Popen([sys.executable, "-m", "serving", "--root", root, "--port", str(port), "--poll", "3600",
                                  "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.export.saved_model import version_of
+
 log = logging.getLogger("serving")
 
 
@@ -177,6 +179,16 @@ def _kind(array: np.ndarray) -> str:
     return {"b": "booleans", "U": "strings", "O": "mixed or null values"}.get(array.dtype.kind, array.dtype.name)
 
 
+def _servable_versions(folder: Path, root: Path) -> list[int]:
+    """Version folders with a SavedModel, named in ASCII digits, that lie inside the root (no link out of it)."""
+    found = []
+    for path in folder.iterdir():
+        version = version_of(path)
+        if version is not None and (path / "saved_model.pb").exists() and path.resolve().is_relative_to(root):
+            found.append(version)
+    return found
+
+
 class Repository:
     """Every model under ``root`` with its newest ``keep`` loaded versions, rescanned every ``poll_seconds``."""
 
@@ -213,10 +225,10 @@ class Repository:
     def scan(self) -> None:
         """Load new versions, drop removed ones; one model's failure never affects another."""
         models = {}
+        root = self.root.resolve()
         for folder in sorted(p for p in self.root.glob("*") if p.is_dir() and not p.name.startswith(".")):
             current = self._models.get(folder.name, {})
-            wanted = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()
-                             and (p / "saved_model.pb").exists()), reverse=True)
+            wanted = sorted(_servable_versions(folder, root), reverse=True)
             loaded: dict[int, Servable] = {}
             for version in wanted:
                 if len(loaded) == self.keep:

@@ -32,15 +32,36 @@ def serve(args) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = Path(args.root or Path(args.workdir) / "exports")
-    if not root.is_dir():
-        from pipeline.errors import ConfigError
-
-        raise ConfigError(f"Export root {root} does not exist: train a model first (make train) or pass --root")
+    check(args, root)
     repository = Repository(root, poll_seconds=args.poll, keep=args.keep).start()
     app = create_app(repository, Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_batch=args.max_batch))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     repository.stop()
     return 0
+
+
+def check(args, root: Path) -> None:
+    """Refuse settings that could only fail later: before any model loads, so a mistake costs no minutes.
+
+    Raises:
+        ConfigError: ``--poll`` or ``--keep`` out of range (0 would busy-loop or serve nothing), no export root,
+            or the port already taken.
+    """
+    import socket
+
+    from pipeline.errors import ConfigError
+
+    for flag, value, low in (("--poll", args.poll, 0.05), ("--keep", args.keep, 1), ("--max-batch", args.max_batch, 1),
+                             ("--max-body-mb", args.max_body_mb, 0.001)):
+        if not value >= low:
+            raise ConfigError(f"Invalid {flag} {value:g}: expected at least {low:g}")
+    if not root.is_dir():
+        raise ConfigError(f"Export root {root} does not exist: train a model first (make train) or pass --root")
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise ConfigError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror} (another server? pass --port)") from None
 
 
 def main(argv: list[str] | None = None) -> int:

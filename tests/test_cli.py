@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -32,3 +34,77 @@ def test_make_help_lists_the_user_verbs():
     out = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
     for target in ("train", "test", "ui", "baseline", "preview", "clean"):
         assert f"make {target}" in out
+
+
+@pytest.mark.parametrize("flag,value,message", [("--poll", "0", "Invalid --poll 0: expected at least 0.05"),
+                                                ("--keep", "0", "Invalid --keep 0: expected at least 1")])
+def test_serve_refuses_settings_that_busy_loop_or_serve_nothing(tmp_path, capsys, flag, value, message):
+    from pipeline.cli import main
+
+    (tmp_path / "exports").mkdir()
+    assert main(["serve", "--root", str(tmp_path / "exports"), flag, value]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_serve_finds_a_busy_port_before_loading_any_model(tmp_path, trained):
+    """One line and exit 2 at once; TensorFlow (needed to load a model) never imported."""
+    import shutil
+    import socket
+    import sys
+
+    shutil.copytree(trained[1].export_path, tmp_path / "exports" / "digits" / "1")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        script = ("import sys; from pipeline.cli import main; "
+                  f"rc = main(['serve', '--root', {str(tmp_path / 'exports')!r}, '--port', '{port}']); "
+                  "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED'); sys.exit(rc)")
+        proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "TF_NOT_IMPORTED" in proc.stdout, proc.stderr
+    assert proc.stderr.strip().startswith(f"error: Cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_mlflow_telemetry_is_off_unless_the_config_opts_in(monkeypatch):
+    import os
+
+    from pipeline import runtime
+    from pipeline.config import load
+
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    runtime.configure(load(DIGITS))
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    runtime.configure(load(DIGITS, ["tracking.telemetry=true"]))
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
+@pytest.mark.slow
+def test_ui_prints_the_url_of_the_experiments_runs_and_serves_it_on_loopback(trained):
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    from pipeline.train.cluster import free_ports
+
+    cfg, _ = trained
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "ui", str(DIGITS), f"workdir={cfg.workdir}",
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"Runs of experiment 'digits': http://127.0.0.1:{port}/#/experiments/")
+        experiment_id = line.strip().split("/experiments/")[1].split("/")[0]
+        deadline, page = time.time() + 90, None
+        while time.time() < deadline and page is None:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")
+                page = json.loads(urllib.request.urlopen(request, timeout=5).read())
+            except OSError:
+                time.sleep(0.5)
+        assert page["experiment"]["name"] == "digits"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

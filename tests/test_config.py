@@ -58,6 +58,8 @@ BAD_OVERRIDES = {
     "wrong type": (["train.epochs=many"], "Invalid value for `train.epochs`: 'many'. Expected an integer in [1, inf)."),
     "lambda missing": (["regularization.kernel=l1"], "Invalid `regularization`: `l1` must be > 0 when kernel is 'l1'."),
     "bad override": (["epochs"], "Invalid override `epochs`: expected key=value"),
+    "seed beyond numpy's range": (["seed=4294967296"], "Invalid value for `seed`: 4294967296. Expected an integer in [0, 4294967296)."),
+    "model name with a path": (["export.model_name=../../evil"], "Invalid value for `export.model_name`: '../../evil'. String should match pattern"),
     "renamed data.features": (["data.features=[image]"], "`data.features` was renamed: use `data.columns`."),
     "renamed column_types": (["data.column_types={a: int}"], "`data.column_types` was renamed: use `data.dtypes`."),
     "renamed features.types": (["features.types={a: numeric}"], "`features.types` was renamed: use `features.kinds`."),
@@ -214,3 +216,12 @@ def test_an_unknown_metric_has_no_direction():
 
     with pytest.raises(ConfigError, match="Unknown metric 'val_f1'"):
         direction("val_f1")
+
+
+def test_a_directory_or_a_binary_file_as_config_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^Config path .* is a directory: give a YAML file$"):
+        load(tmp_path)
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"^Config file .*latin1\.yaml is not UTF-8 text \(byte 0xe9 at offset 9\)$"):
+        load(binary)

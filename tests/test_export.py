@@ -109,3 +109,29 @@ def test_a_failed_verification_publishes_no_version(trained, monkeypatch):
         export(result.model, cfg, data.spec, data.test)
     assert versions(result.export_path.parent) == before
     assert [p.name for p in result.export_path.parent.iterdir() if not p.name.isdigit()] == []
+
+
+def test_only_ascii_digit_folders_inside_the_root_are_versions(trained, tmp_path):
+    """A folder named '²' ("²".isdigit() is true) or '١' is no version, and a version linked from outside the
+    root is not served; neither stops the scan, publishing, or another model's versions."""
+    import shutil
+
+    from pipeline.export import version_of, versions
+    from pipeline.export.saved_model import promote
+    from serving.models import Repository
+
+    _, result = trained
+    root, outside = tmp_path / "exports", tmp_path / "elsewhere"
+    shutil.copytree(result.export_path, root / "digits" / "1")
+    for odd in ("²", "١"):
+        shutil.copytree(result.export_path, root / "digits" / odd)
+    shutil.copytree(result.export_path, outside / "7")
+    (root / "digits" / "7").symlink_to(outside / "7")
+
+    assert [version_of(root / "digits" / n) for n in ("1", "²", "١")] == [1, None, None]
+    assert versions(root / "digits") == [1, 7]
+    assert promote(result.export_path, root / "digits").name == "8"  # published next to them
+
+    repository = Repository(root, keep=5)
+    repository.scan()
+    assert sorted(repository.models()["digits"]) == [1, 8]  # not the link out of the root, not '²'

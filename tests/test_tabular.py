@@ -262,3 +262,16 @@ def test_a_parquet_table_loads_like_a_csv(tmp_path, tfds_dir):
     assert {f.name: (f.kind, f.dtype) for f in spec.features} == {
         "area": ("numeric", "float32"), "rooms": ("numeric", "int64"), "city": ("categorical", "string")}
     assert spec.task == "regression" and sum(spec.sizes.values()) == 120
+
+
+def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    path = write_houses(tmp_path / "houses.csv")
+    frame = pd.read_csv(path)
+    frame["kind"] = "house"  # a text label with one value: classification of one class
+    frame.to_csv(path, index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.label_key=kind"))
+    with pytest.raises(DataError, match=r"^The training split's label `kind` has 1 class \('house'\): classification "
+                                        r"needs at least two"):
+        dataset.load(cfg)

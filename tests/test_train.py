@@ -34,6 +34,8 @@ def test_run_records_config_data_environment_and_finishes(trained):
     assert tags["data.name"] == "digits" and tags["keras"].startswith("3.") and tags["tensorflow"].startswith("2.")
     assert tags["strategy"] == "_DefaultDistributionStrategy" and tags["replicas"] == "1"
     assert len(tags.get("mlflow.source.git.commit", "")) == 40
+    experiment = _client(cfg).get_experiment(run.info.experiment_id)  # MLflow's UI opens it on the runs, not GenAI
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_run_logs_every_epoch_and_the_test_metrics(trained):

@@ -43,10 +43,17 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig
 
 def read_yaml(path: Path, what: str = "Config") -> dict:
     """A YAML file's top-level mapping (empty for an empty file)."""
+    if path.is_dir():
+        raise ConfigError(f"{what} path {path} is a directory: give a YAML file")
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {what.lower()} file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -141,8 +141,11 @@ def _interval(field_info: Any) -> str | None:
     if lo is None and hi is None:
         return None
     kind = _scalar_name(field_info.annotation)
-    lo_t = "-inf" if lo is None else f"{lo:g}"
-    hi_t = "inf" if hi is None else f"{hi:g}"
+    def text(bound) -> str:
+        return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+    lo_t = "-inf" if lo is None else text(lo)
+    hi_t = "inf" if hi is None else text(hi)
     return f"{kind} in {lo_b}{lo_t}, {hi_t}{hi_b}"
 
 

@@ -256,6 +256,8 @@ class TrainConfig(Section):
 
 class TrackingConfig(Section):
     enabled: bool = True
+    telemetry: bool = Field(False, description="Let MLflow send its anonymous usage data (MLflow 3 does by default; "
+                            "the pipeline turns it off unless this is true).")
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
     experiment: str | None = Field(None, description="MLflow experiment; default the config's name.")
     write_every: NonNegativeFloat = Field(
@@ -266,7 +268,8 @@ class TrackingConfig(Section):
 class ExportConfig(Section):
     enabled: bool = True
     root: str | None = Field(None, description="Export root in TF Serving's layout; default <workdir>/exports.")
-    model_name: str | None = Field(None, description="Folder under the root; default the config's name.")
+    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = Field(
+        None, description="Folder under the root (a plain name: letters, digits, _ . -); default the config's name.")
     verify: bool = True
     parity_atol: PositiveFloat = Field(1e-5, description="Max |served - model.predict| accepted by verification.")
 
@@ -298,7 +301,8 @@ class ExperimentConfig(Section):
     """One experiment: everything needed to reproduce a run."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "digits"
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = Field(42, description="Seeds weights, shuffles and augmentation "
+                                                      "(NumPy's range: 0 to 2**32 - 1).")
     deterministic: bool = Field(True, description="Deterministic ops and tf.data order: same seed, same metrics on the CPU.")
     workdir: str = Field("work", description="Holds the MLflow store, TFDS data, checkpoints and exports.")
     data: DataConfig = DataConfig()

@@ -99,8 +99,22 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     steps = n // batch if cfg.data.drop_remainder else -(-n // batch)
     if steps < 1:
         raise DataError(f"The training split has {n} examples, fewer than one batch of {batch} (`data.batch_size`).")
-    return Splits(**datasets, spec=spec, train_columns=_columns(raw[0], spec, task), steps_per_epoch=steps,
-                  global_batch=batch)
+    columns = _columns(raw[0], spec, task)
+    if spec.task == "classification":
+        _two_classes(spec, columns[spec.label])
+    return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch)
+
+
+def _two_classes(spec: DataSpec, labels) -> None:
+    """A classifier of one class learns nothing and scores a meaningless accuracy: refuse it."""
+    import numpy as np
+
+    seen = np.unique(np.asarray(labels))
+    if len(seen) < 2:
+        names = [spec.class_names[i] if i < len(spec.class_names) else str(i) for i in seen.tolist()]
+        raise DataError(f"The training split's label `{spec.label}` has {len(seen)} class{'es' if len(seen) != 1 else ''}"
+                        f" ({', '.join(map(repr, names)) or 'none'}): classification needs at least two "
+                        "(check `data.label_key` and the split)")
 
 
 def prepare(cfg: ExperimentConfig) -> None:

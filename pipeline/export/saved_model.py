@@ -146,10 +146,20 @@ def promote(staged: Path, root: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def version_of(folder: Path) -> int | None:
+    """The version a folder publishes: its name in ASCII digits, else None.
+
+    ``"²".isdigit()`` (and Arabic-Indic digits) are true but ``int`` refuses or misreads them, so
+    one odd folder must not stop the scan: it is simply no version.
+    """
+    name = Path(folder).name
+    return int(name) if name.isascii() and name.isdigit() else None
+
+
 def _publish(staged: Path, root: Path) -> Path:
     """Rename ``staged`` to the next free integer version; retry if another writer took it."""
     for _ in range(100):
-        version = 1 + max((int(p.name) for p in root.iterdir() if p.name.isdigit()), default=0)
+        version = 1 + max(versions(root), default=0)
         target = root / str(version)
         try:
             os.rename(staged, target)
@@ -162,4 +172,5 @@ def _publish(staged: Path, root: Path) -> Path:
 
 def versions(root: Path) -> list[int]:
     """Published versions under one model folder, oldest first."""
-    return sorted(int(p.name) for p in Path(root).iterdir() if p.name.isdigit()) if Path(root).is_dir() else []
+    found = (version_of(p) for p in Path(root).iterdir()) if Path(root).is_dir() else ()
+    return sorted(v for v in found if v is not None)

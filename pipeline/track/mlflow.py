@@ -21,6 +21,8 @@ from typing import Any
 from pipeline.config import ExperimentConfig
 
 _PARAM_BATCH = 100  # MLflow's limit per log_batch call
+# MLflow 3's UI opens an untagged experiment on its GenAI overview; this tag makes it open on the training runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class Run:
@@ -234,12 +236,15 @@ def tracking_client(cfg: ExperimentConfig):
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND[0]) is None:  # made before the tag, or by someone else
+            client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
         return client, experiment.experiment_id
     location = None
     if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
         location = (Path(cfg.workdir) / "mlartifacts").resolve().as_uri()
     try:
-        return client, client.create_experiment(cfg.tracking.experiment, artifact_location=location)
+        return client, client.create_experiment(cfg.tracking.experiment, artifact_location=location,
+                                                tags=dict([EXPERIMENT_KIND]))
     except Exception:  # created concurrently by another process
         return client, client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
 
