@@ -78,6 +78,10 @@ def prepare(cfg: ExperimentConfig):
 
 
 def _configure(cfg: ExperimentConfig) -> None:
+    """Check what needs no TensorFlow (the data's names and paths), then set TensorFlow's environment."""
     from pipeline import runtime
+    from pipeline.data.checks import check
 
+    check(cfg)
+    runtime.writable(cfg)
     runtime.configure(cfg)

@@ -22,8 +22,17 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is, so runs end KILLED and files stay whole."""
 
 
-def _train(args) -> int:
+def _load(args):
+    """The command's config, and its dataset's name checked (before TensorFlow, like every data check here)."""
+    from pipeline.data.checks import check_name
+
     cfg = api.load_config(args.config, args.overrides)
+    check_name(cfg)
+    return cfg
+
+
+def _train(args) -> int:
+    cfg = _load(args)
     if args.workers > 1:
         from pathlib import Path
 
@@ -36,7 +45,7 @@ def _train(args) -> int:
 
 
 def _tune(args) -> int:
-    cfg = api.load_config(args.config, args.overrides)
+    cfg = _load(args)
     if cfg.tune is None:
         raise ConfigError(f"{args.config} has no `tune` section: add one (configs/digits.yaml has an example)")
     outcome = api.tune(cfg, workers=args.workers, command=["tune", args.config, *args.overrides])
@@ -52,10 +61,10 @@ def _tune(args) -> int:
 
 
 def _retrain(args) -> int:
-    decision = api.retrain(api.load_config(args.config, args.overrides))
+    decision = api.retrain(_load(args))
     verdict = f"PROMOTED to serving version {decision.served.name}" if decision.promoted else "KEPT the champion"
     print(f"{verdict}: {decision.reason} (decision run {decision.run_id})")
-    return decision.exit_code
+    return decision.exit_code(args.exit_code_on_kept)
 
 
 def _study(args) -> int:
@@ -73,7 +82,7 @@ def _report(args) -> int:
 
 
 def _prepare(args) -> int:
-    spec = api.prepare(api.load_config(args.config, args.overrides))
+    spec = api.prepare(_load(args))
     sizes = ", ".join(f"{k} {v}" for k, v in spec.sizes.items())
     print(f"Prepared {spec.name} {spec.version} ({sizes}; digest {spec.digest})")
     return 0
@@ -184,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     retrain = with_config(sub.add_parser(
         "retrain", help="the nightly job: check data, train a challenger, promote it only if it beats the champion",
-        epilog="Exit codes: 0 promoted, 10 kept, 75 another retraining holds the lock, 1-4 failed."))
+        epilog="Exit codes: 0 done (promoted or kept), 75 another retraining holds the lock, 1-4 failed."))
+    retrain.add_argument("--exit-code-on-kept", type=int, default=0, metavar="N",
+                         help="exit N when the champion is kept (default 0: a kept champion is a success)")
     retrain.set_defaults(run=_retrain)
 
     study = sub.add_parser("study", help="train the variants of a study file side by side and compare them")

@@ -11,6 +11,10 @@ class PipelineError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str = ""):
+        super().__init__(message)
+        self.message = message  # as raised: a library that re-raises it may prefix its args (TFDS does)
+
 
 class ConfigError(PipelineError):
     """The config (file, YAML, key or value) is invalid; nothing has run yet."""

@@ -25,6 +25,20 @@ def configure(cfg) -> None:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+def writable(cfg) -> None:
+    """The workdir must be writable before anything runs: found after an hour of training, it costs the hour."""
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.errors import ConfigError
+
+    try:
+        Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=cfg.workdir).close()
+    except OSError as exc:
+        raise ConfigError(f"Invalid `workdir`: cannot write in {cfg.workdir} ({exc.strerror})") from None
+
+
 def quiet_mlflow() -> None:
     """MLflow's usage telemetry off (an opt-in: ``tracking.telemetry``), unless the environment says otherwise."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

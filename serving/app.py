@@ -13,6 +13,7 @@ columns), so a TF Serving client works unchanged. Every client mistake is a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -37,6 +38,7 @@ log = logging.getLogger("serving.access")
 class Limits:
     max_body_bytes: int = 8 * 2**20
     max_batch: int = 1024
+    read_seconds: float = 30.0
 
 
 class Metrics:
@@ -51,8 +53,18 @@ class Metrics:
         self.version = Gauge("serving_model_version", "Newest loaded version", ["model"], registry=self.registry)
 
 
-# Answers to client mistakes: HTTP code per exception type, the message as {"error": ...}.
-CLIENT_ERRORS = {NotFound: 404, RequestError: 400}
+class _TooLarge(Exception):
+    """The body is over ``Limits.max_body_bytes``."""
+
+
+class _Slow(Exception):
+    """The body did not arrive in time (a client that sends half a body would hold a connection forever)."""
+
+
+# Answers to client mistakes: HTTP code per exception type, the message as {"error": ...}, cut to a few lines.
+CLIENT_ERRORS = {NotFound: 404, RequestError: 400, _TooLarge: 413, _Slow: 408}
+MAX_ERROR_CHARS = 500
+UNKNOWN_MODEL = "(not found)"  # the metrics label of every request for a model that is not served
 
 
 def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
@@ -78,18 +90,20 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
         try:
             if request.path_params["verb"] != "predict":
                 raise RequestError(f"Unsupported method :{request.path_params['verb']}; this server answers :predict")
-            body = await _body(request, limits.max_body_bytes)
+            body = await _body(request, limits.max_body_bytes, limits.read_seconds)
             servable = repository.get(name, request.path_params.get("version"))
             answer, batch = await run_in_threadpool(_predict, servable, body, limits.max_batch)
             code = 200
             return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
         except Exception as exc:
-            code = 413 if isinstance(exc, _TooLarge) else CLIENT_ERRORS.get(type(exc), 500)
+            code = CLIENT_ERRORS.get(type(exc), 500)
             if code == 500:
                 log.exception("predict failed for %s", request.url.path)
             raise
         finally:
             seconds = time.perf_counter() - started
+            if name not in repository.models():  # a label per made-up name would grow /metrics without bound
+                name = UNKNOWN_MODEL
             metrics.requests.labels(name, str(code)).inc()
             if code == 200:
                 metrics.latency.labels(name).observe(seconds)
@@ -102,7 +116,9 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
         return Response(generate_latest(metrics.registry), media_type="text/plain; version=0.0.4")
 
     async def client_error(request: Request, exc: Exception) -> Response:
-        return error(413 if isinstance(exc, _TooLarge) else CLIENT_ERRORS[type(exc)], str(exc))
+        message = str(exc)  # never echo a megabyte of the request back
+        message = message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS] + "..."
+        return error(CLIENT_ERRORS[type(exc)], message)
 
     async def unknown_path(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, f"Unknown path {request.method} {request.url.path}")
@@ -121,18 +137,30 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
             Route(version + ":{verb}", predict, methods=["POST"]),
             Route("/metrics", metrics_page, methods=["GET"]),
         ],
-        exception_handlers={NotFound: client_error, RequestError: client_error, _TooLarge: client_error,
+        exception_handlers={**{kind: client_error for kind in CLIENT_ERRORS},
                             404: unknown_path, 405: unknown_path, Exception: server_error},
     )
 
 
-class _TooLarge(Exception):
-    pass
+async def _body(request: Request, limit: int, seconds: float) -> dict:
+    try:
+        raw = await asyncio.wait_for(_read(request, limit), timeout=seconds)
+    except asyncio.TimeoutError:
+        raise _Slow(f"The request body did not arrive within {seconds:g} s") from None
+    try:
+        body = await run_in_threadpool(json.loads, raw)  # parsing megabytes must not stall the event loop
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(f"Malformed JSON body: {exc}") from None
+    except RecursionError:
+        raise RequestError("Malformed JSON body: nested too deeply") from None
+    if not isinstance(body, dict):
+        raise RequestError('The body must be a JSON object with "instances" or "inputs"')
+    return body
 
 
-async def _body(request: Request, limit: int) -> dict:
+async def _read(request: Request, limit: int) -> bytearray:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         if int(declared) <= 8 * limit:  # read it away, so the client sees the answer rather than a reset
             async for _ in request.stream():
                 pass
@@ -142,13 +170,7 @@ async def _body(request: Request, limit: int) -> dict:
         raw += chunk
         if len(raw) > limit:
             raise _TooLarge(f"Request body is over the limit of {limit} bytes")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RequestError(f"Malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError('The body must be a JSON object with "instances" or "inputs"')
-    return body
+    return raw
 
 
 def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
@@ -159,6 +181,8 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
                            "and optionally signature_name")
     if ("instances" in body) == ("inputs" in body):
         raise RequestError('Give exactly one of "instances" (rows) or "inputs" (columns)')
+    if not isinstance(body.get("signature_name", ""), str):
+        raise RequestError('"signature_name" must be a string')
     signature = servable.signature(body.get("signature_name"))
     names = list(servable.inputs[signature])
     if "instances" in body:

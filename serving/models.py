@@ -147,21 +147,37 @@ def _array(spec: Input, value: Any) -> np.ndarray:
     else:
         try:
             array = np.asarray(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RequestError(f"{where}: ragged or malformed nested lists") from None
-        if array.dtype.kind not in "iuf" or array.dtype == bool:
-            raise RequestError(f"{where}: expected numbers ({spec.dtype.name}), got {_kind(array)}")
+        if array.dtype.kind not in "iuf" or array.dtype == bool or _has_bool(value):
+            raise RequestError(f"{where}: expected numbers ({spec.dtype.name}), got "
+                               f"{'booleans' if array.dtype.kind in 'iuf' else _kind(array)}")
         if np.issubdtype(spec.dtype, np.integer):
             if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
                 raise RequestError(f"{where}: expected integers ({spec.dtype.name}), got fractional numbers")
             info = np.iinfo(spec.dtype)
-            if array.size and (array.min() < info.min or array.max() > info.max):
+            if array.size and _out_of_range(array, info):
                 raise RequestError(f"{where}: values must be in [{info.min}, {info.max}] ({spec.dtype.name})")
         array = array.astype(spec.dtype)
     if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, array.shape)):
         want = "[" + ", ".join("batch" if i == 0 and d is None else str(d or "any") for i, d in enumerate(spec.shape)) + "]"
         raise RequestError(f"{where}: shape {list(array.shape)} does not match {want}")
     return array
+
+
+def _out_of_range(array: np.ndarray, info) -> bool:
+    """Whether whole numbers fall outside an integer dtype's range (``info``: its ``np.iinfo``)."""
+    if array.dtype.kind in "iu":
+        return bool(array.min() < info.min or array.max() > info.max)
+    # Whole floats: float(2**63 - 1) rounds to 2**63, so "<= max" would let 2**63 through to wrap around.
+    return bool(array.min() < info.min or array.max() >= float(info.max) + 1)
+
+
+def _has_bool(value) -> bool:
+    """Whether a JSON value holds a boolean among numbers (NumPy would quietly read True as 1)."""
+    if isinstance(value, list):
+        return any(_has_bool(v) for v in value)
+    return isinstance(value, bool)
 
 
 def _strings(value):

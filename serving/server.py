@@ -18,6 +18,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--keep", type=int, default=2, help="newest versions kept loaded per model (default 2)")
     parser.add_argument("--max-batch", type=int, default=1024, help="most examples in one request (default 1024)")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body in MiB (default 8)")
+    parser.add_argument("--read-timeout", type=float, default=30.0,
+                        help="seconds a request body may take to arrive (default 30; then 408)")
+    parser.add_argument("--max-connections", type=int, default=512,
+                        help="open connections at most; beyond them uvicorn answers 503 (default 512)")
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -34,8 +38,10 @@ def serve(args) -> int:
     root = Path(args.root or Path(args.workdir) / "exports")
     check(args, root)
     repository = Repository(root, poll_seconds=args.poll, keep=args.keep).start()
-    app = create_app(repository, Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_batch=args.max_batch))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    app = create_app(repository, Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_batch=args.max_batch,
+                                        read_seconds=args.read_timeout))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                limit_concurrency=args.max_connections)
     repository.stop()
     return 0
 
@@ -52,7 +58,8 @@ def check(args, root: Path) -> None:
     from pipeline.errors import ConfigError
 
     for flag, value, low in (("--poll", args.poll, 0.05), ("--keep", args.keep, 1), ("--max-batch", args.max_batch, 1),
-                             ("--max-body-mb", args.max_body_mb, 0.001)):
+                             ("--max-body-mb", args.max_body_mb, 0.001), ("--read-timeout", args.read_timeout, 0.1),
+                             ("--max-connections", args.max_connections, 1)):
         if not value >= low:
             raise ConfigError(f"Invalid {flag} {value:g}: expected at least {low:g}")
     if not root.is_dir():

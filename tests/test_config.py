@@ -60,6 +60,7 @@ BAD_OVERRIDES = {
     "bad override": (["epochs"], "Invalid override `epochs`: expected key=value"),
     "seed beyond numpy's range": (["seed=4294967296"], "Invalid value for `seed`: 4294967296. Expected an integer in [0, 4294967296)."),
     "model name with a path": (["export.model_name=../../evil"], "Invalid value for `export.model_name`: '../../evil'. String should match pattern"),
+    "infinite learning rate": (["optimizer.learning_rate=.inf"], "Invalid value for `optimizer.learning_rate`: inf. Expected a finite number."),
     "renamed data.features": (["data.features=[image]"], "`data.features` was renamed: use `data.columns`."),
     "renamed column_types": (["data.column_types={a: int}"], "`data.column_types` was renamed: use `data.dtypes`."),
     "renamed features.types": (["features.types={a: numeric}"], "`features.types` was renamed: use `features.kinds`."),
@@ -225,3 +226,32 @@ def test_a_directory_or_a_binary_file_as_config_is_one_line(tmp_path):
     binary.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"^Config file .*latin1\.yaml is not UTF-8 text \(byte 0xe9 at offset 9\)$"):
         load(binary)
+
+
+def test_a_config_that_expands_past_the_limit_is_refused_quickly(tmp_path):
+    """Billion laughs: ten lines of nested aliases would be 10**9 values for validation to walk."""
+    laughs = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(10))}]" for i in range(1, 9)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(laughs) + "\n")
+    with pytest.raises(ConfigError, match=r"expands to more than 100,000 values \(nested YAML aliases\?\)$"):
+        load(path)
+
+
+def test_an_unwritable_workdir_is_found_before_anything_runs(tmp_path):
+    import os
+
+    import pipeline
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permission bits: use a path under a file instead
+            (tmp_path / "file").write_text("")
+            locked = tmp_path / "file" / "work"
+        cfg = load(ROOT / "configs/digits.yaml", [f"workdir={locked}"])
+        with pytest.raises(ConfigError, match=r"^Invalid `workdir`: cannot write in "):
+            pipeline.train(cfg)
+    finally:
+        (tmp_path / "locked").chmod(0o700)

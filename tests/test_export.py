@@ -135,3 +135,13 @@ def test_only_ascii_digit_folders_inside_the_root_are_versions(trained, tmp_path
     repository = Repository(root, keep=5)
     repository.scan()
     assert sorted(repository.models()["digits"]) == [1, 8]  # not the link out of the root, not '²'
+
+
+def test_a_diverged_model_is_named_as_such_and_not_exported(tiny_cfg):
+    from pipeline.jobs.train import train
+
+    cfg = tiny_cfg("optimizer.name=sgd", "optimizer.learning_rate=1e30", "train.epochs=1", "tracking.enabled=false")
+    with pytest.raises(ExportError, match=r"^Training diverged: the model's probabilities are NaN or infinite"):
+        train(cfg)
+    model_dir = Path(cfg.export.root) / cfg.export.model_name
+    assert not model_dir.exists() or [p for p in model_dir.iterdir() if not p.name.startswith(".")] == []

@@ -46,7 +46,7 @@ def test_retraining_promotes_a_better_challenger_and_keeps_the_champion_against_
 
     with lock(better := _cfg(workdir, tfds_dir, 8)):
         promoted = retrain(better)
-    assert promoted.promoted and promoted.exit_code == 0
+    assert promoted.promoted and promoted.exit_code() == 0
     assert promoted.challenger["accuracy"] > promoted.champion["accuracy"]
     assert served_versions(root) == [1, 2] and promoted.served == root / "2"
     client, registered, alias = _registry(weak_cfg)
@@ -54,7 +54,8 @@ def test_retraining_promotes_a_better_challenger_and_keeps_the_champion_against_
 
     with lock(worse := _cfg(workdir, tfds_dir, 1)):
         kept = retrain(worse)
-    assert not kept.promoted and kept.exit_code == 10 and "does not beat" in kept.reason
+    assert not kept.promoted and kept.exit_code() == 0 and kept.exit_code(on_kept=10) == 10
+    assert "does not beat" in kept.reason
     assert served_versions(root) == [1, 2]  # nothing new serves
     client, registered, alias = _registry(weak_cfg)
     assert alias("champion") == "2" and alias("challenger") == kept.version == "3"
@@ -134,3 +135,21 @@ def test_a_challenger_below_the_absolute_threshold_is_never_promoted():
     promoted, reason = decide("rmse_log", 0.01, {}, {"rmse_log": 0.125}, {"rmse_log": 0.13})
     assert not promoted and "does not beat" in reason  # better, but not by more than the margin
     assert decide("rmse_log", 0.01, {}, {"rmse_log": 0.11}, {"rmse_log": 0.13})[0]
+
+
+def test_the_cronjob_manifest_treats_a_kept_champion_as_success_and_never_retries():
+    """A schema check of serving/k8s/retrain-cronjob.yaml: what Kubernetes would do with each exit."""
+    import yaml
+
+    from .conftest import ROOT
+
+    job = yaml.safe_load((ROOT / "serving/k8s/retrain-cronjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "CronJob")
+    spec = job["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid" and spec["schedule"].count(" ") == 4
+    template = spec["jobTemplate"]["spec"]
+    assert template["backoffLimit"] == 0 and "podFailurePolicy" not in template  # exit 0 is success: no rule needed
+    pod = template["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["command"][:2] == ["pipeline", "retrain"] and "--exit-code-on-kept" not in container["command"]

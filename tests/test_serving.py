@@ -83,7 +83,8 @@ def server(models):
     port = free_ports(1)[0]
     log = open(root.parent / "server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--root", str(root), "--port", str(port),
-                             "--poll", "0.2", "--keep", "3", "--max-batch", str(MAX_BATCH), "--max-body-mb", "0.05"],
+                             "--poll", "0.2", "--keep", "3", "--max-batch", str(MAX_BATCH), "--max-body-mb", "0.05",
+                             "--read-timeout", "2"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     deadline = time.time() + 120
@@ -176,6 +177,9 @@ BAD_REQUESTS = {
     "batch over limit": ({"inputs": {"image": [IMAGE] * (MAX_BATCH + 1)}}, None, 400, f"over the limit of {MAX_BATCH}"),
     "unknown signature": ({"instances": [IMAGE], "signature_name": "nope"}, None, 400, "Unknown signature_name 'nope'"),
     "unknown field": ({"instance": [IMAGE]}, None, 400, "Unknown request field 'instance'"),
+    "nested too deeply": (None, b'{"instances": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 400, "nested too deeply"),
+    "signature_name a list": ({"instances": [IMAGE], "signature_name": ["x"]}, None, 400, "must be a string"),
+    "booleans among numbers": ({"instances": [[[[True]] + [[0]] * 7] + [[[0]] * 8] * 7]}, None, 400, "got booleans"),
 }
 
 
@@ -210,11 +214,34 @@ def test_unknown_model_or_version_is_404_and_a_large_body_413(server):
     assert code == 413 and "over the limit" in answer["error"]
 
 
-def test_metrics_count_requests_and_latency(server):
+def test_an_error_never_echoes_a_large_request_back(server):
+    port, _ = server
+    code, answer = call(port, "/v1/models/digits:predict", {"instances": [IMAGE], "x" * 20_000: 1})
+    assert code == 400 and answer["error"].startswith("Unknown request field 'xxx") and len(answer["error"]) <= 503
+
+
+def test_a_client_that_sends_half_a_body_gets_408_and_its_connection_back(server):
+    import socket
+
+    port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
+        client.sendall(b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 1000\r\n\r\n" + b'{"instances": [')
+        started = time.time()
+        answer = client.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 2 s" in answer
+    assert time.time() - started < 10
+    assert call(port, "/v1/models/digits")[0] == 200  # and the server goes on answering
+
+
+def test_metrics_count_requests_and_latency_and_unknown_models_under_one_label(server):
     port, _ = server
     call(port, "/v1/models/digits:predict", {"instances": [IMAGE]})
+    for i in range(30):  # made-up names must not each add a series to /metrics
+        assert call(port, f"/v1/models/nope{i}:predict", {"instances": [IMAGE]})[0] == 404
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
         text = response.read().decode()
+    assert "nope" not in text and 'serving_requests_total{code="404",model="(not found)"} 30.0' in text
     assert 'serving_requests_total{code="200",model="digits"}' in text
     assert 'serving_request_seconds_count{model="digits"}' in text and 'serving_model_version{model="digits"} 1.0' in text
 
@@ -284,5 +311,8 @@ def test_a_named_signature_with_a_scalar_input_answers_columns(server):
     assert answer["outputs"]["item_ids"] == [[1100, 1101, 1102], [2100, 2101, 2102]]
     code, answer = call(port, "/v1/models/ranker:predict", {"signature_name": "recommend", "inputs": {"user_id": [1]}})
     assert code == 400 and "Missing input 'k'" in answer["error"]
+    beyond = {"signature_name": "recommend", "inputs": {"user_id": [9.223372036854776e18], "k": 3}}  # 2**63
+    code, answer = call(port, "/v1/models/ranker:predict", beyond)
+    assert code == 400 and "input 'user_id': values must be in [-9223372036854775808, 9223372036854775807]" in answer["error"]
     code, meta = call(port, "/v1/models/ranker/metadata")
     assert set(meta["metadata"]["signature_def"]["signature_def"]) == {"serving_default", "recommend"}

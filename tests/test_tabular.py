@@ -158,7 +158,7 @@ def test_csv_missing_label_column_is_named(tmp_path, tfds_dir):
 
     path = write_houses(tmp_path / "houses.csv")
     cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.label_key=cost"))
-    with pytest.raises(DataError, match=r"houses\.csv: missing label column 'cost'"):
+    with pytest.raises(DataError, match=r"^\S*houses\.csv: missing label column 'cost'"):  # not TFDS' "Failed to ..."
         dataset.load(cfg)
 
 
@@ -275,3 +275,68 @@ def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):
     with pytest.raises(DataError, match=r"^The training split's label `kind` has 1 class \('house'\): classification "
                                         r"needs at least two"):
         dataset.load(cfg)
+
+
+def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    path = write_houses(tmp_path / "houses.csv")
+    frame = pd.read_csv(path)
+    frame.loc[:9, "price"] = 0.0
+    frame.to_csv(path, index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml",
+               csv_overrides(tmp_path, tfds_dir, path, "features.target_transform=log"))
+    with pytest.raises(DataError, match=r"^`features.target_transform: log` needs labels above 0, but `price` has \d+ "
+                                        r"at or below 0 in the training split \(min 0\)"):
+        dataset.load(cfg)
+
+
+def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):
+    """A missing file, a label absent from the header, an unknown dataset: one line, exit 3, TensorFlow not imported."""
+    import subprocess
+    import sys
+
+    path = write_houses(tmp_path / "houses.csv")
+    base = ["train", str(ROOT / "configs/examples/csv.yaml"), f"workdir={tmp_path / 'work'}"]
+    cases = [[*base, f"data.path={tmp_path / 'nope.csv'}"], [*base, f"data.path={path}", "data.label_key=cost"],
+             [*base, f"data.path={path}", "data.dataset=nope"]]
+    script = ("import sys; from pipeline.cli import main\n"
+              f"codes = [main(args) for args in {cases!r}]\n"
+              "print(codes, 'TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED')")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "[3, 3, 3] TF_NOT_IMPORTED" in proc.stdout, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert "file not found" in lines[0] and "missing label column 'cost'" in lines[1]
+    assert lines[2].startswith("error: Unknown dataset `data.dataset`: 'nope'")
+
+
+@pytest.mark.parametrize("header,rows,message", [
+    ("area,price/m2,price", 5, r"column 2 is named 'price/m2': a column becomes a model input"),
+    ("area,city name,price", 5, r"column 2 is named 'city name'"),
+    ("area,area,price", 5, r"columns 1 and 2 are both named 'area'"),
+    ("area,rooms,price", 0, r"0 data rows under the header; a table needs at least 3"),
+    ("area,rooms,price", 1, r"1 data row under the header"),
+])
+def test_tables_whose_columns_or_rows_cannot_train_are_refused_before_tensorflow(tmp_path, header, rows, message):
+    from pipeline.data.checks import check
+
+    path = tmp_path / "t.csv"
+    path.write_text(header + "\n" + "".join("1,2,3\n" for _ in range(rows)))
+    cfg = load(ROOT / "configs/examples/csv.yaml", [f"data.path={path}", f"workdir={tmp_path}"])
+    with pytest.raises(DataError, match=message):
+        check(cfg)
+
+
+def test_a_huge_text_cell_costs_its_size_in_the_statistics_not_its_size_times_the_rows():
+    import tracemalloc
+
+    from pipeline.data.stats import MAX_TEXT, _summary
+
+    values = np.array([b"north", b"south", b"x" * 5_000_000] + [b"east"] * 5_000, dtype=object)
+    tracemalloc.start()
+    summary = _summary(values, "categorical")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50_000_000  # np.unique over fixed-width text would take 5,003 x 5 M characters x 4 bytes
+    assert summary["cardinality"] == 4 and max(len(c) for c in summary["categories"]) == MAX_TEXT

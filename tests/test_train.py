@@ -257,3 +257,31 @@ def test_the_custom_loop_logs_fits_metrics_from_the_tasks_metric_objects(tiny_cf
         total += len(y)
     assert result.history["val_accuracy"][-1] == pytest.approx(correct / total, abs=1e-6)
     assert result.test_metrics["test_accuracy"] > 0 and np.isfinite(result.history["val_loss"][-1])
+
+
+@pytest.mark.slow
+def test_a_run_whose_process_died_is_ended_killed_by_the_next_run(tmp_path, tfds_dir):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import load
+    from pipeline.jobs.train import train
+
+    workdir = tmp_path / "work"
+    args = tiny(workdir, tfds_dir, "train.epochs=500", "train.early_stopping.enabled=false")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(DIGITS), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    deadline, dead = time.time() + 120, None
+    while time.time() < deadline and dead is None:
+        time.sleep(0.5)
+        exp = client.get_experiment_by_name("digits") if (workdir / "mlflow.db").exists() else None
+        dead = next(iter(client.search_runs([exp.experiment_id])), None) if exp else None
+    assert dead is not None, "training never opened its run"
+    proc.kill()  # SIGKILL: nothing in the process can end its run
+    proc.wait(timeout=30)
+    assert client.get_run(dead.info.run_id).info.status == "RUNNING"
+
+    train(load(DIGITS, [*args[:-2], "train.epochs=1", "train.resume=false", "export.enabled=false"]))
+    ended = client.get_run(dead.info.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags["pipeline.ended_by"] == f"a later run: its process {proc.pid} on {socket.gethostname()} had died"

@@ -13,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.errors import ConfigError
 
 # Constrained scalars, named so an error can say what was expected.
+# Floats are finite: a learning rate of .inf would train a model of NaNs.
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
-Lambda = Annotated[float, Field(ge=0.0)]
-PositiveFloat = Annotated[float, Field(gt=0.0)]
+Lambda = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0.0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 # Metric names a callback may monitor: classification logs accuracy, regression rmse and mae.
 Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy", "rmse", "val_rmse", "mae", "val_mae"]

@@ -18,6 +18,9 @@ from pipeline.config.messages import describe
 from pipeline.config.schema import ExperimentConfig
 from pipeline.errors import ConfigError
 
+MAX_BYTES = 1_000_000  # a config file; experiment YAML is a few hundred bytes
+MAX_VALUES = 100_000  # values a config expands to
+
 
 def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
     """Read an experiment YAML, apply ``key=value`` overrides, validate and freeze.
@@ -43,6 +46,8 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig
 
 def read_yaml(path: Path, what: str = "Config") -> dict:
     """A YAML file's top-level mapping (empty for an empty file)."""
+    if path.is_file() and path.stat().st_size > MAX_BYTES:
+        raise ConfigError(f"{what} file {path} is {path.stat().st_size:,} bytes: a config is at most {MAX_BYTES:,}")
     if path.is_dir():
         raise ConfigError(f"{what} path {path} is a directory: give a YAML file")
     if not path.is_file():
@@ -61,10 +66,29 @@ def read_yaml(path: Path, what: str = "Config") -> dict:
         raise ConfigError(f"Malformed YAML in {path}{where}: {problem}") from None
     if raw is None:
         return {}
+    _bounded(raw, path, what)
     if not isinstance(raw, dict):
         raise ConfigError(f"Invalid {what.lower()} {path}: expected a mapping of sections at the top, "
                           f"got {type(raw).__name__}")
     return raw
+
+
+def _bounded(raw, path: Path, what: str) -> None:
+    """Refuse a file whose values (YAML aliases counted each time they are used) pass ``MAX_VALUES``.
+
+    A few lines of nested aliases ("billion laughs") expand to billions of values that
+    validation and error messages would walk; count them, stopping at the limit.
+    """
+    stack, seen = [raw], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(f"{what} file {path} expands to more than {MAX_VALUES:,} values (nested YAML aliases?)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def apply_override(raw: dict, item: str) -> None:

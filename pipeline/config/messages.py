@@ -118,6 +118,8 @@ def _expected(err: dict, field_info: Any) -> str:
         return f"Expected one of {err['ctx']['expected_tags']}."
     if err["type"] == "literal_error":
         return f"Expected one of {err['ctx']['expected']}."
+    if err["type"] == "finite_number":
+        return "Expected a finite number."
     bounds = _interval(field_info) if field_info is not None else None
     if bounds:
         return f"Expected {bounds}."

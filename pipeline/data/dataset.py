@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import ExperimentConfig
-from pipeline.errors import DataError
+from pipeline.data.checks import unknown_dataset
+from pipeline.errors import DataError, PipelineError
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
@@ -161,10 +162,9 @@ def _read(cfg: ExperimentConfig):
         except FileExistsError:  # another process (a worker, a tuner) prepared it first: read theirs
             datasets, info = load()
     except tfds.core.registered.DatasetNotFoundError:
-        raise DataError(
-            f"Unknown dataset `data.dataset`: {cfg.data.dataset!r}. Use a built-in one (digits, ames_housing, "
-            f"movielens_small, csv, image_folder) or a TFDS dataset prepared under `data.data_dir` ({cfg.data.data_dir})."
-        ) from None
+        raise DataError(unknown_dataset(cfg)) from None
+    except PipelineError as exc:  # a builder's own error, which TFDS prefixes with "Failed to construct ...": drop that
+        raise type(exc)(exc.message) from None
     except (ValueError, AssertionError) as exc:
         raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
     wanted = [cfg.data.label_key, *(cfg.data.columns or []), *([time_split.column] if time_split else [])]
@@ -270,7 +270,12 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
             columns[n].append(batch[0][n])
         columns[spec.label].append(batch[1])
     arrays = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
-    arrays[spec.label] = np.asarray(task.target_numpy(arrays[spec.label]))
+    labels = arrays[spec.label]
+    if getattr(task, "log", False) and labels.size and labels.min() <= 0:
+        raise DataError(f"`features.target_transform: log` needs labels above 0, but `{spec.label}` has "
+                        f"{int((labels <= 0).sum())} at or below 0 in the training split (min {labels.min():g}): "
+                        "use target_transform none")
+    arrays[spec.label] = np.asarray(task.target_numpy(labels))
     return arrays
 
 

@@ -73,6 +73,9 @@ def verify(path: Path, model, cfg, spec, test_ds, atol: float) -> dict:
     for features, _ in test_ds:
         raw = {f.name: tf.cast(features[f.name], f.dtype) for f in spec.features}
         first = serve(**raw)[output].numpy()
+        if not np.all(np.isfinite(first)):
+            raise ExportError(f"Training diverged: the model's {output} are NaN or infinite on test examples, so "
+                              "nothing was exported (lower optimizer.learning_rate, or clip: optimizer.clipnorm)")
         second = serve(**raw)[output].numpy()
         if not np.array_equal(first, second):
             raise ExportError(f"Export at {path} is not deterministic: two calls on the same batch differ.")

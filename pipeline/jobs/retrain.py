@@ -9,8 +9,9 @@ rename (the export root's versions are published atomically), so a crash
 anywhere leaves the champion serving. Every decision, with both metrics and
 the data report, is an MLflow run; the challenger's training run is nested in it.
 
-Exit codes: 0 promoted, 10 kept (the champion stays), 75 another retraining of
-the same model holds the lock; 1-4 failed (see pipeline.errors).
+Exit codes: 0 done, whether promoted or kept (a kept champion is a successful
+night for every scheduler; ``--exit-code-on-kept N`` asks for N instead), 75
+another retraining of the same model holds the lock; 1-4 failed (pipeline.errors).
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ from pathlib import Path
 from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError, DataError, PipelineError
 
-EXIT_PROMOTED, EXIT_KEPT = 0, 10
-
 
 class Locked(PipelineError):
     exit_code = 75  # EX_TEMPFAIL: try again later
@@ -46,9 +45,9 @@ class Decision:
     version: str | None = None  # the challenger's registry version
     served: Path | None = None  # its serving folder, when promoted
 
-    @property
-    def exit_code(self) -> int:
-        return EXIT_PROMOTED if self.promoted else EXIT_KEPT
+    def exit_code(self, on_kept: int = 0) -> int:
+        """0 when done (promoted, or kept: both are a successful night), or ``on_kept`` for a kept champion."""
+        return 0 if self.promoted else on_kept
 
 
 @contextmanager
@@ -203,7 +202,11 @@ def _reconcile(cfg: ExperimentConfig) -> None:
     if not served:
         return
     meta = root / str(served[-1]) / "assets.extra" / "pipeline.json"
-    run_id = json.loads(meta.read_text()).get("run_id") if meta.exists() else None
+    try:
+        run_id = json.loads(meta.read_text()).get("run_id") if meta.exists() else None
+    except (ValueError, AttributeError):
+        raise DataError(f"The served version's metadata is damaged: {meta} is not a JSON object (restore it from the "
+                        "run's saved_model artifact, or remove the version)") from None
     champion = registry.by_alias(cfg, registry.CHAMPION)
     if run_id is None or (champion is not None and champion.run_id == run_id):
         return

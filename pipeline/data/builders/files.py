@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pipeline.data.builders.tables import features_for, rows
+from pipeline.data.checks import require_path
 from pipeline.errors import DataError
 
 NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
@@ -44,23 +45,14 @@ def _config(cfg, fingerprint: str) -> FileConfig:
 
 
 def csv_config(cfg) -> FileConfig:
-    path = _require(cfg, is_dir=False)
+    path = require_path(cfg, is_dir=False)
     return _config(cfg, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def image_folder_config(cfg) -> FileConfig:
-    path = _require(cfg, is_dir=True)
+    path = require_path(cfg, is_dir=True)
     listing = sorted(f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in path.rglob("*") if p.is_file())
     return _config(cfg, hashlib.sha256("\n".join(listing).encode()).hexdigest())
-
-
-def _require(cfg, is_dir: bool) -> Path:
-    if not cfg.data.path:
-        raise DataError(f"`data.path` is required for dataset {cfg.data.dataset!r}.")
-    path = Path(cfg.data.path)
-    if not (path.is_dir() if is_dir else path.is_file()):
-        raise DataError(f"Invalid `data.path`: {'folder' if is_dir else 'file'} not found: {path}")
-    return path
 
 
 # ---- csv ---------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""What can be said about the data before TensorFlow is imported: a missing file costs a second, not ten.
+
+``check(cfg)`` runs in the Python API before a job imports TensorFlow: a user's
+path must exist, and a CSV or Parquet table must have the label column; the
+command line also checks the dataset's name (``check_name``). The builders
+check the same again (they are also reached without this).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from pipeline.errors import DataError
+
+COLUMN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a serving input's name: TF Serving and Keras take these
+MIN_ROWS = 3  # one example per split, at the least
+BUILT_IN = ("digits", "ames_housing", "movielens_small", "csv", "image_folder")
+PATH_DATASETS = {"csv": False, "image_folder": True}  # dataset -> whether data.path is a folder
+
+
+def check(cfg) -> None:
+    """Raise a one-line DataError for a user's file that cannot be read; return quietly otherwise."""
+    name = cfg.data.dataset
+    if name in PATH_DATASETS:
+        path = require_path(cfg, PATH_DATASETS[name])
+        if name == "csv":
+            _table(path, cfg.data.label_key)
+
+
+def _table(path: Path, label: str) -> None:
+    """The header names usable columns, the label among them, over at least one row per split."""
+    columns = header(path)
+    for i, column in enumerate(columns):
+        if not COLUMN.match(column):
+            raise DataError(f"{path}: column {i + 1} is named {column[:80]!r}: a column becomes a model input, so its "
+                            "name must be letters, digits, _ . - (rename it in the file)")
+        if column in columns[:i]:
+            raise DataError(f"{path}: columns {columns.index(column) + 1} and {i + 1} are both named {column!r}")
+    if label not in columns:
+        raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {', '.join(columns)}.")
+    rows = data_rows(path, at_most=MIN_ROWS)
+    if rows < MIN_ROWS:
+        raise DataError(f"{path}: {rows} data row{'s' if rows != 1 else ''} under the header; a table needs at least "
+                        f"{MIN_ROWS}, one for each split")
+
+
+def check_name(cfg) -> None:
+    """The dataset must be built in or prepared under ``data.data_dir``: true on the command line, where no
+    other builder can be registered (a Python caller may register its own, which this cannot see)."""
+    if cfg.data.dataset not in BUILT_IN and not (Path(cfg.data.data_dir) / cfg.data.dataset).is_dir():
+        raise DataError(unknown_dataset(cfg))
+
+
+def unknown_dataset(cfg) -> str:
+    return (f"Unknown dataset `data.dataset`: {cfg.data.dataset!r}. Use a built-in one ({', '.join(BUILT_IN)}) or a "
+            f"TFDS dataset prepared under `data.data_dir` ({cfg.data.data_dir}).")
+
+
+def require_path(cfg, is_dir: bool) -> Path:
+    """``data.path``, which must be set and be a folder (``is_dir``) or a file."""
+    if not cfg.data.path:
+        raise DataError(f"`data.path` is required for dataset {cfg.data.dataset!r}.")
+    path = Path(cfg.data.path)
+    if not (path.is_dir() if is_dir else path.is_file()):
+        raise DataError(f"Invalid `data.path`: {'folder' if is_dir else 'file'} not found: {path}")
+    return path
+
+
+def data_rows(path: Path, at_most: int) -> int:
+    """Rows under the header, counted up to ``at_most`` (Parquet: from its metadata)."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return min(pq.read_metadata(path).num_rows, at_most)
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        rows = csv.reader(handle)
+        next(rows, None)
+        return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
+
+
+def header(path: Path) -> list[str]:
+    """A table's column names, from its first line (CSV) or its schema (Parquet), without reading the rows."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            return next(csv.reader(handle), [])
+    except OSError as exc:
+        raise DataError(f"Cannot read {path}: {exc.strerror}") from None
