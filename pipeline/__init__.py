@@ -4,20 +4,18 @@ The package reads top to bottom in the order data flows:
 config -> data -> models -> train -> track -> export, then ``serving/``;
 jobs/ holds the recipes over those stages and api.py their Python entry points:
 ``pipeline.load_config``, ``train``, ``tune``, ``retrain``, ``run_study``,
-``report`` and ``prepare``. Nothing here imports TensorFlow at import time, so
-``pipeline --help`` and config validation stay fast.
+``report`` and ``prepare``. Nothing here imports TensorFlow, so ``pipeline --help``
+and config validation stay fast.
 """
 
+# Three stages share a name with an API function (train, tune, report). Python binds a subpackage
+# to its parent's attribute when the subpackage is first imported, so they are imported here,
+# first, and the functions then take the names for good: later imports of their modules
+# (pipeline.train.loop, ...) do not bind the parent's attribute again.
+import pipeline.report
+import pipeline.train
+import pipeline.tune  # noqa: F401
+from pipeline.api import load_config, prepare, report, retrain, run_study, train, tune
+
 __version__ = "0.1.0"
-
-API = ("load_config", "train", "tune", "retrain", "run_study", "report", "prepare")
-__all__ = list(API)
-
-
-def __getattr__(name: str):
-    """The API's functions, imported on first use (``import pipeline.errors`` stays light)."""
-    if name in API:
-        from pipeline import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+__all__ = ["load_config", "prepare", "report", "retrain", "run_study", "train", "tune"]

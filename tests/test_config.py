@@ -125,6 +125,8 @@ def test_help_and_the_python_api_import_no_tensorflow():
         "import sys, pipeline; from pipeline.cli import main\n"
         "cfg = pipeline.load_config('configs/digits.yaml', ['train.epochs=3'])\n"
         "assert callable(pipeline.train) and cfg.train.epochs == 3\n"
+        "import pipeline.train.loop, pipeline.tune.space, pipeline.report.page  # stages named like the API\n"
+        "assert all(callable(f) for f in (pipeline.train, pipeline.tune, pipeline.report))\n"
         "try: main(['--help'])\nexcept SystemExit as e: code = e.code\n"
         "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)"
     )

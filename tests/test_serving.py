@@ -234,14 +234,24 @@ def test_a_client_that_sends_half_a_body_gets_408_and_its_connection_back(server
     assert call(port, "/v1/models/digits")[0] == 200  # and the server goes on answering
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        return response.read().decode()
+
+
+def _count(text: str, series: str) -> float:
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")), 0.0)
+
+
 def test_metrics_count_requests_and_latency_and_unknown_models_under_one_label(server):
     port, _ = server
+    not_found = 'serving_requests_total{code="404",model="(not found)"}'
+    before = _count(_metrics(port), not_found)  # other tests of this server asked for unknown models too
     call(port, "/v1/models/digits:predict", {"instances": [IMAGE]})
     for i in range(30):  # made-up names must not each add a series to /metrics
         assert call(port, f"/v1/models/nope{i}:predict", {"instances": [IMAGE]})[0] == 404
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
-        text = response.read().decode()
-    assert "nope" not in text and 'serving_requests_total{code="404",model="(not found)"} 30.0' in text
+    text = _metrics(port)
+    assert "nope" not in text and _count(text, not_found) == before + 30
     assert 'serving_requests_total{code="200",model="digits"}' in text
     assert 'serving_request_seconds_count{model="digits"}' in text and 'serving_model_version{model="digits"} 1.0' in text
 
