@@ -101,12 +101,14 @@ def _config_show(args) -> int:
 
 def _config_get(args) -> int:
     """One resolved value (``tracking.uri``, ``export.root``...), for scripts and the Makefile."""
+    import json
+
     value = api.load_config(args.config, args.overrides).model_dump(mode="json")
     for part in args.key.split("."):
         if not isinstance(value, dict) or part not in value:
             raise ConfigError(f"Unknown key `{args.key}` (see `pipeline config show {args.config}`)")
         value = value[part]
-    print(value if not isinstance(value, (dict, list)) else __import__("json").dumps(value))
+    print(json.dumps(value) if isinstance(value, (dict, list)) else value)
     return 0
 
 
