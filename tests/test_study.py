@@ -81,3 +81,11 @@ def test_a_bad_variant_is_named_before_anything_trains(tmp_path, tfds_dir):
 def test_the_shipped_studies_are_valid(name):
     study, configs = load_study(ROOT / "configs" / "studies" / f"{name}.yaml")
     assert len(configs) == len(study.variants) >= 2
+
+
+def test_a_study_file_is_checked_like_a_config_before_anything_trains(tmp_path, tfds_dir):
+    overrides = tiny(tmp_path / "w", tfds_dir)
+    with pytest.raises(ConfigError, match=r"Invalid study .*mini\.yaml: `target.metric`: Unknown metric 'val_f1'"):
+        load_study(_study(tmp_path, {"ok": {}}, target={"metric": "val_f1", "value": 0.9}), overrides)
+    with pytest.raises(ConfigError, match=r"Invalid study .*mini\.yaml: Unknown key `varaints`; did you mean `variants`\?"):
+        load_study(_study(tmp_path, {"ok": {}}, varaints={}), overrides)

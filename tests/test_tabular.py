@@ -340,3 +340,12 @@ def test_a_huge_text_cell_costs_its_size_in_the_statistics_not_its_size_times_th
     tracemalloc.stop()
     assert peak < 50_000_000  # np.unique over fixed-width text would take 5,003 x 5 M characters x 4 bytes
     assert summary["cardinality"] == 4 and max(len(c) for c in summary["categories"]) == MAX_TEXT
+
+
+def test_a_csv_saved_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path):
+    from pipeline.data.checks import check, header
+
+    path = tmp_path / "excel.csv"
+    path.write_bytes("area,rooms,price\n1,2,3\n4,5,6\n7,8,9\n".encode("utf-8-sig"))
+    assert header(path) == ["area", "rooms", "price"]
+    check(load(ROOT / "configs/examples/csv.yaml", [f"data.path={path}", f"workdir={tmp_path}"]))  # nothing raised

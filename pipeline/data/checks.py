@@ -74,7 +74,7 @@ def data_rows(path: Path, at_most: int) -> int:
         import pyarrow.parquet as pq
 
         return min(pq.read_metadata(path).num_rows, at_most)
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         rows = csv.reader(handle)
         next(rows, None)
         return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
@@ -87,7 +87,7 @@ def header(path: Path) -> list[str]:
 
         return list(pq.read_schema(path).names)
     try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
             return next(csv.reader(handle), [])
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc.strerror}") from None

@@ -80,6 +80,13 @@ def load_study(path: str | Path, extra: list[str] = ()) -> tuple[StudyConfig, di
         study = StudyConfig.model_validate(read_yaml(path, what="Study"))
     except ValidationError as exc:
         raise ConfigError(describe(exc, StudyConfig, prefix=f"Invalid study {path}: ")) from None
+    if study.target is not None:
+        from pipeline.tasks import direction
+
+        try:
+            direction(study.target.metric)
+        except ConfigError as exc:
+            raise ConfigError(f"Invalid study {path}: `target.metric`: {exc}") from None
     base = (path.parent / study.base).resolve()
     configs = {}
     for name, values in study.variants.items():
