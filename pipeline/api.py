@@ -85,3 +85,4 @@ def _configure(cfg: ExperimentConfig) -> None:
     check(cfg)
     runtime.writable(cfg)
     runtime.configure(cfg)
+    runtime.load_tensorflow()

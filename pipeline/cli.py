@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, track and export Keras models from one YAML config.",
         epilog="Overrides are dotted key=value pairs, e.g. train.epochs=3 model.dropout=0.3.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TensorFlow's and the libraries' own log lines (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p):
@@ -260,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime.quiet_mlflow()  # before anything imports MLflow
     args = parse(argv)
+    if args.verbose:
+        import os
+
+        os.environ.update({runtime.VERBOSE: "1", "TF_CPP_MIN_LOG_LEVEL": "0", "MLFLOW_LOGGING_LEVEL": "INFO"})
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C stops a run cleanly even when started from a shell that ignored SIGINT (`cmd &`).
     signal.signal(signal.SIGINT, signal.default_int_handler)

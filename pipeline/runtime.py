@@ -25,6 +25,46 @@ def configure(cfg) -> None:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+VERBOSE = "PIPELINE_VERBOSE"  # set by `pipeline -v`: TensorFlow's and the libraries' own logs are shown
+
+
+def load_tensorflow() -> None:
+    """Import TensorFlow and let it find its devices, with the native log lines that prints hidden.
+
+    Before absl's logging is set up, TensorFlow's C++ side writes straight to the process's
+    stderr, past TF_CPP_MIN_LOG_LEVEL ("failed call to cuInit" on a machine without a GPU,
+    cudart and CPU-feature notices). Those writes go to a scratch file here; if the import fails,
+    they are shown with the error. ``pipeline -v`` shows everything. Python's own warnings
+    still reach the user: only this import and device discovery are covered, and absl's Python
+    logger (TFDS' notices) is set to errors; MLflow's level comes from ``quiet_mlflow``.
+    """
+    import logging
+    import sys
+    import tempfile
+
+    if os.environ.get(VERBOSE):
+        return
+    logging.getLogger("absl").setLevel(logging.ERROR)  # TFDS' notices ("Using custom data configuration")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def writable(cfg) -> None:
     """The workdir must be writable before anything runs: found after an hour of training, it costs the hour."""
     import tempfile
@@ -40,8 +80,10 @@ def writable(cfg) -> None:
 
 
 def quiet_mlflow() -> None:
-    """MLflow's usage telemetry off (an opt-in: ``tracking.telemetry``), unless the environment says otherwise."""
+    """MLflow's usage telemetry off (an opt-in: ``tracking.telemetry``) and its notices to warnings, unless the
+    environment says otherwise (``pipeline -v`` sets INFO)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def determinism(cfg) -> None:

@@ -20,6 +20,10 @@ def test_train_command_trains_tracks_exports_and_prints_a_summary(tmp_path, tfds
         assert label in proc.stdout
     assert (workdir / "exports" / "digits" / "1" / "saved_model.pb").is_file()
     assert (workdir / "mlflow.db").is_file() and (workdir / "mlartifacts").is_dir()
+    # Quiet by default: none of TensorFlow's import-time native lines, nor MLflow's or TFDS' notices (`-v` shows them).
+    for noise in ("absl::InitializeLog", "cuInit", "cudart_stub", "cpu_feature_guard", "Creating initial MLflow",
+                  "Using custom data configuration"):
+        assert noise not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.slow
