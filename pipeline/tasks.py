@@ -83,7 +83,23 @@ def direction(name: str) -> str:
                       "(optionally prefixed val_ or test_)")
 
 
-class Classification:
+class Task:
+    """What every task shares: its metric objects, built from ``metric_names``."""
+
+    metric_names: tuple[str, ...] = ()
+    # Whether ``evaluate`` adds figures from the model's predictions (else evaluation skips that pass).
+    figures_from_predictions = False
+
+    def metrics(self) -> list:
+        """Fresh Keras metric objects, in the order they are logged."""
+        return [METRICS[n].keras(n) for n in self.metric_names]
+
+    def evaluate(self, predictions, targets) -> dict[str, float]:
+        """Figures Keras' metrics do not log (none by default)."""
+        return {}
+
+
+class Classification(Task):
     """Softmax over the classes; serves ``probabilities`` and ``class_id``."""
 
     name = "classification"
@@ -94,10 +110,6 @@ class Classification:
 
     def __init__(self, cfg, spec):
         self.spec = spec
-
-    def metrics(self) -> list:
-        """Fresh Keras metric objects, in the order they are logged."""
-        return [METRICS[n].keras(n) for n in self.metric_names]
 
     def head(self, x, reg, target_mean: float):
         from keras import layers
@@ -123,16 +135,12 @@ class Classification:
     def output_specs(self) -> dict:
         return {"probabilities": ("float32", [None, self.spec.num_classes]), "class_id": ("int64", [None])}
 
-    def evaluate(self, predictions, targets) -> dict[str, float]:
-        """Figures Keras' metrics do not log (none for classification)."""
-        return {}
-
     def score_served(self, served, labels) -> dict[str, float]:
         """The task's metrics on an export's ``label_output`` against the dataset's labels."""
         return {n: METRICS[n].numpy(labels, served) for n in self.metric_names}
 
 
-class Regression:
+class Regression(Task):
     """One float32 output; with ``target_transform: log`` it trains on log(y) and serves y."""
 
     name = "regression"
@@ -144,9 +152,7 @@ class Regression:
     def __init__(self, cfg, spec):
         self.spec = spec
         self.log = cfg.features.target_transform == "log"
-
-    def metrics(self) -> list:
-        return [METRICS[n].keras(n) for n in self.metric_names]
+        self.figures_from_predictions = self.log  # errors in the label's own units, not in logs
 
     def head(self, x, reg, target_mean: float):
         import keras

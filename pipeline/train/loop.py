@@ -89,11 +89,12 @@ def evaluate(cfg, model, strategy, task, test_ds) -> dict[str, float]:
 
     scores = (custom_loop.evaluate(model, task, test_ds) if custom(cfg, strategy)
               else model.evaluate(test_ds, return_dict=True, verbose=0))
-    predictions, targets = [], []
-    for features, labels in test_ds:  # figures Keras cannot compute on the training scale (price, not log price)
-        predictions.append(model(features, training=False).numpy())
-        targets.append(labels.numpy())
-    scores.update(task.evaluate(np.concatenate(predictions), np.concatenate(targets)))
+    if task.figures_from_predictions:  # figures Keras cannot compute on the training scale (price, not log price)
+        predictions, targets = [], []
+        for features, labels in test_ds:
+            predictions.append(model(features, training=False).numpy())
+            targets.append(labels.numpy())
+        scores.update(task.evaluate(np.concatenate(predictions), np.concatenate(targets)))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 
 
