@@ -10,7 +10,7 @@ STUDY  ?= configs/studies/regularization.yaml
 setting = $$($(BIN)/pipeline config get $(CONFIG) $(1))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test test-fast tune serve retrain ui study report baseline bench bench-distribute bench-tune bench-serving bench-gpu preview lint clean
+.PHONY: help venv train test test-fast tune serve retrain ui study report baseline bench bench-scale bench-distribute bench-tune bench-serving bench-gpu preview lint clean
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ baseline: venv ## each experiment beside classical baselines on the same split (
 
 bench: venv ## performance figures, each a ratio measured side by side (bench/results/perf.md; bench/README.md)
 	$(BIN)/python bench/perf.py $(ARGS)
+
+bench-scale: venv ## preparation, training, evaluation and export at 10k, 100k, 1M rows (ARGS=--large adds 10M)
+	$(BIN)/python bench/scale.py $(ARGS)
 
 bench-distribute: venv ## strategies side by side and the cost of a kill-and-resume
 	$(BIN)/python bench/distribute.py $(ARGS)

@@ -49,3 +49,18 @@ def test_the_gpu_script_says_plainly_when_there_is_no_gpu_and_its_code_path_runs
     variants = json.loads((tmp_path / "gpu.json").read_text())["variants"]
     assert set(variants) == {"baseline", "nondeterministic"} and variants["baseline"]["ratio_to_baseline"] == 1.0
     assert "| nondeterministic |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_scale_reports_each_stage_per_row_and_peak_memory_at_two_sizes(tmp_path):
+    proc = _bench("scale.py", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "scale.json").read_text())
+    small, large = results["sizes"]
+    assert (small["rows"], large["rows"]) == (2_000, 20_000)
+    for size in (small, large):
+        assert size["read_csv_s"] > 0 and size["prepare_over_read_csv"] > 0 and size["epoch_s"] > 0
+        assert {"data", "fit", "evaluate", "export"} <= set(size["stages_s"])
+        assert all(mb > 100 for mb in size["peak_rss_mb"].values())  # a Python process with pandas at least
+    (growth,) = results["growth"]
+    assert {"prepare", "fit", "evaluate", "export"} <= set(growth["seconds_per_row"]) and growth["peak_rss"]["train"] > 0
+    assert "| 20,000 | " in (tmp_path / "scale.md").read_text()

@@ -71,7 +71,10 @@ class DataConfig(Section):
     )
     drop_remainder: bool = Field(False, description="Drop each epoch's last partial training batch.")
     shuffle_buffer: Count = Field(2048, description="0 disables shuffling.")
-    cache: bool = Field(True, description="Cache decoded examples in memory after the first epoch.")
+    cache: Literal["auto", "memory", "file", "none"] | bool = Field(
+        "auto", description="Keep read examples after the first epoch: memory, a file under <workdir>/cache, or none; "
+                            "auto: memory when a split fits cache_memory_mb, else a file when the disk has room, else none.")
+    cache_memory_mb: PositiveInt = Field(1024, description="cache auto: the most memory one split may take.")
     threads: PositiveInt | None = Field(
         None, description="tf.data's own thread pool; default half the CPUs (at least 1): on a CPU-only machine "
                           "the model's kernels need the rest, and contention costs more than it brings (bench/perf.py).")
@@ -85,6 +88,9 @@ class FeaturesConfig(Section):
     )
     encoding: Literal["one_hot", "embedding"] = Field("one_hot", description="How categoricals enter an MLP.")
     embedding_dim: PositiveInt = 8
+    max_vocabulary: PositiveInt = Field(
+        100_000, description="Categorical and id lookups keep the training split's most frequent values, at most "
+                             "this many; the rest share one out-of-vocabulary bucket.")
     separator: str = Field("|", description="multi_hot: separator between the values in one string.")
     missing: Literal["mean", "zero"] = Field("mean", description="Numeric NaN becomes the training mean (or 0).")
     missing_indicator: bool = Field(True, description="Add an is-missing input for numerics that had NaN in training.")
@@ -157,6 +163,8 @@ class RecommenderConfig(Section):
     item: str = Field("movieId", description="Feature holding the item id.")
     factors: PositiveInt = Field(32, description="Embedding size of users and items.")
     tower: list[PositiveInt] = Field([], description="Hidden units of an MLP over [user, item, side features]; empty for none.")
+    ranking_users: Count = Field(
+        1000, description="Test users (a seeded sample) whose top-10 lists score recall@10 and NDCG@10; 0 for all.")
 
 
 class ModelConfig(Section):
@@ -272,6 +280,8 @@ class ExportConfig(Section):
         None, description="Folder under the root (a plain name: letters, digits, _ . -); default the config's name.")
     verify: bool = True
     parity_atol: PositiveFloat = Field(1e-5, description="Max |served - model.predict| accepted by verification.")
+    verify_examples: PositiveInt = Field(
+        4096, description="Test examples (the first batches) on which verification checks determinism and parity.")
 
 
 class DriftConfig(Section):

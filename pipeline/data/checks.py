@@ -1,7 +1,8 @@
 """What can be said about the data before TensorFlow is imported: a missing file costs a second, not ten.
 
 ``check(cfg)`` runs in the Python API before a job imports TensorFlow: a user's
-path must exist, and a CSV or Parquet table must have the label column; the
+path must exist, and a CSV or Parquet table (its first file, if several) must have
+the label column; the
 command line also checks the dataset's name (``check_name``). The builders
 check the same again (they are also reached without this).
 """
@@ -17,16 +18,16 @@ from pipeline.errors import DataError
 COLUMN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a serving input's name: TF Serving and Keras take these
 MIN_ROWS = 3  # one example per split, at the least
 BUILT_IN = ("digits", "ames_housing", "movielens_small", "csv", "image_folder")
-PATH_DATASETS = {"csv": False, "image_folder": True}  # dataset -> whether data.path is a folder
 
 
 def check(cfg) -> None:
     """Raise a one-line DataError for a user's file that cannot be read; return quietly otherwise."""
-    name = cfg.data.dataset
-    if name in PATH_DATASETS:
-        path = require_path(cfg, PATH_DATASETS[name])
-        if name == "csv":
-            _table(path, cfg.data.label_key)
+    if cfg.data.dataset == "csv":
+        from pipeline.data.sources import input_files
+
+        _table(input_files(required_path(cfg))[0], cfg.data.label_key)
+    elif cfg.data.dataset == "image_folder":
+        require_folder(cfg)
 
 
 def _table(path: Path, label: str) -> None:
@@ -58,13 +59,17 @@ def unknown_dataset(cfg) -> str:
             f"TFDS dataset prepared under `data.data_dir` ({cfg.data.data_dir}).")
 
 
-def require_path(cfg, is_dir: bool) -> Path:
-    """``data.path``, which must be set and be a folder (``is_dir``) or a file."""
+def required_path(cfg) -> str:
     if not cfg.data.path:
         raise DataError(f"`data.path` is required for dataset {cfg.data.dataset!r}.")
-    path = Path(cfg.data.path)
-    if not (path.is_dir() if is_dir else path.is_file()):
-        raise DataError(f"Invalid `data.path`: {'folder' if is_dir else 'file'} not found: {path}")
+    return cfg.data.path
+
+
+def require_folder(cfg) -> Path:
+    """``data.path``, which must be set and be a folder."""
+    path = Path(required_path(cfg))
+    if not path.is_dir():
+        raise DataError(f"Invalid `data.path`: folder not found: {path}")
     return path
 
 

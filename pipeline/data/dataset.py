@@ -13,11 +13,16 @@ read from the training split only.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import itertools
 import json
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import ExperimentConfig
@@ -53,6 +58,7 @@ class DataSpec:
     num_classes: int = 0
     class_names: list[str] = field(default_factory=list)
     skipped: int = 0  # bad rows or files skipped when the dataset was prepared
+    example_bytes: float = 0.0  # average size of a prepared example (what a cache of a split will hold)
 
     def feature(self, name: str) -> Feature:
         return next(f for f in self.features if f.name == name)
@@ -93,7 +99,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     task = task_for(cfg, spec)
     batch = global_batch(cfg.data.batch_size, cfg.data.batch_scope, replicas)
     datasets = {
-        name: _pipeline(ds, cfg, spec, task, name == "train", augmenter, start_epoch, batch)
+        name: _pipeline(ds, cfg, spec, task, name, augmenter, start_epoch, batch)
         for name, ds in zip(SPLITS, raw)
     }
     n = spec.sizes["train"]
@@ -241,6 +247,7 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
         num_classes=label.num_classes if classification else 0,
         class_names=list(label.names) if classification else [],
         skipped=int((info.metadata or {}).get("skipped", 0)),
+        example_bytes=sum(s.num_bytes for s in info.splits.values()) / max(info.splits.total_num_examples, 1),
     )
 
 
@@ -279,17 +286,21 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     return arrays
 
 
-def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, augmenter, start_epoch: int, batch: int):
+def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augmenter, start_epoch: int, batch: int):
     """select -> cache -> (training: per-epoch shuffle, augment) -> batch -> decode -> prefetch."""
     import tensorflow as tf
 
+    training = split == "train"
     auto = tf.data.AUTOTUNE
     names = [f.name for f in spec.features]
     images = [f.name for f in spec.features if f.kind == "image"]
     label = spec.label
     ds = ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=auto)
-    if cfg.data.cache:
+    mode = cache_mode(cfg, spec.sizes[split] * spec.example_bytes, _free_disk(Path(cfg.workdir)))
+    if mode == "memory":
         ds = ds.cache()
+    elif mode == "file":
+        ds = ds.cache(str(_cache_folder(cfg) / f"{split}-{next(_CACHES)}"))  # a file per pipeline: never another's
 
     def decode(x, y):
         x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
@@ -312,6 +323,42 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, training: bool, a
     # Replicas and workers split batches (DATA): TFDS sources here have too few files to split by FILE.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(auto)
+
+
+def cache_mode(cfg: ExperimentConfig, split_bytes: float, free_disk: int) -> str:
+    """Where a split's examples are kept after the first epoch: ``memory``, ``file`` or ``none``.
+
+    ``data.cache: auto`` keeps a split in memory when it fits ``data.cache_memory_mb``, else in a
+    file under the workdir when the disk has twice its size free, else reads the prepared
+    shards again each epoch (which TFDS streams with bounded memory).
+    """
+    mode = {True: "memory", False: "none"}.get(cfg.data.cache, cfg.data.cache)  # older configs: true / false
+    if mode != "auto":
+        return mode
+    if split_bytes <= cfg.data.cache_memory_mb * 2**20:
+        return "memory"
+    return "file" if 2 * split_bytes < free_disk else "none"
+
+
+def _cache_folder(cfg: ExperimentConfig) -> Path:
+    """This process's cache files: its own folder (tf.data locks a cache being written), removed at exit."""
+    global _CACHE
+    if _CACHE is None:
+        root = Path(cfg.workdir) / "cache"
+        root.mkdir(parents=True, exist_ok=True)
+        _CACHE = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+        atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    return _CACHE
+
+
+_CACHE: Path | None = None
+_CACHES = itertools.count()
+
+
+def _free_disk(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode, augment, chunk: int):

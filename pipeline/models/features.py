@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,8 +82,11 @@ def _numeric(out, feature, x, cfg, column, reg, augmenter):
                               "missing_share": float(missing.mean())}
 
 
-def lookup(feature, column, output_mode: str, mask_token=None, separator: str | None = None):
-    """A StringLookup / IntegerLookup whose vocabulary is the training split's values, plus one OOV bucket."""
+def lookup(feature, column, output_mode: str, limit: int, mask_token=None, separator: str | None = None):
+    """A StringLookup / IntegerLookup over the training split's ``limit`` most frequent values, plus one OOV bucket.
+
+    The rest share the OOV bucket: a column of a million ids must not become a million-wide layer.
+    """
     from keras import layers
 
     values = np.asarray(column).reshape(-1)
@@ -90,22 +94,30 @@ def lookup(feature, column, output_mode: str, mask_token=None, separator: str | 
         strings = (v.decode() if isinstance(v, bytes) else str(v) for v in values)
         if separator is not None:
             strings = (part for s in strings for part in s.split(separator))
-        vocabulary = sorted({s for s in strings if s != mask_token})
+        vocabulary = _most_frequent((s for s in strings if s != mask_token), limit)
         return layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, mask_token=mask_token,
                                    output_mode=output_mode, name=layer_name(feature.name, "lookup"))
-    vocabulary = sorted({int(v) for v in values})
+    vocabulary = _most_frequent((int(v) for v in values), limit)
     return layers.IntegerLookup(vocabulary=vocabulary, num_oov_indices=1, output_mode=output_mode,
                                 name=layer_name(feature.name, "lookup"))
+
+
+def _most_frequent(values, limit: int) -> list:
+    """The ``limit`` most frequent values (ties: the smaller first), sorted."""
+    counts = Counter(values)
+    if len(counts) <= limit:
+        return sorted(counts)
+    return sorted(sorted(counts, key=lambda v: (-counts[v], v))[:limit])
 
 
 def _categorical(out, feature, x, cfg, column, reg, augmenter):
     from keras import layers
 
     if cfg.features.encoding == "one_hot":
-        table = lookup(feature, column, "one_hot")
+        table = lookup(feature, column, "one_hot", cfg.features.max_vocabulary)
         out.vectors.append(table(x))
     else:
-        table = lookup(feature, column, "int")
+        table = lookup(feature, column, "int", cfg.features.max_vocabulary)
         embedded = layers.Embedding(table.vocabulary_size(), cfg.features.embedding_dim, embeddings_regularizer=reg,
                                     name=layer_name(feature.name, "embedding"))(table(x))
         out.vectors.append(embedded)
@@ -114,7 +126,7 @@ def _categorical(out, feature, x, cfg, column, reg, augmenter):
 
 
 def _multi_hot(out, feature, x, cfg, column, reg, augmenter):
-    table = lookup(feature, column, "multi_hot", mask_token="", separator=cfg.features.separator)
+    table = lookup(feature, column, "multi_hot", cfg.features.max_vocabulary, mask_token="", separator=cfg.features.separator)
     out.vectors.append(table(SplitStrings(cfg.features.separator, name=layer_name(feature.name, "split"))(x)))
     out.info[feature.name] = {"kind": "multi_hot", "vocabulary": table.get_vocabulary()}
 

@@ -20,8 +20,8 @@ def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     from keras import layers
 
     rc = cfg.model.recommender
-    users = lookup(spec.feature(rc.user), columns[rc.user], "int")
-    items = lookup(spec.feature(rc.item), columns[rc.item], "int")
+    users = lookup(spec.feature(rc.user), columns[rc.user], "int", cfg.features.max_vocabulary)
+    items = lookup(spec.feature(rc.item), columns[rc.item], "int", cfg.features.max_vocabulary)
     u, i = users(inputs[rc.user]), items(inputs[rc.item])
 
     def embed(table, ids, size, name, regularizer):
@@ -90,28 +90,37 @@ def _seen_items(user_column, item_column, item_ids):
 def evaluate(signatures: dict, test_ds, spec, cfg: ExperimentConfig, k: int = 10, relevant: float = 4.0) -> dict:
     """recall@k and NDCG@k on the test split: relevant items are those the user rated >= ``relevant``.
 
-    Uses the ``recommend`` function the export serves, so the metric checks it too.
+    Scored for a seeded sample of ``model.recommender.ranking_users`` users, so the cost stays
+    that of a few batches of ``recommend`` whatever the number of users. Uses the ``recommend``
+    function the export serves, so the metric checks it too.
     """
     import tensorflow as tf
 
     rc = cfg.model.recommender
-    liked: dict[int, set] = {}
+    users, items = [], []
     for features, labels in test_ds:
-        for user, item, rating in zip(features[rc.user].numpy(), features[rc.item].numpy(), labels.numpy()):
-            if rating >= relevant:
-                liked.setdefault(user, set()).add(item)
-    if not liked:
+        keep = labels.numpy() >= relevant
+        users.append(features[rc.user].numpy()[keep])
+        items.append(features[rc.item].numpy()[keep])
+    users, items = np.concatenate(users), np.concatenate(items)
+    if not users.size:
         return {}
+    chosen = np.unique(users)
+    if 0 < rc.ranking_users < len(chosen):
+        chosen = np.sort(np.random.default_rng(cfg.seed).choice(chosen, rc.ranking_users, replace=False))
+    in_sample = np.isin(users, chosen)
+    order = np.argsort(users[in_sample], kind="stable")
+    grouped, starts = np.unique(users[in_sample][order], return_index=True)
+    liked = dict(zip(grouped.tolist(), (set(part.tolist()) for part in np.split(items[in_sample][order], starts[1:]))))
     recommend = tf.function(signatures["recommend"][0])
-    users = np.array(sorted(liked))
     recall, ndcg = [], []
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for start in range(0, len(users), 256):
-        batch = users[start:start + 256]
+    for start in range(0, len(chosen), 256):
+        batch = chosen[start:start + 256]
         top = recommend(tf.constant(batch), tf.constant(k, tf.int32))["item_ids"].numpy()
-        for user, items in zip(batch, top):
-            hits = np.array([item in liked[user] for item in items], dtype=float)
+        for user, ranked in zip(batch.tolist(), top.tolist()):
+            hits = np.array([item in liked[user] for item in ranked], dtype=float)
             recall.append(hits.sum() / len(liked[user]))
             ideal = discounts[: min(len(liked[user]), k)].sum()
             ndcg.append(float((hits * discounts[: len(hits)]).sum() / ideal))
-    return {f"recall_at_{k}": float(np.mean(recall)), f"ndcg_at_{k}": float(np.mean(ndcg)), "ranking_users": len(users)}
+    return {f"recall_at_{k}": float(np.mean(recall)), f"ndcg_at_{k}": float(np.mean(ndcg)), "ranking_users": len(chosen)}

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 
-from pipeline.data.builders.tables import features_for, rows
-from pipeline.data.checks import require_path
+from pipeline.data import records, sources
+from pipeline.data.checks import require_folder, required_path
 from pipeline.errors import DataError
-
-NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
+from pipeline.text import progress
 
 
 @dataclasses.dataclass(eq=False)
@@ -37,7 +39,8 @@ class FileConfig(tfds.core.BuilderConfig):
 def _config(cfg, fingerprint: str) -> FileConfig:
     d = cfg.data
     options = f"{fingerprint}|{d.label_key}|{sorted(d.dtypes.items())}|{d.on_bad_input}|{d.image_size}|{d.channels}"
-    name = f"{Path(d.path).stem.lower()}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
+    stem = Path(d.path.split("*")[0].rstrip("/")).stem or "table"  # data/*.csv -> data
+    name = f"{stem.lower()}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
     return FileConfig(name=name, path=str(Path(d.path).resolve()), label=d.label_key,
                       dtypes=dict(d.dtypes), on_bad_input=d.on_bad_input,
@@ -45,93 +48,95 @@ def _config(cfg, fingerprint: str) -> FileConfig:
 
 
 def csv_config(cfg) -> FileConfig:
-    path = require_path(cfg, is_dir=False)
-    return _config(cfg, hashlib.sha256(path.read_bytes()).hexdigest())
+    return _config(cfg, sources.fingerprint(sources.input_files(required_path(cfg))))
 
 
 def image_folder_config(cfg) -> FileConfig:
-    path = require_path(cfg, is_dir=True)
+    path = require_folder(cfg)
     listing = sorted(f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in path.rglob("*") if p.is_file())
     return _config(cfg, hashlib.sha256("\n".join(listing).encode()).hexdigest())
 
 
 # ---- csv ---------------------------------------------------------------------
 
-
-def read_table(config: FileConfig):
-    """The table with inferred or declared column types, bad rows dropped (or an error), and the drop count."""
-    import pandas as pd
-
-    path = Path(config.path)
-    try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:  # pandas raises many types for unreadable files
-        raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
-    if config.label not in frame.columns:
-        raise DataError(f"{path}: missing label column {config.label!r} (`data.label_key`); columns are {', '.join(frame.columns)}.")
-    bad = pd.Series(False, index=frame.index)
-    reasons: dict[int, str] = {}
-    for column in frame.columns:
-        values = frame[column]
-        declared = config.dtypes.get(column)
-        if declared == "string" or (declared is None and pd.api.types.is_numeric_dtype(values)):
-            continue
-        text = values.astype(str).str.strip()
-        empty = text.eq("") | text.str.lower().isin(["na", "nan", "null", "none"])
-        parsed = pd.to_numeric(text.where(~empty), errors="coerce")
-        failed = parsed.isna() & ~empty
-        if declared is None and failed.sum() > (1 - NUMERIC_SHARE) * max((~empty).sum(), 1):
-            frame[column] = text.where(~empty, "")  # a text column
-            continue
-        for row in frame.index[failed & ~bad]:
-            reasons[row] = f"line {row + 2}, column {column!r}: {values[row]!r} is not a number"
-        bad |= failed
-        frame[column] = parsed.astype("Int64") if declared == "int" else parsed
-    if not pd.api.types.is_numeric_dtype(frame[config.label]):
-        missing_label = frame[config.label].eq("")
-    else:
-        missing_label = frame[config.label].isna()
-    for row in frame.index[missing_label & ~bad]:
-        reasons[row] = f"line {row + 2}, column {config.label!r}: the label is missing"
-    bad |= missing_label
-    if bad.any() and config.on_bad_input == "error":
-        first = min(reasons)
-        raise DataError(f"{path}: {reasons[first]} ({int(bad.sum())} bad rows; `data.on_bad_input: skip` skips them).")
-    frame = frame[~bad].reset_index(drop=True)
-    for column in frame.columns:
-        if str(frame[column].dtype) == "Int64":
-            frame[column] = frame[column].astype(np.int64)
-    return frame, int(bad.sum())
+STORED = {"float": lambda: tfds.features.Scalar(dtype=np.float32), "int": lambda: tfds.features.Scalar(dtype=np.int64),
+          "string": tfds.features.Text}
 
 
-class Csv(tfds.core.GeneratorBasedBuilder):
-    """A local CSV or Parquet file; a text label makes a classification dataset, a number regression."""
+class Csv(FileReaderBuilder):
+    """CSV or Parquet tables: a file, a glob or a folder of shards. A text label makes classification, a number regression.
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    Prepared as a stream (``sources.chunks``), written in bulk and shuffled into shards
+    (``records``): time and memory grow with one chunk and one shard, not with the table.
+    TFDS still owns the result: the copy is written in a temporary folder that becomes the
+    dataset only once complete, so a preparation killed half way is never read.
+    """
+
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.", "2.0.0": "Streamed, written in bulk, rows shuffled into shards."}
     BUILDER_CONFIGS = []
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        import pandas as pd
+    def _schema(self) -> sources.Schema:
+        c = self.builder_config
+        return sources.schema(sources.input_files(c.path), c.label, c.dtypes)
 
-        frame, _ = read_table(self.builder_config)
-        label = self.builder_config.label
-        label_feature = None
-        if not pd.api.types.is_numeric_dtype(frame[label]):
-            label_feature = tfds.features.ClassLabel(names=sorted(frame[label].unique()))
+    def _info(self) -> tfds.core.DatasetInfo:
+        schema = self._schema()
+        features = {name: STORED[kind]() for name, kind in schema.types.items()}
+        if schema.classification:  # its names are the labels seen in preparation, kept with the prepared copy
+            features[schema.label] = tfds.features.ClassLabel()
         return self.dataset_info_from_configs(
             description=f"Table {self.builder_config.path}",
-            features=tfds.features.FeaturesDict(features_for(frame, label, label_feature)),
+            features=tfds.features.FeaturesDict(features),
             metadata=tfds.core.MetadataDict(),
         )
 
-    def _split_generators(self, dl_manager):
-        frame, skipped = read_table(self.builder_config)
-        self.info.metadata["skipped"] = skipped
-        return {"train": self._generate_examples(frame)}
+    def _download_and_prepare(self, dl_manager, download_config) -> None:
+        import pyarrow.compute as pc
 
-    def _generate_examples(self, frame):
-        yield from rows(frame, dict(self.info.features))
+        c, schema = self.builder_config, self._schema()
+        files = sources.input_files(c.path)
+        rows = sources.estimate_rows(files)
+        shards = records.ShuffledShards(Path(self.data_path) / "spill", math.ceil(rows / records.SHARD_ROWS), seed=0)
+        skipped, classes = 0, set()
+        try:
+            for table, bad in progress(sources.chunks(files, schema, c.on_bad_input), rows, "preparing", "rows",
+                                       size=lambda item: item[0].num_rows + item[1]):
+                shards.add(table)
+                skipped += bad
+                if schema.classification:
+                    classes.update(pc.unique(table[schema.label]).to_pylist())
+            label = self.info.features[schema.label]
+            if schema.classification:
+                label.names = sorted(classes)
+            template = self._get_filename_template("train")
+            lengths = shards.write(template.sharded_filepaths, lambda table: _serialize(table, schema, label))
+        except OSError as exc:  # a full disk, above all: TFDS removes the half-written copy
+            raise DataError(f"Preparing {c.path} into {self.data_path} failed: {exc.strerror or exc}") from None
+        if not lengths:
+            raise DataError(f"{c.path}: no rows left to prepare ({skipped} bad rows skipped).")
+        shutil.rmtree(Path(self.data_path) / "spill", ignore_errors=True)
+        size = sum(Path(p).stat().st_size for p in template.sharded_filepaths(len(lengths)))
+        self.info.set_splits(tfds.core.SplitDict([
+            tfds.core.SplitInfo(name="train", shard_lengths=lengths, num_bytes=size, filename_template=template)]))
+        self.info.metadata["skipped"] = skipped
+
+
+def _serialize(table, schema: sources.Schema, label) -> np.ndarray:
+    """A converted chunk as serialized Examples: text as bytes, a class label as its index."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns, kinds = {}, {}
+    for name, kind in schema.types.items():
+        values = table[name]
+        if name == schema.label and schema.classification:
+            columns[name], kinds[name] = pc.index_in(values, value_set=pa.array(label.names)).to_numpy(), "int"
+        elif kind == "string":
+            columns[name], kinds[name] = values.to_numpy(zero_copy_only=False).astype(object), "bytes"
+        else:
+            columns[name], kinds[name] = values.to_numpy(), kind
+    return records.serialize(columns, kinds)
 
 
 # ---- image_folder --------------------------------------------------------------

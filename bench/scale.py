@@ -1,0 +1,165 @@
+"""Preparation, training, evaluation and export as a table grows: seconds per row and peak memory.
+
+Usage: python bench/scale.py [--large] [--quick] [--out bench/results]   (``make bench-scale``)
+
+For each size (10k, 100k and 1M rows; also 10M with ``--large``; 2k and 20k with
+``--quick``) a synthetic table of 12 numeric and 6 categorical columns and a numeric
+label ``y`` is written as CSV, then three fresh processes run on it:
+
+  read_csv  ``pandas.read_csv`` of the file: the yardstick preparation is measured against;
+  prepare   ``pipeline prepare``: streamed reading, shuffled shards;
+  train     ``pipeline train`` of configs/examples/csv.yaml for 2 epochs on the prepared copy,
+            whose per-stage clock gives data, fit, evaluate, log and export seconds.
+
+Each process reports its wall time and its peak RSS. Figures, all ratios from this one run:
+preparation time over ``read_csv`` time; each stage's seconds per row at a size over those at
+the size ten times smaller (linear cost: about 1); peak RSS likewise (bounded memory: about 1);
+evaluation and export (with verification) over one training epoch.
+
+Writes <out>/scale.json and <out>/scale.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine, parser, publish
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "examples" / "csv.yaml"
+CHUNK = 1_000_000  # rows generated at a time, so a 10M-row table is written in bounded memory
+STAGES = ("data", "fit", "evaluate", "log", "export")
+
+
+def write_table(path: Path, rows: int) -> None:
+    """12 numeric columns x0..x11, 6 categorical c0..c5 (5 to 55 values), y a noisy function of some of them."""
+    import numpy as np
+    import pandas as pd
+
+    for start in range(0, rows, CHUNK):
+        n = min(CHUNK, rows - start)
+        rng = np.random.default_rng(start)
+        frame = pd.DataFrame({f"x{i}": rng.normal(size=n).round(4) for i in range(12)})
+        for j in range(6):
+            frame[f"c{j}"] = rng.choice([f"v{k}" for k in range(5 + 10 * j)], n)
+        frame["y"] = (2 * frame.x0 + frame.x1 - frame.x2 + 1.5 * (frame.c0 == "v1") + rng.normal(0, 0.3, n)).round(4)
+        frame.to_csv(path, index=False, header=start == 0, mode="w" if start == 0 else "a")
+
+
+# ---- one stage in its own process ------------------------------------------------------------
+
+
+def child(stage: str, path: str, workdir: str, epochs: int) -> dict:
+    """Run one stage in this process and return its figures (``run_child`` starts the process)."""
+    overrides = [f"workdir={workdir}", f"data.path={path}", "data.label_key=y", "features.target_transform=none",
+                 f"train.epochs={epochs}", "train.verbose=0", "tracking.enabled=true"]
+    if stage == "read_csv":
+        import pandas as pd
+
+        start = time.perf_counter()
+        pd.read_csv(path)
+        return {"seconds": time.perf_counter() - start}
+    from pipeline import load_config, prepare, train
+
+    cfg = load_config(CONFIG, overrides)
+    start = time.perf_counter()
+    if stage == "prepare":
+        prepare(cfg)
+        return {"seconds": time.perf_counter() - start}
+    result = train(cfg)
+    return {"seconds": time.perf_counter() - start, "stages": result.seconds, "epochs": result.epochs_run,
+            "test_rmse": result.test_metrics.get("test_rmse")}
+
+
+def run_child(stage: str, path: Path, workdir: Path, epochs: int) -> dict:
+    """The stage in a fresh process, with that process's peak RSS."""
+    code = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); from scale import child; "
+            "out = child(*sys.argv[2:5], int(sys.argv[5])); "
+            "out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print('RESULT', json.dumps(out))")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), stage, str(path), str(workdir),
+                           str(epochs)], capture_output=True, text=True, env={"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"{stage} on {path.name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+
+def measure(rows: int, folder: Path, epochs: int) -> dict:
+    path = folder / f"table_{rows}.csv"
+    write_table(path, rows)
+    workdir = folder / f"work_{rows}"
+    read = run_child("read_csv", path, workdir, epochs)
+    prep = run_child("prepare", path, workdir, epochs)
+    fit = run_child("train", path, workdir, epochs)
+    stages = fit["stages"]
+    epoch = stages["fit"] / fit["epochs"]
+    return {
+        "rows": rows, "csv_mb": round(path.stat().st_size / 2**20, 1),
+        "read_csv_s": read["seconds"], "prepare_s": prep["seconds"], "prepare_rows_per_s": rows / prep["seconds"],
+        "prepare_over_read_csv": prep["seconds"] / read["seconds"],
+        "stages_s": stages, "epoch_s": epoch,
+        "evaluate_over_epoch": stages["evaluate"] / epoch, "export_over_epoch": stages.get("export", 0.0) / epoch,
+        "peak_rss_mb": {"read_csv": read["peak_rss_mb"], "prepare": prep["peak_rss_mb"], "train": fit["peak_rss_mb"]},
+        "test_rmse": fit["test_rmse"],
+    }
+
+
+def growth(small: dict, large: dict) -> dict:
+    """Seconds per row and peak RSS at ``large`` over those at ``small``."""
+    per_row = {"prepare": (large["prepare_s"] / large["rows"]) / (small["prepare_s"] / small["rows"])}
+    for stage in STAGES:
+        if stage in small["stages_s"] and small["stages_s"][stage] > 0:
+            per_row[stage] = (large["stages_s"][stage] / large["rows"]) / (small["stages_s"][stage] / small["rows"])
+    rss = {k: large["peak_rss_mb"][k] / small["peak_rss_mb"][k] for k in ("prepare", "train")}
+    return {"from": small["rows"], "to": large["rows"], "seconds_per_row": per_row, "peak_rss": rss}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']}", f"Command: `{results['command']}`", "",
+             "| rows | CSV MB | read_csv s | prepare s | rows/s | prepare / read_csv | data s | epoch s | evaluate s "
+             "| export s | evaluate / epoch | export / epoch | peak RSS prepare MB | peak RSS train MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results["sizes"]:
+        s = r["stages_s"]
+        lines.append(f"| {r['rows']:,} | {r['csv_mb']} | {r['read_csv_s']:.2f} | {r['prepare_s']:.1f} | "
+                     f"{r['prepare_rows_per_s']:,.0f} | {r['prepare_over_read_csv']:.1f} | {s['data']:.1f} | "
+                     f"{r['epoch_s']:.1f} | {s['evaluate']:.1f} | {s.get('export', 0):.1f} | "
+                     f"{r['evaluate_over_epoch']:.2f} | {r['export_over_epoch']:.2f} | "
+                     f"{r['peak_rss_mb']['prepare']:.0f} | {r['peak_rss_mb']['train']:.0f} |")
+    lines += ["", "| growth | " + " | ".join(f"s/row {k}" for k in ("prepare", *STAGES)) + " | peak RSS prepare | "
+              "peak RSS train |", "| --- |" + " --- |" * (len(STAGES) + 3)]
+    for g in results["growth"]:
+        per_row = [f"{g['seconds_per_row'][k]:.2f}" if k in g["seconds_per_row"] else "-" for k in ("prepare", *STAGES)]
+        lines.append(f"| {g['from']:,} -> {g['to']:,} | " + " | ".join(per_row) +
+                     f" | {g['peak_rss']['prepare']:.2f} | {g['peak_rss']['train']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = parser(__doc__, "scale")
+    p.add_argument("--large", action="store_true", help="also 10M rows (about 1.2 GB of CSV)")
+    args = p.parse_args()
+    sizes = [2_000, 20_000] if args.quick else [10_000, 100_000, 1_000_000, *([10_000_000] if args.large else [])]
+    epochs = 1 if args.quick else 2
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+        measured = []
+        for rows in sizes:
+            print(f"{rows:,} rows ...", file=sys.stderr, flush=True)
+            measured.append(measure(rows, Path(folder), epochs))
+    command = "python bench/scale.py" + "".join(f" {a}" for a in sys.argv[1:])
+    results = {"machine": machine(), "command": command, "epochs": epochs, "sizes": measured,
+               "growth": [growth(a, b) for a, b in zip(measured, measured[1:])]}
+    publish(args.out, "scale", results, markdown(results))
+
+
+if __name__ == "__main__":
+    main()

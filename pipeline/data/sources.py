@@ -1,0 +1,338 @@
+"""Users' tables read as a stream: CSV or Parquet, one file, a glob or a folder of shards.
+
+Nothing here holds more than one chunk of rows, so a table of any length is read in
+the memory of one chunk (``CHUNK_BYTES`` of CSV, ``CHUNK_ROWS`` of Parquet):
+
+- ``input_files(path)``: the files ``data.path`` names, in a stable order;
+- ``fingerprint(files)``: a digest that changes when the input does, read as a stream;
+- ``schema(files, label, declared)``: each column's type, decided on the first
+  ``SAMPLE_ROWS`` rows (declared types win; Parquet's own types are kept);
+- ``chunks(files, schema, on_bad_input)``: the rows converted to those types, chunk by
+  chunk, each with its count of skipped bad rows. The full pass confirms the sample's
+  types: a value that is not a number in a numeric column is a bad row (named by file,
+  line and column, or skipped and counted), and a column typed ``int`` on the sample that
+  later holds a fraction or a gap stops with the ``data.dtypes`` declaration that fixes it.
+
+Neither TensorFlow nor pandas is needed for the stream itself: pyarrow parses and converts.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import DataError
+
+CHUNK_BYTES = 8 << 20  # CSV read at a time (pyarrow's block)
+CHUNK_ROWS = 65_536  # Parquet rows read at a time
+SAMPLE_ROWS = 20_000  # rows of the first file that decide each column's type
+NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
+NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
+FULL_HASH_BYTES = 1 << 30  # larger inputs are fingerprinted by size, time and sampled blocks
+SAMPLED_BLOCKS, BLOCK = 16, 1 << 16
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+def _is_table(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith((".csv", ".parquet"))
+
+
+def input_files(path: str) -> list[Path]:
+    """The tables ``data.path`` names: a file, a glob (``data/*.csv``) or a folder of shards, sorted by name.
+
+    Raises:
+        DataError: nothing found, or CSV and Parquet mixed.
+    """
+    given = Path(path)
+    if given.is_dir():
+        files = sorted(p for p in given.rglob("*") if p.is_file() and _is_table(p))
+        where = f"folder {path} holds no .csv or .parquet files"
+    elif any(c in path for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
+        where = f"no file matches {path}"
+    elif given.is_file():
+        return [given]
+    else:
+        raise DataError(f"Invalid `data.path`: file not found: {path}")
+    if not files:
+        raise DataError(f"Invalid `data.path`: {where}")
+    if len({is_parquet(f) for f in files}) > 1:
+        raise DataError(f"Invalid `data.path`: {path} mixes CSV and Parquet files; keep one format")
+    return files
+
+
+def fingerprint(files: list[Path]) -> str:
+    """SHA-256 of the input's names, sizes and bytes, read 1 MiB at a time.
+
+    Inputs over ``FULL_HASH_BYTES`` in all are fingerprinted by each file's size, modification
+    time and ``SAMPLED_BLOCKS`` blocks spread over it instead: reading 100 GB at every run would
+    cost minutes, and a changed file almost always changes its size or time.
+    """
+    h = hashlib.sha256()
+    full = sum(f.stat().st_size for f in files) <= FULL_HASH_BYTES
+    for f in files:
+        stat = f.stat()
+        h.update(f"{f.name}:{stat.st_size}".encode())
+        with open(f, "rb") as handle:
+            if full:
+                while block := handle.read(1 << 20):
+                    h.update(block)
+                continue
+            h.update(str(stat.st_mtime_ns).encode())
+            for i in range(SAMPLED_BLOCKS):
+                handle.seek(stat.st_size * i // SAMPLED_BLOCKS)
+                h.update(handle.read(BLOCK))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns, in file order, and how each is stored: ``float``, ``int`` or ``string``."""
+
+    types: dict[str, str]
+    label: str
+    declared: frozenset[str] = frozenset()  # columns whose type the config declared
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.types)
+
+    @property
+    def classification(self) -> bool:
+        return self.types[self.label] == "string"
+
+
+def schema(files: list[Path], label: str, declared: dict[str, str]) -> Schema:
+    """Each column's type: declared, else Parquet's own, else inferred from the first ``SAMPLE_ROWS`` rows."""
+    import pyarrow as pa
+
+    sample = _sample(files[0])
+    if label not in sample.column_names:
+        raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
+                        f"columns are {', '.join(sample.column_names)}.")
+    types = {}
+    for name, column in zip(sample.column_names, sample.columns):
+        if name in declared:
+            types[name] = declared[name]
+        elif pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
+            types[name] = "int"
+        elif pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
+            types[name] = "float"
+        else:
+            types[name] = _infer(column)
+    return Schema(types, label, frozenset(declared))
+
+
+def _infer(column) -> str:
+    """A text column is numeric when NUMERIC_SHARE of its present values parse; int when all are whole, none missing."""
+    import pyarrow.compute as pc
+
+    text, missing = _text_and_missing(column)
+    present = text.filter(pc.invert(missing))
+    numbers = _to_float(present)
+    parsed = int(pc.sum(pc.is_valid(numbers)).as_py() or 0)
+    if len(present) - parsed > (1 - NUMERIC_SHARE) * max(len(present), 1):
+        return "string"
+    if parsed == len(column) and parsed and pc.all(pc.equal(pc.floor(numbers), numbers)).as_py() \
+            and pc.max(pc.abs(numbers)).as_py() < 2**53:
+        return "int"
+    return "float"
+
+
+def _sample(path: Path):
+    """The first SAMPLE_ROWS rows of ``path``: CSV as text, Parquet with its own types."""
+    import pyarrow as pa
+
+    batches, rows = [], 0
+    for batch in _batches(path, _header(path), on_ragged=lambda row: "skip"):
+        batches.append(batch)
+        rows += batch.num_rows
+        if rows >= SAMPLE_ROWS:
+            break
+    if not batches:
+        return pa.table({name: pa.array([], pa.string()) for name in _header(path)})
+    return pa.Table.from_batches(batches).slice(0, SAMPLE_ROWS)
+
+
+def _header(path: Path) -> list[str]:
+    from pipeline.data.checks import header
+
+    return header(path)
+
+
+def estimate_rows(files: list[Path]) -> int:
+    """Rows in the input: Parquet's metadata, or the CSV bytes over the first chunk's bytes per row."""
+    import pyarrow.parquet as pq
+
+    if is_parquet(files[0]):
+        return sum(pq.read_metadata(f).num_rows for f in files)
+    size = sum(f.stat().st_size for f in files)
+    with open(files[0], "rb") as handle:
+        head = handle.read(CHUNK_BYTES)
+    lines = max(head.count(b"\n"), 1)
+    return math.ceil(size / (len(head) / lines))
+
+
+def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
+    """(pyarrow Table with the schema's types, bad rows skipped in it), chunk after chunk over every file.
+
+    Raises:
+        DataError: a file that cannot be read or has other columns, a bad row (unless skipped),
+            or a value that contradicts the sample's ``int``.
+    """
+    for path in files:
+        columns = _header(path)
+        if columns != schema.columns:
+            raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
+                            f"({', '.join(schema.columns)}); every shard must have the same header")
+        ragged: list = []
+        first = 0
+        for batch in _batches(path, columns, on_ragged=_on_ragged(path, on_bad_input, ragged)):
+            table, skipped = _convert(batch, schema, path, first, on_bad_input)
+            first += batch.num_rows
+            yield table, skipped + len(ragged)
+            ragged.clear()
+
+
+def _on_ragged(path: Path, on_bad_input: str, seen: list):
+    """pyarrow's handler for a row with too many or too few fields: skip and count it, or stop naming it."""
+
+    def handle(row):
+        if on_bad_input == "skip":
+            seen.append(row.number)
+            return "skip"
+        where = f"line {row.number}" if row.number else "a line"
+        raise DataError(f"{path}: {where} has {row.actual_columns} fields, the header {row.expected_columns} "
+                        "(`data.on_bad_input: skip` skips bad rows and counts them).")
+
+    return handle
+
+
+def _batches(path: Path, columns: list[str], on_ragged) -> Iterator:
+    """Record batches of ``path``: CSV parsed by pyarrow as text (types are ours to decide), Parquet as stored."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if is_parquet(path):
+            yield from pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS)
+            return
+        # A Python file, read block by block: given a path, pyarrow reads the whole file ahead of the parser.
+        with open(path, "rb") as handle:
+            yield from pacsv.open_csv(
+                handle,
+                read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_ragged),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
+            )
+    except (pa.ArrowInvalid, OSError) as exc:
+        if isinstance(exc.__context__, DataError):  # raised by the ragged-row handler, wrapped by pyarrow
+            raise exc.__context__ from None
+        raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _text_and_missing(column):
+    """Trimmed text of a column and where it is missing (empty, NA, NaN, null, None in any case)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+    missing = pc.or_kleene(pc.is_null(text), pc.is_in(pc.utf8_lower(text), pa.array(NULLS)))
+    return pc.fill_null(text, ""), pc.fill_null(missing, True)
+
+
+def _to_float(text):
+    """Numbers parsed from text; what does not parse is null (pyarrow's cast first, pandas where it refuses)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.cast(text, pa.float64())
+    except pa.ArrowInvalid:
+        import pandas as pd
+
+        return pa.array(pd.to_numeric(text.to_pandas(), errors="coerce"), pa.float64())
+
+
+def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
+    """One batch in the schema's types; bad rows dropped (or the first one raised)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parquet = is_parquet(path)
+    bad = np.zeros(batch.num_rows, dtype=bool)
+    reasons: dict[int, str] = {}
+    out = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        kind = schema.types[name]
+        is_text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        if kind == "string":
+            if not is_text or name in schema.declared:
+                out[name] = pc.fill_null(pc.cast(column, pa.string()), "")
+            else:
+                text, missing = _text_and_missing(column)
+                out[name] = pc.if_else(missing, "", text)
+            if name == schema.label:
+                _flag(bad, reasons, np.asarray(pc.equal(out[name], "")), name, "the label is missing", None)
+            continue
+        if is_text:
+            text, missing = _text_and_missing(column)
+            numbers = _to_float(pc.if_else(missing, pa.scalar(None, pa.string()), text))
+            failed = np.asarray(pc.and_(pc.is_null(numbers), pc.invert(missing)))
+            _flag(bad, reasons, failed, name, "is not a number", column)
+        else:
+            numbers, missing = pc.cast(column, pa.float64()), pc.is_null(column)
+        values = np.asarray(pc.fill_null(numbers, math.nan), dtype=np.float64)
+        gaps = np.asarray(missing) & ~bad
+        if name == schema.label:
+            _flag(bad, reasons, gaps, name, "the label is missing", None)
+        if kind == "int":
+            _whole(values, gaps & ~bad, name, path, first, parquet, column, schema)
+            out[name] = np.nan_to_num(values).astype(np.int64)
+        else:
+            out[name] = values.astype(np.float32)
+    if bad.any() and on_bad_input == "error":
+        row = min(reasons)
+        where = f"row {first + row + 1}" if parquet else f"line {first + row + 2}"
+        raise DataError(f"{path}: {where}, {reasons[row]} (`data.on_bad_input: skip` skips bad rows and counts them).")
+    keep = pa.array(~bad)
+    table = pa.table({n: out[n] if isinstance(out[n], (pa.Array, pa.ChunkedArray)) else pa.array(out[n])
+                      for n in schema.columns})
+    return (table.filter(keep) if bad.any() else table), int(bad.sum())
+
+
+def _flag(bad, reasons: dict, rows, name: str, why: str, column) -> None:
+    """Mark ``rows`` bad, remembering the first reason for each."""
+    import numpy as np
+
+    for i in np.flatnonzero(rows & ~bad)[:1]:  # the first is all an error message needs
+        shown = f"{column[int(i)].as_py()!r} " if column is not None else ""
+        reasons.setdefault(int(i), f"column {name!r}: {shown}{why}")
+    bad |= rows
+
+
+def _whole(values, gaps, name: str, path: Path, first: int, parquet: bool, column, schema: Schema) -> None:
+    """An int column holds whole numbers and no gaps; otherwise stop with the declaration that fixes it."""
+    import numpy as np
+
+    fraction = ~np.isnan(values) & (np.floor(values) != values)
+    wrong = np.flatnonzero(gaps | fraction)
+    if not wrong.size:
+        return
+    i = int(wrong[0])
+    where = f"row {first + i + 1}" if parquet else f"line {first + i + 2}"
+    what = "is empty" if gaps[i] else f"is {column[i].as_py()!r}"
+    origin = "declared int (`data.dtypes`)" if name in schema.declared else f"whole numbers in the first {SAMPLE_ROWS:,} rows"
+    raise DataError(f"{path}: {where}, column {name!r} {what}, but the column holds {origin}: "
+                    f"declare it with `data.dtypes: {{{name}: float}}`")

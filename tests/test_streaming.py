@@ -1,0 +1,275 @@
+"""Users' tables at production size: read as a stream, sharded inputs, bounded memory, nothing half-written.
+
+Small tables stand in for big ones: the chunk and shard sizes are shrunk so that a few
+hundred rows cross the same boundaries a hundred million would.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import load
+from pipeline.errors import DataError
+
+from .conftest import ROOT
+
+CSV = ROOT / "configs" / "examples" / "csv.yaml"
+
+
+def table(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A house table sorted by its text label, the order a careless export would give."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"area": rng.uniform(50, 200, n).round(2), "rooms": rng.integers(1, 6, n),
+                          "city": rng.choice(["north", "south", "east"], n), "kind": rng.choice(["flat", "house"], n)})
+    return frame.sort_values("kind", kind="stable").reset_index(drop=True)
+
+
+def shards(frame: pd.DataFrame, folder, parts: int, suffix: str = "csv"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), parts)):
+        piece = frame.iloc[part]
+        piece.to_parquet(folder / f"part-{i}.parquet") if suffix == "parquet" else piece.to_csv(
+            folder / f"part-{i}.csv", index=False)
+    return folder
+
+
+def config(tmp_path, path, *extra):
+    return load(CSV, [f"workdir={tmp_path / 'work'}", f"data.data_dir={tmp_path / 'tfds'}", f"data.path={path}",
+                      "data.label_key=kind", "features.target_transform=none", *extra])
+
+
+def examples(cfg, split: str = "train") -> list[tuple]:
+    """Every prepared example as a sorted list of (area, rooms, city, kind name) rows."""
+    import tensorflow_datasets as tfds
+
+    from pipeline.data.builders import builder_kwargs
+
+    ds, info = tfds.load("csv", split=split, data_dir=cfg.data.data_dir, with_info=True,
+                         builder_kwargs=builder_kwargs(cfg))
+    names = info.features["kind"].names
+    return sorted((round(float(x["area"]), 2), int(x["rooms"]), x["city"].decode(), names[int(x["kind"])])
+                  for x in ds.as_numpy_iterator())
+
+
+def prepared_rows(cfg) -> int:
+    import tensorflow_datasets as tfds
+
+    from pipeline.data.builders import builder_kwargs
+
+    return tfds.builder("csv", data_dir=cfg.data.data_dir, **builder_kwargs(cfg)).info.splits["train"].num_examples
+
+
+@pytest.fixture
+def small_shards(monkeypatch):
+    """Shards of 40 rows and CSV read 1 KB at a time: a few hundred rows cross every boundary."""
+    from pipeline.data import records, sources
+
+    monkeypatch.setattr(records, "SHARD_ROWS", 40)
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 50)
+
+
+def test_a_folder_a_glob_and_parquet_shards_prepare_exactly_the_rows_of_one_file(tmp_path, small_shards):
+    frame = table()
+    frame.to_csv(tmp_path / "all.csv", index=False)
+    expected = sorted((r.area, r.rooms, r.city, r.kind) for r in frame.itertuples())
+    inputs = [tmp_path / "all.csv", shards(frame, tmp_path / "folder", 4), f"{tmp_path / 'folder'}/part-*.csv",
+              shards(frame, tmp_path / "pq", 3, "parquet")]
+    for path in inputs:
+        assert examples(config(tmp_path, path)) == expected, path
+
+
+def test_rows_are_shuffled_into_shards_so_every_split_slice_is_a_random_share(tmp_path, small_shards):
+    from pipeline.data import dataset
+
+    table().to_csv(tmp_path / "sorted.csv", index=False)  # every flat before every house
+    cfg = config(tmp_path, tmp_path / "sorted.csv")
+    data = dataset.load(cfg)
+    for split, ds in {"train": data.train_epoch(), "validation": data.validation, "test": data.test}.items():
+        labels = np.concatenate([y.numpy() for _, y in ds])
+        assert set(labels.tolist()) == {0, 1}, split  # a file-order slice would hold one class only
+    shard_files = list((tmp_path / "tfds" / "csv").rglob("csv-train.tfrecord-*"))
+    assert len(shard_files) >= 300 // 40 - 1
+
+
+@pytest.mark.slow
+def test_preparation_memory_stays_that_of_a_chunk_and_a_shard_when_the_table_grows(tmp_path, monkeypatch):
+    """Peak Python and Arrow memory of preparing 160k rows is that of 40k rows: it does not grow with the table."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from pipeline.data import dataset, records, sources
+
+    monkeypatch.setattr(records, "SHARD_ROWS", 10_000)
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 32 << 10)
+    monkeypatch.setattr(sources, "SAMPLE_ROWS", 2_000)
+    arrow = [0]
+    add = records.ShuffledShards.add
+
+    def watched(self, chunk):
+        arrow[0] = max(arrow[0], pa.total_allocated_bytes())
+        add(self, chunk)
+
+    monkeypatch.setattr(records.ShuffledShards, "add", watched)
+
+    def peaks(rows: int, traced: bool = True) -> tuple[int, int]:
+        path = tmp_path / f"t{rows}.csv"
+        table(rows).to_csv(path, index=False)
+        cfg = config(tmp_path, path)
+        if not traced:  # the first preparation imports TensorFlow, which tracemalloc would slow tenfold
+            return dataset.prepare(cfg)
+        arrow[0], before = 0, pa.total_allocated_bytes()
+        tracemalloc.start()
+        dataset.prepare(cfg)
+        python = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert prepared_rows(cfg) == rows
+        return python, arrow[0] - before
+
+    peaks(2_000, traced=False)
+    small, large = peaks(40_000), peaks(160_000)  # 0.8 MB and 3.1 MB of CSV
+    assert large[0] < 1.25 * small[0] and large[1] < 1.25 * small[1], (small, large)
+
+
+def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_counted(tmp_path, small_shards):
+    from pipeline.data import dataset
+
+    folder = shards(table(), tmp_path / "folder", 5)
+    part = pd.read_csv(folder / "part-3.csv", dtype=str)
+    part.loc[5, "area"] = "abc"
+    part.to_csv(folder / "part-3.csv", index=False)
+    with pytest.raises(DataError, match=r"part-3\.csv: line 7, column 'area': 'abc' is not a number"):
+        dataset.prepare(config(tmp_path, folder))
+    assert dataset.load(config(tmp_path, folder, "data.on_bad_input=skip")).spec.skipped == 1
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: p.write_text("area,rooms,city,kind,extra\n1,2,north,flat,9\n"), r"part-2\.csv: its columns .* differ"),
+    (lambda p: p.write_bytes(b"area,rooms,city,kind\n1,2,\xff\xfe,flat\n"), r"^Cannot read \S*part-2\.csv: "),
+])
+def test_an_unreadable_shard_stops_the_preparation_with_its_path(tmp_path, small_shards, damage, message):
+    from pipeline.data import dataset
+
+    folder = shards(table(), tmp_path / "folder", 4)
+    damage(folder / "part-2.csv")
+    with pytest.raises(DataError, match=message):
+        dataset.prepare(config(tmp_path, folder))
+
+
+def test_a_disk_that_fills_up_ends_with_one_line_and_no_dataset(tmp_path, small_shards, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from pipeline.data import dataset, records
+    from pipeline.data.builders import builder_kwargs
+
+    table().to_csv(tmp_path / "t.csv", index=False)
+
+    def full(self, paths_for, encode):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records.ShuffledShards, "write", full)
+    cfg = config(tmp_path, tmp_path / "t.csv")
+    with pytest.raises(DataError, match=r"^Preparing \S+t\.csv into .* failed: No space left on device$"):
+        dataset.prepare(cfg)
+    assert not tfds.builder("csv", data_dir=cfg.data.data_dir, **builder_kwargs(cfg)).is_prepared()
+    assert not list((tmp_path / "tfds").rglob("*.tfrecord*")) and not list((tmp_path / "tfds").rglob("*.arrow"))
+
+
+KILLED = """
+import os, signal, sys
+from pipeline.config import load
+from pipeline.data import dataset, records
+records.SHARD_ROWS = 40
+write = records.ShuffledShards.write
+def dying(self, paths_for, encode):
+    calls = []
+    def encode_then_die(table):
+        calls.append(1)
+        if len(calls) == 3:  # two shards written, the third under way
+            os.kill(os.getpid(), signal.SIGKILL)
+        return encode(table)
+    return write(self, paths_for, encode_then_die)
+records.ShuffledShards.write = dying
+dataset.prepare(load(sys.argv[1], sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_preparation_killed_half_way_is_never_read_as_complete_and_the_rerun_starts_over(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from pipeline.data import dataset
+    from pipeline.data.builders import builder_kwargs
+
+    table().to_csv(tmp_path / "t.csv", index=False)
+    cfg = config(tmp_path, tmp_path / "t.csv")
+    overrides = [f"workdir={cfg.workdir}", f"data.data_dir={cfg.data.data_dir}", f"data.path={cfg.data.path}",
+                 "data.label_key=kind", "features.target_transform=none"]
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(CSV), *overrides], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert list((tmp_path / "tfds").rglob("*.tfrecord*"))  # it had written shards...
+    assert not tfds.builder("csv", data_dir=cfg.data.data_dir, **builder_kwargs(cfg)).is_prepared()  # ...unread
+    assert sum(dataset.load(cfg).spec.sizes.values()) == 300
+
+
+def test_a_column_whole_in_the_sample_but_not_later_names_the_declaration_that_fixes_it(tmp_path, monkeypatch):
+    from pipeline.data import dataset, sources
+
+    monkeypatch.setattr(sources, "SAMPLE_ROWS", 100)
+    frame = table().astype({"rooms": float})
+    frame.loc[250, "rooms"] = 2.5
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=r"t\.csv: line 252, column 'rooms' is '2\.5', but the column holds whole "
+                                        r"numbers in the first 100 rows: declare it with `data\.dtypes: \{rooms: float\}`"):
+        dataset.prepare(config(tmp_path, tmp_path / "t.csv"))
+    spec = dataset.load(config(tmp_path, tmp_path / "t.csv", "data.dtypes={rooms: float}")).spec
+    assert spec.feature("rooms").dtype == "float32"
+
+
+def test_cache_auto_keeps_a_split_in_memory_then_in_a_file_then_nowhere_by_budget():
+    from pipeline.data.dataset import cache_mode
+
+    cfg = load(None, ["data.cache_memory_mb=100"])
+    mb = 2**20
+    assert cache_mode(cfg, 99 * mb, free_disk=10**12) == "memory"
+    assert cache_mode(cfg, 101 * mb, free_disk=10**12) == "file"
+    assert cache_mode(cfg, 101 * mb, free_disk=150 * mb) == "none"  # a file needs twice its size free
+    assert cache_mode(load(None, ["data.cache=none"]), 1, 10**12) == "none"
+    assert cache_mode(load(None, ["data.cache=true"]), 10**12, 0) == "memory"  # what older configs say
+
+
+def test_an_input_over_the_full_hash_size_is_fingerprinted_by_size_time_and_sampled_blocks(tmp_path, monkeypatch):
+    import os
+
+    from pipeline.data import sources
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\n" + b"1,2\n" * 100_000)
+    full = sources.fingerprint([path])
+    monkeypatch.setattr(sources, "FULL_HASH_BYTES", 1000)
+    sampled = sources.fingerprint([path])
+    assert sampled != full
+    with open(path, "r+b") as handle:  # an edit inside a sampled block (the first one), same size
+        handle.seek(4)
+        handle.write(b"9")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sources.fingerprint([path]) != sampled
+
+
+def test_a_lookup_keeps_the_most_frequent_values_up_to_the_vocabulary_cap():
+    from pipeline.data.dataset import Feature
+    from pipeline.models.features import lookup
+
+    column = np.array([b"a"] * 5 + [b"b"] * 3 + [b"c"] * 3 + [b"d"])
+    table = lookup(Feature("city", "categorical", "string"), column, "int", limit=2)
+    assert table.get_vocabulary() == ["[UNK]", "a", "b"]  # c ties b and loses on order; d is out of vocabulary
+    assert table(np.array(["c", "d", "a"])).numpy().tolist() == [0, 0, 1]
