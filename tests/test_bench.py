@@ -51,16 +51,22 @@ def test_the_gpu_script_says_plainly_when_there_is_no_gpu_and_its_code_path_runs
     assert "| nondeterministic |" in (tmp_path / "gpu.md").read_text()
 
 
-def test_scale_reports_each_stage_per_row_and_peak_memory_at_two_sizes(tmp_path):
+def test_scale_reports_each_stage_and_peak_memory_and_how_they_grow_with_rows(tmp_path):
     proc = _bench("scale.py", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "scale.json").read_text())
-    small, large = results["sizes"]
-    assert (small["rows"], large["rows"]) == (2_000, 20_000)
-    for size in (small, large):
-        assert size["read_csv_s"] > 0 and size["prepare_over_read_csv"] > 0 and size["epoch_s"] > 0
-        assert {"data", "fit", "evaluate", "export"} <= set(size["stages_s"])
-        assert all(mb > 100 for mb in size["peak_rss_mb"].values())  # a Python process with pandas at least
-    (growth,) = results["growth"]
-    assert {"prepare", "fit", "evaluate", "export"} <= set(growth["seconds_per_row"]) and growth["peak_rss"]["train"] > 0
-    assert "| 20,000 | " in (tmp_path / "scale.md").read_text()
+    (size,) = results["sizes"]  # --quick: 2,000 rows
+    assert size["rows"] == 2_000 and size["read_csv_s"] > 0 and size["prepare_over_read_csv"] > 0
+    assert {"data", "fit", "evaluate", "export"} <= set(size["stages_s"]) and size["epoch_s"] > 0
+    assert all(mb > 100 for mb in size["peak_rss_mb"].values())  # a Python process with pandas at least
+    assert "| 2,000 | " in (tmp_path / "scale.md").read_text()
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from scale import growth
+
+    larger = {**size, "rows": 20_000, "prepare_s": 5 * size["prepare_s"],
+              "stages_s": {k: 10 * v for k, v in size["stages_s"].items()},
+              "peak_rss_mb": {k: 1.5 * v for k, v in size["peak_rss_mb"].items()}}
+    grown = growth(size, larger)  # ten times the rows: half the preparation per row, the same for each stage
+    assert grown["seconds_per_row"]["prepare"] == pytest.approx(0.5)
+    assert grown["seconds_per_row"]["fit"] == pytest.approx(1.0) and grown["peak_rss"]["train"] == pytest.approx(1.5)
