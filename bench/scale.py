@@ -7,14 +7,17 @@ For each size (10k, 100k and 1M rows; also 10M with ``--large``; 2k alone with
 label ``y`` is written as CSV, then three fresh processes run on it:
 
   read_csv  ``pandas.read_csv`` of the file: the yardstick preparation is measured against;
-  prepare   ``pipeline prepare``: streamed reading, shuffled shards;
+  prepare   the dataset's preparation (what ``pipeline prepare`` runs before it reads the
+            prepared copy back): streamed reading, shuffled shards; TensorFlow is imported first;
   train     ``pipeline train`` of configs/examples/csv.yaml for 2 epochs on the prepared copy,
             whose per-stage clock gives data, fit, evaluate, log and export seconds.
 
 Each process reports its wall time and its peak RSS. Figures, all ratios from this one run:
 preparation time over ``read_csv`` time; each stage's seconds per row at a size over those at
 the size ten times smaller (linear cost: about 1); peak RSS likewise (bounded memory: about 1);
-evaluation and export (with verification) over one training epoch.
+evaluation and export (with verification) over one training epoch. Then image folders of
+2,000 and 20,000 PNG files are prepared (``pipeline prepare`` of configs/examples/image_folder.yaml):
+files per second and peak RSS.
 
 Writes <out>/scale.json and <out>/scale.md.
 """
@@ -33,6 +36,7 @@ from common import machine, parser, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "examples" / "csv.yaml"
+IMAGES = ROOT / "configs" / "examples" / "image_folder.yaml"
 CHUNK = 1_000_000  # rows generated at a time, so a 10M-row table is written in bounded memory
 STAGES = ("data", "fit", "evaluate", "log", "export")
 
@@ -52,6 +56,20 @@ def write_table(path: Path, rows: int) -> None:
         frame.to_csv(path, index=False, header=start == 0, mode="w" if start == 0 else "a")
 
 
+def write_images(folder: Path, count: int) -> None:
+    """``count`` PNG files of 48x48 RGB noise with a class-coloured square, over 10 class folders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        label = i % 10
+        pixels = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+        pixels[8:24, 8:24] = (25 * label, 255 - 25 * label, 128)
+        (folder / f"class{label}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"class{label}" / f"{i:06d}.png")
+
+
 # ---- one stage in its own process ------------------------------------------------------------
 
 
@@ -65,13 +83,19 @@ def child(stage: str, path: str, workdir: str, epochs: int) -> dict:
         start = time.perf_counter()
         pd.read_csv(path)
         return {"seconds": time.perf_counter() - start}
-    from pipeline import load_config, prepare, train
+    import tensorflow_datasets  # noqa: F401  (imported before the clock: TensorFlow's start-up is not preparation)
 
+    from pipeline import load_config, train
+    from pipeline.data import dataset
+
+    if stage.startswith("prepare"):
+        cfg = load_config(IMAGES, [f"workdir={workdir}", f"data.path={path}"]) if stage == "prepare_images" \
+            else load_config(CONFIG, overrides)
+        start = time.perf_counter()
+        dataset.prepare(cfg)
+        return {"seconds": time.perf_counter() - start}
     cfg = load_config(CONFIG, overrides)
     start = time.perf_counter()
-    if stage == "prepare":
-        prepare(cfg)
-        return {"seconds": time.perf_counter() - start}
     result = train(cfg)
     return {"seconds": time.perf_counter() - start, "stages": result.seconds, "epochs": result.epochs_run,
             "test_rmse": result.test_metrics.get("test_rmse")}
@@ -113,6 +137,14 @@ def measure(rows: int, folder: Path, epochs: int) -> dict:
     }
 
 
+def measure_images(count: int, folder: Path) -> dict:
+    images = folder / f"images_{count}"
+    write_images(images, count)
+    prep = run_child("prepare_images", images, folder / f"work_images_{count}", 1)
+    return {"files": count, "prepare_s": prep["seconds"], "files_per_s": count / prep["seconds"],
+            "peak_rss_mb": prep["peak_rss_mb"]}
+
+
 def growth(small: dict, large: dict) -> dict:
     """Seconds per row and peak RSS at ``large`` over those at ``small``."""
     per_row = {"prepare": (large["prepare_s"] / large["rows"]) / (small["prepare_s"] / small["rows"])}
@@ -141,12 +173,18 @@ def markdown(results: dict) -> str:
         per_row = [f"{g['seconds_per_row'][k]:.2f}" if k in g["seconds_per_row"] else "-" for k in ("prepare", *STAGES)]
         lines.append(f"| {g['from']:,} -> {g['to']:,} | " + " | ".join(per_row) +
                      f" | {g['peak_rss']['prepare']:.2f} | {g['peak_rss']['train']:.2f} |")
+    if results.get("images"):
+        lines += ["", "| image folder | prepare s | files/s | peak RSS MB |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['files']:,} PNG files (48x48, 10 classes) | {r['prepare_s']:.1f} | {r['files_per_s']:,.0f} | "
+                  f"{r['peak_rss_mb']:.0f} |" for r in results["images"]]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = parser(__doc__, "scale")
     p.add_argument("--large", action="store_true", help="also 10M rows (about 1.2 GB of CSV)")
+    p.add_argument("--images", type=int, nargs="*", default=None, metavar="FILES",
+                   help="also prepare image folders of these many files (default 2,000 and 20,000; none with --quick)")
     args = p.parse_args()
     sizes = [2_000] if args.quick else [10_000, 100_000, 1_000_000, *([10_000_000] if args.large else [])]
     epochs = 1 if args.quick else 2
@@ -155,9 +193,11 @@ def main() -> None:
         for rows in sizes:
             print(f"{rows:,} rows ...", file=sys.stderr, flush=True)
             measured.append(measure(rows, Path(folder), epochs))
+        counts = args.images if args.images is not None else ([] if args.quick else [2_000, 20_000])
+        images = [measure_images(count, Path(folder)) for count in counts]
     command = "python bench/scale.py" + "".join(f" {a}" for a in sys.argv[1:])
     results = {"machine": machine(), "command": command, "epochs": epochs, "sizes": measured,
-               "growth": [growth(a, b) for a, b in zip(measured, measured[1:])]}
+               "growth": [growth(a, b) for a, b in zip(measured, measured[1:])], "images": images}
     publish(args.out, "scale", results, markdown(results))
 
 

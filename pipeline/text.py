@@ -15,30 +15,40 @@ def fmt(value) -> str:
         return value
 
 
-def progress(items, total: int, what: str, unit: str, size=lambda item: 1):
+def progress(items, total: int, what: str, unit: str, size=lambda item: 1, every: float = 10.0):
     """Yield ``items`` while stderr shows how many ``unit`` are done, at what rate, and the time left.
 
-    ``total`` may be an estimate; ``size(item)`` says how many units an item counts for.
-    Nothing is shown when stderr is not a terminal (a cron job's log keeps no bars).
+    ``total`` may be an estimate; ``size(item)`` says how many units an item counts for. On a
+    terminal, a bar; elsewhere (a cron job's log) a plain line every ``every`` seconds.
     """
     import sys
+    import time
 
-    if not sys.stderr.isatty():
-        yield from items
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(),
+                   TextColumn(f"{{task.speed:,.0f}} {unit}/s"), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(what, total=total)
+            for item in items:
+                yield item
+                bar.advance(task, size(item))
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(f"{{task.speed:,.0f}} {unit}/s"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        for item in items:
-            yield item
-            bar.advance(task, size(item))
+    start = last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += size(item)
+        now = time.monotonic()
+        if now - last >= every:
+            last, rate = now, done / (now - start)
+            left = f", about {max(total - done, 0) / rate:,.0f} s left" if rate else ""
+            print(f"{what}: {done:,} of about {total:,} {unit} ({rate:,.0f} {unit}/s{left})", file=sys.stderr, flush=True)

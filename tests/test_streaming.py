@@ -273,3 +273,12 @@ def test_a_lookup_keeps_the_most_frequent_values_up_to_the_vocabulary_cap():
     table = lookup(Feature("city", "categorical", "string"), column, "int", limit=2)
     assert table.get_vocabulary() == ["[UNK]", "a", "b"]  # c ties b and loses on order; d is out of vocabulary
     assert table(np.array(["c", "d", "a"])).numpy().tolist() == [0, 0, 1]
+
+
+def test_a_long_preparation_logs_its_progress_rate_and_time_left_where_no_terminal_shows_a_bar(capsys):
+    from pipeline.text import progress
+
+    assert list(progress(iter([3, 4]), 10, "preparing", "rows", size=lambda n: n, every=0)) == [3, 4]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("preparing: 3 of about 10 rows (") and " rows/s, about " in lines[0]
+    assert lines[1].startswith("preparing: 7 of about 10 rows") and lines[1].endswith(" s left)")

@@ -31,6 +31,7 @@ from pipeline.errors import DataError, PipelineError
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
+CACHED_TENSOR_BYTES = 170  # what tf.data's memory cache spends per cached tensor beyond its values (bench/README.md)
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,8 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augme
     images = [f.name for f in spec.features if f.kind == "image"]
     label = spec.label
     ds = ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=auto)
-    mode = cache_mode(cfg, spec.sizes[split] * spec.example_bytes, _free_disk(Path(cfg.workdir)))
+    in_memory = spec.sizes[split] * (spec.example_bytes + CACHED_TENSOR_BYTES * (len(spec.features) + 1))
+    mode = cache_mode(cfg, in_memory, _free_disk(Path(cfg.workdir)))
     if mode == "memory":
         ds = ds.cache()
     elif mode == "file":

@@ -11,9 +11,12 @@ dataset's metadata, then logged with every run (``data.skipped``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -172,30 +175,59 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        from PIL import Image, UnidentifiedImageError
+        return {"train": self._generate_examples()}
 
+    def _generate_examples(self):
+        """Images decoded and resized by a pool of threads (PIL releases the GIL), a window at a time, in file order.
+
+        Memory holds one window of decoded images, not the folder; the skipped count is
+        known, and kept in the metadata, once the last window is through.
+        """
         c = self.builder_config
-        examples, skipped = [], 0
-        for label in _classes(c):
-            for path in sorted((Path(c.path) / label).rglob("*")):
-                if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    with Image.open(path) as img:
-                        img = img.convert("L" if c.channels == 1 else "RGB").resize(c.image_size[::-1], Image.BILINEAR)
-                        pixels = np.asarray(img, dtype=np.uint8).reshape(*c.image_size, c.channels)
-                except (UnidentifiedImageError, OSError) as exc:
-                    if c.on_bad_input == "error":
-                        raise DataError(f"Unreadable image {path}: {exc} (`data.on_bad_input: skip` skips it).") from None
-                    skipped += 1
-                    continue
-                name = str(path.relative_to(c.path))
-                examples.append((name, {"image": pixels, "label": label, "file": name}))
+        files = [(label, path) for label in _classes(c) for path in sorted((Path(c.path) / label).rglob("*"))
+                 if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
+        decode = functools.partial(_decode, size=tuple(c.image_size), channels=c.channels)
+        skipped = 0
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            windows = _decoded_ahead(pool, decode, files)
+            for window, pixels in progress(windows, len(files), "preparing", "images", size=lambda w: len(w[0])):
+                for (label, path), image in zip(window, pixels):
+                    if isinstance(image, str):
+                        if c.on_bad_input == "error":
+                            raise DataError(f"Unreadable image {path}: {image} (`data.on_bad_input: skip` skips it).")
+                        skipped += 1
+                        continue
+                    name = str(path.relative_to(c.path))
+                    yield name, {"image": image, "label": label, "file": name}
         self.info.metadata["skipped"] = skipped
-        return {"train": self._generate_examples(examples)}
 
-    def _generate_examples(self, examples):
-        yield from examples
+
+DECODE_WINDOW = 256  # images decoded ahead of the writer
+
+
+def _decoded_ahead(pool, decode, files: list):
+    """(window of files, their decoded images) pairs; the next window decodes while this one is written."""
+    pending = None
+    for start in range(0, len(files), DECODE_WINDOW):
+        window = files[start:start + DECODE_WINDOW]
+        submitted = (window, pool.map(decode, [path for _, path in window]))  # map submits the whole window now
+        if pending:
+            yield pending
+        pending = submitted
+    if pending:
+        yield pending
+
+
+def _decode(path: Path, size: tuple, channels: int):
+    """The image at ``path`` converted and resized to ``size`` (uint8 pixels), or why it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB").resize(size[::-1], Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8).reshape(*size, channels)
+    except (UnidentifiedImageError, OSError) as exc:
+        return str(exc)
 
 
 PATH_BUILDERS = {"csv": csv_config, "image_folder": image_folder_config}
