@@ -183,10 +183,11 @@ def markdown(results: dict) -> str:
 def main() -> None:
     p = parser(__doc__, "scale")
     p.add_argument("--large", action="store_true", help="also 10M rows (about 1.2 GB of CSV)")
+    p.add_argument("--rows", type=int, nargs="+", help="these table sizes instead")
     p.add_argument("--images", type=int, nargs="*", default=None, metavar="FILES",
                    help="also prepare image folders of these many files (default 2,000 and 20,000; none with --quick)")
     args = p.parse_args()
-    sizes = [2_000] if args.quick else [10_000, 100_000, 1_000_000, *([10_000_000] if args.large else [])]
+    sizes = args.rows or ([2_000] if args.quick else [10_000, 100_000, 1_000_000, *([10_000_000] if args.large else [])])
     epochs = 1 if args.quick else 2
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
         measured = []

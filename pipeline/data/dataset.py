@@ -31,7 +31,7 @@ from pipeline.errors import DataError, PipelineError
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
-CACHED_TENSOR_BYTES = 170  # what tf.data's memory cache spends per cached tensor beyond its values (bench/README.md)
+CACHE_BLOCK = 1024  # examples per cached element (bench/README.md, "Tables as they grow")
 
 
 @dataclass(frozen=True)
@@ -297,12 +297,12 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augme
     images = [f.name for f in spec.features if f.kind == "image"]
     label = spec.label
     ds = ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=auto)
-    in_memory = spec.sizes[split] * (spec.example_bytes + CACHED_TENSOR_BYTES * (len(spec.features) + 1))
-    mode = cache_mode(cfg, in_memory, _free_disk(Path(cfg.workdir)))
-    if mode == "memory":
-        ds = ds.cache()
-    elif mode == "file":
-        ds = ds.cache(str(_cache_folder(cfg) / f"{split}-{next(_CACHES)}"))  # a file per pipeline: never another's
+    mode = cache_mode(cfg, spec.sizes[split] * spec.example_bytes, _free_disk(Path(cfg.workdir)))
+    if mode != "none":
+        # Cached in blocks: tf.data spends about as much per cached tensor as a table row holds (and a
+        # cache file indexes each one), so one tensor per column per block, not per example.
+        where = str(_cache_folder(cfg) / f"{split}-{next(_CACHES)}") if mode == "file" else ""  # never another's
+        ds = ds.batch(CACHE_BLOCK).cache(where).unbatch()
 
     def decode(x, y):
         x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}

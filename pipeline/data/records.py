@@ -96,8 +96,11 @@ class ShuffledShards:
                 table = reader.read_all()
             spill.unlink()
             table = table.take(pa.array(self.rng.permutation(table.num_rows)))
-            with tf.io.TFRecordWriter(str(path)) as out:
-                for record in encode(table):
-                    out.write(record)
+            try:
+                with tf.io.TFRecordWriter(str(path)) as out:
+                    for record in encode(table):
+                        out.write(record)
+            except tf.errors.OpError as exc:  # TensorFlow's file errors (a full disk among them) are no OSError
+                raise OSError(exc.message) from None
             lengths.append(table.num_rows)
         return lengths
