@@ -182,6 +182,28 @@ def test_a_disk_that_fills_up_ends_with_one_line_and_no_dataset(tmp_path, small_
     assert not list((tmp_path / "tfds").rglob("*.tfrecord*")) and not list((tmp_path / "tfds").rglob("*.arrow"))
 
 
+def test_a_real_full_disk_ends_the_same_way(tmp_path):
+    """A 1 MB tmpfs as the data_dir, where this machine lets the tests mount one (root on Linux)."""
+    import tensorflow_datasets as tfds
+
+    from pipeline.data import dataset
+    from pipeline.data.builders import builder_kwargs
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (it takes root)")
+    try:
+        table(20_000).to_csv(tmp_path / "t.csv", index=False)  # 2 MB of records
+        cfg = config(tmp_path, tmp_path / "t.csv", f"data.data_dir={disk}")
+        with pytest.raises(DataError, match=r"^Preparing \S+t\.csv into .* failed: .*No space left on device$"):
+            dataset.prepare(cfg)
+        assert not tfds.builder("csv", data_dir=str(disk), **builder_kwargs(cfg)).is_prepared()
+        assert not [p for p in disk.rglob("*") if p.is_file()]  # nothing half-written, the space given back
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 KILLED = """
 import os, signal, sys
 from pipeline.config import load
