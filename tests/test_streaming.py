@@ -94,6 +94,8 @@ def test_rows_are_shuffled_into_shards_so_every_split_slice_is_a_random_share(tm
     for split, ds in {"train": data.train_epoch(), "validation": data.validation, "test": data.test}.items():
         labels = np.concatenate([y.numpy() for _, y in ds])
         assert set(labels.tolist()) == {0, 1}, split  # a file-order slice would hold one class only
+    batches = -(-data.spec.sizes["test"] // data.global_batch)
+    assert data.test.cardinality().numpy() == batches  # cached in blocks, still a known length (Keras counts on it)
     shard_files = list((tmp_path / "tfds" / "csv").rglob("csv-train.tfrecord-*"))
     assert len(shard_files) >= 300 // 40 - 1
 

@@ -303,6 +303,7 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augme
         # cache file indexes each one), so one tensor per column per block, not per example.
         where = str(_cache_folder(cfg) / f"{split}-{next(_CACHES)}") if mode == "file" else ""  # never another's
         ds = ds.batch(CACHE_BLOCK).cache(where).unbatch()
+        ds = ds.apply(tf.data.experimental.assert_cardinality(spec.sizes[split]))  # which unbatch forgets
 
     def decode(x, y):
         x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
