@@ -39,6 +39,7 @@ class Limits:
     max_body_bytes: int = 8 * 2**20
     max_batch: int = 1024
     read_seconds: float = 30.0
+    max_predicting: int = 4  # requests read, parsed and predicted at once; more are answered 503 at once
 
 
 class Metrics:
@@ -61,14 +62,20 @@ class _Slow(Exception):
     """The body did not arrive in time (a client that sends half a body would hold a connection forever)."""
 
 
+class _Busy(Exception):
+    """``Limits.max_predicting`` requests are in flight: a parsed body can take 30x its size in memory, so
+    a burst of large bodies is refused rather than queued (TF Serving answers 503 UNAVAILABLE the same way)."""
+
+
 # Answers to client mistakes: HTTP code per exception type, the message as {"error": ...}, cut to a few lines.
-CLIENT_ERRORS = {NotFound: 404, RequestError: 400, _TooLarge: 413, _Slow: 408}
+CLIENT_ERRORS = {NotFound: 404, RequestError: 400, _TooLarge: 413, _Slow: 408, _Busy: 503}
 MAX_ERROR_CHARS = 500
 UNKNOWN_MODEL = "(not found)"  # the metrics label of every request for a model that is not served
 
 
 def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
     metrics = Metrics()
+    in_flight = 0  # requests past the busy check; only the event loop's thread changes it
 
     def error(code: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=code)
@@ -84,12 +91,18 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
             for v in versions]})
 
     async def predict(request: Request) -> Response:
+        nonlocal in_flight
         started = time.perf_counter()
         name = request.path_params["name"]
         code, batch = 500, 0
+        counted = False
         try:
             if request.path_params["verb"] != "predict":
                 raise RequestError(f"Unsupported method :{request.path_params['verb']}; this server answers :predict")
+            if in_flight >= limits.max_predicting:
+                await _drain(request, limits.read_seconds)  # so the client reads the answer, not a reset
+                raise _Busy(f"{in_flight} requests are being predicted (--max-predicting); retry shortly")
+            in_flight, counted = in_flight + 1, True
             body = await _body(request, limits.max_body_bytes, limits.read_seconds)
             servable = repository.get(name, request.path_params.get("version"))
             answer, batch = await run_in_threadpool(_predict, servable, body, limits.max_batch)
@@ -101,6 +114,7 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
                 log.exception("predict failed for %s", request.url.path)
             raise
         finally:
+            in_flight -= counted
             seconds = time.perf_counter() - started
             if name not in repository.models():  # a label per made-up name would grow /metrics without bound
                 name = UNKNOWN_MODEL
@@ -118,7 +132,10 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
     async def client_error(request: Request, exc: Exception) -> Response:
         message = str(exc)  # never echo a megabyte of the request back
         message = message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS] + "..."
-        return error(CLIENT_ERRORS[type(exc)], message)
+        answer = error(CLIENT_ERRORS[type(exc)], message)
+        if isinstance(exc, _Busy):
+            answer.headers["Retry-After"] = "1"
+        return answer
 
     async def unknown_path(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, f"Unknown path {request.method} {request.url.path}")
@@ -156,6 +173,18 @@ async def _body(request: Request, limit: int, seconds: float) -> dict:
     if not isinstance(body, dict):
         raise RequestError('The body must be a JSON object with "instances" or "inputs"')
     return body
+
+
+async def _drain(request: Request, seconds: float) -> None:
+    """Read a refused request's body away, keeping none of it (bounded by the read timeout)."""
+    async def discard():
+        async for _ in request.stream():
+            pass
+
+    try:
+        await asyncio.wait_for(discard(), timeout=seconds)
+    except asyncio.TimeoutError:
+        raise _Slow(f"The request body did not arrive within {seconds:g} s") from None
 
 
 async def _read(request: Request, limit: int) -> bytearray:

@@ -22,6 +22,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="seconds a request body may take to arrive (default 30; then 408)")
     parser.add_argument("--max-connections", type=int, default=512,
                         help="open connections at most; beyond them uvicorn answers 503 (default 512)")
+    parser.add_argument("--max-predicting", type=int, default=4,
+                        help="requests read, parsed and predicted at once; more get 503 with Retry-After (default 4)")
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -39,7 +41,7 @@ def serve(args) -> int:
     check(args, root)
     repository = Repository(root, poll_seconds=args.poll, keep=args.keep).start()
     app = create_app(repository, Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_batch=args.max_batch,
-                                        read_seconds=args.read_timeout))
+                                        read_seconds=args.read_timeout, max_predicting=args.max_predicting))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 limit_concurrency=args.max_connections)
     repository.stop()
@@ -59,7 +61,8 @@ def check(args, root: Path) -> None:
 
     for flag, value, low in (("--poll", args.poll, 0.05), ("--keep", args.keep, 1), ("--max-batch", args.max_batch, 1),
                              ("--max-body-mb", args.max_body_mb, 0.001), ("--read-timeout", args.read_timeout, 0.1),
-                             ("--max-connections", args.max_connections, 1)):
+                             ("--max-connections", args.max_connections, 1),
+                             ("--max-predicting", args.max_predicting, 1)):
         if not value >= low:
             raise ConfigError(f"Invalid {flag} {value:g}: expected at least {low:g}")
     if not root.is_dir():

@@ -330,3 +330,58 @@ def test_a_named_signature_with_a_scalar_input_answers_columns(server):
     assert code == 400 and "input 'user_id': values must be in [-9223372036854775808, 9223372036854775807]" in answer["error"]
     code, meta = call(port, "/v1/models/ranker/metadata")
     assert set(meta["metadata"]["signature_def"]["signature_def"]) == {"serving_default", "recommend"}
+
+
+def test_a_burst_of_maximal_bodies_is_bounded_in_memory_and_status_stays_prompt(models):
+    """40 bodies of 8 MB that parse into millions of objects at once: at most --max-predicting are parsed
+    together (the rest get 503 with Retry-After), the server's RSS stays bounded, status answers within 1 s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.train.cluster import free_ports
+
+    root, _ = models
+    port = free_ports(1)[0]
+    log = open(root.parent / "burst.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--root", str(root), "--port", str(port),
+                             "--max-predicting", "2"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if call(port, "/v1/models/digits")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root.parent / "burst.log").read_text()[-3000:]
+            time.sleep(0.3)
+
+        def rss_mb() -> float:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+        before = rss_mb()
+        body = b'{"inputs": {"image": [' + b"{}," * (8 * 2**20 // 3 - 20) + b"{}]}}"  # just under 8 MiB
+        probes: list[float] = []
+        done = threading.Event()
+
+        def probe():
+            while not done.is_set():
+                started = time.time()
+                assert call(port, "/v1/models/digits", timeout=5)[0] == 200
+                probes.append(time.time() - started)
+                time.sleep(0.1)
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        with ThreadPoolExecutor(40) as pool:
+            codes = list(pool.map(lambda _: call(port, "/v1/models/digits:predict", raw=body, timeout=120)[0], range(40)))
+        done.set()
+        prober.join()
+        after = rss_mb()
+        assert set(codes) <= {400, 503} and 503 in codes and 400 in codes, codes
+        assert probes and max(probes) < 1.0, max(probes)
+        assert after - before < 300, (before, after)  # 40 parsed at once: +793 MB here (9.9 GB in the issue)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
