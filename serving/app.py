@@ -103,8 +103,9 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
                 await _drain(request, limits.read_seconds)  # so the client reads the answer, not a reset
                 raise _Busy(f"{in_flight} requests are being predicted (--max-predicting); retry shortly")
             in_flight, counted = in_flight + 1, True
-            body = await _body(request, limits.max_body_bytes, limits.read_seconds)
+            raw = await _body(request, limits.max_body_bytes, limits.read_seconds)
             servable = repository.get(name, request.path_params.get("version"))
+            body = await run_in_threadpool(_parse, raw, servable.max_objects(limits.max_batch))  # off the event loop
             answer, batch = await run_in_threadpool(_predict, servable, body, limits.max_batch)
             code = 200
             return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
@@ -159,13 +160,33 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
     )
 
 
-async def _body(request: Request, limit: int, seconds: float) -> dict:
+async def _body(request: Request, limit: int, seconds: float) -> bytearray:
     try:
-        raw = await asyncio.wait_for(_read(request, limit), timeout=seconds)
+        return await asyncio.wait_for(_read(request, limit), timeout=seconds)
     except asyncio.TimeoutError:
         raise _Slow(f"The request body did not arrive within {seconds:g} s") from None
+
+
+def _parse(raw: bytearray, max_objects: int | None) -> dict:
+    """The JSON body, stopped as soon as it holds more objects than any request to this model needs.
+
+    ``[{},{},...]`` in 8 MB is millions of dicts: counted as they are built, the parse ends at
+    the first one too many instead of holding them all.
+    """
+    built = 0
+
+    def count(obj: dict) -> dict:
+        nonlocal built
+        built += 1
+        if max_objects is not None and built > max_objects:
+            raise RequestError(f"The body holds more than {max_objects} JSON objects, more than a batch of "
+                               "examples to this model can need")
+        return obj
+
     try:
-        body = await run_in_threadpool(json.loads, raw)  # parsing megabytes must not stall the event loop
+        body = json.loads(raw, object_hook=count)
+    except RequestError:
+        raise
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestError(f"Malformed JSON body: {exc}") from None
     except RecursionError:

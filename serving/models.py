@@ -70,6 +70,22 @@ class Servable:
                     example[i.name] = np.asarray(1, dtype=i.dtype)
             self.call(signature, example)
 
+    def max_objects(self, max_batch: int) -> int | None:
+        """The most JSON objects a request of ``max_batch`` examples can need: the body, ``inputs``, one per
+        row of ``instances``, one ``{"b64": ...}`` per string element; None if a string input's size is open."""
+        strings = 0
+        for inputs in self.inputs.values():
+            per_signature = 0
+            for i in inputs.values():
+                if i.dtype != object:
+                    continue
+                dims = i.shape[1:] if i.shape else ()
+                if any(d is None for d in dims):
+                    return None
+                per_signature += int(np.prod(dims, dtype=np.int64)) * (max_batch if i.shape else 1)
+            strings = max(strings, per_signature)
+        return 2 + max_batch + strings
+
     def signature(self, name: str | None):
         name = name or "serving_default"
         if name not in self.signatures:

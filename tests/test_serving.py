@@ -180,6 +180,8 @@ BAD_REQUESTS = {
     "nested too deeply": (None, b'{"instances": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 400, "nested too deeply"),
     "signature_name a list": ({"instances": [IMAGE], "signature_name": ["x"]}, None, 400, "must be a string"),
     "booleans among numbers": ({"instances": [[[[True]] + [[0]] * 7] + [[[0]] * 8] * 7]}, None, 400, "got booleans"),
+    "more objects than a batch needs": ({"inputs": {"image": [{}] * 10_000}}, None, 400,
+                                        f"more than {2 + MAX_BATCH} JSON objects"),  # stopped while parsing
 }
 
 
