@@ -100,10 +100,10 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
             if request.path_params["verb"] != "predict":
                 raise RequestError(f"Unsupported method :{request.path_params['verb']}; this server answers :predict")
             if in_flight >= limits.max_predicting:
-                await _drain(request, limits.read_seconds)  # so the client reads the answer, not a reset
+                await _within(_discard(request), limits.read_seconds)
                 raise _Busy(f"{in_flight} requests are being predicted (--max-predicting); retry shortly")
             in_flight, counted = in_flight + 1, True
-            raw = await _body(request, limits.max_body_bytes, limits.read_seconds)
+            raw = await _within(_read(request, limits.max_body_bytes), limits.read_seconds)
             servable = repository.get(name, request.path_params.get("version"))
             body = await run_in_threadpool(_parse, raw, servable.max_objects(limits.max_batch))  # off the event loop
             answer, batch = await run_in_threadpool(_predict, servable, body, limits.max_batch)
@@ -160,9 +160,10 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
     )
 
 
-async def _body(request: Request, limit: int, seconds: float) -> bytearray:
+async def _within(work, seconds: float):
+    """Await reading a body, or 408: a client that sends half a body would hold a connection forever."""
     try:
-        return await asyncio.wait_for(_read(request, limit), timeout=seconds)
+        return await asyncio.wait_for(work, timeout=seconds)
     except asyncio.TimeoutError:
         raise _Slow(f"The request body did not arrive within {seconds:g} s") from None
 
@@ -196,24 +197,17 @@ def _parse(raw: bytearray, max_objects: int | None) -> dict:
     return body
 
 
-async def _drain(request: Request, seconds: float) -> None:
-    """Read a refused request's body away, keeping none of it (bounded by the read timeout)."""
-    async def discard():
-        async for _ in request.stream():
-            pass
-
-    try:
-        await asyncio.wait_for(discard(), timeout=seconds)
-    except asyncio.TimeoutError:
-        raise _Slow(f"The request body did not arrive within {seconds:g} s") from None
+async def _discard(request: Request) -> None:
+    """Read a refused request's body away, keeping none of it, so the client sees the answer, not a reset."""
+    async for _ in request.stream():
+        pass
 
 
 async def _read(request: Request, limit: int) -> bytearray:
     declared = request.headers.get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        if int(declared) <= 8 * limit:  # read it away, so the client sees the answer rather than a reset
-            async for _ in request.stream():
-                pass
+        if int(declared) <= 8 * limit:
+            await _discard(request)
         raise _TooLarge(f"Request body of {int(declared)} bytes is over the limit of {limit}")
     raw = bytearray()
     async for chunk in request.stream():

@@ -75,17 +75,14 @@ def _save_ranker(path: Path) -> None:
     tf.saved_model.save(ranker, str(path), signatures={"serving_default": ranker.default, "recommend": ranker.recommend})
 
 
-@pytest.fixture(scope="module")
-def server(models):
+def start_server(root: Path, log_name: str, *flags: str) -> tuple[subprocess.Popen, int]:
+    """A `pipeline serve` process over ``root``, once it answers; its output goes to ``root``'s sibling log."""
     from pipeline.train.cluster import free_ports
 
-    root, _ = models
     port = free_ports(1)[0]
-    log = open(root.parent / "server.log", "w")  # noqa: SIM115
+    log = open(root.parent / log_name, "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--root", str(root), "--port", str(port),
-                             "--poll", "0.2", "--keep", "3", "--max-batch", str(MAX_BATCH), "--max-body-mb", "0.05",
-                             "--read-timeout", "2"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                             *flags], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -94,8 +91,16 @@ def server(models):
                 break
         except OSError:
             pass
-        assert proc.poll() is None, (root.parent / "server.log").read_text()[-3000:]
+        assert proc.poll() is None, (root.parent / log_name).read_text()[-3000:]
         time.sleep(0.3)
+    return proc, port
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    root, _ = models
+    proc, port = start_server(root, "server.log", "--poll", "0.2", "--keep", "3", "--max-batch", str(MAX_BATCH),
+                              "--max-body-mb", "0.05", "--read-timeout", "2")
     yield port, root.parent / "server.log"
     proc.terminate()
     proc.wait(timeout=30)
@@ -339,25 +344,9 @@ def test_a_burst_of_maximal_bodies_is_bounded_in_memory_and_status_stays_prompt(
     together (the rest get 503 with Retry-After), the server's RSS stays bounded, status answers within 1 s."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.train.cluster import free_ports
-
     root, _ = models
-    port = free_ports(1)[0]
-    log = open(root.parent / "burst.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--root", str(root), "--port", str(port),
-                             "--max-predicting", "2"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    proc, port = start_server(root, "burst.log", "--max-predicting", "2")
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if call(port, "/v1/models/digits")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (root.parent / "burst.log").read_text()[-3000:]
-            time.sleep(0.3)
-
         def rss_mb() -> float:
             status = Path(f"/proc/{proc.pid}/status").read_text()
             return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024

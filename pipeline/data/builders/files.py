@@ -79,12 +79,17 @@ class Csv(FileReaderBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release.", "2.0.0": "Streamed, written in bulk, rows shuffled into shards."}
     BUILDER_CONFIGS = []
 
+    @functools.cached_property
+    def _files(self) -> list[Path]:
+        return sources.input_files(self.builder_config.path)
+
+    @functools.cached_property
     def _schema(self) -> sources.Schema:
         c = self.builder_config
-        return sources.schema(sources.input_files(c.path), c.label, c.dtypes)
+        return sources.schema(self._files, c.label, c.dtypes)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        schema = self._schema()
+        schema = self._schema
         features = {name: STORED[kind]() for name, kind in schema.types.items()}
         if schema.classification:  # its names are the labels seen in preparation, kept with the prepared copy
             features[schema.label] = tfds.features.ClassLabel()
@@ -97,8 +102,7 @@ class Csv(FileReaderBuilder):
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         import pyarrow.compute as pc
 
-        c, schema = self.builder_config, self._schema()
-        files = sources.input_files(c.path)
+        c, schema, files = self.builder_config, self._schema, self._files
         rows = sources.estimate_rows(files)
         shards = records.ShuffledShards(Path(self.data_path) / "spill", math.ceil(rows / records.SHARD_ROWS), seed=0)
         skipped, classes = 0, set()
