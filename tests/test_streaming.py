@@ -155,6 +155,8 @@ def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_cou
 @pytest.mark.parametrize("damage,message", [
     (lambda p: p.write_text("area,rooms,city,kind,extra\n1,2,north,flat,9\n"), r"part-2\.csv: its columns .* differ"),
     (lambda p: p.write_bytes(b"area,rooms,city,kind\n1,2,\xff\xfe,flat\n"), r"^Cannot read \S*part-2\.csv: "),
+    (lambda p: p.write_text("area,rooms,city,kind\n1,2,north,flat\n1,2,north,flat,9\n"),
+     r"^\S*part-2\.csv: line 3 has 5 fields, the header 4 \(`data.on_bad_input: skip`"),
 ])
 def test_an_unreadable_shard_stops_the_preparation_with_its_path(tmp_path, small_shards, damage, message):
     from pipeline.data import dataset

@@ -152,7 +152,7 @@ def _sample(path: Path):
     import pyarrow as pa
 
     batches, rows = [], 0
-    for batch in _batches(path, _header(path), on_ragged=lambda row: "skip"):
+    for batch in _batches(path, _header(path), _Ragged(path, skip=True)):
         batches.append(batch)
         rows += batch.num_rows
         if rows >= SAMPLE_ROWS:
@@ -193,30 +193,37 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
         if columns != schema.columns:
             raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
                             f"({', '.join(schema.columns)}); every shard must have the same header")
-        ragged: list = []
+        ragged = _Ragged(path, skip=on_bad_input == "skip")
         first = 0
-        for batch in _batches(path, columns, on_ragged=_on_ragged(path, on_bad_input, ragged)):
+        for batch in _batches(path, columns, ragged):
             table, skipped = _convert(batch, schema, path, first, on_bad_input)
             first += batch.num_rows
-            yield table, skipped + len(ragged)
-            ragged.clear()
+            yield table, skipped + len(ragged.rows)
+            ragged.rows.clear()
 
 
-def _on_ragged(path: Path, on_bad_input: str, seen: list):
-    """pyarrow's handler for a row with too many or too few fields: skip and count it, or stop naming it."""
+class _Ragged:
+    """pyarrow's handler for a row with too many or too few fields: skip and count it, or stop at it.
 
-    def handle(row):
-        if on_bad_input == "skip":
-            seen.append(row.number)
-            return "skip"
+    It must not raise (pyarrow prints and ignores what a handler raises): it answers "error"
+    and keeps the row, which ``_batches`` names when pyarrow stops.
+    """
+
+    def __init__(self, path: Path, skip: bool):
+        self.path, self.skip, self.rows = path, skip, []
+
+    def __call__(self, row) -> str:
+        self.rows.append(row)
+        return "skip" if self.skip else "error"
+
+    def error(self) -> DataError:
+        row = self.rows[0]
         where = f"line {row.number}" if row.number else "a line"
-        raise DataError(f"{path}: {where} has {row.actual_columns} fields, the header {row.expected_columns} "
-                        "(`data.on_bad_input: skip` skips bad rows and counts them).")
-
-    return handle
+        return DataError(f"{self.path}: {where} has {row.actual_columns} fields, the header {row.expected_columns} "
+                         "(`data.on_bad_input: skip` skips bad rows and counts them).")
 
 
-def _batches(path: Path, columns: list[str], on_ragged) -> Iterator:
+def _batches(path: Path, columns: list[str], ragged: _Ragged) -> Iterator:
     """Record batches of ``path``: CSV parsed by pyarrow as text (types are ours to decide), Parquet as stored."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -231,13 +238,13 @@ def _batches(path: Path, columns: list[str], on_ragged) -> Iterator:
             yield from pacsv.open_csv(
                 handle,
                 read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES, use_threads=False),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=on_ragged),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
                 convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
                                                      strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
     except (pa.ArrowInvalid, OSError) as exc:
-        if isinstance(exc.__context__, DataError):  # raised by the ragged-row handler, wrapped by pyarrow
-            raise exc.__context__ from None
+        if ragged.rows and not ragged.skip:
+            raise ragged.error() from None
         raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
 
 
