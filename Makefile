@@ -10,7 +10,7 @@ STUDY  ?= configs/studies/regularization.yaml
 setting = $$($(BIN)/pipeline config get $(CONFIG) $(1))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train test test-fast tune serve retrain ui study report baseline bench bench-scale bench-distribute bench-tune bench-serving bench-gpu preview lint clean
+.PHONY: help venv train test test-fast tune serve retrain backtest ui study report baseline bench bench-scale bench-distribute bench-tune bench-serving bench-gpu preview lint clean
 
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ retrain: venv ## the nightly job: check data, train a challenger, promote it onl
 
 ui: venv ## browse the config's runs in the MLflow UI on http://127.0.0.1:5000 (PORT=5001 for another port)
 	$(BIN)/pipeline ui $(CONFIG) --port $(PORT) $(ARGS)
+
+backtest: venv ## forecasting: walk-forward backtest, a run per fold, pooled figures (CONFIG=configs/electricity.yaml)
+	$(BIN)/pipeline backtest $(CONFIG) $(ARGS)
 
 study: venv ## variants of a config side by side (STUDY=configs/studies/regularization.yaml)
 	$(BIN)/pipeline study $(STUDY) $(ARGS)

@@ -38,6 +38,14 @@ def tune(cfg: ExperimentConfig, workers: int = 0, command: list[str] = (), run_t
     return job(cfg, workers=workers, command=list(command), run_tags=run_tags)
 
 
+def backtest(cfg: ExperimentConfig, folds: int | None = None):
+    """Walk-forward backtest of a forecasting config; returns a ``jobs.backtest.Backtest``."""
+    _configure(cfg)
+    from pipeline.jobs.backtest import backtest as job
+
+    return job(cfg, folds)
+
+
 def retrain(cfg: ExperimentConfig):
     """The retraining job under its lock; returns a ``jobs.retrain.Decision`` (promoted or kept, and why)."""
     from pipeline.jobs.retrain import lock
@@ -63,7 +71,11 @@ def report(run_id: str | None = None, experiment: str | None = None, tracking_ur
     """Write the HTML report of a run or of a whole experiment; returns its path."""
     import os
 
+    from pipeline import runtime
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if run_id:
+        runtime.load_tensorflow()  # a run's report reads its export: without TensorFlow's start-up noise
     from pipeline.jobs.report import report as job
 
     return job(run_id, experiment, tracking_uri, out)

@@ -60,6 +60,13 @@ def _tune(args) -> int:
     return 0
 
 
+def _backtest(args) -> int:
+    outcome = api.backtest(_load(args), args.folds)
+    print(outcome.table.read_text(), end="")
+    print(f"Table: {outcome.table} (parent run {outcome.parent_run_id})")
+    return 0
+
+
 def _retrain(args) -> int:
     decision = api.retrain(_load(args))
     verdict = f"PROMOTED to serving version {decision.served.name}" if decision.promoted else "KEPT the champion"
@@ -152,8 +159,15 @@ def _summary(cfg, result) -> None:
     from rich.table import Table
 
     table = Table(title=f"{cfg.name}: done", show_header=False)
-    for key, value in result.test_metrics.items():
-        table.add_row(key, f"{value:.4f}")
+    metrics = result.test_metrics
+    for key, value in metrics.items():
+        if not key.startswith(("baseline.", "skill.")):
+            table.add_row(key, f"{value:.4f}")
+    for name, line in _beside_baselines(metrics).items():
+        table.add_row(f"vs {name}", line)
+    if "skill.ratio" in metrics:
+        table.add_row("skill ratio", f"{metrics['skill.ratio']:.3f} (95% interval {metrics['skill.ratio_low']:.3f} to "
+                                     f"{metrics['skill.ratio_high']:.3f}; below 1 beats the best baseline)")
     table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run} run")
     table.add_row("run id", result.run_id)
     if cfg.tracking.enabled:
@@ -165,6 +179,22 @@ def _summary(cfg, result) -> None:
         table.add_row("fit", f"{d.verdict}: " + "; ".join(d.reasons))
         table.add_row("advice", "\n".join(d.advice[:3]))
     Console().print(table)
+
+
+def _beside_baselines(metrics: dict) -> dict[str, str]:
+    """Per baseline, its figures beside the model's: ``mae 0.1719 (model 0.1634, -4.9%)``."""
+    lines: dict[str, list[str]] = {}
+    for key, value in metrics.items():
+        if key.startswith("baseline.") and f"test_{key.rsplit('.', 1)[1]}" in metrics:
+            _, name, figure = key.split(".", 2)
+            model = metrics[f"test_{figure}"]
+            change = f", {model / value - 1:+.1%}" if value else ""
+            lines.setdefault(name, []).append(f"{figure} {value:.4f} (model {model:.4f}{change})")
+    for name, parts in lines.items():
+        if f"skill.vs_{name}" in metrics:
+            parts.append(f"error ratio {metrics[f'skill.vs_{name}']:.3f} (95% interval "
+                         f"{metrics[f'skill.vs_{name}_low']:.3f} to {metrics[f'skill.vs_{name}_high']:.3f})")
+    return {name: "; ".join(parts) for name, parts in lines.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "trials in this process")
     tune.add_argument("--then-train", action="store_true", help="train, track and export the best config afterwards")
     tune.set_defaults(run=_tune)
+
+    backtest = with_config(sub.add_parser(
+        "backtest", help="walk-forward backtest of a forecasting config: a run per fold, pooled test figures"))
+    backtest.add_argument("--folds", type=int, default=None, metavar="N", help="default forecast.folds (5)")
+    backtest.set_defaults(run=_backtest)
 
     retrain = with_config(sub.add_parser(
         "retrain", help="the nightly job: check data, train a challenger, promote it only if it beats the champion",

@@ -8,7 +8,9 @@ task's metric and returns a verdict, the numbers behind it and advice:
 - ``overfitting``: validation loss rose well above its minimum while the gap to
   the training loss widened;
 - ``not converged``: validation loss was still falling when the epochs ran out;
-- ``good fit``: none of these.
+- ``good fit``: none of these;
+- ``no skill`` (forecasting, before all of the above): the model's test error is not below
+  the best baseline's beyond noise: the 95% interval of their ratio reaches 1 (forecast.py).
 
 The thresholds below are the definitions; tests pin each verdict on curves
 built to show it and on real runs made to overfit and to underfit.
@@ -46,6 +48,13 @@ ADVICE = {
         "a higher learning rate or a schedule that decays later (optimizer.schedule)",
     ],
     "good fit": ["nothing pressing: compare against the baselines (make baseline) and tune (make tune)"],
+    "no skill": [
+        "use the best baseline itself: it forecasts at least as well, at no cost",
+        "more context: a longer forecast.input_window, or covariates known ahead (forecast.known_covariates, "
+        "forecast.calendar)",
+        "a smaller or more regularised model (model.width, regularization.l2, model.dropout)",
+        "for returns of a traded asset this is the expected answer: past prices carry little about the next one",
+    ],
 }
 
 
@@ -57,7 +66,8 @@ class Diagnosis:
     advice: list[str] = field(default_factory=list)
 
     def tags(self) -> dict:
-        keys = ("train_skill", "final_gap", "gap_trend", "best_epoch", "val_rise_after_best")
+        keys = ("train_skill", "final_gap", "gap_trend", "best_epoch", "val_rise_after_best", "skill_ratio",
+                "skill_ratio_low", "skill_ratio_high", "best_baseline")
         return {"fit.verdict": self.verdict, **{f"fit.{k}": self.evidence[k] for k in keys if k in self.evidence}}
 
     def to_json(self) -> str:
@@ -71,8 +81,12 @@ class Diagnosis:
         return "\n".join(lines) + "\n"
 
 
-def diagnose_run(cfg, history: dict[str, list[float]], task, data) -> Diagnosis | None:
-    """The diagnosis of a training run, against the trivial predictor of its training labels (None without curves)."""
+def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | None = None) -> Diagnosis | None:
+    """The diagnosis of a training run, against the trivial predictor of its training labels (None without curves).
+
+    With a skill ratio among the ``test`` metrics (forecasting), a model that does not beat its
+    best baseline beyond noise is ``no skill``, whatever its curves say.
+    """
     import numpy as np
 
     from pipeline.tasks import direction
@@ -85,7 +99,25 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data) -> Diagnosis 
     trivial = (np.bincount(labels.astype(np.int64)).max() / len(labels) if higher
                else float(np.std(labels.astype(np.float64))))
     epochs = len(history["loss"])
-    return diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs)
+    found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs)
+    return no_skill(found, test or {}, cfg.forecast.min_skill if cfg.forecast else 0.0)
+
+
+def no_skill(curves: Diagnosis, test: dict, min_skill: float) -> Diagnosis:
+    """``curves`` turned into ``no skill`` unless the skill ratio's interval lies below ``1 - min_skill``."""
+    if "skill.ratio_high" not in test:
+        return curves
+    best = next((k.rsplit(".", 1)[1] for k in test if k.startswith("skill.best_baseline.")), "the best baseline")
+    ratio, low, high = test["skill.ratio"], test["skill.ratio_low"], test["skill.ratio_high"]
+    evidence = {**curves.evidence, "skill_ratio": round(ratio, 4), "skill_ratio_low": round(low, 4),
+                "skill_ratio_high": round(high, 4), "best_baseline": best}
+    said = f"test error {ratio:.3f}x that of {best} (95% interval {low:.3f} to {high:.3f})"
+    if high < 1.0 - min_skill:
+        return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"skill: {said}"], curves.advice)
+    why = ("worse than" if low > 1.0 else "not distinguishable from" if high >= 1.0
+           else f"less than {min_skill:.0%} better than")
+    return Diagnosis("no skill", evidence, [f"the model is {why} the {best} baseline: {said}",
+                                            f"its curves alone say {curves.verdict}"], ADVICE["no skill"])
 
 
 def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: bool, trivial: float,

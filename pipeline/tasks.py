@@ -62,6 +62,10 @@ METRICS = {
     # Ranking figures the recommender family computes itself (models/recommender.py): direction only.
     "recall": Metric("max", None, None),
     "ndcg": Metric("max", None, None),
+    # Forecasting figures (pipeline/forecast.py computes them beside its baselines): direction only.
+    "mase": Metric("min", None, None),
+    "smape": Metric("min", None, None),
+    "directional_accuracy": Metric("max", None, None),
 }
 # Names a metric is logged under: val_accuracy, test_rmse, challenger_mae, best_val_accuracy, rmse_log ...
 _PREFIXES = ("best_", "challenger_", "champion_", "test_", "val_")
@@ -111,7 +115,7 @@ class Classification(Task):
     def __init__(self, cfg, spec):
         self.spec = spec
 
-    def head(self, x, reg, target_mean: float):
+    def head(self, x, reg, labels):
         from keras import layers
 
         return layers.Dense(self.spec.num_classes, activation="softmax", dtype="float32",
@@ -127,7 +131,7 @@ class Classification(Task):
         """(labels, prediction) in the shapes the loss and the metrics take."""
         return y, prediction
 
-    def serve(self, prediction) -> dict:
+    def serve(self, prediction, features=None) -> dict:
         import tensorflow as tf
 
         return {"probabilities": prediction, "class_id": tf.argmax(prediction, axis=-1)}
@@ -154,13 +158,14 @@ class Regression(Task):
         self.log = cfg.features.target_transform == "log"
         self.figures_from_predictions = self.log  # errors in the label's own units, not in logs
 
-    def head(self, x, reg, target_mean: float):
+    def head(self, x, reg, labels):
         import keras
         from keras import layers
 
         # Starting at the training mean saves the first epochs from learning an offset.
+        mean = float(np.mean(labels)) if labels is not None and len(labels) else 0.0
         return layers.Dense(1, dtype="float32", kernel_regularizer=reg, name="prediction",
-                            bias_initializer=keras.initializers.Constant(target_mean))(x)
+                            bias_initializer=keras.initializers.Constant(mean))(x)
 
     def target(self, y):
         import tensorflow as tf
@@ -184,7 +189,7 @@ class Regression(Task):
         prediction = tf.squeeze(prediction, axis=-1)
         return tf.exp(prediction) if self.log else prediction
 
-    def serve(self, prediction) -> dict:
+    def serve(self, prediction, features=None) -> dict:
         return {"prediction": self.invert(prediction)}
 
     def output_specs(self) -> dict:
@@ -209,7 +214,57 @@ class Regression(Task):
         return out
 
 
-TASKS = {"classification": Classification, "regression": Regression}
+class Forecasting(Task):
+    """``horizon`` float32 outputs at once, trained on the target transform (level, change or log return).
+
+    The head ends in the training labels' scale (per step mean and deviation), so the layers
+    before it work on unit-scale numbers whatever the series' units. Serves ``forecast``, the
+    levels in the series' own units (the transform inverted from the window's last value), and
+    ``target``, what the model predicts (what the labels and the metrics are in).
+    """
+
+    name = "forecasting"
+    loss = "mse"
+    outputs = ("forecast", "target")
+    metric_names = ("rmse", "mae")
+    label_output = "target"
+
+    def __init__(self, cfg, spec):
+        self.spec = spec
+        self.target_name, self.fc = cfg.data.label_key, cfg.forecast
+
+    def head(self, x, reg, labels):
+        from keras import layers
+
+        labels = np.asarray(labels, np.float64).reshape(-1, self.fc.horizon)
+        mean, var = labels.mean(axis=0), np.maximum(labels.var(axis=0), 1e-12)
+        x = layers.Dense(self.fc.horizon, dtype="float32", kernel_regularizer=reg, name="forecast_scaled")(x)
+        return layers.Normalization(mean=mean, variance=var, invert=True, dtype="float32", name="forecast")(x)
+
+    def target(self, y):
+        return y  # the windows carry transformed labels already (data/series.py)
+
+    def target_numpy(self, y):
+        return y
+
+    def loss_inputs(self, y, prediction):
+        return y, prediction
+
+    def serve(self, prediction, features=None) -> dict:
+        from pipeline.data.series import invert
+
+        last = features[self.target_name][:, -1]
+        return {"forecast": invert(prediction, last, self.fc.target_transform), "target": prediction}
+
+    def output_specs(self) -> dict:
+        return {name: ("float32", [None, self.fc.horizon]) for name in self.outputs}
+
+    def score_served(self, served, labels) -> dict[str, float]:
+        served, labels = np.asarray(served, np.float64).reshape(-1), np.asarray(labels, np.float64).reshape(-1)
+        return {n: METRICS[n].numpy(labels, served) for n in self.metric_names}
+
+
+TASKS = {"classification": Classification, "regression": Regression, "forecasting": Forecasting}
 
 
 def task_for(cfg, spec):

@@ -67,3 +67,52 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300, **kwargs) -> subpr
         [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,
         capture_output=True, text=True, timeout=timeout, **kwargs,
     )
+
+
+def write_series(path: Path, steps: int = 2000, walk: bool = False, shift_after: int | None = None) -> Path:
+    """An hourly series CSV (ISO dates) whose ``load`` follows the hour of day and, non-linearly, ``temp``.
+
+    ``walk``: ``load`` is a random walk instead (nothing beats the last value); ``shift_after``: from
+    that step on, ``load`` is 1000 higher (a leak of later steps into statistics would show).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    hours = np.arange(steps)
+    temp = np.zeros(steps)
+    for i in range(1, steps):
+        temp[i] = 0.95 * temp[i - 1] + rng.normal(0, 0.5)
+    load = 10 + 2 * np.sin(2 * np.pi * hours / 24) + 1.5 * np.abs(temp) + rng.normal(0, 0.1, steps)
+    if walk:
+        load = 100 + np.cumsum(rng.normal(0, 1, steps))
+    if shift_after is not None:
+        load[shift_after:] += 1000
+    times = np.datetime64("2020-01-01T00:00:00") + hours.astype("timedelta64[h]")
+    lines = [f"{t},{y:.5f},{c:.5f}" for t, y, c in zip(times.astype(str), load, temp)]
+    path.write_text("time,load,temp\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def series_cfg(workdir: Path, tfds_dir: Path, path: Path, *extra: str):
+    """A small hourly series from a CSV through the `series` dataset: one day in, six hours out."""
+    from pipeline.config import load
+
+    return load(None, [
+        "name=demand", f"workdir={workdir}", f"data.data_dir={tfds_dir}", "data.dataset=series",
+        f"data.path={path}", "data.label_key=load", "data.batch_size=64", "forecast.time=time",
+        "forecast.input_window=24", "forecast.horizon=6", "forecast.seasonality=[24]",
+        "forecast.known_covariates=[temp]", "forecast.calendar=[time_of_day]", "forecast.bootstrap=300",
+        "model.name=mlp", "model.width=32", "model.depth=2", "train.epochs=25", "train.verbose=0",
+        "train.early_stopping.patience=5", *extra])
+
+
+@pytest.fixture(scope="session")
+def forecast_run(tmp_path_factory, tfds_dir):
+    """One forecasting run on a learnable series, tracked and exported (forecasting and serving tests).
+
+    It predicts changes from the last value, so serving's levels exercise the inversion."""
+    from pipeline.jobs.train import train
+
+    work = tmp_path_factory.mktemp("forecast")
+    cfg = series_cfg(work / "work", tfds_dir, write_series(work / "demand.csv"), "forecast.target_transform=difference")
+    return cfg, train(cfg)

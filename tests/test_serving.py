@@ -39,8 +39,8 @@ def call(port: int, path: str, body=None, raw: bytes | None = None, timeout: flo
 
 
 @pytest.fixture(scope="module")
-def models(trained, tmp_path_factory, tfds_dir):
-    """An export root with the digits model, a raw-feature tabular model and a copy for version swaps."""
+def models(trained, forecast_run, tmp_path_factory, tfds_dir):
+    """An export root with the digits model, a raw-feature tabular model, a forecaster and a copy for version swaps."""
     from pipeline.jobs.train import train
 
     root = tmp_path_factory.mktemp("serving") / "exports"
@@ -51,8 +51,9 @@ def models(trained, tmp_path_factory, tfds_dir):
     houses_cfg = load(CSV, csv_overrides(work, tfds_dir, write_houses(work / "houses.csv")))
     houses = train(houses_cfg)
     shutil.copytree(houses.export_path, root / "houses" / "1")
+    shutil.copytree(forecast_run[1].export_path, root / "demand" / "1")
     _save_ranker(root / "ranker" / "1")
-    return root, {"digits": (digits_cfg, digits), "houses": (houses_cfg, houses)}
+    return root, {"digits": (digits_cfg, digits), "houses": (houses_cfg, houses), "demand": forecast_run}
 
 
 def _save_ranker(path: Path) -> None:
@@ -123,7 +124,7 @@ def _expected(result, cfg, features):
     from pipeline.data import dataset
 
     task = task_for(cfg, dataset.load(cfg).spec)
-    return {k: np.asarray(v) for k, v in task.serve(out).items() if k in spec["outputs"]}
+    return {k: np.asarray(v) for k, v in task.serve(out, inputs).items() if k in spec["outputs"]}
 
 
 def _jsonable(features: dict) -> dict:
@@ -133,7 +134,7 @@ def _jsonable(features: dict) -> dict:
 # ---- predict, both formats, both kinds of model ---------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["digits", "houses"])
+@pytest.mark.parametrize("model", ["digits", "houses", "demand"])
 def test_predict_rows_and_columns_match_the_model(server, models, model):
     port, _ = server
     cfg, result = models[1][model]

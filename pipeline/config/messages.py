@@ -41,7 +41,8 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> s
     elif kind == "missing":
         message = f"Missing required key `{path}`."
     elif kind == "value_error":
-        message = f"Invalid `{path}`: {err['msg'].removeprefix('Value error, ')}."
+        where = f"`{path}`" if path else "config"  # a check across sections names its keys itself
+        message = f"Invalid {where}: {err['msg'].removeprefix('Value error, ')}."
     else:
         expected = _expected(err, field_info)
         suggestion = ""

@@ -80,6 +80,45 @@ class DataConfig(Section):
                           "the model's kernels need the rest, and contention costs more than it brings (bench/perf.py).")
 
 
+class ForecastConfig(Section):
+    """Time-series forecasting: windows of one series, split by time only (docs/forecasting.md).
+
+    ``data.label_key`` is the target column. A window is ``input_window`` past steps of the target
+    and covariates, plus the known-future covariates over the ``horizon``; its label is the next
+    ``horizon`` target values. Train, validation and test are consecutive stretches of the series
+    (test last): a window belongs to the stretch its horizon falls in.
+    """
+
+    time: str = Field("time", description="Column that orders the series: epoch seconds or another increasing number "
+                                          "(the `series` dataset also parses date strings).")
+    series_id: str | None = Field(None, description="Column naming the series of each row, for a file of several "
+                                                   "series: each is checked and split on its own; the id is an input.")
+    input_window: PositiveInt = Field(48, description="Past steps the model sees.")
+    horizon: PositiveInt = Field(1, description="Steps forecast at once (direct multi-step output).")
+    stride: PositiveInt = Field(1, description="Steps between consecutive training windows.")
+    past_covariates: list[str] = Field([], description="Columns known only up to the forecast time (e.g. volume).")
+    known_covariates: list[str] = Field([], description="Columns known over the horizon too (workday flag, forecast "
+                                                        "temperature): the model sees them for past and future steps.")
+    calendar: list[Literal["time_of_day", "day_of_week", "day_of_year"]] = Field(
+        [], description="Calendar features computed inside the model from the time column (epoch seconds, UTC).")
+    target_transform: Literal["level", "difference", "log_return"] = Field(
+        "level", description="What the model predicts: the level, the change from the last value, or the log return "
+                             "from it. The export always returns levels.")
+    seasonality: list[PositiveInt] = Field([], description="Seasonal periods in steps (48 and 336 for half-hourly data): "
+                                                           "a seasonal-naive baseline each; the first scales MASE.")
+    validation: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(0.1, description="Share of the series for validation.")
+    test: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(0.1, description="Share of the series for the test window (the newest).")
+    end: Fraction = Field(1.0, description="Share of the series used, from its start; backtest folds move it.")
+    gaps: Literal["error", "allow", "fill"] = Field(
+        "error", description="Steps longer than the series' usual step: an error naming the first, allowed (rows are "
+                             "consecutive steps, as trading days are), or filled by carrying the last row forward.")
+    folds: PositiveInt = Field(5, description="Walk-forward backtest: folds over expanding windows (pipeline backtest).")
+    bootstrap: PositiveInt = Field(1000, description="Block-bootstrap resamples of the test windows for the error "
+                                                     "ratio's 95% interval against the best baseline.")
+    min_skill: Rate = Field(0.01, description="Skill: the error ratio's whole 95% interval lies below 1 - min_skill "
+                                              "(a model must cut the best baseline's error by at least this share).")
+
+
 class FeaturesConfig(Section):
     """How raw features are encoded inside the model (so the export takes raw features)."""
 
@@ -170,8 +209,10 @@ class RecommenderConfig(Section):
 class ModelConfig(Section):
     """Architecture knobs shared by every model in the registry."""
 
-    name: Literal["cnn", "mlp", "tabular_mlp", "recommender"] = "cnn"
-    width: PositiveInt = Field(32, description="Filters of the first conv block (doubling per block), or units per MLP layer.")
+    name: Literal["cnn", "mlp", "tabular_mlp", "recommender", "lstm", "gru", "conv1d"] = Field(
+        "cnn", description="lstm, gru and conv1d (dilated causal convolutions) need a `forecast` section.")
+    width: PositiveInt = Field(32, description="Filters of the first conv block (doubling per block), or units per "
+                                               "MLP layer, recurrent layer or causal convolution.")
     depth: PositiveInt = Field(2, description="Number of conv blocks or hidden layers.")
     kernel_size: PositiveInt = 3
     pooling: Literal["flatten", "avg", "max"] = Field("flatten", description="How the CNN turns feature maps into a vector.")
@@ -325,7 +366,22 @@ class ExperimentConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
     retrain: RetrainConfig = RetrainConfig()
+    forecast: ForecastConfig | None = None
     tune: TuneConfig | None = None
+
+    @model_validator(mode="after")
+    def _series_split_by_time(self) -> ExperimentConfig:
+        sequence_model = self.model.name in ("lstm", "gru", "conv1d")
+        if self.forecast is None:
+            if sequence_model:
+                raise ValueError(f"`model.name` {self.model.name} forecasts a series: add a `forecast` section")
+            return self
+        if self.data.time_split is not None or self.data.splits != SplitsConfig():
+            raise ValueError("a series is split by time only: remove `data.splits` and `data.time_split` "
+                             "(forecast.validation and forecast.test set the split)")
+        if self.model.name not in ("mlp", "lstm", "gru", "conv1d"):
+            raise ValueError(f"`model.name` {self.model.name} does not forecast: use mlp, lstm, gru or conv1d")
+        return self
 
     @model_validator(mode="before")
     @classmethod

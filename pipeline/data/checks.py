@@ -17,12 +17,13 @@ from pipeline.errors import DataError
 
 COLUMN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a serving input's name: TF Serving and Keras take these
 MIN_ROWS = 3  # one example per split, at the least
-BUILT_IN = ("digits", "ames_housing", "movielens_small", "csv", "image_folder")
+BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "csv", "series",
+            "image_folder")
 
 
 def check(cfg) -> None:
     """Raise a one-line DataError for a user's file that cannot be read; return quietly otherwise."""
-    if cfg.data.dataset == "csv":
+    if cfg.data.dataset in ("csv", "series"):
         from pipeline.data.sources import input_files
 
         _table(input_files(required_path(cfg))[0], cfg.data.label_key)

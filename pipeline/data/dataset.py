@@ -1,8 +1,9 @@
 """Read a TFDS dataset into train/validation/test ``tf.data`` pipelines of named raw features.
 
-Stages: read (tfds.load) -> [filter by time] -> select features -> cache
--> seeded shuffle (train) -> batch -> cast images to float, transform the
-target -> augment images (train, batch-level) -> prefetch.
+Stages: read (tfds.load) -> [filter by time] -> select features (or, for a
+series, cut windows: data/series.py) -> cache -> seeded shuffle (train) -> batch
+-> cast images to float, transform the target -> augment images (train,
+batch-level) -> prefetch.
 
 Every example is ``({feature name: raw value}, label)``. Features keep their
 stored dtype (uint8 pixels, float or int numbers, strings): the model owns all
@@ -31,6 +32,7 @@ from pipeline.errors import DataError, PipelineError
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
+MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows overlap; 160 MB of float64)
 CACHE_BLOCK = 1024  # examples per cached element (bench/README.md, "Tables as they grow")
 
 
@@ -74,6 +76,7 @@ class Splits:
     train_columns: dict[str, Any]  # non-image training features and the (transformed) label, as NumPy
     steps_per_epoch: int = 0
     global_batch: int = 0
+    series: Any = None  # forecasting: the whole series in time order (data/series.py), for baselines
 
     def train_epoch(self):
         """One epoch of the training stream (finite)."""
@@ -96,21 +99,28 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     from pipeline.train.strategy import global_batch
 
     raw, info, sizes = _read(cfg)
-    spec = _spec(cfg, info, sizes)
-    task = task_for(cfg, spec)
+    if cfg.forecast:  # windows of a series, split by time
+        spec, examples, columns, values = _series(cfg, info, raw[0])
+        task = task_for(cfg, spec)
+    else:
+        spec = _spec(cfg, info, sizes)
+        task = task_for(cfg, spec)
+        names, label = [f.name for f in spec.features], spec.label
+        examples = [ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=-1) for ds in raw]
+        columns, values = _columns(raw[0], spec, task), None
     batch = global_batch(cfg.data.batch_size, cfg.data.batch_scope, replicas)
     datasets = {
         name: _pipeline(ds, cfg, spec, task, name, augmenter, start_epoch, batch)
-        for name, ds in zip(SPLITS, raw)
+        for name, ds in zip(SPLITS, examples)
     }
     n = spec.sizes["train"]
     steps = n // batch if cfg.data.drop_remainder else -(-n // batch)
     if steps < 1:
         raise DataError(f"The training split has {n} examples, fewer than one batch of {batch} (`data.batch_size`).")
-    columns = _columns(raw[0], spec, task)
     if spec.task == "classification":
         _two_classes(spec, columns[spec.label])
-    return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch)
+    return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch,
+                  series=values)
 
 
 def _two_classes(spec: DataSpec, labels) -> None:
@@ -152,6 +162,8 @@ def _read(cfg: ExperimentConfig):
     tfds.display_progress_bar(False)
     time_split = cfg.data.time_split
     splits = [time_split.split] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
+    if cfg.forecast:
+        splits = ["train"]  # the whole series, cut by time (data/series.py)
     def load():
         return tfds.load(
             cfg.data.dataset,
@@ -252,6 +264,40 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
     )
 
 
+def _series(cfg: ExperimentConfig, info, ds):
+    """(DataSpec, the three splits' windows, training-window columns, the series) of a series (data/series.py)."""
+    import numpy as np
+
+    from pipeline.data import series
+
+    fc, target = cfg.forecast, cfg.data.label_key
+    values = series.read(ds, cfg)
+    series.log_return_check(values, cfg)
+    windows = {split: series.dataset(values, cfg, split) for split in SPLITS}
+    lengths = series.inputs(cfg)
+    features = tuple(Feature(n, "calendar" if n == fc.time else "sequence", "int64" if n == fc.time else "float32",
+                             (length,)) for n, length in lengths.items())
+    if fc.series_id:  # which series a window is of: a categorical input
+        stored = "string" if values.ids.dtype.kind in "SUO" else "int64"
+        features = (Feature(fc.series_id, "categorical", stored), *features)
+    shares = {"train": f"[0, {1 - fc.test - fc.validation:g})", "validation": f"[{1 - fc.test - fc.validation:g}, "
+              f"{1 - fc.test:g})", "test": f"[{1 - fc.test:g}, 1]"}
+    bounds = {s: f"labels in the shares {shares[s]} of {len(values.segments)} series up to {fc.end:g} of each, "
+              f"{len(values)} steps" for s in SPLITS}
+    spec = DataSpec(
+        name=info.name, version=str(info.version), splits=bounds, sizes={s: n for s, (_, n) in windows.items()},
+        digest=_digest(info, {**bounds, "forecast": fc.model_dump_json(exclude={"folds", "bootstrap", "min_skill"})}),
+        features=features,
+        label=series.label_name(target), task="forecasting",
+        example_bytes=4.0 * (sum(lengths.values()) + fc.horizon))
+    at = series.starts(values, cfg, "train")
+    most = max(1000, min(MAX_STAT_ROWS, MAX_STAT_VALUES // sum(lengths.values())))
+    if len(at) > most:  # evenly spaced training windows, for the statistics
+        at = at[np.linspace(0, len(at) - 1, most).astype(int)]
+    inputs, labels = series.window_arrays(values, cfg, at)
+    return spec, [ds for ds, _ in windows.values()], {**inputs, spec.label: labels}, values
+
+
 def _digest(info, split_specs: dict[str, str]) -> str:
     """SHA-256 of the prepared record files plus the split specs: same digest, same data."""
     import tensorflow as tf
@@ -288,15 +334,12 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
 
 
 def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augmenter, start_epoch: int, batch: int):
-    """select -> cache -> (training: per-epoch shuffle, augment) -> batch -> decode -> prefetch."""
+    """cache -> (training: per-epoch shuffle, augment) -> batch -> decode -> prefetch, over (features, label) examples."""
     import tensorflow as tf
 
     training = split == "train"
     auto = tf.data.AUTOTUNE
-    names = [f.name for f in spec.features]
     images = [f.name for f in spec.features if f.kind == "image"]
-    label = spec.label
-    ds = ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=auto)
     mode = cache_mode(cfg, spec.sizes[split] * spec.example_bytes, _free_disk(Path(cfg.workdir)))
     if mode != "none":
         # Cached in blocks: tf.data spends about as much per cached tensor as a table row holds (and a

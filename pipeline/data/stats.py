@@ -98,7 +98,7 @@ def _drift(report: Report, name: str, ref: dict, cur: dict, values: np.ndarray, 
     verdict = "warning" if rise > limits.missing_rate else "ok"
     report.add(name, "missing_rate", round(cur["missing_rate"], 4), round(ref["missing_rate"] + limits.missing_rate, 4),
                verdict, f"feature {name!r}: missing rate {ref['missing_rate']:.1%} -> {cur['missing_rate']:.1%}")
-    if "min" in ref:
+    if "min" in ref and ref["kind"] != "calendar":  # time moves on: new values are its nature, not drift
         numbers = _numbers(values)
         outside = float(np.mean((numbers < ref["min"]) | (numbers > ref["max"]))) if numbers.size else 0.0
         report.add(name, "out_of_range", round(outside, 4), limits.out_of_range,
@@ -122,7 +122,7 @@ def _drift(report: Report, name: str, ref: dict, cur: dict, values: np.ndarray, 
 
 def _summary(values: np.ndarray, kind: str) -> dict:
     values = np.asarray(values)
-    if kind in ("numeric", "image"):
+    if kind in ("numeric", "image", "sequence", "calendar"):
         numbers = _numbers(values)
         missing = float(np.mean(np.isnan(values.astype(np.float64)))) if values.size else 0.0
         if not numbers.size:

@@ -12,7 +12,11 @@ Serving contract (pinned by tests; clients rely on it):
             (digits: ``image`` uint8 [batch, 8, 8, 1]; tables: one [batch] tensor per column)
     outputs classification: ``probabilities`` float32 [batch, classes], ``class_id`` int64 [batch];
             regression: ``prediction`` float32 [batch], on the label's own scale
-            (a log target transform is inverted inside)
+            (a log target transform is inverted inside);
+            forecasting: ``forecast`` float32 [batch, horizon] in the series' units, and
+            ``target`` [batch, horizon], the model's own (level, change or log return)
+            forecasting inputs: the target's past window and past covariates [batch, input_window],
+            known covariates (and the time column, for calendar features) [batch, input_window + horizon]
 Model families may add signatures (the recommender's ``recommend``).
 Augmentation is never active in the export: it calls the model with training=False.
 """
@@ -86,7 +90,7 @@ def verify(path: Path, model, cfg, spec, test_ds) -> dict:
         if not np.array_equal(first, second):
             raise ExportError(f"Export at {path} is not deterministic: two calls on the same batch differ.")
         # Calling the model (as model.predict does, batch by batch) also works under any strategy.
-        expected = np.asarray(task.serve(model(features, training=False))[output])
+        expected = np.asarray(task.serve(model(features, training=False), features)[output])
         worst = max(worst, float(np.max(np.abs(first - expected))))
         count += len(first)
     if worst > atol:
@@ -122,7 +126,7 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     def serving_default(features):
         inputs = {f.name: tf.cast(features[f.name], tf.float32) if f.kind == "image" else features[f.name]
                   for f in spec.features}
-        return task.serve(model(inputs, training=False))
+        return task.serve(model(inputs, training=False), inputs)
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -131,6 +131,11 @@ def run_study(path: str | Path, extra: list[str] = ()) -> Study:
 # ---- kind: train --------------------------------------------------------------------------
 
 
+# Test figures a study row shows (forecasting adds each baseline's MAE).
+ROW_METRICS = ("test_accuracy", "test_loss", "test_rmse", "test_rmse_log", "test_mae", "skill.ratio",
+               "skill.ratio_low", "skill.ratio_high")
+
+
 def _train_row(variant: str, cfg, study: StudyConfig, tags: dict) -> dict:
     """Train the variant; its row: test metric, gap, epochs, seconds, time to the target, sparsity, fit."""
     import numpy as np
@@ -148,7 +153,7 @@ def _train_row(variant: str, cfg, study: StudyConfig, tags: dict) -> dict:
                if w.path.split("/")[-1] in ("kernel", "embeddings")]
     weights = np.concatenate(kernels) if kernels else np.zeros(1)
     row = {"variant": variant, **{k: round(v, 4) for k, v in result.test_metrics.items()
-                                  if k in ("test_accuracy", "test_loss", "test_rmse", "test_rmse_log")},
+                                  if k in ROW_METRICS or k.startswith("baseline.") and k.endswith(".mae")},
            "gap_at_kept_epoch": round(history["val_loss"][best] - history["loss"][best], 4),
            "epochs": len(history["loss"]), "kept_epoch": best + 1, "seconds": round(seconds, 1),
            "near_zero_weights": round(float(np.mean(np.abs(weights) < SPARSE)), 4),

@@ -95,9 +95,9 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
 
         best_epoch = loop.best_epoch(own)
         test = loop.evaluate(cfg, model, strategy, task, data.test)
-        extras = family(cfg.model.name)
+        extras = family(cfg.model.name, data.spec.task)
         signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
-        test.update({f"test_{k}": v for k, v in extras.evaluate(signatures, data.test, data.spec, cfg).items()})
+        test.update(extras.evaluate(signatures, model, data, cfg))
         clock.lap("evaluate")
 
         diagnosis = _log_outcome(cfg, run, model, data, task, history, best_epoch, test)
@@ -125,7 +125,7 @@ def _log_outcome(cfg, run, model, data, task, history: dict, best_epoch: int | N
     if run.tracked:  # what retraining checks new data against
         run.log_text(json.dumps(stats.statistics(data), indent=1), "data_stats.json")
     run.log_file(plots.learning_curves(history, best_epoch, run.dir / "learning_curves.png"), "plots")
-    diagnosis = diagnose_run(cfg, history, task, data)
+    diagnosis = diagnose_run(cfg, history, task, data, test)
     if diagnosis is not None:
         run.set_tags(diagnosis.tags())
         run.log_text(diagnosis.to_json(), "diagnosis.json")

@@ -8,6 +8,8 @@ validation and test data never leak into preprocessing.
     numeric      NaN -> training mean (or 0) [+ is-missing flag] -> Normalization
     categorical  StringLookup / IntegerLookup with one OOV bucket -> one-hot or Embedding
     multi_hot    split on a separator -> StringLookup multi-hot
+    sequence     a window of a series: [target: relative to its last value] -> NaN -> mean -> Normalization
+    calendar     a window of epoch seconds -> sine and cosine of the time of day, week or year
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.config import ExperimentConfig
 class Encoded:
     images: list = field(default_factory=list)  # (batch, h, w, c) in [0, 1]
     vectors: list = field(default_factory=list)  # (batch, k)
+    sequences: dict = field(default_factory=dict)  # name -> (batch, steps, channels), unit scale
     info: dict = field(default_factory=dict)  # per feature: kind, vocabulary size, missing share
 
 
@@ -156,4 +159,62 @@ def SplitStrings(separator: str, name: str):  # noqa: N802  (a layer factory, us
     return _split_strings_layer()(separator, name=name)
 
 
-ENCODERS = {"image": _image, "numeric": _numeric, "categorical": _categorical, "multi_hot": _multi_hot}
+def _sequence(out, feature, x, cfg, column, reg, augmenter):
+    """A window of the target or a covariate; the target's is taken relative to its last value, as its label is."""
+    from keras import layers, ops
+
+    from pipeline.data.series import transform
+
+    values = np.asarray(column, dtype=np.float64)
+    how = cfg.forecast.target_transform if feature.name == cfg.data.label_key else "level"
+    if how != "level":
+        values = transform(values, values[:, -1], how)
+        x = _relative(how, name=layer_name(feature.name, how))(x)
+    mean, var = float(np.nanmean(values)), float(np.nanvar(values)) or 1.0
+    x = ops.where(ops.isnan(x), mean, x)
+    x = layers.Normalization(axis=None, mean=mean, variance=var, name=layer_name(feature.name, "normalize"))(x)
+    out.sequences[feature.name] = ops.expand_dims(x, -1)
+    out.info[feature.name] = {"kind": "sequence", "steps": feature.shape[0], "relative": how, "mean": mean,
+                              "std": float(np.sqrt(var))}
+
+
+PERIODS = {"time_of_day": 86_400, "day_of_week": 7 * 86_400, "day_of_year": 31_557_600}  # seconds
+
+
+def _calendar(out, feature, x, cfg, column, reg, augmenter):
+    """Epoch seconds -> sin and cos of each ``forecast.calendar`` cycle (the remainder in int64: exact)."""
+    from keras import ops
+
+    waves = []
+    for name in cfg.forecast.calendar:
+        phase = ops.cast(ops.mod(x, PERIODS[name]), "float32") * (2 * np.pi / PERIODS[name])
+        waves += [ops.sin(phase), ops.cos(phase)]
+    out.sequences[feature.name] = ops.stack(waves, axis=-1)
+    out.info[feature.name] = {"kind": "calendar", "cycles": list(cfg.forecast.calendar)}
+
+
+@functools.cache
+def _relative_layer():
+    import keras
+    from keras import ops
+
+    class Relative(keras.layers.Layer):
+        """A window relative to its last value: its change (difference) or its log return (log_return)."""
+
+        def __init__(self, how: str, **kwargs):
+            super().__init__(**kwargs)
+            self.how = how
+
+        def call(self, x):
+            last = x[:, -1:]
+            return x - last if self.how == "difference" else ops.log(x) - ops.log(last)
+
+    return Relative
+
+
+def _relative(how: str, name: str):
+    return _relative_layer()(how, name=name)
+
+
+ENCODERS = {"image": _image, "numeric": _numeric, "categorical": _categorical, "multi_hot": _multi_hot,
+            "sequence": _sequence, "calendar": _calendar}

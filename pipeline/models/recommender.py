@@ -87,7 +87,7 @@ def _seen_items(user_column, item_column, item_ids):
     return users, [list(part) for part in np.split(index, starts[1:])]
 
 
-def evaluate(signatures: dict, test_ds, spec, cfg: ExperimentConfig, k: int = 10, relevant: float = 4.0) -> dict:
+def evaluate(signatures: dict, model, data, cfg: ExperimentConfig, k: int = 10, relevant: float = 4.0) -> dict:
     """recall@k and NDCG@k on the test split: relevant items are those the user rated >= ``relevant``.
 
     Scored for a seeded sample of ``model.recommender.ranking_users`` users, so the cost stays
@@ -98,7 +98,7 @@ def evaluate(signatures: dict, test_ds, spec, cfg: ExperimentConfig, k: int = 10
 
     rc = cfg.model.recommender
     users, items = [], []
-    for features, labels in test_ds:
+    for features, labels in data.test:
         keep = labels.numpy() >= relevant
         users.append(features[rc.user].numpy()[keep])
         items.append(features[rc.item].numpy()[keep])
@@ -123,4 +123,5 @@ def evaluate(signatures: dict, test_ds, spec, cfg: ExperimentConfig, k: int = 10
             recall.append(hits.sum() / len(liked[user]))
             ideal = discounts[: min(len(liked[user]), k)].sum()
             ndcg.append(float((hits * discounts[: len(hits)]).sum() / ideal))
-    return {f"recall_at_{k}": float(np.mean(recall)), f"ndcg_at_{k}": float(np.mean(ndcg)), "ranking_users": len(chosen)}
+    return {f"test_recall_at_{k}": float(np.mean(recall)), f"test_ndcg_at_{k}": float(np.mean(ndcg)),
+            "test_ranking_users": len(chosen)}

@@ -29,11 +29,12 @@ def cnn(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
 
 
 def mlp(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
-    """``depth`` dense blocks of ``width`` units over every encoded feature (images flattened)."""
+    """``depth`` dense blocks of ``width`` units over every encoded feature (images and windows flattened)."""
     from keras import layers
 
     encoded = encode(inputs, spec, cfg, columns, reg, augmenter)
     flat = [layers.Flatten(name=f"flatten{i}")(image) for i, image in enumerate(encoded.images)]
+    flat += [layers.Flatten(name=f"{name}_flat")(seq) for name, seq in encoded.sequences.items()]
     x = _concat([*flat, *encoded.vectors])
     for i in range(cfg.model.depth):
         x = dense_block(x, cfg.model.width, cfg.model, reg, name=f"dense{i + 1}")
@@ -52,11 +53,23 @@ def _recommender(*args):
     return recommender(*args)
 
 
+def _sequence(name: str):
+    def body(*args):
+        from pipeline.models import sequence
+
+        return (sequence.conv1d if name == "conv1d" else sequence.recurrent(name))(*args)
+
+    return body
+
+
 MODELS = {
     "cnn": cnn,
-    "mlp": mlp,
+    "mlp": mlp,  # also over the flattened window of a series
     "tabular_mlp": mlp,  # the same body: the encoders make it tabular
     "recommender": _recommender,
+    "lstm": _sequence("lstm"),
+    "gru": _sequence("gru"),
+    "conv1d": _sequence("conv1d"),
 }
 
 
@@ -68,17 +81,19 @@ class _NoExtras:
         return {}
 
     @staticmethod
-    def evaluate(signatures, test_ds, spec, cfg) -> dict:
+    def evaluate(signatures, model, data, cfg) -> dict:
         return {}
 
 
-FAMILIES = {"recommender": "pipeline.models.recommender"}  # families with extra signatures or metrics
+# Families with extra signatures or metrics, by model name or by task.
+FAMILIES = {"recommender": "pipeline.models.recommender", "forecasting": "pipeline.forecast"}
 
 
-def family(name: str):
-    """The module (or stand-in) giving a model family's extra signatures and metrics."""
+def family(model: str, task: str):
+    """The module (or stand-in) giving a family's extra signatures and test metrics (named as logged)."""
     import importlib
 
+    name = model if model in FAMILIES else task
     return importlib.import_module(FAMILIES[name]) if name in FAMILIES else _NoExtras
 
 
@@ -95,7 +110,6 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
         The uncompiled Keras model; ``model.feature_info`` describes each feature's encoding.
     """
     import keras
-    import numpy as np
 
     from pipeline.models.features import inputs_for
     from pipeline.tasks import task_for
@@ -104,9 +118,7 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     inputs = inputs_for(spec)
     reg = regularizer(cfg.regularization)
     x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)
-    target = columns.get(spec.label)
-    target_mean = float(np.mean(target)) if target is not None and spec.task == "regression" and len(target) else 0.0
-    outputs = task_for(cfg, spec).head(x, reg, target_mean)
+    outputs = task_for(cfg, spec).head(x, reg, columns.get(spec.label))
     model = keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
     model.feature_info = encoded.info
     return model

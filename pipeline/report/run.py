@@ -47,6 +47,7 @@ def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
             ("diagnosis", "Fit diagnosis", _diagnosis(diagnosis)),
             ("curves", "Learning curves", _curves(history, run.data.metrics.get("best_epoch"))),
             ("gap", "Generalisation gap", _gap(history)),
+            ("baselines", "Against the baselines", _baselines(run)),
             ("errors", "Errors on the test split", _errors(cfg, run)),
             ("weights", "Weights and sparsity", _weights(run)),
             ("augmentation", "Augmentation", _augmentation(cfg, tmp)),
@@ -69,6 +70,27 @@ def _summary(run) -> str:
     rows += [(k, f"{v:.4f}") for k, v in sorted(m.items()) if k.startswith("test_")]
     rows += [("best epoch", m.get("best_epoch", "-")), ("epochs run", m.get("epochs_run", "-"))]
     return table(["", ""], rows)
+
+
+def _baselines(run) -> str:
+    """The model's test figures beside each baseline's on the same test examples (``baseline.<name>.<figure>``)."""
+    m = run.data.metrics
+    keys = [k.split(".", 2) for k in m if k.startswith("baseline.")]
+    if not keys:
+        return "<p>No baselines were scored with this run.</p>"
+    names = list(dict.fromkeys(name for _, name, _ in keys))
+    figures = list(dict.fromkeys(figure for _, _, figure in keys))
+    rows = [("model", *(_figure(m.get(f"test_{f}")) for f in figures))]
+    rows += [(name, *(_figure(m.get(f"baseline.{name}.{f}")) for f in figures)) for name in names]
+    out = table(["", *figures], rows)
+    if "skill.ratio" in m:
+        out += (f"<p>Skill ratio (the model's error over the best baseline's): {m['skill.ratio']:.3f}, 95% interval "
+                f"{m['skill.ratio_low']:.3f} to {m['skill.ratio_high']:.3f}.</p>")
+    return out
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _diagnosis(diagnosis: dict | None) -> str:
@@ -136,6 +158,12 @@ def _errors(cfg, run) -> str:
                 ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7)
         ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({len(true)} test examples)")
         return img(fig, "confusion matrix")
+    if task.name == "forecasting":  # the error at each step ahead, in what the model predicts
+        steps = np.arange(1, pred.shape[1] + 1)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(steps, np.abs(true - pred).mean(axis=0), marker=".")
+        ax.set(xlabel="steps ahead", ylabel="mean absolute error", title=f"error by horizon step ({len(true)} test windows)")
+        return img(fig, "error by horizon step")
     true = np.exp(true) if task.log else true
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(pred, true - pred, s=6)

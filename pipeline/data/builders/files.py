@@ -37,6 +37,7 @@ class FileConfig(tfds.core.BuilderConfig):
     on_bad_input: str = "error"
     image_size: tuple = (32, 32)
     channels: int = 3
+    time: str = ""  # series: the column that orders the rows
 
 
 def _config(cfg, fingerprint: str) -> FileConfig:
@@ -45,9 +46,12 @@ def _config(cfg, fingerprint: str) -> FileConfig:
     stem = Path(d.path.split("*")[0].rstrip("/")).stem or "table"  # data/*.csv -> data
     name = f"{stem.lower()}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    time = cfg.forecast.time if cfg.forecast else ""
+    if time:
+        name = f"{name}-{time}"
     return FileConfig(name=name, path=str(Path(d.path).resolve()), label=d.label_key,
                       dtypes=dict(d.dtypes), on_bad_input=d.on_bad_input,
-                      image_size=tuple(d.image_size), channels=d.channels)
+                      image_size=tuple(d.image_size), channels=d.channels, time=time)
 
 
 def csv_config(cfg) -> FileConfig:
@@ -88,9 +92,17 @@ class Csv(FileReaderBuilder):
         c = self.builder_config
         return sources.schema(self._files, c.label, c.dtypes)
 
+    def _stored(self) -> dict[str, str]:
+        """How each prepared column is stored: as read (the series builder adds its own)."""
+        return dict(self._schema.types)
+
+    def _convert(self, table, first_row: int):
+        """A chunk as it is stored; ``first_row`` counts the rows kept before it."""
+        return table
+
     def _info(self) -> tfds.core.DatasetInfo:
         schema = self._schema
-        features = {name: STORED[kind]() for name, kind in schema.types.items()}
+        features = {name: STORED[kind]() for name, kind in self._stored().items()}
         if schema.classification:  # its names are the labels seen in preparation, kept with the prepared copy
             features[schema.label] = tfds.features.ClassLabel()
         return self.dataset_info_from_configs(
@@ -105,11 +117,12 @@ class Csv(FileReaderBuilder):
         c, schema, files = self.builder_config, self._schema, self._files
         rows = sources.estimate_rows(files)
         shards = records.ShuffledShards(Path(self.data_path) / "spill", math.ceil(rows / records.SHARD_ROWS), seed=0)
-        skipped, classes = 0, set()
+        skipped, classes, kept = 0, set(), 0
         try:
             for table, bad in progress(sources.chunks(files, schema, c.on_bad_input), rows, "preparing", "rows",
                                        size=lambda item: item[0].num_rows + item[1]):
-                shards.add(table)
+                shards.add(self._convert(table, kept))
+                kept += table.num_rows
                 skipped += bad
                 if schema.classification:
                     classes.update(pc.unique(table[schema.label]).to_pylist())
@@ -117,7 +130,7 @@ class Csv(FileReaderBuilder):
             if schema.classification:
                 label.names = sorted(classes)
             template = self._get_filename_template("train")
-            lengths = shards.write(template.sharded_filepaths, lambda table: _serialize(table, schema, label))
+            lengths = shards.write(template.sharded_filepaths, lambda table: _serialize(table, self._stored(), schema, label))
         except OSError as exc:  # a full disk, above all: TFDS removes the half-written copy
             raise DataError(f"Preparing {c.path} into {self.data_path} failed: {exc.strerror or exc}") from None
         if not lengths:
@@ -129,13 +142,51 @@ class Csv(FileReaderBuilder):
         self.info.metadata["skipped"] = skipped
 
 
-def _serialize(table, schema: sources.Schema, label) -> np.ndarray:
+class Series(Csv):
+    """A user's series: a CSV or Parquet table whose ``forecast.time`` column orders the rows.
+
+    Stored as the csv builder stores a table, plus ``_row`` (the row's position in the files, so
+    that the reader can tell a time column going backwards from the hashed order TFDS keeps);
+    a time column of date strings (ISO 8601) is stored as epoch seconds.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = []
+
+    def _stored(self) -> dict[str, str]:
+        time = self.builder_config.time
+        if time not in self._schema.types:
+            raise DataError(f"{self.builder_config.path}: no time column {time!r} (`forecast.time`); columns are "
+                            f"{', '.join(self._schema.types)}")
+        return {**self._schema.types, time: "int", "_row": "int"}
+
+    def _convert(self, table, first_row: int):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        time = self.builder_config.time
+        column = table[time]
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
+            except pa.ArrowInvalid as exc:
+                raise DataError(f"{self.builder_config.path}: time column {time!r} (`forecast.time`) holds a value "
+                                f"that is no date: {str(exc).splitlines()[0]}") from None
+        elif pa.types.is_floating(column.type):
+            column = pc.cast(column, pa.int64(), safe=False)
+        table = table.set_column(table.schema.get_field_index(time), time, column)
+        rows = pa.array(np.arange(first_row, first_row + table.num_rows, dtype=np.int64))
+        return table.append_column("_row", rows)
+
+
+def _serialize(table, stored: dict[str, str], schema: sources.Schema, label) -> np.ndarray:
     """A converted chunk as serialized Examples: text as bytes, a class label as its index."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     columns, kinds = {}, {}
-    for name, kind in schema.types.items():
+    for name, kind in stored.items():
         values = table[name]
         if name == schema.label and schema.classification:
             columns[name], kinds[name] = pc.index_in(values, value_set=pa.array(label.names)).to_numpy(), "int"
@@ -234,4 +285,4 @@ def _decode(path: Path, size: tuple, channels: int):
         return str(exc)
 
 
-PATH_BUILDERS = {"csv": csv_config, "image_folder": image_folder_config}
+PATH_BUILDERS = {"csv": csv_config, "series": csv_config, "image_folder": image_folder_config}

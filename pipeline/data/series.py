@@ -1,0 +1,288 @@
+"""A series as forecasting windows: read in time order, checked, split by time, cut into windows in tf.data.
+
+The whole series is read once into NumPy columns (8 bytes a value: 10M steps of 5 columns
+are 400 MB) and sorted by time. Windows are never materialised: each is a slice of those
+columns taken inside tf.data when it is read, so a window of one week over a year of
+half-hourly steps costs what the series costs, not 336 times it.
+
+    window i:  inputs  target, past covariates       steps [i, i + W)
+                       known covariates, time         steps [i, i + W + H)
+               label   target                         steps [i + W, i + W + H), as the target transform says
+
+Several series (``forecast.series_id``) are laid one after the other; no window crosses from
+one into the next, and each is split on its own.
+
+Splits are consecutive stretches (train, validation, test, in this order, test the newest):
+a window belongs to the stretch its label falls in wholly; its inputs may reach back into the
+stretch before, as they would when forecasting. Statistics come from training windows only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+ROW = "_row"  # the series builder's row position in the user's files
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One series among the concatenated columns: its steps, and where each split's labels lie."""
+
+    key: Any  # its value of ``forecast.series_id`` (None for a file of one series)
+    start: int
+    end: int
+    bounds: dict[str, tuple[int, int]]  # split -> [first, last) step of its labels, in the concatenated columns
+
+
+@dataclass
+class Series:
+    """The columns of one or several series, each in time order, one after the other."""
+
+    time: np.ndarray  # int64 (epoch seconds, or any increasing number)
+    columns: dict[str, np.ndarray]  # float64 target and covariates
+    segments: list[Segment]
+    ids: np.ndarray | None = None  # per step, its series' id (several series)
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def owner(self, steps: np.ndarray) -> np.ndarray:
+        """The first step of the series each of ``steps`` belongs to."""
+        firsts = np.array([seg.start for seg in self.segments])
+        return firsts[np.searchsorted(firsts, steps, side="right") - 1]
+
+
+def label_name(target: str) -> str:
+    """The label's name: the target's next ``horizon`` values (the target's own name is its past window)."""
+    return f"{target}_ahead"
+
+
+def read(ds, cfg) -> Series:
+    """The series in ``ds`` (one TFDS split, any order), checked and cut to ``forecast.end``.
+
+    With ``forecast.series_id``, every series in the file is checked and split on its own (its
+    own last ``forecast.test`` is its test window), then they are laid one after the other.
+
+    Raises:
+        DataError: a missing column, duplicate timestamps, a time column that goes backwards,
+            missing target values, gaps (unless allowed or filled), or too short a series for
+            the window, the horizon or the splits; each names the series when there are several.
+    """
+    fc, target = cfg.forecast, cfg.data.label_key
+    names = [target, *fc.past_covariates, *fc.known_covariates]
+    keys = [fc.time, *names, *([fc.series_id] if fc.series_id else [])]
+    for key, which in [(fc.time, "forecast.time"), (target, "data.label_key"),
+                       *((c, "forecast.past_covariates") for c in fc.past_covariates),
+                       *((c, "forecast.known_covariates") for c in fc.known_covariates),
+                       *([(fc.series_id, "forecast.series_id")] if fc.series_id else [])]:
+        if key not in ds.element_spec:
+            raise DataError(f"Invalid `{which}`: {key!r} is not a column of the series; it has "
+                            f"{', '.join(k for k in ds.element_spec if k != ROW)}")
+    keys += [ROW] if ROW in ds.element_spec else []
+    parts: dict[str, list] = {k: [] for k in keys}
+    for batch in ds.map(lambda ex: {k: ex[k] for k in keys}).batch(65536).as_numpy_iterator():
+        for k in keys:
+            parts[k].append(batch[k])
+    raw = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    ids = raw[fc.series_id] if fc.series_id else np.zeros(len(raw[fc.time]), np.int64)
+    ids = ids.astype("S") if ids.dtype == object else ids  # text ids: bytes, which sort
+    order = np.lexsort((raw[ROW] if ROW in raw else raw[fc.time], ids))  # by series, then file order (or time)
+    ids, keys_sorted = ids[order], np.unique(ids)
+    firsts = np.searchsorted(ids, keys_sorted)
+    pieces = []
+    for key, a, b in zip(keys_sorted, firsts, [*firsts[1:], len(ids)]):
+        rows = order[a:b]
+        name = _name(key) if fc.series_id else None
+        time, columns = _one(raw[fc.time][rows].astype(np.int64), {n: raw[n][rows].astype(np.float64) for n in names},
+                             cfg, name, by_row=ROW in raw)
+        pieces.append((key, time, columns))
+    return _concatenate(pieces, cfg)
+
+
+def _name(key) -> str:
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def _one(time: np.ndarray, columns: dict, cfg, name: str | None, by_row: bool):
+    """One series, checked (order, gaps, missing target values) and cut to ``forecast.end``."""
+    fc, target = cfg.forecast, cfg.data.label_key
+    where = f"Series {name!r} (`forecast.series_id`): the" if name is not None else "The"
+    _check_order(time, fc.time, by_row, where)
+    time, columns = _regular(time, columns, fc, where)
+    missing = np.isnan(columns[target])
+    if missing.any():
+        first = int(np.argmax(missing))
+        raise DataError(f"{where} target `{target}` (`data.label_key`) has {int(missing.sum())} missing values, the "
+                        f"first at {fc.time}={time[first]} (step {first + 1}): fill or drop them before forecasting")
+    end = int(round(len(time) * fc.end))
+    return time[:end], {n: v[:end] for n, v in columns.items()}
+
+
+def _concatenate(pieces: list, cfg) -> Series:
+    segments, start = [], 0
+    for key, time, _ in pieces:
+        where = f"series {_name(key)!r} (`forecast.series_id`): " if cfg.forecast.series_id else ""
+        bounds = {split: (start + a, start + b) for split, (a, b) in _bounds(len(time), cfg, where).items()}
+        segments.append(Segment(key if cfg.forecast.series_id else None, start, start + len(time), bounds))
+        start += len(time)
+    time = np.concatenate([t for _, t, _ in pieces])
+    columns = {n: np.concatenate([c[n] for _, _, c in pieces]) for n in pieces[0][2]}
+    ids = np.concatenate([np.repeat(key, len(t)) for key, t, _ in pieces]) if cfg.forecast.series_id else None
+    return Series(time, columns, segments, ids)
+
+
+def _check_order(time: np.ndarray, column: str, by_row: bool, where: str = "The") -> None:
+    """Timestamps strictly increase: a duplicate or a step back is named with its position."""
+    steps = np.diff(time)
+    if (steps == 0).any():
+        i = int(np.argmax(steps == 0))
+        raise DataError(f"{where} time column `{column}` has duplicate timestamps: {time[i]} at steps {i + 1} and "
+                        f"{i + 2} (one row per time step; aggregate or drop duplicates)")
+    if (steps < 0).any():
+        i = int(np.argmax(steps < 0))
+        at = f"row {i + 2} of the file" if by_row and where == "The" else f"step {i + 2}"
+        raise DataError(f"{where} time column `{column}` is not in time order: {time[i + 1]} at {at} comes after "
+                        f"{time[i]} (sort the file by `{column}`)")
+
+
+def _regular(time: np.ndarray, columns: dict, fc, where: str = "The"):
+    """Check the series' step (its most common one); gaps are an error, allowed, or filled forward."""
+    if len(time) < 3 or fc.gaps == "allow":
+        return time, columns
+    steps = np.diff(time)
+    values, counts = np.unique(steps, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    gaps = np.flatnonzero(steps != step)
+    if not gaps.size:
+        return time, columns
+    if fc.gaps == "error":
+        i = int(gaps[0])
+        raise DataError(f"{where} series has {gaps.size} gaps in `{fc.time}` (its step is {step}): the first from "
+                        f"{time[i]} to {time[i + 1]} (step {i + 1}). Set `forecast.gaps: fill` to carry the last "
+                        "row forward, or `allow` when rows are consecutive steps (trading days)")
+    if (steps % step).any():
+        i = int(np.argmax(steps % step != 0))
+        raise DataError(f"`forecast.gaps: fill` needs timestamps on a grid of the series' step {step}, but "
+                        f"{time[i]} to {time[i + 1]} (step {i + 1}) is not a multiple of it")
+    grid = np.arange(time[0], time[-1] + step, step)
+    source = np.searchsorted(time, grid, side="right") - 1  # the last row at or before each grid step
+    return grid, {n: v[source] for n, v in columns.items()}
+
+
+def _bounds(n: int, cfg, where: str = "") -> dict[str, tuple[int, int]]:
+    """[first, last) step of each split's labels in a series of ``n`` steps; checks that each holds a window."""
+    fc = cfg.forecast
+    total = int(round(n / fc.end))  # the validation and test shares are of the whole series
+    test, validation = int(round(total * fc.test)), int(round(total * fc.validation))
+    train_end = n - test - validation
+    window = fc.input_window + fc.horizon
+    if test < fc.horizon:
+        raise DataError(f"{where}The test window ({test} steps: `forecast.test` {fc.test} of {total}) is shorter "
+                        f"than `forecast.horizon` ({fc.horizon}): raise forecast.test or shorten the horizon")
+    if validation < fc.horizon:
+        raise DataError(f"{where}The validation window ({validation} steps: `forecast.validation` {fc.validation} of "
+                        f"{total}) is shorter than `forecast.horizon` ({fc.horizon})")
+    if train_end < window:
+        raise DataError(f"{where}`forecast.input_window` ({fc.input_window}) plus the horizon ({fc.horizon}) is "
+                        f"longer than the training split ({max(train_end, 0)} steps): shorten the window or use more "
+                        "data")
+    return {"train": (fc.input_window, train_end), "validation": (train_end, train_end + validation),
+            "test": (n - test, n)}
+
+
+def starts(series: Series, cfg, split: str) -> np.ndarray:
+    """First step of every window of ``split`` (training windows ``forecast.stride`` apart, others every step)."""
+    fc = cfg.forecast
+    stride = fc.stride if split == "train" else 1
+    ranges = [np.arange(max(seg.bounds[split][0] - fc.input_window, seg.start),
+                        seg.bounds[split][1] - fc.input_window - fc.horizon + 1, stride) for seg in series.segments]
+    return np.concatenate(ranges).astype(np.int64)
+
+
+def window_arrays(series: Series, cfg, at: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The windows starting at ``at`` as NumPy (features, transformed labels): statistics and baselines read these."""
+    fc, target = cfg.forecast, cfg.data.label_key
+    w, h = fc.input_window, fc.horizon
+    features = {fc.series_id: series.ids[at]} if fc.series_id else {}
+    for name, length in inputs(cfg).items():
+        column = series.time if name == fc.time else series.columns[name]
+        features[name] = column[at[:, None] + np.arange(length)]
+    future = series.columns[target][at[:, None] + w + np.arange(h)]
+    return features, transform(future, features[target][:, -1], fc.target_transform)
+
+
+def inputs(cfg) -> dict[str, int]:
+    """Each input of a window and its length in steps."""
+    fc = cfg.forecast
+    w, h = fc.input_window, fc.horizon
+    lengths = {cfg.data.label_key: w, **{c: w for c in fc.past_covariates}, **{c: w + h for c in fc.known_covariates}}
+    if fc.calendar:
+        lengths[fc.time] = w + h
+    return lengths
+
+
+def transform(future, last, how: str):
+    """Future levels -> what the model predicts (NumPy or TensorFlow): the level, the change, or the log return."""
+    if how == "level":
+        return future
+    if how == "difference":
+        return future - last[:, None]
+    log = np.log if isinstance(future, np.ndarray) else _tf_log
+    return log(future) - log(last[:, None])
+
+
+def invert(predicted, last, how: str):
+    """What the model predicts -> levels (TensorFlow): the inverse of ``transform``."""
+    import tensorflow as tf
+
+    if how == "level":
+        return predicted
+    if how == "difference":
+        return predicted + last[:, None]
+    return tf.exp(predicted) * last[:, None]
+
+
+def _tf_log(x):
+    import tensorflow as tf
+
+    return tf.math.log(x)
+
+
+def dataset(series: Series, cfg, split: str):
+    """The windows of ``split`` as a tf.data.Dataset of ({input: window}, transformed label), unbatched."""
+    import tensorflow as tf
+
+    fc, target = cfg.forecast, cfg.data.label_key
+    w, h = fc.input_window, fc.horizon
+    lengths = inputs(cfg)
+    dtypes = {n: tf.int64 if n == fc.time else tf.float32 for n in lengths}
+    columns = {n: tf.constant(series.time if n == fc.time else series.columns[n], dtypes[n]) for n in lengths}
+    levels = columns[target]
+
+    ids = tf.constant(series.ids) if fc.series_id else None
+
+    def window(i):
+        features = {n: columns[n][i:i + length] for n, length in lengths.items()}
+        if ids is not None:
+            features[fc.series_id] = ids[i]
+        future = levels[i + w:i + w + h]
+        label = transform(future[None], features[target][-1:], fc.target_transform)[0]
+        return features, label
+
+    at = starts(series, cfg, split)
+    return tf.data.Dataset.from_tensor_slices(at).map(window, num_parallel_calls=tf.data.AUTOTUNE), len(at)
+
+
+def log_return_check(series: Series, cfg) -> None:
+    """Log returns need a target above 0 everywhere."""
+    fc, target = cfg.forecast, cfg.data.label_key
+    values = series.columns[target]
+    if fc.target_transform == "log_return" and (values <= 0).any():
+        raise DataError(f"`forecast.target_transform: log_return` needs `{target}` above 0, but it has "
+                        f"{int((values <= 0).sum())} values at or below 0: use difference")

@@ -1,0 +1,252 @@
+"""Forecasting: windows cut right, split by time without leakage, honest baselines, a skill verdict that can say no.
+
+The series here are built to show one thing each: a pure seasonal signal (the seasonal-naive
+baseline is exact), a random walk (nothing beats the last value), and a series whose target
+depends on a known covariate non-linearly (a network beats every baseline, ridge included).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import load
+from pipeline.errors import ConfigError, DataError
+from tests.conftest import series_cfg, write_series
+
+ELECTRICITY = "configs/electricity.yaml"
+
+
+# ---- windows -----------------------------------------------------------------------------------
+
+
+def _series(n=100, **extra):
+    from pipeline.data.series import _concatenate
+
+    cfg = load(None, ["data.dataset=series", "data.label_key=y", "model.name=mlp", "forecast.input_window=5", "forecast.horizon=3",
+                      "forecast.stride=2", "forecast.validation=0.2", "forecast.test=0.2",
+                      *[f"{k}={v}" for k, v in extra.items()]])
+    y = np.arange(n, dtype=np.float64) + 1.0
+    return cfg, _concatenate([(None, np.arange(n, dtype=np.int64) * 60, {"y": y})], cfg)
+
+
+def test_windows_cover_each_split_from_its_first_label_to_its_last_with_the_stride():
+    from pipeline.data.series import starts, window_arrays
+
+    cfg, s = _series()
+    assert s.segments[0].bounds == {"train": (5, 60), "validation": (60, 80), "test": (80, 100)}
+    train, test = starts(s, cfg, "train"), starts(s, cfg, "test")
+    assert train[0] == 0 and train[1] == 2  # the stride, in training only
+    assert train[-1] + 5 + 3 <= 60 < train[-1] + 2 + 5 + 3  # the last window whose labels end in the split
+    assert test[0] + 5 == 80 and test[-1] + 5 + 3 == 100 and np.all(np.diff(test) == 1)
+    features, labels = window_arrays(s, cfg, test[:1])
+    np.testing.assert_array_equal(features["y"][0], [76, 77, 78, 79, 80])  # inputs reach back into validation
+    np.testing.assert_array_equal(labels[0], [81, 82, 83])
+
+
+def test_tf_data_windows_equal_the_numpy_ones_for_every_target_transform():
+    from pipeline.data.series import dataset, starts, window_arrays
+
+    for how in ("level", "difference", "log_return"):
+        cfg, s = _series(**{"forecast.target_transform": how})
+        ds, n = dataset(s, cfg, "validation")
+        got = list(ds.as_numpy_iterator())
+        features, labels = window_arrays(s, cfg, starts(s, cfg, "validation"))
+        assert n == len(got) == len(labels)
+        np.testing.assert_allclose(np.stack([x["y"] for x, _ in got]), features["y"], rtol=1e-6)
+        np.testing.assert_allclose(np.stack([y for _, y in got]), labels, rtol=1e-4, atol=1e-6)
+    assert labels[0, 0] == pytest.approx(np.log(61 / 60))  # inputs 56..60, so the log return of 61 from 60
+
+
+def test_seasonal_naive_is_exact_on_a_pure_seasonal_signal_and_naive_on_a_constant():
+    from pipeline.data.series import starts, window_arrays
+    from pipeline.forecast import baselines
+
+    cfg, s = _series(n=400, **{"forecast.seasonality": "[7]", "forecast.input_window": 10})
+    s.columns["y"] = 5 + np.sin(2 * np.pi * np.arange(400) / 7)
+    at = starts(s, cfg, "test")
+    features, truth = window_arrays(s, cfg, at)
+    found = baselines(s, cfg, at, features, {})
+    assert np.abs(found["seasonal_naive_7"] - truth).max() < 1e-12
+    assert np.abs(found["naive"] - truth).max() > 0.5
+
+
+def test_several_series_are_split_each_on_its_own_and_no_window_crosses_two(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+    from pipeline.data.series import starts, window_arrays
+    from pipeline.models import build_model
+
+    one, two = write_series(tmp_path / "a.csv", steps=300), write_series(tmp_path / "b.csv", steps=200, walk=True)
+    north = [f"north,{line}" for line in one.read_text().splitlines()[1:]]
+    south = [f"south,{line}" for line in two.read_text().splitlines()[1:]]
+    rows = [row for pair in zip(north, south) for row in pair] + north[len(south):]  # interleaved, each in order
+    path = tmp_path / "both.csv"
+    path.write_text("region,time,load,temp\n" + "\n".join(rows) + "\n")
+    cfg = series_cfg(tmp_path / "work", tfds_dir, path, "forecast.series_id=region")
+    data = dataset.load(cfg)
+    s = data.series
+    assert [(seg.key, seg.end - seg.start) for seg in s.segments] == [(b"north", 300), (b"south", 200)]
+    assert [seg.bounds["test"] for seg in s.segments] == [(270, 300), (480, 500)]  # each its own last 10%
+    features, _ = window_arrays(s, cfg, starts(s, cfg, "train"))
+    steps = np.diff(features["time"], axis=1)
+    assert (steps == 3600).all()  # consecutive hours: no window runs from one series into the next
+    assert set(features["region"]) == {b"north", b"south"}
+    assert data.spec.sizes["test"] == (30 - 6 + 1) + (20 - 6 + 1)
+    model = build_model(cfg, data.spec, data.train_columns)
+    batch, _ = next(iter(data.test))
+    assert model(batch).shape == (len(batch["load"]), 6) and "region" in model.input
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, message", [
+    ("forecast.horizon=0", "forecast.horizon"),
+    ("data.splits.test=train[:10%]", "split by time only"),
+    ("data.time_split.column=time", "split by time only"),
+    ("model.name=cnn", "`model.name` cnn does not forecast"),
+])
+def test_config_mistakes_are_refused_before_anything_runs(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(ELECTRICITY, [override])
+
+
+def test_sequence_models_need_a_series():
+    with pytest.raises(ConfigError, match="`model.name` lstm forecasts a series: add a `forecast` section"):
+        load(None, ["model.name=lstm"])
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([(0, 1.0), (3600, 2.0), (3600, 3.0), (7200, 4.0)], "duplicate timestamps: 3600"),
+    ([(0, 1.0), (7200, 2.0), (3600, 3.0), (10800, 4.0)], "not in time order: 3600 at row 3 of the file"),
+    ([(0, 1.0), (3600, float("nan")), (7200, 3.0), (10800, 4.0)], "line 3, column 'load': the label is missing"),
+    ([(0, 1.0), (3600, 2.0), (14400, 3.0), (18000, 4.0)], "gaps in `time`.*3600 to 14400"),
+])
+def test_a_bad_series_is_one_line_naming_the_column(tmp_path, tfds_dir, rows, message):
+    from pipeline.data import dataset
+
+    path = tmp_path / "bad.csv"
+    body = [f"{t},{'' if np.isnan(v) else v},{v}" for t, v in rows]
+    path.write_text("time,load,temp\n" + "\n".join(body) + "\n")
+    cfg = series_cfg(tmp_path / "work", tfds_dir, path, "forecast.input_window=1", "forecast.horizon=1",
+                     "forecast.validation=0.25", "forecast.test=0.25")
+    with pytest.raises(DataError, match=message) as info:
+        dataset.load(cfg)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["forecast.input_window=400"], "input_window.*longer than the training split"),
+    (["forecast.horizon=30", "forecast.test=0.01"], "test window .* shorter than `forecast.horizon`"),
+])
+def test_windows_that_do_not_fit_the_splits_are_refused(tmp_path, tfds_dir, overrides, message):
+    from pipeline.data import dataset
+
+    path = write_series(tmp_path / "s.csv", steps=500)
+    with pytest.raises(DataError, match=message):
+        dataset.load(series_cfg(tmp_path / "work", tfds_dir, path, *overrides))
+
+
+def test_gaps_can_be_filled_forward_on_the_series_step(tmp_path, tfds_dir):
+    import tensorflow as tf
+
+    from pipeline.data.series import read
+
+    cfg = series_cfg(tmp_path, tfds_dir, tmp_path / "x.csv", "forecast.gaps=fill", "forecast.input_window=1",
+                     "forecast.horizon=1", "forecast.validation=0.2", "forecast.test=0.2")
+    times = [0, 3600, 10800, 14400, 18000, 21600, 25200, 28800, 32400]
+    ds = tf.data.Dataset.from_tensor_slices({"time": np.array(times, np.int64),
+                                             "load": np.arange(9, dtype=np.float32), "temp": np.zeros(9, np.float32)})
+    s = read(ds, cfg)
+    np.testing.assert_array_equal(s.time[:4], [0, 3600, 7200, 10800])
+    np.testing.assert_array_equal(s.columns["load"][:4], [0, 1, 1, 2])
+
+
+# ---- statistics from the past only ------------------------------------------------------------------
+
+
+def test_normalisation_and_baselines_see_the_training_stretch_only(tmp_path, tfds_dir):
+    """The test stretch is shifted by +1000: no statistic the model is built from may move."""
+    from pipeline.data import dataset
+    from pipeline.models import build_model
+
+    plain = write_series(tmp_path / "plain.csv", steps=600)
+    shifted = write_series(tmp_path / "shifted.csv", steps=600, shift_after=540)
+    built = {}
+    for name, path in (("plain", plain), ("shifted", shifted)):
+        cfg = series_cfg(tmp_path / name, tfds_dir, path)
+        data = dataset.load(cfg)
+        assert data.train_columns["load"].max() < 100  # statistics' windows: training stretch only
+        model = build_model(cfg, data.spec, data.train_columns)
+        built[name] = {w.path: w.numpy() for w in model.weights if "normalize" in w.path or "forecast" in w.path}
+    assert built["plain"].keys() == built["shifted"].keys() and built["plain"]
+    for key, value in built["plain"].items():
+        if "kernel" not in key and "bias" not in key:  # fixed statistics, not initialised weights
+            np.testing.assert_allclose(built["shifted"][key], value, rtol=1e-6, err_msg=key)
+
+
+# ---- training: skill, no skill, backtest -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_learnable_series_gets_a_skill_verdict_against_every_baseline(forecast_run):
+    cfg, result = forecast_run
+    m = result.test_metrics
+    assert m["test_mae"] < 0.7 * min(m["baseline.naive.mae"], m["baseline.seasonal_naive_24.mae"])
+    assert m["test_mae"] < m["baseline.ridge.mae"]
+    assert m["skill.ratio_high"] < 1 and "skill.best_baseline.ridge" in m
+    assert result.diagnosis.verdict != "no skill"
+    assert 0 < m["test_smape"] < 0.2 and 0 < m["test_mase"] < 1
+
+
+@pytest.mark.slow
+def test_a_random_walk_gets_no_skill_and_a_backtest_nests_its_folds(tmp_path, tfds_dir):
+    from mlflow import MlflowClient
+
+    from pipeline.jobs.backtest import backtest
+
+    path = write_series(tmp_path / "walk.csv", steps=900, walk=True)
+    cfg = series_cfg(tmp_path / "work", tfds_dir, path, "forecast.target_transform=difference",
+                     "forecast.known_covariates=[]", "forecast.calendar=[]", "forecast.test=0.15", "train.epochs=8")
+    outcome = backtest(cfg, folds=2)
+    assert outcome.verdict == "no skill", outcome.reason
+    assert [r["fold"] for r in outcome.rows] == [1, 2, "pooled"]
+    assert outcome.rows[-1]["windows"] == outcome.rows[0]["windows"] + outcome.rows[1]["windows"]
+    client = MlflowClient(cfg.tracking.uri)
+    children = client.search_runs([client.get_experiment_by_name("demand").experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'")
+    assert sorted(r.data.tags["backtest.fold"] for r in children) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" and r.data.tags["fit.verdict"] == "no skill" for r in children)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.tags["backtest.verdict"] == "no skill"
+    assert parent.data.metrics["pooled.skill.ratio_high"] >= 1
+    assert "| pooled |" in outcome.table.read_text()
+
+
+# ---- the skill verdict ---------------------------------------------------------------------------
+
+
+def _errors(model_scale: float, noise: float, n: int = 400):
+    from pipeline.forecast import Errors
+
+    rng = np.random.default_rng(0)
+    base = rng.gamma(2.0, 1.0, n)
+    model = base * model_scale * (1 + rng.normal(0, noise, n)).clip(0.01)
+    figures = {"mae": {"model": model, "naive": base, "ridge": base * 1.5}, "mse": {"model": model**2,
+               "naive": base**2, "ridge": (base * 1.5) ** 2}}
+    return Errors(figures, "mae", horizon=4)
+
+
+@pytest.mark.parametrize("scale, noise, verdict", [
+    (0.5, 0.1, "good fit"),  # half the best baseline's error: skill, the curves' verdict stands
+    (1.0, 0.5, "no skill"),  # the baseline's error give or take noise
+    (0.995, 0.0, "no skill"),  # certainly better, but by half a percent: below forecast.min_skill
+])
+def test_the_skill_interval_decides_between_skill_and_no_skill(scale, noise, verdict):
+    from pipeline.diagnose import Diagnosis, no_skill
+    from pipeline.forecast import skill
+
+    figures = skill(_errors(scale, noise), resamples=500, seed=1)
+    assert "skill.best_baseline.naive" in figures  # ridge's errors are higher
+    assert figures["skill.ratio_low"] <= figures["skill.ratio"] <= figures["skill.ratio_high"]
+    assert no_skill(Diagnosis("good fit"), figures, min_skill=0.01).verdict == verdict
