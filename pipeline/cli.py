@@ -161,7 +161,7 @@ def _summary(cfg, result) -> None:
     table = Table(title=f"{cfg.name}: done", show_header=False)
     metrics = result.test_metrics
     for key, value in metrics.items():
-        if not key.startswith(("baseline.", "skill.")):
+        if not key.startswith(("baseline.", "skill.", "seconds_")):
             table.add_row(key, f"{value:.4f}")
     for name, line in _beside_baselines(metrics).items():
         table.add_row(f"vs {name}", line)
@@ -182,11 +182,14 @@ def _summary(cfg, result) -> None:
 
 
 def _beside_baselines(metrics: dict) -> dict[str, str]:
-    """Per baseline, its figures beside the model's: ``mae 0.1719 (model 0.1634, -4.9%)``."""
+    """Per baseline, its first two figures beside the model's (``mae 0.1719 (model 0.1634, -4.9%)``), and the
+    ratio of their errors with its interval."""
     lines: dict[str, list[str]] = {}
     for key, value in metrics.items():
         if key.startswith("baseline.") and f"test_{key.rsplit('.', 1)[1]}" in metrics:
             _, name, figure = key.split(".", 2)
+            if len(lines.get(name, [])) == 2:
+                continue
             model = metrics[f"test_{figure}"]
             change = f", {model / value - 1:+.1%}" if value else ""
             lines.setdefault(name, []).append(f"{figure} {value:.4f} (model {model:.4f}{change})")

@@ -10,7 +10,9 @@ task's metric and returns a verdict, the numbers behind it and advice:
 - ``not converged``: validation loss was still falling when the epochs ran out;
 - ``good fit``: none of these;
 - ``no skill`` (forecasting, before all of the above): the model's test error is not below
-  the best baseline's beyond noise: the 95% interval of their ratio reaches 1 (forecast.py).
+  the best baseline's beyond noise: the 95% interval of their ratio reaches 1 (forecast.py);
+- ``baseline wins`` (other tasks, before all of the above): a classical baseline's test error
+  is below the model's beyond noise: the interval of their ratio lies above 1 (baselines.py).
 
 The thresholds below are the definitions; tests pin each verdict on curves
 built to show it and on real runs made to overfit and to underfit.
@@ -48,6 +50,11 @@ ADVICE = {
         "a higher learning rate or a schedule that decays later (optimizer.schedule)",
     ],
     "good fit": ["nothing pressing: compare against the baselines (make baseline) and tune (make tune)"],
+    "baseline wins": [
+        "serve the baseline itself, or use what it shows: a simpler model fits this data",
+        "a smaller model (model.width, model.depth) with more regularisation (regularization.l2, model.dropout)",
+        "tune on the validation split (make tune) before trusting the network",
+    ],
     "no skill": [
         "use the best baseline itself: it forecasts at least as well, at no cost",
         "more context: a longer forecast.input_window, or covariates known ahead (forecast.known_covariates, "
@@ -100,18 +107,44 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
                else float(np.std(labels.astype(np.float64))))
     epochs = len(history["loss"])
     found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs)
-    return no_skill(found, test or {}, cfg.forecast.min_skill if cfg.forecast else 0.0)
+    if cfg.forecast:
+        return no_skill(found, test or {}, cfg.forecast.min_skill)
+    return beaten(found, test or {})
+
+
+def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
+    """``curves`` turned into ``baseline wins`` when the best baseline's error is below the model's beyond noise.
+
+    An underfitting or overfitting model keeps that verdict (its advice is the more useful), with
+    the baseline's win among its reasons and the baseline among its advice.
+    """
+    if "skill.ratio_low" not in test:
+        return curves
+    best, evidence, said = _skill_evidence(curves, test)
+    if test["skill.ratio_low"] <= 1.0:
+        return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"against the baselines: {said}"], curves.advice)
+    won = f"the {best} baseline beats the model: {said}"
+    if curves.verdict in ("underfitting", "overfitting"):
+        return Diagnosis(curves.verdict, evidence, [*curves.reasons, won],
+                         [*curves.advice, ADVICE["baseline wins"][0]])
+    return Diagnosis("baseline wins", evidence, [won, f"its curves alone say {curves.verdict}"],
+                     ADVICE["baseline wins"])
+
+
+def _skill_evidence(curves: Diagnosis, test: dict) -> tuple[str, dict, str]:
+    best = next((k.rsplit(".", 1)[1] for k in test if k.startswith("skill.best_baseline.")), "the best baseline")
+    ratio, low, high = test["skill.ratio"], test["skill.ratio_low"], test["skill.ratio_high"]
+    evidence = {**curves.evidence, "skill_ratio": round(ratio, 4), "skill_ratio_low": round(low, 4),
+                "skill_ratio_high": round(high, 4), "best_baseline": best}
+    return best, evidence, f"test error {ratio:.3f}x that of {best} (95% interval {low:.3f} to {high:.3f})"
 
 
 def no_skill(curves: Diagnosis, test: dict, min_skill: float) -> Diagnosis:
     """``curves`` turned into ``no skill`` unless the skill ratio's interval lies below ``1 - min_skill``."""
     if "skill.ratio_high" not in test:
         return curves
-    best = next((k.rsplit(".", 1)[1] for k in test if k.startswith("skill.best_baseline.")), "the best baseline")
-    ratio, low, high = test["skill.ratio"], test["skill.ratio_low"], test["skill.ratio_high"]
-    evidence = {**curves.evidence, "skill_ratio": round(ratio, 4), "skill_ratio_low": round(low, 4),
-                "skill_ratio_high": round(high, 4), "best_baseline": best}
-    said = f"test error {ratio:.3f}x that of {best} (95% interval {low:.3f} to {high:.3f})"
+    best, evidence, said = _skill_evidence(curves, test)
+    low, high = test["skill.ratio_low"], test["skill.ratio_high"]
     if high < 1.0 - min_skill:
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"skill: {said}"], curves.advice)
     why = ("worse than" if low > 1.0 else "not distinguishable from" if high >= 1.0

@@ -49,7 +49,7 @@ class Errors:
     horizon: int
 
     def __len__(self) -> int:
-        return len(self.windows["mae"]["model"])
+        return len(next(iter(self.windows.values()))["model"])
 
     def figures(self) -> dict[str, float]:
         """``test_<figure>`` for the model, ``baseline.<name>.<figure>`` for each baseline."""
@@ -86,8 +86,12 @@ def serving_signatures(model, cfg, spec, columns: dict, task) -> dict:
 
 def evaluate(signatures: dict, model, data, cfg) -> dict[str, float]:
     """The model's test figures, each baseline's, and the skill ratio with its 95% interval."""
+    import time
+
+    started = time.perf_counter()
     errors, figures = score(model, data, cfg)
-    return {**figures, **skill(errors, cfg.forecast.bootstrap, cfg.seed)}
+    return {**figures, **skill(errors, cfg.forecast.bootstrap, cfg.seed),
+            "seconds_baselines": round(time.perf_counter() - started, 3)}
 
 
 def score(model, data, cfg) -> tuple[Errors, dict[str, float]]:

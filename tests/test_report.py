@@ -10,7 +10,7 @@ import pytest
 from .conftest import run_cli
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-SECTIONS = ("summary", "diagnosis", "curves", "gap", "errors", "weights", "augmentation", "tuning")
+SECTIONS = ("summary", "diagnosis", "curves", "gap", "baselines", "errors", "weights", "augmentation", "tuning")
 EXPERIMENT_SECTIONS = ("summary", "leaderboard", "progress", "fit", "curves", "models", "searches")
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
 
@@ -40,6 +40,8 @@ def test_the_report_is_one_file_with_every_section_and_is_logged_to_the_run(page
     for section in SECTIONS:
         assert f'<section id="{section}">' in text
     assert "confusion matrix" in text and "share |w| &lt; 0.001" in text and result.diagnosis.verdict in text
+    baselines = text.split('<section id="baselines">')[1].split("</section>")[0]
+    assert "majority" in baselines and f"{result.test_metrics['baseline.linear.accuracy']:.4f}" in baselines
     assert "src=\"http" not in text and "<link" not in text  # nothing fetched: images are inline
     artifacts = {a.path for a in MlflowClient(cfg.tracking.uri).list_artifacts(result.run_id)}
     assert "report.html" in artifacts
@@ -76,6 +78,7 @@ def test_the_experiment_report_ranks_the_runs_and_shows_the_serving_model(experi
     assert tuple(sections) == EXPERIMENT_SECTIONS
     assert result.run_id[:8] in sections["leaderboard"] and f"{result.test_metrics['test_accuracy']:.4f}" in sections["leaderboard"]
     assert result.diagnosis.verdict in sections["fit"]
+    assert f"{result.test_metrics['skill.ratio']:.3f} (" in sections["leaderboard"]  # beside its best baseline
     assert "champion" in sections["models"]  # the run's export is registered and serves
 
     client = MlflowClient(cfg.tracking.uri)

@@ -277,6 +277,19 @@ def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):
         dataset.load(cfg)
 
 
+def test_a_table_too_small_for_its_classes_is_refused_with_the_numbers(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    path = write_houses(tmp_path / "houses.csv", n=8)
+    frame = pd.read_csv(path)
+    frame["kind"] = ["flat", "house", "villa"] * 2 + ["flat", "house"]  # 8 rows, 3 classes: fewer than 3 x 3
+    frame.to_csv(path, index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.label_key=kind"))
+    with pytest.raises(DataError, match=r"^The data has 8 rows for 3 classes of `kind`: too few to split into train, "
+                                        r"validation and test \(at least 3 per class, 9\)$"):
+        dataset.load(cfg)
+
+
 def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

@@ -301,6 +301,13 @@ class TrainConfig(Section):
         "Keras read into the next epoch's batches), 1 in the custom loop.")
     jit_compile: bool = Field(False, description="XLA; TensorFlow refuses it with deterministic ops (set deterministic: false).")
     verbose: Literal[0, 1, 2] = Field(2, description="Keras fit verbosity: 2 prints a line per epoch.")
+    baselines: Literal["auto", "none"] | list[Literal["majority", "mean", "linear", "gradient_boosting",
+                                                      "user_item_bias"]] = Field(
+        "auto", description="Classical baselines scored on the test split beside the model (pipeline/baselines.py): "
+                            "auto (every one that fits the task), none, or a list of names. Forecasting has its own.")
+    baselines_rows: PositiveInt = Field(100_000, description="Training rows (and test rows) the baselines use, at most.")
+    baselines_seconds: PositiveFloat = Field(60.0, description="Baselines stop once they have spent this long; the "
+                                                               "rest are skipped with a note.")
 
 
 class TrackingConfig(Section):

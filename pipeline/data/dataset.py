@@ -118,9 +118,18 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     if steps < 1:
         raise DataError(f"The training split has {n} examples, fewer than one batch of {batch} (`data.batch_size`).")
     if spec.task == "classification":
+        _enough_rows(spec)
         _two_classes(spec, columns[spec.label])
     return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch,
                   series=values)
+
+
+def _enough_rows(spec: DataSpec) -> None:
+    """Fewer rows than three per class cannot give every split an example of each: refuse with the numbers."""
+    rows = sum(spec.sizes.values())
+    if rows < 3 * spec.num_classes:
+        raise DataError(f"The data has {rows} rows for {spec.num_classes} classes of `{spec.label}`: too few to split "
+                        f"into train, validation and test (at least 3 per class, {3 * spec.num_classes})")
 
 
 def _two_classes(spec: DataSpec, labels) -> None:
@@ -151,6 +160,16 @@ def sample_images(cfg: ExperimentConfig, n: int):
     if image is None:
         raise DataError(f"Dataset {info.name} has no image feature to preview.")
     return np.stack([ex[image] for ex in raw[0].take(n).as_numpy_iterator()])
+
+
+def training_images(cfg: ExperimentConfig, names: list[str], n: int) -> dict:
+    """The first ``n`` raw training images of each feature in ``names`` (not augmented), for the pixel baseline."""
+    import numpy as np
+
+    raw, _, _ = _read(cfg)
+    batches = raw[0].map(lambda ex: {k: ex[k] for k in names}).take(n).batch(4096).as_numpy_iterator()
+    parts = list(batches)
+    return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
 
 def _read(cfg: ExperimentConfig):

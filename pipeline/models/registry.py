@@ -74,7 +74,7 @@ MODELS = {
 
 
 class _NoExtras:
-    """Families without extra signatures or metrics."""
+    """Families without extra signatures: their extra test metrics are the classical baselines'."""
 
     @staticmethod
     def serving_signatures(model, cfg, spec, columns, task) -> dict:
@@ -82,7 +82,10 @@ class _NoExtras:
 
     @staticmethod
     def evaluate(signatures, model, data, cfg) -> dict:
-        return {}
+        from pipeline import baselines
+        from pipeline.tasks import task_for
+
+        return baselines.evaluate(model, data, cfg, task_for(cfg, data.spec))
 
 
 # Families with extra signatures or metrics, by model name or by task.

@@ -98,11 +98,21 @@ def _leaderboard(ranked, metric: str | None) -> str:
     for i, r in enumerate(ranked[:TOP], 1):
         m, t = r.data.metrics, r.data.tags
         rows.append((i, r.info.run_name, r.info.run_id[:8], kind(r), r.info.status, f"{m[metric]:.4f}",
-                     fmt(m.get("best_epoch")), fmt(m.get("epochs_run")), t.get("fit.verdict", "-"),
+                     _versus(m), fmt(m.get("best_epoch")), fmt(m.get("epochs_run")), t.get("fit.verdict", "-"),
                      fmt(t.get("fit.final_gap")), _duration(r), _when(r.info.start_time)))
-    note = f"<p>{len(ranked)} runs with {metric}; the best {min(TOP, len(ranked))} shown.</p>"
-    return note + table(["rank", "run", "id", "kind", "status", metric, "kept epoch", "epochs", "fit", "gap",
-                         "duration", "started"], rows)
+    note = (f"<p>{len(ranked)} runs with {metric}; the best {min(TOP, len(ranked))} shown. \"vs best baseline\" is "
+            "the model's test error over the best classical baseline's, with its 95% interval: below 1 is better.</p>")
+    return note + table(["rank", "run", "id", "kind", "status", metric, "vs best baseline", "kept epoch", "epochs",
+                         "fit", "gap", "duration", "started"], rows)
+
+
+def _versus(metrics: dict) -> str:
+    """``0.941 (0.863-1.032) ridge``: the run's error over its best baseline's, or - for runs without baselines."""
+    if "skill.ratio" not in metrics:
+        return "-"
+    best = next((k.rsplit(".", 1)[1] for k in metrics if k.startswith("skill.best_baseline.")), "")
+    return (f"{metrics['skill.ratio']:.3f} ({metrics['skill.ratio_low']:.3f}-{metrics['skill.ratio_high']:.3f}) "
+            f"{best}").strip()
 
 
 def _progress(runs, metric: str | None) -> str:

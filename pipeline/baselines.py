@@ -1,0 +1,226 @@
+"""Classical baselines every run is scored against: a network a linear model beats is not worth serving.
+
+Fitted on the training split (the rows the model's statistics come from), scored on the same
+test examples as the model, on the label's training scale (log price for a log target):
+
+    classification   majority class · logistic regression · gradient boosting (tables)
+    regression       mean · ridge regression · gradient boosting (tables)
+    recommendation   damped user + item bias
+    (forecasting has its own: pipeline/forecast.py)
+
+Tables enter the linear models standardised (missing numbers filled with the training mean)
+with one-hot categories, as the pipeline's own encoders do; images enter the linear model as
+scaled pixels. Logged as ``baseline.<name>.<metric>`` beside the model's ``test_<metric>``, with
+the model's error over the best baseline's and its 95% bootstrap interval over test examples
+(``skill.*``): the fit diagnosis says when a baseline beats the model beyond noise.
+
+Cost is bounded: at most ``train.baselines_rows`` training and test rows, and no baseline starts
+once ``train.baselines_seconds`` are spent (the first always runs; the rest are skipped, with a note).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_CATEGORIES = 50  # one-hot columns per categorical feature in the linear and boosting baselines
+MAX_PIXELS = 20_000_000  # training rows x pixels the pixel baseline takes on
+RESAMPLES = 500  # bootstrap resamples of the test examples for the skill interval
+
+
+@dataclass(frozen=True)
+class Baseline:
+    tasks: tuple[str, ...]  # classification, regression, recommendation
+    fit: Callable  # (train features, train labels, spec, cfg) -> predict(test features) -> predictions
+    images: bool = True  # whether it applies to data with images
+
+
+def evaluate(model, data, cfg, task) -> dict[str, float]:
+    """Each baseline's test figures and the skill ratio of the model over the best; {} when none apply."""
+    from pipeline.forecast import Errors, skill
+
+    chosen = _chosen(cfg, data.spec)
+    if not chosen:
+        return {}
+    clock = time.perf_counter()
+    features, labels, predicted = _test_rows(model, data, task, cfg.train.baselines_rows)
+    train_x, train_y = _train_rows(cfg, data)
+    figures, losses = {}, {"model": _losses(task, predicted, labels)}
+    started = time.perf_counter()
+    for name in chosen:
+        if len(losses) > 1 and time.perf_counter() - started > cfg.train.baselines_seconds:
+            print(f"note: baseline {name} skipped: the baselines' budget of {cfg.train.baselines_seconds:g} s "
+                  "(train.baselines_seconds) is spent", file=sys.stderr)
+            continue
+        try:
+            guess = BASELINES[name].fit(train_x, train_y, data.spec, cfg)(features)
+        except Exception as exc:  # noqa: BLE001 - a degenerate column, too little data: reported, never fatal
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"note: baseline {name} skipped: {reason}", file=sys.stderr)
+            continue
+        figures.update({f"baseline.{name}.{k}": v for k, v in _figures(task, guess, labels).items()})
+        losses[name] = _losses(task, guess, labels)
+    if len(losses) > 1:
+        # Classification compares error rates (mean 0/1 losses), regression RMSEs (mean squared errors).
+        errors = (Errors({"mae": losses}, "mae", horizon=1) if task.name == "classification"
+                  else Errors({"mse": losses}, "rmse", horizon=1))
+        figures.update(skill(errors, RESAMPLES, cfg.seed))
+    return {**figures, "seconds_baselines": round(time.perf_counter() - clock, 3)}
+
+
+def _chosen(cfg, spec) -> list[str]:
+    family = "recommendation" if cfg.model.name == "recommender" else spec.task
+    wanted = cfg.train.baselines
+    if wanted == "none" or family == "forecasting":
+        return []
+    images = any(f.kind == "image" for f in spec.features)
+    names = [n for n, b in BASELINES.items() if family in b.tasks and (b.images or not images)]
+    return names if wanted == "auto" else [n for n in wanted if n in names]
+
+
+def _test_rows(model, data, task, limit: int):
+    """Test features (no images unless small), labels and the model's predictions, for at most ``limit`` rows."""
+    features: dict[str, list] = {}
+    labels, predicted, count = [], [], 0
+    for x, y in data.test:
+        out = np.asarray(model(x, training=False))
+        predicted.append(out.argmax(axis=-1) if task.name == "classification" else out.reshape(len(out), -1)[:, 0])
+        labels.append(y.numpy())
+        for name, value in x.items():
+            features.setdefault(name, []).append(value.numpy())
+        count += len(out)
+        if count >= limit:
+            break
+    return ({n: np.concatenate(v)[:limit] for n, v in features.items()}, np.concatenate(labels)[:limit],
+            np.concatenate(predicted)[:limit])
+
+
+def _train_rows(cfg, data):
+    """Training features and labels: the statistics' columns, plus raw images when the pixel baseline may run."""
+    spec, limit = data.spec, cfg.train.baselines_rows
+    columns = {n: np.asarray(v)[:limit] for n, v in data.train_columns.items()}
+    labels = columns.pop(spec.label)
+    images = [f for f in spec.features if f.kind == "image"]
+    if images and len(labels) * sum(int(np.prod(f.shape)) for f in images) <= MAX_PIXELS:
+        from pipeline.data.dataset import training_images
+
+        columns.update(training_images(cfg, [f.name for f in images], len(labels)))
+    return columns, labels
+
+
+def _losses(task, predicted, labels) -> np.ndarray:
+    """Per test example: 0/1 error (classification) or squared error (regression, training scale)."""
+    if task.name == "classification":
+        return (np.asarray(predicted) != np.asarray(labels)).astype(np.float64)
+    return (np.asarray(predicted, np.float64) - np.asarray(labels, np.float64)) ** 2
+
+
+def _figures(task, predicted, labels) -> dict[str, float]:
+    from pipeline.tasks import METRICS
+
+    out = {n: METRICS[n].numpy(labels, predicted) for n in task.metric_names}
+    if task.name == "regression":
+        out.update(task.evaluate(np.asarray(predicted, np.float64)[:, None], np.asarray(labels, np.float64)))
+    return out
+
+
+class _Skip(Exception):
+    """A baseline that does not apply to this data (said in the note)."""
+
+
+# ---- the baselines --------------------------------------------------------------------------------
+
+
+def _majority(x, y, spec, cfg):
+    values, counts = np.unique(y, return_counts=True)
+    return lambda test: np.full(len(next(iter(test.values()))), values[np.argmax(counts)])
+
+
+def _mean(x, y, spec, cfg):
+    mean = float(np.mean(y))
+    return lambda test: np.full(len(next(iter(test.values()))), mean)
+
+
+def _linear(x, y, spec, cfg):
+    """Logistic regression (classification) or ridge (regression) on the standardised design."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    design = _Design(spec, x, images=True)
+    model = (LogisticRegression(max_iter=300) if spec.task == "classification"
+             else RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    fitted = make_pipeline(StandardScaler(), model).fit(design(x), y)
+    return lambda test: fitted.predict(design(test))
+
+
+def _boosting(x, y, spec, cfg):
+    """HistGradientBoosting on the table (not on images: raw pixels are no table)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    design = _Design(spec, x, images=False, fill=False)
+    cls = HistGradientBoostingClassifier if spec.task == "classification" else HistGradientBoostingRegressor
+    fitted = cls(random_state=cfg.seed).fit(design(x), y)
+    return lambda test: fitted.predict(design(test))
+
+
+def _user_item_bias(x, y, spec, cfg, damping: float = 10.0):
+    """Damped user and item biases around the mean: an item rated by few users stays near the mean."""
+    import pandas as pd
+
+    rc = cfg.model.recommender
+    frame = pd.DataFrame({"u": x[rc.user], "i": x[rc.item], "r": np.asarray(y, np.float64)})
+    mu = frame.r.mean()
+    item = frame.groupby("i").r.agg(lambda r: (r - mu).sum() / (len(r) + damping))
+    frame["rest"] = frame.r - mu - frame.i.map(item)
+    user = frame.groupby("u").rest.agg(lambda r: r.sum() / (len(r) + damping))
+
+    def predict(test):
+        return (mu + pd.Series(test[rc.item]).map(item).fillna(0.0).to_numpy()
+                + pd.Series(test[rc.user]).map(user).fillna(0.0).to_numpy())
+
+    return predict
+
+
+class _Design:
+    """Features -> one float matrix: numbers (NaN filled with the training mean), one-hot categories, pixels."""
+
+    def __init__(self, spec, train: dict, images: bool, fill: bool = True):
+        self.parts = []
+        for f in spec.features:
+            if f.kind == "image" and images and f.name in train:
+                self.parts.append((f.name, "image", None))
+            elif f.kind in ("numeric", "sequence"):
+                values = np.asarray(train[f.name], np.float64).reshape(len(train[f.name]), -1)
+                self.parts.append((f.name, "numeric", np.nan_to_num(np.nanmean(values, axis=0)) if fill else None))
+            elif f.kind in ("categorical", "multi_hot"):
+                values, counts = np.unique(np.asarray(train[f.name]).astype(str), return_counts=True)
+                self.parts.append((f.name, "categorical", values[np.argsort(-counts)][:MAX_CATEGORIES]))
+        if not self.parts:
+            raise _Skip("no feature it can use")
+
+    def __call__(self, rows: dict) -> np.ndarray:
+        blocks = []
+        for name, kind, extra in self.parts:
+            values = np.asarray(rows[name])
+            if kind == "image":
+                blocks.append(values.reshape(len(values), -1).astype(np.float32) / 255.0)
+            elif kind == "numeric":
+                values = values.astype(np.float64).reshape(len(values), -1)
+                blocks.append(np.where(np.isnan(values), extra, values) if extra is not None else values)
+            else:
+                blocks.append((values.astype(str)[:, None] == extra[None, :]).astype(np.float32))
+        return np.concatenate(blocks, axis=1)
+
+
+BASELINES = {
+    "majority": Baseline(("classification",), _majority),
+    "mean": Baseline(("regression", "recommendation"), _mean),
+    "linear": Baseline(("classification", "regression"), _linear),
+    "gradient_boosting": Baseline(("classification", "regression"), _boosting, images=False),
+    "user_item_bias": Baseline(("recommendation",), _user_item_bias),
+}
