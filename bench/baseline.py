@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
             baseline = key.split(".")[1]
             table.add_row("", baseline, metric, f"{m[key]:.4f}",
                           f"{m[f'skill.vs_{baseline}']:.3f}" if f"skill.vs_{baseline}" in m else "-",
-                          f"{m.get('seconds_baselines', 0):.1f} (all)")
+                          f"{result.seconds.get('baselines', 0):.1f} (all)")
         verdict = result.diagnosis.verdict if result.diagnosis else "-"
         table.add_row("", "[b]fit verdict[/b]", "", verdict, "", "", end_section=True)
     Console(width=140).print(table)

@@ -41,12 +41,11 @@ class Baseline:
 
 def evaluate(model, data, cfg, task) -> dict[str, float]:
     """Each baseline's test figures and the skill ratio of the model over the best; {} when none apply."""
-    from pipeline.forecast import Errors, skill
+    from pipeline.skill import Errors, skill
 
     chosen = _chosen(cfg, data.spec)
     if not chosen:
         return {}
-    clock = time.perf_counter()
     features, labels, predicted = _test_rows(model, data, task, cfg.train.baselines_rows)
     train_x, train_y = _train_rows(cfg, data)
     figures, losses = {}, {"model": _losses(task, predicted, labels)}
@@ -69,7 +68,7 @@ def evaluate(model, data, cfg, task) -> dict[str, float]:
         errors = (Errors({"mae": losses}, "mae", horizon=1) if task.name == "classification"
                   else Errors({"mse": losses}, "rmse", horizon=1))
         figures.update(skill(errors, RESAMPLES, cfg.seed))
-    return {**figures, "seconds_baselines": round(time.perf_counter() - clock, 3)}
+    return figures
 
 
 def _chosen(cfg, spec) -> list[str]:

@@ -161,7 +161,7 @@ def _summary(cfg, result) -> None:
     table = Table(title=f"{cfg.name}: done", show_header=False)
     metrics = result.test_metrics
     for key, value in metrics.items():
-        if not key.startswith(("baseline.", "skill.", "seconds_")):
+        if not key.startswith(("baseline.", "skill.")):
             table.add_row(key, f"{value:.4f}")
     for name, line in _beside_baselines(metrics).items():
         table.add_row(f"vs {name}", line)

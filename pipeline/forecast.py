@@ -23,61 +23,16 @@ the per-window errors of every fold.
 from __future__ import annotations
 
 import functools
-import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.data import series as windows
+from pipeline.skill import Errors, skill
 
 CHUNK = 8192  # test windows scored at a time
 RIDGE_WINDOWS = 50_000  # training windows the ridge baseline is fitted on (evenly spaced), at most...
 RIDGE_VALUES = 25_000_000  # ...and at most this many inputs in all (200 MB of float64)
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # tried on the validation windows
-
-
-@dataclass
-class Errors:
-    """Per test window and forecaster ("model", then each baseline), each figure's per-window value.
-
-    Figures: ``mae``, ``mse`` (reported as rmse), ``mase`` (mae over the in-sample scale),
-    ``smape`` (levels) or ``directional_accuracy`` (returns). Folds of a backtest concatenate.
-    """
-
-    windows: dict[str, dict[str, np.ndarray]]  # figure -> forecaster -> [windows]
-    skill_metric: str  # mae, or rmse for returns
-    horizon: int
-
-    def __len__(self) -> int:
-        return len(next(iter(self.windows.values()))["model"])
-
-    def figures(self) -> dict[str, float]:
-        """``test_<figure>`` for the model, ``baseline.<name>.<figure>`` for each baseline."""
-        out = {}
-        for figure, by in self.windows.items():
-            for name, values in by.items():
-                prefix = "test_" if name == "model" else f"baseline.{name}."
-                values = values[np.isfinite(values)]
-                if not values.size:  # e.g. the direction of a forecast of no change
-                    continue
-                if figure == "mse":
-                    out[prefix + "rmse"] = float(math.sqrt(values.mean()))
-                else:
-                    out[prefix + figure] = float(values.mean())
-        return out
-
-    def ratio(self, baseline: str, index: np.ndarray | None = None) -> float:
-        """The model's error over ``baseline``'s (MAE, or RMSE for returns), on the windows at ``index``."""
-        figure = "mae" if self.skill_metric == "mae" else "mse"
-        model, other = self.windows[figure]["model"], self.windows[figure][baseline]
-        if index is not None:
-            model, other = model[index], other[index]
-        value = model.mean() / max(other.mean(), 1e-300)
-        return float(value if figure == "mae" else math.sqrt(value))
-
-    def concat(self, other: Errors) -> Errors:
-        return Errors({f: {k: np.concatenate([v, other.windows[f][k]]) for k, v in by.items() if k in other.windows[f]}
-                       for f, by in self.windows.items()}, self.skill_metric, self.horizon)
 
 
 def serving_signatures(model, cfg, spec, columns: dict, task) -> dict:
@@ -86,12 +41,8 @@ def serving_signatures(model, cfg, spec, columns: dict, task) -> dict:
 
 def evaluate(signatures: dict, model, data, cfg) -> dict[str, float]:
     """The model's test figures, each baseline's, and the skill ratio with its 95% interval."""
-    import time
-
-    started = time.perf_counter()
     errors, figures = score(model, data, cfg)
-    return {**figures, **skill(errors, cfg.forecast.bootstrap, cfg.seed),
-            "seconds_baselines": round(time.perf_counter() - started, 3)}
+    return {**figures, **skill(errors, cfg.forecast.bootstrap, cfg.seed)}
 
 
 def score(model, data, cfg) -> tuple[Errors, dict[str, float]]:
@@ -244,27 +195,3 @@ def _mase_scale(s, cfg) -> float:
         changes.append(np.abs(y[m:] - y[:-m]))  # returns: the error of the zero-return forecast
     changes = np.concatenate(changes)
     return float(changes.mean()) if changes.size else 0.0
-
-
-def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
-    """The model's error over each baseline's, with 95% moving-block bootstrap intervals.
-
-    Returns ``skill.vs_<baseline>`` (and ``_low``, ``_high``) for every baseline, the best
-    baseline's as ``skill.ratio``, ``skill.ratio_low``, ``skill.ratio_high``, and
-    ``skill.best_baseline.<name>`` = 1, so a metric store without tags still says which one.
-    """
-    figure = "mae" if errors.skill_metric == "mae" else "mse"
-    names = [k for k in errors.windows[figure] if k != "model"]
-    best = min(names, key=lambda k: errors.windows[figure][k].mean())
-    n = len(errors)
-    block = max(errors.horizon, round(n ** (1 / 3)), 1)
-    rng = np.random.default_rng(seed)
-    samples = [(rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block))[:, None] + np.arange(block))
-               .reshape(-1)[:n] for _ in range(resamples)]  # the same resamples for every baseline
-    out = {}
-    for name in names:
-        low, high = np.percentile([errors.ratio(name, index) for index in samples], [2.5, 97.5])
-        out.update({f"skill.vs_{name}": errors.ratio(name), f"skill.vs_{name}_low": float(low),
-                    f"skill.vs_{name}_high": float(high)})
-    return {"skill.ratio": out[f"skill.vs_{best}"], "skill.ratio_low": out[f"skill.vs_{best}_low"],
-            "skill.ratio_high": out[f"skill.vs_{best}_high"], f"skill.best_baseline.{best}": 1.0, **out}

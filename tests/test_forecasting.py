@@ -227,7 +227,7 @@ def test_a_random_walk_gets_no_skill_and_a_backtest_nests_its_folds(tmp_path, tf
 
 
 def _errors(model_scale: float, noise: float, n: int = 400):
-    from pipeline.forecast import Errors
+    from pipeline.skill import Errors
 
     rng = np.random.default_rng(0)
     base = rng.gamma(2.0, 1.0, n)
@@ -244,7 +244,7 @@ def _errors(model_scale: float, noise: float, n: int = 400):
 ])
 def test_the_skill_interval_decides_between_skill_and_no_skill(scale, noise, verdict):
     from pipeline.diagnose import Diagnosis, no_skill
-    from pipeline.forecast import skill
+    from pipeline.skill import skill
 
     figures = skill(_errors(scale, noise), resamples=500, seed=1)
     assert "skill.best_baseline.naive" in figures  # ridge's errors are higher

@@ -32,6 +32,7 @@ def backtest(cfg: ExperimentConfig, folds: int | None = None) -> Backtest:
     from pipeline import forecast, track
     from pipeline.data import dataset
     from pipeline.jobs.train import train
+    from pipeline.skill import skill
 
     fc = cfg.forecast
     if fc is None:
@@ -53,12 +54,12 @@ def backtest(cfg: ExperimentConfig, folds: int | None = None) -> Backtest:
             errors, figures = forecast.score(result.model, dataset.load(fold), fold)
             pooled = errors if pooled is None else pooled.concat(errors)
             rows.append({"fold": k, "end": end, "windows": len(errors), **_row(figures),
-                         **forecast.skill(errors, fc.bootstrap, cfg.seed), "run_id": result.run_id})
+                         **skill(errors, fc.bootstrap, cfg.seed), "run_id": result.run_id})
         figures = pooled.figures()
-        skill = forecast.skill(pooled, fc.bootstrap, cfg.seed)
-        rows.append({"fold": "pooled", "end": fc.end, "windows": len(pooled), **_row(figures), **skill})
+        pooled_skill = skill(pooled, fc.bootstrap, cfg.seed)
+        rows.append({"fold": "pooled", "end": fc.end, "windows": len(pooled), **_row(figures), **pooled_skill})
         verdict, reason = _verdict(rows, fc.min_skill)
-        parent.log_metrics({f"pooled.{k}": v for k, v in {**figures, **skill}.items()})
+        parent.log_metrics({f"pooled.{k}": v for k, v in {**figures, **pooled_skill}.items()})
         parent.log_metrics({"backtest.folds_beating_baseline": sum(r["skill.ratio"] < 1 for r in rows[:-1])})
         parent.set_tags({"backtest.verdict": verdict, "fit.verdict": verdict})
         out = Path(cfg.workdir) / "backtests"

@@ -1,6 +1,6 @@
 """``train(cfg)``: the experiment as one readable recipe.
 
-strategy -> data -> tracked run -> model -> fit -> evaluate -> log -> diagnose -> export -> register.
+strategy -> data -> tracked run -> model -> fit -> evaluate -> baselines -> log -> diagnose -> export -> register.
 Everything that can be rejected without a run (config, dataset, feature keys)
 is rejected before the MLflow run opens, so a bad input leaves no run behind.
 """
@@ -31,7 +31,7 @@ class TrainResult:
     export_path: Path | None = None
     checks: dict[str, float] = field(default_factory=dict)
     diagnosis: object = None  # pipeline.diagnose.Diagnosis
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage: data, setup, fit, evaluate, log, export
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: data, setup, fit, evaluate, baselines, log, export
 
 
 def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "champion",
@@ -95,10 +95,11 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
 
         best_epoch = loop.best_epoch(own)
         test = loop.evaluate(cfg, model, strategy, task, data.test)
+        clock.lap("evaluate")
         extras = family(cfg.model.name, data.spec.task)
         signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
-        test.update(extras.evaluate(signatures, model, data, cfg))
-        clock.lap("evaluate")
+        test.update(extras.evaluate(signatures, model, data, cfg))  # the baselines' (and ranking) figures
+        clock.lap("baselines")
 
         diagnosis = _log_outcome(cfg, run, model, data, task, history, best_epoch, test)
         clock.lap("log")
