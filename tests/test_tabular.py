@@ -362,3 +362,12 @@ def test_a_csv_saved_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path
     path.write_bytes("area,rooms,price\n1,2,3\n4,5,6\n7,8,9\n".encode("utf-8-sig"))
     assert header(path) == ["area", "rooms", "price"]
     check(load(ROOT / "configs/examples/csv.yaml", [f"data.path={path}", f"workdir={tmp_path}"]))  # nothing raised
+
+
+def test_the_implicit_ratings_matrix_scales_each_user_by_the_root_of_their_count():
+    """SVD++'s |N(u)|^-1/2: a user who rated 4 distinct items weighs each by 1/2 (a repeated rating counts once)."""
+    from pipeline.models.recommender import _rated
+
+    pairs, values, shape = _rated(np.array([1, 1, 1, 1, 1, 2]), np.array([3, 4, 5, 6, 6, 3]), 4, 8)
+    assert shape == (4, 8) and pairs.tolist() == [[1, 3], [1, 4], [1, 5], [1, 6], [2, 3]]
+    np.testing.assert_allclose(values, [0.5, 0.5, 0.5, 0.5, 1.0])

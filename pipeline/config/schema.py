@@ -202,6 +202,8 @@ class RecommenderConfig(Section):
     item: str = Field("movieId", description="Feature holding the item id.")
     factors: PositiveInt = Field(32, description="Embedding size of users and items.")
     tower: list[PositiveInt] = Field([], description="Hidden units of an MLP over [user, item, side features]; empty for none.")
+    implicit: bool = Field(False, description="SVD++: add to each user's vector the implicit embeddings of the items "
+                                              "they rated in training (scaled by 1/sqrt of their count).")
     ranking_users: Count = Field(
         1000, description="Test users (a seeded sample) whose top-10 lists score recall@10 and NDCG@10; 0 for all.")
 

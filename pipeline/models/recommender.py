@@ -1,6 +1,8 @@
 """``recommender``: user and item embeddings with biases, an optional MLP tower over side features.
 
 prediction = head([user . item, user bias, item bias, tower(user, item, side features)])
+With ``model.recommender.implicit`` (SVD++), the user vector also sums the implicit embeddings
+of the items the user rated in training, scaled by 1/sqrt(their count).
 The task head (a Dense(1) starting at the mean rating) combines the parts, and
 L2 on the embeddings comes from ``regularization``. Besides ``serving_default``
 (one rating per (user, item) row) the export carries ``recommend``: a user id
@@ -29,6 +31,10 @@ def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
                                 embeddings_initializer="zeros" if size == 1 else "uniform", name=name)(ids)
 
     user_vec = embed(users, u, rc.factors, "user_embedding", reg)
+    if rc.implicit:  # SVD++: a user is also the items they chose to rate
+        rated = _rated(np.asarray(users(columns[rc.user])), np.asarray(items(columns[rc.item])),
+                       users.vocabulary_size(), items.vocabulary_size())
+        user_vec = layers.Add(name="user_with_rated")([user_vec, _implicit(rated, rc.factors, reg)(u)])
     item_vec = embed(items, i, rc.factors, "item_embedding", reg)
     parts = [layers.Dot(axes=-1, name="affinity")([user_vec, item_vec]),
              embed(users, u, 1, "user_bias", reg), embed(items, i, 1, "item_bias", reg)]
@@ -44,6 +50,39 @@ def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     encoded.info[rc.user] = {"kind": "id", "vocabulary_size": users.vocabulary_size()}
     encoded.info[rc.item] = {"kind": "id", "vocabulary_size": items.vocabulary_size()}
     return layers.Concatenate(name="parts")(parts), encoded
+
+
+def _rated(user_index: np.ndarray, item_index: np.ndarray, n_users: int, n_items: int):
+    """The users x items matrix of the training split's ratings, each row scaled by 1/sqrt(its count) (SVD++)."""
+    pairs = np.unique(np.stack([user_index, item_index], axis=1).astype(np.int64), axis=0)
+    counts = np.bincount(pairs[:, 0], minlength=n_users)
+    return pairs, (1.0 / np.sqrt(counts[pairs[:, 0]])).astype(np.float32), (n_users, n_items)
+
+
+def _implicit(rated, factors: int, reg):
+    """A layer: user index -> the scaled sum of the implicit embeddings of the items the user rated.
+
+    One sparse (users x items) x (items x factors) product per step covers every user at the cost
+    of the ratings' count, instead of gathering each batch user's whole history.
+    """
+    import keras
+    import tensorflow as tf
+
+    pairs, values, shape = rated
+
+    class Implicit(keras.layers.Layer):
+        def build(self, input_shape):
+            self.embeddings = self.add_weight(shape=(shape[1], factors), initializer="zeros", regularizer=reg,
+                                              name="embeddings")
+
+        def call(self, user):
+            matrix = tf.sparse.SparseTensor(pairs, values, shape)
+            return tf.gather(tf.sparse.sparse_dense_matmul(matrix, self.embeddings), user)
+
+        def compute_output_shape(self, input_shape):
+            return (*input_shape, factors)
+
+    return Implicit(name="rated_items")
 
 
 def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) -> dict:
