@@ -204,6 +204,9 @@ class RecommenderConfig(Section):
     tower: list[PositiveInt] = Field([], description="Hidden units of an MLP over [user, item, side features]; empty for none.")
     implicit: bool = Field(False, description="SVD++: add to each user's vector the implicit embeddings of the items "
                                               "they rated in training (scaled by 1/sqrt of their count).")
+    context: list[str] = Field([], description="Side features of the moment of a rating, not of the item (e.g. "
+                                               "timestamp): `recommend` scores every item at their latest training "
+                                               "value, the model's now.")
     ranking_users: Count = Field(
         1000, description="Test users (a seeded sample) whose top-10 lists score recall@10 and NDCG@10; 0 for all.")
 

@@ -91,9 +91,11 @@ def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) 
 
     rc = cfg.model.recommender
     item_ids, first = np.unique(columns[rc.item], return_index=True)
-    # Each item's side features as first seen in training: what the model scores it with.
-    catalogue = {rc.item: item_ids, **{f.name: columns[f.name][first] for f in spec.features
-                                       if f.name not in (rc.user, rc.item)}}
+    # Each item's side features as first seen in training: what the model scores it with; features of the
+    # moment (model.recommender.context) at their latest training value, the model's now.
+    catalogue = {rc.item: item_ids, **{f.name: (np.full(len(item_ids), np.max(columns[f.name])) if f.name in rc.context
+                                                else columns[f.name][first])
+                                       for f in spec.features if f.name not in (rc.user, rc.item)}}
     catalogue = {k: tf.constant(v) for k, v in catalogue.items()}
     users, seen = _seen_items(columns[rc.user], columns[rc.item], item_ids)
     users_t, seen_t = tf.constant(users), tf.ragged.constant(seen, dtype=tf.int32)
