@@ -190,6 +190,10 @@ def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, t
         lines.append(line)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    deadline = time.time() + 60  # its workers (a spare may still be importing TensorFlow) follow it
+    while _running(str(path)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _running(str(path)), "a worker outlived its killed chief"
     folder = next((workdir / "tuning").iterdir())
     first = {t: json.loads((folder / f"trial_{t}" / "result.json").read_text()) for t in ("0", "1")}
 
@@ -207,6 +211,19 @@ def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, t
     assert "RUNNING" not in {r.info.status for r in runs}
     finished = [r.data.tags["tune.trial_id"] for r in runs if r.info.status == "FINISHED"]
     assert sorted(finished) == ["0", "1", "2", "3"]  # one finished run per trial, none twice
+
+
+def _running(argument: str) -> list[int]:
+    """Live processes (not zombies) whose command line holds ``argument`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes()
+                    and (entry / "stat").read_text().split(") ")[1][0] != "Z"):
+                pids.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return pids
 
 
 def _pids_of(*env: str) -> list[int]:

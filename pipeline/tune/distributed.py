@@ -38,12 +38,19 @@ def is_worker() -> bool:
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "chief")
 
 
+CHIEF_PID = "PIPELINE_TUNE_CHIEF_PID"  # the process that started a worker: gone means the worker must go
+
+
 def is_chief() -> bool:
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
 
 
 def die_with_parent() -> None:
-    """Linux: get SIGTERM when the chief dies (even by kill -9), so no worker trains on orphaned."""
+    """Linux: get SIGTERM when the chief dies (even by kill -9), so no worker trains on orphaned.
+
+    The kernel only signals a death that comes after the request: a chief killed while this
+    worker was still importing TensorFlow is already gone, so the worker checks and leaves.
+    """
     import ctypes
     import signal
 
@@ -51,6 +58,10 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    chief = os.environ.get(CHIEF_PID, "")
+    if chief.isascii() and chief.isdigit() and os.getppid() != int(chief):
+        print("the tuning chief is gone: this worker stops", file=sys.stderr)
+        os._exit(143)
 
 
 def wait_for_turn() -> None:
@@ -98,7 +109,8 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
         tuner_id = f"{slot}-{started[0]}"
         go = log_dir / f".go-{tuner_id}" if wait else None
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": connect,
-               "KERASTUNER_ORACLE_PORT": port, "PIPELINE_TUNE_RECYCLE": "1", "PIPELINE_TUNE_GO": str(go or "")}
+               "KERASTUNER_ORACLE_PORT": port, "PIPELINE_TUNE_RECYCLE": "1", "PIPELINE_TUNE_GO": str(go or ""),
+               CHIEF_PID: str(os.getpid())}
         log = None if workers == 1 else open(log_dir / f"{slot}.log", "a")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", *command], env=env, stdout=log,
                                 stderr=subprocess.STDOUT if log else None)
