@@ -70,8 +70,8 @@ def _errors(truth: np.ndarray, forecasts: dict, last: np.ndarray, cfg, scale: fl
     fc = cfg.forecast
     returns = fc.target_transform == "log_return"
     if not returns:
-        truth = _levels(truth, last, fc.target_transform)
-        forecasts = {k: _levels(v, last, fc.target_transform) for k, v in forecasts.items()}
+        truth = windows.invert(truth, last, fc.target_transform)
+        forecasts = {k: windows.invert(v, last, fc.target_transform) for k, v in forecasts.items()}
     figures: dict[str, dict[str, np.ndarray]] = {"mae": {}, "mse": {}, "mase": {},
                                                  "directional_accuracy" if returns else "smape": {}}
     for name, forecast in forecasts.items():
@@ -174,14 +174,6 @@ def _predict(model, features: dict, cfg, batch: int = 4096) -> np.ndarray:
                  for k, v in features.items()}
         out.append(np.asarray(model(chunk, training=False), np.float64))
     return np.concatenate(out) if out else np.zeros((0, fc.horizon))
-
-
-def _levels(values: np.ndarray, last: np.ndarray, how: str) -> np.ndarray:
-    if how == "level":
-        return values
-    if how == "difference":
-        return values + last[:, None]
-    return np.exp(values) * last[:, None]
 
 
 def _mase_scale(s, cfg) -> float:

@@ -291,7 +291,6 @@ def _series(cfg: ExperimentConfig, info, ds):
 
     fc, target = cfg.forecast, cfg.data.label_key
     values = series.read(ds, cfg)
-    series.log_return_check(values, cfg)
     windows = {split: series.dataset(values, cfg, split) for split in SPLITS}
     lengths = series.inputs(cfg)
     features = tuple(Feature(n, "calendar" if n == fc.time else "sequence", "int64" if n == fc.time else "float32",

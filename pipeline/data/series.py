@@ -72,7 +72,8 @@ def read(ds, cfg) -> Series:
     Raises:
         DataError: a missing column, duplicate timestamps, a time column that goes backwards,
             missing target values, gaps (unless allowed or filled), or too short a series for
-            the window, the horizon or the splits; each names the series when there are several.
+            the window, the horizon or the splits, log returns of a target that reaches 0; each
+            names the series when there are several.
     """
     fc, target = cfg.forecast, cfg.data.label_key
     names = [target, *fc.past_covariates, *fc.known_covariates]
@@ -102,7 +103,9 @@ def read(ds, cfg) -> Series:
         time, columns = _one(raw[fc.time][rows].astype(np.int64), {n: raw[n][rows].astype(np.float64) for n in names},
                              cfg, name, by_row=ROW in raw)
         pieces.append((key, time, columns))
-    return _concatenate(pieces, cfg)
+    series = _concatenate(pieces, cfg)
+    _log_return_check(series, cfg)
+    return series
 
 
 def _name(key) -> str:
@@ -238,20 +241,25 @@ def transform(future, last, how: str):
 
 
 def invert(predicted, last, how: str):
-    """What the model predicts -> levels (TensorFlow): the inverse of ``transform``."""
-    import tensorflow as tf
-
+    """What the model predicts -> levels (NumPy or TensorFlow): the inverse of ``transform``."""
     if how == "level":
         return predicted
     if how == "difference":
         return predicted + last[:, None]
-    return tf.exp(predicted) * last[:, None]
+    exp = np.exp if isinstance(predicted, np.ndarray) else _tf_exp
+    return exp(predicted) * last[:, None]
 
 
 def _tf_log(x):
     import tensorflow as tf
 
     return tf.math.log(x)
+
+
+def _tf_exp(x):
+    import tensorflow as tf
+
+    return tf.exp(x)
 
 
 def dataset(series: Series, cfg, split: str):
@@ -279,7 +287,7 @@ def dataset(series: Series, cfg, split: str):
     return tf.data.Dataset.from_tensor_slices(at).map(window, num_parallel_calls=tf.data.AUTOTUNE), len(at)
 
 
-def log_return_check(series: Series, cfg) -> None:
+def _log_return_check(series: Series, cfg) -> None:
     """Log returns need a target above 0 everywhere."""
     fc, target = cfg.forecast, cfg.data.label_key
     values = series.columns[target]
