@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -70,6 +71,7 @@ class _Busy(Exception):
 # Answers to client mistakes: HTTP code per exception type, the message as {"error": ...}, cut to a few lines.
 CLIENT_ERRORS = {NotFound: 404, RequestError: 400, _TooLarge: 413, _Slow: 408, _Busy: 503}
 MAX_ERROR_CHARS = 500
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')  # a JSON string, escapes included
 UNKNOWN_MODEL = "(not found)"  # the metrics label of every request for a model that is not served
 
 
@@ -105,7 +107,8 @@ def create_app(repository: Repository, limits: Limits = Limits()) -> Starlette:
             in_flight, counted = in_flight + 1, True
             raw = await _within(_read(request, limits.max_body_bytes), limits.read_seconds)
             servable = repository.get(name, request.path_params.get("version"))
-            body = await run_in_threadpool(_parse, raw, servable.max_objects(limits.max_batch))  # off the event loop
+            body = await run_in_threadpool(_parse, raw, servable.max_objects(limits.max_batch),  # off the event loop
+                                          servable.max_arrays(2 * limits.max_batch))  # room to say a batch's size
             answer, batch = await run_in_threadpool(_predict, servable, body, limits.max_batch)
             code = 200
             return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
@@ -168,12 +171,18 @@ async def _within(work, seconds: float):
         raise _Slow(f"The request body did not arrive within {seconds:g} s") from None
 
 
-def _parse(raw: bytearray, max_objects: int | None) -> dict:
-    """The JSON body, stopped as soon as it holds more objects than any request to this model needs.
+def _parse(raw: bytearray, max_objects: int | None, max_arrays: int | None) -> dict:
+    """The JSON body, refused as soon as it holds more objects or arrays than any request to this model needs.
 
-    ``[{},{},...]`` in 8 MB is millions of dicts: counted as they are built, the parse ends at
-    the first one too many instead of holding them all.
+    ``[{},{},...]`` or ``[[],[],...]`` in 8 MB is millions of Python objects. Objects are counted as
+    they are built, and the parse ends at the first one too many; arrays (``json`` has no hook for
+    them) are counted in the raw text first, outside strings, so such a body is never built at all.
     """
+    if max_arrays is not None and raw.count(b"[") > max_arrays:
+        arrays = _STRINGS.sub(b"", raw).count(b"[")  # a "[" inside a string is text, not an array
+        if arrays > max_arrays:
+            raise RequestError(f"The body holds {arrays} JSON arrays, more than the {max_arrays} a batch of "
+                               "examples to this model can need")
     built = 0
 
     def count(obj: dict) -> dict:

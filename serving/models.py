@@ -86,6 +86,23 @@ class Servable:
             strings = max(strings, per_signature)
         return 2 + max_batch + strings
 
+    def max_arrays(self, max_batch: int) -> int | None:
+        """The most JSON arrays a request of ``max_batch`` examples can need: per input, the batch's list
+        and each example's nested lists (``[B, 8, 8, 1]`` takes 1 + B x (1 + 8 x 1)); None if a size is open."""
+        most = 0
+        for inputs in self.inputs.values():
+            per_signature = 1  # "instances"
+            for i in inputs.values():
+                dims = i.shape[1:] if i.shape else ()
+                if any(d is None for d in dims):
+                    return None
+                nested = 0
+                for d in reversed(dims):  # lists in one example: 1 + d1 x (1 + d2 x (...)), innermost holds numbers
+                    nested = 1 + d * nested
+                per_signature += 1 + (max_batch * nested if i.shape else 0)
+            most = max(most, per_signature)
+        return most
+
     def signature(self, name: str | None):
         name = name or "serving_default"
         if name not in self.signatures:

@@ -183,11 +183,13 @@ BAD_REQUESTS = {
     "batch over limit": ({"inputs": {"image": [IMAGE] * (MAX_BATCH + 1)}}, None, 400, f"over the limit of {MAX_BATCH}"),
     "unknown signature": ({"instances": [IMAGE], "signature_name": "nope"}, None, 400, "Unknown signature_name 'nope'"),
     "unknown field": ({"instance": [IMAGE]}, None, 400, "Unknown request field 'instance'"),
-    "nested too deeply": (None, b'{"instances": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 400, "nested too deeply"),
+    "nested too deeply": (None, b'{"instances": ' + b"[" * 3_000 + b"]" * 3_000 + b"}", 400, "nested too deeply"),
     "signature_name a list": ({"instances": [IMAGE], "signature_name": ["x"]}, None, 400, "must be a string"),
     "booleans among numbers": ({"instances": [[[[True]] + [[0]] * 7] + [[[0]] * 8] * 7]}, None, 400, "got booleans"),
     "more objects than a batch needs": ({"inputs": {"image": [{}] * 10_000}}, None, 400,
                                         f"more than {2 + MAX_BATCH} JSON objects"),  # stopped while parsing
+    "more arrays than a batch needs": ({"inputs": {"image": [[]] * 10_000}}, None, 400,  # refused before parsing
+                                       f"10001 JSON arrays, more than the {2 + 2 * MAX_BATCH * 73}"),  # 1+8(1+8) each
 }
 
 
@@ -341,7 +343,7 @@ def test_a_named_signature_with_a_scalar_input_answers_columns(server):
 
 
 def test_a_burst_of_maximal_bodies_is_bounded_in_memory_and_status_stays_prompt(models):
-    """40 bodies of 8 MB that parse into millions of objects at once: at most --max-predicting are parsed
+    """40 bodies of 8 MB that would parse into millions of objects or arrays at once: at most --max-predicting are parsed
     together (the rest get 503 with Retry-After), the server's RSS stays bounded, status answers within 1 s."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -353,7 +355,8 @@ def test_a_burst_of_maximal_bodies_is_bounded_in_memory_and_status_stays_prompt(
             return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
 
         before = rss_mb()
-        body = b'{"inputs": {"image": [' + b"{}," * (8 * 2**20 // 3 - 20) + b"{}]}}"  # just under 8 MiB
+        objects = b'{"inputs": {"image": [' + b"{}," * (8 * 2**20 // 3 - 20) + b"{}]}}"  # just under 8 MiB
+        arrays = objects.replace(b"{},", b"[],").replace(b"{}]", b"[]]")
         probes: list[float] = []
         done = threading.Event()
 
@@ -367,7 +370,8 @@ def test_a_burst_of_maximal_bodies_is_bounded_in_memory_and_status_stays_prompt(
         prober = threading.Thread(target=probe)
         prober.start()
         with ThreadPoolExecutor(40) as pool:
-            codes = list(pool.map(lambda _: call(port, "/v1/models/digits:predict", raw=body, timeout=120)[0], range(40)))
+            codes = list(pool.map(lambda i: call(port, "/v1/models/digits:predict", raw=(objects, arrays)[i % 2],
+                                                 timeout=120)[0], range(40)))
         done.set()
         prober.join()
         after = rss_mb()
