@@ -68,7 +68,20 @@ def _worker_pids(launcher_pid: int) -> dict[int, int]:
     return pids
 
 
+def _listening(net: str) -> set[int]:
+    """Ports with a listening TCP socket in the network namespace whose /proc/<pid>/net is ``net``."""
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(net, table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A":  # TCP_LISTEN
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 def test_a_dead_worker_ends_the_run_with_a_clear_error_within_bounded_time(tmp_path, tfds_dir):
+    """Also: the workers' gRPC servers (which TensorFlow binds to every interface) live in a network of
+    their own that holds only a loopback device, so the host's interfaces never expose their ports."""
     workdir = tmp_path / "work"
     launcher = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "train", str(DIGITS),
@@ -85,6 +98,15 @@ def test_a_dead_worker_ends_the_run_with_a_clear_error_within_bounded_time(tmp_p
             continue
     pids = _worker_pids(launcher.pid)
     assert set(pids) == {0, 1}
+    ports = {int(a.rsplit(":", 1)[1]) for a in json.loads(
+        dict(e.split(b"=", 1) for e in Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0") if b"=" in e)
+        [b"TF_CONFIG"])["cluster"]["worker"]}
+    networks = {os.readlink(f"/proc/{pid}/ns/net") for pid in pids.values()}
+    assert len(networks) == 1 and networks != {os.readlink("/proc/self/ns/net")}  # one network, not the host's
+    devices = Path(f"/proc/{pids[0]}/net/dev").read_text().splitlines()[2:]
+    assert [d.split(":")[0].strip() for d in devices] == ["lo"]
+    assert ports <= _listening(f"/proc/{pids[0]}/net")  # the servers listen there...
+    assert not ports & _listening("/proc/self/net")  # ...and not on the host
     killed_at = time.time()
     os.kill(pids[1], signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=120)
@@ -93,3 +115,11 @@ def test_a_dead_worker_ends_the_run_with_a_clear_error_within_bounded_time(tmp_p
     assert "worker 1 exited with code -9; stopping the other workers" in stderr
     (run,) = _runs(workdir)[1]
     assert run.info.status in ("FAILED", "KILLED")  # the chief saw its peer die, or was stopped: never RUNNING
+
+
+def test_workers_keep_the_hosts_network_only_when_a_store_is_on_it():
+    from pipeline.train.cluster import network_stores
+
+    places = ["sqlite:///work/mlflow.db", "work/tfds", None, "file:///srv/exports", "http://127.0.0.1:5000",
+              "gs://bucket/tfds", "postgresql://mlflow@db/mlflow"]
+    assert network_stores(places) == ["http://127.0.0.1:5000", "gs://bucket/tfds", "postgresql://mlflow@db/mlflow"]

@@ -6,14 +6,25 @@ it logs to MLflow, keeps checkpoints and exports; the others track nothing and
 write their files to temporary folders. If any worker exits with an error, the
 launcher stops the rest at once and returns that worker's exit code, so a dead
 worker never leaves the others hanging in a collective.
+
+TensorFlow's worker gRPC servers listen on every interface, whatever TF_CONFIG
+says (the address is fixed in its C++ server), unauthenticated. So the local
+workers run in a network of their own: a Linux user + network namespace that
+holds nothing but a loopback device, created by worker 0 and joined by the
+others. Nothing outside can reach their ports, and they reach nothing outside,
+which is why a config whose stores are on the network (a tracking server, a
+bucket) keeps the host's network, with a warning.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -43,16 +54,33 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def launch(config: str, overrides: list[str], workers: int, log_dir: Path) -> int:
-    """Run ``workers`` training processes; return 0 when all succeed, else the first failure's code."""
+def network_stores(places: list[str | None]) -> list[str]:
+    """The places (URIs, paths) that only the network reaches: a tracking server, a database, a bucket."""
+    return [p for p in places if p and "://" in p and p.split("://")[0] not in ("file", "sqlite")]
+
+
+def launch(config: str, overrides: list[str], workers: int, log_dir: Path, private: bool = True) -> int:
+    """Run ``workers`` training processes; return 0 when all succeed, else the first failure's code.
+
+    ``private``: run them in a network of their own (module docstring), when this system allows it."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for index in range(workers):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         out = None if index == 0 else open(log_dir / f"worker-{index}.log", "w")  # noqa: SIM115
-        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline", "train", config, *overrides],
-                                      env=env, stdout=out, stderr=subprocess.STDOUT if out else None))
+        command = [sys.executable, "-m", "pipeline", "train", config, *overrides]
+        if index == 0 and private:
+            try:
+                procs.append(subprocess.Popen(command, env=env, preexec_fn=_enter_private_network))
+                continue
+            except (subprocess.SubprocessError, OSError):
+                private = False
+                print("warning: this system allows no private network namespace (unprivileged user namespaces "
+                      "are off), so the workers' unauthenticated gRPC ports listen on every interface: "
+                      "run them only on a private network (docs/distributed.md)", file=sys.stderr)
+        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                      preexec_fn=_join_network(procs[0].pid) if private else None))
     try:
         while True:
             codes = [p.poll() for p in procs]
@@ -74,3 +102,41 @@ def launch(config: str, overrides: list[str], workers: int, log_dir: Path) -> in
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def _libc_call(name: str, *args) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{name}: {os.strerror(errno)}")
+
+
+def _enter_private_network() -> None:
+    """In a forked child before exec: a new user + network namespace, the same uid and gid inside, loopback up.
+
+    The new user namespace grants the capability to bring its loopback up without root; it is
+    lost at exec (the uid inside is the user's own), which is all the workers need."""
+    uid, gid = os.getuid(), os.getgid()
+    _libc_call("unshare", _CLONE_NEWUSER | _CLONE_NEWNET)
+    for path, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{path}", "w") as f:
+            f.write(text)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack_from("16sH", fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
+
+
+def _join_network(pid: int):
+    """A pre-exec function that joins the user and network namespaces of process ``pid`` (worker 0)."""
+    def join() -> None:
+        for kind, flag in (("user", _CLONE_NEWUSER), ("net", _CLONE_NEWNET)):
+            fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+            try:
+                _libc_call("setns", fd, flag)
+            finally:
+                os.close(fd)
+    return join
