@@ -123,3 +123,18 @@ def test_workers_keep_the_hosts_network_only_when_a_store_is_on_it():
     places = ["sqlite:///work/mlflow.db", "work/tfds", None, "file:///srv/exports", "http://127.0.0.1:5000",
               "gs://bucket/tfds", "postgresql://mlflow@db/mlflow"]
     assert network_stores(places) == ["http://127.0.0.1:5000", "gs://bucket/tfds", "postgresql://mlflow@db/mlflow"]
+
+
+def test_a_worker_dies_with_its_launcher_even_one_killed_by_sigkill(tmp_path):
+    """A launcher killed with SIGKILL cannot stop its workers: each is tied to it and gets SIGTERM."""
+    launcher = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys; from pipeline.train.cluster import before_exec\n"
+        "worker = subprocess.Popen(['sleep', '120'], preexec_fn=before_exec(os.getpid(), 'new'))\n"
+        "print(worker.pid, flush=True); worker.wait()")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    worker = int(launcher.stdout.readline())
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    deadline = time.time() + 10
+    while Path(f"/proc/{worker}").exists() and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]:
+        assert time.time() < deadline, "the worker outlived its launcher"
+        time.sleep(0.1)

@@ -62,25 +62,24 @@ def network_stores(places: list[str | None]) -> list[str]:
 def launch(config: str, overrides: list[str], workers: int, log_dir: Path, private: bool = True) -> int:
     """Run ``workers`` training processes; return 0 when all succeed, else the first failure's code.
 
-    ``private``: run them in a network of their own (module docstring), when this system allows it."""
+    ``private``: run them in a network of their own (module docstring), when this system allows it.
+    Each worker is tied to this process: if the launcher is killed, even by SIGKILL, its workers get
+    SIGTERM (and stop as on preemption) instead of training on, orphaned."""
+    if private and not _private_network_allowed():
+        private = False
+        print("warning: this system allows no private network namespace (unprivileged user namespaces are off), "
+              "so the workers' unauthenticated gRPC ports listen on every interface: run them only on a private "
+              "network (docs/distributed.md)", file=sys.stderr)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for index in range(workers):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         out = None if index == 0 else open(log_dir / f"worker-{index}.log", "w")  # noqa: SIM115
-        command = [sys.executable, "-m", "pipeline", "train", config, *overrides]
-        if index == 0 and private:
-            try:
-                procs.append(subprocess.Popen(command, env=env, preexec_fn=_enter_private_network))
-                continue
-            except (subprocess.SubprocessError, OSError):
-                private = False
-                print("warning: this system allows no private network namespace (unprivileged user namespaces "
-                      "are off), so the workers' unauthenticated gRPC ports listen on every interface: "
-                      "run them only on a private network (docs/distributed.md)", file=sys.stderr)
-        procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                      preexec_fn=_join_network(procs[0].pid) if private else None))
+        network = None if not private else "new" if index == 0 else procs[0].pid
+        procs.append(subprocess.Popen([sys.executable, "-m", "pipeline", "train", config, *overrides],
+                                      env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                      preexec_fn=before_exec(os.getpid(), network)))
     try:
         while True:
             codes = [p.poll() for p in procs]
@@ -106,6 +105,7 @@ def launch(config: str, overrides: list[str], workers: int, log_dir: Path, priva
 
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_PR_SET_PDEATHSIG = 1
 
 
 def _libc_call(name: str, *args) -> None:
@@ -115,8 +115,30 @@ def _libc_call(name: str, *args) -> None:
         raise OSError(errno, f"{name}: {os.strerror(errno)}")
 
 
+def before_exec(launcher: int, network: str | int | None):
+    """What a worker does between fork and exec: die with ``launcher``; enter a ``"new"`` private network,
+    or join the one of process ``network`` (worker 0), or keep the host's (None)."""
+    def prepare() -> None:
+        if network == "new":
+            _enter_private_network()
+        elif network is not None:
+            _join_network(network)
+        _libc_call("prctl", _PR_SET_PDEATHSIG, signal.SIGTERM)  # after: a change of credentials may clear it
+        if os.getppid() != launcher:  # the launcher died before the line above: nobody would stop this worker
+            os._exit(1)
+    return prepare
+
+
+def _private_network_allowed() -> bool:
+    try:
+        subprocess.run(["true"], preexec_fn=_enter_private_network, check=True)
+        return True
+    except (subprocess.SubprocessError, OSError):
+        return False
+
+
 def _enter_private_network() -> None:
-    """In a forked child before exec: a new user + network namespace, the same uid and gid inside, loopback up.
+    """A new user + network namespace, the same uid and gid inside, loopback up (in a child before exec).
 
     The new user namespace grants the capability to bring its loopback up without root; it is
     lost at exec (the uid inside is the user's own), which is all the workers need."""
@@ -130,13 +152,11 @@ def _enter_private_network() -> None:
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | _IFF_UP))
 
 
-def _join_network(pid: int):
-    """A pre-exec function that joins the user and network namespaces of process ``pid`` (worker 0)."""
-    def join() -> None:
-        for kind, flag in (("user", _CLONE_NEWUSER), ("net", _CLONE_NEWNET)):
-            fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
-            try:
-                _libc_call("setns", fd, flag)
-            finally:
-                os.close(fd)
-    return join
+def _join_network(pid: int) -> None:
+    """Join the user and network namespaces of process ``pid``."""
+    for kind, flag in (("user", _CLONE_NEWUSER), ("net", _CLONE_NEWNET)):
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+        try:
+            _libc_call("setns", fd, flag)
+        finally:
+            os.close(fd)
