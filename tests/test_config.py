@@ -257,3 +257,13 @@ def test_an_unwritable_workdir_is_found_before_anything_runs(tmp_path):
             pipeline.train(cfg)
     finally:
         (tmp_path / "locked").chmod(0o700)
+
+
+def test_an_auto_batch_gives_about_fifty_steps_an_epoch_within_bounds():
+    from pipeline.data.dataset import auto_batch
+
+    assert [auto_batch(n) for n in (10, 354, 2_051, 7_000, 10_000_000)] == [8, 8, 32, 128, 256]
+    assert load(None, ["data.batch_size=auto"]).data.batch_size == "auto"
+    with pytest.raises(ConfigError, match=r"^Invalid value for `data.batch_size`: 'autoo'. Expected a valid integer, "
+                                          r"or 'auto'; did you mean 'auto'\?$"):
+        load(None, ["data.batch_size=autoo"])

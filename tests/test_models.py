@@ -49,6 +49,12 @@ def test_dropout_and_batchnorm_layers_exist_exactly_as_configured(name, depth, e
         assert {layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"} == {dropout}
 
 
+def test_a_wide_mlp_head_sees_the_encoded_features_beside_the_last_layer():
+    deep, wide = _model("model.name=mlp", "model.depth=2"), _model("model.name=mlp", "model.depth=2", "model.wide=true")
+    assert deep.get_layer("probabilities").kernel.shape == (4, 10)
+    assert wide.get_layer("probabilities").kernel.shape == (64 + 4, 10)  # 8 x 8 pixels beside 4 units
+
+
 def test_width_and_depth_shape_the_cnn():
     model = _model("model.width=4", "model.depth=3")
     filters = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]

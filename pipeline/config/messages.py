@@ -44,10 +44,15 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> s
         where = f"`{path}`" if path else "config"  # a check across sections names its keys itself
         message = f"Invalid {where}: {err['msg'].removeprefix('Value error, ')}."
     else:
-        expected = _expected(err, field_info)
+        branches = [e for e in errors if walk(root, e["loc"])[0] == path]  # one per member of ``int | "auto"``
+        errors = [err, *[e for e in errors[1:] if e not in branches]]
+        expected = _expected(err, field_info) if len(branches) == 1 else "Expected " + ", or ".join(
+            e["ctx"]["expected"] if e["type"] == "literal_error" else e["msg"].removeprefix("Input should be ").split(",")[0]
+            for e in branches) + "."
         suggestion = ""
-        if kind in ("literal_error", "union_tag_invalid") and isinstance(err.get("input"), str):
-            near = difflib.get_close_matches(err["input"], [c.strip("'") for c in _choices(err)], n=1)
+        choices = next((b for b in branches if b["type"] in ("literal_error", "union_tag_invalid")), None)
+        if choices and isinstance(err.get("input"), str):
+            near = difflib.get_close_matches(err["input"], [c.strip("'") for c in _choices(choices)], n=1)
             if near:
                 expected, suggestion = expected.rstrip("."), f"; did you mean '{near[0]}'?"
         shown = err.get("input")
@@ -83,7 +88,10 @@ def walk(root: type[BaseModel], loc: tuple | list) -> tuple[str, list[str], Any,
             annotation = typing.get_args(_unwrap(annotation))[1]
             continue
         if annotation is not None and _is_union(annotation):
-            tagged = {typing.get_args(c.model_fields["type"].annotation)[0]: c for c in _members(annotation)}
+            sections = [c for c in _members(annotation) if isinstance(c, type) and issubclass(c, BaseModel)]
+            if not sections:  # a union of values (``int | "auto"``): the rest of loc names its branches
+                break
+            tagged = {typing.get_args(c.model_fields["type"].annotation)[0]: c for c in sections}
             if part in tagged:
                 model, annotation = tagged[part], None
                 continue

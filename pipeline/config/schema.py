@@ -65,7 +65,9 @@ class DataConfig(Section):
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
-    batch_size: PositiveInt = 64
+    batch_size: PositiveInt | Literal["auto"] = Field(
+        64, description="Examples per step; auto: about 50 steps an epoch (training rows / 50, a power of two "
+        "from 8 to 256), so a table of a few hundred rows gets enough steps and one of millions large batches.")
     batch_scope: Literal["global", "per_replica"] = Field(
         "global", description="Whether batch_size is the global batch or each replica's (global = size x replicas)."
     )
@@ -225,6 +227,8 @@ class ModelConfig(Section):
     activation: Literal["relu", "gelu", "swish", "elu", "tanh"] = "relu"
     dropout: Rate = Field(0.0, description="Dropout rate after each block; 0 adds no Dropout layer.")
     batch_norm: bool = False
+    wide: bool = Field(False, description="mlp: the head also sees the encoded features (wide & deep: a linear "
+                       "model plus the layers).")
     batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.9, description="Moving-statistics momentum. Keras' 0.99 lags for hundreds of steps on small datasets."
     )

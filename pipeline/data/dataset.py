@@ -108,12 +108,13 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
         names, label = [f.name for f in spec.features], spec.label
         examples = [ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=-1) for ds in raw]
         columns, values = _columns(raw[0], spec, task), None
-    batch = global_batch(cfg.data.batch_size, cfg.data.batch_scope, replicas)
+    n = spec.sizes["train"]
+    batch = global_batch(auto_batch(n) if cfg.data.batch_size == "auto" else cfg.data.batch_size,
+                         cfg.data.batch_scope, replicas)
     datasets = {
         name: _pipeline(ds, cfg, spec, task, name, augmenter, start_epoch, batch)
         for name, ds in zip(SPLITS, examples)
     }
-    n = spec.sizes["train"]
     steps = n // batch if cfg.data.drop_remainder else -(-n // batch)
     if steps < 1:
         raise DataError(f"The training split has {n} examples, fewer than one batch of {batch} (`data.batch_size`).")
@@ -328,6 +329,12 @@ def _digest(info, split_specs: dict[str, str]) -> str:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
     return h.hexdigest()
+
+
+def auto_batch(rows: int) -> int:
+    """``data.batch_size: auto``: about 50 steps an epoch. Small tables measured better with more,
+    smaller steps than one batch size fits all (bench/README.md, tables)."""
+    return min(256, max(8, 2 ** int(math.log2(max(rows // 50, 1)))))
 
 
 def _columns(train, spec: DataSpec, task) -> dict[str, Any]:

@@ -35,9 +35,11 @@ def mlp(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     encoded = encode(inputs, spec, cfg, columns, reg, augmenter)
     flat = [layers.Flatten(name=f"flatten{i}")(image) for i, image in enumerate(encoded.images)]
     flat += [layers.Flatten(name=f"{name}_flat")(seq) for name, seq in encoded.sequences.items()]
-    x = _concat([*flat, *encoded.vectors])
+    features = x = _concat([*flat, *encoded.vectors])
     for i in range(cfg.model.depth):
         x = dense_block(x, cfg.model.width, cfg.model, reg, name=f"dense{i + 1}")
+    if cfg.model.wide:  # the head also sees the encoded features: a linear model plus the deep part
+        x = layers.Concatenate(name="wide_and_deep")([features, x])
     return x, encoded
 
 
