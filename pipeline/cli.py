@@ -22,12 +22,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is, so runs end KILLED and files stay whole."""
 
 
-def _load(args):
-    """The command's config, and its dataset's name checked (before TensorFlow, like every data check here)."""
+def _load(args, tracked: bool = True):
+    """The command's config, its dataset's name and its tracking server checked (before TensorFlow, like
+    every check here: a wrong password fails in a second, not after the data is prepared)."""
     from pipeline.data.checks import check_name
+    from pipeline.track.server import check
 
     cfg = api.load_config(args.config, args.overrides)
     check_name(cfg)
+    if tracked and cfg.tracking.enabled:
+        check(cfg.tracking.uri)
     return cfg
 
 
@@ -94,7 +98,7 @@ def _report(args) -> int:
 
 
 def _prepare(args) -> int:
-    spec = api.prepare(_load(args))
+    spec = api.prepare(_load(args, tracked=False))
     sizes = ", ".join(f"{k} {v}" for k, v in spec.sizes.items())
     print(f"Prepared {spec.name} {spec.version} ({sizes}; digest {spec.digest})")
     return 0

@@ -132,50 +132,6 @@ def test_interrupted_training_ends_the_run_killed(tmp_path, tfds_dir, sig, code,
     assert not (workdir / "exports").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_runs_log_to_a_real_mlflow_tracking_server(tmp_path, tfds_dir):
-    import urllib.request
-
-    from mlflow.tracking import MlflowClient
-
-    from pipeline.config import load
-    from pipeline.jobs.train import train
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(0.5)
-        cfg = load(DIGITS, tiny(tmp_path / "work", tfds_dir, f"tracking.uri={uri}", "train.epochs=1"))
-        result = train(cfg)
-        run = MlflowClient(uri).get_run(result.run_id)
-        assert run.info.status == "FINISHED"
-        assert run.data.params["train.epochs"] == "1"
-        assert {"config.yaml", "saved_model"} <= {a.path for a in MlflowClient(uri).list_artifacts(result.run_id)}
-        assert not (tmp_path / "work" / "mlflow.db").exists()  # nothing went to the embedded store
-        assert any((tmp_path / "artifacts").rglob("config.yaml"))  # the server stored the artifacts
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 PREPARE_OWN_DATASET = """
 import numpy as np, tensorflow_datasets as tfds
 

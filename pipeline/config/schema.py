@@ -11,7 +11,7 @@ import copy
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import (
     Count,
@@ -325,6 +325,16 @@ class TrackingConfig(Section):
                             "the pipeline turns it off unless this is true).")
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
     experiment: str | None = Field(None, description="MLflow experiment; default the config's name.")
+
+    @field_validator("uri")
+    @classmethod
+    def _no_password(cls, uri: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if uri and "://" in uri and urlsplit(uri).password:
+            raise ValueError("holds a password, which every run would log: set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD in the environment instead")
+        return uri
     write_every: NonNegativeFloat = Field(
         2.0, description="Seconds between writes of epoch metrics (one batch per write; the first epoch and the "
                          "last are written at once). 0 writes every epoch.")

@@ -9,6 +9,7 @@ logs nothing, so the training code has no tracking branches.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import os
 import platform
@@ -192,7 +193,8 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
         return
     client, experiment_id = tracking_client(cfg)
     close_orphans(client, experiment_id, keep=resume_id)
-    owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
+    owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid()),  # and who: the UI's "User" column
+             "mlflow.user": os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()}
     run_id = _reopen(client, resume_id, resume_epoch) if resume_id else None
     if run_id is None:
         link = {"resumed_from": resume_id} if resume_id else {}

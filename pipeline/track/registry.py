@@ -9,6 +9,8 @@ export is verified and published, so there is never a half-registered one.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,26 @@ class Version:
     def path(self) -> Path:
         """Where its SavedModel serves from: the serving root once promoted, else where it was exported."""
         return Path(self.tags.get("serving.path") or self.tags["export.path"])
+
+
+@contextmanager
+def _permitted(cfg: ExperimentConfig, action: str):
+    """A registry call whose refusal (no permission, no valid credentials) is one line naming the account."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.track.server import TrackingError, public
+
+    try:
+        yield
+    except MlflowException as exc:
+        refused = exc.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or any(
+            f"error code {code}" in str(exc) for code in (401, 403))
+        if not refused:
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        raise TrackingError(f"{f'User {user!r}' if user else 'This account'} may not {action} of model "
+                            f"{cfg.export.model_name!r} on {public(cfg.tracking.uri)}: the registry refused it "
+                            "(ask its administrator for MANAGE on the model)") from None
 
 
 def _client(cfg: ExperimentConfig):
@@ -60,17 +82,21 @@ def by_alias(cfg: ExperimentConfig, alias: str) -> Version | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = _client(cfg).get_model_version_by_alias(cfg.export.model_name, alias)
-    except MlflowException:
-        return None
+        with _permitted(cfg, f"read the {alias!r} alias"):
+            mv = _client(cfg).get_model_version_by_alias(cfg.export.model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None  # no such model or alias yet; any other failure is no "no champion"
+        raise
     return Version(str(mv.version), mv.run_id, dict(mv.tags))
 
 
 def set_alias(cfg: ExperimentConfig, alias: str, version: str, tags: dict | None = None) -> None:
     client = _client(cfg)
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(cfg.export.model_name, version, key, str(value))
-    client.set_registered_model_alias(cfg.export.model_name, alias, version)
+    with _permitted(cfg, f"move the {alias!r} alias"):
+        for key, value in (tags or {}).items():
+            client.set_model_version_tag(cfg.export.model_name, version, key, str(value))
+        client.set_registered_model_alias(cfg.export.model_name, alias, version)
 
 
 def versions(cfg: ExperimentConfig) -> list[Version]:
