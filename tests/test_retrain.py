@@ -153,3 +153,43 @@ def test_the_cronjob_manifest_treats_a_kept_champion_as_success_and_never_retrie
     assert pod["restartPolicy"] == "Never"
     (container,) = pod["containers"]
     assert container["command"][:2] == ["pipeline", "retrain"] and "--exit-code-on-kept" not in container["command"]
+
+
+def test_a_rerun_closes_its_dead_decision_run_and_re_parents_the_challenger_it_resumes(tmp_path):
+    """A retraining killed by SIGKILL left its decision run and its challenger RUNNING: the rerun ends the
+    decision KILLED (saying why) and the resumed challenger continues under the new decision."""
+    import os
+    import socket
+
+    from mlflow.entities import Metric
+
+    from pipeline.track.mlflow import OWNER_HOST, OWNER_PID, start_run, tracking_client
+
+    cfg = load(DIGITS, [f"workdir={tmp_path}"])
+    client, experiment = tracking_client(cfg)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(dead.pid)}
+    decision = client.create_run(experiment, tags=owner).info.run_id
+    challenger = client.create_run(experiment, tags={**owner, "mlflow.parentRunId": decision}).info.run_id
+    client.log_batch(challenger, metrics=[Metric("loss", 1.0, 0, 1)])
+
+    with start_run(cfg, run_name="decision") as new_decision:
+        with start_run(cfg, tags={"mlflow.parentRunId": new_decision.id}, resume_id=challenger, resume_epoch=1):
+            pass
+    old = client.get_run(decision)
+    assert old.info.status == "KILLED" and str(dead.pid) in old.data.tags["pipeline.ended_by"]
+    resumed = client.get_run(challenger)
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["mlflow.parentRunId"] == new_decision.id
+    assert resumed.data.tags[OWNER_PID] == str(os.getpid())
+
+
+def test_a_damaged_metadata_file_of_the_served_version_is_named(tmp_path):
+    from pipeline.jobs.retrain import _reconcile
+
+    cfg = load(DIGITS, [f"workdir={tmp_path}"])
+    meta = tmp_path / "exports" / "digits" / "1" / "assets.extra" / "pipeline.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"run_id": "abc')  # cut short
+    with pytest.raises(DataError, match=r"^The served version's metadata is damaged: .*1/assets.extra/pipeline.json"):
+        _reconcile(cfg)
