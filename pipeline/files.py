@@ -1,14 +1,27 @@
 """Atomic writes: a temporary file beside the target, then a rename, so a reader (or a kill) never sees half a file.
 
 Every file the pipeline writes for later reading (tuning state, tables, plots,
-reports) goes through here.
+reports) goes through here; so does ``exclusive``, for work that two processes
+must not do at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def exclusive(path: Path):
+    """Hold an OS lock (flock) on ``path``, waiting for another holder; released when this process dies, even
+    by kill -9, so no stale lock is ever left to clean up."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def write_text(path: Path, text: str) -> Path:

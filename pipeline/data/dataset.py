@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from pipeline.config import ExperimentConfig
 from pipeline.data.checks import unknown_dataset
 from pipeline.errors import DataError, PipelineError
+from pipeline.files import exclusive
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
@@ -195,11 +197,15 @@ def _read(cfg: ExperimentConfig):
             builder_kwargs=builder_kwargs(cfg),
         )
 
+    # Processes preparing one dataset at once (runs started together, workers, trials) would each write
+    # its files and break each other's: one prepares while the others wait, then they read its files.
+    local = "://" not in cfg.data.data_dir
     try:
-        try:
-            datasets, info = load()
-        except FileExistsError:  # another process (a worker, a tuner) prepared it first: read theirs
-            datasets, info = load()
+        with exclusive(Path(cfg.data.data_dir) / f".{cfg.data.dataset}.lock") if local else nullcontext():
+            try:
+                datasets, info = load()
+            except FileExistsError:  # prepared first by a process on another machine: read theirs
+                datasets, info = load()
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(unknown_dataset(cfg)) from None
     except PipelineError as exc:  # a builder's own error, which TFDS prefixes with "Failed to construct ...": drop that

@@ -269,12 +269,22 @@ def tracking_client(cfg: ExperimentConfig):
     For the embedded SQLite store, artifacts go to ``<workdir>/mlartifacts`` beside
     the database, so the whole store lives in one folder.
     """
+    from contextlib import nullcontext
+
     from mlflow.tracking import MlflowClient
 
+    from pipeline.files import exclusive
+
     uri = cfg.tracking.uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
+    # Several runs' first use of a new SQLite store would each create its tables and collide ("table
+    # experiments already exists"): one creates them while the others wait.
+    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    with exclusive(database.with_name(database.name + ".lock")) if database else nullcontext():
+        return _experiment(cfg, MlflowClient(tracking_uri=uri))
+
+
+def _experiment(cfg: ExperimentConfig, client) -> tuple:
+    uri = cfg.tracking.uri
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is not None:
         if experiment.tags.get(EXPERIMENT_KIND[0]) is None:  # made before the tag, or by someone else
