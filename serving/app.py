@@ -250,6 +250,10 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
             raise RequestError(f'"inputs" must be an object of named inputs ({", ".join(names)})')
     arrays, batch = servable.convert(signature, columns, max_batch)
     outputs = servable.call(signature, arrays)
+    for name, values in outputs.items():  # NaN and Infinity are no JSON: say so instead of writing them
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise RequestError(f"The model's output {name!r} is not finite (NaN or infinity) for this input: "
+                               "check the input's values against the training data's range")
     plain = {k: _plain(v) for k, v in outputs.items()}
     if "instances" in body:
         if len(plain) == 1:

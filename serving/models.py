@@ -191,6 +191,10 @@ def _array(spec: Input, value: Any) -> np.ndarray:
             info = np.iinfo(spec.dtype)
             if array.size and _out_of_range(array, info):
                 raise RequestError(f"{where}: values must be in [{info.min}, {info.max}] ({spec.dtype.name})")
+        elif array.size and np.nanmax(np.abs(array), initial=0) > np.finfo(spec.dtype).max:
+            # float32 would hold it as infinity (NaN, a missing value, passes)
+            raise RequestError(f"{where}: values must be finite and within +-{np.finfo(spec.dtype).max:.4g} "
+                               f"({spec.dtype.name})")
         array = array.astype(spec.dtype)
     if array.ndim != len(spec.shape) or any(d is not None and d != a for d, a in zip(spec.shape, array.shape)):
         want = "[" + ", ".join("batch" if i == 0 and d is None else str(d or "any") for i, d in enumerate(spec.shape)) + "]"

@@ -209,6 +209,10 @@ def test_missing_and_mistyped_tabular_features_are_named(server, models):
         400, {"error": "instances[0]: missing input 'city'"})
     code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "city": 7}]})
     assert code == 400 and "input 'city'" in answer["error"] and "strings" in answer["error"]
+    code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "area": 1e39}]})
+    assert code == 400 and "input 'area': values must be finite and within +-3.403e+38 (float32)" in answer["error"]
+    code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "area": 3e38}]})  # exp overflows
+    assert code == 400 and "output 'prediction' is not finite (NaN or infinity)" in answer["error"], answer
 
 
 def test_unknown_model_or_version_is_404_and_a_large_body_413(server):
