@@ -40,15 +40,11 @@ def _train(args) -> int:
     if args.workers > 1:
         from pathlib import Path
 
-        from pipeline.train.cluster import launch, network_stores
+        from pipeline.train.cluster import launch
 
         api.prepare(cfg)  # once, before the workers start reading it
-        remote = network_stores([cfg.tracking.uri, cfg.data.data_dir, cfg.data.path, cfg.export.root, cfg.workdir])
-        if remote:
-            print(f"warning: the workers need the network to reach {remote[0]}, so their unauthenticated gRPC "
-                  "ports listen on every interface: run them only on a private network (docs/distributed.md)",
-                  file=sys.stderr)
-        return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers", private=not remote)
+        stores = [cfg.tracking.uri, cfg.data.data_dir, cfg.data.path, cfg.export.root, cfg.workdir]
+        return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers", stores)
     _summary(cfg, api.train(cfg))
     return 0
 

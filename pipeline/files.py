@@ -15,9 +15,12 @@ from pathlib import Path
 
 
 @contextmanager
-def exclusive(path: Path):
+def exclusive(path: Path | None):
     """Hold an OS lock (flock) on ``path``, waiting for another holder; released when this process dies, even
-    by kill -9, so no stale lock is ever left to clean up."""
+    by kill -9, so no stale lock is ever left to clean up. None holds nothing (a store on the network)."""
+    if path is None:
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -6,7 +6,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from pipeline.train.cluster import free_ports
 
 from .conftest import DIGITS, ROOT, tiny
 
@@ -25,12 +26,6 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 if not PG_BIN and not shutil.which("initdb"):
     pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run does)",
                 allow_module_level=True)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
@@ -67,7 +62,7 @@ def team(tmp_path_factory):
         become = (lambda: (os.setgid(owner.pw_gid), os.setuid(owner.pw_uid))) if owner else None
         subprocess.run([str(bindir / cmd[0]), *cmd[1:]], preexec_fn=become, check=True, capture_output=True)
 
-    pg = _port()
+    pg = free_ports(1)[0]
     as_db("initdb", "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8", "--no-sync")
     as_db("pg_ctl", "-D", str(data), "-l", str(sock / "pg.log"), "-w", "-o", f"-h 127.0.0.1 -p {pg} -k {sock} -F",
           "start")
@@ -78,7 +73,7 @@ def team(tmp_path_factory):
         ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root}/auth.db\n"
                        f"admin_username = {ADMIN[0]}\nadmin_password = {ADMIN[1]}\n"
                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-        port, log = _port(), root / "mlflow.log"
+        port, log = free_ports(1)[0], root / "mlflow.log"
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
              "--port", str(port), "--workers", "1", "--backend-store-uri", f"postgresql://mlflow@127.0.0.1:{pg}/mlflow",
@@ -147,7 +142,7 @@ def test_bad_credentials_or_addresses_fail_in_one_line_before_any_work(team, tmp
          f"The tracking server {team.uri} refused the credentials of user 'trainer'"),
         (team.uri, {k: v for k, v in _as("x", "x").items() if not k.startswith("MLFLOW_TRACKING_")}, 5,
          f"The tracking server {team.uri} refused no credentials"),
-        (f"http://127.0.0.1:{_port()}", _as("trainer", "trainer-secret-1"), 5, "Cannot reach the tracking server"),
+        (f"http://127.0.0.1:{free_ports(1)[0]}", _as("trainer", "trainer-secret-1"), 5, "Cannot reach the tracking server"),
         (f"{team.uri}/mlflw", _as("trainer", "trainer-secret-1"), 5,
          f"{team.uri}/mlflw is not an MLflow tracking server (GET /version answered 403)"),
         (team.uri.replace("://", "://trainer:trainer-secret-1@"), _as("trainer", "trainer-secret-1"), 2,

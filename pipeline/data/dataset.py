@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +200,7 @@ def _read(cfg: ExperimentConfig):
     # its files and break each other's: one prepares while the others wait, then they read its files.
     local = "://" not in cfg.data.data_dir
     try:
-        with exclusive(Path(cfg.data.data_dir) / f".{cfg.data.dataset}.lock") if local else nullcontext():
+        with exclusive(Path(cfg.data.data_dir) / f".{cfg.data.dataset}.lock" if local else None):
             try:
                 datasets, info = load()
             except FileExistsError:  # prepared first by a process on another machine: read theirs

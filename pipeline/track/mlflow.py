@@ -269,8 +269,6 @@ def tracking_client(cfg: ExperimentConfig):
     For the embedded SQLite store, artifacts go to ``<workdir>/mlartifacts`` beside
     the database, so the whole store lives in one folder.
     """
-    from contextlib import nullcontext
-
     from mlflow.tracking import MlflowClient
 
     from pipeline.files import exclusive
@@ -278,8 +276,8 @@ def tracking_client(cfg: ExperimentConfig):
     uri = cfg.tracking.uri
     # Several runs' first use of a new SQLite store would each create its tables and collide ("table
     # experiments already exists"): one creates them while the others wait.
-    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    with exclusive(database.with_name(database.name + ".lock")) if database else nullcontext():
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock") if uri.startswith("sqlite:///") else None
+    with exclusive(lock):
         return _experiment(cfg, MlflowClient(tracking_uri=uri))
 
 

@@ -39,7 +39,8 @@ def check(uri: str) -> None:
     """Raise a TrackingError if the server at ``uri`` cannot take this pipeline's runs; stores on disk pass."""
     if not uri.startswith(("http://", "https://")):
         return
-    import mlflow
+    from importlib.metadata import version as installed
+
     import requests
 
     shown, base = public(uri), uri.rstrip("/")
@@ -65,9 +66,10 @@ def check(uri: str) -> None:
     if not answer.ok or not version[:1].isascii() or not version[:1].isdigit():
         raise TrackingError(f"{shown} is not an MLflow tracking server (GET /version answered {answer.status_code}): "
                             "check tracking.uri")
-    if version.split(".")[0] != mlflow.__version__.split(".")[0]:
+    client = installed("mlflow")  # importing MLflow would cost a second here
+    if version.split(".")[0] != client.split(".")[0]:
         raise TrackingError(f"The tracking server {shown} runs MLflow {version[:40]}; this pipeline's client is "
-                            f"MLflow {mlflow.__version__}, and the major versions must match")
+                            f"MLflow {client}, and the major versions must match")
     answer = ask("POST", "/api/2.0/mlflow/experiments/search", json={"max_results": 1})
     if answer.status_code == 403:
         raise TrackingError(f"User {user!r} may not read experiments on the tracking server {shown}: ask its "

@@ -59,17 +59,20 @@ def network_stores(places: list[str | None]) -> list[str]:
     return [p for p in places if p and "://" in p and p.split("://")[0] not in ("file", "sqlite")]
 
 
-def launch(config: str, overrides: list[str], workers: int, log_dir: Path, private: bool = True) -> int:
+def launch(config: str, overrides: list[str], workers: int, log_dir: Path, stores: list[str | None] = ()) -> int:
     """Run ``workers`` training processes; return 0 when all succeed, else the first failure's code.
 
-    ``private``: run them in a network of their own (module docstring), when this system allows it.
+    They run in a network of their own (module docstring) unless one of ``stores`` (the config's
+    tracking URI, data and export places) is on the network or this system allows no namespaces.
     Each worker is tied to this process: if the launcher is killed, even by SIGKILL, its workers get
     SIGTERM (and stop as on preemption) instead of training on, orphaned."""
-    if private and not _private_network_allowed():
-        private = False
-        print("warning: this system allows no private network namespace (unprivileged user namespaces are off), "
-              "so the workers' unauthenticated gRPC ports listen on every interface: run them only on a private "
-              "network (docs/distributed.md)", file=sys.stderr)
+    remote = network_stores(list(stores))
+    private = not remote and _private_network_allowed()
+    if not private:
+        why = (f"the workers need the network to reach {remote[0]}" if remote else
+               "this system allows no private network namespace (unprivileged user namespaces are off)")
+        print(f"warning: {why}, so their unauthenticated gRPC ports listen on every interface: run them only "
+              "on a private network (docs/distributed.md)", file=sys.stderr)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
