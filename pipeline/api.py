@@ -48,10 +48,10 @@ def backtest(cfg: ExperimentConfig, folds: int | None = None):
 
 def retrain(cfg: ExperimentConfig):
     """The retraining job under its lock; returns a ``jobs.retrain.Decision`` (promoted or kept, and why)."""
-    from pipeline.jobs.retrain import lock
+    from pipeline.jobs.retrain import lock, registry_required
     from pipeline.jobs.retrain import retrain as job
 
-    with lock(cfg):  # before TensorFlow loads: a second job exits at once
+    with lock(cfg), registry_required():  # the lock before TensorFlow loads: a second job exits at once
         _configure(cfg)
         return job(cfg)
 

@@ -16,6 +16,7 @@ from pipeline.errors import ConfigError, PipelineError
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+EXIT_SPOOLED = 6  # trained and exported, but the tracking server never took the run: `pipeline sync` it
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,7 +46,24 @@ def _train(args) -> int:
         api.prepare(cfg)  # once, before the workers start reading it
         stores = [cfg.tracking.uri, cfg.data.data_dir, cfg.data.path, cfg.export.root, cfg.workdir]
         return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers", stores)
-    _summary(cfg, api.train(cfg))
+    result = api.train(cfg)
+    _summary(cfg, result)
+    return EXIT_SPOOLED if result.spooled else 0
+
+
+def _sync(args) -> int:
+    """Deliver the spools of runs whose tracking server was away (a run folder, or every run of a workdir)."""
+    from pathlib import Path
+
+    from pipeline.track.spool import NAME, sync
+
+    folders = [f for path in map(Path, args.runs) for f in ([path] if (path / NAME).exists()
+                                                            else sorted(p.parent for p in path.glob(f"runs/*/{NAME}")))]
+    if not folders:
+        raise PipelineError(f"Nothing to sync: no {NAME} in {' '.join(args.runs)} (a run folder, or a workdir)")
+    for folder in folders:
+        done = sync(folder)
+        print(f"Synced run {done.run_id} to {done.server}: {done.operations} operations, {done.metrics} metric values")
     return 0
 
 
@@ -223,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = with_config(sub.add_parser("train", help="train, evaluate, track and export an experiment"))
     train.add_argument("--workers", type=int, default=1,
                        help="start N worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (default 1)")
+    train.epilog = (f"Exit codes: 0 done, 1-5 failed (2 config, 3 data, 4 export, 5 tracking server), {EXIT_SPOOLED} "
+                    "done but the tracking server never came back (`pipeline sync`), 130/143 interrupted.")
     train.set_defaults(run=_train)
 
     tune = with_config(sub.add_parser("tune", help="search hyperparameters (the config's `tune` section) with KerasTuner"))
@@ -258,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="HTML path (default <workdir>/runs/<run id>/report.html, or "
                                       "<store folder>/reports/<experiment>.html)")
     report.set_defaults(run=_report)
+
+    sync = sub.add_parser("sync", help="deliver the tracking a run kept on disk while its tracking server was away")
+    sync.add_argument("runs", nargs="+", metavar="RUN", help="a run folder (<workdir>/runs/<id>), or a workdir for "
+                                                             "all its runs")
+    sync.set_defaults(run=_sync)
 
     prepare = with_config(sub.add_parser("prepare", help="prepare the configured dataset as its own step"))
     prepare.set_defaults(run=_prepare)

@@ -51,6 +51,17 @@ class Decision:
 
 
 @contextmanager
+def registry_required():
+    """A registry that stops answering mid-job ends the job with no decision: never promote blind."""
+    from pipeline.track.server import Unreachable
+
+    try:
+        yield
+    except Unreachable as exc:
+        raise Unreachable(f"{exc.message}; no promotion decision was made (the champion keeps serving)") from None
+
+
+@contextmanager
 def lock(cfg: ExperimentConfig):
     """Hold ``<workdir>/locks/retrain-<model>.lock``; a second holder gets ``Locked`` at once.
 
@@ -85,6 +96,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
     from pipeline.jobs.train import train
     from pipeline.tasks import task_for
     from pipeline.track import registry
+    from pipeline.track.server import Unreachable, public
     from serving.infra_check import infra_validate
 
     if not (cfg.tracking.enabled and cfg.export.enabled):
@@ -104,6 +116,9 @@ def retrain(cfg: ExperimentConfig) -> Decision:
         staged = cfg.model_copy(update={"export": cfg.export.model_copy(update={"root": cfg.retrain.staging})})
         result = train(staged, alias=registry.CHALLENGER,
                        run_tags={"mlflow.parentRunId": run.id, "pipeline.role": "challenger"})
+        if result.spooled:
+            raise Unreachable(f"The tracking server {public(cfg.tracking.uri)} went away while the challenger "
+                              f"trained (its run waits in {result.spooled})")
         challenger_version = registry.by_alias(cfg, registry.CHALLENGER).version
         challenger = evaluate_export(result.export_path, data, task)
         incumbent = evaluate_export(champion.path, data, task) if champion else None
@@ -183,11 +198,17 @@ def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
 def _champion_stats(run, champion) -> dict | None:
     from mlflow.exceptions import MlflowException
 
+    from pipeline.track.server import Unreachable, public, reason
+    from pipeline.track.spool import unreachable
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = run.client.download_artifacts(champion.run_id, "data_stats.json", tmp)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError) as exc:
+            if unreachable(exc):  # not "no statistics": unknown
+                raise Unreachable(f"Cannot read the champion's data statistics on {public(run.cfg.tracking.uri)}: "
+                                  f"the server does not answer ({reason(exc)})") from None
             return None
         return json.loads(Path(path).read_text())
 

@@ -32,6 +32,7 @@ class TrainResult:
     checks: dict[str, float] = field(default_factory=dict)
     diagnosis: object = None  # pipeline.diagnose.Diagnosis
     seconds: dict[str, float] = field(default_factory=dict)  # per stage: data, setup, fit, evaluate, baselines, log, export
+    spooled: Path | None = None  # tracking the server never took: `pipeline sync` delivers it (track/spool.py)
 
 
 def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "champion",
@@ -112,7 +113,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         if chief:
             resume.finish(cfg)
     return TrainResult(run.id, run.dir, test, best_epoch, len(history["loss"]), history, model, export_path, checks,
-                       diagnosis, clock.laps)
+                       diagnosis, clock.laps, run.courier.spool.path if run.courier.pending else None)
 
 
 def _log_outcome(cfg, run, model, data, task, history: dict, best_epoch: int | None, test: dict):
@@ -137,7 +138,6 @@ def _log_outcome(cfg, run, model, data, task, history: dict, best_epoch: int | N
 def _export(cfg, run, model, data, test: dict, signatures: dict, alias: str | None) -> tuple[Path, dict]:
     """Export and verify the model, log it, and register it as a model version carrying ``alias``."""
     from pipeline.export import export
-    from pipeline.track import registry
 
     spec = data.spec
     meta = {"run_id": run.id, "data": {"name": spec.name, "version": spec.version, "digest": spec.digest},
@@ -146,11 +146,8 @@ def _export(cfg, run, model, data, test: dict, signatures: dict, alias: str | No
     run.log_metrics(checks)
     run.set_tags({"export.path": str(export_path.resolve()), "export.version": export_path.name})
     run.log_dir(export_path, "saved_model")
-    if run.tracked:
-        version = registry.register(cfg, run.id, export_path, alias=alias, tags={
-            "data.name": spec.name, "data.version": spec.version, "data.digest": spec.digest,
-            **{k: round(v, 6) for k, v in test.items()}})
-        run.set_tags({"registry.model": cfg.export.model_name, "registry.version": version.version})
+    run.register(export_path, alias, tags={"data.name": spec.name, "data.version": spec.version,
+                                           "data.digest": spec.digest, **{k: round(v, 6) for k, v in test.items()}})
     return export_path, checks
 
 

@@ -15,6 +15,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ExperimentConfig
+from pipeline.files import write_text
+from pipeline.track import spool
 
 _PARAM_BATCH = 100  # MLflow's limit per log_batch call
 OWNER_HOST, OWNER_PID = "pipeline.host", "pipeline.pid"  # the process a run belongs to, for close_orphans
@@ -30,73 +33,73 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class Run:
-    """A tracked run: its id, a local folder for its files, and logging helpers."""
+    """A tracked run: its id, a local folder for its files, and logging helpers.
+
+    Every write is one operation (``spool.apply``), handed to the run's courier, which delivers
+    them in order from a thread of its own, so training never waits on the server; while the
+    server is away it keeps them in the run folder's spool (track/spool.py).
+    """
 
     def __init__(self, cfg: ExperimentConfig, client=None, run_id: str | None = None):
         self.cfg = cfg
         self.client = client
-        self._pending = []  # asynchronous logging operations not yet known to be written
         self.id = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.dir = Path(cfg.workdir) / "runs" / self.id
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.courier = spool.Courier(lambda op: spool.apply(client, cfg, self.id, op), self.dir, cfg.tracking.uri,
+                                     lambda: {"run_id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+                                              "config": cfg.model_dump(mode="json")})
 
     @property
     def tracked(self) -> bool:
         return self.client is not None
 
     def log_params(self, params: dict[str, Any]) -> None:
-        if not self.tracked:
-            return
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [[k, str(v)[:6000]] for k, v in params.items()]
         for i in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(self.id, params=items[i : i + _PARAM_BATCH], synchronous=True)
+            self._send({"batch": {"params": items[i : i + _PARAM_BATCH]}})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if not self.tracked:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.id, metrics=items, synchronous=True)
+        self.log_epochs([(step or 0, metrics)])
 
     def log_epochs(self, epochs: list[tuple[int, dict[str, float]]]) -> None:
-        """Several epochs' metrics in one asynchronous write (see flush)."""
-        if not self.tracked:
-            return
-        from mlflow.entities import Metric
-
+        """Several epochs' metrics in one write."""
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for step, metrics in epochs for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):  # MLflow's limit of metrics per batch
-            self._pending.append(self.client.log_batch(self.id, metrics=items[i : i + 1000], synchronous=False))
-
-    def flush(self) -> None:
-        """Wait until every asynchronous write of this run is stored (raises what a write raised)."""
-        pending, self._pending = self._pending, []
-        for operation in pending:
-            operation.wait()
+        self._send({"batch": {"metrics": [[k, float(v), now, step] for step, metrics in epochs
+                                          for k, v in metrics.items()]}})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        if not self.tracked:
-            return
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+        self._send({"batch": {"tags": [[k, str(v)] for k, v in tags.items()]}})
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        """Also kept in the run folder, where a spooled upload finds it."""
         if self.tracked:
-            self.client.log_text(self.id, text, artifact_file)
+            self.log_file(write_text(self.dir / "files" / artifact_file, text), str(Path(artifact_file).parent))
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.tracked:
-            self.client.log_artifact(self.id, str(path), artifact_path)
+        artifact_path = None if artifact_path in (None, ".") else artifact_path
+        self._send({"file": {"path": str(Path(path).resolve()), "artifact_path": artifact_path}})
 
     def log_dir(self, path: Path, artifact_path: str) -> None:
+        self._send({"folder": {"path": str(Path(path).resolve()), "artifact_path": artifact_path}})
+
+    def register(self, export_path: Path, alias: str | None, tags: dict) -> None:
+        """The export as a model version of ``export.model_name`` carrying ``alias``; tags the run with it."""
+        self._send({"register": {"export_path": str(Path(export_path).resolve()), "alias": alias, "time": time.time(),
+                                 "tags": {k: str(v) for k, v in tags.items()}}})
+
+    def flush(self) -> None:
+        """Wait until every write so far is delivered, or kept in the spool."""
+        self.courier.wait()
+
+    def end(self, status: str) -> None:
+        """Mark the run ended and wait for its writes (raises a write's failure other than the server's absence)."""
+        self._send({"end": status})
+        self.courier.close()
+
+    def _send(self, op: dict) -> None:
         if self.tracked:
-            self.client.log_artifacts(self.id, str(path), artifact_path)
+            self.courier.send(op)
 
     def log_setup(self, cfg: ExperimentConfig, spec, strategy_info: dict[str, str]) -> None:
         """Everything needed to reproduce the run: config, code, libraries, devices, data."""
@@ -128,11 +131,10 @@ def log_missing_epochs(run: Run, history: dict[str, list[float]]) -> None:
 def epoch_logger(run: Run, prefix: str = ""):
     """A Keras callback that logs every epoch's metrics and learning rate to the run, names prefixed.
 
-    Batched and asynchronous, because a write per epoch is a measurable share of a short epoch
-    (bench/README.md, tracking overhead). So epochs are written together every
-    ``tracking.write_every`` seconds (the first at once, to show the run is alive; the rest when
-    training ends), by MLflow's logging thread. The run waits for the writes before it ends; a
-    run killed before that loses its latest epochs' metrics, which a resume logs again
+    Batched, because a write per epoch is a measurable share of a short epoch (bench/README.md,
+    tracking overhead). So epochs are written together every ``tracking.write_every`` seconds
+    (the first at once, to show the run is alive; the rest when training ends). A run killed
+    before a write loses its latest epochs' metrics, which a resume logs again
     (``log_missing_epochs``). A schedule's learning rate is computed at write time for all
     pending epochs in one compiled call, since evaluating it eagerly every epoch costs as much.
     """
@@ -204,18 +206,34 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
             client.set_tag(run_id, key, str(value))
     status = "FAILED"
     run = Run(cfg, client, run_id)
-    try:
-        yield run
-        run.flush()
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
+    with spool.impatient():
         try:
-            run.flush()
+            yield run
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
-            client.set_terminated(run_id, status)
+            try:
+                run.end(status)
+            finally:
+                _report_delay(run)
+
+
+def _report_delay(run: Run) -> None:
+    """One line on what the run could not deliver at once: delivered late, or waiting for ``pipeline sync``."""
+    from pipeline.track.server import public
+
+    delay, server = run.courier.delay, public(run.cfg.tracking.uri)
+    if delay is None:
+        return
+    what = f"{delay.metrics} metric values and {delay.files} files"
+    if run.courier.pending:
+        print(f"warning: the tracking server {server} did not come back: the run's end, {what} are kept in "
+              f"{run.courier.spool.path}; `pipeline sync {run.dir}` delivers them", file=sys.stderr)
+    else:
+        print(f"Tracking: the server {server} did not answer for {delay.seconds:.0f} s; the {what} "
+              "written meanwhile were delivered when it returned", file=sys.stderr)
 
 
 def close_orphans(client, experiment_id: str, keep: str | None = None) -> list[str]:
@@ -231,7 +249,7 @@ def close_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
     for run in running:
         tags = run.data.tags
         pid = tags.get(OWNER_PID, "")
-        if run.info.run_id == keep or "tune.role" in tags or not (pid.isascii() and pid.isdigit()) or _alive(int(pid)):
+        if run.info.run_id == keep or "tune.role" in tags or not (pid.isascii() and pid.isdigit()) or alive(int(pid)):
             continue
         client.set_tag(run.info.run_id, "pipeline.ended_by", f"a later run: its process {pid} on {host} had died")
         client.set_terminated(run.info.run_id, "KILLED")
@@ -239,7 +257,8 @@ def close_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
     return ended
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host lives."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -277,8 +296,16 @@ def tracking_client(cfg: ExperimentConfig):
     # Several runs' first use of a new SQLite store would each create its tables and collide ("table
     # experiments already exists"): one creates them while the others wait.
     lock = Path(uri.removeprefix("sqlite:///") + ".lock") if uri.startswith("sqlite:///") else None
-    with exclusive(lock):
-        return _experiment(cfg, MlflowClient(tracking_uri=uri))
+    try:
+        with exclusive(lock):
+            return _experiment(cfg, MlflowClient(tracking_uri=uri))
+    except Exception as exc:
+        if not spool.unreachable(exc):
+            raise
+        from pipeline.track.server import Unreachable, public, reason
+
+        raise Unreachable(f"Cannot open a run on the tracking server {public(uri)}: it does not answer "
+                          f"({reason(exc)})") from None
 
 
 def _experiment(cfg: ExperimentConfig, client) -> tuple:

@@ -33,22 +33,25 @@ class Version:
 
 @contextmanager
 def _permitted(cfg: ExperimentConfig, action: str):
-    """A registry call whose refusal (no permission, no valid credentials) is one line naming the account."""
+    """A registry call whose refusal (no permission, no valid credentials) or whose server's absence is one line."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.track.server import TrackingError, public
+    from pipeline.track.server import TrackingError, Unreachable, public, reason
+    from pipeline.track.spool import unreachable
 
     try:
         yield
     except MlflowException as exc:
+        where = f"model {cfg.export.model_name!r} on {public(cfg.tracking.uri)}"
+        if unreachable(exc):
+            raise Unreachable(f"Cannot {action} of {where}: the server does not answer ({reason(exc)})") from None
         refused = exc.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or any(
             f"error code {code}" in str(exc) for code in (401, 403))
         if not refused:
             raise
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-        raise TrackingError(f"{f'User {user!r}' if user else 'This account'} may not {action} of model "
-                            f"{cfg.export.model_name!r} on {public(cfg.tracking.uri)}: the registry refused it "
-                            "(ask its administrator for MANAGE on the model)") from None
+        raise TrackingError(f"{f'User {user!r}' if user else 'This account'} may not {action} of {where}: the "
+                            "registry refused it (ask its administrator for MANAGE on the model)") from None
 
 
 def _client(cfg: ExperimentConfig):
@@ -64,17 +67,19 @@ def register(cfg: ExperimentConfig, run_id: str, export_path: Path, tags: dict, 
     """A new version of the model ``cfg.export.model_name`` for the export at ``export_path``; move ``alias`` to it."""
     from mlflow.exceptions import MlflowException
 
-    client, name = _client(cfg), cfg.export.model_name
-    try:
-        client.create_registered_model(name, description=f"Exports of the {cfg.name} experiment (pipeline).")
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    all_tags = {"export.path": str(Path(export_path).resolve()), "export.version": Path(export_path).name,
-                **{k: str(v) for k, v in tags.items()}}
-    mv = client.create_model_version(name, f"runs:/{run_id}/saved_model", run_id=run_id, tags=all_tags)
-    if alias:
-        client.set_registered_model_alias(name, alias, mv.version)
+    name = cfg.export.model_name
+    with _permitted(cfg, "register a version"):
+        client = _client(cfg)
+        try:
+            client.create_registered_model(name, description=f"Exports of the {cfg.name} experiment (pipeline).")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        all_tags = {"export.path": str(Path(export_path).resolve()), "export.version": Path(export_path).name,
+                    **{k: str(v) for k, v in tags.items()}}
+        mv = client.create_model_version(name, f"runs:/{run_id}/saved_model", run_id=run_id, tags=all_tags)
+        if alias:
+            client.set_registered_model_alias(name, alias, mv.version)
     return Version(str(mv.version), run_id, all_tags)
 
 
@@ -92,14 +97,14 @@ def by_alias(cfg: ExperimentConfig, alias: str) -> Version | None:
 
 
 def set_alias(cfg: ExperimentConfig, alias: str, version: str, tags: dict | None = None) -> None:
-    client = _client(cfg)
     with _permitted(cfg, f"move the {alias!r} alias"):
+        client = _client(cfg)
         for key, value in (tags or {}).items():
             client.set_model_version_tag(cfg.export.model_name, version, key, str(value))
         client.set_registered_model_alias(cfg.export.model_name, alias, version)
 
 
 def versions(cfg: ExperimentConfig) -> list[Version]:
-    client = _client(cfg)
-    found = client.search_model_versions(f"name = '{cfg.export.model_name}'")
+    with _permitted(cfg, "list the versions"):
+        found = _client(cfg).search_model_versions(f"name = '{cfg.export.model_name}'")
     return sorted((Version(str(v.version), v.run_id, dict(v.tags)) for v in found), key=lambda v: int(v.version))

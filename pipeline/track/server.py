@@ -26,6 +26,10 @@ class TrackingError(PipelineError):
     exit_code = 5
 
 
+class Unreachable(TrackingError):
+    """The tracking server went away after the checks (a restart, a network cut): it may come back."""
+
+
 def public(uri: str) -> str:
     """``uri`` without a user or password in it."""
     parts = urlsplit(uri)
@@ -50,12 +54,12 @@ def check(uri: str) -> None:
         try:
             return requests.request(method, base + path, timeout=TIMEOUT, verify=_verify(), **_credentials(), **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise TrackingError(f"The tracking server {shown} failed the TLS check ({_reason(exc)}): set "
+            raise TrackingError(f"The tracking server {shown} failed the TLS check ({reason(exc)}): set "
                                 "MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle") from None
         except requests.exceptions.Timeout:
             raise TrackingError(f"The tracking server {shown} did not answer within {TIMEOUT} s") from None
         except requests.exceptions.RequestException as exc:
-            raise TrackingError(f"Cannot reach the tracking server {shown}: {_reason(exc)}") from None
+            raise TrackingError(f"Cannot reach the tracking server {shown}: {reason(exc)}") from None
 
     answer = ask("GET", "/version")
     if answer.status_code == 401:
@@ -93,7 +97,7 @@ def _verify():
     return os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: Exception) -> str:
     """The innermost cause of a requests error ("Connection refused"), not its nested repr."""
     text = str(exc)
     for marker in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
