@@ -68,10 +68,11 @@ def crowd(uri: str, root: Path, env: dict, epochs: int) -> dict:
             "first_failure": next((out[-600:] for p, out in zip(procs, outputs) if p.returncode), None)}
 
 
-def overhead(uri: str, env: dict, quick: bool) -> dict:
+def overhead(uri: str, env: dict, quick: bool, repeats: int) -> dict:
     """``bench/perf.py --only tracking`` with the run on ``uri``."""
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([sys.executable, "bench/perf.py", *(["--quick"] if quick else []), "--only", "tracking",
+                        "--repeats", str(repeats),
                         "--out", out, "--set", f"tracking.uri={uri}"], cwd=ROOT, env=env, check=True,
                        capture_output=True)
         return json.loads((Path(out) / "perf.json").read_text())["tracking"]
@@ -81,6 +82,9 @@ def main() -> None:
     options = parser(__doc__, "team")
     options.add_argument("--stores", nargs="*", default=["postgresql", "sqlite"], choices=["postgresql", "sqlite"])
     options.add_argument("--no-crowd", action="store_true", help="only the tracking overhead against the server")
+    options.add_argument("--repeats", type=int, default=10,
+                         help="perf.py's rounds / 3 for the overhead (default 10: 30 rounds; at 15 the medians of "
+                              "two runs differed by 3 points)")
     options.add_argument("--server-nice", type=int, default=19,
                          help="the server's and PostgreSQL's niceness (default 19: they take only CPU that training "
                               "leaves, as a server on another machine would; 0 shares the cores evenly)")
@@ -104,7 +108,7 @@ def main() -> None:
                     results["postgresql"] = crowd(team.uri, root / "pg", signed_in, epochs)
                     results["postgresql"]["server_errors"] = {e: n for e in ERRORS
                                                               if (n := team.log.read_text().count(e))}
-                results["server_tracking"] = overhead(team.uri, signed_in, args.quick)
+                results["server_tracking"] = overhead(team.uri, signed_in, args.quick, args.repeats)
 
     lines = ["| store | processes failed | runs (not FINISHED) | epoch metric points stored (lost) | errors | wall |",
              "| --- | --- | --- | --- | --- | --- |"]
