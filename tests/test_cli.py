@@ -40,6 +40,21 @@ def test_make_help_lists_the_user_verbs():
         assert f"make {target}" in out
 
 
+def test_sync_names_an_empty_folder_or_a_damaged_spool_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["sync", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"error: Nothing to sync: no spool.jsonl in {tmp_path} (a run folder, or a workdir)\n"
+    spool = tmp_path / "runs" / "abc" / "spool.jsonl"
+    spool.parent.mkdir(parents=True)
+    for header in ('{"run_id": "abc", "config": {"bad": 1}}\n', ""):
+        spool.write_text(header)
+        assert main(["sync", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {spool} is damaged: its first line is no run's header (") and err.count("\n") == 1
+        assert err.endswith("); nothing was synced\n") and spool.read_text() == header  # left as it was
+
+
 @pytest.mark.parametrize("flag,value,message", [("--poll", "0", "Invalid --poll 0: expected at least 0.05"),
                                                 ("--keep", "0", "Invalid --keep 0: expected at least 1")])
 def test_serve_refuses_settings_that_busy_loop_or_serve_nothing(tmp_path, capsys, flag, value, message):

@@ -301,12 +301,16 @@ def sync(run_dir: Path) -> Synced:
     from pipeline.track.server import check, public
 
     spool = Spool(run_dir)
-    head = spool.header()
+    try:
+        head = spool.header()
+        cfg = ExperimentConfig.model_validate(head["config"])
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise PipelineError(f"{spool.path} is damaged: its first line is no run's header "
+                            f"({str(exc).splitlines()[0][:120]}); nothing was synced") from None
     pid = head.get("pid")
     if head.get("host") == socket.gethostname() and isinstance(pid, int) and pid > 0 and alive(pid):
         raise PipelineError(f"Run {head['run_id']} is still running (process {pid}): it delivers its own "
                             f"spool when the server returns")
-    cfg = ExperimentConfig.model_validate(head["config"])
     check(cfg.tracking.uri)
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     ops = spool.pending()
