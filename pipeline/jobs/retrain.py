@@ -198,17 +198,17 @@ def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
 def _champion_stats(run, champion) -> dict | None:
     from mlflow.exceptions import MlflowException
 
-    from pipeline.track.server import Unreachable, public, reason
-    from pipeline.track.spool import unreachable
+    from pipeline.track.server import public
+    from pipeline.track.spool import answered, unreachable
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, answered(f"read the champion's data statistics on "
+                                                        f"{public(run.cfg.tracking.uri)}"):
         try:
             path = run.client.download_artifacts(champion.run_id, "data_stats.json", tmp)
         except (MlflowException, OSError) as exc:
             if unreachable(exc):  # not "no statistics": unknown
-                raise Unreachable(f"Cannot read the champion's data statistics on {public(run.cfg.tracking.uri)}: "
-                                  f"the server does not answer ({reason(exc)})") from None
+                raise
             return None
         return json.loads(Path(path).read_text())
 

@@ -291,21 +291,14 @@ def tracking_client(cfg: ExperimentConfig):
     from mlflow.tracking import MlflowClient
 
     from pipeline.files import exclusive
+    from pipeline.track.server import public
 
     uri = cfg.tracking.uri
     # Several runs' first use of a new SQLite store would each create its tables and collide ("table
     # experiments already exists"): one creates them while the others wait.
     lock = Path(uri.removeprefix("sqlite:///") + ".lock") if uri.startswith("sqlite:///") else None
-    try:
-        with exclusive(lock):
-            return _experiment(cfg, MlflowClient(tracking_uri=uri))
-    except Exception as exc:
-        if not spool.unreachable(exc):
-            raise
-        from pipeline.track.server import Unreachable, public, reason
-
-        raise Unreachable(f"Cannot open a run on the tracking server {public(uri)}: it does not answer "
-                          f"({reason(exc)})") from None
+    with spool.answered(f"open a run on the tracking server {public(uri)}"), exclusive(lock):
+        return _experiment(cfg, MlflowClient(tracking_uri=uri))
 
 
 def _experiment(cfg: ExperimentConfig, client) -> tuple:

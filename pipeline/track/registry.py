@@ -36,15 +36,14 @@ def _permitted(cfg: ExperimentConfig, action: str):
     """A registry call whose refusal (no permission, no valid credentials) or whose server's absence is one line."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.track.server import TrackingError, Unreachable, public, reason
-    from pipeline.track.spool import unreachable
+    from pipeline.track.server import TrackingError, public
+    from pipeline.track.spool import answered
 
+    where = f"model {cfg.export.model_name!r} on {public(cfg.tracking.uri)}"
     try:
-        yield
+        with answered(f"{action} of {where}"):
+            yield
     except MlflowException as exc:
-        where = f"model {cfg.export.model_name!r} on {public(cfg.tracking.uri)}"
-        if unreachable(exc):
-            raise Unreachable(f"Cannot {action} of {where}: the server does not answer ({reason(exc)})") from None
         refused = exc.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or any(
             f"error code {code}" in str(exc) for code in (401, 403))
         if not refused:

@@ -61,6 +61,19 @@ def unreachable(exc: BaseException) -> bool:
 
 
 @contextmanager
+def answered(what: str):
+    """Raise the server's absence during ``what`` as one line (``Unreachable``); anything else as it is."""
+    from pipeline.track.server import Unreachable, reason
+
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, Unreachable) or not unreachable(exc):
+            raise
+        raise Unreachable(f"Cannot {what}: the server does not answer ({reason(exc)})") from None
+
+
+@contextmanager
 def impatient():
     """A few seconds of retries, then give up: a run spools a write (and ``pipeline retrain`` makes no
     decision) rather than wait minutes for a server that may be gone for hours."""
