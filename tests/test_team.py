@@ -221,7 +221,8 @@ def test_a_run_rides_out_an_outage_and_delivers_what_it_kept_when_the_server_ret
     from pipeline.track import spool
     from pipeline.track.mlflow import start_run
 
-    monkeypatch.setattr(spool, "FIRST_RETRY", 0.5)  # instead of 5 s before trying the server again
+    monkeypatch.setattr(spool, "FIRST_RETRY", 0.5)  # instead of 5 s before trying the server again,
+    monkeypatch.setattr(spool, "LONGEST_RETRY", 0.5)  # and never longer (each failed try doubled the wait)
     cfg = load(DIGITS, [f"workdir={tmp_path / 'work'}", f"tracking.uri={server.uri}"])
     with start_run(cfg) as run:
         run.log_epochs([(1, {"loss": 1.0})])
