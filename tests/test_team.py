@@ -226,6 +226,7 @@ def test_a_run_rides_out_an_outage_and_delivers_what_it_kept_when_the_server_ret
     cfg = load(DIGITS, [f"workdir={tmp_path / 'work'}", f"tracking.uri={server.uri}"])
     with start_run(cfg) as run:
         run.log_epochs([(1, {"loss": 1.0})])
+        run.flush()  # delivered before the outage (the courier would otherwise race the stop)
         server.stop()
         started = time.monotonic()
         run.log_epochs([(2, {"loss": 0.5}), (3, {"loss": 0.25})])
