@@ -76,7 +76,7 @@ def _chosen(cfg, spec) -> list[str]:
     wanted = cfg.train.baselines
     if wanted == "none" or family == "forecasting":
         return []
-    images = any(f.kind == "image" for f in spec.features)
+    images = any(f.signal for f in spec.features)
     names = [n for n, b in BASELINES.items() if family in b.tasks and (b.images or not images)]
     return names if wanted == "auto" else [n for n in wanted if n in names]
 

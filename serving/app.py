@@ -267,8 +267,8 @@ def _rows_to_columns(instances, names: list[str]) -> dict:
         raise RequestError('"instances" must be a list of examples')
     if not instances:
         raise RequestError("Empty batch: send at least one example")
-    if len(names) == 1 and not isinstance(instances[0], dict):  # rows of the only input's values
-        return {names[0]: instances}
+    if len(names) == 1 and not (isinstance(instances[0], dict) and set(instances[0]) != {"b64"}):
+        return {names[0]: instances}  # rows of the only input's values (a {"b64": ...} object is a value)
     columns: dict[str, list] = {}
     for i, row in enumerate(instances):
         if not isinstance(row, dict):

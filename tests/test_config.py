@@ -54,7 +54,7 @@ BAD_OVERRIDES = {
     "negative lambda": (["regularization.l2=-0.1"], "Invalid value for `regularization.l2`: -0.1. Expected a float in [0, inf)."),
     "unknown optimizer": (["optimizer.name=adamx"], "Invalid value for `optimizer.name`: 'adamx'. Expected one of 'sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop' or 'adagrad'; did you mean 'adam'?"),
     "unknown layer": (["augment.layers=[{type: rotate}]"], "Invalid value for `augment.layers[0].type`: 'rotate'."),
-    "unknown model": (["model.name=resnet"], "Invalid value for `model.name`: 'resnet'. Expected one of 'cnn', 'mlp', 'tabular_mlp', 'recommender', 'lstm', 'gru' or 'conv1d'."),
+    "unknown model": (["model.name=resnet"], "Invalid value for `model.name`: 'resnet'. Expected one of 'cnn', 'mlp', 'tabular_mlp', 'recommender', 'lstm', 'gru', 'conv1d', 'backbone' or 'audio_cnn'."),
     "wrong type": (["train.epochs=many"], "Invalid value for `train.epochs`: 'many'. Expected an integer in [1, inf)."),
     "lambda missing": (["regularization.kernel=l1"], "Invalid `regularization`: `l1` must be > 0 when kernel is 'l1'."),
     "bad override": (["epochs"], "Invalid override `epochs`: expected key=value"),
@@ -159,7 +159,7 @@ def test_registries_cover_every_name_the_config_allows():
         ScheduleConfig,
         TrainConfig,
     )
-    from pipeline.data.augment import LAYERS
+    from pipeline.data.augment import AUDIO_SPECTROGRAM_LAYERS, AUDIO_WAVE_LAYERS, LAYERS
     from pipeline.models.registry import MODELS
     from pipeline.train.optim import OPTIMIZERS, SCHEDULES
     from pipeline.train.strategy import STRATEGIES
@@ -173,7 +173,7 @@ def test_registries_cover_every_name_the_config_allows():
     assert set(STRATEGIES) == names(TrainConfig, "strategy")
     layer_types = {typing.get_args(c.model_fields["type"].annotation)[0]
                    for c in typing.get_args(typing.get_args(AugmentLayer)[0])}
-    assert set(LAYERS) == layer_types
+    assert set(LAYERS) | set(AUDIO_WAVE_LAYERS) | set(AUDIO_SPECTROGRAM_LAYERS) == layer_types
 
 
 def test_two_clipping_modes_are_rejected_before_keras_sees_them():

@@ -76,8 +76,8 @@ def _save_ranker(path: Path) -> None:
     tf.saved_model.save(ranker, str(path), signatures={"serving_default": ranker.default, "recommend": ranker.recommend})
 
 
-def start_server(root: Path, log_name: str, *flags: str) -> tuple[subprocess.Popen, int]:
-    """A `pipeline serve` process over ``root``, once it answers; its output goes to ``root``'s sibling log."""
+def start_server(root: Path, log_name: str, *flags: str, model: str = "houses") -> tuple[subprocess.Popen, int]:
+    """A `pipeline serve` process over ``root``, once ``model`` answers; its output goes to ``root``'s sibling log."""
     from pipeline.train.cluster import free_ports
 
     port = free_ports(1)[0]
@@ -88,7 +88,7 @@ def start_server(root: Path, log_name: str, *flags: str) -> tuple[subprocess.Pop
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            if call(port, "/v1/models/houses")[0] == 200:
+            if call(port, f"/v1/models/{model}")[0] == 200:
                 break
         except OSError:
             pass

@@ -77,7 +77,7 @@ def test_a_bad_variant_is_named_before_anything_trains(tmp_path, tfds_dir):
 
 
 @pytest.mark.parametrize("name", ["regularization", "sparsity", "batch_norm", "optimizers", "batch_size",
-                                  "early_stopping", "search_strategies"])
+                                  "early_stopping", "search_strategies", "speech_augmentation"])
 def test_the_shipped_studies_are_valid(name):
     study, configs = load_study(ROOT / "configs" / "studies" / f"{name}.yaml")
     assert len(configs) == len(study.variants) >= 2

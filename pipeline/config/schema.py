@@ -65,6 +65,10 @@ class DataConfig(Section):
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
+    sample_rate: PositiveInt = Field(16000, description="audio_folder, spoken_digits: clips are resampled to this "
+                                                        "rate (Hz), mixed down to one channel.")
+    clip_seconds: PositiveFloat = Field(1.0, description="audio_folder, spoken_digits: clips are padded with silence "
+                                                         "or cropped (and counted) to this length.")
     batch_size: PositiveInt | Literal["auto"] = Field(
         64, description="Examples per step; auto: about 50 steps an epoch (training rows / 50, a power of two "
         "from 8 to 256), so a table of a few hundred rows gets enough steps and one of millions large batches.")
@@ -175,8 +179,33 @@ class GaussianNoise(Section):
     )
 
 
+class TimeShift(Section):
+    type: Literal["time_shift"]
+    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.1, description="audio: the most a clip moves "
+                                                                               "(either way), as a fraction of it.")
+
+
+class BackgroundNoise(Section):
+    type: Literal["background_noise"]
+    snr_db: float = Field(10.0, description="audio: white noise at a signal-to-noise ratio drawn from snr_db to "
+                                            "snr_db + 20 dB per clip.")
+
+
+class TimeMask(Section):
+    type: Literal["time_mask"]
+    width: PositiveInt = Field(10, description="audio (SpecAugment): the most spectrogram frames one mask hides.")
+    count: PositiveInt = 2
+
+
+class FrequencyMask(Section):
+    type: Literal["frequency_mask"]
+    width: PositiveInt = Field(6, description="audio (SpecAugment): the most mel bins one mask hides.")
+    count: PositiveInt = 2
+
+
 AugmentLayer = Annotated[
-    Rotation | Flip | Brightness | Contrast | Zoom | Translation | GaussianNoise,
+    Rotation | Flip | Brightness | Contrast | Zoom | Translation | GaussianNoise | TimeShift | BackgroundNoise
+    | TimeMask | FrequencyMask,
     Field(discriminator="type"),
 ]
 
@@ -213,11 +242,50 @@ class RecommenderConfig(Section):
         1000, description="Test users (a seeded sample) whose top-10 lists score recall@10 and NDCG@10; 0 for all.")
 
 
+class AudioConfig(Section):
+    """audio_cnn: the log-mel front end inside the model, so the export takes a raw waveform."""
+
+    mel_bins: PositiveInt = 40
+    frame_ms: PositiveFloat = Field(25.0, description="STFT window length.")
+    hop_ms: PositiveFloat = Field(10.0, description="STFT step between frames.")
+    min_hz: NonNegativeFloat = 20.0
+    max_hz: PositiveFloat | None = Field(None, description="Top of the mel range; default half the sample rate.")
+
+
+class FineTuneConfig(Section):
+    """backbone: two-phase training. The backbone stays frozen for ``frozen_epochs`` (only the head learns),
+    then its top ``layers`` layers learn too, at ``learning_rate_factor`` times the schedule's rate. Its
+    BatchNormalization layers stay frozen and in inference mode throughout: their statistics are the
+    pretraining data's, and small batches of new data would overwrite them."""
+
+    frozen_epochs: Count = Field(5, description="Epochs with the whole backbone frozen.")
+    layers: Count = Field(20, description="Top backbone layers unfrozen after frozen_epochs (BatchNormalization "
+                                          "excluded); 0 keeps the backbone frozen throughout.")
+    learning_rate_factor: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1, description="The learning rate after frozen_epochs, as a fraction of the optimizer's.")
+
+
 class ModelConfig(Section):
     """Architecture knobs shared by every model in the registry."""
 
-    name: Literal["cnn", "mlp", "tabular_mlp", "recommender", "lstm", "gru", "conv1d"] = Field(
-        "cnn", description="lstm, gru and conv1d (dilated causal convolutions) need a `forecast` section.")
+    name: Literal["cnn", "mlp", "tabular_mlp", "recommender", "lstm", "gru", "conv1d", "backbone", "audio_cnn"] = Field(
+        "cnn", description="lstm, gru and conv1d (dilated causal convolutions) need a `forecast` section; backbone "
+                           "is a pretrained Keras application under a dense head (docs/transfer_learning.md); "
+                           "audio_cnn is cnn over the log-mel spectrogram of a waveform (docs/speech.md).")
+    backbone: Literal["mobilenet_v3_small", "efficientnet_b0", "resnet50"] = Field(
+        "mobilenet_v3_small", description="backbone: which Keras application.")
+    weights: str = Field("imagenet", description="backbone: imagenet (Keras' cache under $KERAS_HOME/models, else a "
+                                                 "download), none (random), or the path of a .weights.h5/.h5 file.")
+    image_size: PositiveInt | None = Field(
+        None, description="backbone: images are resized to this square size in the model; default the data's own "
+                          "size, at least 32.")
+    fine_tune: FineTuneConfig = FineTuneConfig()
+    audio: AudioConfig = AudioConfig()
+
+    @property
+    def pretrained(self) -> bool:
+        """A backbone with pretrained weights: fine-tuned in two phases; ``weights: none`` trains it whole."""
+        return self.name == "backbone" and self.weights != "none"
     width: PositiveInt = Field(32, description="Filters of the first conv block (doubling per block), or units per "
                                                "MLP layer, recurrent layer or causal convolution.")
     depth: PositiveInt = Field(2, description="Number of conv blocks or hidden layers.")
@@ -407,6 +475,14 @@ class ExperimentConfig(Section):
                              "(forecast.validation and forecast.test set the split)")
         if self.model.name not in ("mlp", "lstm", "gru", "conv1d"):
             raise ValueError(f"`model.name` {self.model.name} does not forecast: use mlp, lstm, gru or conv1d")
+        return self
+
+    @model_validator(mode="after")
+    def _fine_tune_schedule(self) -> ExperimentConfig:
+        if self.model.pretrained and self.model.fine_tune.layers and self.optimizer.schedule.name == "plateau":
+            raise ValueError("`optimizer.schedule.name` plateau lowers the rate on its own and cannot combine with "
+                             "`model.fine_tune` (which lowers it after frozen_epochs): use constant, cosine or "
+                             "exponential, or model.fine_tune.layers: 0")
         return self
 
     @model_validator(mode="before")

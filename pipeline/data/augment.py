@@ -5,6 +5,8 @@ own rescaling, so the same augmenter works in the tf.data pipeline and inside
 the model. Each layer gets its own seed derived from the experiment seed:
 a run replays exactly, while every epoch still draws fresh transformations
 (Keras' seed generators advance per call; tensorflow issue 35682 does not bite).
+Audio entries (time shift, noise, SpecAugment masks) are layers of the model's audio
+encoder instead: ``audio_layers``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,87 @@ LAYERS = {
 }
 
 
+def _random(draw, name: str, seed: int):
+    """A Keras layer that applies ``draw(x, seed_generator)`` in training and is the identity otherwise."""
+    import keras
+
+    class Random(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name=name)
+            self.generator = keras.random.SeedGenerator(seed)
+
+        def call(self, x, training=False):
+            return draw(x, self.generator) if training else x
+
+    return Random()
+
+
+def _time_shift(c, seed):
+    """Each clip moved by up to ``fraction`` of its length either way; what moves in is silence."""
+    from keras import ops, random
+
+    def draw(waves, generator):
+        samples = waves.shape[1]
+        most = int(c.fraction * samples)
+        shift = random.randint((ops.shape(waves)[0], 1), -most, most + 1, seed=generator)
+        source = ops.arange(samples)[None, :] - shift
+        moved = ops.take_along_axis(waves, ops.clip(source, 0, samples - 1), axis=1)
+        return ops.where((source >= 0) & (source < samples), moved, ops.zeros_like(moved))
+
+    return _random(draw, f"time_shift_{seed}", seed)
+
+
+def _background_noise(c, seed):
+    """White noise at a signal-to-noise ratio drawn per clip from ``snr_db`` to ``snr_db`` + 20 dB."""
+    from keras import ops, random
+
+    def draw(waves, generator):
+        snr = random.uniform((ops.shape(waves)[0], 1), c.snr_db, c.snr_db + 20.0, seed=generator)
+        power = ops.mean(ops.square(waves), axis=1, keepdims=True)
+        return waves + random.normal(ops.shape(waves), seed=generator) * ops.sqrt(power / ops.power(10.0, snr / 10.0))
+
+    return _random(draw, f"background_noise_{seed}", seed)
+
+
+def _mask(axis: int):
+    """SpecAugment (Park et al. 2019): ``count`` bands of up to ``width`` frames (axis 1) or mel bins (axis 2)
+    set to the normalised spectrogram's mean, 0."""
+    def build(c, seed):
+        from keras import ops, random
+
+        def draw(spectrogram, generator):
+            size, batch = spectrogram.shape[axis], ops.shape(spectrogram)[0]
+            positions = ops.arange(size)[None, :]
+            keep = ops.ones((batch, size), dtype=spectrogram.dtype)
+            for _ in range(c.count):
+                width = random.randint((batch, 1), 0, min(c.width, size) + 1, seed=generator)
+                start = ops.cast(random.uniform((batch, 1), seed=generator) * ops.cast(size - width + 1, "float32"),
+                                 "int32")
+                hidden = (positions >= start) & (positions < start + width)
+                keep = keep * ops.cast(ops.logical_not(hidden), spectrogram.dtype)
+            return spectrogram * ops.reshape(keep, (-1, size, 1, 1) if axis == 1 else (-1, 1, size, 1))
+
+        return _random(draw, f"{'time' if axis == 1 else 'frequency'}_mask_{seed}", seed)
+    return build
+
+
+# type -> layer factory (entry, seed): on the waveform, then on the log-mel spectrogram inside the model
+AUDIO_WAVE_LAYERS = {"time_shift": _time_shift, "background_noise": _background_noise}
+AUDIO_SPECTROGRAM_LAYERS = {"time_mask": _mask(1), "frequency_mask": _mask(2)}
+
+
+def audio_layers(cfg: AugmentConfig, seed: int) -> tuple[list, list]:
+    """The configured audio layers: (on the waveform, on the spectrogram), in config order.
+
+    They always sit inside the model (whatever ``placement`` says): SpecAugment acts on the
+    model's own spectrogram. Each is the identity unless called with training=True.
+    """
+    wave = [AUDIO_WAVE_LAYERS[c.type](c, seed + i) for i, c in enumerate(cfg.layers) if c.type in AUDIO_WAVE_LAYERS]
+    spectrogram = [AUDIO_SPECTROGRAM_LAYERS[c.type](c, seed + i) for i, c in enumerate(cfg.layers)
+                   if c.type in AUDIO_SPECTROGRAM_LAYERS]
+    return wave, spectrogram
+
+
 def _layer(c, seed: int, fill: str):
     from keras import layers
 
@@ -51,8 +134,8 @@ def _layer(c, seed: int, fill: str):
 
 
 def build_layers(cfg: AugmentConfig, seed: int) -> list:
-    """One Keras layer per configured entry, in config order."""
-    return [_layer(c, seed + i, cfg.fill_mode) for i, c in enumerate(cfg.layers)]
+    """One Keras layer per configured image entry, in config order (audio entries: ``audio_layers``)."""
+    return [_layer(c, seed + i, cfg.fill_mode) for i, c in enumerate(cfg.layers) if c.type in LAYERS]
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int):
@@ -79,7 +162,8 @@ def preview(cfg: ExperimentConfig, out: str | Path, n_images: int = 6) -> Path:
     images = sample_images(cfg, n_images).astype("float32")
     layers = build_layers(cfg.augment, cfg.seed)
     columns = [("original", images)]
-    columns += [(c.type, np.asarray(layer(images, training=True))) for c, layer in zip(cfg.augment.layers, layers)]
+    entries = [c for c in cfg.augment.layers if c.type in LAYERS]
+    columns += [(c.type, np.asarray(layer(images, training=True))) for c, layer in zip(entries, layers)]
     if len(layers) > 1:
         combined = build_augmenter(cfg.augment, cfg.seed)
         columns.append(("all", np.asarray(combined(images, training=True))))

@@ -17,8 +17,8 @@ from pipeline.errors import DataError
 
 COLUMN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a serving input's name: TF Serving and Keras take these
 MIN_ROWS = 3  # one example per split, at the least
-BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "csv", "series",
-            "image_folder")
+BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "spoken_digits", "csv",
+            "series", "image_folder", "audio_folder")
 
 
 def check(cfg) -> None:
@@ -27,7 +27,7 @@ def check(cfg) -> None:
         from pipeline.data.sources import input_files
 
         _table(input_files(required_path(cfg))[0], cfg.data.label_key)
-    elif cfg.data.dataset == "image_folder":
+    elif cfg.data.dataset in ("image_folder", "audio_folder"):
         require_folder(cfg)
 
 

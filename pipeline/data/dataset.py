@@ -42,9 +42,14 @@ class Feature:
     """One raw model input: its name, how it is encoded, and how it is stored."""
 
     name: str
-    kind: str  # image | numeric | categorical | multi_hot
+    kind: str  # image | audio | numeric | categorical | multi_hot
     dtype: str  # as stored: uint8, float32, int64, string, ...
     shape: tuple[int, ...] = ()
+
+    @property
+    def signal(self) -> bool:
+        """An image or a waveform: a large array per example, read from the splits, never kept as a column."""
+        return self.kind in ("image", "audio")
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,9 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
         feature = info.features[name]
         np_dtype = np.dtype(feature.np_dtype)
         dtype = "string" if np_dtype.kind in "OSU" else np_dtype.name
-        if isinstance(feature, tfds.features.Image):
+        if isinstance(feature, tfds.features.Audio):
+            kind = "audio"
+        elif isinstance(feature, tfds.features.Image):
             if any(d is None for d in feature.shape):
                 raise DataError(f"Feature {name!r} has images of varying size {feature.shape}; prepare them resized.")
             kind = "image"
@@ -346,7 +353,7 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     """Training-split columns (no images) and transformed labels, for preprocessing statistics."""
     import numpy as np
 
-    names = [f.name for f in spec.features if f.kind != "image"]
+    names = [f.name for f in spec.features if not f.signal]
     rows = train.take(MAX_STAT_ROWS).map(lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
     columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
     for batch in rows.batch(4096).as_numpy_iterator():

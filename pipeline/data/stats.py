@@ -30,7 +30,7 @@ def statistics(data) -> dict:
     spec = data.spec
     features = {}
     for f in spec.features:
-        values = _image_values(data, f.name) if f.kind == "image" else data.train_columns[f.name]
+        values = _signal_values(data, f.name) if f.signal else data.train_columns[f.name]
         features[f.name] = {"kind": f.kind, "dtype": f.dtype, "shape": list(f.shape), **_summary(values, f.kind)}
     label = data.train_columns[spec.label]
     features[f"label:{spec.label}"] = {"kind": "label", "dtype": str(label.dtype), "shape": [],
@@ -86,7 +86,7 @@ def compare(reference: dict, data, limits) -> Report:
             k = changed[0]
             report.add(name, f"schema.{k}", b[k], a[k], "error", f"feature {name!r}: {k} {a[k]!r} became {b[k]!r}")
             continue
-        values = _image_values(data, name) if b["kind"] == "image" else data.train_columns[name.removeprefix("label:")]
+        values = _signal_values(data, name) if b["kind"] in ("image", "audio") else data.train_columns[name.removeprefix("label:")]
         _drift(report, name, a, b, values, limits)
     if not report.rows or not report.errors and not report.warnings:
         report.add("*", "all", "ok", "-", "ok", "no drift beyond the limits")
@@ -122,7 +122,7 @@ def _drift(report: Report, name: str, ref: dict, cur: dict, values: np.ndarray, 
 
 def _summary(values: np.ndarray, kind: str) -> dict:
     values = np.asarray(values)
-    if kind in ("numeric", "image", "sequence", "calendar"):
+    if kind in ("numeric", "image", "audio", "sequence", "calendar"):
         numbers = _numbers(values)
         missing = float(np.mean(np.isnan(values.astype(np.float64)))) if values.size else 0.0
         if not numbers.size:
@@ -149,8 +149,8 @@ def _text(value: Any) -> str:
     return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))[:MAX_TEXT]
 
 
-def _image_values(data, name: str) -> np.ndarray:
-    """Pixel values of up to IMAGE_EXAMPLES validation images."""
+def _signal_values(data, name: str) -> np.ndarray:
+    """Pixel (or sample) values of up to IMAGE_EXAMPLES validation images (or clips)."""
     batches, seen = [], 0
     for features, _ in data.validation:
         batches.append(np.asarray(features[name], dtype=np.float32))

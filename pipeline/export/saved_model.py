@@ -17,7 +17,8 @@ Serving contract (pinned by tests; clients rely on it):
             ``target`` [batch, horizon], the model's own (level, change or log return)
             forecasting inputs: the target's past window and past covariates [batch, input_window],
             known covariates (and the time column, for calendar features) [batch, input_window + horizon]
-Model families may add signatures (the recommender's ``recommend``).
+Model families may add signatures (the recommender's ``recommend``; audio_cnn's ``wav``, which takes
+encoded WAV files ``[batch]`` as strings).
 Augmentation is never active in the export: it calls the model with training=False.
 """
 
@@ -124,7 +125,7 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     task = task_for(cfg, spec)
 
     def serving_default(features):
-        inputs = {f.name: tf.cast(features[f.name], tf.float32) if f.kind == "image" else features[f.name]
+        inputs = {f.name: tf.cast(features[f.name], tf.float32) if f.signal else features[f.name]
                   for f in spec.features}
         return task.serve(model(inputs, training=False), inputs)
 

@@ -46,7 +46,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
             newest export), ``challenger`` (retraining stages it), or None. Default ``champion``.
         run_tags: Extra tags of the MLflow run (e.g. a parent run); default none.
     """
-    from pipeline import runtime, track
+    from pipeline import models, runtime, track
     from pipeline.data import dataset
     from pipeline.data.augment import build_augmenter
     from pipeline.models import family
@@ -68,6 +68,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
     task = task_for(cfg, data.spec)
+    models.check(cfg)
     clock.lap("data")
 
     chief = cluster.is_chief()

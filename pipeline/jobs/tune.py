@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import runtime, track
+from pipeline import models, runtime, track
 from pipeline.config import ExperimentConfig
 from pipeline.config.search_space import apply
 from pipeline.errors import ConfigError
@@ -53,6 +53,7 @@ def tune(cfg: ExperimentConfig, workers: int = 0, log_dir: Path | None = None, c
     base = apply(cfg, {}, trial=True)
     data, task = hypermodel.inputs(base)  # fails early on bad data; primes the cache for the first trial
     _check_objective(cfg, task)
+    models.check(base)
     parent_file = search.folder / "parent_run.json"
     previous = (read_json(parent_file) or {}).get("run_id")
     tags = {**(run_tags or {}), "tune.search": search.folder.name, "tune.role": "parent",

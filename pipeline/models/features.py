@@ -41,7 +41,7 @@ def inputs_for(spec) -> dict:
     import keras
 
     return {
-        f.name: keras.Input(shape=f.shape, dtype="float32" if f.kind == "image" else f.dtype, name=f.name)
+        f.name: keras.Input(shape=f.shape, dtype="float32" if f.signal else f.dtype, name=f.name)
         for f in spec.features
     }
 
@@ -62,6 +62,22 @@ def _image(out, feature, x, cfg, column, reg, augmenter):
         x = augmenter(x)
     out.images.append(layers.Rescaling(1.0 / 255.0, name=layer_name(feature.name, "rescale"))(x))
     out.info[feature.name] = {"kind": "image", "shape": list(feature.shape)}
+
+
+def _audio(out, feature, x, cfg, column, reg, augmenter):
+    """Waveform -> [time shift, noise] -> log-mel spectrogram -> [SpecAugment masks]: an image for the conv body."""
+    from pipeline.data.augment import audio_layers
+    from pipeline.models.audio import log_mel
+
+    on_wave, on_spectrogram = audio_layers(cfg.augment, cfg.seed)
+    for layer in on_wave:
+        x = layer(x)
+    x = log_mel(cfg.data.sample_rate, cfg.model.audio, name=layer_name(feature.name, "log_mel"))(x)
+    for layer in on_spectrogram:
+        x = layer(x)
+    out.images.append(x)
+    out.info[feature.name] = {"kind": "audio", "samples": feature.shape[0], "sample_rate": cfg.data.sample_rate,
+                              "spectrogram": list(x.shape[1:])}
 
 
 def _numeric(out, feature, x, cfg, column, reg, augmenter):
@@ -216,5 +232,5 @@ def _relative(how: str, name: str):
     return _relative_layer()(how, name=name)
 
 
-ENCODERS = {"image": _image, "numeric": _numeric, "categorical": _categorical, "multi_hot": _multi_hot,
+ENCODERS = {"image": _image, "audio": _audio, "numeric": _numeric, "categorical": _categorical, "multi_hot": _multi_hot,
             "sequence": _sequence, "calendar": _calendar}

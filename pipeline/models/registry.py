@@ -55,6 +55,12 @@ def _recommender(*args):
     return recommender(*args)
 
 
+def _backbone(*args):
+    from pipeline.models.backbone import body
+
+    return body(*args)
+
+
 def _sequence(name: str):
     def body(*args):
         from pipeline.models import sequence
@@ -72,6 +78,8 @@ MODELS = {
     "lstm": _sequence("lstm"),
     "gru": _sequence("gru"),
     "conv1d": _sequence("conv1d"),
+    "backbone": _backbone,  # a pretrained Keras application, fine-tuned in two phases
+    "audio_cnn": cnn,  # the same body over the log-mel spectrogram the audio encoder makes
 }
 
 
@@ -91,7 +99,8 @@ class _NoExtras:
 
 
 # Families with extra signatures or metrics, by model name or by task.
-FAMILIES = {"recommender": "pipeline.models.recommender", "forecasting": "pipeline.forecast"}
+FAMILIES = {"recommender": "pipeline.models.recommender", "forecasting": "pipeline.forecast",
+            "audio_cnn": "pipeline.models.audio"}
 
 
 def family(model: str, task: str):
@@ -100,6 +109,14 @@ def family(model: str, task: str):
 
     name = model if model in FAMILIES else task
     return importlib.import_module(FAMILIES[name]) if name in FAMILIES else _NoExtras
+
+
+def check(cfg: ExperimentConfig) -> None:
+    """Reject what the model cannot be built from (a weights file that does not fit) before a run opens."""
+    if cfg.model.name == "backbone":
+        from pipeline.models import backbone
+
+        backbone.check(cfg)
 
 
 def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmenter=None):

@@ -40,11 +40,12 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list:
     """Callbacks in the order they should run at each epoch end."""
     import keras
 
+    from pipeline.models.backbone import fine_tuning
     from pipeline.tasks import direction
 
     es = cfg.train.early_stopping
     mode = direction(es.monitor) if es.direction == "auto" else es.direction
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    callbacks = [keras.callbacks.TerminateOnNaN(), *filter(None, [fine_tuning(cfg)])]
     if cfg.optimizer.schedule.name == "plateau":
         s = cfg.optimizer.schedule
         callbacks.append(keras.callbacks.ReduceLROnPlateau(

@@ -40,9 +40,12 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
         prediction = model(x, training=False)
         _update(val_metrics, task, _penalised(model, loss_fn(*task.loss_inputs(y, prediction))), y, prediction)
 
-    @tf.function
-    def train_step(iterator):
-        strategy.run(train_replica, args=next(iterator))
+    def traced():  # a fresh step whenever a callback changes what trains (fine-tuning's phase two)
+        @tf.function
+        def train_step(iterator):
+            strategy.run(train_replica, args=next(iterator))
+
+        return train_step
 
     @tf.function
     def eval_step(batch):
@@ -54,9 +57,12 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
     validation = strategy.experimental_distribute_dataset(val_ds)
     callback_list.on_train_begin()
     logs: dict = {}
+    train_step, trained = None, None
     for epoch in range(initial_epoch, epochs):
         start = time.perf_counter()
         callback_list.on_epoch_begin(epoch)
+        if trained != len(model.trainable_variables):
+            train_step, trained = traced(), len(model.trainable_variables)
         for metric in (*train_metrics, *val_metrics):
             metric.reset_state()
         for _ in range(steps_per_epoch):

@@ -18,20 +18,25 @@ def build_compiled(cfg, data, task, strategy, augmenter=None):
     Args:
         augmenter: Augmentation layers to put inside the model (``augment.placement: model``); default None.
     """
-    from pipeline.models import build_model
+    from pipeline.models import backbone, build_model
     from pipeline.train.optim import build_optimizer
 
+    tune = backbone.phases(cfg)
     with strategy.scope():
         model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter)
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, data.steps_per_epoch,
-                                      strategy.num_replicas_in_sync),
+                                      strategy.num_replicas_in_sync,
+                                      lower=(tune.frozen_epochs, tune.learning_rate_factor) if tune and tune.layers
+                                      else None),
             loss=task.loss,
             metrics=task.metrics(),
             steps_per_execution=steps_per_execution(cfg.train.steps_per_execution, data.steps_per_epoch,
                                                     strategy.num_replicas_in_sync),
             jit_compile=cfg.train.jit_compile,
         )
+        if tune:
+            backbone.prepare(model, cfg)
     return model
 
 

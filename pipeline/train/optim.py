@@ -44,14 +44,33 @@ SCHEDULES = {
 LR_SCALING = {"none": lambda replicas: 1.0, "linear": float, "sqrt": lambda replicas: replicas**0.5}
 
 
-def build_optimizer(cfg: OptimizerConfig, epochs: int, steps_per_epoch: int, replicas: int = 1):
+def lowered(rate, from_step: int, factor: float):
+    """``rate`` (a number or a schedule) times ``factor`` from step ``from_step`` on: fine-tuning's phase two."""
+    import keras
+
+    class Lowered(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            base = keras.ops.cast(rate(step) if callable(rate) else rate, "float32")
+            return keras.ops.where(step >= from_step, base * factor, base)
+
+        def get_config(self):
+            return {"from_step": from_step, "factor": factor}
+
+    return Lowered()
+
+
+def build_optimizer(cfg: OptimizerConfig, epochs: int, steps_per_epoch: int, replicas: int = 1,
+                    lower: tuple[int, float] | None = None):
     """The configured Keras optimiser with its schedule, clipping and weight decay.
 
     With ``scale_lr`` the learning rate follows the replica count (Goyal et al.'s linear rule
-    for a global batch that grows with the replicas, or the square-root rule).
+    for a global batch that grows with the replicas, or the square-root rule). ``lower``
+    (epoch, factor) multiplies the rate by ``factor`` from that epoch on.
     """
     cfg = cfg.model_copy(update={"learning_rate": cfg.learning_rate * LR_SCALING[cfg.scale_lr](replicas)})
     kw = {"learning_rate": SCHEDULES[cfg.schedule.name](cfg, epochs * steps_per_epoch, steps_per_epoch)}
+    if lower is not None:
+        kw["learning_rate"] = lowered(kw["learning_rate"], lower[0] * steps_per_epoch, lower[1])
     if cfg.clipnorm:
         kw["clipnorm"] = cfg.clipnorm
     if cfg.clipvalue:

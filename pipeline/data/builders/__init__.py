@@ -11,12 +11,21 @@ from pipeline.data.builders.digits import Digits
 from pipeline.data.builders.files import PATH_BUILDERS, Csv, ImageFolder, Series
 from pipeline.data.builders.movielens_small import MovielensSmall
 from pipeline.data.builders.series import ElectricityDemand, Sp500Daily
+from pipeline.data.builders.speech import (
+    AudioFolder,
+    SpokenDigits,
+    audio_folder_config,
+    spoken_digits_config,
+)
 
-__all__ = ["AmesHousing", "Csv", "Digits", "ElectricityDemand", "ImageFolder", "MovielensSmall", "Series",
-           "Sp500Daily", "builder_kwargs"]
+__all__ = ["AmesHousing", "AudioFolder", "Csv", "Digits", "ElectricityDemand", "ImageFolder", "MovielensSmall",
+           "Series", "Sp500Daily", "SpokenDigits", "builder_kwargs"]
+
+# Builders whose prepared copy depends on the config (a user's path, a sample rate): a config names it.
+CONFIGURED = {**PATH_BUILDERS, "audio_folder": audio_folder_config, "spoken_digits": spoken_digits_config}
 
 
 def builder_kwargs(cfg) -> dict:
-    """Builders that read a user's path (csv, series, image_folder) get a config naming it; others nothing."""
-    make = PATH_BUILDERS.get(cfg.data.dataset)
+    """Builders that read a user's path or take options (CONFIGURED) get a config naming them; others nothing."""
+    make = CONFIGURED.get(cfg.data.dataset)
     return {"config": make(cfg)} if make else {}

@@ -1,0 +1,235 @@
+"""Speech: ``spoken_digits`` (made on this machine by espeak-ng) and ``audio_folder`` (users' WAV files).
+
+Both store each clip as float32 samples in [-1, 1] at ``data.sample_rate``, mono, padded
+with silence or cropped to ``data.clip_seconds`` (a cropped clip is counted and said).
+The model's front end (models/audio.py) turns them into spectrograms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import math
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from pipeline.data.checks import require_folder
+from pipeline.errors import DataError
+from pipeline.text import progress
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+           "en-us-nyc")
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
+            "klatt3", "croak", "whisper", "grandpa", "grandma", "Andy", "Annie", "Michael", "steph")
+SPEEDS, PITCHES = (130, 175), (50,)  # words per minute; espeak's 0-99 pitch scale
+SPLIT_VOICES = {"validation": 0.15, "test": 0.15}  # the rest trains
+
+
+@dataclasses.dataclass(eq=False)
+class AudioConfig(tfds.core.BuilderConfig):
+    path: str = ""
+    sample_rate: int = 16000
+    clip_seconds: float = 1.0
+    on_bad_input: str = "error"
+
+    @property
+    def samples(self) -> int:
+        return round(self.sample_rate * self.clip_seconds)
+
+
+def _config(cfg, fingerprint: str) -> AudioConfig:
+    d = cfg.data
+    options = f"{fingerprint}|{d.sample_rate}|{d.clip_seconds}|{d.on_bad_input}"
+    stem = Path(d.path).name.lower() if d.path else "espeak"
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+    return AudioConfig(name=f"{name}-{hashlib.sha256(options.encode()).hexdigest()[:12]}",
+                       path=str(Path(d.path).resolve()) if d.path else "", sample_rate=d.sample_rate,
+                       clip_seconds=d.clip_seconds, on_bad_input=d.on_bad_input)
+
+
+def spoken_digits_config(cfg) -> AudioConfig:
+    return _config(cfg, f"{WORDS}{ACCENTS}{VARIANTS}{SPEEDS}{PITCHES}")
+
+
+def audio_folder_config(cfg) -> AudioConfig:
+    path = require_folder(cfg)
+    listing = sorted(f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in path.rglob("*")
+                     if p.is_file())
+    return _config(cfg, hashlib.sha256("\n".join(listing).encode()).hexdigest())
+
+
+def _features(c: AudioConfig, labels, **extra) -> tfds.features.FeaturesDict:
+    return tfds.features.FeaturesDict({
+        "audio": tfds.features.Audio(shape=(c.samples,), dtype=np.float32, sample_rate=c.sample_rate),
+        "label": tfds.features.ClassLabel(names=list(labels)), **extra})
+
+
+def clip(contents: bytes, c: AudioConfig) -> tuple[np.ndarray, bool]:
+    """A WAV file's samples as float32 mono at ``c.sample_rate``, padded or cropped; and whether it was cropped."""
+    return fit(read_wav(contents, c.sample_rate), c.samples)
+
+
+def fit(samples: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
+    """``samples`` padded with silence or cropped to ``length``; and whether they were cropped."""
+    return np.pad(samples[:length], (0, max(0, length - len(samples)))).astype(np.float32), len(samples) > length
+
+
+def read_wav(contents: bytes, sample_rate: int) -> np.ndarray:
+    """A WAV file's samples as float32 mono in [-1, 1] at ``sample_rate``.
+
+    Raises:
+        ValueError: the file is no WAV scipy reads, or holds no samples.
+    """
+    from scipy.io import wavfile
+    from scipy.signal import resample_poly
+
+    rate, samples = wavfile.read(io.BytesIO(contents))
+    if samples.size == 0:
+        raise ValueError("it holds no samples")
+    if samples.dtype.kind in "iu":  # integer PCM to [-1, 1]; 8-bit WAV is unsigned around 128
+        half = 2.0 ** (8 * samples.dtype.itemsize - 1)
+        samples = (samples.astype(np.float64) - half * (samples.dtype.kind == "u")) / half
+    samples = samples.astype(np.float64)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    if rate != sample_rate:
+        common = math.gcd(rate, sample_rate)
+        samples = resample_poly(samples, sample_rate // common, rate // common)
+    return samples.astype(np.float32)
+
+
+def _warn_cropped(count: int, c: AudioConfig) -> None:
+    if count:
+        print(f"warning: {count} clips longer than {c.clip_seconds} s (`data.clip_seconds`) were cropped",
+              file=sys.stderr)
+
+
+class SpokenDigits(tfds.core.GeneratorBasedBuilder):
+    """The words zero to nine in many synthetic voices, spoken on this machine by espeak-ng; nothing downloads.
+
+    A voice is an accent with a variant (24 variants of 8 English accents); each says every word at
+    two speeds, placed at a random point of the clip over faint noise. Splits are by
+    voice: validation and test voices are never heard in training.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = []
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description="Spoken digits synthesised by espeak-ng, split by voice.",
+            features=_features(self.builder_config, WORDS, voice=tfds.features.Text()),
+            supervised_keys=("audio", "label"), metadata=tfds.core.MetadataDict())
+
+    def _split_generators(self, dl_manager):
+        if shutil.which("espeak-ng") is None:
+            raise DataError("spoken_digits is spoken by espeak-ng, which is not installed: `apt-get install "
+                            "espeak-ng` (Debian, Ubuntu), `brew install espeak-ng` (macOS), then run again.")
+        voices = [f"{accent}+{variant}" for accent in ACCENTS for variant in VARIANTS]
+        return {split: self._generate_examples(chosen) for split, chosen in split_by_voice(voices).items()}
+
+    def _generate_examples(self, voices: list[str]):
+        c = self.builder_config
+        jobs = [(voice, word, speed, pitch) for voice in voices for word in WORDS for speed in SPEEDS
+                for pitch in PITCHES]
+        cropped = 0
+        with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(max_workers=8) as pool:
+            spoken = pool.map(functools.partial(_speak, folder=folder), jobs)  # short processes: threads overlap them
+            for (voice, word, speed, pitch), wav in progress(zip(jobs, spoken), len(jobs), "speaking", "clips"):
+                key = f"{voice}/{word}/{speed}/{pitch}"
+                samples, was_cropped = _placed(read_wav(wav, c.sample_rate), c.samples, key)
+                cropped += was_cropped
+                yield key, {"audio": samples, "label": word, "voice": voice}
+        _warn_cropped(cropped, c)
+
+
+def split_by_voice(voices: list[str]) -> dict[str, list[str]]:
+    """train / validation / test voices, fixed by a hash of each voice's name (adding a voice moves no other)."""
+    def point(voice: str) -> float:
+        return int(hashlib.sha256(voice.encode()).hexdigest()[:8], 16) / 16**8
+
+    bounds = {"validation": (0.0, SPLIT_VOICES["validation"]),
+              "test": (SPLIT_VOICES["validation"], SPLIT_VOICES["validation"] + SPLIT_VOICES["test"])}
+    chosen = {name: [v for v in voices if low <= point(v) < high] for name, (low, high) in bounds.items()}
+    chosen["train"] = [v for v in voices if not any(v in held for held in chosen.values())]
+    return chosen
+
+
+def _speak(job, folder: str) -> bytes:
+    voice, word, speed, pitch = job
+    path = Path(folder) / f"{voice}-{word}-{speed}-{pitch}.wav"  # a file: on stdout the WAV header has no length
+    subprocess.run(["espeak-ng", "-w", str(path), "-v", voice, "-s", str(speed), "-p", str(pitch), word],
+                   check=True, capture_output=True)
+    contents = path.read_bytes()
+    path.unlink()
+    return contents
+
+
+def _placed(samples: np.ndarray, length: int, key: str) -> tuple[np.ndarray, bool]:
+    """The word, its silence trimmed, at a random point of a ``length`` clip over noise 30-50 dB below it;
+    and whether the word was longer than the clip (cropped)."""
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
+    voiced = np.flatnonzero(np.abs(samples) > 0.01)
+    word = samples[voiced[0]:voiced[-1] + 1] if voiced.size else samples[:0]
+    cropped, word = len(word) > length, word[:length]
+    clip = np.zeros(length, np.float32)
+    offset = rng.integers(0, length - len(word) + 1)
+    clip[offset:offset + len(word)] = word
+    power = float(np.mean(clip**2)) or 1e-6
+    noise = rng.normal(0.0, math.sqrt(power / 10 ** (rng.uniform(30, 50) / 10)), length)
+    return (clip + noise).astype(np.float32), cropped
+
+
+class AudioFolder(tfds.core.GeneratorBasedBuilder):
+    """One subfolder per class of WAV files (any rate, depth and channel count): resampled, mixed to mono."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = []
+
+    @property
+    def _classes(self) -> list[str]:
+        root = Path(self.builder_config.path)
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if len(classes) < 2:
+            raise DataError(f"{root}: an audio folder needs one subfolder per class (at least 2); found {classes}.")
+        return classes
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description=f"WAV files under {self.builder_config.path}",
+            features=_features(self.builder_config, self._classes, file=tfds.features.Text()),
+            supervised_keys=("audio", "label"), metadata=tfds.core.MetadataDict())
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        c, root = self.builder_config, Path(self.builder_config.path)
+        files = [(label, path) for label in self._classes for path in sorted((root / label).rglob("*"))
+                 if path.is_file() and path.suffix.lower() == ".wav"]
+        skipped = cropped = 0
+        for label, path in progress(files, len(files), "preparing", "clips"):
+            try:
+                samples, was_cropped = clip(path.read_bytes(), c)
+            except (ValueError, OSError) as exc:
+                if c.on_bad_input == "error":
+                    raise DataError(f"Unreadable audio {path}: {exc} (`data.on_bad_input: skip` skips it).") from None
+                skipped += 1
+                continue
+            cropped += was_cropped
+            name = str(path.relative_to(root))
+            yield name, {"audio": samples, "label": label, "file": name}
+        _warn_cropped(cropped, c)
+        self.info.metadata["skipped"] = skipped

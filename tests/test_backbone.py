@@ -1,0 +1,112 @@
+"""Transfer learning: pretrained Keras applications under the pipeline's head, fine-tuned in two phases.
+
+No network here: weights come from files by path, or from a file put where Keras
+caches its ImageNet downloads, as on an air-gapped training machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+BACKBONE = ("model.name=backbone", "model.backbone=mobilenet_v3_small", "model.head_units=16")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A MobileNetV3Small's weights saved by path (Keras' format) and as Keras caches ImageNet files (legacy h5)."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("weights")
+    keras.utils.set_random_seed(7)
+    net = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                              include_preprocessing=True)
+    net.save_weights(folder / "mine.weights.h5")
+    cache = folder / "keras_home" / "models"
+    cache.mkdir(parents=True)
+    net.save(cache / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")  # a whole model: Keras reads its weights
+    return folder, [w.numpy() for w in net.weights]
+
+
+def _same(weights, expected) -> bool:
+    return all(np.array_equal(np.asarray(w), e) for w, e in zip(weights, expected, strict=True))
+
+
+def test_weights_load_by_path_and_from_keras_cache_without_a_download(pretrained, tiny_cfg, monkeypatch):
+    from pipeline.models import backbone
+
+    folder, expected = pretrained
+    by_path = backbone.application(tiny_cfg(*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}"))
+    assert _same(by_path.weights, expected)
+    monkeypatch.setenv("KERAS_HOME", str(folder / "keras_home"))
+    cached = backbone.application(tiny_cfg(*BACKBONE, "model.weights=imagenet"))
+    assert _same(cached.weights, expected)
+    random = backbone.application(tiny_cfg(*BACKBONE, "model.weights=none"))
+    assert not _same(random.weights, expected)
+
+
+@pytest.mark.slow
+def test_weights_that_do_not_fit_fail_before_any_run_in_one_line_naming_the_file(pretrained, tiny_cfg, tmp_path,
+                                                                                 monkeypatch):
+    from pipeline.errors import ConfigError
+    from pipeline.jobs.train import train
+
+    folder, _ = pretrained
+    mine = folder / "mine.weights.h5"
+    cfg = tiny_cfg(*BACKBONE, "model.backbone=efficientnet_b0", f"model.weights={mine}")
+    with pytest.raises(ConfigError, match=f"^Invalid `model.weights`: {mine} does not fit backbone efficientnet_b0: "):
+        train(cfg)
+    assert not (tmp_path / "work" / "runs").exists() or not any((tmp_path / "work" / "runs").iterdir())
+    with pytest.raises(ConfigError, match="missing.h5 is not a file"):
+        train(tiny_cfg(*BACKBONE, f"model.weights={tmp_path / 'missing.h5'}"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras_home"))  # no cached file,
+    for proxy in ("https_proxy", "HTTPS_PROXY"):  # and the download goes nowhere, network or not
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="on a machine without internet access put "
+                                          "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5 in "):
+        train(tiny_cfg(*BACKBONE, "model.weights=imagenet"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["keras", "custom"])  # model.fit, and the multi-worker loop's own step
+def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_statistics(pretrained, tiny_cfg, loop):
+    import keras
+
+    from pipeline.jobs.train import train
+    from pipeline.models import backbone
+
+    folder, expected = pretrained
+    cfg = tiny_cfg(*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=2",
+                   "model.fine_tune.frozen_epochs=1", "model.fine_tune.layers=12", "train.early_stopping.enabled=false",
+                   "optimizer.learning_rate=0.01", f"train.loop={loop}")
+    after_phase_one = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                after_phase_one.update({w.path: w.numpy() for w in self.model.get_layer("backbone").weights})
+
+    result = train(cfg, callbacks=[Snapshot()])
+    net = result.model.get_layer("backbone")
+    tuned = {w.path for layer in backbone.tuned_layers(result.model, 12) for w in layer.weights}
+    assert tuned and not any(isinstance(layer, keras.layers.BatchNormalization)
+                             for layer in backbone.tuned_layers(result.model, 12))
+    before = dict(zip([w.path for w in net.weights], expected, strict=True))
+    assert all(np.array_equal(after_phase_one[path], value) for path, value in before.items())  # phase one: frozen
+    changed = {w.path for w in net.weights if not np.array_equal(w.numpy(), before[w.path])}
+    assert changed and changed <= tuned  # phase two: the top layers only
+    statistics = [w for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights]
+    assert statistics and all(np.array_equal(w.numpy(), before[w.path]) for w in statistics)
+    assert result.checks["verify.max_abs_diff"] < 1e-4  # the export takes the digits' raw 8x8 grey pixels
+
+
+def test_resnet_preprocessing_inside_the_model_matches_keras_preprocess_input():
+    import keras
+
+    from pipeline.models.backbone import _caffe
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    inputs = keras.Input((4, 4, 3))
+    inside = keras.Model(inputs, _caffe(inputs))(pixels)
+    expected = keras.applications.resnet50.preprocess_input(pixels.copy())
+    np.testing.assert_allclose(np.asarray(inside), expected, atol=1e-4)
