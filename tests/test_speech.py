@@ -40,7 +40,9 @@ def tone(hz: float, seconds: float, rate: int, seed: int = 0) -> np.ndarray:
 
 
 def write_tones(root, per_class: int = 12, rate: int = RATE):
-    """One subfolder per tone; a few clips stored at other rates, stereo or 8-bit, as users' folders are."""
+    """One subfolder per tone; a few clips stored at other rates, stereo, 8-bit or as FLAC, as users' folders are."""
+    import soundfile
+
     for label, hz in TONES.items():
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
@@ -49,6 +51,9 @@ def write_tones(root, per_class: int = 12, rate: int = RATE):
                 samples, at = np.stack([tone(hz, 0.6, 44100, i)] * 2, axis=1), 44100  # CD audio, stereo
             elif i == 1:
                 dtype = np.uint8
+            elif i == 2:
+                soundfile.write(root / label / f"{i}.flac", samples, at, subtype="PCM_24")
+                continue
             (root / label / f"{i}.wav").write_bytes(wav_bytes(samples, at, dtype))
     return root
 
@@ -198,9 +203,9 @@ def test_the_export_takes_a_waveform_or_a_wav_file_and_serves_base64_wav_over_re
     assert result.checks["verify.max_abs_diff"] < 1e-5  # parity, and determinism: augmentation is off in the export
     loaded = tf.saved_model.load(str(result.export_path))
     files = [folder / label / "5.wav" for label in TONES]
-    from pipeline.data.builders.speech import fit, read_wav
+    from pipeline.data.builders.speech import fit, read_audio
 
-    waves = np.stack([fit(read_wav(f.read_bytes(), RATE), RATE)[0] for f in files])
+    waves = np.stack([fit(read_audio(f.read_bytes(), RATE), RATE)[0] for f in files])
     by_wave = loaded.signatures["serving_default"](audio=tf.constant(waves))["probabilities"].numpy()
     by_file = loaded.signatures["wav"](wav=tf.constant([f.read_bytes() for f in files]))["probabilities"].numpy()
     np.testing.assert_allclose(by_file, by_wave, atol=1e-5)

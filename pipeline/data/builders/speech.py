@@ -1,4 +1,4 @@
-"""Speech: ``spoken_digits`` (made on this machine by espeak-ng) and ``audio_folder`` (users' WAV files).
+"""Speech: ``spoken_digits`` (made on this machine by espeak-ng) and ``audio_folder`` (users' WAV and FLAC files).
 
 Both store each clip as float32 samples in [-1, 1] at ``data.sample_rate``, mono, padded
 with silence or cropped to ``data.clip_seconds`` (a cropped clip is counted and said).
@@ -75,8 +75,9 @@ def _features(c: AudioConfig, labels, **extra) -> tfds.features.FeaturesDict:
 
 
 def clip(contents: bytes, c: AudioConfig) -> tuple[np.ndarray, bool]:
-    """A WAV file's samples as float32 mono at ``c.sample_rate``, padded or cropped; and whether it was cropped."""
-    return fit(read_wav(contents, c.sample_rate), c.samples)
+    """A WAV or FLAC file's samples as float32 mono at ``c.sample_rate``, padded or cropped; and whether it was
+    cropped."""
+    return fit(read_audio(contents, c.sample_rate), c.samples)
 
 
 def fit(samples: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
@@ -84,24 +85,22 @@ def fit(samples: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
     return np.pad(samples[:length], (0, max(0, length - len(samples)))).astype(np.float32), len(samples) > length
 
 
-def read_wav(contents: bytes, sample_rate: int) -> np.ndarray:
-    """A WAV file's samples as float32 mono in [-1, 1] at ``sample_rate``.
+def read_audio(contents: bytes, sample_rate: int) -> np.ndarray:
+    """A WAV or FLAC file's samples as float32 mono in [-1, 1] at ``sample_rate`` (libsndfile reads it).
 
     Raises:
-        ValueError: the file is no WAV scipy reads, or holds no samples.
+        ValueError: the file is no audio libsndfile reads, or holds no samples.
     """
-    from scipy.io import wavfile
+    import soundfile
     from scipy.signal import resample_poly
 
-    rate, samples = wavfile.read(io.BytesIO(contents))
+    try:
+        samples, rate = soundfile.read(io.BytesIO(contents), dtype="float64", always_2d=True)
+    except (RuntimeError, TypeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise ValueError(str(exc)) from None
     if samples.size == 0:
         raise ValueError("it holds no samples")
-    if samples.dtype.kind in "iu":  # integer PCM to [-1, 1]; 8-bit WAV is unsigned around 128
-        half = 2.0 ** (8 * samples.dtype.itemsize - 1)
-        samples = (samples.astype(np.float64) - half * (samples.dtype.kind == "u")) / half
-    samples = samples.astype(np.float64)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
+    samples = samples.mean(axis=1)
     if rate != sample_rate:
         common = math.gcd(rate, sample_rate)
         samples = resample_poly(samples, sample_rate // common, rate // common)
@@ -148,7 +147,7 @@ class SpokenDigits(tfds.core.GeneratorBasedBuilder):
             spoken = pool.map(functools.partial(_speak, folder=folder), jobs)  # short processes: threads overlap them
             for (voice, word, speed, pitch), wav in progress(zip(jobs, spoken), len(jobs), "speaking", "clips"):
                 key = f"{voice}/{word}/{speed}/{pitch}"
-                samples, was_cropped = _placed(read_wav(wav, c.sample_rate), c.samples, key)
+                samples, was_cropped = _placed(read_audio(wav, c.sample_rate), c.samples, key)
                 cropped += was_cropped
                 yield key, {"audio": samples, "label": word, "voice": voice}
         _warn_cropped(cropped, c)
@@ -191,8 +190,11 @@ def _placed(samples: np.ndarray, length: int, key: str) -> tuple[np.ndarray, boo
     return (clip + noise).astype(np.float32), cropped
 
 
+AUDIO_SUFFIXES = {".wav", ".flac"}
+
+
 class AudioFolder(tfds.core.GeneratorBasedBuilder):
-    """One subfolder per class of WAV files (any rate, depth and channel count): resampled, mixed to mono."""
+    """One subfolder per class of WAV or FLAC files (any rate, depth and channel count): resampled, mixed to mono."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -208,7 +210,7 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            description=f"WAV files under {self.builder_config.path}",
+            description=f"WAV and FLAC files under {self.builder_config.path}",
             features=_features(self.builder_config, self._classes, file=tfds.features.Text()),
             supervised_keys=("audio", "label"), metadata=tfds.core.MetadataDict())
 
@@ -218,7 +220,7 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         c, root = self.builder_config, Path(self.builder_config.path)
         files = [(label, path) for label in self._classes for path in sorted((root / label).rglob("*"))
-                 if path.is_file() and path.suffix.lower() == ".wav"]
+                 if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES]
         skipped = cropped = 0
         for label, path in progress(files, len(files), "preparing", "clips"):
             try:
