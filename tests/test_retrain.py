@@ -86,9 +86,11 @@ def test_a_broken_schema_stops_retraining_before_it_trains(tmp_path, tfds_dir):
 
 
 def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
+    from pipeline.data.dataset import Feature
+
     def splits(area, city):
-        spec = SimpleNamespace(features=[SimpleNamespace(name="area", kind="numeric", dtype="float32", shape=()),
-                                         SimpleNamespace(name="city", kind="categorical", dtype="string", shape=())],
+        spec = SimpleNamespace(features=[Feature(name="area", kind="numeric", dtype="float32", shape=()),
+                                         Feature(name="city", kind="categorical", dtype="string", shape=())],
                                label="price", task="regression", name="houses", version="1", digest="d", sizes={})
         columns = {"area": np.asarray(area, dtype=np.float32), "city": np.asarray(city, dtype=object),
                    "price": np.ones(len(area), dtype=np.float32)}
