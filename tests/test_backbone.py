@@ -78,7 +78,7 @@ def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_st
     folder, expected = pretrained
     cfg = tiny_cfg(*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=2",
                    "model.fine_tune.frozen_epochs=1", "model.fine_tune.layers=12", "train.early_stopping.enabled=false",
-                   "optimizer.learning_rate=0.01", f"train.loop={loop}")
+                   "optimizer.learning_rate=0.01", f"train.loop={loop}", f"export.enabled={loop == 'keras'}")
     after_phase_one = {}
 
     class Snapshot(keras.callbacks.Callback):
@@ -97,7 +97,8 @@ def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_st
     assert changed and changed <= tuned  # phase two: the top layers only
     statistics = [w for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights]
     assert statistics and all(np.array_equal(w.numpy(), before[w.path]) for w in statistics)
-    assert result.checks["verify.max_abs_diff"] < 1e-4  # the export takes the digits' raw 8x8 grey pixels
+    if loop == "keras":  # one export suffices: it takes the digits' raw 8x8 grey pixels
+        assert result.checks["verify.max_abs_diff"] < 1e-4
 
 
 def test_resnet_preprocessing_inside_the_model_matches_keras_preprocess_input():
