@@ -59,9 +59,13 @@ def csv_config(cfg) -> FileConfig:
 
 
 def image_folder_config(cfg) -> FileConfig:
-    path = require_folder(cfg)
+    return _config(cfg, folder_fingerprint(require_folder(cfg)))
+
+
+def folder_fingerprint(path: Path) -> str:
+    """A folder's digest from its files' names, sizes and times: a folder of 100k files is not read to name it."""
     listing = sorted(f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in path.rglob("*") if p.is_file())
-    return _config(cfg, hashlib.sha256("\n".join(listing).encode()).hexdigest())
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()
 
 
 # ---- csv ---------------------------------------------------------------------
@@ -202,11 +206,18 @@ def _serialize(table, stored: dict[str, str], schema: sources.Schema, label) -> 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def _classes(config: FileConfig) -> list[str]:
-    classes = sorted(p.name for p in Path(config.path).iterdir() if p.is_dir() and not p.name.startswith("."))
+def class_folders(root: str | Path, what: str = "an image folder") -> list[str]:
+    """The class names of a folder with one subfolder per class (at least 2)."""
+    classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise DataError(f"{config.path}: an image folder needs one subfolder per class (at least 2); found {classes}.")
+        raise DataError(f"{root}: {what} needs one subfolder per class (at least 2); found {classes}.")
     return classes
+
+
+def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image folder") -> list[tuple[str, Path]]:
+    """(class, file) for every file with one of ``suffixes`` under each class subfolder, in a fixed order."""
+    return [(label, path) for label in class_folders(root, what) for path in sorted((Path(root) / label).rglob("*"))
+            if path.is_file() and path.suffix.lower() in suffixes]
 
 
 class ImageFolder(tfds.core.GeneratorBasedBuilder):
@@ -222,7 +233,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             description=f"Images under {c.path}",
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(*c.image_size, c.channels)),
-                "label": tfds.features.ClassLabel(names=_classes(c)),
+                "label": tfds.features.ClassLabel(names=class_folders(c.path)),
                 "file": tfds.features.Text(),
             }),
             supervised_keys=("image", "label"),
@@ -239,8 +250,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         known, and kept in the metadata, once the last window is through.
         """
         c = self.builder_config
-        files = [(label, path) for label in _classes(c) for path in sorted((Path(c.path) / label).rglob("*"))
-                 if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
+        files = labelled_files(c.path, IMAGE_SUFFIXES)
         decode = functools.partial(_decode, size=tuple(c.image_size), channels=c.channels)
         skipped = 0
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

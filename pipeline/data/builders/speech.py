@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pipeline.data.builders.files import class_folders, folder_fingerprint, labelled_files
 from pipeline.data.checks import require_folder
 from pipeline.errors import DataError
 from pipeline.text import progress
@@ -62,10 +63,7 @@ def spoken_digits_config(cfg) -> AudioConfig:
 
 
 def audio_folder_config(cfg) -> AudioConfig:
-    path = require_folder(cfg)
-    listing = sorted(f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in path.rglob("*")
-                     if p.is_file())
-    return _config(cfg, hashlib.sha256("\n".join(listing).encode()).hexdigest())
+    return _config(cfg, folder_fingerprint(require_folder(cfg)))
 
 
 def _features(c: AudioConfig, labels, **extra) -> tfds.features.FeaturesDict:
@@ -190,7 +188,7 @@ def _placed(samples: np.ndarray, length: int, key: str) -> tuple[np.ndarray, boo
     return (clip + noise).astype(np.float32), cropped
 
 
-AUDIO_SUFFIXES = {".wav", ".flac"}
+AUDIO_SUFFIXES, AUDIO_FOLDER = {".wav", ".flac"}, "an audio folder"
 
 
 class AudioFolder(tfds.core.GeneratorBasedBuilder):
@@ -200,18 +198,11 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = []
 
-    @property
-    def _classes(self) -> list[str]:
-        root = Path(self.builder_config.path)
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if len(classes) < 2:
-            raise DataError(f"{root}: an audio folder needs one subfolder per class (at least 2); found {classes}.")
-        return classes
-
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=f"WAV and FLAC files under {self.builder_config.path}",
-            features=_features(self.builder_config, self._classes, file=tfds.features.Text()),
+            features=_features(self.builder_config, class_folders(self.builder_config.path, AUDIO_FOLDER),
+                               file=tfds.features.Text()),
             supervised_keys=("audio", "label"), metadata=tfds.core.MetadataDict())
 
     def _split_generators(self, dl_manager):
@@ -219,8 +210,7 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         c, root = self.builder_config, Path(self.builder_config.path)
-        files = [(label, path) for label in self._classes for path in sorted((root / label).rglob("*"))
-                 if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES]
+        files = labelled_files(root, AUDIO_SUFFIXES, AUDIO_FOLDER)
         skipped = cropped = 0
         for label, path in progress(files, len(files), "preparing", "clips"):
             try:
