@@ -16,8 +16,9 @@ Each process reports its wall time and its peak RSS. Figures, all ratios from th
 preparation time over ``read_csv`` time; each stage's seconds per row at a size over those at
 the size ten times smaller (linear cost: about 1); peak RSS likewise (bounded memory: about 1);
 evaluation and export (with verification) over one training epoch. Then image folders of
-2,000 and 20,000 PNG files are prepared (``pipeline prepare`` of configs/examples/image_folder.yaml):
-files per second and peak RSS.
+2,000 and 20,000 PNG files, and audio folders of 2,000 and 20,000 WAV files, are prepared
+(``pipeline prepare`` of configs/examples/image_folder.yaml and audio_folder.yaml): files per
+second and peak RSS.
 
 Writes <out>/scale.json and <out>/scale.md.
 """
@@ -37,6 +38,7 @@ from common import machine, parser, publish
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "examples" / "csv.yaml"
 IMAGES = ROOT / "configs" / "examples" / "image_folder.yaml"
+AUDIO = ROOT / "configs" / "examples" / "audio_folder.yaml"
 CHUNK = 1_000_000  # rows generated at a time, so a 10M-row table is written in bounded memory
 STAGES = ("data", "fit", "evaluate", "log", "export")
 
@@ -70,6 +72,22 @@ def write_images(folder: Path, count: int) -> None:
         Image.fromarray(pixels).save(folder / f"class{label}" / f"{i:06d}.png")
 
 
+def write_audio(folder: Path, count: int) -> None:
+    """``count`` WAV files over 10 class folders: 16-bit tones, half of them stereo at 44.1 kHz (resampled to
+    16 kHz), half mono at 16 kHz, lengths 0.5 to 1.5 s (some padded, some cropped)."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        label, rate = i % 10, (44_100, 16_000)[i % 2]
+        t = np.arange(int(rate * rng.uniform(0.5, 1.5))) / rate
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 80 * label) * t) + rng.normal(0, 0.02, len(t))
+        (folder / f"class{label}").mkdir(parents=True, exist_ok=True)
+        soundfile.write(folder / f"class{label}" / f"{i:06d}.wav", np.stack([tone, tone], 1) if i % 2 == 0 else tone,
+                        rate, subtype="PCM_16")
+
+
 # ---- one stage in its own process ------------------------------------------------------------
 
 
@@ -89,7 +107,8 @@ def child(stage: str, path: str, workdir: str, epochs: int) -> dict:
     from pipeline.data import dataset
 
     if stage.startswith("prepare"):
-        cfg = load_config(IMAGES, [f"workdir={workdir}", f"data.path={path}"]) if stage == "prepare_images" \
+        folders = {"prepare_images": IMAGES, "prepare_audio": AUDIO}
+        cfg = load_config(folders[stage], [f"workdir={workdir}", f"data.path={path}"]) if stage in folders \
             else load_config(CONFIG, overrides)
         start = time.perf_counter()
         dataset.prepare(cfg)
@@ -145,6 +164,15 @@ def measure_images(count: int, folder: Path) -> dict:
             "peak_rss_mb": prep["peak_rss_mb"]}
 
 
+def measure_audio(count: int, folder: Path) -> dict:
+    clips = folder / f"audio_{count}"
+    write_audio(clips, count)
+    mb = sum(f.stat().st_size for f in clips.rglob("*.wav")) / 2**20
+    prep = run_child("prepare_audio", clips, folder / f"work_audio_{count}", 1)
+    return {"files": count, "mb": round(mb), "prepare_s": prep["seconds"], "files_per_s": count / prep["seconds"],
+            "peak_rss_mb": prep["peak_rss_mb"]}
+
+
 def growth(small: dict, large: dict) -> dict:
     """Seconds per row and peak RSS at ``large`` over those at ``small``."""
     per_row = {"prepare": (large["prepare_s"] / large["rows"]) / (small["prepare_s"] / small["rows"])}
@@ -177,17 +205,23 @@ def markdown(results: dict) -> str:
         lines += ["", "| image folder | prepare s | files/s | peak RSS MB |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['files']:,} PNG files (48x48, 10 classes) | {r['prepare_s']:.1f} | {r['files_per_s']:,.0f} | "
                   f"{r['peak_rss_mb']:.0f} |" for r in results["images"]]
+    if results.get("audio"):
+        lines += ["", "| audio folder | MB | prepare s | files/s | peak RSS MB |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['files']:,} WAV files (0.5-1.5 s, half 44.1 kHz stereo) | {r['mb']} | {r['prepare_s']:.1f} | "
+                  f"{r['files_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |" for r in results["audio"]]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = parser(__doc__, "scale")
     p.add_argument("--large", action="store_true", help="also 10M rows (about 1.2 GB of CSV)")
-    p.add_argument("--rows", type=int, nargs="+", help="these table sizes instead")
+    p.add_argument("--rows", type=int, nargs="*", help="these table sizes instead (none: folders only)")
     p.add_argument("--images", type=int, nargs="*", default=None, metavar="FILES",
                    help="also prepare image folders of these many files (default 2,000 and 20,000; none with --quick)")
+    p.add_argument("--audio", type=int, nargs="*", default=None, metavar="FILES",
+                   help="also prepare audio folders of these many files (default 2,000 and 20,000; none with --quick)")
     args = p.parse_args()
-    sizes = args.rows or ([2_000] if args.quick else [10_000, 100_000, 1_000_000, *([10_000_000] if args.large else [])])
+    sizes = args.rows if args.rows is not None else ([2_000] if args.quick else [10_000, 100_000, 1_000_000, *([10_000_000] if args.large else [])])
     epochs = 1 if args.quick else 2
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
         measured = []
@@ -196,9 +230,11 @@ def main() -> None:
             measured.append(measure(rows, Path(folder), epochs))
         counts = args.images if args.images is not None else ([] if args.quick else [2_000, 20_000])
         images = [measure_images(count, Path(folder)) for count in counts]
+        counts = args.audio if args.audio is not None else ([] if args.quick else [2_000, 20_000])
+        audio = [measure_audio(count, Path(folder)) for count in counts]
     command = "python bench/scale.py" + "".join(f" {a}" for a in sys.argv[1:])
     results = {"machine": machine(), "command": command, "epochs": epochs, "sizes": measured,
-               "growth": [growth(a, b) for a, b in zip(measured, measured[1:])], "images": images}
+               "growth": [growth(a, b) for a, b in zip(measured, measured[1:])], "images": images, "audio": audio}
     publish(args.out, "scale", results, markdown(results))
 
 

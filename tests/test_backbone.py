@@ -101,6 +101,36 @@ def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_st
         assert result.checks["verify.max_abs_diff"] < 1e-4
 
 
+@pytest.mark.slow
+def test_a_run_that_crashes_in_phase_two_resumes_there_and_ends_as_an_uninterrupted_one(pretrained, tiny_cfg,
+                                                                                         tmp_path):
+    import keras
+
+    from pipeline.jobs.train import train
+    from pipeline.models import backbone
+
+    folder, _ = pretrained
+    plan = (*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=3", "model.fine_tune.layers=12",
+            "model.fine_tune.frozen_epochs=1", "train.early_stopping.enabled=false", "export.enabled=false")
+    reference = train(tiny_cfg(*plan, f"workdir={tmp_path / 'reference'}"))
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # phase two's first epoch is done and saved
+                raise RuntimeError("the machine went away")
+
+    cfg = tiny_cfg(*plan)
+    with pytest.raises(RuntimeError, match="went away"):
+        train(cfg, callbacks=[Crash()])
+    resumed = train(cfg)  # the same command again: phase two goes on with the restored optimizer and lowered rate
+    assert all(layer.trainable for layer in backbone.tuned_layers(resumed.model, 12))
+    assert resumed.history["val_loss"] == pytest.approx(reference.history["val_loss"], abs=1e-5)
+    for mine, theirs in zip(resumed.model.weights, reference.model.weights, strict=True):
+        # exactly: the top layers' phase-two steps are tiny here (random "pretrained" weights), and deterministic
+        # ops in one process repeat them bit for bit
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=mine.path)
+
+
 def test_resnet_preprocessing_inside_the_model_matches_keras_preprocess_input():
     import keras
 

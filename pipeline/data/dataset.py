@@ -37,6 +37,9 @@ MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows o
 CACHE_BLOCK = 1024  # examples per cached element (bench/README.md, "Tables as they grow")
 
 
+SIGNALS = ("image", "audio")  # kinds stored as a large array per example
+
+
 @dataclass(frozen=True)
 class Feature:
     """One raw model input: its name, how it is encoded, and how it is stored."""
@@ -49,7 +52,7 @@ class Feature:
     @property
     def signal(self) -> bool:
         """An image or a waveform: a large array per example, read from the splits, never kept as a column."""
-        return self.kind in ("image", "audio")
+        return self.kind in SIGNALS
 
 
 @dataclass(frozen=True)

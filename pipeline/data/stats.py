@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.dataset import SIGNALS
 from pipeline.text import fmt
 
 MAX_TEXT = 200  # characters of a category kept in the statistics
@@ -86,7 +87,7 @@ def compare(reference: dict, data, limits) -> Report:
             k = changed[0]
             report.add(name, f"schema.{k}", b[k], a[k], "error", f"feature {name!r}: {k} {a[k]!r} became {b[k]!r}")
             continue
-        values = _signal_values(data, name) if b["kind"] in ("image", "audio") else data.train_columns[name.removeprefix("label:")]
+        values = _signal_values(data, name) if b["kind"] in SIGNALS else data.train_columns[name.removeprefix("label:")]
         _drift(report, name, a, b, values, limits)
     if not report.rows or not report.errors and not report.warnings:
         report.add("*", "all", "ok", "-", "ok", "no drift beyond the limits")

@@ -81,6 +81,7 @@ def serving_signatures(model, cfg, spec, columns, task) -> dict:
 
 
 def evaluate(signatures, model, data, cfg) -> dict:
-    from pipeline.models.registry import _NoExtras
+    """No metrics of its own: the classical baselines', as for a family without extras."""
+    from pipeline.models.registry import NoExtras
 
-    return _NoExtras.evaluate(signatures, model, data, cfg)
+    return NoExtras.evaluate(signatures, model, data, cfg)

@@ -83,7 +83,7 @@ MODELS = {
 }
 
 
-class _NoExtras:
+class NoExtras:
     """Families without extra signatures: their extra test metrics are the classical baselines'."""
 
     @staticmethod
@@ -108,7 +108,7 @@ def family(model: str, task: str):
     import importlib
 
     name = model if model in FAMILIES else task
-    return importlib.import_module(FAMILIES[name]) if name in FAMILIES else _NoExtras
+    return importlib.import_module(FAMILIES[name]) if name in FAMILIES else NoExtras
 
 
 def check(cfg: ExperimentConfig) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -244,30 +245,46 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self):
-        """Images decoded and resized by a pool of threads (PIL releases the GIL), a window at a time, in file order.
-
-        Memory holds one window of decoded images, not the folder; the skipped count is
-        known, and kept in the metadata, once the last window is through.
-        """
         c = self.builder_config
-        files = labelled_files(c.path, IMAGE_SUFFIXES)
         decode = functools.partial(_decode, size=tuple(c.image_size), channels=c.channels)
-        skipped = 0
+        images = Decoded(labelled_files(c.path, IMAGE_SUFFIXES), decode, "image", c.on_bad_input)
+        for label, path, image in images:
+            name = str(path.relative_to(c.path))
+            yield name, {"image": image, "label": label, "file": name}
+        self.info.metadata["skipped"] = images.skipped
+
+
+DECODE_WINDOW = 256  # files decoded ahead of the writer
+
+
+@dataclasses.dataclass
+class Decoded:
+    """(label, path, ``decode(path)``) for each readable one of ``files``, in order, with progress.
+
+    A pool of threads decodes (PIL, libsndfile and scipy release the GIL), one window
+    ahead of the writer: memory holds two windows of decoded files, not the folder.
+    ``decode`` returns a string saying why a file cannot be read: with ``on_bad_input``
+    ``error`` that stops preparation naming the file, with ``skip`` it counts in ``skipped``.
+    """
+
+    files: list[tuple[str, Path]]
+    decode: Callable
+    what: str  # image | audio
+    on_bad_input: str
+    skipped: int = 0
+
+    def __iter__(self):
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            windows = _decoded_ahead(pool, decode, files)
-            for window, pixels in progress(windows, len(files), "preparing", "images", size=lambda w: len(w[0])):
-                for (label, path), image in zip(window, pixels):
-                    if isinstance(image, str):
-                        if c.on_bad_input == "error":
-                            raise DataError(f"Unreadable image {path}: {image} (`data.on_bad_input: skip` skips it).")
-                        skipped += 1
+            windows = _decoded_ahead(pool, self.decode, self.files)
+            for window, results in progress(windows, len(self.files), "preparing", "files", size=lambda w: len(w[0])):
+                for (label, path), result in zip(window, results):
+                    if isinstance(result, str):
+                        if self.on_bad_input == "error":
+                            raise DataError(f"Unreadable {self.what} {path}: {result} "
+                                            "(`data.on_bad_input: skip` skips it).")
+                        self.skipped += 1
                         continue
-                    name = str(path.relative_to(c.path))
-                    yield name, {"image": image, "label": label, "file": name}
-        self.info.metadata["skipped"] = skipped
-
-
-DECODE_WINDOW = 256  # images decoded ahead of the writer
+                    yield label, path, result
 
 
 def _decoded_ahead(pool, decode, files: list):
