@@ -106,7 +106,7 @@ def read_audio(contents: bytes, sample_rate: int) -> np.ndarray:
     try:
         samples, rate = soundfile.read(io.BytesIO(contents), dtype="float64", always_2d=True)
     except (RuntimeError, TypeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
-        raise ValueError(str(exc)) from None
+        raise ValueError(getattr(exc, "error_string", None) or str(exc)) from None  # without the stream's repr
     if samples.size == 0:
         raise ValueError("it holds no samples")
     samples = samples.mean(axis=1)
