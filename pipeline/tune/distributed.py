@@ -65,10 +65,16 @@ def die_with_parent() -> None:
 
 
 def wait_for_turn() -> None:
-    """A spare worker (``PIPELINE_TUNE_GO`` set) waits, warm, until the chief creates that file."""
+    """A spare worker (``PIPELINE_TUNE_GO`` set) waits, warm, until the chief creates that file.
+
+    The chief ends a spare it never needed with SIGTERM once the search is over: that spare exits quietly.
+    """
     go = os.environ.get("PIPELINE_TUNE_GO")
-    while go and not os.path.exists(go):
-        time.sleep(0.05)
+    try:
+        while go and not os.path.exists(go):
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # cli.Terminated, or Ctrl-C, which the chief reports
+        os._exit(0)
 
 
 def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=None) -> None:
