@@ -10,16 +10,20 @@ Rows are shuffled as they are written, so that TFDS's split slices (``train[:70%
 take a random share of a file that may be sorted by time or by label: each row goes to
 a random shard (a seeded draw), spilled to a temporary Arrow file, and each shard is
 then permuted in memory before it is encoded. A uniform shuffle, in two passes, with
-one shard in memory at a time.
+``WRITERS`` shards in memory at a time.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-SHARD_ROWS = 100_000  # rows per shard, so the memory of preparation stays that of one shard
+SHARD_ROWS = 50_000  # rows per shard: the memory of preparation is that of WRITERS shards
+WRITERS = 2  # shards encoded and written at once
+MAX_SHARDS = 1_000  # spill files open at once; past 50M rows the shards grow instead
 LISTS = {"float": ("float_list", "FloatList", np.float32), "int": ("int64_list", "Int64List", np.int64),
          "bytes": ("bytes_list", "BytesList", object)}
 
@@ -59,7 +63,7 @@ class ShuffledShards:
     """
 
     def __init__(self, folder: Path, shards: int, seed: int):
-        self.folder, self.shards = Path(folder), max(1, shards)
+        self.folder, self.shards = Path(folder), min(max(1, shards), MAX_SHARDS)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rng = np.random.default_rng(seed)
         self.writers: dict[int, object] = {}
@@ -82,25 +86,35 @@ class ShuffledShards:
             self.rows[shard] += rows.num_rows
 
     def write(self, paths_for, encode) -> list[int]:
-        """Write the non-empty shards to ``paths_for(count)`` (one path each); ``encode(table) -> serialized rows``."""
-        import pyarrow as pa
-        import tensorflow as tf
+        """Write the non-empty shards to ``paths_for(count)`` (one path each); ``encode(table) -> serialized rows``.
 
+        Shards are encoded and written a few at a time on a pool of threads (TensorFlow's ops release the GIL),
+        so memory holds that many shards; each one's permutation is drawn in shard order, whatever the pool.
+        """
         for writer in self.writers.values():
             writer.close()
         filled = [int(s) for s in np.flatnonzero(self.rows)]
-        lengths = []
-        for shard, path in zip(filled, paths_for(len(filled))):
-            spill = self.folder / f"{shard}.arrow"
-            with pa.ipc.open_stream(spill) as reader:
-                table = reader.read_all()
-            spill.unlink()
-            table = table.take(pa.array(self.rng.permutation(table.num_rows)))
-            try:
-                with tf.io.TFRecordWriter(str(path)) as out:
-                    for record in encode(table):
-                        out.write(record)
-            except tf.errors.OpError as exc:  # TensorFlow's file errors (a full disk among them) are no OSError
-                raise OSError(exc.message) from None
-            lengths.append(table.num_rows)
-        return lengths
+        jobs = list(zip(filled, paths_for(len(filled))))
+        workers = min(WRITERS, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(jobs), workers):
+                batch = [(shard, path, self.rng.permutation(int(self.rows[shard])))
+                         for shard, path in jobs[start:start + workers]]
+                list(pool.map(lambda job: self._write_one(*job, encode), batch))
+        return [int(self.rows[shard]) for shard in filled]
+
+    def _write_one(self, shard: int, path, order: np.ndarray, encode) -> None:
+        import pyarrow as pa
+        import tensorflow as tf
+
+        spill = self.folder / f"{shard}.arrow"
+        with pa.ipc.open_stream(spill) as reader:
+            table = reader.read_all()
+        spill.unlink()
+        table = table.take(pa.array(order))
+        try:
+            with tf.io.TFRecordWriter(str(path)) as out:
+                for record in encode(table):
+                    out.write(record)
+        except tf.errors.OpError as exc:  # TensorFlow's file errors (a full disk among them) are no OSError
+            raise OSError(exc.message) from None
