@@ -68,7 +68,7 @@ def audio_folder_config(cfg) -> AudioConfig:
 
 class Clip(tfds.features.Audio):
     """float32 samples stored as their raw bytes: TFDS's Audio hands an array to the writer as a list of
-    floats, which serialises at a fraction of the speed (bench/README.md#scale)."""
+    floats, which serialises at a fraction of the speed (bench/README.md, "Tables as they grow")."""
 
     def __init__(self, c: AudioConfig):
         super().__init__(shape=(c.samples,), dtype=np.float32, sample_rate=c.sample_rate, encoding="bytes")
