@@ -1,4 +1,4 @@
-"""Rows written to TFRecord shards in bulk, shuffled on the way, in the memory of one shard.
+"""Rows written to TFRecord shards in bulk, shuffled on the way, in the memory of two shards.
 
 TFDS's own writer turns one Python dict per example into a ``tf.train.Example``,
 which costs hundreds of microseconds for a table row (bench/README.md). Here a whole

@@ -79,7 +79,7 @@ class Csv(FileReaderBuilder):
     """CSV or Parquet tables: a file, a glob or a folder of shards. A text label makes classification, a number regression.
 
     Prepared as a stream (``sources.chunks``), written in bulk and shuffled into shards
-    (``records``): time and memory grow with one chunk and one shard, not with the table.
+    (``records``): time and memory grow with one chunk and two shards, not with the table.
     TFDS still owns the result: the copy is written in a temporary folder that becomes the
     dataset only once complete, so a preparation killed half way is never read.
     """
