@@ -101,7 +101,7 @@ def test_rows_are_shuffled_into_shards_so_every_split_slice_is_a_random_share(tm
 
 
 @pytest.mark.slow
-def test_preparation_memory_stays_that_of_a_chunk_and_a_shard_when_the_table_grows(tmp_path, monkeypatch):
+def test_preparation_memory_stays_that_of_a_chunk_and_two_shards_when_the_table_grows(tmp_path, monkeypatch):
     """Peak Python and Arrow memory of preparing 160k rows is that of 40k rows: it does not grow with the table."""
     import tracemalloc
 
@@ -109,7 +109,7 @@ def test_preparation_memory_stays_that_of_a_chunk_and_a_shard_when_the_table_gro
 
     from pipeline.data import dataset, records, sources
 
-    monkeypatch.setattr(records, "SHARD_ROWS", 10_000)
+    monkeypatch.setattr(records, "SHARD_ROWS", 5_000)  # 40k rows: 8 shards, enough for both writers to overlap
     monkeypatch.setattr(sources, "CHUNK_BYTES", 32 << 10)
     monkeypatch.setattr(sources, "SAMPLE_ROWS", 2_000)
     arrow = [0]
