@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,8 +66,12 @@ def image_folder_config(cfg) -> FileConfig:
 
 def folder_fingerprint(path: Path) -> str:
     """A folder's digest from its files' names, sizes and times: a folder of 100k files is not read to name it."""
-    listing = sorted(f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in path.rglob("*") if p.is_file())
-    return hashlib.sha256("\n".join(listing).encode()).hexdigest()
+    listing = []
+    for p in path.rglob("*"):
+        info = p.stat()  # one call per file: is_file() and each field would stat it again
+        if stat.S_ISREG(info.st_mode):
+            listing.append(f"{p.relative_to(path)}:{info.st_size}:{info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(listing)).encode()).hexdigest()
 
 
 # ---- csv ---------------------------------------------------------------------
