@@ -15,7 +15,7 @@ setting = $$($(BIN)/pipeline config get $(CONFIG) $(1))
 $(BIN)/pipeline: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,team]'
+	$(BIN)/python -m pip install -q -e '.[dev,team,beam]'
 	touch $@
 
 help: ## list the targets

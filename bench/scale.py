@@ -41,6 +41,7 @@ IMAGES = ROOT / "configs" / "examples" / "image_folder.yaml"
 AUDIO = ROOT / "configs" / "examples" / "audio_folder.yaml"
 CHUNK = 1_000_000  # rows generated at a time, so a 10M-row table is written in bounded memory
 STAGES = ("data", "fit", "evaluate", "log", "export")
+BEAM_WORKERS = ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 def write_table(path: Path, rows: int) -> None:
@@ -110,8 +111,13 @@ def child(stage: str, path: str, workdir: str, epochs: int) -> dict:
         folders = {"prepare_images": IMAGES, "prepare_audio": AUDIO}
         cfg = load_config(folders[stage], [f"workdir={workdir}", f"data.path={path}"]) if stage in folders \
             else load_config(CONFIG, overrides)
+        options = None
+        if stage == "prepare_beam":
+            from pipeline.data import beam
+
+            options = beam.options(BEAM_WORKERS)
         start = time.perf_counter()
-        dataset.prepare(cfg)
+        dataset.prepare(cfg, beam_options=options)
         return {"seconds": time.perf_counter() - start}
     cfg = load_config(CONFIG, overrides)
     start = time.perf_counter()
@@ -154,6 +160,25 @@ def measure(rows: int, folder: Path, epochs: int) -> dict:
         "peak_rss_mb": {"read_csv": read["peak_rss_mb"], "prepare": prep["peak_rss_mb"], "train": fit["peak_rss_mb"]},
         "test_rmse": fit["test_rmse"],
     }
+
+
+def measure_beam(rows: int, folder: Path, shards: int = 4) -> dict:
+    """The table in ``shards`` CSV files, prepared here and by Beam's DirectRunner with 2 worker processes."""
+    path = folder / f"table_{rows}.csv"
+    if not path.exists():
+        write_table(path, rows)
+    parts = folder / f"shards_{rows}"
+    parts.mkdir()
+    with open(path) as table:
+        header, lines = table.readline(), table.readlines()
+    for i in range(shards):
+        (parts / f"part-{i}.csv").write_text(header + "".join(lines[i * len(lines) // shards:(i + 1) * len(lines) // shards]))
+    del lines
+    here = run_child("prepare", parts, folder / f"work_here_{rows}", 1)
+    there = run_child("prepare_beam", parts, folder / f"work_beam_{rows}", 1)
+    return {"rows": rows, "shards": shards, "prepare_s": here["seconds"], "beam_s": there["seconds"],
+            "beam_over_local": there["seconds"] / here["seconds"],
+            "peak_rss_mb": {"prepare": here["peak_rss_mb"], "beam_driver": there["peak_rss_mb"]}}
 
 
 def measure_images(count: int, folder: Path) -> dict:
@@ -209,6 +234,11 @@ def markdown(results: dict) -> str:
         lines += ["", "| audio folder | MB | prepare s | files/s | peak RSS MB |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {r['files']:,} WAV files (0.5-1.5 s, half 44.1 kHz stereo) | {r['mb']} | {r['prepare_s']:.1f} | "
                   f"{r['files_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |" for r in results["audio"]]
+    if results.get("beam"):
+        lines += ["", "| table in 4 shards | prepare here s | Beam, 2 worker processes s | Beam / here | "
+                  "peak RSS here MB | peak RSS Beam driver MB |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['rows']:,} rows | {r['prepare_s']:.1f} | {r['beam_s']:.1f} | {r['beam_over_local']:.2f} | "
+                  f"{r['peak_rss_mb']['prepare']:.0f} | {r['peak_rss_mb']['beam_driver']:.0f} |" for r in results["beam"]]
     return "\n".join(lines) + "\n"
 
 
@@ -220,6 +250,8 @@ def main() -> None:
                    help="also prepare image folders of these many files (default 2,000 and 20,000; none with --quick)")
     p.add_argument("--audio", type=int, nargs="*", default=None, metavar="FILES",
                    help="also prepare audio folders of these many files (default 2,000 and 20,000; none with --quick)")
+    p.add_argument("--beam", type=int, nargs="*", default=[], metavar="ROWS",
+                   help="also prepare tables of these many rows in 4 shards, here and with Beam (2 worker processes)")
     args = p.parse_args()
     sizes = args.rows if args.rows is not None else ([2_000] if args.quick else [10_000, 100_000, 1_000_000, *([10_000_000] if args.large else [])])
     epochs = 1 if args.quick else 2
@@ -232,9 +264,10 @@ def main() -> None:
         images = [measure_images(count, Path(folder)) for count in counts]
         counts = args.audio if args.audio is not None else ([] if args.quick else [2_000, 20_000])
         audio = [measure_audio(count, Path(folder)) for count in counts]
+        beam = [measure_beam(rows, Path(folder)) for rows in args.beam]
     command = "python bench/scale.py" + "".join(f" {a}" for a in sys.argv[1:])
     results = {"machine": machine(), "command": command, "epochs": epochs, "sizes": measured,
-               "growth": [growth(a, b) for a, b in zip(measured, measured[1:])], "images": images, "audio": audio}
+               "growth": [growth(a, b) for a, b in zip(measured, measured[1:])], "images": images, "audio": audio, "beam": beam}
     publish(args.out, "scale", results, markdown(results))
 
 

@@ -81,12 +81,16 @@ def report(run_id: str | None = None, experiment: str | None = None, tracking_ur
     return job(run_id, experiment, tracking_uri, out)
 
 
-def prepare(cfg: ExperimentConfig):
-    """Prepare the configured dataset; returns its ``DataSpec``."""
+def prepare(cfg: ExperimentConfig, beam: list[str] | None = None):
+    """Prepare the configured dataset; returns its ``DataSpec``.
+
+    ``beam``: Apache Beam pipeline flags (``["--runner=DirectRunner", ...]``) to prepare a csv or
+    image_folder dataset as a Beam pipeline instead of in this process (needs the ``.[beam]`` extra).
+    """
     _configure(cfg)
     from pipeline.jobs.prepare import prepare as job
 
-    return job(cfg)
+    return job(cfg, beam)
 
 
 def _configure(cfg: ExperimentConfig) -> None:

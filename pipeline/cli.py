@@ -112,7 +112,9 @@ def _report(args) -> int:
 
 
 def _prepare(args) -> int:
-    spec = api.prepare(_load(args, tracked=False))
+    if args.beam_flags and not args.beam:
+        raise ConfigError(f"Beam options after `--` ({' '.join(args.beam_flags)}) need --beam")
+    spec = api.prepare(_load(args, tracked=False), beam=args.beam_flags if args.beam else None)
     sizes = ", ".join(f"{k} {v}" for k, v in spec.sizes.items())
     print(f"Prepared {spec.name} {spec.version} ({sizes}; digest {spec.digest})")
     return 0
@@ -284,7 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "all its runs")
     sync.set_defaults(run=_sync)
 
-    prepare = with_config(sub.add_parser("prepare", help="prepare the configured dataset as its own step"))
+    prepare = with_config(sub.add_parser(
+        "prepare", help="prepare the configured dataset as its own step",
+        usage="pipeline prepare CONFIG [key=value ...] [--beam [-- BEAM FLAGS]]",
+        epilog="With --beam, csv and image_folder datasets are prepared as an Apache Beam pipeline (the .[beam] "
+               "extra); flags after -- go to Beam, e.g. -- --runner=DirectRunner --direct_num_workers=4 "
+               "--direct_running_mode=multi_processing (docs/data.md has Spark, Flink and Dataflow)."))
+    prepare.add_argument("--beam", action="store_true", help="prepare as an Apache Beam pipeline")
     prepare.set_defaults(run=_prepare)
 
     ui = with_config(sub.add_parser("ui", help="browse the experiment's runs in the MLflow UI on 127.0.0.1"))
@@ -317,7 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``; ``key=value`` overrides may also come after options (``--workers 2 train.epochs=3``)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_flags = []
+    if "--" in argv:  # what follows goes to Apache Beam (`pipeline prepare CONFIG --beam -- --runner=...`)
+        argv, beam_flags = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args, extra = parser.parse_known_args(argv)
+    if beam_flags and getattr(args, "run", None) is not _prepare:
+        parser.error(f"flags after `--` go to Apache Beam: only `pipeline prepare --beam` takes them ({' '.join(beam_flags)})")
+    args.beam_flags = beam_flags
     if extra:
         if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

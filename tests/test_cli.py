@@ -127,3 +127,45 @@ def test_ui_prints_the_url_of_the_experiments_runs_and_serves_it_on_loopback(tra
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("answer,message", [
+    ("2.22.0", "The tracking server {uri} runs MLflow 2.22.0; this pipeline's client is MLflow 3."),
+    ("<html>hello</html>", "{uri} is not an MLflow tracking server (GET /version answered 200): check tracking.uri"),
+])
+def test_a_tracking_server_of_another_mlflow_major_version_or_none_is_one_line_before_any_work(
+        tmp_path, capsys, answer, message):
+    """A real HTTP server on loopback stands in for an old MLflow server (or a web page at a mistyped address)."""
+    import http.server
+    import threading
+
+    from pipeline.cli import main
+
+    class Version(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Version)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert main(["train", str(DIGITS), f"workdir={tmp_path}", f"tracking.uri={uri}"]) == 5
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message.format(uri=uri)}") and err.count("\n") == 1
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_a_tracking_host_that_does_not_resolve_is_one_line_naming_it(tmp_path, capsys):
+    from pipeline.cli import main
+
+    uri = "http://mlflow-server.invalid:5000"  # .invalid never resolves (RFC 2606)
+    assert main(["train", str(DIGITS), f"workdir={tmp_path}", f"tracking.uri={uri}"]) == 5
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot reach the tracking server {uri}: ") and err.count("\n") == 1

@@ -154,9 +154,12 @@ def _two_classes(spec: DataSpec, labels) -> None:
                         "(check `data.label_key` and the split)")
 
 
-def prepare(cfg: ExperimentConfig) -> None:
-    """Prepare the dataset if it is not yet (so that several processes can then read it)."""
-    _read(cfg)
+def prepare(cfg: ExperimentConfig, beam_options=None) -> None:
+    """Prepare the dataset if it is not yet (so that several processes can then read it).
+
+    ``beam_options``: Beam's ``PipelineOptions``; the builder then prepares as a Beam pipeline.
+    """
+    _read(cfg, beam_options)
 
 
 def sample_images(cfg: ExperimentConfig, n: int):
@@ -182,7 +185,7 @@ def training_images(cfg: ExperimentConfig, names: list[str], n: int) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
 
-def _read(cfg: ExperimentConfig):
+def _read(cfg: ExperimentConfig, beam_options=None):
     """tfds.load the three splits (or the time-ordered thirds of one split) and check the keys."""
     import tensorflow_datasets as tfds
 
@@ -193,6 +196,9 @@ def _read(cfg: ExperimentConfig):
     splits = [time_split.split] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
     if cfg.forecast:
         splits = ["train"]  # the whole series, cut by time (data/series.py)
+    # Given Beam's options, the builder prepares as a Beam pipeline (pipeline/data/beam.py).
+    beam = None if beam_options is None else {"download_config": tfds.download.DownloadConfig(beam_options=beam_options)}
+
     def load():
         return tfds.load(
             cfg.data.dataset,
@@ -202,6 +208,7 @@ def _read(cfg: ExperimentConfig):
             shuffle_files=False,
             read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
             builder_kwargs=builder_kwargs(cfg),
+            download_and_prepare_kwargs=beam,
         )
 
     # Processes preparing one dataset at once (runs started together, workers, trials) would each write

@@ -28,6 +28,11 @@ LISTS = {"float": ("float_list", "FloatList", np.float32), "int": ("int64_list",
          "bytes": ("bytes_list", "BytesList", object)}
 
 
+def shard_count(rows: int) -> int:
+    """Shards for about ``rows`` rows: SHARD_ROWS each, at least one, at most MAX_SHARDS."""
+    return min(max(1, -(-rows // SHARD_ROWS)), MAX_SHARDS)
+
+
 def serialize(columns: dict[str, np.ndarray], kinds: dict[str, str]) -> np.ndarray:
     """Serialized ``tf.train.Example`` bytes, one per row, each holding one scalar per column.
 
@@ -63,7 +68,7 @@ class ShuffledShards:
     """
 
     def __init__(self, folder: Path, shards: int, seed: int):
-        self.folder, self.shards = Path(folder), min(max(1, shards), MAX_SHARDS)
+        self.folder, self.shards = Path(folder), shards
         self.folder.mkdir(parents=True, exist_ok=True)
         self.rng = np.random.default_rng(seed)
         self.writers: dict[int, object] = {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 import os
 import shutil
 import stat
@@ -40,6 +39,12 @@ class FileConfig(tfds.core.BuilderConfig):
     image_size: tuple = (32, 32)
     channels: int = 3
     time: str = ""  # series: the column that orders the rows
+
+
+def beam_requested(download_config) -> bool:
+    """Whether TFDS was asked to prepare with Apache Beam (``pipeline prepare --beam``)."""
+    return download_config is not None and (download_config.beam_options is not None
+                                            or download_config.beam_runner is not None)
 
 
 def _config(cfg, fingerprint: str) -> FileConfig:
@@ -122,34 +127,69 @@ class Csv(FileReaderBuilder):
         )
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
-        import pyarrow.compute as pc
+        import tensorflow as tf
 
-        c, schema, files = self.builder_config, self._schema, self._files
-        rows = sources.estimate_rows(files)
-        shards = records.ShuffledShards(Path(self.data_path) / "spill", math.ceil(rows / records.SHARD_ROWS), seed=0)
-        skipped, classes, kept = 0, set(), 0
+        c = self.builder_config
+        rows = sources.estimate_rows(self._files)
+        template = self._get_filename_template("train")
         try:
-            for table, bad in progress(sources.chunks(files, schema, c.on_bad_input), rows, "preparing", "rows",
-                                       size=lambda item: item[0].num_rows + item[1]):
-                shards.add(self._convert(table, kept))
-                kept += table.num_rows
-                skipped += bad
-                if schema.classification:
-                    classes.update(pc.unique(table[schema.label]).to_pylist())
-            label = self.info.features[schema.label]
-            if schema.classification:
-                label.names = sorted(classes)
-            template = self._get_filename_template("train")
-            lengths = shards.write(template.sharded_filepaths, lambda table: _serialize(table, self._stored(), schema, label))
+            if beam_requested(download_config):
+                lengths, skipped = self._prepare_with_beam(download_config, rows, template)
+            else:
+                lengths, skipped = self._prepare_here(rows, template)
         except OSError as exc:  # a full disk, above all: TFDS removes the half-written copy
             raise DataError(f"Preparing {c.path} into {self.data_path} failed: {exc.strerror or exc}") from None
         if not lengths:
             raise DataError(f"{c.path}: no rows left to prepare ({skipped} bad rows skipped).")
-        shutil.rmtree(Path(self.data_path) / "spill", ignore_errors=True)
-        size = sum(Path(p).stat().st_size for p in template.sharded_filepaths(len(lengths)))
+        size = sum(tf.io.gfile.stat(str(p)).length for p in template.sharded_filepaths(len(lengths)))
         self.info.set_splits(tfds.core.SplitDict([
             tfds.core.SplitInfo(name="train", shard_lengths=lengths, num_bytes=size, filename_template=template)]))
         self.info.metadata["skipped"] = skipped
+
+    def _prepare_here(self, rows: int, template) -> tuple[list[int], int]:
+        """Read the files as one stream, spread the rows over spill files, write the shards: (rows per shard, skipped)."""
+        import pyarrow.compute as pc
+
+        c, schema, files = self.builder_config, self._schema, self._files
+        spill = Path(self.data_path) / "spill"
+        out = records.ShuffledShards(spill, records.shard_count(rows), seed=0)
+        skipped, classes, kept = 0, set(), 0
+        for table, bad in progress(sources.chunks(files, schema, c.on_bad_input), rows,
+                                   "preparing", "rows", size=lambda item: item[0].num_rows + item[1]):
+            out.add(self._convert(table, kept))
+            kept += table.num_rows
+            skipped += bad
+            if schema.classification:
+                classes.update(pc.unique(table[schema.label]).to_pylist())
+        names = self._name_classes(classes)
+        lengths = out.write(template.sharded_filepaths, lambda table: serialize_rows(table, self._stored(), schema, names))
+        shutil.rmtree(spill, ignore_errors=True)
+        return lengths, skipped
+
+    def _prepare_with_beam(self, download_config, rows: int, template) -> tuple[list[int], int]:
+        """The same rows prepared by a Beam pipeline (pipeline/data/beam.py): (rows per shard, skipped)."""
+        import tensorflow as tf
+
+        from pipeline.data import beam
+
+        folder, shards = str(self.data_path), records.shard_count(rows)
+        beam.run(download_config, lambda p: beam.write_table(
+            p, self._files, self._schema, self.builder_config.on_bad_input, self._stored(), shards, folder),
+            folder, shards)
+        written, skipped, names = beam.summary(folder)
+        self._name_classes(names)
+        paths = template.sharded_filepaths(len(written))
+        for (shard, _), path in zip(written, paths):
+            tf.io.gfile.rename(beam.shard_path(folder, shard), path, overwrite=True)
+        return [n for _, n in written], skipped
+
+    def _name_classes(self, classes) -> list[str]:
+        """A classification label's names: the labels seen in preparation, sorted (kept with the prepared copy)."""
+        if not self._schema.classification:
+            return []
+        label = self.info.features[self._schema.label]
+        label.names = sorted(classes)
+        return label.names
 
 
 class Series(Csv):
@@ -163,6 +203,10 @@ class Series(Csv):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = []
+
+    def _prepare_with_beam(self, download_config, rows: int, template):
+        raise DataError("`pipeline prepare --beam` prepares csv and image_folder datasets; a series is prepared "
+                        "here (`pipeline prepare` without --beam): its rows keep their order in the files.")
 
     def _stored(self) -> dict[str, str]:
         time = self.builder_config.time
@@ -190,8 +234,8 @@ class Series(Csv):
         return table.append_column("_row", rows)
 
 
-def _serialize(table, stored: dict[str, str], schema: sources.Schema, label) -> np.ndarray:
-    """A converted chunk as serialized Examples: text as bytes, a class label as its index."""
+def serialize_rows(table, stored: dict[str, str], schema: sources.Schema, names: list[str]) -> np.ndarray:
+    """A converted chunk as serialized Examples: text as bytes, a class label as its index in ``names``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -199,7 +243,7 @@ def _serialize(table, stored: dict[str, str], schema: sources.Schema, label) -> 
     for name, kind in stored.items():
         values = table[name]
         if name == schema.label and schema.classification:
-            columns[name], kinds[name] = pc.index_in(values, value_set=pa.array(label.names)).to_numpy(), "int"
+            columns[name], kinds[name] = pc.index_in(values, value_set=pa.array(names, pa.string())).to_numpy(), "int"
         elif kind == "string":
             columns[name], kinds[name] = values.to_numpy(zero_copy_only=False).astype(object), "bytes"
         else:
@@ -246,17 +290,45 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             metadata=tfds.core.MetadataDict(),
         )
 
+    @functools.cached_property
+    def _files(self) -> list[tuple[str, Path]]:
+        return labelled_files(self.builder_config.path, IMAGE_SUFFIXES)
+
+    def _download_and_prepare(self, dl_manager, download_config) -> None:
+        """TFDS's own preparation, here or as a Beam pipeline; the files it did not write were skipped."""
+        self._beam = beam_requested(download_config)
+        if self._beam:
+            from pipeline.data import beam
+
+            with beam.running():
+                super()._download_and_prepare(dl_manager, download_config)
+        else:
+            super()._download_and_prepare(dl_manager, download_config)
+        self.info.metadata["skipped"] = len(self._files) - self.info.splits["train"].num_examples
+
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self):
         c = self.builder_config
         decode = functools.partial(_decode, size=tuple(c.image_size), channels=c.channels)
-        images = Decoded(labelled_files(c.path, IMAGE_SUFFIXES), decode, "image", c.on_bad_input)
+        if getattr(self, "_beam", False):
+            from pipeline.data import beam
+
+            return beam.images(self._files, functools.partial(_one_image, root=c.path, decode=decode,
+                                                              on_bad_input=c.on_bad_input))
+        return self._examples(Decoded(self._files, decode, "image", c.on_bad_input))
+
+    def _examples(self, images):
         for label, path, image in images:
-            name = str(path.relative_to(c.path))
+            name = str(path.relative_to(self.builder_config.path))
             yield name, {"image": image, "label": label, "file": name}
-        self.info.metadata["skipped"] = images.skipped
+
+
+def _one_image(label: str, path: Path, root: str, decode, on_bad_input: str) -> list:
+    """The (key, example) of one image, for a Beam worker: [] when it is unreadable and skipped."""
+    image, name = decode(path), str(path.relative_to(root))
+    return [(name, {"image": image, "label": label, "file": name})] if readable(image, "image", path, on_bad_input) else []
 
 
 DECODE_WINDOW = 256  # files decoded ahead of the writer
@@ -283,13 +355,19 @@ class Decoded:
             windows = _decoded_ahead(pool, self.decode, self.files)
             for window, results in progress(windows, len(self.files), "preparing", "files", size=lambda w: len(w[0])):
                 for (label, path), result in zip(window, results):
-                    if isinstance(result, str):
-                        if self.on_bad_input == "error":
-                            raise DataError(f"Unreadable {self.what} {path}: {result} "
-                                            "(`data.on_bad_input: skip` skips it).")
+                    if readable(result, self.what, path, self.on_bad_input):
+                        yield label, path, result
+                    else:
                         self.skipped += 1
-                        continue
-                    yield label, path, result
+
+
+def readable(result, what: str, path: Path, on_bad_input: str) -> bool:
+    """Whether a decoded file is kept; one that could not be read (a string saying why) stops preparation or is skipped."""
+    if not isinstance(result, str):
+        return True
+    if on_bad_input == "error":
+        raise DataError(f"Unreadable {what} {path}: {result} (`data.on_bad_input: skip` skips it).")
+    return False
 
 
 def _decoded_ahead(pool, decode, files: list):
