@@ -309,3 +309,37 @@ def test_a_long_preparation_logs_its_progress_rate_and_time_left_where_no_termin
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("preparing: 3 of about 10 rows (") and " rows/s, about " in lines[0]
     assert lines[1].startswith("preparing: 7 of about 10 rows") and lines[1].endswith(" s left)")
+
+
+def test_rows_serialize_to_the_bytes_protobuf_gives_for_every_kind_of_value():
+    """The bulk encoder writes protobuf's wire format itself: it must agree with protobuf on every edge."""
+    import pyarrow as pa
+    import tensorflow as tf
+
+    from pipeline.data import records
+
+    rng = np.random.default_rng(0)
+    n = 500
+    texts = ["", "a", "é€😀", "x" * 127, "y" * 128, "z" * 20_000]
+    floats = rng.normal(size=n).astype(np.float32)
+    floats[:4] = [np.nan, np.inf, -0.0, 3.4e38]
+    columns = {  # in key order: protobuf's deterministic output sorts a map's keys
+        "a_float": floats,
+        "b_int": np.concatenate([[0, 127, 128, -1, 2**63 - 1, -(2**63)], rng.integers(-2**40, 2**40, n - 6)]),
+        "c_small": rng.integers(0, 300, n),
+        "d_text": pa.array([texts[i] for i in rng.integers(0, len(texts), n)]),
+        "k" * 150: np.zeros(n, np.float32),  # a key whose length takes two varint bytes
+    }
+    kinds = {"a_float": "float", "b_int": "int", "c_small": "int", "d_text": "bytes", "k" * 150: "float"}
+    got = records.serialize(columns, kinds)
+    for i in range(n):
+        feature = {}
+        for name, values in columns.items():
+            value = values[i].as_py() if isinstance(values, pa.Array) else values[i]
+            feature[name] = {"float": lambda v: tf.train.Feature(float_list=tf.train.FloatList(value=[v])),
+                             "int": lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v])),
+                             "bytes": lambda v: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+                             }[kinds[name]](value)
+        expected = tf.train.Example(features=tf.train.Features(feature=feature))
+        assert got[i] == expected.SerializeToString(deterministic=True), i
+    assert len(records.serialize({"x": np.zeros(0, np.float32)}, {"x": "float"})) == 0

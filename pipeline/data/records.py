@@ -2,9 +2,8 @@
 
 TFDS's own writer turns one Python dict per example into a ``tf.train.Example``,
 which costs hundreds of microseconds for a table row (bench/README.md). Here a whole
-column block becomes serialized Examples in one TensorFlow call: ``tf.io.encode_proto``
-builds each level of the message (value list, Feature, map entry, Features, Example)
-for every row at once, in C++. TFDS reads the shards back as it reads its own.
+column block becomes serialized Examples at once, assembled with NumPy in protobuf's
+wire format (``serialize``). TFDS reads the shards back as it reads its own.
 
 Rows are shuffled as they are written, so that TFDS's split slices (``train[:70%]``)
 take a random share of a file that may be sorted by time or by label: each row goes to
@@ -24,8 +23,6 @@ import numpy as np
 SHARD_ROWS = 50_000  # rows per shard: the memory of preparation is that of WRITERS shards
 WRITERS = 2  # shards encoded and written at once
 MAX_SHARDS = 1_000  # spill files open at once; past 50M rows the shards grow instead
-LISTS = {"float": ("float_list", "FloatList", np.float32), "int": ("int64_list", "Int64List", np.int64),
-         "bytes": ("bytes_list", "BytesList", object)}
 
 
 def shard_count(rows: int) -> int:
@@ -33,31 +30,154 @@ def shard_count(rows: int) -> int:
     return min(max(1, -(-rows // SHARD_ROWS)), MAX_SHARDS)
 
 
-def serialize(columns: dict[str, np.ndarray], kinds: dict[str, str]) -> np.ndarray:
+def serialize(columns: dict[str, object], kinds: dict[str, str]) -> np.ndarray:
     """Serialized ``tf.train.Example`` bytes, one per row, each holding one scalar per column.
 
+    An Example of scalars is, in protobuf's wire format, a few tags and lengths around each
+    value, in column order: ``Example{features: Features{feature: [{key, Feature{<kind>_list:
+    {value: [v]}}}, ...]}}``. So every row's message is assembled for all rows at once, with
+    NumPy: the lengths of each level first, then each piece written at every row's cursor.
+    The bytes are those protobuf's own encoder gives (tests/test_streaming.py compares them).
+
     Args:
-        columns: Name -> values of equal length (float32, int64, or text as bytes or str).
+        columns: Name -> values of equal length (float32, int64, or text as a pyarrow string
+            or binary array, or as bytes or str).
         kinds: Name -> ``float``, ``int`` or ``bytes``: the value list each column is stored in.
     """
-    import tensorflow as tf
+    if not len(next(iter(columns.values()))):
+        return np.zeros(0, dtype=object)
+    parts = [_Column(name, values, kinds[name]) for name, values in columns.items()]
+    features = sum(1 + _varint_size(c.entry) + c.entry for c in parts)  # each entry is field 1 of Features
+    out = _Rows(1 + _varint_size(features) + features)
+    out.const(b"\x0a")  # Example.features
+    out.varint(features)
+    for column in parts:
+        column.write(out)
+    return out.messages()
 
-    n = len(next(iter(columns.values())))
-    one = tf.ones([n, 1], tf.int32)
 
-    def message(kind: str, fields: list[str], values: list) -> tf.Tensor:
-        return tf.io.encode_proto(tf.ones([n, len(fields)], tf.int32), [v[:, None] for v in values], fields,
-                                  f"tensorflow.{kind}")
+class _Column:
+    """One column's map entry in every row: ``{key: name, value: Feature{<kind>_list: {value: [v]}}}``."""
 
-    entries = []
-    for name, values in columns.items():
-        field, kind, dtype = LISTS[kinds[name]]
-        value_list = message(kind, ["value"], [tf.constant(np.asarray(values, dtype=dtype))])
-        feature = message("Feature", [field], [value_list])
-        entries.append(message("Features.FeatureEntry", ["key", "value"], [tf.fill([n], name), feature]))
-    features = tf.io.encode_proto(tf.fill([n, 1], len(entries)), [tf.stack(entries, axis=1)], ["feature"],
-                                  "tensorflow.Features")
-    return tf.io.encode_proto(one, [features[:, None]], ["features"], "tensorflow.Example").numpy()
+    TAGS = {"bytes": b"\x0a", "float": b"\x12", "int": b"\x1a"}  # Feature's field of each value list
+
+    def __init__(self, name: str, values, kind: str):
+        import pyarrow as pa
+
+        self.kind, key = kind, name.encode()
+        self.key = b"\x0a" + _varint_bytes(len(key)) + key + b"\x12"  # entry.key, then entry.value's tag
+        if kind == "float":
+            self.values = np.asarray(values, dtype="<f4").view(np.uint8).reshape(-1, 4)
+            self.payload = np.full(len(self.values), 4, dtype=np.int64)  # packed: one fixed32
+        elif kind == "int":
+            self.values = np.asarray(values, dtype=np.int64).astype(np.uint64)  # negatives: two's complement
+            self.payload = _varint_size(self.values)
+        else:
+            array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(values), pa.binary())
+            array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+            array = array.cast(pa.binary()) if not pa.types.is_binary(array.type) else array
+            offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset:array.offset + len(array) + 1]
+            self.offsets = offsets.astype(np.int64)
+            self.data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if len(array) else np.zeros(0, np.uint8)
+            self.payload = np.diff(self.offsets)
+        # value list = field 1 (tag, then a length for packed numbers and bytes alike) holding the payload
+        self.list = 1 + _varint_size(self.payload) + self.payload
+        self.feature = 1 + _varint_size(self.list) + self.list
+        self.entry = len(self.key) + _varint_size(self.feature) + self.feature
+
+    def write(self, out: _Rows) -> None:
+        out.const(b"\x0a")  # Features.feature: one map entry
+        out.varint(self.entry)
+        out.const(self.key)
+        out.varint(self.feature)
+        out.const(self.TAGS[self.kind])
+        out.varint(self.list)
+        out.const(b"\x0a")  # the list's field 1: packed numbers or one bytes value
+        out.varint(self.payload)
+        if self.kind == "float":
+            out.fixed(self.values)
+        elif self.kind == "int":
+            out.varint(self.values)
+        else:
+            out.spans(self.offsets, self.data)
+
+
+class _Rows:
+    """A buffer of one message per row, each of known length, written piece by piece at every row's cursor.
+
+    Pieces that are the same in every row (tags, a key, a length that does not vary) are
+    gathered and written together: one scatter for a float column's whole prefix.
+    """
+
+    def __init__(self, lengths: np.ndarray):
+        self.bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.at = self.bounds[:-1].copy()
+        self.buffer = np.zeros(int(self.bounds[-1]), dtype=np.uint8)
+        self.pending = b""
+
+    def const(self, data: bytes) -> None:
+        self.pending += data
+
+    def varint(self, values) -> None:
+        values = np.asarray(values).astype(np.uint64)
+        if values.ndim == 0 or (values == values.flat[0]).all():
+            self.const(_varint_bytes(int(values.flat[0])))
+            return
+        self._flush()
+        sizes = _varint_size(values)
+        for i in range(int(sizes.max())):
+            rows = np.flatnonzero(sizes > i) if i else slice(None)
+            byte = (values[rows] >> np.uint64(7 * i)) & np.uint64(0x7F)
+            more = (sizes[rows] > i + 1).astype(np.uint64) << np.uint64(7)
+            self.buffer[self.at[rows] + i] = (byte | more).astype(np.uint8)
+        self.at += sizes
+
+    def fixed(self, values: np.ndarray) -> None:
+        self._flush()
+        self.buffer[self.at[:, None] + np.arange(values.shape[1])] = values
+        self.at += values.shape[1]
+
+    def spans(self, offsets: np.ndarray, data: np.ndarray) -> None:
+        """Row i gets ``data[offsets[i]:offsets[i + 1]]``."""
+        self._flush()
+        lengths = np.diff(offsets)
+        total = int(lengths.sum())
+        self.buffer[np.repeat(self.at - offsets[:-1], lengths) + np.arange(offsets[0], offsets[0] + total)] = \
+            data[offsets[0]:offsets[0] + total]
+        self.at += lengths
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.buffer[self.at[:, None] + np.arange(len(self.pending))] = np.frombuffer(self.pending, dtype=np.uint8)
+            self.at += len(self.pending)
+            self.pending = b""
+
+    def messages(self) -> np.ndarray:
+        """The rows' messages as bytes objects (pyarrow cuts them out of the buffer in one pass)."""
+        import pyarrow as pa
+
+        self._flush()
+        assert np.array_equal(self.at, self.bounds[1:]), "a message was written short or long"
+        array = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(self.at),
+                                                 [None, pa.py_buffer(self.bounds), pa.py_buffer(self.buffer)])
+        return array.to_numpy(zero_copy_only=False)
+
+
+VARINT_LIMITS = np.array([1 << (7 * i) for i in range(1, 10)], dtype=np.uint64)  # the first value of 2..10 bytes
+
+
+def _varint_size(values) -> np.ndarray:
+    """Bytes of each value's varint (7 bits a byte)."""
+    return np.searchsorted(VARINT_LIMITS, np.asarray(values).astype(np.uint64), side="right") + 1
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
 
 
 class ShuffledShards:

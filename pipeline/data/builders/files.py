@@ -245,7 +245,7 @@ def serialize_rows(table, stored: dict[str, str], schema: sources.Schema, names:
         if name == schema.label and schema.classification:
             columns[name], kinds[name] = pc.index_in(values, value_set=pa.array(names, pa.string())).to_numpy(), "int"
         elif kind == "string":
-            columns[name], kinds[name] = values.to_numpy(zero_copy_only=False).astype(object), "bytes"
+            columns[name], kinds[name] = values, "bytes"
         else:
             columns[name], kinds[name] = values.to_numpy(), kind
     return records.serialize(columns, kinds)
