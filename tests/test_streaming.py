@@ -343,3 +343,32 @@ def test_rows_serialize_to_the_bytes_protobuf_gives_for_every_kind_of_value():
         expected = tf.train.Example(features=tf.train.Features(feature=feature))
         assert got[i] == expected.SerializeToString(deterministic=True), i
     assert len(records.serialize({"x": np.zeros(0, np.float32)}, {"x": "float"})) == 0
+
+
+def test_workers_reading_by_file_each_get_their_own_rows_and_the_same_steps_every_epoch(tmp_path, monkeypatch):
+    """FILE sharding: two workers read disjoint shards of the training split, each as many batches an epoch."""
+    import tensorflow as tf
+
+    from pipeline.data import dataset, records
+
+    monkeypatch.setattr(records, "SHARD_ROWS", 250)  # 2,000 rows: 8 shard files, the training split in 6 of them
+    frame = table(2000).assign(id=np.arange(2000))
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    cfg = config(tmp_path, tmp_path / "rows.csv", "data.batch_size=64")
+    data = dataset.load(cfg)
+    train_ids = {int(i) for x, _ in data.train_epoch() for i in x["id"].numpy()}
+    assert data.train_files >= 2 and len(train_ids) == data.spec.sizes["train"]
+
+    def worker(index: int, loaded) -> list[list[int]]:
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index, num_replicas_in_sync=2)
+        batches = loaded.train_for(context).take(2 * loaded.steps_per_epoch)  # two epochs
+        return [sorted(int(i) for i in x["id"].numpy()) for x, _ in batches]
+
+    first, second = worker(0, data), worker(1, data)
+    assert len(first) == len(second) == 2 * data.steps_per_epoch  # the same steps, so the all-reduce never waits
+    assert {len(b) for b in first + second} == {32}  # each half of the global batch of 64
+    mine, theirs = ({i for b in w[:data.steps_per_epoch] for i in b} for w in (first, second))
+    assert not mine & theirs and mine | theirs <= train_ids  # their own rows, only training rows
+    assert len(mine | theirs) > 0.9 * len(train_ids)
+    resumed = worker(0, dataset.load(cfg, start_epoch=1))  # a run resumed at epoch 1 replays worker 0's epoch 1
+    assert resumed[:data.steps_per_epoch] == first[data.steps_per_epoch:]

@@ -86,6 +86,8 @@ class Splits:
     steps_per_epoch: int = 0
     global_batch: int = 0
     series: Any = None  # forecasting: the whole series in time order (data/series.py), for baselines
+    train_files: int = 0  # shard files the training split reads: workers can split them by FILE
+    train_for: Any = None  # (tf.distribute.InputContext) -> one worker's training stream over its own files
 
     def train_epoch(self):
         """One epoch of the training stream (finite)."""
@@ -121,7 +123,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     batch = global_batch(auto_batch(n) if cfg.data.batch_size == "auto" else cfg.data.batch_size,
                          cfg.data.batch_scope, replicas)
     datasets = {
-        name: _pipeline(ds, cfg, spec, task, name, augmenter, start_epoch, batch)
+        name: _pipeline(ds, cfg, spec, task, name, augmenter, start_epoch, batch, spec.sizes[name])
         for name, ds in zip(SPLITS, examples)
     }
     steps = n // batch if cfg.data.drop_remainder else -(-n // batch)
@@ -130,8 +132,21 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     if spec.task == "classification":
         _enough_rows(spec)
         _two_classes(spec, columns[spec.label])
+    files, train_for = 0, None
+    if not (cfg.forecast or cfg.data.time_split):  # a series or a time cut is one stream, not files to split
+        files = len(info.splits[cfg.data.splits.train].file_instructions)
+
+        def train_for(context):
+            """One worker's training stream: only its share of the split's files (TFDS splits them by the
+            context), ``steps`` batches of its share of the global batch every epoch, whatever its rows."""
+            raw, _, _ = _read(cfg, input_context=context)
+            names, label = [f.name for f in spec.features], spec.label
+            mine = raw[0].map(lambda ex: ({k: ex[k] for k in names}, ex[label]), num_parallel_calls=-1)
+            return _pipeline(mine, cfg, spec, task, "train", augmenter, start_epoch, batch // context.num_input_pipelines,
+                             n // context.num_input_pipelines, steps=steps, distributed=False)
+
     return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch,
-                  series=values)
+                  series=values, train_files=files, train_for=train_for)
 
 
 def _enough_rows(spec: DataSpec) -> None:
@@ -185,8 +200,11 @@ def training_images(cfg: ExperimentConfig, names: list[str], n: int) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
 
-def _read(cfg: ExperimentConfig, beam_options=None):
-    """tfds.load the three splits (or the time-ordered thirds of one split) and check the keys."""
+def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
+    """tfds.load the three splits (or the time-ordered thirds of one split) and check the keys.
+
+    ``input_context``: one worker's; TFDS then reads only that worker's share of the training split's files.
+    """
     import tensorflow_datasets as tfds
 
     from pipeline.data.builders import builder_kwargs
@@ -196,6 +214,8 @@ def _read(cfg: ExperimentConfig, beam_options=None):
     splits = [time_split.split] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
     if cfg.forecast:
         splits = ["train"]  # the whole series, cut by time (data/series.py)
+    if input_context is not None:
+        splits = [cfg.data.splits.train]
     # Given Beam's options, the builder prepares as a Beam pipeline (pipeline/data/beam.py).
     beam = None if beam_options is None else {"download_config": tfds.download.DownloadConfig(beam_options=beam_options)}
 
@@ -206,7 +226,7 @@ def _read(cfg: ExperimentConfig, beam_options=None):
             data_dir=cfg.data.data_dir,
             with_info=True,
             shuffle_files=False,
-            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed),
+            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context),
             builder_kwargs=builder_kwargs(cfg),
             download_and_prepare_kwargs=beam,
         )
@@ -380,20 +400,27 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     return arrays
 
 
-def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augmenter, start_epoch: int, batch: int):
-    """cache -> (training: per-epoch shuffle, augment) -> batch -> decode -> prefetch, over (features, label) examples."""
+def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augmenter, start_epoch: int, batch: int,
+              rows: int, steps: int | None = None, distributed: bool = True):
+    """cache -> (training: per-epoch shuffle, augment) -> batch -> decode -> prefetch, over (features, label) examples.
+
+    ``rows``: the examples ``ds`` holds (about, for one worker's files); ``steps``: batches per
+    epoch when they must not depend on ``rows`` (one worker of several, each reading its files);
+    ``distributed``: whether tf.distribute still splits the batches among workers (DATA).
+    """
     import tensorflow as tf
 
     training = split == "train"
     auto = tf.data.AUTOTUNE
     images = [f.name for f in spec.features if f.kind == "image"]
-    mode = cache_mode(cfg, spec.sizes[split] * spec.example_bytes, _free_disk(Path(cfg.workdir)))
+    mode = cache_mode(cfg, rows * spec.example_bytes, _free_disk(Path(cfg.workdir)))
     if mode != "none":
         # Cached in blocks: tf.data spends about as much per cached tensor as a table row holds (and a
         # cache file indexes each one), so one tensor per column per block, not per example.
         where = str(_cache_folder(cfg) / f"{split}-{next(_CACHES)}") if mode == "file" else ""  # never another's
         ds = ds.batch(CACHE_BLOCK).cache(where).unbatch()
-        ds = ds.apply(tf.data.experimental.assert_cardinality(spec.sizes[split]))  # which unbatch forgets
+        if steps is None:  # one worker's files hold about ``rows``: no exact count to assert
+            ds = ds.apply(tf.data.experimental.assert_cardinality(rows))  # which unbatch forgets
 
     def decode(x, y):
         x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
@@ -407,14 +434,15 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augme
         pixels = sum(math.prod(f.shape) for f in spec.features if f.kind == "image")
         chunk = max(batch, cfg.augment.chunk if cfg.augment.chunk != "auto" else min(2048, (8 << 20) // (4 * pixels)))
     if training:
-        ds = _epochs(ds, cfg, start_epoch, batch, decode, augment, chunk)
+        ds = _epochs(ds, cfg, start_epoch, batch, decode, augment, chunk, steps)
     else:
         ds = ds.batch(batch, num_parallel_calls=auto).map(decode, num_parallel_calls=auto)
     options = tf.data.Options()
     options.deterministic = cfg.deterministic
     options.threading.private_threadpool_size = cfg.data.threads or max(1, (os.cpu_count() or 2) // 2)
-    # Replicas and workers split batches (DATA): TFDS sources here have too few files to split by FILE.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Workers split batches (DATA), unless each reads its own files (``train_for``, FILE sharding by TFDS).
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.DATA if distributed
+                                                         else tf.data.experimental.AutoShardPolicy.OFF)
     return ds.with_options(options).prefetch(auto)
 
 
@@ -454,14 +482,17 @@ def _free_disk(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode, augment, chunk: int):
+def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode, augment, chunk: int,
+            steps: int | None = None):
     """Endless decoded batches, epoch by epoch, each epoch shuffled with a seed made of (seed, epoch).
 
     The order of epoch e depends on nothing else, so a run resumed at epoch e sees the same
     batches as one that never stopped (a reshuffling dataset would restart its sequence).
     Batches never straddle two epochs. Augmentation runs on chunks of ``chunk`` images, then
     the chunks are re-batched: one call of the Keras layers costs about the same for 32 small
-    images as for 512, so per image it is several times cheaper.
+    images as for 512, so per image it is several times cheaper. With ``steps``, every epoch is
+    exactly that many batches, the examples taken again from the start if they run short: each
+    worker of a synchronous all-reduce must run the same steps, whatever its files hold.
     """
     import tensorflow as tf
 
@@ -473,6 +504,8 @@ def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode
 
     def epoch(e):
         ordered = examples.shuffle(buffer, seed=cfg.seed * 100_003 + e) if buffer else examples
+        if steps is not None:
+            ordered = ordered.repeat().take(steps * size)
         if augment is None:
             return ordered.batch(size, drop_remainder=cfg.data.drop_remainder).map(decode, num_parallel_calls=auto)
         chunks = ordered.batch(chunk).map(decode, num_parallel_calls=auto)

@@ -19,7 +19,9 @@ import time
 
 
 def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int, steps_per_epoch: int,
-        callbacks: list, verbose: int = 2) -> None:
+        callbacks: list, verbose: int = 2, per_worker=None) -> None:
+    """Train as ``model.fit`` would; ``per_worker(input_context)``, when given, is each worker's own training
+    stream (reading its own files) instead of ``train_ds`` split batch by batch."""
     import keras
     import tensorflow as tf
 
@@ -53,7 +55,12 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
 
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps_per_epoch)
     model.stop_training = False
-    iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+    if per_worker is not None:
+        iterator = iter(strategy.distribute_datasets_from_function(per_worker))
+        if verbose:
+            print("Each worker reads its own shard files of the training split (FILE sharding)", flush=True)
+    else:
+        iterator = iter(strategy.experimental_distribute_dataset(train_ds))
     validation = strategy.experimental_distribute_dataset(val_ds)
     callback_list.on_train_begin()
     logs: dict = {}

@@ -79,11 +79,29 @@ def fit(cfg, model, strategy, task, data, initial_epoch: int, callbacks: list, v
 
     if custom(cfg, strategy):
         custom_loop.fit(model, strategy, task, data.train, data.validation, cfg.train.epochs, initial_epoch,
-                        data.steps_per_epoch, callbacks, verbose=verbose)
+                        data.steps_per_epoch, callbacks, verbose=verbose, per_worker=by_file(data, strategy))
         return
     model.fit(data.train, validation_data=data.validation, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
               steps_per_epoch=data.steps_per_epoch, callbacks=callbacks, verbose=verbose,
               shuffle=False)  # the tf.data pipeline shuffles, seeded
+
+
+FILE_SHARES = 4  # training files per worker, at least, for each to read only its own
+
+
+def by_file(data, strategy):
+    """Each worker's training stream over its own shard files, when the workers can split them (else None).
+
+    Reading by FILE, a worker reads 1/N of the data instead of all of it and keeps 1/N of each
+    batch (DATA). The workers' shares differ by up to a file, and each runs the same steps, so
+    the smaller share is read a little more often: FILE_SHARES files a worker keep that under a
+    quarter. It also needs a global batch the workers can split evenly; otherwise they split batches.
+    """
+    workers = strategy.num_replicas_in_sync // max(1, len(strategy.extended.worker_devices))
+    if (workers > 1 and data.train_for and data.train_files >= FILE_SHARES * workers
+            and data.global_batch % workers == 0):
+        return data.train_for
+    return None
 
 
 def evaluate(cfg, model, strategy, task, test_ds) -> dict[str, float]:
