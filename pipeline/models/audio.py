@@ -78,10 +78,3 @@ def serving_signatures(model, cfg, spec, columns, task) -> dict:
         return task.serve(model(inputs, training=False), inputs)
 
     return {"wav": (wav, [tf.TensorSpec((None,), tf.string, name="wav")])}
-
-
-def evaluate(signatures, model, data, cfg) -> dict:
-    """No metrics of its own: the classical baselines', as for a family without extras."""
-    from pipeline.models.registry import NoExtras
-
-    return NoExtras.evaluate(signatures, model, data, cfg)

@@ -104,11 +104,14 @@ FAMILIES = {"recommender": "pipeline.models.recommender", "forecasting": "pipeli
 
 
 def family(model: str, task: str):
-    """The module (or stand-in) giving a family's extra signatures and test metrics (named as logged)."""
+    """A family's ``serving_signatures`` and ``evaluate`` (extra test metrics, named as logged): its module's,
+    each one it lacks ``NoExtras``'."""
     import importlib
+    from types import SimpleNamespace
 
     name = model if model in FAMILIES else task
-    return importlib.import_module(FAMILIES[name]) if name in FAMILIES else NoExtras
+    module = importlib.import_module(FAMILIES[name]) if name in FAMILIES else NoExtras
+    return SimpleNamespace(**{f: getattr(module, f, getattr(NoExtras, f)) for f in ("serving_signatures", "evaluate")})
 
 
 def check(cfg: ExperimentConfig) -> None:
