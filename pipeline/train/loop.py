@@ -97,6 +97,10 @@ def by_file(data, strategy):
     the smaller share is read a little more often: FILE_SHARES files a worker keep that under a
     quarter. It also needs a global batch the workers can split evenly; otherwise they split batches.
     """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
     workers = strategy.num_replicas_in_sync // max(1, len(strategy.extended.worker_devices))
     if (workers > 1 and data.train_for and data.train_files >= FILE_SHARES * workers
             and data.global_batch % workers == 0):
