@@ -116,8 +116,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     else:
         spec = _spec(cfg, info, sizes)
         task = task_for(cfg, spec)
-        names, label = [f.name for f in spec.features], spec.label
-        examples = [ds.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=-1) for ds in raw]
+        examples = [_pairs(ds, spec) for ds in raw]
         columns, values = _columns(raw[0], spec, task), None
     n = spec.sizes["train"]
     batch = global_batch(auto_batch(n) if cfg.data.batch_size == "auto" else cfg.data.batch_size,
@@ -140,10 +139,8 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
             """One worker's training stream: only its share of the split's files (TFDS splits them by the
             context), ``steps`` batches of its share of the global batch every epoch, whatever its rows."""
             raw, _, _ = _read(cfg, input_context=context)
-            names, label = [f.name for f in spec.features], spec.label
-            mine = raw[0].map(lambda ex: ({k: ex[k] for k in names}, ex[label]), num_parallel_calls=-1)
-            return _pipeline(mine, cfg, spec, task, "train", augmenter, start_epoch, batch // context.num_input_pipelines,
-                             n // context.num_input_pipelines, steps=steps, distributed=False)
+            return _pipeline(_pairs(raw[0], spec), cfg, spec, task, "train", augmenter, start_epoch,
+                             batch // context.num_input_pipelines, n // context.num_input_pipelines, steps=steps)
 
     return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch,
                   series=values, train_files=files, train_for=train_for)
@@ -400,13 +397,19 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     return arrays
 
 
+def _pairs(examples, spec: DataSpec):
+    """TFDS examples as (features, label) pairs."""
+    names, label = [f.name for f in spec.features], spec.label
+    return examples.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=-1)
+
+
 def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augmenter, start_epoch: int, batch: int,
-              rows: int, steps: int | None = None, distributed: bool = True):
+              rows: int, steps: int | None = None):
     """cache -> (training: per-epoch shuffle, augment) -> batch -> decode -> prefetch, over (features, label) examples.
 
-    ``rows``: the examples ``ds`` holds (about, for one worker's files); ``steps``: batches per
-    epoch when they must not depend on ``rows`` (one worker of several, each reading its files);
-    ``distributed``: whether tf.distribute still splits the batches among workers (DATA).
+    ``rows``: the examples ``ds`` holds. ``steps``, for one worker reading its own files (of about
+    ``rows`` examples): the batches of each epoch, the same for every worker; tf.distribute then
+    leaves its batches whole. Without it, the workers split each batch (DATA).
     """
     import tensorflow as tf
 
@@ -441,7 +444,7 @@ def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augme
     options.deterministic = cfg.deterministic
     options.threading.private_threadpool_size = cfg.data.threads or max(1, (os.cpu_count() or 2) // 2)
     # Workers split batches (DATA), unless each reads its own files (``train_for``, FILE sharding by TFDS).
-    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.DATA if distributed
+    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.DATA if steps is None
                                                          else tf.data.experimental.AutoShardPolicy.OFF)
     return ds.with_options(options).prefetch(auto)
 

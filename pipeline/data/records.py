@@ -134,7 +134,8 @@ class _Rows:
 
     def fixed(self, values: np.ndarray) -> None:
         self._flush()
-        self.buffer[self.at[:, None] + np.arange(values.shape[1])] = values
+        for i in range(values.shape[1]):  # a byte at a time: a 2D index array would cost 8 bytes per byte written
+            self.buffer[self.at + i] = values[:, i]
         self.at += values.shape[1]
 
     def spans(self, offsets: np.ndarray, data: np.ndarray) -> None:
@@ -147,10 +148,10 @@ class _Rows:
         self.at += lengths
 
     def _flush(self) -> None:
-        if self.pending:
-            self.buffer[self.at[:, None] + np.arange(len(self.pending))] = np.frombuffer(self.pending, dtype=np.uint8)
-            self.at += len(self.pending)
-            self.pending = b""
+        for i, byte in enumerate(self.pending):
+            self.buffer[self.at + i] = byte
+        self.at += len(self.pending)
+        self.pending = b""
 
     def messages(self) -> np.ndarray:
         """The rows' messages as bytes objects (pyarrow cuts them out of the buffer in one pass)."""
@@ -168,7 +169,10 @@ VARINT_LIMITS = np.array([1 << (7 * i) for i in range(1, 10)], dtype=np.uint64) 
 
 def _varint_size(values) -> np.ndarray:
     """Bytes of each value's varint (7 bits a byte)."""
-    return np.searchsorted(VARINT_LIMITS, np.asarray(values).astype(np.uint64), side="right") + 1
+    values = np.asarray(values).astype(np.uint64)
+    if values.size and values.max() < VARINT_LIMITS[0]:  # the common case, one byte each, found in one pass
+        return np.ones(values.shape, dtype=np.int64)
+    return np.searchsorted(VARINT_LIMITS, values, side="right") + 1
 
 
 def _varint_bytes(value: int) -> bytes:
