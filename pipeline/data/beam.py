@@ -9,7 +9,7 @@ local path writes: the same examples in TFDS's shard files, read by the same ``t
   it comes in shards), its rows converted as the local path converts them
   (``sources.chunks``) and spread over the output shards by a seeded draw per chunk; each
   output shard is then grouped on one worker, permuted with its own seed and written in
-  bulk (``records.serialize``). The class names and the count of skipped rows are combined
+  bulk (``records.serialize_rows``). The class names and the count of skipped rows are combined
   on the way and left in a summary file that the builder reads when the pipeline is done.
   Rows, class names and skipped count equal the local path's; which shard a row lands in
   does not (it depends on the seed and the chunk, not on the reading order).
@@ -28,6 +28,7 @@ import re
 import sys
 import tempfile
 import threading
+import typing
 from pathlib import Path
 
 import apache_beam as beam
@@ -110,7 +111,7 @@ def _written(folder: str, done: threading.Event):
 
     seen = 0
     while not done.wait(1.0):
-        now = len(tf.io.gfile.glob(shard_path(folder, 0).replace("00000", "*")))
+        now = len(tf.io.gfile.glob(shard_path(folder, "*")))
         yield from range(now - seen)
         seen = max(seen, now)
 
@@ -182,10 +183,12 @@ def summary(folder: str) -> tuple[list[tuple[int, int]], int, list[str]]:
     return sorted((int(s), int(n)) for s, n in found["lengths"]), int(found["skipped"]), list(found["names"])
 
 
-def shard_path(folder: str, shard: int) -> str:
-    return f"{folder}/shard-{shard:05d}.tfrecord"
+def shard_path(folder: str, shard: int | str) -> str:
+    """Where the pipeline writes output shard ``shard`` (``"*"``: a glob of them all)."""
+    return f"{folder}/shard-{shard if isinstance(shard, str) else f'{shard:05d}'}.tfrecord"
 
 
+@beam.typehints.with_output_types(tuple[int, typing.Any])  # (shard, part): not inferred through records.spread
 class _Read(beam.DoFn):
     """One input file -> (shard, ((file, chunk), its rows for that shard)) and, tagged, each chunk's skipped rows."""
 
@@ -193,18 +196,13 @@ class _Read(beam.DoFn):
         self.schema, self.on_bad_input, self.shards = schema, on_bad_input, shards
 
     def process(self, item):
-        import pyarrow as pa
-
-        from pipeline.data import sources
+        from pipeline.data import records, sources
 
         index, path = item
         for chunk, (table, bad) in enumerate(sources.chunks([Path(path)], self.schema, self.on_bad_input)):
             yield beam.pvalue.TaggedOutput("skipped", bad)
-            target = np.random.default_rng([SEED, index, chunk]).integers(self.shards, size=table.num_rows)
-            order = np.argsort(target, kind="stable")
-            starts = np.concatenate([[0], np.cumsum(np.bincount(target, minlength=self.shards))])
-            for shard in np.flatnonzero(np.diff(starts)):
-                yield int(shard), ((index, chunk), table.take(pa.array(order[starts[shard]:starts[shard + 1]])))
+            for shard, rows in records.spread(table, np.random.default_rng([SEED, index, chunk]), self.shards):
+                yield shard, ((index, chunk), rows)
 
 
 def _labels(table, label: str) -> list[str]:
@@ -216,16 +214,13 @@ def _labels(table, label: str) -> list[str]:
 def _write_shard(item, names: list[str], folder: str, stored: dict[str, str], schema) -> tuple[int, int]:
     """One output shard: its parts in (file, chunk) order, permuted by the shard's seed, written in bulk."""
     import pyarrow as pa
-    import tensorflow as tf
 
-    from pipeline.data.builders.files import serialize_rows
+    from pipeline.data import records
 
     shard, parts = item
     table = pa.concat_tables([rows for _, rows in sorted(parts, key=lambda part: part[0])])
     table = table.take(pa.array(np.random.default_rng([SEED, shard]).permutation(table.num_rows)))
-    with tf.io.TFRecordWriter(shard_path(folder, shard)) as out:
-        for record in serialize_rows(table, stored, schema, names):
-            out.write(record)
+    records.write_shard(table, shard_path(folder, shard), lambda t: records.serialize_rows(t, stored, schema, names))
     return shard, table.num_rows
 
 

@@ -30,6 +30,24 @@ def shard_count(rows: int) -> int:
     return min(max(1, -(-rows // SHARD_ROWS)), MAX_SHARDS)
 
 
+def serialize_rows(table, stored: dict[str, str], schema, names: list[str]) -> np.ndarray:
+    """A converted chunk (``sources.chunks``) as serialized Examples: text as bytes, a class label as its
+    index in ``names``; ``stored``: each column's kind (``float``, ``int``, ``string``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns, kinds = {}, {}
+    for name, kind in stored.items():
+        values = table[name]
+        if name == schema.label and schema.classification:
+            columns[name], kinds[name] = pc.index_in(values, value_set=pa.array(names, pa.string())).to_numpy(), "int"
+        elif kind == "string":
+            columns[name], kinds[name] = values, "bytes"
+        else:
+            columns[name], kinds[name] = values.to_numpy(), kind
+    return serialize(columns, kinds)
+
+
 def serialize(columns: dict[str, object], kinds: dict[str, str]) -> np.ndarray:
     """Serialized ``tf.train.Example`` bytes, one per row, each holding one scalar per column.
 
@@ -41,7 +59,7 @@ def serialize(columns: dict[str, object], kinds: dict[str, str]) -> np.ndarray:
 
     Args:
         columns: Name -> values of equal length (float32, int64, or text as a pyarrow string
-            or binary array, or as bytes or str).
+            or binary array).
         kinds: Name -> ``float``, ``int`` or ``bytes``: the value list each column is stored in.
     """
     if not len(next(iter(columns.values()))):
@@ -73,8 +91,7 @@ class _Column:
             self.values = np.asarray(values, dtype=np.int64).astype(np.uint64)  # negatives: two's complement
             self.payload = _varint_size(self.values)
         else:
-            array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(list(values), pa.binary())
-            array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+            array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
             array = array.cast(pa.binary()) if not pa.types.is_binary(array.type) else array
             offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset:array.offset + len(array) + 1]
             self.offsets = offsets.astype(np.int64)
@@ -106,7 +123,7 @@ class _Rows:
     """A buffer of one message per row, each of known length, written piece by piece at every row's cursor.
 
     Pieces that are the same in every row (tags, a key, a length that does not vary) are
-    gathered and written together: one scatter for a float column's whole prefix.
+    gathered and written together, a byte column at a time: a float column's whole prefix at once.
     """
 
     def __init__(self, lengths: np.ndarray):
@@ -203,12 +220,7 @@ class ShuffledShards:
 
         if not table.num_rows:
             return
-        target = self.rng.integers(self.shards, size=table.num_rows)
-        order = np.argsort(target, kind="stable")
-        counts = np.bincount(target, minlength=self.shards)
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        for shard in np.flatnonzero(counts):
-            rows = table.take(pa.array(order[starts[shard]:starts[shard + 1]]))
+        for shard, rows in spread(table, self.rng, self.shards):
             if shard not in self.writers:
                 self.writers[shard] = pa.ipc.new_stream(self.folder / f"{shard}.arrow", rows.schema)
             self.writers[shard].write_table(rows)
@@ -217,7 +229,7 @@ class ShuffledShards:
     def write(self, paths_for, encode) -> list[int]:
         """Write the non-empty shards to ``paths_for(count)`` (one path each); ``encode(table) -> serialized rows``.
 
-        Shards are encoded and written a few at a time on a pool of threads (TensorFlow's ops release the GIL),
+        Shards are encoded and written a few at a time on a pool of threads (NumPy's scatters release the GIL),
         so memory holds that many shards; each one's permutation is drawn in shard order, whatever the pool.
         """
         for writer in self.writers.values():
@@ -234,16 +246,36 @@ class ShuffledShards:
 
     def _write_one(self, shard: int, path, order: np.ndarray, encode) -> None:
         import pyarrow as pa
-        import tensorflow as tf
 
         spill = self.folder / f"{shard}.arrow"
         with pa.ipc.open_stream(spill) as reader:
             table = reader.read_all()
         spill.unlink()
-        table = table.take(pa.array(order))
-        try:
-            with tf.io.TFRecordWriter(str(path)) as out:
-                for record in encode(table):
-                    out.write(record)
-        except tf.errors.OpError as exc:  # TensorFlow's file errors (a full disk among them) are no OSError
-            raise OSError(exc.message) from None
+        write_shard(table.take(pa.array(order)), path, encode)
+
+
+def spread(table, rng: np.random.Generator, shards: int):
+    """(shard, its rows) for the shards a random draw of ``rng`` sends ``table``'s rows to, in shard order."""
+    import pyarrow as pa
+
+    target = rng.integers(shards, size=table.num_rows)
+    order = np.argsort(target, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(target, minlength=shards))])
+    for shard in np.flatnonzero(np.diff(starts)):
+        yield int(shard), table.take(pa.array(order[starts[shard]:starts[shard + 1]]))
+
+
+def write_shard(table, path, encode) -> None:
+    """``encode(table)``'s serialized rows as the TFRecord file ``path``.
+
+    Raises:
+        OSError: the file cannot be written (a full disk among the reasons).
+    """
+    import tensorflow as tf
+
+    try:
+        with tf.io.TFRecordWriter(str(path)) as out:
+            for record in encode(table):
+                out.write(record)
+    except tf.errors.OpError as exc:  # TensorFlow's file errors are no OSError
+        raise OSError(exc.message) from None

@@ -17,10 +17,7 @@ def prepare(cfg, beam: list[str] | None = None):
     """
     from pipeline.data import dataset
 
-    options = None
-    if beam is not None:
-        options = _beam_options(cfg, beam)
-    dataset.prepare(cfg, beam_options=options)
+    dataset.prepare(cfg, beam_options=None if beam is None else _beam_options(cfg, beam))
     return dataset.load(cfg).spec
 
 

@@ -10,6 +10,7 @@ dataset's metadata, then logged with every run (``data.skipped``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -162,7 +163,7 @@ class Csv(FileReaderBuilder):
             if schema.classification:
                 classes.update(pc.unique(table[schema.label]).to_pylist())
         names = self._name_classes(classes)
-        lengths = out.write(template.sharded_filepaths, lambda table: serialize_rows(table, self._stored(), schema, names))
+        lengths = out.write(template.sharded_filepaths, lambda table: records.serialize_rows(table, self._stored(), schema, names))
         shutil.rmtree(spill, ignore_errors=True)
         return lengths, skipped
 
@@ -234,23 +235,6 @@ class Series(Csv):
         return table.append_column("_row", rows)
 
 
-def serialize_rows(table, stored: dict[str, str], schema: sources.Schema, names: list[str]) -> np.ndarray:
-    """A converted chunk as serialized Examples: text as bytes, a class label as its index in ``names``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    columns, kinds = {}, {}
-    for name, kind in stored.items():
-        values = table[name]
-        if name == schema.label and schema.classification:
-            columns[name], kinds[name] = pc.index_in(values, value_set=pa.array(names, pa.string())).to_numpy(), "int"
-        elif kind == "string":
-            columns[name], kinds[name] = values, "bytes"
-        else:
-            columns[name], kinds[name] = values.to_numpy(), kind
-    return records.serialize(columns, kinds)
-
-
 # ---- image_folder --------------------------------------------------------------
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -290,6 +274,8 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
             metadata=tfds.core.MetadataDict(),
         )
 
+    _beam = False  # prepared by Beam's workers (``pipeline prepare --beam``)
+
     @functools.cached_property
     def _files(self) -> list[tuple[str, Path]]:
         return labelled_files(self.builder_config.path, IMAGE_SUFFIXES)
@@ -297,12 +283,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         """TFDS's own preparation, here or as a Beam pipeline; the files it did not write were skipped."""
         self._beam = beam_requested(download_config)
-        if self._beam:
-            from pipeline.data import beam
-
-            with beam.running():
-                super()._download_and_prepare(dl_manager, download_config)
-        else:
+        with _beam_running() if self._beam else contextlib.nullcontext():
             super()._download_and_prepare(dl_manager, download_config)
         self.info.metadata["skipped"] = len(self._files) - self.info.splits["train"].num_examples
 
@@ -312,7 +293,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         c = self.builder_config
         decode = functools.partial(_decode, size=tuple(c.image_size), channels=c.channels)
-        if getattr(self, "_beam", False):
+        if self._beam:
             from pipeline.data import beam
 
             return beam.images(self._files, functools.partial(_one_image, root=c.path, decode=decode,
@@ -323,6 +304,12 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
         for label, path, image in images:
             name = str(path.relative_to(self.builder_config.path))
             yield name, {"image": image, "label": label, "file": name}
+
+
+def _beam_running():
+    from pipeline.data import beam
+
+    return beam.running()
 
 
 def _one_image(label: str, path: Path, root: str, decode, on_bad_input: str) -> list:
