@@ -152,6 +152,25 @@ def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_cou
     assert dataset.load(config(tmp_path, folder, "data.on_bad_input=skip")).spec.skipped == 1
 
 
+
+def test_a_bad_number_after_many_good_chunks_is_named_or_skipped_exactly_as_in_the_first_chunk(tmp_path, small_shards):
+    """Numbers are parsed by the CSV reader until a value is not one; the rest of the file is then read as text,
+    from the row it stopped at, so no row is lost or read twice, and skipped ragged rows before it still count."""
+    from pipeline.data import dataset
+
+    frame = table().astype(str)
+    frame.loc[250, "area"] = "abc"
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"bad\.csv: line 252, column 'area': 'abc' is not a number"):
+        dataset.prepare(config(tmp_path, tmp_path / "bad.csv"))
+    lines = frame.to_csv(index=False).splitlines()
+    lines[21] += ",9"  # and row 20 has a field too many
+    (tmp_path / "worse.csv").write_text("\n".join(lines) + "\n")
+    cfg = config(tmp_path, tmp_path / "worse.csv", "data.on_bad_input=skip")
+    good = table().drop(index=[20, 250])
+    assert examples(cfg) == sorted((r.area, r.rooms, r.city, r.kind) for r in good.itertuples())
+    assert dataset.load(cfg).spec.skipped == 2
+
 @pytest.mark.parametrize("damage,message", [
     (lambda p: p.write_text("area,rooms,city,kind,extra\n1,2,north,flat,9\n"), r"part-2\.csv: its columns .* differ"),
     (lambda p: p.write_bytes(b"area,rooms,city,kind\n1,2,\xff\xfe,flat\n"), r"^Cannot read \S*part-2\.csv: "),

@@ -15,6 +15,7 @@ then permuted in memory before it is encoded. A uniform shuffle, in two passes, 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +24,9 @@ import numpy as np
 SHARD_ROWS = 50_000  # rows per shard: the memory of preparation is that of WRITERS shards
 WRITERS = 2  # shards encoded and written at once
 MAX_SHARDS = 1_000  # spill files open at once; past 50M rows the shards grow instead
+# One writer thread in TFRecordWriter's Python loop at a time: two contend for the GIL and are slower than one
+# (bench/README.md), while the other thread encodes its shard (NumPy's scatters run without the GIL).
+_WRITING = threading.Lock()
 
 
 def shard_count(rows: int) -> int:
@@ -274,8 +278,9 @@ def write_shard(table, path, encode) -> None:
     import tensorflow as tf
 
     try:
-        with tf.io.TFRecordWriter(str(path)) as out:
-            for record in encode(table):
+        rows = encode(table)
+        with tf.io.TFRecordWriter(str(path)) as out, _WRITING:
+            for record in rows:
                 out.write(record)
     except tf.errors.OpError as exc:  # TensorFlow's file errors are no OSError
         raise OSError(exc.message) from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ CHUNK_ROWS = 65_536  # Parquet rows read at a time
 SAMPLE_ROWS = 20_000  # rows of the first file that decide each column's type
 NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
 NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
+# Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
+NULL_SPELLINGS = sorted({"".join(c) for word in NULLS for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
 FULL_HASH_BYTES = 1 << 30  # larger inputs are fingerprinted by size, time and sampled blocks
 SAMPLED_BLOCKS, BLOCK = 16, 1 << 16
 
@@ -194,12 +197,19 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
             raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
                             f"({', '.join(schema.columns)}); every shard must have the same header")
         ragged = _Ragged(path, skip=on_bad_input == "skip")
-        first = 0
-        for batch in _batches(path, columns, ragged):
-            table, skipped = _convert(batch, schema, path, first, on_bad_input)
-            first += batch.num_rows
-            yield table, skipped + len(ragged.rows)
-            ragged.rows.clear()
+        first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string"}
+        while True:
+            try:
+                for batch in _batches(path, columns, ragged, numbers, skip=first + ragged.skipped):
+                    table, skipped = _convert(batch, schema, path, first, on_bad_input)
+                    first += batch.num_rows
+                    ragged.skipped += len(ragged.rows)
+                    yield table, skipped + len(ragged.rows)
+                    ragged.rows.clear()
+                break
+            except _NotNumbers:  # the rest of the file as text: _convert names the value at fault (or skips its row)
+                ragged.rows.clear()
+                numbers = set()
 
 
 class _Ragged:
@@ -211,6 +221,7 @@ class _Ragged:
 
     def __init__(self, path: Path, skip: bool):
         self.path, self.skip, self.rows = path, skip, []
+        self.skipped = 0  # rows skipped in the chunks already read
 
     def __call__(self, row) -> str:
         self.rows.append(row)
@@ -223,8 +234,17 @@ class _Ragged:
                          "(`data.on_bad_input: skip` skips bad rows and counts them).")
 
 
-def _batches(path: Path, columns: list[str], ragged: _Ragged) -> Iterator:
-    """Record batches of ``path``: CSV parsed by pyarrow as text (types are ours to decide), Parquet as stored."""
+class _NotNumbers(Exception):
+    """A CSV value that pyarrow's reader could not parse as the number its column holds."""
+
+
+def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(), skip: int = 0) -> Iterator:
+    """Record batches of ``path``, from its ``skip``-th row on: Parquet as stored, CSV parsed by pyarrow as text
+    (types are ours to decide) except the columns in ``numbers``, parsed as float64 (missing values as null).
+
+    Parsing numbers in the reader is the fast path; the first value that is not a number raises
+    ``_NotNumbers``, and the caller reads the rest as text, where ``_convert`` judges each value.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -237,15 +257,19 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged) -> Iterator:
         with open(path, "rb") as handle:
             yield from pacsv.open_csv(
                 handle,
-                read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES, use_threads=False),
+                read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES, use_threads=False, skip_rows_after_names=skip),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
-                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
+                    null_values=NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
     except (pa.ArrowInvalid, OSError) as exc:
         if ragged.rows and not ragged.skip:
             raise ragged.error() from None
+        if numbers and "conversion error" in str(exc):
+            raise _NotNumbers() from None
         raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
+
 
 
 def _text_and_missing(column):
@@ -339,7 +363,7 @@ def _whole(values, gaps, name: str, path: Path, first: int, parquet: bool, colum
         return
     i = int(wrong[0])
     where = f"row {first + i + 1}" if parquet else f"line {first + i + 2}"
-    what = "is empty" if gaps[i] else f"is {column[i].as_py()!r}"
+    what = "is empty" if gaps[i] else f"is {str(column[i].as_py())!r}"  # as text, whichever way it was read
     origin = "declared int (`data.dtypes`)" if name in schema.declared else f"whole numbers in the first {SAMPLE_ROWS:,} rows"
     raise DataError(f"{path}: {where}, column {name!r} {what}, but the column holds {origin}: "
                     f"declare it with `data.dtypes: {{{name}: float}}`")
