@@ -146,15 +146,19 @@ def _mean(x, y, spec, cfg):
 
 def _linear(x, y, spec, cfg):
     """Logistic regression (classification) or ridge (regression) on the standardised design."""
-    from sklearn.linear_model import LogisticRegression, RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     design = _Design(spec, x, images=True)
-    model = (LogisticRegression(max_iter=300) if spec.task == "classification"
-             else RidgeCV(alphas=np.logspace(-2, 4, 13)))
-    fitted = make_pipeline(StandardScaler(), model).fit(design(x), y)
+    fitted = make_pipeline(StandardScaler(), linear_model(spec.task)).fit(design(x), y)
     return lambda test: fitted.predict(design(test))
+
+
+def linear_model(task: str):
+    """The regularised linear model of a task: the linear baseline, and where a wide & deep model starts."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+
+    return LogisticRegression(max_iter=300) if task == "classification" else RidgeCV(alphas=np.logspace(-2, 4, 13))
 
 
 def _boosting(x, y, spec, cfg):

@@ -55,6 +55,32 @@ def test_a_wide_mlp_head_sees_the_encoded_features_beside_the_last_layer():
     assert wide.get_layer("probabilities").kernel.shape == (64 + 4, 10)  # 8 x 8 pixels beside 4 units
 
 
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task):
+    """Untrained, wide & deep already predicts a linear table as well as the linear fit does; deep alone does not."""
+    import numpy as np
+
+    from pipeline.models import build_model
+
+    rng = np.random.default_rng(0)
+    area, city = rng.uniform(50, 200, 300).astype("float32"), rng.choice([b"north", b"south", b"east"], 300)
+    price = 3 * area + np.where(city == b"north", 100, 0) + rng.normal(0, 1, 300)
+    label = price if task == "regression" else (price > np.median(price)).astype("int64")
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("city", "categorical", "string")),
+                    "y", task, 2 if task == "classification" else 0)
+
+    def untrained(*overrides: str):
+        model = build_model(load(None, ["model.name=tabular_mlp", "model.width=8", *overrides]), spec,
+                            {"area": area, "city": city, "y": label})
+        out = np.asarray(model({"area": area, "city": city}, training=False))
+        return np.sqrt(np.mean((out[:, 0] - label) ** 2)) if task == "regression" else np.mean(out.argmax(1) == label)
+
+    if task == "regression":  # the noise is 1; prices run from 150 to 700
+        assert untrained("model.wide=true") < 1.5 < 100 < untrained()
+    else:
+        assert untrained("model.wide=true") > 0.95 > 0.7 > untrained()
+
+
 def test_width_and_depth_shape_the_cnn():
     model = _model("model.width=4", "model.depth=3")
     filters = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]

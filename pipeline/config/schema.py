@@ -296,7 +296,7 @@ class ModelConfig(Section):
     dropout: Rate = Field(0.0, description="Dropout rate after each block; 0 adds no Dropout layer.")
     batch_norm: bool = False
     wide: bool = Field(False, description="mlp: the head also sees the encoded features (wide & deep: a linear "
-                       "model plus the layers).")
+                       "model plus the layers), starting as the linear model fitted on the training split.")
     batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.9, description="Moving-statistics momentum. Keras' 0.99 lags for hundreds of steps on small datasets."
     )

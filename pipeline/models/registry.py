@@ -7,6 +7,8 @@ encoded features; the regularisation knobs live in blocks.py, once.
 
 from __future__ import annotations
 
+import numpy as np
+
 from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError
 from pipeline.models.blocks import conv_block, dense_block, regularizer
@@ -143,7 +145,48 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     inputs = inputs_for(spec)
     reg = regularizer(cfg.regularization)
     x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)
-    outputs = task_for(cfg, spec).head(x, reg, columns.get(spec.label))
+    task = task_for(cfg, spec)
+    outputs = task.head(x, reg, columns.get(spec.label))
     model = keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
     model.feature_info = encoded.info
+    if cfg.model.wide and spec.label in columns and task.name in ("classification", "regression"):
+        start_at_linear_fit(model, task, {n: columns[n] for n in inputs}, columns[spec.label])
     return model
+
+
+LINEAR_START_ROWS = 100_000  # training rows the wide part's starting fit sees...
+LINEAR_START_VALUES = 20_000_000  # ...at most this many encoded values (one-hot columns of large vocabularies)
+
+
+def start_at_linear_fit(model, task, features: dict, labels) -> None:
+    """Start a wide & deep model as the regularised linear model fitted on the training split's encoded features.
+
+    The head's weights on those features are the fit's, on the deep part zero: the model begins where
+    the linear baseline ends, and early stopping keeps what the deep part adds only while it helps
+    (on a small, linear table that may be nothing). Every worker fits the same rows alike.
+    """
+    import warnings
+
+    import keras
+    from sklearn.exceptions import ConvergenceWarning
+
+    from pipeline.baselines import linear_model
+
+    wide = model.get_layer("wide_and_deep").input[0]
+    encoder = keras.Model(model.input, wide)
+    rows = max(1, min(len(labels), LINEAR_START_ROWS, LINEAR_START_VALUES // wide.shape[-1]))
+    design = np.concatenate([np.asarray(encoder({n: v[i:min(i + 4096, rows)] for n, v in features.items()},
+                                                training=False)) for i in range(0, rows, 4096)])
+    with warnings.catch_warnings():  # a starting point need not have converged
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit = linear_model(task.name).fit(design, task.target_numpy(np.asarray(labels)[:rows]))
+    head = model.layers[-1]
+    kernel, bias = (np.zeros_like(w) for w in head.get_weights())
+    d = design.shape[1]
+    if task.name == "regression":
+        kernel[:d, 0], bias[0] = fit.coef_, fit.intercept_
+    elif len(fit.classes_) == 2:  # one logit, for the second class; the first's stays 0
+        kernel[:d, fit.classes_[1]], bias[fit.classes_[1]] = fit.coef_[0], fit.intercept_[0]
+    else:
+        kernel[:d, fit.classes_], bias[fit.classes_] = fit.coef_.T, fit.intercept_
+    head.set_weights([kernel, bias])
