@@ -152,7 +152,6 @@ def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_cou
     assert dataset.load(config(tmp_path, folder, "data.on_bad_input=skip")).spec.skipped == 1
 
 
-
 def test_a_bad_number_after_many_good_chunks_is_named_or_skipped_exactly_as_in_the_first_chunk(tmp_path, small_shards):
     """Numbers are parsed by the CSV reader until a value is not one; the rest of the file is then read as text,
     from the row it stopped at, so no row is lost or read twice, and skipped ragged rows before it still count."""

@@ -271,7 +271,6 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(
         raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
 
 
-
 def _text_and_missing(column):
     """Trimmed text of a column and where it is missing (empty, NA, NaN, null, None in any case)."""
     import pyarrow as pa

@@ -149,7 +149,7 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     outputs = task.head(x, reg, columns.get(spec.label))
     model = keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
     model.feature_info = encoded.info
-    if cfg.model.wide and spec.label in columns and task.name in ("classification", "regression"):
+    if cfg.model.wide and task.name in ("classification", "regression") and {*inputs, spec.label} <= set(columns):
         start_at_linear_fit(model, task, {n: columns[n] for n in inputs}, columns[spec.label])
     return model
 
