@@ -78,7 +78,7 @@ def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task)
     if task == "regression":  # the noise is 1; prices run from 150 to 700
         assert untrained("model.wide=true") < 1.5 < 100 < untrained()
     else:
-        assert untrained("model.wide=true") > 0.95 > 0.7 > untrained()
+        assert untrained("model.wide=true") > 0.95 > untrained()  # unstarted: whatever its random weights give
 
 
 def test_width_and_depth_shape_the_cnn():
