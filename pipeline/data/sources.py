@@ -35,6 +35,7 @@ NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is
 NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
 # Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
 NULL_SPELLINGS = sorted({"".join(c) for word in NULLS for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
+LOOKS_NUMERIC = r"^[+-]?(\d|\.\d|inf|nan)"  # how every value a number parses from begins (trimmed)
 FULL_HASH_BYTES = 1 << 30  # larger inputs are fingerprinted by size, time and sampled blocks
 SAMPLED_BLOCKS, BLOCK = 16, 1 << 16
 
@@ -140,6 +141,9 @@ def _infer(column) -> str:
 
     text, missing = _text_and_missing(column)
     present = text.filter(pc.invert(missing))
+    looks = int(pc.sum(pc.match_substring_regex(present, LOOKS_NUMERIC, ignore_case=True)).as_py() or 0)
+    if len(present) - looks > (1 - NUMERIC_SHARE) * max(len(present), 1):  # text, without parsing it
+        return "string"
     numbers = _to_float(present)
     parsed = int(pc.sum(pc.is_valid(numbers)).as_py() or 0)
     if len(present) - parsed > (1 - NUMERIC_SHARE) * max(len(present), 1):
