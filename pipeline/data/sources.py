@@ -34,7 +34,8 @@ SAMPLE_ROWS = 20_000  # rows of the first file that decide each column's type
 NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
 NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
 # Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
-NULL_SPELLINGS = sorted({"".join(c) for word in NULLS for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
+NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
+                         for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
 LOOKS_NUMERIC = r"^[+-]?(\d|\.\d|inf|nan)"  # how every value a number parses from begins (trimmed)
 FULL_HASH_BYTES = 1 << 30  # larger inputs are fingerprinted by size, time and sampled blocks
 SAMPLED_BLOCKS, BLOCK = 16, 1 << 16
@@ -200,20 +201,26 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
         if columns != schema.columns:
             raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
                             f"({', '.join(schema.columns)}); every shard must have the same header")
-        ragged = _Ragged(path, skip=on_bad_input == "skip")
-        first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string"}
-        while True:
-            try:
-                for batch in _batches(path, columns, ragged, numbers, skip=first + ragged.skipped):
-                    table, skipped = _convert(batch, schema, path, first, on_bad_input)
-                    first += batch.num_rows
-                    ragged.skipped += len(ragged.rows)
-                    yield table, skipped + len(ragged.rows)
-                    ragged.rows.clear()
-                break
-            except _NotNumbers:  # the rest of the file as text: _convert names the value at fault (or skips its row)
+        yield from _file_chunks(path, schema, on_bad_input)
+
+
+def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
+    """One file's chunks: numbers parsed by the reader until a value is not one, then the rest of the file,
+    from the row it stopped at, as text (where ``_convert`` names the value at fault, or skips its row)."""
+    ragged = _Ragged(path, skip=on_bad_input == "skip")
+    first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string"}
+    while True:
+        try:
+            for batch in _batches(path, schema.columns, ragged, numbers, skip=first + ragged.skipped):
+                table, skipped = _convert(batch, schema, path, first, on_bad_input)
+                first += batch.num_rows
+                ragged.skipped += len(ragged.rows)
+                yield table, skipped + len(ragged.rows)
                 ragged.rows.clear()
-                numbers = set()
+            return
+        except _NotNumbers:
+            ragged.rows.clear()
+            numbers = set()
 
 
 class _Ragged:
