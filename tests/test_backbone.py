@@ -79,7 +79,7 @@ def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_st
     cfg = tiny_cfg(*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=2",
                    "model.fine_tune.frozen_epochs=1", "model.fine_tune.layers=12", "train.early_stopping.enabled=false",
                    "optimizer.learning_rate=0.01", f"train.loop={loop}", f"export.enabled={loop == 'keras'}",
-                   "augment.layers=[]", "train.baselines=none")
+                   "augment.layers=[]", "train.baselines=none", "data.splits.train=train[:15%]")
     after_phase_one = {}
 
     class Snapshot(keras.callbacks.Callback):
@@ -113,7 +113,7 @@ def test_a_run_that_crashes_in_phase_two_resumes_there_and_ends_as_an_uninterrup
     folder, _ = pretrained
     plan = (*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=3", "model.fine_tune.layers=12",
             "model.fine_tune.frozen_epochs=1", "train.early_stopping.enabled=false", "export.enabled=false",
-            "augment.layers=[]", "data.splits.train=train[:30%]", "data.splits.validation=train[30%:40%]",
+            "augment.layers=[]", "data.splits.train=train[:15%]", "data.splits.validation=train[15%:25%]",
             "train.baselines=none")
     reference = train(tiny_cfg(*plan, f"workdir={tmp_path / 'reference'}"))
 
