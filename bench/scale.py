@@ -12,9 +12,12 @@ label ``y`` is written as CSV, then three fresh processes run on it:
   train     ``pipeline train`` of configs/examples/csv.yaml for 2 epochs on the prepared copy,
             whose per-stage clock gives data, fit, evaluate, log and export seconds.
 
-Each process reports its wall time and its peak RSS. Figures, all ratios from this one run:
-preparation time over ``read_csv`` time; each stage's seconds per row at a size over those at
-the size ten times smaller (linear cost: about 1); peak RSS likewise (bounded memory: about 1);
+``read_csv`` and the preparation run three rounds in turn (``--rounds``), each preparation from
+scratch, and medians count: a single ``read_csv`` of a second or less varies too much from one
+run to the next to divide by. Each process reports its wall time and its peak RSS. Figures, all
+ratios from this one run: preparation time over ``read_csv`` time (the median of the rounds'
+ratios); each stage's seconds per row at a size over those at the size ten times smaller
+(linear cost: about 1); peak RSS likewise (bounded memory: about 1);
 evaluation and export (with verification) over one training epoch. Then image folders of
 2,000 and 20,000 PNG files, and audio folders of 2,000 and 20,000 WAV files, are prepared
 (``pipeline prepare`` of configs/examples/image_folder.yaml and audio_folder.yaml): files per
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,22 +149,31 @@ def run_child(stage: str, path: Path, workdir: Path, epochs: int) -> dict:
 # ---- figures ----------------------------------------------------------------------------------
 
 
-def measure(rows: int, folder: Path, epochs: int) -> dict:
+def measure(rows: int, folder: Path, epochs: int, rounds: int) -> dict:
+    """``rounds`` of ``read_csv`` and preparation in turn (A B, B A, ...: a slow spell of the shared machine hits
+    both sides), each preparation from scratch; then training on the last one's copy."""
     path = folder / f"table_{rows}.csv"
     write_table(path, rows)
-    workdir = folder / f"work_{rows}"
-    read = run_child("read_csv", path, workdir, epochs)
-    prep = run_child("prepare", path, workdir, epochs)
+    reads, preps = [], []
+    for round_ in range(rounds):
+        workdir = folder / f"work_{rows}"
+        shutil.rmtree(workdir, ignore_errors=True)  # a preparation from scratch each round
+        for stage in ("read_csv", "prepare") if round_ % 2 == 0 else ("prepare", "read_csv"):
+            (reads if stage == "read_csv" else preps).append(run_child(stage, path, workdir, epochs))
     fit = run_child("train", path, workdir, epochs)
     stages = fit["stages"]
     epoch = stages["fit"] / fit["epochs"]
+    read_s, prep_s = ([r["seconds"] for r in runs] for runs in (reads, preps))
     return {
         "rows": rows, "csv_mb": round(path.stat().st_size / 2**20, 1),
-        "read_csv_s": read["seconds"], "prepare_s": prep["seconds"], "prepare_rows_per_s": rows / prep["seconds"],
-        "prepare_over_read_csv": prep["seconds"] / read["seconds"],
+        "read_csv_s": statistics.median(read_s), "prepare_s": statistics.median(prep_s),
+        "prepare_rows_per_s": rows / statistics.median(prep_s),
+        "prepare_over_read_csv": statistics.median(p / r for p, r in zip(prep_s, read_s)),  # paired by round
+        "rounds": {"read_csv_s": read_s, "prepare_s": prep_s},
         "stages_s": stages, "epoch_s": epoch,
         "evaluate_over_epoch": stages["evaluate"] / epoch, "export_over_epoch": stages.get("export", 0.0) / epoch,
-        "peak_rss_mb": {"read_csv": read["peak_rss_mb"], "prepare": prep["peak_rss_mb"], "train": fit["peak_rss_mb"]},
+        "peak_rss_mb": {"read_csv": max(r["peak_rss_mb"] for r in reads), "prepare": max(r["peak_rss_mb"] for r in preps),
+                        "train": fit["peak_rss_mb"]},
         "test_rmse": fit["test_rmse"],
     }
 
@@ -222,6 +236,9 @@ def markdown(results: dict) -> str:
                      f"{r['epoch_s']:.1f} | {s['evaluate']:.1f} | {s.get('export', 0):.1f} | "
                      f"{r['evaluate_over_epoch']:.2f} | {r['export_over_epoch']:.2f} | "
                      f"{r['peak_rss_mb']['prepare']:.0f} | {r['peak_rss_mb']['train']:.0f} |")
+    lines += ["", *(f"- {r['rows']:,} rows, each round: read_csv " + " / ".join(f"{x:.2f}" for x in r["rounds"]["read_csv_s"])
+                    + " s, prepare " + " / ".join(f"{x:.2f}" for x in r["rounds"]["prepare_s"]) + " s"
+                    for r in results["sizes"])]
     lines += ["", "| growth | " + " | ".join(f"s/row {k}" for k in ("prepare", *STAGES)) + " | peak RSS prepare | "
               "peak RSS train |", "| --- |" + " --- |" * (len(STAGES) + 3)]
     for g in results["growth"]:
@@ -248,6 +265,8 @@ def main() -> None:
     p = parser(__doc__, "scale")
     p.add_argument("--large", action="store_true", help="also 10M rows (about 1.2 GB of CSV)")
     p.add_argument("--rows", type=int, nargs="*", help="these table sizes instead (none: folders only)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="read_csv and preparation rounds per size, alternated; medians reported (default 3; 1 with --quick)")
     p.add_argument("--images", type=int, nargs="*", default=None, metavar="FILES",
                    help="also prepare image folders of these many files (default 2,000 and 20,000; none with --quick)")
     p.add_argument("--audio", type=int, nargs="*", default=None, metavar="FILES",
@@ -261,7 +280,7 @@ def main() -> None:
         measured = []
         for rows in sizes:
             print(f"{rows:,} rows ...", file=sys.stderr, flush=True)
-            measured.append(measure(rows, Path(folder), epochs))
+            measured.append(measure(rows, Path(folder), epochs, 1 if args.quick else args.rounds))
         counts = args.images if args.images is not None else ([] if args.quick else [2_000, 20_000])
         images = [measure_images(count, Path(folder)) for count in counts]
         counts = args.audio if args.audio is not None else ([] if args.quick else [2_000, 20_000])
