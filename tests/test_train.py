@@ -235,6 +235,7 @@ def test_a_run_whose_process_died_is_ended_killed_by_the_next_run(tmp_path, tfds
     assert ended.data.tags["pipeline.ended_by"] == f"a later run: its process {proc.pid} on {socket.gethostname()} had died"
 
 
+@pytest.mark.slow  # three processes, each importing TensorFlow
 def test_runs_started_together_on_a_new_workdir_share_its_dataset_and_store(tmp_path):
     """Cron starts several configs at once on one fresh workdir: each would prepare the dataset and create
     the SQLite store's tables, and break the others' ("table experiments already exists", a missing
