@@ -154,9 +154,8 @@ def measure(rows: int, folder: Path, epochs: int, rounds: int) -> dict:
     both sides), each preparation from scratch; then training on the last one's copy."""
     path = folder / f"table_{rows}.csv"
     write_table(path, rows)
-    reads, preps = [], []
+    reads, preps, workdir = [], [], folder / f"work_{rows}"
     for round_ in range(rounds):
-        workdir = folder / f"work_{rows}"
         shutil.rmtree(workdir, ignore_errors=True)  # a preparation from scratch each round
         for stage in ("read_csv", "prepare") if round_ % 2 == 0 else ("prepare", "read_csv"):
             (reads if stage == "read_csv" else preps).append(run_child(stage, path, workdir, epochs))

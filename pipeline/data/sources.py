@@ -142,13 +142,17 @@ def _infer(column) -> str:
 
     text, missing = _text_and_missing(column)
     present = text.filter(pc.invert(missing))
-    looks = int(pc.sum(pc.match_substring_regex(present, LOOKS_NUMERIC, ignore_case=True)).as_py() or 0)
-    if len(present) - looks > (1 - NUMERIC_SHARE) * max(len(present), 1):  # text, without parsing it
+
+    def too_few(hits) -> bool:
+        return len(present) - int(pc.sum(hits).as_py() or 0) > (1 - NUMERIC_SHARE) * max(len(present), 1)
+
+    if too_few(pc.match_substring_regex(present, LOOKS_NUMERIC, ignore_case=True)):  # text, without parsing it
         return "string"
     numbers = _to_float(present)
-    parsed = int(pc.sum(pc.is_valid(numbers)).as_py() or 0)
-    if len(present) - parsed > (1 - NUMERIC_SHARE) * max(len(present), 1):
+    valid = pc.is_valid(numbers)
+    if too_few(valid):
         return "string"
+    parsed = int(pc.sum(valid).as_py() or 0)
     if parsed == len(column) and parsed and pc.all(pc.equal(pc.floor(numbers), numbers)).as_py() \
             and pc.max(pc.abs(numbers)).as_py() < 2**53:
         return "int"
