@@ -279,6 +279,17 @@ def test_a_column_whole_in_the_sample_but_not_later_names_the_declaration_that_f
     assert spec.feature("rooms").dtype == "float32"
 
 
+def test_a_row_longer_than_the_type_samples_block_is_read_as_the_full_pass_reads_it(tmp_path):
+    from pipeline.data import dataset, sources
+
+    frame = table(100).assign(note="short")
+    frame.loc[3, "note"] = "x" * (2 * sources.SAMPLE_BYTES)  # one row wider than the sample's block
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    cfg = config(tmp_path, tmp_path / "t.csv")
+    dataset.prepare(cfg)
+    assert prepared_rows(cfg) == 100
+
+
 def test_cache_auto_keeps_a_split_in_memory_then_in_a_file_then_nowhere_by_budget():
     from pipeline.data.dataset import cache_mode
 
@@ -329,7 +340,7 @@ def test_a_long_preparation_logs_its_progress_rate_and_time_left_where_no_termin
     assert lines[1].startswith("preparing: 7 of about 10 rows") and lines[1].endswith(" s left)")
 
 
-def test_rows_serialize_to_the_bytes_protobuf_gives_for_every_kind_of_value():
+def test_rows_serialize_to_the_bytes_protobuf_and_tensorflows_record_writer_give(tmp_path):
     """The bulk encoder writes protobuf's wire format itself: it must agree with protobuf on every edge."""
     import pyarrow as pa
     import tensorflow as tf
@@ -349,7 +360,8 @@ def test_rows_serialize_to_the_bytes_protobuf_gives_for_every_kind_of_value():
         "k" * 150: np.zeros(n, np.float32),  # a key whose length takes two varint bytes
     }
     kinds = {"a_float": "float", "b_int": "int", "c_small": "int", "d_text": "bytes", "k" * 150: "float"}
-    got = records.serialize(columns, kinds)
+    encoded = records.serialize(columns, kinds)
+    got = encoded.messages()
     for i in range(n):
         feature = {}
         for name, values in columns.items():
@@ -361,6 +373,12 @@ def test_rows_serialize_to_the_bytes_protobuf_gives_for_every_kind_of_value():
         expected = tf.train.Example(features=tf.train.Features(feature=feature))
         assert got[i] == expected.SerializeToString(deterministic=True), i
     assert len(records.serialize({"x": np.zeros(0, np.float32)}, {"x": "float"})) == 0
+    # Framed as a TFRecord file in one piece: the bytes TensorFlow's own writer gives, record by record.
+    path = tmp_path / "rows.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for message in got:
+            writer.write(message)
+    assert encoded.tfrecord() == path.read_bytes()
 
 
 def test_workers_reading_by_file_each_get_their_own_rows_and_the_same_steps_every_epoch(tmp_path, monkeypatch):

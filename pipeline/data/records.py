@@ -3,7 +3,8 @@
 TFDS's own writer turns one Python dict per example into a ``tf.train.Example``,
 which costs hundreds of microseconds for a table row (bench/README.md). Here a whole
 column block becomes serialized Examples at once, assembled with NumPy in protobuf's
-wire format (``serialize``). TFDS reads the shards back as it reads its own.
+wire format (``serialize``), already framed as TFRecords: a shard is one write, not a
+writer's call per row. TFDS reads the shards back as it reads its own.
 
 Rows are shuffled as they are written, so that TFDS's split slices (``train[:70%]``)
 take a random share of a file that may be sorted by time or by label: each row goes to
@@ -15,7 +16,6 @@ then permuted in memory before it is encoded. A uniform shuffle, in two passes, 
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,9 +24,6 @@ import numpy as np
 SHARD_ROWS = 50_000  # rows per shard: the memory of preparation is that of WRITERS shards
 WRITERS = 2  # shards encoded and written at once
 MAX_SHARDS = 1_000  # spill files open at once; past 50M rows the shards grow instead
-# One writer thread in TFRecordWriter's Python loop at a time: two contend for the GIL and are slower than one
-# (bench/README.md), while the other thread encodes its shard (NumPy's scatters run without the GIL).
-_WRITING = threading.Lock()
 
 
 def shard_count(rows: int) -> int:
@@ -34,7 +31,7 @@ def shard_count(rows: int) -> int:
     return min(max(1, -(-rows // SHARD_ROWS)), MAX_SHARDS)
 
 
-def serialize_rows(table, stored: dict[str, str], schema, names: list[str]) -> np.ndarray:
+def serialize_rows(table, stored: dict[str, str], schema, names: list[str]) -> Records:
     """A converted chunk (``sources.chunks``) as serialized Examples: text as bytes, a class label as its
     index in ``names``; ``stored``: each column's kind (``float``, ``int``, ``string``)."""
     import pyarrow as pa
@@ -52,8 +49,9 @@ def serialize_rows(table, stored: dict[str, str], schema, names: list[str]) -> n
     return serialize(columns, kinds)
 
 
-def serialize(columns: dict[str, object], kinds: dict[str, str]) -> np.ndarray:
-    """Serialized ``tf.train.Example`` bytes, one per row, each holding one scalar per column.
+def serialize(columns: dict[str, object], kinds: dict[str, str]) -> Records:
+    """Serialized ``tf.train.Example`` messages, one per row, each holding one scalar per column:
+    ``.tfrecord()`` is them as a TFRecord file, ``.messages()`` as bytes.
 
     An Example of scalars is, in protobuf's wire format, a few tags and lengths around each
     value, in column order: ``Example{features: Features{feature: [{key, Feature{<kind>_list:
@@ -67,15 +65,16 @@ def serialize(columns: dict[str, object], kinds: dict[str, str]) -> np.ndarray:
         kinds: Name -> ``float``, ``int`` or ``bytes``: the value list each column is stored in.
     """
     if not len(next(iter(columns.values()))):
-        return np.zeros(0, dtype=object)
+        return Records(np.zeros(0, dtype=np.int64))
     parts = [_Column(name, values, kinds[name]) for name, values in columns.items()]
     features = sum(1 + _varint_size(c.entry) + c.entry for c in parts)  # each entry is field 1 of Features
-    out = _Rows(1 + _varint_size(features) + features)
+    out = Records(1 + _varint_size(features) + features)
     out.const(b"\x0a")  # Example.features
     out.varint(features)
     for column in parts:
         column.write(out)
-    return out.messages()
+    out.finish()
+    return out
 
 
 class _Column:
@@ -106,7 +105,7 @@ class _Column:
         self.feature = 1 + _varint_size(self.list) + self.list
         self.entry = len(self.key) + _varint_size(self.feature) + self.feature
 
-    def write(self, out: _Rows) -> None:
+    def write(self, out: Records) -> None:
         out.const(b"\x0a")  # Features.feature: one map entry
         out.varint(self.entry)
         out.const(self.key)
@@ -123,18 +122,25 @@ class _Column:
             out.spans(self.offsets, self.data)
 
 
-class _Rows:
+class Records:
     """A buffer of one message per row, each of known length, written piece by piece at every row's cursor.
 
     Pieces that are the same in every row (tags, a key, a length that does not vary) are
     gathered and written together, a byte column at a time: a float column's whole prefix at once.
+    Each message has room around it for its TFRecord frame (``tfrecord``).
     """
 
+    HEAD, TAIL = 12, 4  # TFRecord: length (8 bytes) and its masked CRC32C (4) before the message, the message's after
+
     def __init__(self, lengths: np.ndarray):
-        self.bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.at = self.bounds[:-1].copy()
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.bounds = np.concatenate([[0], np.cumsum(self.lengths + self.HEAD + self.TAIL)]).astype(np.int64)
+        self.at = self.bounds[:-1] + self.HEAD
         self.buffer = np.zeros(int(self.bounds[-1]), dtype=np.uint8)
         self.pending = b""
+
+    def __len__(self) -> int:
+        return len(self.lengths)
 
     def const(self, data: bytes) -> None:
         self.pending += data
@@ -174,15 +180,42 @@ class _Rows:
         self.at += len(self.pending)
         self.pending = b""
 
-    def messages(self) -> np.ndarray:
-        """The rows' messages as bytes objects (pyarrow cuts them out of the buffer in one pass)."""
-        import pyarrow as pa
-
+    def finish(self) -> None:
         self._flush()
-        assert np.array_equal(self.at, self.bounds[1:]), "a message was written short or long"
-        array = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(self.at),
-                                                 [None, pa.py_buffer(self.bounds), pa.py_buffer(self.buffer)])
-        return array.to_numpy(zero_copy_only=False)
+        assert np.array_equal(self.at, self.bounds[1:] - self.TAIL), "a message was written short or long"
+
+    def _starts(self) -> list[int]:
+        return (self.bounds[:-1] + self.HEAD).tolist()
+
+    def messages(self) -> list[bytes]:
+        """The rows' messages as bytes."""
+        data = self.buffer.tobytes()
+        return [data[start:start + n] for start, n in zip(self._starts(), self.lengths.tolist())]
+
+    def tfrecord(self) -> bytes:
+        """The rows as a TFRecord file: each message after its length and the length's masked CRC32C, before its own.
+
+        Byte for byte what ``tf.io.TFRecordWriter`` writes (tests/test_streaming.py), without its call per row.
+        """
+        import google_crc32c
+
+        crc, data, n = google_crc32c.value, self.buffer.tobytes(), len(self)
+        body = np.fromiter((crc(data[start:start + size]) for start, size in zip(self._starts(), self.lengths.tolist())),
+                           dtype=np.uint32, count=n)
+        sizes, which = np.unique(self.lengths, return_inverse=True)  # few distinct lengths: one CRC each
+        head = np.array([crc(int(size).to_bytes(8, "little")) for size in sizes], dtype=np.uint32)[which]
+        self.at = self.bounds[:-1].copy()
+        self.fixed(self.lengths.astype("<u8").view(np.uint8).reshape(n, 8))
+        self.fixed(_masked(head).view(np.uint8).reshape(n, 4))
+        self.at += self.lengths
+        self.fixed(_masked(body).view(np.uint8).reshape(n, 4))
+        return self.buffer.tobytes()
+
+
+def _masked(crc: np.ndarray) -> np.ndarray:
+    """TFRecord's masked CRC: rotated right by 15 bits, plus a constant (little-endian uint32)."""
+    crc = crc.astype(np.uint32)
+    return (((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)).astype("<u4")
 
 
 VARINT_LIMITS = np.array([1 << (7 * i) for i in range(1, 10)], dtype=np.uint64)  # the first value of 2..10 bytes
@@ -270,7 +303,7 @@ def spread(table, rng: np.random.Generator, shards: int):
 
 
 def write_shard(table, path, encode) -> None:
-    """``encode(table)``'s serialized rows as the TFRecord file ``path``.
+    """``encode(table)``'s serialized rows as the TFRecord file ``path``, in one write.
 
     Raises:
         OSError: the file cannot be written (a full disk among the reasons).
@@ -278,9 +311,8 @@ def write_shard(table, path, encode) -> None:
     import tensorflow as tf
 
     try:
-        rows = encode(table)
-        with tf.io.TFRecordWriter(str(path)) as out, _WRITING:
-            for record in rows:
-                out.write(record)
+        content = encode(table).tfrecord()
+        with tf.io.gfile.GFile(str(path), "wb") as out:
+            out.write(content)
     except tf.errors.OpError as exc:  # TensorFlow's file errors are no OSError
         raise OSError(exc.message) from None

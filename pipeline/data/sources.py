@@ -31,6 +31,7 @@ from pipeline.errors import DataError
 CHUNK_BYTES = 8 << 20  # CSV read at a time (pyarrow's block)
 CHUNK_ROWS = 65_536  # Parquet rows read at a time
 SAMPLE_ROWS = 20_000  # rows of the first file that decide each column's type
+SAMPLE_BYTES = 1 << 20  # CSV read at a time for the sample: whole chunks would parse many more rows than it keeps
 NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
 NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
 # Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
@@ -161,10 +162,17 @@ def _infer(column) -> str:
 
 def _sample(path: Path):
     """The first SAMPLE_ROWS rows of ``path``: CSV as text, Parquet with its own types."""
+    try:
+        return _first_rows(path, SAMPLE_BYTES)
+    except DataError:  # a row longer than the sample's block, perhaps: read as the full pass reads
+        return _first_rows(path, CHUNK_BYTES)
+
+
+def _first_rows(path: Path, block: int):
     import pyarrow as pa
 
     batches, rows = [], 0
-    for batch in _batches(path, _header(path), _Ragged(path, skip=True)):
+    for batch in _batches(path, _header(path), _Ragged(path, skip=True), block=block):
         batches.append(batch)
         rows += batch.num_rows
         if rows >= SAMPLE_ROWS:
@@ -253,9 +261,11 @@ class _NotNumbers(Exception):
     """A CSV value that pyarrow's reader could not parse as the number its column holds."""
 
 
-def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(), skip: int = 0) -> Iterator:
-    """Record batches of ``path``, from its ``skip``-th row on: Parquet as stored, CSV parsed by pyarrow as text
-    (types are ours to decide) except the columns in ``numbers``, parsed as float64 (missing values as null).
+def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(), skip: int = 0,
+             block: int = CHUNK_BYTES) -> Iterator:
+    """Record batches of ``path`` (``block`` bytes of CSV each), from its ``skip``-th row on: Parquet as
+    stored, CSV parsed by pyarrow as text (types are ours to decide) except the columns in ``numbers``,
+    parsed as float64 (missing values as null).
 
     Parsing numbers in the reader is the fast path; the first value that is not a number raises
     ``_NotNumbers``, and the caller reads the rest as text, where ``_convert`` judges each value.
@@ -272,7 +282,7 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(
         with open(path, "rb") as handle:
             yield from pacsv.open_csv(
                 handle,
-                read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES, use_threads=False, skip_rows_after_names=skip),
+                read_options=pacsv.ReadOptions(block_size=block, use_threads=False, skip_rows_after_names=skip),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
