@@ -152,8 +152,8 @@ def test_config_show_prints_the_resolved_config():
 def test_registries_cover_every_name_the_config_allows():
     import typing
 
+    from pipeline.config.data import AugmentLayer
     from pipeline.config.schema import (
-        AugmentLayer,
         ModelConfig,
         OptimizerConfig,
         ScheduleConfig,

@@ -19,11 +19,12 @@ def _ids(cfg, split: str) -> list[int]:
 
 def test_digits_builder_prepares_every_example_as_uint8_images(tiny_cfg):
     from pipeline.data import dataset
+    from pipeline.data.spec import Feature
 
     spec = dataset.load(tiny_cfg()).spec
     assert (spec.name, spec.version) == ("digits", "1.0.0")
     assert sum(spec.sizes.values()) == 1797
-    assert spec.features == (dataset.Feature("image", "image", "uint8", (8, 8, 1)),)
+    assert spec.features == (Feature("image", "image", "uint8", (8, 8, 1)),)
     assert spec.task == "classification"
     assert spec.num_classes == 10 and spec.class_names == [str(d) for d in range(10)]
 

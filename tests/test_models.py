@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import load
-from pipeline.data.dataset import DataSpec, Feature
+from pipeline.data.spec import DataSpec, Feature
 
 SPEC = DataSpec("digits", "1.0.0", {}, {}, "", (Feature("image", "image", "uint8", (8, 8, 1)),), "label",
                 "classification", 10)

@@ -86,7 +86,7 @@ def test_a_broken_schema_stops_retraining_before_it_trains(tmp_path, tfds_dir):
 
 
 def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
-    from pipeline.data.dataset import Feature
+    from pipeline.data.spec import Feature
 
     def splits(area, city):
         spec = SimpleNamespace(features=[Feature(name="area", kind="numeric", dtype="float32", shape=()),

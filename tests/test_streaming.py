@@ -290,8 +290,33 @@ def test_a_row_longer_than_the_type_samples_block_is_read_as_the_full_pass_reads
     assert prepared_rows(cfg) == 100
 
 
+def test_chunks_read_ahead_arrive_in_order_with_the_readers_error_and_an_early_stop_ends_the_reader():
+    import threading
+
+    from pipeline.data.sources import read_ahead
+
+    def chunks(fail_after: int):
+        for i in range(10):
+            if i == fail_after:
+                raise DataError(f"t.csv: line {i + 2}, column 'x': 'abc' is not a number")
+            yield i
+
+    got = []
+    with pytest.raises(DataError, match=r"^t\.csv: line 6, column 'x'"):
+        for item in read_ahead(chunks(fail_after=4)):
+            got.append(item)
+    assert got == [0, 1, 2, 3]
+    stream = read_ahead(chunks(fail_after=99), depth=1)
+    assert [next(stream), next(stream)] == [0, 1]
+    stream.close()  # the caller stops early: the reader thread ends instead of waiting forever to hand over
+    for thread in threading.enumerate():
+        if thread.name == "read-ahead":
+            thread.join(timeout=5)
+            assert not thread.is_alive()
+
+
 def test_cache_auto_keeps_a_split_in_memory_then_in_a_file_then_nowhere_by_budget():
-    from pipeline.data.dataset import cache_mode
+    from pipeline.data.feed import cache_mode
 
     cfg = load(None, ["data.cache_memory_mb=100"])
     mb = 2**20
@@ -322,7 +347,7 @@ def test_an_input_over_the_full_hash_size_is_fingerprinted_by_size_time_and_samp
 
 
 def test_a_lookup_keeps_the_most_frequent_values_up_to_the_vocabulary_cap():
-    from pipeline.data.dataset import Feature
+    from pipeline.data.spec import Feature
     from pipeline.models.features import lookup
 
     column = np.array([b"a"] * 5 + [b"b"] * 3 + [b"c"] * 3 + [b"d"])

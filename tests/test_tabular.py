@@ -93,7 +93,7 @@ def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tf
 
 
 def test_unseen_category_goes_to_the_oov_bucket_and_nan_to_the_training_mean(tmp_path):
-    from pipeline.data.dataset import DataSpec, Feature
+    from pipeline.data.spec import DataSpec, Feature
     from pipeline.models import build_model
 
     spec = DataSpec("t", "1", {}, {}, "", (Feature("city", "categorical", "string"), Feature("area", "numeric", "float32")),

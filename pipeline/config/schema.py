@@ -1,8 +1,9 @@
 """The experiment config's schema: one frozen pydantic section per stage, nested under ``ExperimentConfig``.
 
-Every field is documented here (``pipeline config schema`` exports them as JSON
-schema, so editors validate YAML); loading.py reads files into it and
-messages.py explains what it rejects. Nothing here imports a stage.
+The model, training, tracking and export sections are here, the data-side ones (data,
+features, augment, forecast) in data.py. Every field is documented (``pipeline config
+schema`` exports them as JSON schema, so editors validate YAML); loading.py reads files
+into it and messages.py explains what it rejects. Nothing here imports a stage.
 """
 
 from __future__ import annotations
@@ -24,206 +25,14 @@ from pipeline.config.base import (
     Rate,
     Section,
 )
+from pipeline.config.data import (
+    AugmentConfig,
+    DataConfig,
+    FeaturesConfig,
+    ForecastConfig,
+    SplitsConfig,
+)
 from pipeline.config.search_space import TuneConfig
-
-
-class SplitsConfig(Section):
-    """TFDS split specs. Slices of one prepared split are fixed across runs and machines
-    (TFDS orders records by a hash of their keys at preparation) and disjoint."""
-
-    train: str = "train[:65%]"
-    validation: str = "train[65%:80%]"
-    test: str = "train[80%:]"
-
-
-class TimeSplitConfig(Section):
-    """Split by time instead of by the TFDS split specs: train on the earliest examples."""
-
-    column: str = Field(description="Numeric feature that orders examples in time, e.g. timestamp.")
-    split: str = Field("train", description="The TFDS split that is cut into train, validation and test.")
-    validation: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.7, description="Quantile where validation starts.")
-    test: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.8, description="Quantile where test starts.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> TimeSplitConfig:
-        if self.validation >= self.test:
-            raise ValueError("`validation` must be below `test` (they are quantiles of the time column)")
-        return self
-
-
-class DataConfig(Section):
-    """Which TFDS dataset to read and how ``tf.data`` feeds it."""
-
-    dataset: str = Field("digits", description="TFDS builder name (digits, ames_housing, movielens_small, csv, image_folder, or any prepared dataset).")
-    data_dir: str | None = Field(None, description="TFDS data_dir; default <workdir>/tfds.")
-    path: str | None = Field(None, description="csv: a .csv or .parquet file; image_folder: a folder with one subfolder per class.")
-    splits: SplitsConfig = SplitsConfig()
-    time_split: TimeSplitConfig | None = None
-    columns: list[str] | None = Field(None, description="Dataset features the model sees; default every feature but the label.")
-    label_key: str = Field("label", description="Feature holding the label: a class (classification) or a number (regression).")
-    dtypes: dict[str, Literal["float", "int", "string"]] = Field({}, description="csv: how a column is stored; others are inferred.")
-    on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
-    image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
-    channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
-    sample_rate: PositiveInt = Field(16000, description="audio_folder, spoken_digits: clips are resampled to this "
-                                                        "rate (Hz), mixed down to one channel.")
-    clip_seconds: PositiveFloat = Field(1.0, description="audio_folder, spoken_digits: clips are padded with silence "
-                                                         "or cropped (and counted) to this length.")
-    batch_size: PositiveInt | Literal["auto"] = Field(
-        64, description="Examples per step; auto: about 50 steps an epoch (training rows / 50, a power of two "
-        "from 8 to 256), so a table of a few hundred rows gets enough steps and one of millions large batches.")
-    batch_scope: Literal["global", "per_replica"] = Field(
-        "global", description="Whether batch_size is the global batch or each replica's (global = size x replicas)."
-    )
-    drop_remainder: bool = Field(False, description="Drop each epoch's last partial training batch.")
-    shuffle_buffer: Count = Field(2048, description="0 disables shuffling.")
-    cache: Literal["auto", "memory", "file", "none"] | bool = Field(
-        "auto", description="Keep read examples after the first epoch: memory, a file under <workdir>/cache, or none; "
-                            "auto: memory when a split fits cache_memory_mb, else a file when the disk has room, else none.")
-    cache_memory_mb: PositiveInt = Field(1024, description="cache auto: the most memory one split may take.")
-    threads: PositiveInt | None = Field(
-        None, description="tf.data's own thread pool; default half the CPUs (at least 1): on a CPU-only machine "
-                          "the model's kernels need the rest, and contention costs more than it brings (bench/perf.py).")
-
-
-class ForecastConfig(Section):
-    """Time-series forecasting: windows of one series, split by time only (docs/forecasting.md).
-
-    ``data.label_key`` is the target column. A window is ``input_window`` past steps of the target
-    and covariates, plus the known-future covariates over the ``horizon``; its label is the next
-    ``horizon`` target values. Train, validation and test are consecutive stretches of the series
-    (test last): a window belongs to the stretch its horizon falls in.
-    """
-
-    time: str = Field("time", description="Column that orders the series: epoch seconds or another increasing number "
-                                          "(the `series` dataset also parses date strings).")
-    series_id: str | None = Field(None, description="Column naming the series of each row, for a file of several "
-                                                   "series: each is checked and split on its own; the id is an input.")
-    input_window: PositiveInt = Field(48, description="Past steps the model sees.")
-    horizon: PositiveInt = Field(1, description="Steps forecast at once (direct multi-step output).")
-    stride: PositiveInt = Field(1, description="Steps between consecutive training windows.")
-    past_covariates: list[str] = Field([], description="Columns known only up to the forecast time (e.g. volume).")
-    known_covariates: list[str] = Field([], description="Columns known over the horizon too (workday flag, forecast "
-                                                        "temperature): the model sees them for past and future steps.")
-    calendar: list[Literal["time_of_day", "day_of_week", "day_of_year"]] = Field(
-        [], description="Calendar features computed inside the model from the time column (epoch seconds, UTC).")
-    target_transform: Literal["level", "difference", "log_return"] = Field(
-        "level", description="What the model predicts: the level, the change from the last value, or the log return "
-                             "from it. The export always returns levels.")
-    seasonality: list[PositiveInt] = Field([], description="Seasonal periods in steps (48 and 336 for half-hourly data): "
-                                                           "a seasonal-naive baseline each; the first scales MASE.")
-    validation: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(0.1, description="Share of the series for validation.")
-    test: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(0.1, description="Share of the series for the test window (the newest).")
-    end: Fraction = Field(1.0, description="Share of the series used, from its start; backtest folds move it.")
-    gaps: Literal["error", "allow", "fill"] = Field(
-        "error", description="Steps longer than the series' usual step: an error naming the first, allowed (rows are "
-                             "consecutive steps, as trading days are), or filled by carrying the last row forward.")
-    folds: PositiveInt = Field(5, description="Walk-forward backtest: folds over expanding windows (pipeline backtest).")
-    bootstrap: PositiveInt = Field(1000, description="Block-bootstrap resamples of the test windows for the error "
-                                                     "ratio's 95% interval against the best baseline.")
-    min_skill: Rate = Field(0.01, description="Skill: the error ratio's whole 95% interval lies below 1 - min_skill "
-                                              "(a model must cut the best baseline's error by at least this share).")
-
-
-class FeaturesConfig(Section):
-    """How raw features are encoded inside the model (so the export takes raw features)."""
-
-    kinds: dict[str, Literal["numeric", "categorical", "multi_hot"]] = Field(
-        {}, description="How a feature is encoded, where inference is wrong: numbers are numeric, strings categorical."
-    )
-    encoding: Literal["one_hot", "embedding"] = Field("one_hot", description="How categoricals enter an MLP.")
-    embedding_dim: PositiveInt = 8
-    max_vocabulary: PositiveInt = Field(
-        100_000, description="Categorical and id lookups keep the training split's most frequent values, at most "
-                             "this many; the rest share one out-of-vocabulary bucket.")
-    separator: str = Field("|", description="multi_hot: separator between the values in one string.")
-    missing: Literal["mean", "zero"] = Field("mean", description="Numeric NaN becomes the training mean (or 0).")
-    missing_indicator: bool = Field(True, description="Add an is-missing input for numerics that had NaN in training.")
-    target_transform: Literal["none", "log"] = Field("none", description="Regression: train on log(y); the export returns y.")
-
-
-class Rotation(Section):
-    type: Literal["rotation"]
-    degrees: Annotated[float, Field(gt=0.0, le=180.0)] = 15.0
-
-
-class Flip(Section):
-    type: Literal["flip"]
-    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
-
-
-class Brightness(Section):
-    type: Literal["brightness"]
-    factor: Fraction = 0.2
-
-
-class Contrast(Section):
-    type: Literal["contrast"]
-    factor: Fraction = 0.2
-
-
-class Zoom(Section):
-    type: Literal["zoom"]
-    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
-
-
-class Translation(Section):
-    type: Literal["translation"]
-    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
-
-
-class GaussianNoise(Section):
-    type: Literal["gaussian_noise"]
-    stddev: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        0.05, description="Standard deviation as a fraction of the pixel range."
-    )
-
-
-class TimeShift(Section):
-    type: Literal["time_shift"]
-    fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.1, description="audio: the most a clip moves "
-                                                                               "(either way), as a fraction of it.")
-
-
-class BackgroundNoise(Section):
-    type: Literal["background_noise"]
-    snr_db: float = Field(10.0, description="audio: white noise at a signal-to-noise ratio drawn from snr_db to "
-                                            "snr_db + 20 dB per clip.")
-
-
-class TimeMask(Section):
-    type: Literal["time_mask"]
-    width: PositiveInt = Field(10, description="audio (SpecAugment): the most spectrogram frames one mask hides.")
-    count: PositiveInt = 2
-
-
-class FrequencyMask(Section):
-    type: Literal["frequency_mask"]
-    width: PositiveInt = Field(6, description="audio (SpecAugment): the most mel bins one mask hides.")
-    count: PositiveInt = 2
-
-
-AugmentLayer = Annotated[
-    Rotation | Flip | Brightness | Contrast | Zoom | Translation | GaussianNoise | TimeShift | BackgroundNoise
-    | TimeMask | FrequencyMask,
-    Field(discriminator="type"),
-]
-
-
-class AugmentConfig(Section):
-    """Random augmentation applied to the training split only."""
-
-    placement: Literal["dataset", "model"] = Field(
-        "dataset", description="In the tf.data pipeline (CPU) or inside the model (on the device)."
-    )
-    fill_mode: Literal["constant", "reflect", "nearest", "wrap"] = Field(
-        "constant", description="How rotation, zoom and translation fill pixels they uncover."
-    )
-    chunk: PositiveInt | Literal["auto"] = Field(
-        "auto", description="Images augmented per call in the tf.data pipeline, then re-batched: a call costs about "
-        "the same for 32 small images as for 512. auto: as many as fit in 8 MiB of float32 pixels, from one batch "
-        "up to 2048.")
-    layers: list[AugmentLayer] = []
 
 
 class RecommenderConfig(Section):

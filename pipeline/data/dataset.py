@@ -1,9 +1,9 @@
 """Read a TFDS dataset into train/validation/test ``tf.data`` pipelines of named raw features.
 
 Stages: read (tfds.load) -> [filter by time] -> select features (or, for a
-series, cut windows: data/series.py) -> cache -> seeded shuffle (train) -> batch
--> cast images to float, transform the target -> augment images (train,
-batch-level) -> prefetch.
+series, cut windows: data/series.py) -> then data/feed.py: cache -> seeded shuffle
+(train) -> batch -> cast images to float, transform the target -> augment images
+(train, batch-level) -> prefetch.
 
 Every example is ``({feature name: raw value}, label)``. Features keep their
 stored dtype (uint8 pixels, float or int numbers, strings): the model owns all
@@ -14,84 +14,22 @@ read from the training split only.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
-import itertools
 import json
 import math
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import ExperimentConfig
+from pipeline.data import feed
 from pipeline.data.checks import unknown_dataset
+from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
 from pipeline.files import exclusive
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
 MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows overlap; 160 MB of float64)
-CACHE_BLOCK = 1024  # examples per cached element (bench/README.md, "Tables as they grow")
-
-
-SIGNALS = ("image", "audio")  # kinds stored as a large array per example
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One raw model input: its name, how it is encoded, and how it is stored."""
-
-    name: str
-    kind: str  # image | audio | numeric | categorical | multi_hot
-    dtype: str  # as stored: uint8, float32, int64, string, ...
-    shape: tuple[int, ...] = ()
-
-    @property
-    def signal(self) -> bool:
-        """An image or a waveform: a large array per example, read from the splits, never kept as a column."""
-        return self.kind in SIGNALS
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What the model, the tracker and the export need to know about the data."""
-
-    name: str
-    version: str
-    splits: dict[str, str]
-    sizes: dict[str, int]
-    digest: str
-    features: tuple[Feature, ...]
-    label: str
-    task: str  # classification | regression
-    num_classes: int = 0
-    class_names: list[str] = field(default_factory=list)
-    skipped: int = 0  # bad rows or files skipped when the dataset was prepared
-    example_bytes: float = 0.0  # average size of a prepared example (what a cache of a split will hold)
-
-    def feature(self, name: str) -> Feature:
-        return next(f for f in self.features if f.name == name)
-
-
-@dataclass
-class Splits:
-    train: Any  # endless: epoch after epoch, each in its own seeded order; use with steps_per_epoch
-    validation: Any
-    test: Any
-    spec: DataSpec
-    train_columns: dict[str, Any]  # non-image training features and the (transformed) label, as NumPy
-    steps_per_epoch: int = 0
-    global_batch: int = 0
-    series: Any = None  # forecasting: the whole series in time order (data/series.py), for baselines
-    train_files: int = 0  # shard files the training split reads: workers can split them by FILE
-    train_for: Any = None  # (tf.distribute.InputContext) -> one worker's training stream over its own files
-
-    def train_epoch(self):
-        """One epoch of the training stream (finite)."""
-        return self.train.take(self.steps_per_epoch)
 
 
 def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: int = 1) -> Splits:
@@ -122,7 +60,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     batch = global_batch(auto_batch(n) if cfg.data.batch_size == "auto" else cfg.data.batch_size,
                          cfg.data.batch_scope, replicas)
     datasets = {
-        name: _pipeline(ds, cfg, spec, task, name, augmenter, start_epoch, batch, spec.sizes[name])
+        name: feed.stages(ds, cfg, spec, task, name, augmenter, start_epoch, batch, spec.sizes[name])
         for name, ds in zip(SPLITS, examples)
     }
     steps = n // batch if cfg.data.drop_remainder else -(-n // batch)
@@ -139,8 +77,8 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
             """One worker's training stream: only its share of the split's files (TFDS splits them by the
             context), ``steps`` batches of its share of the global batch every epoch, whatever its rows."""
             raw, _, _ = _read(cfg, input_context=context)
-            return _pipeline(_pairs(raw[0], spec), cfg, spec, task, "train", augmenter, start_epoch,
-                             batch // context.num_input_pipelines, n // context.num_input_pipelines, steps=steps)
+            return feed.stages(_pairs(raw[0], spec), cfg, spec, task, "train", augmenter, start_epoch,
+                               batch // context.num_input_pipelines, n // context.num_input_pipelines, steps=steps)
 
     return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch,
                   series=values, train_files=files, train_for=train_for)
@@ -401,117 +339,3 @@ def _pairs(examples, spec: DataSpec):
     """TFDS examples as (features, label) pairs."""
     names, label = [f.name for f in spec.features], spec.label
     return examples.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=-1)
-
-
-def _pipeline(ds, cfg: ExperimentConfig, spec: DataSpec, task, split: str, augmenter, start_epoch: int, batch: int,
-              rows: int, steps: int | None = None):
-    """cache -> (training: per-epoch shuffle, augment) -> batch -> decode -> prefetch, over (features, label) examples.
-
-    ``rows``: the examples ``ds`` holds. ``steps``, for one worker reading its own files (of about
-    ``rows`` examples): the batches of each epoch, the same for every worker; tf.distribute then
-    leaves its batches whole. Without it, the workers split each batch (DATA).
-    """
-    import tensorflow as tf
-
-    training = split == "train"
-    auto = tf.data.AUTOTUNE
-    images = [f.name for f in spec.features if f.kind == "image"]
-    mode = cache_mode(cfg, rows * spec.example_bytes, _free_disk(Path(cfg.workdir)))
-    if mode != "none":
-        # Cached in blocks: tf.data spends about as much per cached tensor as a table row holds (and a
-        # cache file indexes each one), so one tensor per column per block, not per example.
-        where = str(_cache_folder(cfg) / f"{split}-{next(_CACHES)}") if mode == "file" else ""  # never another's
-        ds = ds.batch(CACHE_BLOCK).cache(where).unbatch()
-        if steps is None:  # one worker's files hold about ``rows``: no exact count to assert
-            ds = ds.apply(tf.data.experimental.assert_cardinality(rows))  # which unbatch forgets
-
-    def decode(x, y):
-        x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
-        return x, task.target(y)
-
-    augment, chunk = None, batch
-    if training and augmenter is not None and images:
-        def augment(x, y):
-            return {n: augmenter(v, training=True) if n in images else v for n, v in x.items()}, y
-
-        pixels = sum(math.prod(f.shape) for f in spec.features if f.kind == "image")
-        chunk = max(batch, cfg.augment.chunk if cfg.augment.chunk != "auto" else min(2048, (8 << 20) // (4 * pixels)))
-    if training:
-        ds = _epochs(ds, cfg, start_epoch, batch, decode, augment, chunk, steps)
-    else:
-        ds = ds.batch(batch, num_parallel_calls=auto).map(decode, num_parallel_calls=auto)
-    options = tf.data.Options()
-    options.deterministic = cfg.deterministic
-    options.threading.private_threadpool_size = cfg.data.threads or max(1, (os.cpu_count() or 2) // 2)
-    # Workers split batches (DATA), unless each reads its own files (``train_for``, FILE sharding by TFDS).
-    options.experimental_distribute.auto_shard_policy = (tf.data.experimental.AutoShardPolicy.DATA if steps is None
-                                                         else tf.data.experimental.AutoShardPolicy.OFF)
-    return ds.with_options(options).prefetch(auto)
-
-
-def cache_mode(cfg: ExperimentConfig, split_bytes: float, free_disk: int) -> str:
-    """Where a split's examples are kept after the first epoch: ``memory``, ``file`` or ``none``.
-
-    ``data.cache: auto`` keeps a split in memory when it fits ``data.cache_memory_mb``, else in a
-    file under the workdir when the disk has twice its size free, else reads the prepared
-    shards again each epoch (which TFDS streams with bounded memory).
-    """
-    mode = {True: "memory", False: "none"}.get(cfg.data.cache, cfg.data.cache)  # older configs: true / false
-    if mode != "auto":
-        return mode
-    if split_bytes <= cfg.data.cache_memory_mb * 2**20:
-        return "memory"
-    return "file" if 2 * split_bytes < free_disk else "none"
-
-
-def _cache_folder(cfg: ExperimentConfig) -> Path:
-    """This process's cache files: its own folder (tf.data locks a cache being written), removed at exit."""
-    global _CACHE
-    if _CACHE is None:
-        root = Path(cfg.workdir) / "cache"
-        root.mkdir(parents=True, exist_ok=True)
-        _CACHE = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
-        atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-    return _CACHE
-
-
-_CACHE: Path | None = None
-_CACHES = itertools.count()
-
-
-def _free_disk(path: Path) -> int:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
-def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode, augment, chunk: int,
-            steps: int | None = None):
-    """Endless decoded batches, epoch by epoch, each epoch shuffled with a seed made of (seed, epoch).
-
-    The order of epoch e depends on nothing else, so a run resumed at epoch e sees the same
-    batches as one that never stopped (a reshuffling dataset would restart its sequence).
-    Batches never straddle two epochs. Augmentation runs on chunks of ``chunk`` images, then
-    the chunks are re-batched: one call of the Keras layers costs about the same for 32 small
-    images as for 512, so per image it is several times cheaper. With ``steps``, every epoch is
-    exactly that many batches, the examples taken again from the start if they run short: each
-    worker of a synchronous all-reduce must run the same steps, whatever its files hold.
-    """
-    import tensorflow as tf
-
-    auto = tf.data.AUTOTUNE
-    buffer = cfg.data.shuffle_buffer
-    # Random layers carry seed state: parallel calls would draw it in a racy order,
-    # so a deterministic run augments chunks one at a time (prefetch still overlaps it).
-    parallel = None if cfg.deterministic else auto
-
-    def epoch(e):
-        ordered = examples.shuffle(buffer, seed=cfg.seed * 100_003 + e) if buffer else examples
-        if steps is not None:
-            ordered = ordered.repeat().take(steps * size)
-        if augment is None:
-            return ordered.batch(size, drop_remainder=cfg.data.drop_remainder).map(decode, num_parallel_calls=auto)
-        chunks = ordered.batch(chunk).map(decode, num_parallel_calls=auto)
-        return chunks.map(augment, num_parallel_calls=parallel).rebatch(size, drop_remainder=cfg.data.drop_remainder)
-
-    return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch)

@@ -22,6 +22,8 @@ import glob
 import hashlib
 import itertools
 import math
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +165,7 @@ def _infer(column) -> str:
 def _sample(path: Path):
     """The first SAMPLE_ROWS rows of ``path``: CSV as text, Parquet with its own types."""
     try:
-        return _first_rows(path, SAMPLE_BYTES)
+        return _first_rows(path, min(SAMPLE_BYTES, CHUNK_BYTES))
     except DataError:  # a row longer than the sample's block, perhaps: read as the full pass reads
         return _first_rows(path, CHUNK_BYTES)
 
@@ -216,6 +218,47 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
         yield from _file_chunks(path, schema, on_bad_input)
 
 
+def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """``items``, produced by a thread of their own up to ``depth`` ahead of the caller.
+
+    The next chunk is parsed and converted (pyarrow works without the GIL) while the caller
+    spills this one: the streaming pass and the spill overlap. The producer's error is raised
+    here; a caller that stops early stops the producer.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def hand_over(item) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                hand_over((item, None))
+            hand_over((end, None))
+        except BaseException as exc:  # raised again in the caller's thread
+            hand_over((end, exc))
+
+    threading.Thread(target=produce, name="read-ahead", daemon=True).start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
     """One file's chunks: numbers parsed by the reader until a value is not one, then the rest of the file,
     from the row it stopped at, as text (where ``_convert`` names the value at fault, or skips its row)."""
@@ -262,10 +305,10 @@ class _NotNumbers(Exception):
 
 
 def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(), skip: int = 0,
-             block: int = CHUNK_BYTES) -> Iterator:
-    """Record batches of ``path`` (``block`` bytes of CSV each), from its ``skip``-th row on: Parquet as
-    stored, CSV parsed by pyarrow as text (types are ours to decide) except the columns in ``numbers``,
-    parsed as float64 (missing values as null).
+             block: int | None = None) -> Iterator:
+    """Record batches of ``path`` (``block`` bytes of CSV each, CHUNK_BYTES unless given), from its
+    ``skip``-th row on: Parquet as stored, CSV parsed by pyarrow as text (types are ours to decide)
+    except the columns in ``numbers``, parsed as float64 (missing values as null).
 
     Parsing numbers in the reader is the fast path; the first value that is not a number raises
     ``_NotNumbers``, and the caller reads the rest as text, where ``_convert`` judges each value.
@@ -282,7 +325,8 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(
         with open(path, "rb") as handle:
             yield from pacsv.open_csv(
                 handle,
-                read_options=pacsv.ReadOptions(block_size=block, use_threads=False, skip_rows_after_names=skip),
+                read_options=pacsv.ReadOptions(block_size=block or CHUNK_BYTES, use_threads=False,
+                                              skip_rows_after_names=skip),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},

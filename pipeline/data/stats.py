@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.dataset import SIGNALS
+from pipeline.data.spec import SIGNALS
 from pipeline.text import fmt
 
 MAX_TEXT = 200  # characters of a category kept in the statistics
@@ -27,7 +27,7 @@ IMAGE_EXAMPLES = 2_000
 
 
 def statistics(data) -> dict:
-    """Summary of every feature (and the label) of ``data`` (a dataset.Splits)."""
+    """Summary of every feature (and the label) of ``data`` (a spec.Splits)."""
     spec = data.spec
     features = {}
     for f in spec.features:
