@@ -116,7 +116,8 @@ def _prepare(args) -> int:
         raise ConfigError(f"Beam options after `--` ({' '.join(args.beam_flags)}) need --beam")
     spec = api.prepare(_load(args, tracked=False), beam=args.beam_flags if args.beam else None)
     sizes = ", ".join(f"{k} {v}" for k, v in spec.sizes.items())
-    print(f"Prepared {spec.name} {spec.version} ({sizes}; digest {spec.digest})")
+    skipped = f"; {spec.skipped} bad rows or files skipped (data.on_bad_input: skip)" if spec.skipped else ""
+    print(f"Prepared {spec.name} {spec.version} ({sizes}; digest {spec.digest}){skipped}")
     return 0
 
 

@@ -152,6 +152,17 @@ def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_cou
     assert dataset.load(config(tmp_path, folder, "data.on_bad_input=skip")).spec.skipped == 1
 
 
+def test_pipeline_prepare_says_how_many_bad_rows_it_skipped(tmp_path, capsys):
+    from pipeline.cli import main
+
+    frame = table().astype(str)
+    frame.loc[[10, 20], "area"] = "abc"
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    argv = [f"workdir={tmp_path / 'work'}", f"data.path={tmp_path / 't.csv'}", "data.label_key=kind"]
+    assert main(["prepare", str(CSV), *argv, "data.on_bad_input=skip"]) == 0
+    assert "; 2 bad rows or files skipped (data.on_bad_input: skip)" in capsys.readouterr().out
+
+
 def test_a_bad_number_after_many_good_chunks_is_named_or_skipped_exactly_as_in_the_first_chunk(tmp_path, small_shards):
     """Numbers are parsed by the CSV reader until a value is not one; the rest of the file is then read as text,
     from the row it stopped at, so no row is lost or read twice, and skipped ragged rows before it still count."""
