@@ -341,20 +341,20 @@ def test_cache_auto_keeps_a_split_in_memory_then_in_a_file_then_nowhere_by_budge
 def test_an_input_over_the_full_hash_size_is_fingerprinted_by_size_time_and_sampled_blocks(tmp_path, monkeypatch):
     import os
 
-    from pipeline.data import sources
+    from pipeline.data import inputs
 
     path = tmp_path / "t.csv"
     path.write_bytes(b"a,b\n" + b"1,2\n" * 100_000)
-    full = sources.fingerprint([path])
-    monkeypatch.setattr(sources, "FULL_HASH_BYTES", 1000)
-    sampled = sources.fingerprint([path])
+    full = inputs.fingerprint([path])
+    monkeypatch.setattr(inputs, "FULL_HASH_BYTES", 1000)
+    sampled = inputs.fingerprint([path])
     assert sampled != full
     with open(path, "r+b") as handle:  # an edit inside a sampled block (the first one), same size
         handle.seek(4)
         handle.write(b"9")
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert sources.fingerprint([path]) != sampled
+    assert inputs.fingerprint([path]) != sampled
 
 
 def test_a_lookup_keeps_the_most_frequent_values_up_to_the_vocabulary_cap():

@@ -24,7 +24,7 @@ BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "
 def check(cfg) -> None:
     """Raise a one-line DataError for a user's file that cannot be read; return quietly otherwise."""
     if cfg.data.dataset in ("csv", "series"):
-        from pipeline.data.sources import input_files
+        from pipeline.data.inputs import input_files
 
         _table(input_files(required_path(cfg))[0], cfg.data.label_key)
     elif cfg.data.dataset in ("image_folder", "audio_folder"):

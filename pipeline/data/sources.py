@@ -3,8 +3,8 @@
 Nothing here holds more than one chunk of rows, so a table of any length is read in
 the memory of one chunk (``CHUNK_BYTES`` of CSV, ``CHUNK_ROWS`` of Parquet):
 
-- ``input_files(path)``: the files ``data.path`` names, in a stable order;
-- ``fingerprint(files)``: a digest that changes when the input does, read as a stream;
+(data/inputs.py finds the files ``data.path`` names and fingerprints them.)
+
 - ``schema(files, label, declared)``: each column's type, decided on the first
   ``SAMPLE_ROWS`` rows (declared types win; Parquet's own types are kept);
 - ``chunks(files, schema, on_bad_input)``: the rows converted to those types, chunk by
@@ -18,8 +18,6 @@ Neither TensorFlow nor pandas is needed for the stream itself: pyarrow parses an
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import itertools
 import math
 import queue
@@ -28,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
 
 CHUNK_BYTES = 8 << 20  # CSV read at a time (pyarrow's block)
@@ -40,65 +39,6 @@ NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
 NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
                          for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
 LOOKS_NUMERIC = r"^[+-]?(\d|\.\d|inf|nan)"  # how every value a number parses from begins (trimmed)
-FULL_HASH_BYTES = 1 << 30  # larger inputs are fingerprinted by size, time and sampled blocks
-SAMPLED_BLOCKS, BLOCK = 16, 1 << 16
-
-
-def is_parquet(path: Path) -> bool:
-    return path.suffix.lower() == ".parquet"
-
-
-def _is_table(path: Path) -> bool:
-    name = path.name.lower()
-    return not name.startswith(".") and name.endswith((".csv", ".parquet"))
-
-
-def input_files(path: str) -> list[Path]:
-    """The tables ``data.path`` names: a file, a glob (``data/*.csv``) or a folder of shards, sorted by name.
-
-    Raises:
-        DataError: nothing found, or CSV and Parquet mixed.
-    """
-    given = Path(path)
-    if given.is_dir():
-        files = sorted(p for p in given.rglob("*") if p.is_file() and _is_table(p))
-        where = f"folder {path} holds no .csv or .parquet files"
-    elif any(c in path for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
-        where = f"no file matches {path}"
-    elif given.is_file():
-        return [given]
-    else:
-        raise DataError(f"Invalid `data.path`: file not found: {path}")
-    if not files:
-        raise DataError(f"Invalid `data.path`: {where}")
-    if len({is_parquet(f) for f in files}) > 1:
-        raise DataError(f"Invalid `data.path`: {path} mixes CSV and Parquet files; keep one format")
-    return files
-
-
-def fingerprint(files: list[Path]) -> str:
-    """SHA-256 of the input's names, sizes and bytes, read 1 MiB at a time.
-
-    Inputs over ``FULL_HASH_BYTES`` in all are fingerprinted by each file's size, modification
-    time and ``SAMPLED_BLOCKS`` blocks spread over it instead: reading 100 GB at every run would
-    cost minutes, and a changed file almost always changes its size or time.
-    """
-    h = hashlib.sha256()
-    full = sum(f.stat().st_size for f in files) <= FULL_HASH_BYTES
-    for f in files:
-        stat = f.stat()
-        h.update(f"{f.name}:{stat.st_size}".encode())
-        with open(f, "rb") as handle:
-            if full:
-                while block := handle.read(1 << 20):
-                    h.update(block)
-                continue
-            h.update(str(stat.st_mtime_ns).encode())
-            for i in range(SAMPLED_BLOCKS):
-                handle.seek(stat.st_size * i // SAMPLED_BLOCKS)
-                h.update(handle.read(BLOCK))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -188,19 +128,6 @@ def _header(path: Path) -> list[str]:
     from pipeline.data.checks import header
 
     return header(path)
-
-
-def estimate_rows(files: list[Path]) -> int:
-    """Rows in the input: Parquet's metadata, or the CSV bytes over the first chunk's bytes per row."""
-    import pyarrow.parquet as pq
-
-    if is_parquet(files[0]):
-        return sum(pq.read_metadata(f).num_rows for f in files)
-    size = sum(f.stat().st_size for f in files)
-    with open(files[0], "rb") as handle:
-        head = handle.read(CHUNK_BYTES)
-    lines = max(head.count(b"\n"), 1)
-    return math.ceil(size / (len(head) / lines))
 
 
 def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 
-from pipeline.data import records, sources
+from pipeline.data import inputs, records, sources
 from pipeline.data.checks import require_folder, required_path
 from pipeline.errors import DataError
 from pipeline.text import progress
@@ -63,7 +63,7 @@ def _config(cfg, fingerprint: str) -> FileConfig:
 
 
 def csv_config(cfg) -> FileConfig:
-    return _config(cfg, sources.fingerprint(sources.input_files(required_path(cfg))))
+    return _config(cfg, inputs.fingerprint(inputs.input_files(required_path(cfg))))
 
 
 def image_folder_config(cfg) -> FileConfig:
@@ -101,7 +101,7 @@ class Csv(FileReaderBuilder):
 
     @functools.cached_property
     def _files(self) -> list[Path]:
-        return sources.input_files(self.builder_config.path)
+        return inputs.input_files(self.builder_config.path)
 
     @functools.cached_property
     def _schema(self) -> sources.Schema:
@@ -131,7 +131,7 @@ class Csv(FileReaderBuilder):
         import tensorflow as tf
 
         c = self.builder_config
-        rows = sources.estimate_rows(self._files)
+        rows = inputs.estimate_rows(self._files)
         template = self._get_filename_template("train")
         try:
             if beam_requested(download_config):

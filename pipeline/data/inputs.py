@@ -1,0 +1,89 @@
+"""A user's table files: the ones ``data.path`` names, a fingerprint that names the prepared copy, and a row estimate.
+
+- ``input_files(path)``: a file, a glob (``data/*.csv``) or a folder of shards, in a stable order;
+- ``fingerprint(files)``: a digest that changes when the input does, read as a stream;
+- ``estimate_rows(files)``: for the progress bar and the count of shards, before the stream is read.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+from pathlib import Path
+
+from pipeline.errors import DataError
+
+FULL_HASH_BYTES = 1 << 30  # larger inputs are fingerprinted by size, time and sampled blocks
+SAMPLED_BLOCKS, BLOCK = 16, 1 << 16
+HEAD_BYTES = 8 << 20  # CSV read to estimate the bytes per row
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+def _is_table(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith((".csv", ".parquet"))
+
+
+def input_files(path: str) -> list[Path]:
+    """The tables ``data.path`` names: a file, a glob (``data/*.csv``) or a folder of shards, sorted by name.
+
+    Raises:
+        DataError: nothing found, or CSV and Parquet mixed.
+    """
+    given = Path(path)
+    if given.is_dir():
+        files = sorted(p for p in given.rglob("*") if p.is_file() and _is_table(p))
+        where = f"folder {path} holds no .csv or .parquet files"
+    elif any(c in path for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
+        where = f"no file matches {path}"
+    elif given.is_file():
+        return [given]
+    else:
+        raise DataError(f"Invalid `data.path`: file not found: {path}")
+    if not files:
+        raise DataError(f"Invalid `data.path`: {where}")
+    if len({is_parquet(f) for f in files}) > 1:
+        raise DataError(f"Invalid `data.path`: {path} mixes CSV and Parquet files; keep one format")
+    return files
+
+
+def fingerprint(files: list[Path]) -> str:
+    """SHA-256 of the input's names, sizes and bytes, read 1 MiB at a time.
+
+    Inputs over ``FULL_HASH_BYTES`` in all are fingerprinted by each file's size, modification
+    time and ``SAMPLED_BLOCKS`` blocks spread over it instead: reading 100 GB at every run would
+    cost minutes, and a changed file almost always changes its size or time.
+    """
+    h = hashlib.sha256()
+    full = sum(f.stat().st_size for f in files) <= FULL_HASH_BYTES
+    for f in files:
+        stat = f.stat()
+        h.update(f"{f.name}:{stat.st_size}".encode())
+        with open(f, "rb") as handle:
+            if full:
+                while block := handle.read(1 << 20):
+                    h.update(block)
+                continue
+            h.update(str(stat.st_mtime_ns).encode())
+            for i in range(SAMPLED_BLOCKS):
+                handle.seek(stat.st_size * i // SAMPLED_BLOCKS)
+                h.update(handle.read(BLOCK))
+    return h.hexdigest()
+
+
+def estimate_rows(files: list[Path]) -> int:
+    """Rows in the input: Parquet's metadata, or the CSV bytes over the first chunk's bytes per row."""
+    import pyarrow.parquet as pq
+
+    if is_parquet(files[0]):
+        return sum(pq.read_metadata(f).num_rows for f in files)
+    size = sum(f.stat().st_size for f in files)
+    with open(files[0], "rb") as handle:
+        head = handle.read(HEAD_BYTES)
+    lines = max(head.count(b"\n"), 1)
+    return math.ceil(size / (len(head) / lines))
