@@ -8,7 +8,8 @@ downloaded.
 
 from pipeline.data.builders.ames_housing import AmesHousing
 from pipeline.data.builders.digits import Digits
-from pipeline.data.builders.files import PATH_BUILDERS, Csv, ImageFolder, Series
+from pipeline.data.builders.files import PATH_BUILDERS, Csv, Series
+from pipeline.data.builders.folders import ImageFolder, image_folder_config
 from pipeline.data.builders.movielens_small import MovielensSmall
 from pipeline.data.builders.series import ElectricityDemand, Sp500Daily
 from pipeline.data.builders.speech import (
@@ -22,7 +23,8 @@ __all__ = ["AmesHousing", "AudioFolder", "Csv", "Digits", "ElectricityDemand", "
            "Series", "Sp500Daily", "SpokenDigits", "builder_kwargs"]
 
 # Builders whose prepared copy depends on the config (a user's path, a sample rate): a config names it.
-CONFIGURED = {**PATH_BUILDERS, "audio_folder": audio_folder_config, "spoken_digits": spoken_digits_config}
+CONFIGURED = {**PATH_BUILDERS, "image_folder": image_folder_config, "audio_folder": audio_folder_config,
+              "spoken_digits": spoken_digits_config}
 
 
 def builder_kwargs(cfg) -> dict:

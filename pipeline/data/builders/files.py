@@ -1,4 +1,4 @@
-"""Users' own files as TFDS datasets: ``csv`` (a CSV or Parquet table) and ``image_folder``.
+"""Users' own files as TFDS datasets: ``csv`` (a CSV or Parquet table) and ``series``; folders.py has ``image_folder``.
 
 Each prepared copy is a builder config named by a digest of the input (file
 contents, or the folder's file list with sizes and times) and of the options,
@@ -10,15 +10,10 @@ dataset's metadata, then logged with every run (``data.skipped``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
-import os
 import shutil
-import stat
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +21,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 
 from pipeline.data import inputs, records, sources
-from pipeline.data.checks import require_folder, required_path
+from pipeline.data.checks import required_path
 from pipeline.errors import DataError
 from pipeline.text import progress
 
@@ -48,7 +43,8 @@ def beam_requested(download_config) -> bool:
                                             or download_config.beam_runner is not None)
 
 
-def _config(cfg, fingerprint: str) -> FileConfig:
+def file_config(cfg, fingerprint: str) -> FileConfig:
+    """The builder config of a user's path: named by the input's ``fingerprint`` and the options that shape the copy."""
     d = cfg.data
     options = f"{fingerprint}|{d.label_key}|{sorted(d.dtypes.items())}|{d.on_bad_input}|{d.image_size}|{d.channels}"
     stem = Path(d.path.split("*")[0].rstrip("/")).stem or "table"  # data/*.csv -> data
@@ -63,21 +59,7 @@ def _config(cfg, fingerprint: str) -> FileConfig:
 
 
 def csv_config(cfg) -> FileConfig:
-    return _config(cfg, inputs.fingerprint(inputs.input_files(required_path(cfg))))
-
-
-def image_folder_config(cfg) -> FileConfig:
-    return _config(cfg, folder_fingerprint(require_folder(cfg)))
-
-
-def folder_fingerprint(path: Path) -> str:
-    """A folder's digest from its files' names, sizes and times: a folder of 100k files is not read to name it."""
-    listing = []
-    for p in path.rglob("*"):
-        info = p.stat()  # one call per file: is_file() and each field would stat it again
-        if stat.S_ISREG(info.st_mode):
-            listing.append(f"{p.relative_to(path)}:{info.st_size}:{info.st_mtime_ns}")
-    return hashlib.sha256("\n".join(sorted(listing)).encode()).hexdigest()
+    return file_config(cfg, inputs.fingerprint(inputs.input_files(required_path(cfg))))
 
 
 # ---- csv ---------------------------------------------------------------------
@@ -235,151 +217,4 @@ class Series(Csv):
         return table.append_column("_row", rows)
 
 
-# ---- image_folder --------------------------------------------------------------
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def class_folders(root: str | Path, what: str = "an image folder") -> list[str]:
-    """The class names of a folder with one subfolder per class (at least 2)."""
-    classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"{root}: {what} needs one subfolder per class (at least 2); found {classes}.")
-    return classes
-
-
-def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image folder") -> list[tuple[str, Path]]:
-    """(class, file) for every file with one of ``suffixes`` under each class subfolder, in a fixed order."""
-    return [(label, path) for label in class_folders(root, what) for path in sorted((Path(root) / label).rglob("*"))
-            if path.is_file() and path.suffix.lower() in suffixes]
-
-
-class ImageFolder(tfds.core.GeneratorBasedBuilder):
-    """One subfolder per class, images of any size and channel count, resized and converted on preparation."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = []
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        c = self.builder_config
-        return self.dataset_info_from_configs(
-            description=f"Images under {c.path}",
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(*c.image_size, c.channels)),
-                "label": tfds.features.ClassLabel(names=class_folders(c.path)),
-                "file": tfds.features.Text(),
-            }),
-            supervised_keys=("image", "label"),
-            metadata=tfds.core.MetadataDict(),
-        )
-
-    _beam = False  # prepared by Beam's workers (``pipeline prepare --beam``)
-
-    @functools.cached_property
-    def _files(self) -> list[tuple[str, Path]]:
-        return labelled_files(self.builder_config.path, IMAGE_SUFFIXES)
-
-    def _download_and_prepare(self, dl_manager, download_config) -> None:
-        """TFDS's own preparation, here or as a Beam pipeline; the files it did not write were skipped."""
-        self._beam = beam_requested(download_config)
-        with _beam_running() if self._beam else contextlib.nullcontext():
-            super()._download_and_prepare(dl_manager, download_config)
-        self.info.metadata["skipped"] = len(self._files) - self.info.splits["train"].num_examples
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples()}
-
-    def _generate_examples(self):
-        c = self.builder_config
-        decode = functools.partial(_decode, size=tuple(c.image_size), channels=c.channels)
-        if self._beam:
-            from pipeline.data import beam
-
-            return beam.images(self._files, functools.partial(_one_image, root=c.path, decode=decode,
-                                                              on_bad_input=c.on_bad_input))
-        return self._examples(Decoded(self._files, decode, "image", c.on_bad_input))
-
-    def _examples(self, images):
-        for label, path, image in images:
-            name = str(path.relative_to(self.builder_config.path))
-            yield name, {"image": image, "label": label, "file": name}
-
-
-def _beam_running():
-    from pipeline.data import beam
-
-    return beam.running()
-
-
-def _one_image(label: str, path: Path, root: str, decode, on_bad_input: str) -> list:
-    """The (key, example) of one image, for a Beam worker: [] when it is unreadable and skipped."""
-    image, name = decode(path), str(path.relative_to(root))
-    return [(name, {"image": image, "label": label, "file": name})] if readable(image, "image", path, on_bad_input) else []
-
-
-DECODE_WINDOW = 256  # files decoded ahead of the writer
-
-
-@dataclasses.dataclass
-class Decoded:
-    """(label, path, ``decode(path)``) for each readable one of ``files``, in order, with progress.
-
-    A pool of threads decodes (PIL, libsndfile and scipy release the GIL), one window
-    ahead of the writer: memory holds two windows of decoded files, not the folder.
-    ``decode`` returns a string saying why a file cannot be read: with ``on_bad_input``
-    ``error`` that stops preparation naming the file, with ``skip`` it counts in ``skipped``.
-    """
-
-    files: list[tuple[str, Path]]
-    decode: Callable
-    what: str  # image | audio
-    on_bad_input: str
-    skipped: int = 0
-
-    def __iter__(self):
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            windows = _decoded_ahead(pool, self.decode, self.files)
-            for window, results in progress(windows, len(self.files), "preparing", "files", size=lambda w: len(w[0])):
-                for (label, path), result in zip(window, results):
-                    if readable(result, self.what, path, self.on_bad_input):
-                        yield label, path, result
-                    else:
-                        self.skipped += 1
-
-
-def readable(result, what: str, path: Path, on_bad_input: str) -> bool:
-    """Whether a decoded file is kept; one that could not be read (a string saying why) stops preparation or is skipped."""
-    if not isinstance(result, str):
-        return True
-    if on_bad_input == "error":
-        raise DataError(f"Unreadable {what} {path}: {result} (`data.on_bad_input: skip` skips it).")
-    return False
-
-
-def _decoded_ahead(pool, decode, files: list):
-    """(window of files, their decoded images) pairs; the next window decodes while this one is written."""
-    pending = None
-    for start in range(0, len(files), DECODE_WINDOW):
-        window = files[start:start + DECODE_WINDOW]
-        submitted = (window, pool.map(decode, [path for _, path in window]))  # map submits the whole window now
-        if pending:
-            yield pending
-        pending = submitted
-    if pending:
-        yield pending
-
-
-def _decode(path: Path, size: tuple, channels: int):
-    """The image at ``path`` converted and resized to ``size`` (uint8 pixels), or why it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB").resize(size[::-1], Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8).reshape(*size, channels)
-    except (UnidentifiedImageError, OSError) as exc:
-        return str(exc)
-
-
-PATH_BUILDERS = {"csv": csv_config, "series": csv_config, "image_folder": image_folder_config}
+PATH_BUILDERS = {"csv": csv_config, "series": csv_config}

@@ -22,7 +22,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pipeline.data.builders.files import Decoded, class_folders, folder_fingerprint, labelled_files
+from pipeline.data.builders.folders import (
+    Decoded,
+    class_folders,
+    folder_fingerprint,
+    labelled_files,
+)
 from pipeline.data.checks import require_folder
 from pipeline.errors import DataError
 from pipeline.text import progress
