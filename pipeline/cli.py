@@ -13,6 +13,7 @@ import sys
 
 from pipeline import api
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.report.summary import print_summary
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -47,7 +48,7 @@ def _train(args) -> int:
         stores = [cfg.tracking.uri, cfg.data.data_dir, cfg.data.path, cfg.export.root, cfg.workdir]
         return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers", stores)
     result = api.train(cfg)
-    _summary(cfg, result)
+    print_summary(cfg, result)
     return EXIT_SPOOLED if result.spooled else 0
 
 
@@ -79,7 +80,7 @@ def _tune(args) -> int:
     print(f"Best config: {outcome.best_config}  (train it: pipeline train {outcome.best_config})")
     if args.then_train:
         best = api.load_config(outcome.best_config)
-        _summary(best, api.train(best, run_tags={"tune.parent_run": outcome.parent_run_id}))
+        print_summary(best, api.train(best, run_tags={"tune.parent_run": outcome.parent_run_id}))
     return 0
 
 
@@ -178,52 +179,6 @@ def _augment_preview(args) -> int:
     out = preview(cfg, args.out or f"{cfg.workdir}/augment-preview-{cfg.name}.png", n_images=args.images)
     print(f"Wrote {out}")
     return 0
-
-
-def _summary(cfg, result) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{cfg.name}: done", show_header=False)
-    metrics = result.test_metrics
-    for key, value in metrics.items():
-        if not key.startswith(("baseline.", "skill.")):
-            table.add_row(key, f"{value:.4f}")
-    for name, line in _beside_baselines(metrics).items():
-        table.add_row(f"vs {name}", line)
-    if "skill.ratio" in metrics:
-        table.add_row("skill ratio", f"{metrics['skill.ratio']:.3f} (95% interval {metrics['skill.ratio_low']:.3f} to "
-                                     f"{metrics['skill.ratio_high']:.3f}; below 1 beats the best baseline)")
-    table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run} run")
-    table.add_row("run id", result.run_id)
-    if cfg.tracking.enabled:
-        table.add_row("tracking", f"{cfg.tracking.uri} (experiment {cfg.tracking.experiment!r}; `make ui`)")
-    table.add_row("run folder", str(result.run_dir))
-    table.add_row("export", str(result.export_path) if result.export_path else "disabled")
-    if result.diagnosis is not None:
-        d = result.diagnosis
-        table.add_row("fit", f"{d.verdict}: " + "; ".join(d.reasons))
-        table.add_row("advice", "\n".join(d.advice[:3]))
-    Console().print(table)
-
-
-def _beside_baselines(metrics: dict) -> dict[str, str]:
-    """Per baseline, its first two figures beside the model's (``mae 0.1719 (model 0.1634, -4.9%)``), and the
-    ratio of their errors with its interval."""
-    lines: dict[str, list[str]] = {}
-    for key, value in metrics.items():
-        if key.startswith("baseline.") and f"test_{key.rsplit('.', 1)[1]}" in metrics:
-            _, name, figure = key.split(".", 2)
-            if len(lines.get(name, [])) == 2:
-                continue
-            model = metrics[f"test_{figure}"]
-            change = f", {model / value - 1:+.1%}" if value else ""
-            lines.setdefault(name, []).append(f"{figure} {value:.4f} (model {model:.4f}{change})")
-    for name, parts in lines.items():
-        if f"skill.vs_{name}" in metrics:
-            parts.append(f"error ratio {metrics[f'skill.vs_{name}']:.3f} (95% interval "
-                         f"{metrics[f'skill.vs_{name}_low']:.3f} to {metrics[f'skill.vs_{name}_high']:.3f})")
-    return {name: "; ".join(parts) for name, parts in lines.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ def test_train_command_trains_tracks_exports_and_prints_a_summary(tmp_path, tfds
     workdir = tmp_path / "work"
     proc = run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, "train.epochs=1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for label in ("test_accuracy", "best epoch", "run id", "export"):
+    for label in ("test_accuracy", "vs majority", "best epoch", "run id", "export", "fit"):
         assert label in proc.stdout
     assert (workdir / "exports" / "digits" / "1" / "saved_model.pb").is_file()
     assert (workdir / "mlflow.db").is_file() and (workdir / "mlartifacts").is_dir()

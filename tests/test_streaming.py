@@ -319,11 +319,12 @@ def test_chunks_read_ahead_arrive_in_order_with_the_readers_error_and_an_early_s
     assert got == [0, 1, 2, 3]
     stream = read_ahead(chunks(fail_after=99), depth=1)
     assert [next(stream), next(stream)] == [0, 1]
+    readers = [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
+    assert readers
     stream.close()  # the caller stops early: the reader thread ends instead of waiting forever to hand over
-    for thread in threading.enumerate():
-        if thread.name == "read-ahead":
-            thread.join(timeout=5)
-            assert not thread.is_alive()
+    for thread in readers:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
 
 
 def test_cache_auto_keeps_a_split_in_memory_then_in_a_file_then_nowhere_by_budget():

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import itertools
 import math
-import queue
-import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,44 +146,21 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
 
 
 def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
-    """``items``, produced by a thread of their own up to ``depth`` ahead of the caller.
+    """``items``, produced on a thread of their own up to ``depth`` ahead of the caller.
 
     The next chunk is parsed and converted (pyarrow works without the GIL) while the caller
     spills this one: the streaming pass and the spill overlap. The producer's error is raised
-    here; a caller that stops early stops the producer.
+    here; a caller that stops early leaves at most the one chunk under way to finish.
     """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop, end = threading.Event(), object()
-
-    def hand_over(item) -> None:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                hand_over((item, None))
-            hand_over((end, None))
-        except BaseException as exc:  # raised again in the caller's thread
-            hand_over((end, exc))
-
-    threading.Thread(target=produce, name="read-ahead", daemon=True).start()
+    end = object()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")  # one thread: next() in order
     try:
-        while True:
-            item, error = ready.get()
-            if error is not None:
-                raise error
-            if item is end:
-                return
+        ahead = deque(pool.submit(next, items, end) for _ in range(depth))
+        while (item := ahead.popleft().result()) is not end:
+            ahead.append(pool.submit(next, items, end))
             yield item
     finally:
-        stop.set()
+        pool.shutdown(cancel_futures=True)
 
 
 def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
