@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,9 @@ def test_preparation_memory_stays_that_of_a_chunk_and_two_shards_when_the_table_
         add(self, chunk)
 
     monkeypatch.setattr(records.ShuffledShards, "add", watched)
+    # The chunks read ahead on a thread are a constant (its own test bounds them), but how many are under way
+    # when a shard is added is the scheduler's: read in the caller's thread, the peaks compare like with like.
+    monkeypatch.setattr(sources, "read_ahead", lambda items: items)
 
     def peaks(rows: int, traced: bool = True) -> tuple[int, int]:
         path = tmp_path / f"t{rows}.csv"
@@ -306,10 +310,13 @@ def test_chunks_read_ahead_arrive_in_order_with_the_readers_error_and_an_early_s
 
     from pipeline.data.sources import read_ahead
 
+    produced = [0]
+
     def chunks(fail_after: int):
         for i in range(10):
             if i == fail_after:
                 raise DataError(f"t.csv: line {i + 2}, column 'x': 'abc' is not a number")
+            produced[0] += 1
             yield i
 
     got = []
@@ -317,6 +324,12 @@ def test_chunks_read_ahead_arrive_in_order_with_the_readers_error_and_an_early_s
         for item in read_ahead(chunks(fail_after=4)):
             got.append(item)
     assert got == [0, 1, 2, 3]
+    produced[0], got = 0, []
+    for item in read_ahead(chunks(fail_after=99), depth=2):
+        time.sleep(0.01)  # a slow consumer: the reader runs ahead, but never more than depth chunks
+        assert produced[0] <= len(got) + 1 + 2
+        got.append(item)
+    assert got == list(range(10))
     stream = read_ahead(chunks(fail_after=99), depth=1)
     assert [next(stream), next(stream)] == [0, 1]
     readers = [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
