@@ -14,9 +14,12 @@ read from the training split only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
 from pipeline.files import exclusive
+from pipeline.runtime import VERBOSE
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
@@ -155,16 +159,20 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
     beam = None if beam_options is None else {"download_config": tfds.download.DownloadConfig(beam_options=beam_options)}
 
     def load():
-        return tfds.load(
-            cfg.data.dataset,
-            split=splits,
-            data_dir=cfg.data.data_dir,
-            with_info=True,
-            shuffle_files=False,
-            read_config=tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context),
-            builder_kwargs=builder_kwargs(cfg),
-            download_and_prepare_kwargs=beam,
-        )
+        # TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout whatever its logger's level,
+        # though nothing downloads: shown with `pipeline -v` only (the preparation's own progress is on stderr).
+        shown = contextlib.nullcontext() if os.environ.get(VERBOSE) else contextlib.redirect_stdout(io.StringIO())
+        with shown:
+            return tfds.load(
+                cfg.data.dataset,
+                split=splits,
+                data_dir=cfg.data.data_dir,
+                with_info=True,
+                shuffle_files=False,
+                read_config=tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context),
+                builder_kwargs=builder_kwargs(cfg),
+                download_and_prepare_kwargs=beam,
+            )
 
     # Processes preparing one dataset at once (runs started together, workers, trials) would each write
     # its files and break each other's: one prepares while the others wait, then they read its files.
