@@ -144,6 +144,22 @@ def test_preparation_memory_stays_that_of_a_chunk_and_two_shards_when_the_table_
     assert large[0] < 1.25 * small[0] and large[1] < 1.25 * small[1], (small, large)
 
 
+def test_a_parquet_column_of_lists_is_one_line_naming_it_or_the_shard_that_holds_it(tmp_path):
+    from pipeline.data import dataset
+
+    frame = table()
+    nested = frame.assign(city=[["north"]] * len(frame))
+    nested.to_parquet(tmp_path / "nested.parquet")
+    with pytest.raises(DataError, match=r"nested\.parquet: column 'city' holds list<element: string> values; a "
+                                        r"column must hold numbers or text"):
+        dataset.prepare(config(tmp_path, tmp_path / "nested.parquet"))
+    folder = shards(frame, tmp_path / "pq", 3, "parquet")
+    nested.iloc[:100].to_parquet(folder / "part-2.parquet")  # the first shard decided the types
+    with pytest.raises(DataError, match=r"part-2\.parquet: its values do not convert to the types of part-0\.parquet's "
+                                        r"columns \(.*list.*\); every shard must hold the same types"):
+        dataset.prepare(config(tmp_path, folder))
+
+
 def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_counted(tmp_path, small_shards):
     from pipeline.data import dataset
 

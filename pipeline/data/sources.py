@@ -68,6 +68,9 @@ def schema(files: list[Path], label: str, declared: dict[str, str]) -> Schema:
                         f"columns are {', '.join(sample.column_names)}.")
     types = {}
     for name, column in zip(sample.column_names, sample.columns):
+        if pa.types.is_nested(column.type):
+            raise DataError(f"{files[0]}: column {name!r} holds {column.type} values; a column must hold numbers or "
+                            "text (flatten it into columns of its own, or leave it out of the file)")
         if name in declared:
             types[name] = declared[name]
         elif pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
@@ -134,15 +137,21 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
     """(pyarrow Table with the schema's types, bad rows skipped in it), chunk after chunk over every file.
 
     Raises:
-        DataError: a file that cannot be read or has other columns, a bad row (unless skipped),
+        DataError: a file that cannot be read or has other columns or types, a bad row (unless skipped),
             or a value that contradicts the sample's ``int``.
     """
+    import pyarrow as pa
+
     for path in files:
         columns = _header(path)
         if columns != schema.columns:
             raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
                             f"({', '.join(schema.columns)}); every shard must have the same header")
-        yield from _file_chunks(path, schema, on_bad_input)
+        try:
+            yield from _file_chunks(path, schema, on_bad_input)
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:  # a Parquet shard's own types
+            raise DataError(f"{path}: its values do not convert to the types of {files[0].name}'s columns ({exc}); "
+                            "every shard must hold the same types") from None
 
 
 def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
