@@ -69,11 +69,9 @@ def run_study(path: str | Path, overrides: list[str] = ()):
 def report(run_id: str | None = None, experiment: str | None = None, tracking_uri: str = "sqlite:///work/mlflow.db",
            out: str | Path | None = None) -> Path:
     """Write the HTML report of a run or of a whole experiment; returns its path."""
-    import os
-
     from pipeline import runtime
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    runtime.quiet_tensorflow()
     if run_id:
         runtime.load_tensorflow()  # a run's report reads its export: without TensorFlow's start-up noise
     from pipeline.jobs.report import report as job

@@ -16,7 +16,7 @@ def configure(cfg) -> None:
     oneDNN's CPU kernels are outside TensorFlow's op determinism (the same run gave
     different losses with them on), so a deterministic config turns them off.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     if cfg.tracking.telemetry:
         os.environ["MLFLOW_DISABLE_TELEMETRY"] = "false"
     else:
@@ -26,6 +26,15 @@ def configure(cfg) -> None:
 
 
 VERBOSE = "PIPELINE_VERBOSE"  # set by `pipeline -v`: TensorFlow's and the libraries' own logs are shown
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ log lines, its errors included, unless the user set a level (`pipeline -v` sets 0).
+
+    An error that matters raises, with its message; the lines alone are noise a user cannot act on
+    (tf.data's "NodeDef mentions attribute use_unbounded_threadpool", at every first epoch).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def load_tensorflow() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 
@@ -30,7 +29,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def serve(args) -> int:
     """Load the root, then serve until SIGINT/SIGTERM (uvicorn shuts down gracefully)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from pipeline.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import uvicorn
 
     from serving.app import Limits, create_app
