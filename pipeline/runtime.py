@@ -7,6 +7,8 @@ workers and the benchmarks call these three, so a run is set up one way.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 
@@ -35,6 +37,17 @@ def quiet_tensorflow() -> None:
     (tf.data's "NodeDef mentions attribute use_unbounded_threadpool", at every first epoch).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def library_prints_hidden():
+    """Standard output swallowed while a library prints notices past its logger (TFDS' "Downloading and
+    preparing dataset Unknown size ...", though nothing downloads); ``pipeline -v`` shows them."""
+    if os.environ.get(VERBOSE):
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def load_tensorflow() -> None:

@@ -60,9 +60,10 @@ def trained(tmp_path_factory, tfds_dir):
     return cfg, train(cfg)
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``python -m pipeline ARGS`` in a subprocess, as a user would."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m pipeline ARGS`` in a subprocess, as a user would (``env``: instead of the suite's)."""
+    env = {**({**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"} if env is None else env), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,
         capture_output=True, text=True, timeout=timeout, **kwargs,

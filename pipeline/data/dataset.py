@@ -14,22 +14,19 @@ read from the training split only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from pipeline import runtime
 from pipeline.config import ExperimentConfig
 from pipeline.data import feed
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
 from pipeline.files import exclusive
-from pipeline.runtime import VERBOSE
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
@@ -159,10 +156,7 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
     beam = None if beam_options is None else {"download_config": tfds.download.DownloadConfig(beam_options=beam_options)}
 
     def load():
-        # TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout whatever its logger's level,
-        # though nothing downloads: shown with `pipeline -v` only (the preparation's own progress is on stderr).
-        shown = contextlib.nullcontext() if os.environ.get(VERBOSE) else contextlib.redirect_stdout(io.StringIO())
-        with shown:
+        with runtime.library_prints_hidden():  # the preparation's own progress is on stderr
             return tfds.load(
                 cfg.data.dataset,
                 split=splits,
