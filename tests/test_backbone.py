@@ -67,19 +67,18 @@ def test_weights_that_do_not_fit_fail_before_any_run_in_one_line_naming_the_file
         train(tiny_cfg(*BACKBONE, "model.weights=imagenet"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("loop", ["keras", "custom"])  # model.fit, and the multi-worker loop's own step
-def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_statistics(pretrained, tiny_cfg, loop):
+# Phase one (epoch 0) trains the head on a frozen backbone, phase two (epochs 1-2) the top 12 layers.
+FINE_TUNE = (*BACKBONE, "train.epochs=3", "model.fine_tune.frozen_epochs=1", "model.fine_tune.layers=12",
+             "train.early_stopping.enabled=false", "optimizer.learning_rate=0.01", "augment.layers=[]",
+             "train.baselines=none", "data.splits.train=train[:15%]", "data.splits.validation=train[15%:25%]")
+
+
+def _fine_tune(cfg):
+    """Train ``cfg``; return the result and the backbone's weights by path after phase one."""
     import keras
 
     from pipeline.jobs.train import train
-    from pipeline.models import backbone
 
-    folder, expected = pretrained
-    cfg = tiny_cfg(*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=2",
-                   "model.fine_tune.frozen_epochs=1", "model.fine_tune.layers=12", "train.early_stopping.enabled=false",
-                   "optimizer.learning_rate=0.01", f"train.loop={loop}", f"export.enabled={loop == 'keras'}",
-                   "augment.layers=[]", "train.baselines=none", "data.splits.train=train[:15%]")
     after_phase_one = {}
 
     class Snapshot(keras.callbacks.Callback):
@@ -87,7 +86,28 @@ def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_st
             if epoch == 0:
                 after_phase_one.update({w.path: w.numpy() for w in self.model.get_layer("backbone").weights})
 
-    result = train(cfg, callbacks=[Snapshot()])
+    return train(cfg, callbacks=[Snapshot()]), after_phase_one
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(pretrained, tmp_path_factory, tfds_dir):
+    """One uninterrupted fine-tuning with model.fit, exported (two phases of a pretrained network are
+    the slowest training here: the tests of the phases and of resuming in phase two share it)."""
+    from pipeline.config import load
+
+    from .conftest import DIGITS, tiny
+
+    folder, _ = pretrained
+    workdir = tmp_path_factory.mktemp("fine_tuned") / "work"
+    return _fine_tune(load(DIGITS, tiny(workdir, tfds_dir, *FINE_TUNE, f"model.weights={folder / 'mine.weights.h5'}")))
+
+
+def _assert_phases(result, after_phase_one, expected) -> None:
+    """Phase one leaves the backbone as loaded; phase two changes its top layers only, never batch norm statistics."""
+    import keras
+
+    from pipeline.models import backbone
+
     net = result.model.get_layer("backbone")
     tuned = {w.path for layer in backbone.tuned_layers(result.model, 12) for w in layer.weights}
     assert tuned and not any(isinstance(layer, keras.layers.BatchNormalization)
@@ -98,31 +118,40 @@ def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_st
     assert changed and changed <= tuned  # phase two: the top layers only
     statistics = [w for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization) for w in layer.weights]
     assert statistics and all(np.array_equal(w.numpy(), before[w.path]) for w in statistics)
-    if loop == "keras":  # one export suffices: it takes the digits' raw 8x8 grey pixels
-        assert result.checks["verify.max_abs_diff"] < 1e-4
 
 
 @pytest.mark.slow
-def test_a_run_that_crashes_in_phase_two_resumes_there_and_ends_as_an_uninterrupted_one(pretrained, tiny_cfg,
-                                                                                         tmp_path):
+def test_fine_tuning_trains_the_head_then_the_top_layers_and_never_batch_norm_statistics(pretrained, fine_tuned):
+    _assert_phases(*fine_tuned, pretrained[1])
+    result, _ = fine_tuned
+    assert result.checks["verify.max_abs_diff"] < 1e-4  # the export takes the digits' raw 8x8 grey pixels
+
+
+@pytest.mark.slow
+def test_the_multi_worker_loop_fine_tunes_in_the_same_two_phases(pretrained, tiny_cfg):
+    folder, expected = pretrained
+    cfg = tiny_cfg(*FINE_TUNE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=2", "train.loop=custom",
+                   "export.enabled=false")
+    _assert_phases(*_fine_tune(cfg), expected)
+
+
+@pytest.mark.slow
+def test_a_run_that_crashes_in_phase_two_resumes_there_and_ends_as_an_uninterrupted_one(pretrained, fine_tuned,
+                                                                                         tiny_cfg):
     import keras
 
     from pipeline.jobs.train import train
     from pipeline.models import backbone
 
     folder, _ = pretrained
-    plan = (*BACKBONE, f"model.weights={folder / 'mine.weights.h5'}", "train.epochs=3", "model.fine_tune.layers=12",
-            "model.fine_tune.frozen_epochs=1", "train.early_stopping.enabled=false", "export.enabled=false",
-            "augment.layers=[]", "data.splits.train=train[:15%]", "data.splits.validation=train[15%:25%]",
-            "train.baselines=none")
-    reference = train(tiny_cfg(*plan, f"workdir={tmp_path / 'reference'}"))
+    reference, _ = fine_tuned
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:  # phase two's first epoch is done and saved
                 raise RuntimeError("the machine went away")
 
-    cfg = tiny_cfg(*plan)
+    cfg = tiny_cfg(*FINE_TUNE, f"model.weights={folder / 'mine.weights.h5'}", "export.enabled=false")
     with pytest.raises(RuntimeError, match="went away"):
         train(cfg, callbacks=[Crash()])
     resumed = train(cfg)  # the same command again: phase two goes on with the restored optimizer and lowered rate

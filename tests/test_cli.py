@@ -15,7 +15,7 @@ from .conftest import DIGITS, ROOT, run_cli, tiny
 def test_train_command_trains_tracks_exports_and_prints_a_summary(tmp_path, tfds_dir):
     workdir = tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell: the CLI's own
-    proc = run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, "train.epochs=1"), env=env)
+    proc = run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, "train.epochs=1", new_store=True), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for label in ("test_accuracy", "vs majority", "best epoch", "run id", "export", "fit"):
         assert label in proc.stdout

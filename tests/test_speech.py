@@ -13,7 +13,7 @@ import pytest
 from pipeline.config import load
 from pipeline.errors import DataError
 
-from .conftest import ROOT
+from .conftest import ROOT, with_store
 
 SPEECH = ROOT / "configs" / "speech.yaml"
 EVERY_AUGMENTATION = ("augment.layers=[{type: time_shift, fraction: 0.2}, {type: background_noise, snr_db: 0}, "
@@ -59,7 +59,7 @@ def write_tones(root, per_class: int = 12, rate: int = RATE):
 
 
 def speech_cfg(tmp_path, tfds_dir, folder, *extra: str):
-    return load(SPEECH, [f"workdir={tmp_path / 'work'}", f"data.data_dir={tfds_dir}", "data.dataset=audio_folder",
+    return load(SPEECH, [f"workdir={with_store(tmp_path / 'work')}", f"data.data_dir={tfds_dir}", "data.dataset=audio_folder",
                          f"data.path={folder}", "data.splits.train=train[:60%]", "data.splits.validation=train[60%:80%]",
                          "data.splits.test=train[80%:]", "data.batch_size=8", "train.verbose=0", *extra])
 

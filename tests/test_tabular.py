@@ -9,14 +9,15 @@ import pytest
 from pipeline.config import load
 from pipeline.errors import DataError
 
-from .conftest import ROOT
+from .conftest import ROOT, with_store
 
 AMES = ROOT / "configs" / "ames.yaml"
 MOVIELENS = ROOT / "configs" / "movielens.yaml"
 
 
 def shrink(tmp_path, tfds_dir, *extra: str) -> list[str]:
-    return [f"workdir={tmp_path / 'work'}", f"data.data_dir={tfds_dir}", "train.epochs=1", "train.verbose=0", *extra]
+    return [f"workdir={with_store(tmp_path / 'work')}", f"data.data_dir={tfds_dir}", "train.epochs=1", "train.verbose=0",
+            *extra]
 
 
 def _column(ds, name):
@@ -126,7 +127,7 @@ def write_houses(path, n: int = 120, bad_rows: dict | None = None):
 
 
 def csv_overrides(tmp_path, tfds_dir, path, *extra):
-    return ["name=houses", f"workdir={tmp_path / 'work'}", f"data.data_dir={tfds_dir}", f"data.path={path}",
+    return ["name=houses", f"workdir={with_store(tmp_path / 'work')}", f"data.data_dir={tfds_dir}", f"data.path={path}",
             "train.epochs=1", "train.verbose=0", *extra]
 
 
