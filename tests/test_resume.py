@@ -1,4 +1,4 @@
-"""Fault tolerance: a killed or preempted training process, rerun with the same command, resumes."""
+"""Fault tolerance: a killed or preempted training process, rerun with the same config, resumes."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def _start_and_interrupt(workdir, tfds_dir, sig, after_epochs: int = 2) -> subpr
     return proc
 
 
+def _rerun(workdir, tfds_dir, capsys) -> str:
+    """The same training again, in this process (only the interrupted run needs one of its own): its stderr."""
+    from pipeline.config import load
+    from pipeline.jobs.train import train
+
+    _, config, *overrides = _args(workdir, tfds_dir)
+    capsys.readouterr()
+    train(load(config, overrides))
+    return capsys.readouterr().err
+
+
 def _history(workdir, run_id, name="val_loss"):
     return [(m.step, m.value) for m in sorted(_client(workdir).get_metric_history(run_id, name), key=lambda m: m.step)]
 
@@ -66,7 +77,8 @@ def reference(tmp_path, tfds_dir):
     return _history(workdir, result.run_id)
 
 
-def test_sigkill_mid_epoch_then_rerun_continues_the_same_run_and_matches_an_uninterrupted_one(tmp_path, tfds_dir, reference):
+def test_sigkill_mid_epoch_then_rerun_continues_the_same_run_and_matches_an_uninterrupted_one(tmp_path, tfds_dir, reference,
+                                                                                               capsys):
     workdir = tmp_path / "work"
     killed = _start_and_interrupt(workdir, tfds_dir, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
@@ -74,10 +86,7 @@ def test_sigkill_mid_epoch_then_rerun_continues_the_same_run_and_matches_an_unin
     done = len(_history(workdir, run.info.run_id))
     assert 1 <= done < EPOCHS  # the state of epoch 2 is saved before its metrics are logged
 
-    rerun = subprocess.run([sys.executable, "-m", "pipeline", *_args(workdir, tfds_dir)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    resumed = int(rerun.stderr.split("Resuming digits after epoch ")[1].split()[0])
+    resumed = int(_rerun(workdir, tfds_dir, capsys).split("Resuming digits after epoch ")[1].split()[0])
     assert resumed in (done, done + 1)  # the kill may land between saving a state and logging it
 
     (run,) = _runs(workdir)  # the same run continued: no second run
@@ -88,22 +97,20 @@ def test_sigkill_mid_epoch_then_rerun_continues_the_same_run_and_matches_an_unin
     assert not (workdir / "backup").exists() or not any((workdir / "backup").iterdir())
 
 
-def test_sigterm_exits_143_marks_the_run_killed_and_a_rerun_resumes(tmp_path, tfds_dir):
+def test_sigterm_exits_143_marks_the_run_killed_and_a_rerun_resumes(tmp_path, tfds_dir, capsys):
     workdir = tmp_path / "work"
     terminated = _start_and_interrupt(workdir, tfds_dir, signal.SIGTERM)
     assert terminated.returncode == 143
     (run,) = _runs(workdir)
     assert run.info.status == "KILLED"
 
-    rerun = subprocess.run([sys.executable, "-m", "pipeline", *_args(workdir, tfds_dir)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0 and "Resuming digits after epoch" in rerun.stderr, rerun.stderr[-2000:]
+    assert "Resuming digits after epoch" in _rerun(workdir, tfds_dir, capsys)
     (again,) = _runs(workdir)
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     assert [s for s, _ in _history(workdir, run.info.run_id)] == list(range(1, EPOCHS + 1))
 
 
-def test_an_unreadable_newest_state_falls_back_to_the_previous_and_links_a_new_run(tmp_path, tfds_dir):
+def test_an_unreadable_newest_state_falls_back_to_the_previous_and_links_a_new_run(tmp_path, tfds_dir, capsys):
     workdir = tmp_path / "work"
     _start_and_interrupt(workdir, tfds_dir, signal.SIGKILL, after_epochs=3)
     states = sorted((workdir / "backup").glob("*/epoch-*"))
@@ -111,10 +118,7 @@ def test_an_unreadable_newest_state_falls_back_to_the_previous_and_links_a_new_r
     (states[-1] / "state.weights.h5").write_bytes(b"truncated by a disk error")
     fallback = int(states[0].name.split("-")[1])
 
-    rerun = subprocess.run([sys.executable, "-m", "pipeline", *_args(workdir, tfds_dir)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"Resuming digits after epoch {fallback} " in rerun.stderr
+    assert f"Resuming digits after epoch {fallback} " in _rerun(workdir, tfds_dir, capsys)
     *old, new = _runs(workdir)
     assert new.info.status == "FINISHED"
     assert [s for s, _ in _history(workdir, new.info.run_id)] == list(range(1, EPOCHS + 1))
