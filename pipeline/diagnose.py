@@ -5,8 +5,8 @@ task's metric and returns a verdict, the numbers behind it and advice:
 
 - ``underfitting``: the model barely beats a trivial predictor on its own
   training data (the majority class; the training mean for regression);
-- ``overfitting``: validation loss rose well above its minimum while the gap to
-  the training loss widened;
+- ``overfitting``: validation loss rose well above its minimum, or the gap to the
+  training loss is a large share of it and widening (while validation loss may still fall);
 - ``not converged``: validation loss was still falling when the epochs ran out;
 - ``good fit``: none of these;
 - ``no skill`` (forecasting, before all of the above): the model's test error is not below
@@ -30,12 +30,13 @@ RISE_LIMIT = 0.10  # validation loss this far (relative) above its minimum at th
 GAP_LIMIT = 0.25  # ...or a final gap (val - train) above this share of the validation loss, and widening
 STILL_FALLING = 0.02  # share of the run's whole fall in validation loss made in its last fifth: not converged
 SPARSE = 1e-3  # |weight| below this counts as zero in sparsity figures (studies, run reports)
+AUGMENT = "more or stronger augmentation (augment.layers)"  # advice only where augmentation applies (images, audio)
 
 ADVICE = {
     "overfitting": [
         "stronger weight penalty: raise regularization.l2 (x3 to x10) or try l1",
         "dropout 0.2 to 0.5 (model.dropout)",
-        "more or stronger augmentation (augment.layers)",
+        AUGMENT,
         "keep early stopping on val_loss with restore_best_weights (train.early_stopping)",
         "a smaller model (model.width, model.depth) or more training data",
     ],
@@ -106,7 +107,8 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
     trivial = (np.bincount(labels.astype(np.int64)).max() / len(labels) if higher
                else float(np.std(labels.astype(np.float64))))
     epochs = len(history["loss"])
-    found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs)
+    augmentable = any(f.kind in ("image", "audio") for f in data.spec.features)
+    found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs, augmentable)
     if cfg.forecast:
         return no_skill(found, test or {}, cfg.forecast.min_skill)
     return beaten(found, test or {})
@@ -154,7 +156,7 @@ def no_skill(curves: Diagnosis, test: dict, min_skill: float) -> Diagnosis:
 
 
 def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: bool, trivial: float,
-             max_epochs: int, stopped_early: bool) -> Diagnosis:
+             max_epochs: int, stopped_early: bool, augmentable: bool = True) -> Diagnosis:
     """Classify a run from its history.
 
     Args:
@@ -164,6 +166,7 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
         trivial: ``metric`` of the trivial predictor on the training data (majority rate; target std for rmse).
         max_epochs: The epochs the run was allowed.
         stopped_early: Whether early stopping ended it before ``max_epochs``.
+        augmentable: Whether the inputs take augmentation (images, audio): tables and series get no such advice.
     """
     loss, val = history["loss"], history["val_loss"]
     n = len(val)
@@ -194,8 +197,12 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
     elif evidence["val_rise_after_best"] > RISE_LIMIT or (
             evidence["final_gap_share"] > GAP_LIMIT and evidence["gap_trend"] > 0):
         verdict = "overfitting"
-        reasons.append(f"validation loss bottomed at epoch {best + 1} ({val[best]:.4g}) and ended "
-                       f"{evidence['val_rise_after_best']:.0%} above it")
+        if best < n - 1:
+            reasons.append(f"validation loss bottomed at epoch {best + 1} ({val[best]:.4g}) and ended "
+                           f"{evidence['val_rise_after_best']:.0%} above it")
+        else:
+            reasons.append(f"validation loss is still at its lowest in the last epoch ({val[best]:.4g}), but "
+                           "the training loss falls faster")
         reasons.append(f"the gap between validation and training loss is {gaps[-1]:.4g} "
                        f"({evidence['final_gap_share']:.0%} of the validation loss), trend {evidence['gap_trend']:+.3g}/epoch")
         if stopped_early:
@@ -208,7 +215,7 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
         verdict = "good fit"
         reasons.append(f"training skill {skill:.2f}; validation loss ended {evidence['val_rise_after_best']:.0%} above "
                        f"its best (epoch {best + 1}); gap {gaps[-1]:.4g}")
-    return Diagnosis(verdict, evidence, reasons, ADVICE[verdict])
+    return Diagnosis(verdict, evidence, reasons, [a for a in ADVICE[verdict] if augmentable or a != AUGMENT])
 
 
 def _skill(value: float, trivial: float, higher_is_better: bool) -> float:

@@ -22,6 +22,18 @@ def test_validation_loss_rising_after_its_minimum_is_overfitting():
     assert any("dropout" in a for a in d.advice) and any("l2" in a for a in d.advice)
 
 
+def test_a_wide_and_widening_gap_is_overfitting_while_validation_loss_still_falls_and_advice_fits_the_inputs():
+    val = [1.0 * 0.97**e for e in range(10)]
+    train = [1.0 * 0.85**e for e in range(10)]
+    image = diagnose(_curves(train, val, [0.99] * 10), "accuracy", True, 0.11, 10, False)
+    assert image.verdict == "overfitting" and image.evidence["best_epoch"] == 10
+    assert "still at its lowest in the last epoch" in image.reasons[0] and "bottomed" not in image.reasons[0]
+    assert any("augmentation" in a for a in image.advice)
+    table = diagnose(_curves(train, val, [0.99] * 10), "accuracy", True, 0.11, 10, False, augmentable=False)
+    assert table.verdict == "overfitting" and not any("augment" in a for a in table.advice)
+    assert any("dropout" in a for a in table.advice)
+
+
 def test_barely_beating_the_majority_class_is_underfitting():
     curve = [2.30, 2.29, 2.29, 2.28]
     d = diagnose(_curves(curve, curve, [0.14, 0.15, 0.16, 0.17]), "accuracy", True, 0.11, 4, False)
