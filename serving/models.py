@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -181,6 +182,8 @@ def _array(spec: Input, value: Any) -> np.ndarray:
         except (TypeError, ValueError) as exc:
             raise RequestError(f"{where}: {exc}") from None
     else:
+        if np.issubdtype(spec.dtype, np.floating):
+            value = _null_as_nan(value)
         try:
             array = np.asarray(value)
         except (ValueError, RecursionError):
@@ -220,10 +223,20 @@ def _has_bool(value) -> bool:
     return isinstance(value, bool)
 
 
+def _null_as_nan(value):
+    """JSON's null as NaN: a missing number, as an empty cell of a table was prepared for training."""
+    if isinstance(value, list):
+        return [_null_as_nan(v) for v in value]
+    return math.nan if value is None else value
+
+
 def _strings(value):
-    """Strings as UTF-8 bytes; TF Serving's {"b64": ...} objects as their decoded bytes."""
+    """Strings as UTF-8 bytes; TF Serving's {"b64": ...} objects as their decoded bytes; null as the
+    empty string, which is how a table's missing text was prepared for training."""
     if isinstance(value, list):
         return [_strings(v) for v in value]
+    if value is None:
+        return b""
     if isinstance(value, dict) and set(value) == {"b64"}:
         return base64.b64decode(value["b64"])
     if isinstance(value, str):

@@ -215,6 +215,25 @@ def test_missing_and_mistyped_tabular_features_are_named(server, models):
     assert code == 400 and "output 'prediction' is not finite (NaN or infinity)" in answer["error"], answer
 
 
+def test_null_is_a_missing_value_as_an_empty_cell_was_in_training(server, models):
+    """A float input's null is NaN (the model fills in the training mean), a string's the empty string;
+    an integer input has no missing value."""
+    import tensorflow as tf
+
+    port, _ = server
+    _, trained = models
+    serve = tf.saved_model.load(str(trained["houses"][1].export_path)).signatures["serving_default"]
+    missing = serve(area=tf.constant([np.nan]), rooms=tf.constant([3], tf.int64), city=tf.constant([""]))["prediction"]
+    code, answer = call(port, "/v1/models/houses:predict", {"instances": [{"area": None, "rooms": 3, "city": None}]})
+    assert code == 200 and np.isfinite(answer["predictions"]).all()
+    np.testing.assert_allclose(answer["predictions"], missing.numpy(), rtol=1e-6)
+    code, answer = call(port, "/v1/models/houses:predict", {"inputs": {"area": [120.5, None], "rooms": [3, 3],
+                                                                       "city": ["north", None]}})
+    assert code == 200 and np.isfinite(answer["outputs"]).all() and answer["outputs"][0] != answer["outputs"][1]
+    code, answer = call(port, "/v1/models/houses:predict", {"instances": [{"area": 120.5, "rooms": None, "city": "north"}]})
+    assert code == 400 and "input 'rooms'" in answer["error"]
+
+
 def test_unknown_model_or_version_is_404_and_a_large_body_413(server):
     port, _ = server
     assert call(port, "/v1/models/nope:predict", {"instances": [IMAGE]})[0] == 404
