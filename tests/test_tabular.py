@@ -163,6 +163,28 @@ def test_csv_missing_label_column_is_named(tmp_path, tfds_dir):
         dataset.load(cfg)
 
 
+def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_leaves_them_out(tmp_path, tfds_dir):
+    from pipeline.data import dataset, stats
+
+    path = write_houses(tmp_path / "houses.csv", n=200)
+    frame = pd.read_csv(path)
+    frame.insert(0, "row", range(1, 201))
+    frame["serial"] = [f"S-{i:05d}" for i in np.random.default_rng(1).permutation(200)]
+    frame["site"] = "plant-7"
+    frame.to_csv(path, index=False)
+    notes = stats.column_notes(dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path))))
+    assert len(notes) == 3, notes  # not area, rooms or city
+    row, serial, site = (next(n for n in notes if n.startswith(f"column '{c}'")) for c in ("row", "serial", "site"))
+    assert "like a row number (from " in row and "in each of the 140 training rows" in row
+    assert "like a row id" in serial and "`data.exclude: [serial]`" in serial
+    assert "has one value, plant-7, in all 140 training rows" in site
+
+    kept = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[row, serial, site]")))
+    assert [f.name for f in kept.spec.features] == ["area", "rooms", "city"] and not stats.column_notes(kept)
+    with pytest.raises(DataError, match=r"^Invalid `data.exclude`: 'serail' is not a feature of csv; it has row, "):
+        dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[serail]")))
+
+
 def write_image_folder(root, per_class: int = 12, broken: bool = False):
     """Two classes of random images of mixed sizes, some grey-scale, some RGB."""
     from PIL import Image

@@ -47,6 +47,8 @@ class DataConfig(Section):
     splits: SplitsConfig = SplitsConfig()
     time_split: TimeSplitConfig | None = None
     columns: list[str] | None = Field(None, description="Dataset features the model sees; default every feature but the label.")
+    exclude: list[str] = Field([], description="Features the model does not see: a row number, an id, a column "
+                                                "known only after the fact (a run's notes name the likely ones).")
     label_key: str = Field("label", description="Feature holding the label: a class (classification) or a number (regression).")
     dtypes: dict[str, Literal["float", "int", "string"]] = Field({}, description="csv: how a column is stored; others are inferred.")
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")

@@ -190,6 +190,9 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
             raise DataError(
                 f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
             )
+    if unknown := [key for key in cfg.data.exclude if key not in info.features]:
+        raise DataError(f"Invalid `data.exclude`: {unknown[0]!r} is not a feature of {info.name}; it has "
+                        f"{', '.join(info.features)}.")
     sizes = None
     if time_split:
         datasets, sizes = _split_by_time(datasets[0], time_split)
@@ -222,7 +225,7 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
     import tensorflow_datasets as tfds
 
     label = info.features[cfg.data.label_key]
-    names = cfg.data.columns or [n for n in info.features if n != cfg.data.label_key]
+    names = [n for n in cfg.data.columns or info.features if n != cfg.data.label_key and n not in cfg.data.exclude]
     features = []
     for name in names:
         feature = info.features[name]

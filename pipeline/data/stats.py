@@ -24,6 +24,7 @@ from pipeline.text import fmt
 MAX_TEXT = 200  # characters of a category kept in the statistics
 MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen categories are not checked
 IMAGE_EXAMPLES = 2_000
+MIN_ID_ROWS = 100  # below this many training rows, a value new in every row is no sign of an identifier
 
 
 def statistics(data) -> dict:
@@ -38,6 +39,30 @@ def statistics(data) -> dict:
                                        **_summary(label, "categorical" if spec.task == "classification" else "numeric")}
     return {"data": {"name": spec.name, "version": spec.version, "digest": spec.digest, "sizes": spec.sizes},
             "features": features}
+
+
+def column_notes(data) -> list[str]:
+    """Training columns that cannot teach the model anything: one value throughout, or a new value in every row
+    (a row number, an id: a model can only memorise it, and every test row's value is unseen)."""
+    notes = []
+    for f in data.spec.features:
+        values = None if f.signal else data.train_columns[f.name]
+        if values is None or not len(values):
+            continue
+        text = values.dtype.kind in "OSU"
+        present = values[values != b""] if text else values[~np.isnan(values)] if values.dtype.kind == "f" else values
+        distinct = len(set(present.tolist())) if text else len(np.unique(present))
+        seen = f"{len(values):,} training rows" + ("" if len(values) == data.spec.sizes["train"] else " read")
+        fix = f"leave it out with `data.exclude: [{f.name}]`"
+        if distinct == 1:
+            notes.append(f"column {f.name!r} has one value, {_text(present[0])}, in all {seen}: it teaches the model "
+                         f"nothing; {fix}")
+        elif len(values) >= MIN_ID_ROWS and distinct == len(values) and (
+                text or (values.dtype.kind in "iu" and np.ptp(values) < 2 * len(values))):
+            like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
+            notes.append(f"column {f.name!r} has a different value in each of the {seen}, like {like}: a model can "
+                         f"only memorise it; {fix}")
+    return notes
 
 
 @dataclass

@@ -47,7 +47,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         run_tags: Extra tags of the MLflow run (e.g. a parent run); default none.
     """
     from pipeline import models, runtime, track
-    from pipeline.data import dataset
+    from pipeline.data import dataset, stats
     from pipeline.data.augment import build_augmenter
     from pipeline.models import family
     from pipeline.tasks import task_for
@@ -67,6 +67,9 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
     if data.spec.skipped:
         print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
+    notes = [] if cfg.forecast else stats.column_notes(data)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     task = task_for(cfg, data.spec)
     models.check(cfg)
     clock.lap("data")
@@ -78,6 +81,8 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
     with track.start_run(run_cfg, tags=run_tags, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
         run.log_setup(cfg, data.spec, {**describe(strategy), "global_batch": data.global_batch,
                                        "precision": cfg.train.precision})
+        if notes:
+            run.log_text("".join(f"{note}\n" for note in notes), "data_notes.txt")
         runtime.seed(cfg)  # again: data preparation and tracking drew from the global RNGs
         model = loop.build_compiled(cfg, data, task, strategy, augmenter if in_model else None)
         own = build_callbacks(cfg, run.dir)
