@@ -121,6 +121,12 @@ def test_sequence_models_need_a_series():
     ([(0, 1.0), (7200, 2.0), (3600, 3.0), (10800, 4.0)], "not in time order: 3600 at row 3 of the file"),
     ([(0, 1.0), (3600, float("nan")), (7200, 3.0), (10800, 4.0)], "line 3, column 'load': the label is missing"),
     ([(0, 1.0), (3600, 2.0), (14400, 3.0), (18000, 4.0)], "gaps in `time`.*3600 to 14400"),
+    # dates with a zone, as databases and JSON logs write them: in UTC, and named as dates
+    ([("2024-03-01T00:00:00Z", 1.0), ("2024-03-01T01:00:00.000Z", 2.0), ("2024-03-01T04:00:00Z", 3.0),
+      ("2024-03-01T05:00:00Z", 4.0)], r"gaps in `time` \(its step is 3600 s\): the first from 2024-03-01T01:00:00 to "
+                                      "2024-03-01T04:00:00 "),
+    ([("2024-03-01T00:00:00Z", 1.0), ("2024-03-01T02:00:00+01:00", 2.0), ("2024-03-01T01:00:00Z", 3.0),
+      ("2024-03-01T02:00:00Z", 4.0)], "duplicate timestamps: 2024-03-01T01:00:00 at steps 2 and 3"),
 ])
 def test_a_bad_series_is_one_line_naming_the_column(tmp_path, tfds_dir, rows, message):
     from pipeline.data import dataset

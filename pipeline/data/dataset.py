@@ -273,7 +273,7 @@ def _series(cfg: ExperimentConfig, info, ds):
     from pipeline.data import series
 
     fc, target = cfg.forecast, cfg.data.label_key
-    values = series.read(ds, cfg)
+    values = series.read(ds, cfg, dates=bool((info.metadata or {}).get("time_is_date")))
     windows = {split: series.dataset(values, cfg, split) for split in SPLITS}
     lengths = series.inputs(cfg)
     features = tuple(Feature(n, "calendar" if n == fc.time else "sequence", "int64" if n == fc.time else "float32",

@@ -63,8 +63,10 @@ def label_name(target: str) -> str:
     return f"{target}_ahead"
 
 
-def read(ds, cfg) -> Series:
+def read(ds, cfg, dates: bool = False) -> Series:
     """The series in ``ds`` (one TFDS split, any order), checked and cut to ``forecast.end``.
+
+    ``dates``: the time column was dates (stored as epoch seconds); errors show them as dates.
 
     With ``forecast.series_id``, every series in the file is checked and split on its own (its
     own last ``forecast.test`` is its test window), then they are laid one after the other.
@@ -101,7 +103,7 @@ def read(ds, cfg) -> Series:
         rows = order[a:b]
         name = _name(key) if fc.series_id else None
         time, columns = _one(raw[fc.time][rows].astype(np.int64), {n: raw[n][rows].astype(np.float64) for n in names},
-                             cfg, name, by_row=ROW in raw)
+                             cfg, name, by_row=ROW in raw, when=_date if dates else str)
         pieces.append((key, time, columns))
     series = _concatenate(pieces, cfg)
     _log_return_check(series, cfg)
@@ -112,17 +114,23 @@ def _name(key) -> str:
     return key.decode() if isinstance(key, bytes) else str(key)
 
 
-def _one(time: np.ndarray, columns: dict, cfg, name: str | None, by_row: bool):
-    """One series, checked (order, gaps, missing target values) and cut to ``forecast.end``."""
+def _date(seconds) -> str:
+    """Epoch seconds as the date and time they are (UTC), as the user's file gave them."""
+    return str(np.datetime64(int(seconds), "s"))
+
+
+def _one(time: np.ndarray, columns: dict, cfg, name: str | None, by_row: bool, when=str):
+    """One series, checked (order, gaps, missing target values) and cut to ``forecast.end``; ``when`` writes a
+    time in an error."""
     fc, target = cfg.forecast, cfg.data.label_key
     where = f"Series {name!r} (`forecast.series_id`): the" if name is not None else "The"
-    _check_order(time, fc.time, by_row, where)
-    time, columns = _regular(time, columns, fc, where)
+    _check_order(time, fc.time, by_row, where, when)
+    time, columns = _regular(time, columns, fc, where, when)
     missing = np.isnan(columns[target])
     if missing.any():
         first = int(np.argmax(missing))
         raise DataError(f"{where} target `{target}` (`data.label_key`) has {int(missing.sum())} missing values, the "
-                        f"first at {fc.time}={time[first]} (step {first + 1}): fill or drop them before forecasting")
+                        f"first at {fc.time}={when(time[first])} (step {first + 1}): fill or drop them before forecasting")
     end = int(round(len(time) * fc.end))
     return time[:end], {n: v[:end] for n, v in columns.items()}
 
@@ -140,21 +148,21 @@ def _concatenate(pieces: list, cfg) -> Series:
     return Series(time, columns, segments, ids)
 
 
-def _check_order(time: np.ndarray, column: str, by_row: bool, where: str = "The") -> None:
+def _check_order(time: np.ndarray, column: str, by_row: bool, where: str = "The", when=str) -> None:
     """Timestamps strictly increase: a duplicate or a step back is named with its position."""
     steps = np.diff(time)
     if (steps == 0).any():
         i = int(np.argmax(steps == 0))
-        raise DataError(f"{where} time column `{column}` has duplicate timestamps: {time[i]} at steps {i + 1} and "
+        raise DataError(f"{where} time column `{column}` has duplicate timestamps: {when(time[i])} at steps {i + 1} and "
                         f"{i + 2} (one row per time step; aggregate or drop duplicates)")
     if (steps < 0).any():
         i = int(np.argmax(steps < 0))
         at = f"row {i + 2} of the file" if by_row and where == "The" else f"step {i + 2}"
-        raise DataError(f"{where} time column `{column}` is not in time order: {time[i + 1]} at {at} comes after "
-                        f"{time[i]} (sort the file by `{column}`)")
+        raise DataError(f"{where} time column `{column}` is not in time order: {when(time[i + 1])} at {at} comes after "
+                        f"{when(time[i])} (sort the file by `{column}`)")
 
 
-def _regular(time: np.ndarray, columns: dict, fc, where: str = "The"):
+def _regular(time: np.ndarray, columns: dict, fc, where: str = "The", when=str):
     """Check the series' step (its most common one); gaps are an error, allowed, or filled forward."""
     if len(time) < 3 or fc.gaps == "allow":
         return time, columns
@@ -165,14 +173,14 @@ def _regular(time: np.ndarray, columns: dict, fc, where: str = "The"):
     if not gaps.size:
         return time, columns
     if fc.gaps == "error":
-        i = int(gaps[0])
-        raise DataError(f"{where} series has {gaps.size} gaps in `{fc.time}` (its step is {step}): the first from "
-                        f"{time[i]} to {time[i + 1]} (step {i + 1}). Set `forecast.gaps: fill` to carry the last "
-                        "row forward, or `allow` when rows are consecutive steps (trading days)")
+        i, unit = int(gaps[0]), " s" if when is _date else ""
+        raise DataError(f"{where} series has {gaps.size} gaps in `{fc.time}` (its step is {step}{unit}): the first from "
+                        f"{when(time[i])} to {when(time[i + 1])} (step {i + 1}). Set `forecast.gaps: fill` to carry the "
+                        "last row forward, or `allow` when rows are consecutive steps (trading days)")
     if (steps % step).any():
         i = int(np.argmax(steps % step != 0))
         raise DataError(f"`forecast.gaps: fill` needs timestamps on a grid of the series' step {step}, but "
-                        f"{time[i]} to {time[i + 1]} (step {i + 1}) is not a multiple of it")
+                        f"{when(time[i])} to {when(time[i + 1])} (step {i + 1}) is not a multiple of it")
     grid = np.arange(time[0], time[-1] + step, step)
     source = np.searchsorted(time, grid, side="right") - 1  # the last row at or before each grid step
     return grid, {n: v[source] for n, v in columns.items()}

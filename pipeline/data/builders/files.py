@@ -180,12 +180,18 @@ class Series(Csv):
 
     Stored as the csv builder stores a table, plus ``_row`` (the row's position in the files, so
     that the reader can tell a time column going backwards from the hashed order TFDS keeps);
-    a time column of date strings (ISO 8601) is stored as epoch seconds.
+    a time column of date strings (ISO 8601, a zone if any converted to UTC) is stored as epoch seconds.
     """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = []
+
+    dates = False  # whether the time column is date strings: errors then show dates (data/series.py)
+
+    def _download_and_prepare(self, dl_manager, download_config) -> None:
+        super()._download_and_prepare(dl_manager, download_config)
+        self.info.metadata["time_is_date"] = self.dates
 
     def _prepare_with_beam(self, download_config, rows: int, template):
         raise DataError("`pipeline prepare --beam` prepares csv and image_folder datasets; a series is prepared "
@@ -205,8 +211,9 @@ class Series(Csv):
         time = self.builder_config.time
         column = table[time]
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            self.dates = True
             try:
-                column = pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64())
+                column = _epoch_seconds(column)
             except pa.ArrowInvalid as exc:
                 raise DataError(f"{self.builder_config.path}: time column {time!r} (`forecast.time`) holds a value "
                                 f"that is no date: {str(exc).splitlines()[0]}") from None
@@ -215,6 +222,23 @@ class Series(Csv):
         table = table.set_column(table.schema.get_field_index(time), time, column)
         rows = pa.array(np.arange(first_row, first_row + table.num_rows, dtype=np.int64))
         return table.append_column("_row", rows)
+
+
+def _epoch_seconds(column):
+    """ISO 8601 strings as whole epoch seconds: without a zone as they are, with one (``Z``, ``+01:00``) in UTC
+    (databases and JSON logs write the zone). Fractions of a second are dropped.
+
+    Raises:
+        pyarrow.ArrowInvalid: a value is no date, or zones are given for some values only.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        nanoseconds = pc.cast(column, pa.timestamp("ns"))
+    except pa.ArrowInvalid:
+        nanoseconds = pc.cast(column, pa.timestamp("ns", tz="UTC"))
+    return pc.divide(pc.cast(nanoseconds, pa.int64()), 10**9)
 
 
 PATH_BUILDERS = {"csv": csv_config, "series": csv_config}
