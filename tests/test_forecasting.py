@@ -141,6 +141,17 @@ def test_a_bad_series_is_one_line_naming_the_column(tmp_path, tfds_dir, rows, me
     assert "\n" not in str(info.value)
 
 
+def test_skipped_rows_of_a_series_are_counted_as_a_tables_are(tmp_path, tfds_dir):
+    from pipeline.data import dataset
+
+    path = write_series(tmp_path / "s.csv", steps=500)
+    lines = path.read_text().splitlines()
+    lines[100] = lines[100].split(",")[0] + ",," + lines[100].split(",")[2]  # no target at one step
+    path.write_text("\n".join(lines) + "\n")
+    cfg = series_cfg(tmp_path / "work", tfds_dir, path, "data.on_bad_input=skip", "forecast.gaps=fill")
+    assert dataset.load(cfg).spec.skipped == 1  # the run's warning and data.skipped come from it
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["forecast.input_window=400"], "input_window.*longer than the training split"),
     (["forecast.horizon=30", "forecast.test=0.01"], "test window .* shorter than `forecast.horizon`"),

@@ -289,7 +289,7 @@ def _series(cfg: ExperimentConfig, info, ds):
         name=info.name, version=str(info.version), splits=bounds, sizes={s: n for s, (_, n) in windows.items()},
         digest=_digest(info, {**bounds, "forecast": fc.model_dump_json(exclude={"folds", "bootstrap", "min_skill"})}),
         features=features,
-        label=series.label_name(target), task="forecasting",
+        label=series.label_name(target), task="forecasting", skipped=int((info.metadata or {}).get("skipped", 0)),
         example_bytes=4.0 * (sum(lengths.values()) + fc.horizon))
     at = series.starts(values, cfg, "train")
     most = max(1000, min(MAX_STAT_ROWS, MAX_STAT_VALUES // sum(lengths.values())))
