@@ -287,6 +287,35 @@ def test_a_parquet_table_loads_like_a_csv(tmp_path, tfds_dir):
     assert spec.task == "regression" and sum(spec.sizes.values()) == 120
 
 
+def test_parquet_times_are_seconds_categories_text_and_a_yes_no_label_two_classes(tmp_path, tfds_dir):
+    """What pandas writes: timestamps with a zone, dates, durations, a category dtype, a bool label."""
+    from pipeline.data import dataset
+
+    frame = pd.read_csv(write_houses(tmp_path / "houses.csv"))
+    frame["listed"] = pd.Timestamp("2024-03-01T12:00:00Z") + pd.to_timedelta(np.arange(120), unit="h")
+    frame["built"] = [pd.Timestamp(2000 + i % 20, 1, 1).date() for i in range(120)]
+    frame["on_market"] = pd.to_timedelta(np.arange(120) % 7, unit="D")
+    frame["city"] = frame["city"].astype("category")
+    frame["sold"] = frame["price"] > frame["price"].median()
+    frame.drop(columns="price").to_parquet(tmp_path / "houses.parquet")
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, tmp_path / "houses.parquet",
+                                                                   "data.label_key=sold"))
+    data = dataset.load(cfg)
+    assert data.spec.task == "classification" and data.spec.class_names == ["false", "true"]
+    kinds = {f.name: (f.kind, f.dtype) for f in data.spec.features}
+    assert kinds["listed"] == kinds["built"] == kinds["on_market"] == ("numeric", "float32")
+    assert kinds["city"] == ("categorical", "string")
+    listed = data.train_columns["listed"]  # seconds since 1970 (UTC), as float32 holds them
+    assert listed.min() >= 1709294400 - 256 and listed.max() <= 1709294400 + 119 * 3600 + 256
+    assert set(data.train_columns["on_market"].tolist()) <= {d * 86400.0 for d in range(7)}
+
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, tmp_path / "houses.parquet",
+                                                                   "data.label_key=sold", "data.dtypes={city: float}"))
+    with pytest.raises(DataError, match=r"houses.parquet: column 'city' holds dictionary<.*> values, which are no "
+                                        r"float numbers \(declare it with `data.dtypes: \{city: string\}`\)"):
+        dataset.load(cfg)
+
+
 def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

@@ -73,10 +73,12 @@ def schema(files: list[Path], label: str, declared: dict[str, str]) -> Schema:
                             "text (flatten it into columns of its own, or leave it out of the file)")
         if name in declared:
             types[name] = declared[name]
+        elif pa.types.is_boolean(column.type) and name == label:
+            types[name] = "string"  # a yes/no label is two classes, "false" and "true"
         elif pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
             types[name] = "int"
-        elif pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
-            types[name] = "float"
+        elif pa.types.is_floating(column.type) or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type):
+            types[name] = "float"  # times and dates: seconds (_seconds)
         else:
             types[name] = _infer(column)
     return Schema(types, label, frozenset(declared))
@@ -304,7 +306,12 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             failed = np.asarray(pc.and_(pc.is_null(numbers), pc.invert(missing)))
             _flag(bad, reasons, failed, name, "is not a number", column)
         else:
-            numbers, missing = pc.cast(column, pa.float64()), pc.is_null(column)
+            try:
+                numbers, missing = _seconds(column) if pa.types.is_temporal(column.type) else pc.cast(
+                    column, pa.float64()), pc.is_null(column)
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+                raise DataError(f"{path}: column {name!r} holds {column.type} values, which are no {kind} numbers "
+                                f"(declare it with `data.dtypes: {{{name}: string}}`)") from None
         values = np.asarray(pc.fill_null(numbers, math.nan), dtype=np.float64)
         gaps = np.asarray(missing) & ~bad
         if name == schema.label:
@@ -322,6 +329,19 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
     table = pa.table({n: out[n] if isinstance(out[n], (pa.Array, pa.ChunkedArray)) else pa.array(out[n])
                       for n in schema.columns})
     return (table.filter(keep) if bad.any() else table), int(bad.sum())
+
+
+def _seconds(column):
+    """A Parquet time as seconds: timestamps and dates since 1970-01-01 (UTC), durations and times of day as they are."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_date(column.type):
+        column = pc.cast(column, pa.timestamp("s"))
+    elif pa.types.is_time(column.type):
+        column = pc.cast(column, pa.time64("ns"))
+    per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
+    return pc.divide(pc.cast(pc.cast(column, pa.int64()), pa.float64()), per_second)
 
 
 def _flag(bad, reasons: dict, rows, name: str, why: str, column) -> None:
