@@ -27,6 +27,40 @@ def _column(ds, name):
 # ---- built-in builders -----------------------------------------------------------
 
 
+def test_a_shipped_table_is_written_in_bulk_as_tfds_own_writer_writes_it(tmp_path):
+    """The built-in tables (Ames, MovieLens, the series) keep the rows, order and shards of TFDS's writer, which
+    took one Python dict per row: their splits, and so every run's figures, do not move."""
+    import tensorflow_datasets as tfds
+
+    from pipeline.data.builders.tables import RdatasetsTable
+
+    class Mixed(RdatasetsTable, skip_registration=True):
+        @classmethod
+        def frame(cls):
+            rng = np.random.default_rng(3)
+            n = 700
+            return pd.DataFrame({
+                "count": rng.integers(-5, 10**12, n), "flag": rng.random(n) > 0.5,
+                "price": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+                "city": np.where(rng.random(n) < 0.1, None, rng.choice(["north", "süd", ""], n)),
+                "code": pd.Series(rng.integers(0, 5, n), dtype=object)})  # numbers in a text column
+
+    class PerRow(Mixed, skip_registration=True):
+        def _download_and_prepare(self, dl_manager, download_config):
+            tfds.core.GeneratorBasedBuilder._download_and_prepare(self, dl_manager, download_config)
+
+    built = []
+    for kind in (Mixed, PerRow):
+        builder = kind(data_dir=str(tmp_path / kind.__name__))
+        builder.download_and_prepare()
+        built.append((builder.info.splits["train"], list(tfds.as_numpy(builder.as_dataset("train")))))
+    (bulk, bulk_rows), (per_row, per_row_rows) = built
+    assert bulk.shard_lengths == per_row.shard_lengths and bulk.num_bytes == per_row.num_bytes
+    assert len(bulk_rows) == 700
+    for mine, theirs in zip(bulk_rows, per_row_rows, strict=True):
+        np.testing.assert_equal(mine, theirs)
+
+
 def test_ames_builder_prepares_a_regression_table_of_raw_columns(tmp_path, tfds_dir):
     from pipeline.data import dataset
 
