@@ -52,9 +52,9 @@ def with_store(workdir: Path) -> Path:
 
 
 def tiny(workdir: Path, tfds_dir: Path, *extra: str, new_store: bool = False) -> list[str]:
-    """Overrides that shrink configs/digits.yaml to a seconds-long run in ``workdir`` (its store made
-    unless ``new_store``)."""
-    if not new_store:
+    """Overrides that shrink configs/digits.yaml to a seconds-long run in ``workdir`` (its embedded store
+    made, unless ``new_store`` or a ``tracking.uri`` among ``extra``)."""
+    if not new_store and not any(e.startswith("tracking.uri=") for e in extra):
         with_store(workdir)
     return [
         f"workdir={workdir}",

@@ -52,7 +52,8 @@ def columns_for(frame, features: dict) -> tuple[dict, dict]:
     columns, kinds = {}, {}
     for name, feature in features.items():
         if isinstance(feature, tfds.features.Text):
-            columns[name], kinds[name] = pa.array(["" if _missing(v) else str(v) for v in frame[name]], pa.string()), "bytes"
+            text = ["" if _missing(v) else str(v) for v in frame[name]]
+            columns[name], kinds[name] = pa.array(text, pa.string()), "bytes"
         elif np.dtype(feature.np_dtype) == np.int64:
             columns[name], kinds[name] = frame[name].to_numpy(np.int64), "int"
         else:
