@@ -77,6 +77,12 @@ def test_bad_values_name_the_field_and_what_is_allowed(overrides, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_missing_key_says_what_it_holds():
+    with pytest.raises(ConfigError, match=r"^Missing required key `tune.space`: Dotted config path -> parameter; .*"
+                                          r"e.g. tune.space='\{model.width: \[64, 128\]"):
+        load(None, ["tune.max_trials=3"])
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"Config file not found: .*nope\.yaml"):
         load(tmp_path / "nope.yaml")

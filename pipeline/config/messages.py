@@ -39,7 +39,8 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> s
         hint = f"; did you mean `{parent}{near[0]}`?" if near else f". Valid keys: {', '.join(fields)}."
         message = f"Unknown key `{path}`{hint}"
     elif kind == "missing":
-        message = f"Missing required key `{path}`."
+        what = f": {field_info.description.rstrip('.')}" if field_info is not None and field_info.description else ""
+        message = f"Missing required key `{path}`{what}."
     elif kind == "value_error":
         where = f"`{path}`" if path else "config"  # a check across sections names its keys itself
         message = f"Invalid {where}: {err['msg'].removeprefix('Value error, ')}."

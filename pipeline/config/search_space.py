@@ -97,7 +97,10 @@ class TuneConfig(Section):
     directory: str | None = Field(None, description="Search state (oracle, trials); default <workdir>/tuning.")
     trial: dict[str, Any] = Field({}, description="Config values for trials only, e.g. {train.epochs: 10}; "
                                   "the best config keeps the experiment's own.")
-    space: dict[str, Param] = Field(description="Dotted config path -> parameter; a list is shorthand for a choice.")
+    space: dict[str, Param] = Field(description="Dotted config path -> parameter; a list is shorthand for a choice, e.g. "
+                                                      "tune.space='{model.width: [64, 128], optimizer.learning_rate: "
+                                                      "{type: float, min: 0.0001, max: 0.01, sampling: log}}' "
+                                                      "(docs/tuning.md)")
 
     @model_validator(mode="before")
     @classmethod
