@@ -261,6 +261,27 @@ def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):
         dataset.load(cfg)
 
 
+def test_a_folder_of_split_folders_is_refused_and_class_folders_grouped_inside_are_not(tmp_path, tfds_dir):
+    """train/dark, test/dark would train a model to tell train from test; dark/2019, dark/2020 are one class."""
+    from pipeline.data import dataset
+    from pipeline.data.builders.folders import labelled_files
+
+    root = tmp_path / "pictures"
+    for split in ("train", "test"):
+        write_image_folder(root / split, per_class=3)
+    cfg = load(ROOT / "configs/examples/image_folder.yaml", csv_overrides(tmp_path, tfds_dir, root, "name=pictures"))
+    with pytest.raises(DataError, match=r"pictures: its subfolders \(test, train\) are splits, each with the same "
+                                        r"class folders \(bright, dark\): point `data.path` at one of them"):
+        dataset.load(cfg)
+    grouped = tmp_path / "grouped"
+    for year in ("2019", "2020"):
+        write_image_folder(tmp_path / year, per_class=3)
+        for label in ("dark", "bright"):
+            (grouped / label).mkdir(parents=True, exist_ok=True)
+            (tmp_path / year / label).rename(grouped / label / year)
+    assert {label for label, _ in labelled_files(grouped, {".png", ".jpg"})} == {"dark", "bright"}
+
+
 # ---- export with raw named inputs ------------------------------------------------------
 
 

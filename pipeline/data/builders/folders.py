@@ -41,6 +41,7 @@ def folder_fingerprint(path: Path) -> str:
     return hashlib.sha256("\n".join(sorted(listing)).encode()).hexdigest()
 
 
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -49,7 +50,24 @@ def class_folders(root: str | Path, what: str = "an image folder") -> list[str]:
     classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise DataError(f"{root}: {what} needs one subfolder per class (at least 2); found {classes}.")
+    if {c.lower() for c in classes} <= SPLIT_NAMES:  # train/cat, test/cat: the classes are one level down
+        inner = {tuple(_only_folders(Path(root) / c)) for c in classes}
+        if len(inner) == 1 and len(shared := next(iter(inner))) >= 2:
+            raise DataError(f"{root}: its subfolders ({', '.join(classes)}) are splits, each with the same class "
+                            f"folders ({', '.join(shared)}): point `data.path` at one of them, the pipeline splits it "
+                            f"(`data.splits`), e.g. {Path(root) / classes[-1]}")
     return classes
+
+
+def _only_folders(folder: Path) -> list[str]:
+    """The names of the subfolders of ``folder`` if it holds nothing else (hidden files aside), else none."""
+    names = []
+    for p in folder.iterdir():  # lazily: a class folder of 100k images stops at its first
+        if not p.name.startswith("."):
+            if not p.is_dir():
+                return []
+            names.append(p.name)
+    return sorted(names)
 
 
 def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image folder") -> list[tuple[str, Path]]:
