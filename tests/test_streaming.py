@@ -108,7 +108,7 @@ def test_preparation_memory_stays_that_of_a_chunk_and_two_shards_when_the_table_
 
     import pyarrow as pa
 
-    from pipeline.data import dataset, records, sources
+    from pipeline.data import dataset, inputs, records, sources
 
     monkeypatch.setattr(records, "SHARD_ROWS", 5_000)  # 40k rows: 8 shards, enough for both writers to overlap
     monkeypatch.setattr(sources, "CHUNK_BYTES", 32 << 10)
@@ -123,7 +123,7 @@ def test_preparation_memory_stays_that_of_a_chunk_and_two_shards_when_the_table_
     monkeypatch.setattr(records.ShuffledShards, "add", watched)
     # The chunks read ahead on a thread are a constant (its own test bounds them), but how many are under way
     # when a shard is added is the scheduler's: read in the caller's thread, the peaks compare like with like.
-    monkeypatch.setattr(sources, "read_ahead", lambda items: items)
+    monkeypatch.setattr(inputs, "read_ahead", lambda items: items)
 
     def peaks(rows: int, traced: bool = True) -> tuple[int, int]:
         path = tmp_path / f"t{rows}.csv"
@@ -325,7 +325,7 @@ def test_a_row_longer_than_the_type_samples_block_is_read_as_the_full_pass_reads
 def test_chunks_read_ahead_arrive_in_order_with_the_readers_error_and_an_early_stop_ends_the_reader():
     import threading
 
-    from pipeline.data.sources import read_ahead
+    from pipeline.data.inputs import read_ahead
 
     produced = [0]
 

@@ -2,7 +2,8 @@
 
 - ``input_files(path)``: a file, a glob (``data/*.csv``) or a folder of shards, in a stable order;
 - ``fingerprint(files)``: a digest that changes when the input does, read as a stream;
-- ``estimate_rows(files)``: for the progress bar and the count of shards, before the stream is read.
+- ``estimate_rows(files)``: for the progress bar and the count of shards, before the stream is read;
+- ``read_ahead(items)``: the stream of chunks (data/sources.py) produced on a thread ahead of its reader.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import glob
 import hashlib
 import math
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline.errors import DataError
@@ -87,3 +91,21 @@ def estimate_rows(files: list[Path]) -> int:
         head = handle.read(HEAD_BYTES)
     lines = max(head.count(b"\n"), 1)
     return math.ceil(size / (len(head) / lines))
+
+
+def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """``items``, produced on a thread of their own up to ``depth`` ahead of the caller.
+
+    The next chunk is parsed and converted (pyarrow works without the GIL) while the caller
+    spills this one: the streaming pass and the spill overlap. The producer's error is raised
+    here; a caller that stops early leaves at most the one chunk under way to finish.
+    """
+    end = object()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")  # one thread: next() in order
+    try:
+        ahead = deque(pool.submit(next, items, end) for _ in range(depth))
+        while (item := ahead.popleft().result()) is not end:
+            ahead.append(pool.submit(next, items, end))
+            yield item
+    finally:
+        pool.shutdown(cancel_futures=True)

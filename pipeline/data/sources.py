@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,24 +152,6 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
         except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:  # a Parquet shard's own types
             raise DataError(f"{path}: its values do not convert to the types of {files[0].name}'s columns ({exc}); "
                             "every shard must hold the same types") from None
-
-
-def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
-    """``items``, produced on a thread of their own up to ``depth`` ahead of the caller.
-
-    The next chunk is parsed and converted (pyarrow works without the GIL) while the caller
-    spills this one: the streaming pass and the spill overlap. The producer's error is raised
-    here; a caller that stops early leaves at most the one chunk under way to finish.
-    """
-    end = object()
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")  # one thread: next() in order
-    try:
-        ahead = deque(pool.submit(next, items, end) for _ in range(depth))
-        while (item := ahead.popleft().result()) is not end:
-            ahead.append(pool.submit(next, items, end))
-            yield item
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:

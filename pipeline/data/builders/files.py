@@ -137,7 +137,7 @@ class Csv(FileReaderBuilder):
         spill = Path(self.data_path) / "spill"
         out = records.ShuffledShards(spill, records.shard_count(rows), seed=0)
         skipped, classes, kept = 0, set(), 0
-        for table, bad in progress(sources.read_ahead(sources.chunks(files, schema, c.on_bad_input)), rows,
+        for table, bad in progress(inputs.read_ahead(sources.chunks(files, schema, c.on_bad_input)), rows,
                                    "preparing", "rows", size=lambda item: item[0].num_rows + item[1]):
             out.add(self._convert(table, kept))
             kept += table.num_rows
