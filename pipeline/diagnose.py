@@ -107,7 +107,7 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
     trivial = (np.bincount(labels.astype(np.int64)).max() / len(labels) if higher
                else float(np.std(labels.astype(np.float64))))
     epochs = len(history["loss"])
-    augmentable = any(f.kind in ("image", "audio") for f in data.spec.features)
+    augmentable = any(f.signal for f in data.spec.features)  # images and waveforms take augmentation
     found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs, augmentable)
     if cfg.forecast:
         return no_skill(found, test or {}, cfg.forecast.min_skill)

@@ -34,10 +34,10 @@ def check(cfg) -> None:
 def _table(path: Path, label: str) -> None:
     """The header names usable columns, the label among them, over at least one row per split."""
     columns = header(path)
+    if len(columns) == 1 and (other := next((c for c in ";\t|" if c in columns[0]), None)):
+        raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: the table must be comma-separated, "
+                        f"not separated by {other!r} (save it as CSV with commas, or as Parquet)")
     for i, column in enumerate(columns):
-        if len(columns) == 1 and (other := next((c for c in ";\t|" if c in column), None)):
-            raise DataError(f"{path}: its header is one column, {column[:80]!r}: the table must be comma-separated, "
-                            f"not separated by {other!r} (save it as CSV with commas, or as Parquet)")
         if not COLUMN.match(column):
             raise DataError(f"{path}: column {i + 1} is named {column[:80]!r}: a column becomes a model input, so its "
                             "name must be letters, digits, _ . - (rename it in the file)")

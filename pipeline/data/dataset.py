@@ -183,16 +183,16 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
         raise type(exc)(exc.message) from None
     except (ValueError, AssertionError) as exc:
         raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
-    wanted = [cfg.data.label_key, *(cfg.data.columns or []), *([time_split.column] if time_split else [])]
+    wanted = [cfg.data.label_key, *(cfg.data.columns or []), *([time_split.column] if time_split else []),
+              *cfg.data.exclude]
     for key in wanted:
         if key not in info.features:
-            which = "label_key" if key == cfg.data.label_key else "time_split.column" if time_split and key == time_split.column else "columns"
+            which = ("label_key" if key == cfg.data.label_key else
+                     "time_split.column" if time_split and key == time_split.column else
+                     "columns" if key in (cfg.data.columns or []) else "exclude")
             raise DataError(
                 f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
             )
-    if unknown := [key for key in cfg.data.exclude if key not in info.features]:
-        raise DataError(f"Invalid `data.exclude`: {unknown[0]!r} is not a feature of {info.name}; it has "
-                        f"{', '.join(info.features)}.")
     sizes = None
     if time_split:
         datasets, sizes = _split_by_time(datasets[0], time_split)
@@ -272,8 +272,8 @@ def _series(cfg: ExperimentConfig, info, ds):
 
     from pipeline.data import series
 
-    fc, target = cfg.forecast, cfg.data.label_key
-    values = series.read(ds, cfg, dates=bool((info.metadata or {}).get("time_is_date")))
+    fc, target, metadata = cfg.forecast, cfg.data.label_key, info.metadata or {}
+    values = series.read(ds, cfg, dates=bool(metadata.get("time_is_date")))
     windows = {split: series.dataset(values, cfg, split) for split in SPLITS}
     lengths = series.inputs(cfg)
     features = tuple(Feature(n, "calendar" if n == fc.time else "sequence", "int64" if n == fc.time else "float32",
@@ -289,7 +289,7 @@ def _series(cfg: ExperimentConfig, info, ds):
         name=info.name, version=str(info.version), splits=bounds, sizes={s: n for s, (_, n) in windows.items()},
         digest=_digest(info, {**bounds, "forecast": fc.model_dump_json(exclude={"folds", "bootstrap", "min_skill"})}),
         features=features,
-        label=series.label_name(target), task="forecasting", skipped=int((info.metadata or {}).get("skipped", 0)),
+        label=series.label_name(target), task="forecasting", skipped=int(metadata.get("skipped", 0)),
         example_bytes=4.0 * (sum(lengths.values()) + fc.horizon))
     at = series.starts(values, cfg, "train")
     most = max(1000, min(MAX_STAT_ROWS, MAX_STAT_VALUES // sum(lengths.values())))

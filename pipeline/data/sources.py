@@ -287,11 +287,11 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             _flag(bad, reasons, failed, name, "is not a number", column)
         else:
             try:
-                numbers, missing = _seconds(column) if pa.types.is_temporal(column.type) else pc.cast(
-                    column, pa.float64()), pc.is_null(column)
+                numbers = _seconds(column) if pa.types.is_temporal(column.type) else pc.cast(column, pa.float64())
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
                 raise DataError(f"{path}: column {name!r} holds {column.type} values, which are no {kind} numbers "
                                 f"(declare it with `data.dtypes: {{{name}: string}}`)") from None
+            missing = pc.is_null(column)
         values = np.asarray(pc.fill_null(numbers, math.nan), dtype=np.float64)
         gaps = np.asarray(missing) & ~bad
         if name == schema.label:

@@ -50,8 +50,12 @@ def column_notes(data) -> list[str]:
         if values is None or not len(values):
             continue
         text = values.dtype.kind in "OSU"
-        present = values[values != b""] if text else values[~np.isnan(values)] if values.dtype.kind == "f" else values
-        distinct = len(set(present.tolist())) if text else len(np.unique(present))
+        if text:
+            present = values[values != b""]
+            distinct = len(set(present.tolist()))
+        else:
+            present = values[~np.isnan(values)] if values.dtype.kind == "f" else values
+            distinct = len(np.unique(present))
         seen = f"{len(values):,} training rows" + ("" if len(values) == data.spec.sizes["train"] else " read")
         fix = f"leave it out with `data.exclude: [{f.name}]`"
         if distinct == 1:

@@ -187,11 +187,10 @@ class Series(Csv):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = []
 
-    dates = False  # whether the time column is date strings: errors then show dates (data/series.py)
-
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         super()._download_and_prepare(dl_manager, download_config)
-        self.info.metadata["time_is_date"] = self.dates
+        # A time column of text holds dates: errors about it then show dates (data/series.py).
+        self.info.metadata["time_is_date"] = self._schema.types[self.builder_config.time] == "string"
 
     def _prepare_with_beam(self, download_config, rows: int, template):
         raise DataError("`pipeline prepare --beam` prepares csv and image_folder datasets; a series is prepared "
@@ -211,7 +210,6 @@ class Series(Csv):
         time = self.builder_config.time
         column = table[time]
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            self.dates = True
             try:
                 column = _epoch_seconds(column)
             except pa.ArrowInvalid as exc:

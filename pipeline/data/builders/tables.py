@@ -28,8 +28,9 @@ def features_for(frame, label: str | None = None, label_feature=None) -> dict:
     return features
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
+def _text(value) -> str:
+    """A text feature's value: missing (None, NaN) is the empty string."""
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
 def rows(frame, features: dict):
@@ -39,7 +40,7 @@ def rows(frame, features: dict):
         example = {}
         for name, value in zip(frame.columns, row):
             if kinds[name] == "text":
-                example[name] = "" if _missing(value) else str(value)
+                example[name] = _text(value)
             else:
                 example[name] = value
         yield key, example
@@ -52,8 +53,7 @@ def columns_for(frame, features: dict) -> tuple[dict, dict]:
     columns, kinds = {}, {}
     for name, feature in features.items():
         if isinstance(feature, tfds.features.Text):
-            text = ["" if _missing(v) else str(v) for v in frame[name]]
-            columns[name], kinds[name] = pa.array(text, pa.string()), "bytes"
+            columns[name], kinds[name] = pa.array([_text(v) for v in frame[name]], pa.string()), "bytes"
         elif np.dtype(feature.np_dtype) == np.int64:
             columns[name], kinds[name] = frame[name].to_numpy(np.int64), "int"
         else:
