@@ -213,6 +213,12 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     assert "like a row id" in serial and "`data.exclude: [serial]`" in serial
     assert "has one value, plant-7, in all 140 training rows" in site
 
+    with pytest.MonkeyPatch.context() as patch:  # a table past the rows read for statistics: they are a sample
+        patch.setattr(dataset, "MAX_STAT_ROWS", 50)
+        sampled = stats.column_notes(dataset.load(load(ROOT / "configs/examples/csv.yaml",
+                                                       csv_overrides(tmp_path, tfds_dir, path))))
+    assert any(n.startswith("column 'row'") and "in each of the 50 training rows read" in n for n in sampled), sampled
+
     kept = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[row, serial, site]")))
     assert [f.name for f in kept.spec.features] == ["area", "rooms", "city"] and not stats.column_notes(kept)
     with pytest.raises(DataError, match=r"^Invalid `data.exclude`: 'serail' is not a feature of csv; it has row, "):

@@ -56,13 +56,14 @@ def column_notes(data) -> list[str]:
         else:
             present = values[~np.isnan(values)] if values.dtype.kind == "f" else values
             distinct = len(np.unique(present))
-        seen = f"{len(values):,} training rows" + ("" if len(values) == data.spec.sizes["train"] else " read")
+        rows = data.spec.sizes["train"]  # the values are a sample of them past dataset.MAX_STAT_ROWS
+        seen = f"{len(values):,} training rows" + ("" if len(values) == rows else " read")
         fix = f"leave it out with `data.exclude: [{f.name}]`"
         if distinct == 1:
             notes.append(f"column {f.name!r} has one value, {_text(present[0])}, in all {seen}: it teaches the model "
                          f"nothing; {fix}")
-        elif len(values) >= MIN_ID_ROWS and distinct == len(values) and (
-                text or (values.dtype.kind in "iu" and np.ptp(values) < 2 * len(values))):
+        elif rows >= MIN_ID_ROWS and distinct == len(values) and (
+                text or (values.dtype.kind in "iu" and np.ptp(values) < 2 * rows)):
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
             notes.append(f"column {f.name!r} has a different value in each of the {seen}, like {like}: a model can "
                          f"only memorise it; {fix}")
