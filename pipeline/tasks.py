@@ -91,15 +91,13 @@ class Task:
     """What every task shares: its metric objects, built from ``metric_names``."""
 
     metric_names: tuple[str, ...] = ()
-    # Whether ``evaluate`` adds figures from the model's predictions (else evaluation skips that pass).
-    figures_from_predictions = False
 
     def metrics(self) -> list:
         """Fresh Keras metric objects, in the order they are logged."""
         return [METRICS[n].keras(n) for n in self.metric_names]
 
     def evaluate(self, predictions, targets) -> dict[str, float]:
-        """Figures Keras' metrics do not log (none by default)."""
+        """The figures ``metrics`` adds beyond ``metric_names``, in NumPy (for baselines' predictions): none."""
         return {}
 
 
@@ -156,7 +154,19 @@ class Regression(Task):
     def __init__(self, cfg, spec):
         self.spec = spec
         self.log = cfg.features.target_transform == "log"
-        self.figures_from_predictions = self.log  # errors in the label's own units, not in logs
+
+    def metrics(self) -> list:
+        """With a log target, also the errors of log(y) and of y itself, named as such (``evaluate``'s figures).
+
+        Computed in the graph with the others, so evaluation is one compiled pass over the test split.
+        """
+        import keras
+
+        if not self.log:
+            return super().metrics()
+        return [*super().metrics(), keras.metrics.RootMeanSquaredError(name="rmse_log"),
+                _of_exp(keras.metrics.RootMeanSquaredError, "rmse_original"),
+                _of_exp(keras.metrics.MeanAbsoluteError, "mae_original")]
 
     def head(self, x, reg, labels):
         import keras
@@ -196,7 +206,7 @@ class Regression(Task):
         return {"prediction": ("float32", [None])}
 
     def evaluate(self, predictions, targets) -> dict[str, float]:
-        """With a log target, Keras logs errors of log(y): add those of y itself, named as such."""
+        """``metrics``' figures beyond rmse and mae, from predictions and targets on the training scale."""
         if not self.log:
             return {}
         pred, true = predictions.reshape(-1).astype(np.float64), targets.reshape(-1).astype(np.float64)
@@ -212,6 +222,17 @@ class Regression(Task):
         if self.log:
             out["rmse_log"] = METRICS["rmse"].numpy(labels, np.log(np.maximum(served, 1e-9)))
         return out
+
+
+def _of_exp(metric_class, name: str):
+    """A Keras metric of exp(labels) and exp(predictions): a log-target model's error in the label's own units."""
+    import keras
+
+    class OfExp(metric_class):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            return super().update_state(keras.ops.exp(y_true), keras.ops.exp(y_pred), sample_weight)
+
+    return OfExp(name=name)
 
 
 class Forecasting(Task):

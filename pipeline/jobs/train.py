@@ -46,7 +46,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
             newest export), ``challenger`` (retraining stages it), or None. Default ``champion``.
         run_tags: Extra tags of the MLflow run (e.g. a parent run); default none.
     """
-    from pipeline import models, runtime, track
+    from pipeline import baselines, models, runtime, track
     from pipeline.data import dataset, stats
     from pipeline.data.augment import build_augmenter
     from pipeline.models import family
@@ -102,10 +102,11 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
 
         best_epoch = loop.best_epoch(own)
         test = loop.evaluate(cfg, model, strategy, task, data.test)
-        clock.lap("evaluate")
         extras = family(cfg.model.name, data.spec.task)
         signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
-        test.update(extras.evaluate(signatures, model, data, cfg))  # the baselines' (and ranking) figures
+        test.update(extras.evaluate(signatures, model, data, cfg))  # the family's own figures: ranking, a forecast's skill
+        clock.lap("evaluate")
+        test.update(baselines.evaluate(model, data, cfg, task))
         clock.lap("baselines")
 
         diagnosis = _log_outcome(cfg, run, model, data, task, history, best_epoch, test)

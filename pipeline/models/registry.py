@@ -86,7 +86,7 @@ MODELS = {
 
 
 class NoExtras:
-    """Families without extra signatures: their extra test metrics are the classical baselines'."""
+    """Families without extra signatures or test figures of their own."""
 
     @staticmethod
     def serving_signatures(model, cfg, spec, columns, task) -> dict:
@@ -94,10 +94,7 @@ class NoExtras:
 
     @staticmethod
     def evaluate(signatures, model, data, cfg) -> dict:
-        from pipeline import baselines
-        from pipeline.tasks import task_for
-
-        return baselines.evaluate(model, data, cfg, task_for(cfg, data.spec))
+        return {}
 
 
 # Families with extra signatures or metrics, by model name or by task.

@@ -109,19 +109,11 @@ def by_file(data, strategy):
 
 
 def evaluate(cfg, model, strategy, task, test_ds) -> dict[str, float]:
-    """Test metrics, ``test_``-prefixed: the loss and the task's Keras metrics, then the task's own figures."""
-    import numpy as np
-
+    """Test metrics, ``test_``-prefixed: the loss and the task's Keras metrics, in one pass over the split."""
     from pipeline.train import custom_loop
 
     scores = (custom_loop.evaluate(model, task, test_ds) if custom(cfg, strategy)
               else model.evaluate(test_ds, return_dict=True, verbose=0))
-    if task.figures_from_predictions:  # figures Keras cannot compute on the training scale (price, not log price)
-        predictions, targets = [], []
-        for features, labels in test_ds:
-            predictions.append(model(features, training=False).numpy())
-            targets.append(labels.numpy())
-        scores.update(task.evaluate(np.concatenate(predictions), np.concatenate(targets)))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 
 
