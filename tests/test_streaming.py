@@ -172,6 +172,23 @@ def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_cou
     assert dataset.load(config(tmp_path, folder, "data.on_bad_input=skip")).spec.skipped == 1
 
 
+def test_a_latin1_table_is_named_at_its_first_bad_line_then_read_as_utf8_with_data_encoding(tmp_path, small_shards,
+                                                                                             monkeypatch):
+    from pipeline.data import dataset, sources
+
+    monkeypatch.setattr(sources, "SAMPLE_ROWS", 100)
+    frame = table()
+    frame.loc[200:, "city"] = frame.loc[200:, "city"].replace({"north": "Zürich", "south": "Genève"})
+    frame.to_csv(tmp_path / "utf8.csv", index=False)
+    frame.to_csv(tmp_path / "latin1.csv", index=False, encoding="latin-1")  # as many spreadsheets save it
+    first = 2 + int(np.flatnonzero(frame.city.isin(["Zürich", "Genève"]))[0])  # past the rows sampled for types
+    with pytest.raises(DataError, match=rf"latin1\.csv: line {first}, column 'city' is not utf-8 text: set "
+                                        r"data\.encoding"):
+        dataset.prepare(config(tmp_path, tmp_path / "latin1.csv"))
+    read = examples(config(tmp_path, tmp_path / "latin1.csv", "data.encoding=latin-1"))
+    assert read == examples(config(tmp_path, tmp_path / "utf8.csv")) and ("Zürich" in {row[2] for row in read})
+
+
 def test_pipeline_prepare_says_how_many_bad_rows_it_skipped(tmp_path, capsys):
     from pipeline.cli import main
 
@@ -204,7 +221,8 @@ def test_a_bad_number_after_many_good_chunks_is_named_or_skipped_exactly_as_in_t
 
 @pytest.mark.parametrize("damage,message", [
     (lambda p: p.write_text("area,rooms,city,kind,extra\n1,2,north,flat,9\n"), r"part-2\.csv: its columns .* differ"),
-    (lambda p: p.write_bytes(b"area,rooms,city,kind\n1,2,\xff\xfe,flat\n"), r"^Cannot read \S*part-2\.csv: "),
+    (lambda p: p.write_bytes(b"area,rooms,city,kind\n1,2,\xff\xfe,flat\n"),
+     r"^\S*part-2\.csv: line 2, column 'city' is not utf-8 text"),
     (lambda p: p.write_text("area,rooms,city,kind\n1,2,north,flat\n1,2,north,flat,9\n"),
      r"^\S*part-2\.csv: line 3 has 5 fields, the header 4 \(`data.on_bad_input: skip`"),
 ])

@@ -7,11 +7,19 @@ encoded inside the model), ``augment`` (random layers on training examples) and
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from pipeline.config.base import Count, Fraction, PositiveFloat, PositiveInt, Rate, Section
+
+
+def _known_encoding(name: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise ValueError(f"unknown text encoding {name!r} (utf-8, latin-1, cp1252, utf-16 ...)") from None
 
 
 class SplitsConfig(Section):
@@ -51,6 +59,9 @@ class DataConfig(Section):
                                                 "known only after the fact (a run's notes name the likely ones).")
     label_key: str = Field("label", description="Feature holding the label: a class (classification) or a number (regression).")
     dtypes: dict[str, Literal["float", "int", "string"]] = Field({}, description="csv: how a column is stored; others are inferred.")
+    encoding: Annotated[str, AfterValidator(_known_encoding)] = Field(
+        "utf-8", description="csv, series: the CSV files' text encoding (latin-1 or cp1252 for many spreadsheet "
+                             "exports); Parquet text is always UTF-8.")
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")

@@ -26,14 +26,14 @@ def check(cfg) -> None:
     if cfg.data.dataset in ("csv", "series"):
         from pipeline.data.inputs import input_files
 
-        _table(input_files(required_path(cfg))[0], cfg.data.label_key)
+        _table(input_files(required_path(cfg))[0], cfg.data.label_key, cfg.data.encoding)
     elif cfg.data.dataset in ("image_folder", "audio_folder"):
         require_folder(cfg)
 
 
-def _table(path: Path, label: str) -> None:
+def _table(path: Path, label: str, encoding: str) -> None:
     """The header names usable columns, the label among them, over at least one row per split."""
-    columns = header(path)
+    columns = header(path, encoding)
     if len(columns) == 1 and (other := next((c for c in ";\t|" if c in columns[0]), None)):
         raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: the table must be comma-separated, "
                         f"not separated by {other!r} (save it as CSV with commas, or as Parquet)")
@@ -45,10 +45,15 @@ def _table(path: Path, label: str) -> None:
             raise DataError(f"{path}: columns {columns.index(column) + 1} and {i + 1} are both named {column!r}")
     if label not in columns:
         raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {', '.join(columns)}.")
-    rows = data_rows(path, at_most=MIN_ROWS)
+    rows = data_rows(path, encoding, at_most=MIN_ROWS)
     if rows < MIN_ROWS:
         raise DataError(f"{path}: {rows} data row{'s' if rows != 1 else ''} under the header; a table needs at least "
                         f"{MIN_ROWS}, one for each split")
+
+
+def _python(encoding: str) -> str:
+    """Python's codec for a file in ``encoding``: UTF-8 files may start with a byte-order mark (Excel's do)."""
+    return "utf-8-sig" if encoding == "utf-8" else encoding
 
 
 def check_name(cfg) -> None:
@@ -77,26 +82,26 @@ def require_folder(cfg) -> Path:
     return path
 
 
-def data_rows(path: Path, at_most: int) -> int:
+def data_rows(path: Path, encoding: str, at_most: int) -> int:
     """Rows under the header, counted up to ``at_most`` (Parquet: from its metadata)."""
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         return min(pq.read_metadata(path).num_rows, at_most)
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+    with open(path, newline="", encoding=_python(encoding), errors="replace") as handle:
         rows = csv.reader(handle)
         next(rows, None)
         return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
 
 
-def header(path: Path) -> list[str]:
+def header(path: Path, encoding: str = "utf-8") -> list[str]:
     """A table's column names, from its first line (CSV) or its schema (Parquet), without reading the rows."""
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        with open(path, newline="", encoding=_python(encoding), errors="replace") as handle:
             return next(csv.reader(handle), [])
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc.strerror}") from None

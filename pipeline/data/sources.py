@@ -5,7 +5,7 @@ the memory of one chunk (``CHUNK_BYTES`` of CSV, ``CHUNK_ROWS`` of Parquet):
 
 (data/inputs.py finds the files ``data.path`` names and fingerprints them.)
 
-- ``schema(files, label, declared)``: each column's type, decided on the first
+- ``schema(files, label, declared, encoding)``: each column's type, decided on the first
   ``SAMPLE_ROWS`` rows (declared types win; Parquet's own types are kept);
 - ``chunks(files, schema, on_bad_input)``: the rows converted to those types, chunk by
   chunk, each with its count of skipped bad rows. The full pass confirms the sample's
@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.checks import header
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
 
@@ -46,6 +47,7 @@ class Schema:
     types: dict[str, str]
     label: str
     declared: frozenset[str] = frozenset()  # columns whose type the config declared
+    encoding: str = "utf-8"  # of CSV text (data.encoding)
 
     @property
     def columns(self) -> list[str]:
@@ -56,11 +58,11 @@ class Schema:
         return self.types[self.label] == "string"
 
 
-def schema(files: list[Path], label: str, declared: dict[str, str]) -> Schema:
+def schema(files: list[Path], label: str, declared: dict[str, str], encoding: str = "utf-8") -> Schema:
     """Each column's type: declared, else Parquet's own, else inferred from the first ``SAMPLE_ROWS`` rows."""
     import pyarrow as pa
 
-    sample = _sample(files[0])
+    sample = _sample(files[0], encoding)
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {', '.join(sample.column_names)}.")
@@ -79,7 +81,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str]) -> Schema:
             types[name] = "float"  # times and dates: seconds (_seconds)
         else:
             types[name] = _infer(column)
-    return Schema(types, label, frozenset(declared))
+    return Schema(types, label, frozenset(declared), encoding)
 
 
 def _infer(column) -> str:
@@ -105,32 +107,26 @@ def _infer(column) -> str:
     return "float"
 
 
-def _sample(path: Path):
+def _sample(path: Path, encoding: str):
     """The first SAMPLE_ROWS rows of ``path``: CSV as text, Parquet with its own types."""
     try:
-        return _first_rows(path, min(SAMPLE_BYTES, CHUNK_BYTES))
+        return _first_rows(path, encoding, min(SAMPLE_BYTES, CHUNK_BYTES))
     except DataError:  # a row longer than the sample's block, perhaps: read as the full pass reads
-        return _first_rows(path, CHUNK_BYTES)
+        return _first_rows(path, encoding, CHUNK_BYTES)
 
 
-def _first_rows(path: Path, block: int):
+def _first_rows(path: Path, encoding: str, block: int):
     import pyarrow as pa
 
     batches, rows = [], 0
-    for batch in _batches(path, _header(path), _Ragged(path, skip=True), block=block):
+    for batch in _batches(path, header(path, encoding), _Ragged(path, skip=True), encoding, block=block):
         batches.append(batch)
         rows += batch.num_rows
         if rows >= SAMPLE_ROWS:
             break
     if not batches:
-        return pa.table({name: pa.array([], pa.string()) for name in _header(path)})
+        return pa.table({name: pa.array([], pa.string()) for name in header(path, encoding)})
     return pa.Table.from_batches(batches).slice(0, SAMPLE_ROWS)
-
-
-def _header(path: Path) -> list[str]:
-    from pipeline.data.checks import header
-
-    return header(path)
 
 
 def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
@@ -143,7 +139,7 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
     import pyarrow as pa
 
     for path in files:
-        columns = _header(path)
+        columns = header(path, schema.encoding)
         if columns != schema.columns:
             raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
                             f"({', '.join(schema.columns)}); every shard must have the same header")
@@ -161,7 +157,7 @@ def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tupl
     first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string"}
     while True:
         try:
-            for batch in _batches(path, schema.columns, ragged, numbers, skip=first + ragged.skipped):
+            for batch in _batches(path, schema.columns, ragged, schema.encoding, numbers, skip=first + ragged.skipped):
                 table, skipped = _convert(batch, schema, path, first, on_bad_input)
                 first += batch.num_rows
                 ragged.skipped += len(ragged.rows)
@@ -199,7 +195,7 @@ class _NotNumbers(Exception):
     """A CSV value that pyarrow's reader could not parse as the number its column holds."""
 
 
-def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(), skip: int = 0,
+def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, numbers=frozenset(), skip: int = 0,
              block: int | None = None) -> Iterator:
     """Record batches of ``path`` (``block`` bytes of CSV each, CHUNK_BYTES unless given), from its
     ``skip``-th row on: Parquet as stored, CSV parsed by pyarrow as text (types are ours to decide)
@@ -221,7 +217,7 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(
             yield from pacsv.open_csv(
                 handle,
                 read_options=pacsv.ReadOptions(block_size=block or CHUNK_BYTES, use_threads=False,
-                                              skip_rows_after_names=skip),
+                                              skip_rows_after_names=skip, encoding=encoding),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
@@ -230,9 +226,28 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, numbers=frozenset(
     except (pa.ArrowInvalid, OSError) as exc:
         if ragged.rows and not ragged.skip:
             raise ragged.error() from None
+        if "invalid UTF8" in str(exc):
+            raise _not_text(path, columns, encoding) from None
         if numbers and "conversion error" in str(exc):
             raise _NotNumbers() from None
         raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _not_text(path: Path, columns: list[str], encoding: str) -> DataError:
+    """The first line of ``path`` that is not ``encoding`` text, and its column, found by reading line by line."""
+    import csv
+
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError:
+                cells = next(csv.reader([line.decode(encoding, errors="replace")]), [])
+                at = next((i for i, cell in enumerate(cells) if "\ufffd" in cell), None)
+                where = f", column {columns[at]!r}" if at is not None and at < len(columns) else ""
+                return DataError(f"{path}: line {number}{where} is not {encoding} text: set data.encoding to the "
+                                 "file's encoding (latin-1 or cp1252 for many spreadsheet exports)")
+    return DataError(f"{path}: not {encoding} text: set data.encoding to the file's encoding")
 
 
 def _text_and_missing(column):

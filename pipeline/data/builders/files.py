@@ -35,6 +35,7 @@ class FileConfig(tfds.core.BuilderConfig):
     image_size: tuple = (32, 32)
     channels: int = 3
     time: str = ""  # series: the column that orders the rows
+    encoding: str = "utf-8"  # of CSV text
 
 
 def beam_requested(download_config) -> bool:
@@ -47,6 +48,7 @@ def file_config(cfg, fingerprint: str) -> FileConfig:
     """The builder config of a user's path: named by the input's ``fingerprint`` and the options that shape the copy."""
     d = cfg.data
     options = f"{fingerprint}|{d.label_key}|{sorted(d.dtypes.items())}|{d.on_bad_input}|{d.image_size}|{d.channels}"
+    options += f"|{d.encoding}" if d.encoding != "utf-8" else ""  # the names of copies prepared before the knob
     stem = Path(d.path.split("*")[0].rstrip("/")).stem or "table"  # data/*.csv -> data
     name = f"{stem.lower()}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
@@ -55,7 +57,7 @@ def file_config(cfg, fingerprint: str) -> FileConfig:
         name = f"{name}-{time}"
     return FileConfig(name=name, path=str(Path(d.path).resolve()), label=d.label_key,
                       dtypes=dict(d.dtypes), on_bad_input=d.on_bad_input,
-                      image_size=tuple(d.image_size), channels=d.channels, time=time)
+                      image_size=tuple(d.image_size), channels=d.channels, time=time, encoding=d.encoding)
 
 
 def csv_config(cfg) -> FileConfig:
@@ -88,7 +90,7 @@ class Csv(FileReaderBuilder):
     @functools.cached_property
     def _schema(self) -> sources.Schema:
         c = self.builder_config
-        return sources.schema(self._files, c.label, c.dtypes)
+        return sources.schema(self._files, c.label, c.dtypes, c.encoding)
 
     def _stored(self) -> dict[str, str]:
         """How each prepared column is stored: as read (the series builder adds its own)."""
