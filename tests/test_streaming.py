@@ -187,6 +187,9 @@ def test_a_latin1_table_is_named_at_its_first_bad_line_then_read_as_utf8_with_da
         dataset.prepare(config(tmp_path, tmp_path / "latin1.csv"))
     read = examples(config(tmp_path, tmp_path / "latin1.csv", "data.encoding=latin-1"))
     assert read == examples(config(tmp_path, tmp_path / "utf8.csv")) and ("Zürich" in {row[2] for row in read})
+    (tmp_path / "cp1252.csv").write_bytes(b"area,rooms,city,kind\n1,2,north,flat\n1,2,x\x81y,flat\n3,4,east,house\n")
+    with pytest.raises(DataError, match=r"cp1252\.csv: line 3, column 'city' is not cp1252 text"):  # 0x81: no character
+        dataset.prepare(config(tmp_path, tmp_path / "cp1252.csv", "data.encoding=cp1252"))
 
 
 def test_pipeline_prepare_says_how_many_bad_rows_it_skipped(tmp_path, capsys):

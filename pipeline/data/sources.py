@@ -223,6 +223,8 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, num
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
                     null_values=NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
+    except UnicodeDecodeError:  # by the codec of data.encoding, converting to UTF-8 for pyarrow
+        raise _not_text(path, columns, encoding) from None
     except (pa.ArrowInvalid, OSError) as exc:
         if ragged.rows and not ragged.skip:
             raise ragged.error() from None
