@@ -144,6 +144,22 @@ def test_unseen_category_goes_to_the_oov_bucket_and_nan_to_the_training_mean(tmp
     assert np.isfinite(np.asarray(out)).all()
 
 
+def test_categoricals_are_one_hot_up_to_one_hot_max_values_and_embedded_above():
+    from pipeline.data.spec import DataSpec, Feature
+    from pipeline.models import build_model
+
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("city", "categorical", "string"),
+                                           Feature("customer", "categorical", "string")), "y", "regression")
+    columns = {"city": np.array([b"a", b"b", b"c"] * 700), "customer": np.array([b"%d" % i for i in range(2100)]),
+               "y": np.ones(2100, "float32")}
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"]), spec, columns)
+    assert {n: f["encoding"] for n, f in model.feature_info.items()} == {"city": "one_hot", "customer": "embedding"}
+    assert model.get_layer("customer_embedding").input_dim == 2101  # every value kept, and the OOV bucket
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4",
+                                    "features.one_hot_max=3000"]), spec, columns)
+    assert model.feature_info["customer"]["encoding"] == "one_hot"
+
+
 # ---- users' own files ----------------------------------------------------------------
 
 

@@ -186,6 +186,20 @@ def test_the_same_config_and_seed_give_the_same_metrics_in_a_fresh_process_and_a
     assert other.history["val_loss"] != pytest.approx(fresh_val_loss, abs=1e-6)  # the seed matters
 
 
+def test_a_long_epoch_says_its_step_rate_and_time_left_between_the_lines_keras_prints_per_epoch(capsys):
+    import keras
+    import numpy as np
+
+    from pipeline.train.callbacks import epoch_progress
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(np.zeros((40, 3)), np.zeros(40), batch_size=10, epochs=2, verbose=0, callbacks=[epoch_progress(every=0)])
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"epoch {e}/2: step {s} of 4" for e in (1, 2) for s in range(1, 5)]
+    assert " steps/s, about " in lines[0] and lines[0].endswith(" s left)") and lines[3].endswith(" steps/s)")
+
+
 def test_the_custom_loop_logs_fits_metrics_from_the_tasks_metric_objects(tiny_cfg):
     """The loop used under MultiWorkerMirroredStrategy, here on one device: same log keys as fit, and
     val_accuracy equal to the final model's accuracy on the validation split counted by hand."""

@@ -131,7 +131,10 @@ class FeaturesConfig(Section):
     kinds: dict[str, Literal["numeric", "categorical", "multi_hot"]] = Field(
         {}, description="How a feature is encoded, where inference is wrong: numbers are numeric, strings categorical."
     )
-    encoding: Literal["one_hot", "embedding"] = Field("one_hot", description="How categoricals enter an MLP.")
+    encoding: Literal["auto", "one_hot", "embedding"] = Field(
+        "auto", description="How categoricals enter an MLP; auto: one-hot up to one_hot_max values, an embedding "
+                            "above (a column of 100,000 values one-hot makes every step a 100,000-wide product).")
+    one_hot_max: PositiveInt = Field(1000, description="encoding auto: the most values a one-hot categorical has.")
     embedding_dim: PositiveInt = 8
     max_vocabulary: PositiveInt = Field(
         100_000, description="Categorical and id lookups keep the training split's most frequent values, at most "

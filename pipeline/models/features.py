@@ -132,16 +132,20 @@ def _most_frequent(values, limit: int) -> list:
 def _categorical(out, feature, x, cfg, column, reg, augmenter):
     from keras import layers
 
-    if cfg.features.encoding == "one_hot":
-        table = lookup(feature, column, "one_hot", cfg.features.max_vocabulary)
+    f = cfg.features
+    encoding = f.encoding
+    if encoding == "auto":  # the values the lookup keeps, and its out-of-vocabulary bucket
+        values = min(len(np.unique(np.asarray(column).reshape(-1))), f.max_vocabulary) + 1
+        encoding = "one_hot" if values <= f.one_hot_max else "embedding"
+    if encoding == "one_hot":
+        table = lookup(feature, column, "one_hot", f.max_vocabulary)
         out.vectors.append(table(x))
     else:
-        table = lookup(feature, column, "int", cfg.features.max_vocabulary)
-        embedded = layers.Embedding(table.vocabulary_size(), cfg.features.embedding_dim, embeddings_regularizer=reg,
+        table = lookup(feature, column, "int", f.max_vocabulary)
+        embedded = layers.Embedding(table.vocabulary_size(), f.embedding_dim, embeddings_regularizer=reg,
                                     name=layer_name(feature.name, "embedding"))(table(x))
         out.vectors.append(embedded)
-    out.info[feature.name] = {"kind": "categorical", "encoding": cfg.features.encoding,
-                              "vocabulary": table.get_vocabulary()}
+    out.info[feature.name] = {"kind": "categorical", "encoding": encoding, "vocabulary": table.get_vocabulary()}
 
 
 def _multi_hot(out, feature, x, cfg, column, reg, augmenter):

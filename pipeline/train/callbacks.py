@@ -1,9 +1,10 @@
 """The Keras callbacks a run uses, built from the config.
 
 Keras' own callbacks do the work (EarlyStopping, ReduceLROnPlateau,
-TerminateOnNaN); the one addition writes the best weights atomically, so a
-kill mid-write never leaves a corrupt checkpoint. Resuming after a crash is
-resume.py's job (Keras' BackupAndRestore forgets callback state).
+TerminateOnNaN); the additions write the best weights atomically, so a kill
+mid-write never leaves a corrupt checkpoint, and say how a long epoch is going.
+Resuming after a crash is resume.py's job (Keras' BackupAndRestore forgets
+callback state).
 """
 
 from __future__ import annotations
@@ -36,12 +37,42 @@ def best_weights(path: Path, monitor: str, mode: str):
     return AtomicBestWeights()
 
 
+def epoch_progress(every: float = 30.0):
+    """A line on stderr every ``every`` seconds inside an epoch: steps done, their rate, the epoch's time left.
+
+    Keras prints a line per epoch (``train.verbose: 2``) and draws its bar only on a terminal:
+    a 20-minute epoch in a cron job's log would otherwise be 20 minutes of silence.
+    """
+    import sys
+    import time
+
+    import keras
+
+    class EpochProgress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.start = epoch, time.monotonic()
+            self.last = self.start
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.monotonic()
+            if now - self.last < every:
+                return
+            self.last, done, total = now, batch + 1, self.params.get("steps") or 0
+            rate = done / (now - self.start)
+            left = f", about {(total - done) / rate:,.0f} s left" if total > done else ""
+            print(f"epoch {self.epoch + 1}/{self.params.get('epochs')}: step {done:,} of {total:,} "
+                  f"({rate:,.1f} steps/s{left})", file=sys.stderr, flush=True)
+
+    return EpochProgress()
+
+
 def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list:
     """Callbacks in the order they should run at each epoch end."""
     import keras
 
     from pipeline.models.backbone import fine_tuning
     from pipeline.tasks import direction
+    from pipeline.train import cluster
 
     es = cfg.train.early_stopping
     mode = direction(es.monitor) if es.direction == "auto" else es.direction
@@ -56,4 +87,6 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list:
             restore_best_weights=es.restore_best_weights, verbose=0))
     if cfg.train.checkpoint:
         callbacks.append(best_weights(run_dir / "checkpoints" / "best.weights.h5", es.monitor, mode))
+    if cfg.train.verbose == 2 and cluster.is_chief():  # a line per epoch: say how a long one is going
+        callbacks.append(epoch_progress())
     return callbacks
