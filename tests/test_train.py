@@ -200,17 +200,23 @@ def test_a_long_epoch_says_its_step_rate_and_time_left_between_the_lines_keras_p
     assert " steps/s, about " in lines[0] and lines[0].endswith(" s left)") and lines[3].endswith(" steps/s)")
 
 
-def test_the_custom_loop_logs_fits_metrics_from_the_tasks_metric_objects(tiny_cfg):
+def test_the_custom_loop_logs_fits_metrics_from_the_tasks_metric_objects(tiny_cfg, capsys):
     """The loop used under MultiWorkerMirroredStrategy, here on one device: same log keys as fit, and
-    val_accuracy equal to the final model's accuracy on the validation split counted by hand."""
+    val_accuracy equal to the final model's accuracy on the validation split counted by hand; a long
+    epoch's progress lines too."""
     import numpy as np
 
     from pipeline.data import dataset
     from pipeline.jobs.train import train
+    from pipeline.train.callbacks import epoch_progress
 
     cfg = tiny_cfg("train.loop=custom", "train.early_stopping.enabled=false", "export.enabled=false",
                    "tracking.enabled=false")
-    result = train(cfg)
+    result = train(cfg, callbacks=[epoch_progress(every=0)])
+    steps = dataset.load(cfg).steps_per_epoch
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert len(progress) == result.epochs_run * steps and progress[-1].startswith(
+        f"epoch {result.epochs_run}/{cfg.train.epochs}: step {steps} of {steps} (")
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.history)
     correct = total = 0
     for x, y in dataset.load(cfg).validation:

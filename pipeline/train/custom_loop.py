@@ -72,8 +72,9 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
             train_step, trained = traced(), len(model.trainable_variables)
         for metric in (*train_metrics, *val_metrics):
             metric.reset_state()
-        for _ in range(steps_per_epoch):
+        for step in range(steps_per_epoch):
             train_step(iterator)
+            callback_list.on_train_batch_end(step)  # a long epoch's progress line (callbacks.epoch_progress)
         for batch in validation:
             eval_step(batch)
         logs = {**_results(train_metrics), **_results(val_metrics, "val_")}
