@@ -60,7 +60,7 @@ def epoch_progress(every: float = 30.0):
             self.last, done, total = now, batch + 1, self.params.get("steps") or 0
             rate = done / (now - self.start)
             left = f", about {(total - done) / rate:,.0f} s left" if total > done else ""
-            print(f"epoch {self.epoch + 1}/{self.params.get('epochs')}: step {done:,} of {total:,} "
+            print(f"epoch {self.epoch + 1}/{self.params.get('epochs')}: step {done:,}{f' of {total:,}' if total else ''} "
                   f"({rate:,.1f} steps/s{left})", file=sys.stderr, flush=True)
 
     return EpochProgress()
