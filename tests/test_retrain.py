@@ -85,6 +85,25 @@ def test_a_broken_schema_stops_retraining_before_it_trains(tmp_path, tfds_dir):
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+@pytest.mark.parametrize("now,message", [
+    (["x", "y", "z"], r"classes are not those of champion version 3 \(new: z\)"),
+    (["a", "x", "y"], r"\(new: a\)"),  # a class sorted first: every id would name another class
+    (["x"], r"\(gone: y\)"),
+])
+def test_a_label_whose_classes_changed_stops_retraining_naming_them(tmp_path, now, message):
+    import json
+
+    from pipeline.jobs.retrain import _check_classes
+
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "pipeline.json").write_text(json.dumps({"contract": {"class_names": ["x", "y"]}}))
+    champion = SimpleNamespace(path=str(tmp_path), version="3")
+    data = lambda names: SimpleNamespace(spec=SimpleNamespace(task="classification", class_names=names))  # noqa: E731
+    _check_classes(champion, data(["x", "y"]))  # the same classes: nothing to say
+    with pytest.raises(DataError, match=message):
+        _check_classes(champion, data(now))
+
+
 def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
     from pipeline.data.spec import Feature
 

@@ -177,6 +177,7 @@ def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
     """Compare the data with the champion's training data; log the report; stop on a broken schema."""
     from pipeline.data import stats
 
+    _check_classes(champion, data)
     reference = _champion_stats(run, champion)
     if reference is None:
         print(f"warning: champion version {champion.version} has no data_stats.json; data not checked",
@@ -193,6 +194,19 @@ def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DataError(f"Data check against champion version {champion.version} failed: {problems[0]}{more}; "
                         f"report: drift_report.md in run {run.id}")
+
+
+def _check_classes(champion, data) -> None:
+    """Stop when the label's classes are not the champion's: its class ids would be scored against other classes."""
+    contract = json.loads((Path(champion.path) / "assets.extra" / "pipeline.json").read_text()).get("contract", {})
+    known, now = contract.get("class_names") or [], data.spec.class_names
+    if data.spec.task != "classification" or not known or known == now:
+        return
+    new, gone = [c for c in now if c not in known], [c for c in known if c not in now]
+    changes = [f"{label} {', '.join(names)}" for label, names in (("new:", new), ("gone:", gone)) if names]
+    raise DataError(f"The label's classes are not those of champion version {champion.version} "
+                    f"({'; '.join(changes) or 'their order changed'}): the two cannot be compared on these data; "
+                    "`pipeline train` trains a model of the new classes and makes it the champion")
 
 
 def _champion_stats(run, champion) -> dict | None:
