@@ -401,6 +401,33 @@ def test_parquet_times_are_seconds_categories_text_and_a_yes_no_label_two_classe
         dataset.load(cfg)
 
 
+def test_iso_dates_in_a_csv_are_seconds_as_parquet_times_are_and_a_value_that_is_no_date_is_named(
+        tmp_path, tfds_dir, monkeypatch):
+    """A date as a category would make every future date unseen; as seconds since 1970 (UTC) it orders."""
+    from pipeline.data import dataset, sources
+
+    monkeypatch.setattr(sources, "SAMPLE_ROWS", 60)  # the types come from the dates; the zoned times come later
+    frame = pd.read_csv(write_houses(tmp_path / "houses.csv")).drop(columns="price")
+    frame["kind"] = np.where(frame.area > frame.area.median(), "big", "small")
+    when = pd.Timestamp("2024-03-01") + pd.to_timedelta(np.arange(120) * 30, unit="h")
+    seconds = (when - pd.Timestamp("1970-01-01")).total_seconds().to_numpy()
+    frame["listed"] = [t.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if i >= 60 else "") for i, t in enumerate(when)]
+    frame.to_csv(tmp_path / "dated.csv", index=False)
+    frame.assign(listed=when.astype("datetime64[ns]")).to_parquet(tmp_path / "dated.parquet")  # pandas' nanoseconds
+    for name in ("dated.csv", "dated.parquet"):
+        data = dataset.load(load(ROOT / "configs/examples/csv.yaml",
+                                 csv_overrides(tmp_path, tfds_dir, tmp_path / name, "data.label_key=kind")))
+        assert {f.name: (f.kind, f.dtype) for f in data.spec.features}["listed"] == ("numeric", "float32")
+        listed = data.train_columns["listed"].astype(np.float64)
+        assert np.abs(listed[:, None] - seconds[None, :]).min(axis=1).max() <= 256  # float32 holds seconds to 256
+
+    frame.loc[100, "listed"] = "soon"
+    frame.to_csv(tmp_path / "dated.csv", index=False)
+    with pytest.raises(DataError, match=r"dated\.csv: line 102, column 'listed': 'soon' is not a date"):
+        dataset.load(load(ROOT / "configs/examples/csv.yaml",
+                          csv_overrides(tmp_path, tfds_dir, tmp_path / "dated.csv", "data.label_key=kind")))
+
+
 def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

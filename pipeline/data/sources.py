@@ -38,6 +38,7 @@ NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
 NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
                          for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
 LOOKS_NUMERIC = r"^[+-]?(\d|\.\d|inf|nan)"  # how every value a number parses from begins (trimmed)
+LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 2024-01-05 10:30+01:00
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Schema:
     label: str
     declared: frozenset[str] = frozenset()  # columns whose type the config declared
     encoding: str = "utf-8"  # of CSV text (data.encoding)
+    dates: frozenset[str] = frozenset()  # ``float`` columns of ISO 8601 text: seconds since 1970 (UTC)
 
     @property
     def columns(self) -> list[str]:
@@ -66,7 +68,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], encoding: st
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {', '.join(sample.column_names)}.")
-    types = {}
+    types, dates = {}, set()
     for name, column in zip(sample.column_names, sample.columns):
         if pa.types.is_nested(column.type):
             raise DataError(f"{files[0]}: column {name!r} holds {column.type} values; a column must hold numbers or "
@@ -81,11 +83,15 @@ def schema(files: list[Path], label: str, declared: dict[str, str], encoding: st
             types[name] = "float"  # times and dates: seconds (_seconds)
         else:
             types[name] = _infer(column)
-    return Schema(types, label, frozenset(declared), encoding)
+            if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's
+                types[name] = "float"
+                dates.add(name)
+    return Schema(types, label, frozenset(declared), encoding, frozenset(dates))
 
 
 def _infer(column) -> str:
-    """A text column is numeric when NUMERIC_SHARE of its present values parse; int when all are whole, none missing."""
+    """A text column is numeric when NUMERIC_SHARE of its present values parse; int when all are whole, none missing;
+    ``date`` when that share are ISO 8601 dates or times."""
     import pyarrow.compute as pc
 
     text, missing = _text_and_missing(column)
@@ -99,7 +105,8 @@ def _infer(column) -> str:
     numbers = _to_float(present)
     valid = pc.is_valid(numbers)
     if too_few(valid):
-        return "string"
+        dated = len(present) and not too_few(pc.match_substring_regex(present, LOOKS_DATE))
+        return "date" if dated and not too_few(pc.is_valid(_text_seconds(present))) else "string"
     parsed = int(pc.sum(valid).as_py() or 0)
     if parsed == len(column) and parsed and pc.all(pc.equal(pc.floor(numbers), numbers)).as_py() \
             and pc.max(pc.abs(numbers)).as_py() < 2**53:
@@ -154,7 +161,7 @@ def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tupl
     """One file's chunks: numbers parsed by the reader until a value is not one, then the rest of the file,
     from the row it stopped at, as text (where ``_convert`` names the value at fault, or skips its row)."""
     ragged = _Ragged(path, skip=on_bad_input == "skip")
-    first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string"}
+    first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string" and name not in schema.dates}
     while True:
         try:
             for batch in _batches(path, schema.columns, ragged, schema.encoding, numbers, skip=first + ragged.skipped):
@@ -262,6 +269,22 @@ def _text_and_missing(column):
     return pc.fill_null(text, ""), pc.fill_null(missing, True)
 
 
+def _text_seconds(text):
+    """Seconds since 1970 of ISO 8601 dates and times (a zone, if given, converted to UTC); null where no date."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for kind in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # pyarrow's parser first: all naive, all zoned
+        try:
+            return _seconds(pc.cast(text, kind))
+        except pa.ArrowInvalid:
+            pass
+    import pandas as pd
+
+    times = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
+    return _seconds(pa.array(times, pa.timestamp("ns", tz="UTC")))
+
+
 def _to_float(text):
     """Numbers parsed from text; what does not parse is null (pyarrow's cast first, pandas where it refuses)."""
     import pyarrow as pa
@@ -299,9 +322,10 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             continue
         if is_text:
             text, missing = _text_and_missing(column)
-            numbers = _to_float(pc.if_else(missing, pa.scalar(None, pa.string()), text))
+            parse = _text_seconds if name in schema.dates else _to_float
+            numbers = parse(pc.if_else(missing, pa.scalar(None, pa.string()), text))
             failed = np.asarray(pc.and_(pc.is_null(numbers), pc.invert(missing)))
-            _flag(bad, reasons, failed, name, "is not a number", column)
+            _flag(bad, reasons, failed, name, "is not a date" if name in schema.dates else "is not a number", column)
         else:
             try:
                 numbers = _seconds(column) if pa.types.is_temporal(column.type) else pc.cast(column, pa.float64())
@@ -338,7 +362,8 @@ def _seconds(column):
     elif pa.types.is_time(column.type):
         column = pc.cast(column, pa.time64("ns"))
     per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
-    return pc.divide(pc.cast(pc.cast(column, pa.int64()), pa.float64()), per_second)
+    # Nanoseconds since 1970 pass 2**53: float64 keeps them to a fraction of a microsecond, safe or not.
+    return pc.divide(pc.cast(pc.cast(column, pa.int64()), pa.float64(), safe=False), per_second)
 
 
 def _flag(bad, reasons: dict, rows, name: str, why: str, column) -> None:

@@ -90,7 +90,10 @@ class Csv(FileReaderBuilder):
     @functools.cached_property
     def _schema(self) -> sources.Schema:
         c = self.builder_config
-        return sources.schema(self._files, c.label, c.dtypes, c.encoding)
+        schema = sources.schema(self._files, c.label, c.dtypes, c.encoding)
+        if c.time in schema.dates:  # a series' time column: Series reads its dates itself, to the second
+            schema = dataclasses.replace(schema, types={**schema.types, c.time: "string"}, dates=schema.dates - {c.time})
+        return schema
 
     def _stored(self) -> dict[str, str]:
         """How each prepared column is stored: as read (the series builder adds its own)."""
