@@ -46,6 +46,7 @@ class Input:
     dtype: Any  # numpy dtype, or object for strings
     shape: tuple  # None for any size; the first dimension is the batch unless the shape is ()
     tf_dtype: Any
+    date: bool = False  # seconds since 1970 that also come as ISO 8601 text (the export's contract says so)
 
 
 class Servable:
@@ -57,7 +58,8 @@ class Servable:
         self.name, self.version, self.path = name, version, path
         self._model = tf.saved_model.load(str(path))
         self.signatures = dict(self._model.signatures)
-        self.inputs = {sig: _inputs(fn) for sig, fn in self.signatures.items()}
+        dates = _date_inputs(path)
+        self.inputs = {sig: _inputs(fn, dates if sig == "serving_default" else set()) for sig, fn in self.signatures.items()}
 
     def warm_up(self) -> None:
         """Call every signature once on a made-up example (traces nothing later, fails now if broken)."""
@@ -158,13 +160,46 @@ class Servable:
                 "metadata": {"signature_def": {"signature_def": defs}}}
 
 
-def _inputs(fn) -> dict[str, Input]:
+def _inputs(fn, dates: set[str]) -> dict[str, Input]:
     _, kwargs = fn.structured_input_signature
     out = {}
     for name, spec in kwargs.items():
         dtype = object if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype)
-        out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype)
+        out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype, date=name in dates)
     return out
+
+
+def _date_inputs(path: Path) -> set[str]:
+    """Inputs the training data held as ISO 8601 dates (the pipeline's contract, if the export has one)."""
+    import json
+
+    try:
+        contract = json.loads((path / "assets.extra" / "pipeline.json").read_text()).get("contract", {})
+    except (OSError, ValueError):
+        return set()
+    return {name for name, spec in contract.get("inputs", {}).items() if spec.get("date")}
+
+
+def _date_seconds(where: str, value: Any) -> Any:
+    """ISO 8601 text in a date input's value as seconds since 1970 (UTC), as training read it; numbers kept."""
+    import pandas as pd
+
+    try:
+        array = np.asarray(value, dtype=object)
+    except (ValueError, RecursionError):
+        return value  # ragged: the numeric checks name it
+    flat = array.reshape(-1)
+    text = [v for v in flat if isinstance(v, str)]
+    if not text:
+        return value
+    times = pd.to_datetime(pd.Series(text, dtype=object), errors="coerce", utc=True, format="ISO8601")
+    if times.isna().any():
+        bad = text[int(np.flatnonzero(times.isna().to_numpy())[0])]
+        raise RequestError(f"{where}: {bad[:40]!r} is no ISO 8601 date (2024-01-05, 2024-01-05T10:30:00Z) and no "
+                           "number of seconds since 1970")
+    seconds = iter((times - pd.Timestamp(0, tz="UTC")).dt.total_seconds().tolist())
+    return np.asarray([next(seconds) if isinstance(v, str) else v for v in flat], dtype=object).reshape(
+        array.shape).tolist()
 
 
 def _tensor_info(name: str, dtype, shape: tuple) -> dict:
@@ -182,6 +217,8 @@ def _array(spec: Input, value: Any) -> np.ndarray:
         except (TypeError, ValueError) as exc:
             raise RequestError(f"{where}: {exc}") from None
     else:
+        if spec.date:
+            value = _date_seconds(where, value)
         if np.issubdtype(spec.dtype, np.floating):
             value = _null_as_nan(value)
         try:

@@ -417,7 +417,8 @@ def test_iso_dates_in_a_csv_are_seconds_as_parquet_times_are_and_a_value_that_is
     for name in ("dated.csv", "dated.parquet"):
         data = dataset.load(load(ROOT / "configs/examples/csv.yaml",
                                  csv_overrides(tmp_path, tfds_dir, tmp_path / name, "data.label_key=kind")))
-        assert {f.name: (f.kind, f.dtype) for f in data.spec.features}["listed"] == ("numeric", "float32")
+        listed = {f.name: f for f in data.spec.features}["listed"]
+        assert (listed.kind, listed.dtype, listed.date) == ("numeric", "float32", name.endswith(".csv"))
         listed = data.train_columns["listed"].astype(np.float64)
         assert np.abs(listed[:, None] - seconds[None, :]).min(axis=1).max() <= 256  # float32 holds seconds to 256
 
@@ -426,6 +427,25 @@ def test_iso_dates_in_a_csv_are_seconds_as_parquet_times_are_and_a_value_that_is
     with pytest.raises(DataError, match=r"dated\.csv: line 102, column 'listed': 'soon' is not a date"):
         dataset.load(load(ROOT / "configs/examples/csv.yaml",
                           csv_overrides(tmp_path, tfds_dir, tmp_path / "dated.csv", "data.label_key=kind")))
+
+
+def test_serving_takes_a_date_input_as_the_iso_text_training_read_or_as_seconds(tmp_path):
+    """What the export's contract marks a date (the CSV held ISO 8601 text) also comes as that text over REST."""
+    import json
+
+    from serving.models import Input, RequestError, _array, _date_inputs
+
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "pipeline.json").write_text(json.dumps({"contract": {"inputs": {
+        "listed": {"dtype": "float32", "shape": [None], "date": True}, "area": {"dtype": "float32", "shape": [None]}}}}))
+    assert _date_inputs(tmp_path) == {"listed"} and _date_inputs(tmp_path / "elsewhere") == set()
+    listed = Input("listed", np.dtype("float32"), (None,), None, date=True)
+    got = _array(listed, ["2024-01-05", "2024-01-05T01:00:00+01:00", 1704412800, None])
+    np.testing.assert_array_equal(got, np.array([1704412800, 1704412800, 1704412800, np.nan], "float32"))
+    with pytest.raises(RequestError, match=r"input 'listed': 'yesterday' is no ISO 8601 date"):
+        _array(listed, ["2024-01-05", "yesterday"])
+    with pytest.raises(RequestError, match=r"input 'area': expected numbers"):
+        _array(Input("area", np.dtype("float32"), (None,), None), ["2024-01-05"])
 
 
 def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):

@@ -17,6 +17,7 @@ class Feature:
     kind: str  # image | audio | numeric | categorical | multi_hot
     dtype: str  # as stored: uint8, float32, int64, string, ...
     shape: tuple[int, ...] = ()
+    date: bool = False  # numeric: seconds since 1970 (UTC) read from ISO 8601 text, which serving also takes
 
     @property
     def signal(self) -> bool:

@@ -140,7 +140,8 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     extra.mkdir(exist_ok=True)
     contract = {
         "signature": SIGNATURE,
-        "inputs": {f.name: {"dtype": f.dtype, "shape": [None, *f.shape]} for f in spec.features},
+        "inputs": {f.name: {"dtype": f.dtype, "shape": [None, *f.shape], **({"date": True} if f.date else {})}
+                   for f in spec.features},
         "outputs": {name: {"dtype": d, "shape": shape} for name, (d, shape) in task.output_specs().items()},
         "task": spec.task,
         "class_names": spec.class_names,

@@ -133,6 +133,7 @@ class Csv(FileReaderBuilder):
         self.info.set_splits(tfds.core.SplitDict([
             tfds.core.SplitInfo(name="train", shard_lengths=lengths, num_bytes=size, filename_template=template)]))
         self.info.metadata["skipped"] = skipped
+        self.info.metadata["dates"] = sorted(self._schema.dates)  # the export also takes them as ISO text
 
     def _prepare_here(self, rows: int, template) -> tuple[list[int], int]:
         """Read the files as one stream, spread the rows over spill files, write the shards: (rows per shard, skipped)."""
