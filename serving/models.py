@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.export.saved_model import version_of
+from pipeline.export.saved_model import read_metadata, version_of
 
 log = logging.getLogger("serving")
 
@@ -171,18 +171,18 @@ def _inputs(fn, dates: set[str]) -> dict[str, Input]:
 
 def _date_inputs(path: Path) -> set[str]:
     """Inputs the training data held as ISO 8601 dates (the pipeline's contract, if the export has one)."""
-    import json
-
     try:
-        contract = json.loads((path / "assets.extra" / "pipeline.json").read_text()).get("contract", {})
+        contract = read_metadata(path).get("contract", {})
     except (OSError, ValueError):
         return set()
     return {name for name, spec in contract.get("inputs", {}).items() if spec.get("date")}
 
 
 def _date_seconds(where: str, value: Any) -> Any:
-    """ISO 8601 text in a date input's value as seconds since 1970 (UTC), as training read it; numbers kept."""
-    import pandas as pd
+    """ISO 8601 text in a date input's value as seconds since 1970 (UTC), parsed as training parsed it; numbers kept."""
+    import pyarrow as pa
+
+    from pipeline.data.sources import iso_seconds
 
     try:
         array = np.asarray(value, dtype=object)
@@ -192,13 +192,12 @@ def _date_seconds(where: str, value: Any) -> Any:
     text = [v for v in flat if isinstance(v, str)]
     if not text:
         return value
-    times = pd.to_datetime(pd.Series(text, dtype=object), errors="coerce", utc=True, format="ISO8601")
-    if times.isna().any():
-        bad = text[int(np.flatnonzero(times.isna().to_numpy())[0])]
-        raise RequestError(f"{where}: {bad[:40]!r} is no ISO 8601 date (2024-01-05, 2024-01-05T10:30:00Z) and no "
-                           "number of seconds since 1970")
-    seconds = iter((times - pd.Timestamp(0, tz="UTC")).dt.total_seconds().tolist())
-    return np.asarray([next(seconds) if isinstance(v, str) else v for v in flat], dtype=object).reshape(
+    seconds = iso_seconds(pa.array(text, pa.string())).to_pylist()
+    if None in seconds:
+        raise RequestError(f"{where}: {text[seconds.index(None)][:40]!r} is no ISO 8601 date (2024-01-05, "
+                           "2024-01-05T10:30:00Z) and no number of seconds since 1970")
+    converted = iter(seconds)
+    return np.asarray([next(converted) if isinstance(v, str) else v for v in flat], dtype=object).reshape(
         array.shape).tolist()
 
 

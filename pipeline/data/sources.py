@@ -106,7 +106,7 @@ def _infer(column) -> str:
     valid = pc.is_valid(numbers)
     if too_few(valid):
         dated = len(present) and not too_few(pc.match_substring_regex(present, LOOKS_DATE))
-        return "date" if dated and not too_few(pc.is_valid(_text_seconds(present))) else "string"
+        return "date" if dated and not too_few(pc.is_valid(iso_seconds(present))) else "string"
     parsed = int(pc.sum(valid).as_py() or 0)
     if parsed == len(column) and parsed and pc.all(pc.equal(pc.floor(numbers), numbers)).as_py() \
             and pc.max(pc.abs(numbers)).as_py() < 2**53:
@@ -269,20 +269,33 @@ def _text_and_missing(column):
     return pc.fill_null(text, ""), pc.fill_null(missing, True)
 
 
-def _text_seconds(text):
-    """Seconds since 1970 of ISO 8601 dates and times (a zone, if given, converted to UTC); null where no date."""
+def iso_timestamps(text):
+    """ISO 8601 text as timestamps: without a zone as they are, with one (``Z``, ``+01:00``) in UTC.
+
+    Raises:
+        pyarrow.ArrowInvalid: a value is no date, or zones are given for some values only.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    for kind in (pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # pyarrow's parser first: all naive, all zoned
-        try:
-            return _seconds(pc.cast(text, kind))
-        except pa.ArrowInvalid:
-            pass
-    import pandas as pd
+    try:
+        return pc.cast(text, pa.timestamp("ns"))
+    except pa.ArrowInvalid:
+        return pc.cast(text, pa.timestamp("ns", tz="UTC"))
 
-    times = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
-    return _seconds(pa.array(times, pa.timestamp("ns", tz="UTC")))
+
+def iso_seconds(text):
+    """Seconds since 1970 of ISO 8601 dates and times (``iso_timestamps``); null where no date, and zones given
+    for some values only taken as they come (pandas' parser): how training reads a date column, and serving."""
+    import pyarrow as pa
+
+    try:
+        return _seconds(iso_timestamps(text))
+    except pa.ArrowInvalid:
+        import pandas as pd
+
+        times = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
+        return _seconds(pa.array(times, pa.timestamp("ns", tz="UTC")))
 
 
 def _to_float(text):
@@ -322,7 +335,7 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             continue
         if is_text:
             text, missing = _text_and_missing(column)
-            parse = _text_seconds if name in schema.dates else _to_float
+            parse = iso_seconds if name in schema.dates else _to_float
             numbers = parse(pc.if_else(missing, pa.scalar(None, pa.string()), text))
             failed = np.asarray(pc.and_(pc.is_null(numbers), pc.invert(missing)))
             _flag(bad, reasons, failed, name, "is not a date" if name in schema.dates else "is not a number", column)

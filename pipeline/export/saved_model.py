@@ -33,6 +33,7 @@ from pathlib import Path
 from pipeline.errors import ExportError
 
 SIGNATURE = "serving_default"
+METADATA = Path("assets.extra") / "pipeline.json"  # beside the SavedModel: what serving and retraining read
 
 
 def export(model, cfg, spec, test_ds, metadata: dict | None = None, signatures: dict | None = None) -> tuple[Path, dict]:
@@ -136,8 +137,7 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     for name, (fn, signature) in signatures.items():
         archive.add_endpoint(name, fn, input_signature=signature)
     archive.write_out(str(path), verbose=False)
-    extra = path / "assets.extra"
-    extra.mkdir(exist_ok=True)
+    (path / METADATA).parent.mkdir(exist_ok=True)
     contract = {
         "signature": SIGNATURE,
         "inputs": {f.name: {"dtype": f.dtype, "shape": [None, *f.shape], **({"date": True} if f.date else {})}
@@ -147,7 +147,16 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
         "class_names": spec.class_names,
         "extra_signatures": sorted(signatures),
     }
-    (extra / "pipeline.json").write_text(json.dumps({**metadata, "contract": contract}, indent=2, default=str))
+    (path / METADATA).write_text(json.dumps({**metadata, "contract": contract}, indent=2, default=str))
+
+
+def read_metadata(path: Path) -> dict:
+    """What ``export`` wrote beside the SavedModel at ``path``: run, data, test metrics and the contract.
+
+    Raises:
+        OSError: no such file; ValueError: not JSON.
+    """
+    return json.loads((Path(path) / METADATA).read_text())
 
 
 def promote(staged: Path, root: Path) -> Path:

@@ -198,7 +198,9 @@ def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
 
 def _check_classes(champion, data) -> None:
     """Stop when the label's classes are not the champion's: its class ids would be scored against other classes."""
-    contract = json.loads((Path(champion.path) / "assets.extra" / "pipeline.json").read_text()).get("contract", {})
+    from pipeline.export.saved_model import read_metadata
+
+    contract = read_metadata(champion.path).get("contract", {})
     known, now = contract.get("class_names") or [], data.spec.class_names
     if data.spec.task != "classification" or not known or known == now:
         return
@@ -230,13 +232,14 @@ def _champion_stats(run, champion) -> dict | None:
 def _reconcile(cfg: ExperimentConfig) -> None:
     """If a crash fell between publishing a version and moving the alias, point ``champion`` at what serves."""
     from pipeline.export import versions
+    from pipeline.export.saved_model import METADATA
     from pipeline.track import registry
 
     root = Path(cfg.export.root) / cfg.export.model_name
     served = versions(root)
     if not served:
         return
-    meta = root / str(served[-1]) / "assets.extra" / "pipeline.json"
+    meta = root / str(served[-1]) / METADATA
     try:
         run_id = json.loads(meta.read_text()).get("run_id") if meta.exists() else None
     except (ValueError, AttributeError):

@@ -101,24 +101,33 @@ def _numeric(out, feature, x, cfg, column, reg, augmenter):
                               "missing_share": float(missing.mean())}
 
 
-def lookup(feature, column, output_mode: str, limit: int, mask_token=None, separator: str | None = None):
-    """A StringLookup / IntegerLookup over the training split's ``limit`` most frequent values, plus one OOV bucket.
+def lookup(feature, column, output_mode: str, limit: int, mask_token=None, separator: str | None = None,
+           vocabulary: list | None = None):
+    """A StringLookup / IntegerLookup over the training split's ``limit`` most frequent values, plus one OOV bucket
+    (``vocabulary``, when the caller counted them already).
 
     The rest share the OOV bucket: a column of a million ids must not become a million-wide layer.
     """
     from keras import layers
 
+    if vocabulary is None:
+        vocabulary = _vocabulary(feature, column, limit, mask_token, separator)
+    if feature.dtype == "string":
+        return layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, mask_token=mask_token,
+                                   output_mode=output_mode, name=layer_name(feature.name, "lookup"))
+    return layers.IntegerLookup(vocabulary=vocabulary, num_oov_indices=1, output_mode=output_mode,
+                                name=layer_name(feature.name, "lookup"))
+
+
+def _vocabulary(feature, column, limit: int, mask_token=None, separator: str | None = None) -> list:
+    """The training split's ``limit`` most frequent values of a feature (the parts, with a ``separator``)."""
     values = np.asarray(column).reshape(-1)
     if feature.dtype == "string":
         strings = (v.decode() if isinstance(v, bytes) else str(v) for v in values)
         if separator is not None:
             strings = (part for s in strings for part in s.split(separator))
-        vocabulary = _most_frequent((s for s in strings if s != mask_token), limit)
-        return layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, mask_token=mask_token,
-                                   output_mode=output_mode, name=layer_name(feature.name, "lookup"))
-    vocabulary = _most_frequent((int(v) for v in values), limit)
-    return layers.IntegerLookup(vocabulary=vocabulary, num_oov_indices=1, output_mode=output_mode,
-                                name=layer_name(feature.name, "lookup"))
+        return _most_frequent((s for s in strings if s != mask_token), limit)
+    return _most_frequent((int(v) for v in values), limit)
 
 
 def _most_frequent(values, limit: int) -> list:
@@ -133,15 +142,15 @@ def _categorical(out, feature, x, cfg, column, reg, augmenter):
     from keras import layers
 
     f = cfg.features
+    vocabulary = _vocabulary(feature, column, f.max_vocabulary)
     encoding = f.encoding
     if encoding == "auto":  # the values the lookup keeps, and its out-of-vocabulary bucket
-        values = min(len(np.unique(np.asarray(column).reshape(-1))), f.max_vocabulary) + 1
-        encoding = "one_hot" if values <= f.one_hot_max else "embedding"
+        encoding = "one_hot" if len(vocabulary) + 1 <= f.one_hot_max else "embedding"
     if encoding == "one_hot":
-        table = lookup(feature, column, "one_hot", f.max_vocabulary)
+        table = lookup(feature, column, "one_hot", f.max_vocabulary, vocabulary=vocabulary)
         out.vectors.append(table(x))
     else:
-        table = lookup(feature, column, "int", f.max_vocabulary)
+        table = lookup(feature, column, "int", f.max_vocabulary, vocabulary=vocabulary)
         embedded = layers.Embedding(table.vocabulary_size(), f.embedding_dim, embeddings_regularizer=reg,
                                     name=layer_name(feature.name, "embedding"))(table(x))
         out.vectors.append(embedded)

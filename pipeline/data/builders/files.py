@@ -90,10 +90,7 @@ class Csv(FileReaderBuilder):
     @functools.cached_property
     def _schema(self) -> sources.Schema:
         c = self.builder_config
-        schema = sources.schema(self._files, c.label, c.dtypes, c.encoding)
-        if c.time in schema.dates:  # a series' time column: Series reads its dates itself, to the second
-            schema = dataclasses.replace(schema, types={**schema.types, c.time: "string"}, dates=schema.dates - {c.time})
-        return schema
+        return sources.schema(self._files, c.label, c.dtypes, c.encoding)
 
     def _stored(self) -> dict[str, str]:
         """How each prepared column is stored: as read (the series builder adds its own)."""
@@ -193,6 +190,14 @@ class Series(Csv):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = []
 
+    @functools.cached_property
+    def _schema(self) -> sources.Schema:
+        """The table's schema, but a time column of dates stays text: ``_convert`` reads it to the second."""
+        schema, time = Csv._schema.func(self), self.builder_config.time
+        if time not in schema.dates:
+            return schema
+        return dataclasses.replace(schema, types={**schema.types, time: "string"}, dates=schema.dates - {time})
+
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         super()._download_and_prepare(dl_manager, download_config)
         # A time column of text holds dates: errors about it then show dates (data/series.py).
@@ -229,8 +234,8 @@ class Series(Csv):
 
 
 def _epoch_seconds(column):
-    """ISO 8601 strings as whole epoch seconds: without a zone as they are, with one (``Z``, ``+01:00``) in UTC
-    (databases and JSON logs write the zone). Fractions of a second are dropped.
+    """ISO 8601 strings (``sources.iso_timestamps``: databases and JSON logs write the zone) as whole epoch
+    seconds: to the second, as a series' steps are checked; fractions of a second are dropped.
 
     Raises:
         pyarrow.ArrowInvalid: a value is no date, or zones are given for some values only.
@@ -238,11 +243,7 @@ def _epoch_seconds(column):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        nanoseconds = pc.cast(column, pa.timestamp("ns"))
-    except pa.ArrowInvalid:
-        nanoseconds = pc.cast(column, pa.timestamp("ns", tz="UTC"))
-    return pc.divide(pc.cast(nanoseconds, pa.int64()), 10**9)
+    return pc.divide(pc.cast(sources.iso_timestamps(column), pa.int64()), 10**9)
 
 
 PATH_BUILDERS = {"csv": csv_config, "series": csv_config}
