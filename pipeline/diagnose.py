@@ -3,10 +3,12 @@
 ``diagnose(history, ...)`` reads the per-epoch ``loss``/``val_loss`` and the
 task's metric and returns a verdict, the numbers behind it and advice:
 
-- ``underfitting``: the model barely beats a trivial predictor on its own
-  training data (the majority class; the training mean for regression);
 - ``overfitting``: validation loss rose well above its minimum, or the gap to the
-  training loss is a large share of it and widening (while validation loss may still fall);
+  training loss is a large share of it and widening (while validation loss may still fall),
+  whatever the training skill: on noisy labels (ratings) a model overfits long before its
+  training error nears zero;
+- ``underfitting``: otherwise, the model barely beats a trivial predictor on its own
+  training data (the majority class; the training mean for regression);
 - ``not converged``: validation loss was still falling when the epochs ran out;
 - ``good fit``: none of these;
 - ``no skill`` (forecasting, before all of the above): the model's test error is not below
@@ -190,12 +192,13 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
     evidence["val_fall_last_fifth"] = round(fall, 4)  # as a share of the whole run's fall
 
     reasons = []
-    if skill < SKILL_FLOOR:
+    overfit = evidence["val_rise_after_best"] > RISE_LIMIT or (
+        evidence["final_gap_share"] > GAP_LIMIT and evidence["gap_trend"] > 0)
+    if skill < SKILL_FLOOR and not overfit:
         verdict = "underfitting"
         reasons.append(f"training {metric} {train_metric:.4g} is little better than the trivial predictor's "
                        f"{trivial:.4g} (skill {skill:.2f} < {SKILL_FLOOR})")
-    elif evidence["val_rise_after_best"] > RISE_LIMIT or (
-            evidence["final_gap_share"] > GAP_LIMIT and evidence["gap_trend"] > 0):
+    elif overfit:  # even at a low training skill: noisy labels, not a lack of capacity, limit such a fit
         verdict = "overfitting"
         if best < n - 1:
             reasons.append(f"validation loss bottomed at epoch {best + 1} ({val[best]:.4g}) and ended "
@@ -207,6 +210,10 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
                        f"({evidence['final_gap_share']:.0%} of the validation loss), trend {evidence['gap_trend']:+.3g}/epoch")
         if stopped_early:
             reasons.append(f"early stopping ended the run; with restore_best_weights the model is epoch {best + 1}'s")
+        if skill < SKILL_FLOOR:
+            reasons.append(f"training {metric} {train_metric:.4g} is only skill {skill:.2f} past the trivial "
+                           f"predictor's {trivial:.4g}, yet validation pulls away: the labels are noisy, and more "
+                           "capacity would widen the gap")
     elif not stopped_early and n >= max_epochs and fall > STILL_FALLING:
         verdict = "not converged"
         reasons.append(f"validation loss made {fall:.1%} of its whole fall in the last {fifth} epochs, and the "

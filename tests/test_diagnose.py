@@ -46,6 +46,17 @@ def test_regression_skill_is_measured_against_predicting_the_mean():
     assert d.verdict == "underfitting" and math.isclose(d.evidence["train_skill"], 0.08, abs_tol=1e-3)
 
 
+def test_noisy_labels_that_keep_the_training_skill_low_while_validation_pulls_away_are_overfitting():
+    """MovieLens' curves (configs/movielens.yaml, seed 42): ratings are noisy, so training RMSE stays far from
+    zero, but validation loss bottomed at epoch 5 and the gap widens: more capacity is the wrong advice."""
+    loss = [0.9408, 0.7946, 0.7515, 0.7271, 0.7025, 0.6792, 0.6486, 0.6175, 0.5884]
+    val = [0.8242, 0.8084, 0.8011, 0.7987, 0.7972, 0.8025, 0.8035, 0.8386, 0.8345]
+    rmse = [0.9377, 0.8573, 0.8290, 0.8110, 0.7916, 0.7713, 0.7447, 0.7163, 0.6887]
+    d = diagnose({"loss": loss, "val_loss": val, "rmse": rmse}, "rmse", False, 1.059, 40, True, augmentable=False)
+    assert d.verdict == "overfitting" and d.evidence["train_skill"] < 0.5 and d.evidence["best_epoch"] == 5
+    assert any("labels are noisy" in r for r in d.reasons) and not any("capacity" in a for a in d.advice)
+
+
 def test_still_falling_when_the_epochs_run_out_is_not_converged():
     val = [1.0 * 0.9**e for e in range(20)]
     d = diagnose(_curves([v * 0.95 for v in val], val, [0.9] * 20), "accuracy", True, 0.11, 20, False)

@@ -358,6 +358,15 @@ def test_recommend_signature_returns_k_distinct_unseen_items(tmp_path, tfds_dir)
     assert not seen & set(ids[0].tolist())
     assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 0)
     assert 0 <= result.test_metrics["test_recall_at_10"] <= 1 and result.test_metrics["test_ranking_users"] > 100
+    # Its scores are the model's ratings of those movies, with their features as training first saw them
+    # and the rating's time (model.recommender.context) at the latest in training.
+    columns = data.train_columns
+    first = {movie: row for row, movie in reversed(list(enumerate(columns["movieId"].tolist())))}
+    rows = [first[movie] for movie in ids[0].tolist()]
+    asked = {"userId": np.full(10, 1), "movieId": ids[0], "genres": columns["genres"][rows],
+             "year": columns["year"][rows], "timestamp": np.full(10, columns["timestamp"].max())}
+    rated = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in asked.items()})["prediction"]
+    np.testing.assert_allclose(rated.numpy(), out["scores"].numpy()[0], rtol=1e-5)
 
 
 def test_a_parquet_table_loads_like_a_csv(tmp_path, tfds_dir):
@@ -550,10 +559,16 @@ def test_a_csv_saved_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path
     check(load(ROOT / "configs/examples/csv.yaml", [f"data.path={path}", f"workdir={tmp_path}"]))  # nothing raised
 
 
-def test_the_implicit_ratings_matrix_scales_each_user_by_the_root_of_their_count():
-    """SVD++'s |N(u)|^-1/2: a user who rated 4 distinct items weighs each by 1/2 (a repeated rating counts once)."""
-    from pipeline.models.recommender import _rated
+def test_a_users_implicit_vector_is_the_sum_of_their_rated_items_scaled_by_the_root_of_their_count():
+    """SVD++'s |N(u)|^-1/2 sum: a user who rated 4 distinct items weighs each by 1/2 (a repeated rating counts
+    once); a user who rated nothing gets zeros; a user asked for on several rows gets the same vector on each."""
+    from pipeline.models.recommender import _implicit, _rated
 
-    pairs, values, shape = _rated(np.array([1, 1, 1, 1, 1, 2]), np.array([3, 4, 5, 6, 6, 3]), 4, 8)
-    assert shape == (4, 8) and pairs.tolist() == [[1, 3], [1, 4], [1, 5], [1, 6], [2, 3]]
-    np.testing.assert_allclose(values, [0.5, 0.5, 0.5, 0.5, 1.0])
+    layer = _implicit(_rated(np.array([1, 1, 1, 1, 1, 2]), np.array([3, 4, 5, 6, 6, 3]), n_users=4), n_items=8,
+                      factors=2, reg=None)
+    layer.build((None,))
+    embeddings = np.arange(16, dtype=np.float32).reshape(8, 2)
+    layer.embeddings.assign(embeddings)
+    vectors = np.asarray(layer(np.array([[2, 1], [1, 0]])))
+    one, two = embeddings[[3, 4, 5, 6]].sum(axis=0) / 2, embeddings[3]
+    np.testing.assert_allclose(vectors, [[two, one], [one, [0, 0]]])

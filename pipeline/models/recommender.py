@@ -32,9 +32,9 @@ def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
 
     user_vec = embed(users, u, rc.factors, "user_embedding", reg)
     if rc.implicit:  # SVD++: a user is also the items they chose to rate
-        rated = _rated(np.asarray(users(columns[rc.user])), np.asarray(items(columns[rc.item])),
-                       users.vocabulary_size(), items.vocabulary_size())
-        user_vec = layers.Add(name="user_with_rated")([user_vec, _implicit(rated, rc.factors, reg)(u)])
+        rated = _rated(np.asarray(users(columns[rc.user])), np.asarray(items(columns[rc.item])), users.vocabulary_size())
+        implicit = _implicit(rated, items.vocabulary_size(), rc.factors, reg)
+        user_vec = layers.Add(name="user_with_rated")([user_vec, implicit(u)])
     item_vec = embed(items, i, rc.factors, "item_embedding", reg)
     parts = [layers.Dot(axes=-1, name="affinity")([user_vec, item_vec]),
              embed(users, u, 1, "user_bias", reg), embed(items, i, 1, "item_bias", reg)]
@@ -52,32 +52,41 @@ def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     return layers.Concatenate(name="parts")(parts), encoded
 
 
-def _rated(user_index: np.ndarray, item_index: np.ndarray, n_users: int, n_items: int):
-    """The users x items matrix of the training split's ratings, each row scaled by 1/sqrt(its count) (SVD++)."""
+def _rated(user_index: np.ndarray, item_index: np.ndarray, n_users: int):
+    """Each user's distinct training items (item indices, with row splits by user index) and the
+    user's weight 1/sqrt(their count) (SVD++); 0 for a user with none."""
     pairs = np.unique(np.stack([user_index, item_index], axis=1).astype(np.int64), axis=0)
     counts = np.bincount(pairs[:, 0], minlength=n_users)
-    return pairs, (1.0 / np.sqrt(counts[pairs[:, 0]])).astype(np.float32), (n_users, n_items)
+    splits = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0).astype(np.float32)
+    return pairs[:, 1], splits, weights
 
 
-def _implicit(rated, factors: int, reg):
-    """A layer: user index -> the scaled sum of the implicit embeddings of the items the user rated.
+def _implicit(rated, n_items: int, factors: int, reg):
+    """A layer: user index -> the weighted sum of the implicit embeddings of the items the user rated.
 
-    One sparse (users x items) x (items x factors) product per step covers every user at the cost
-    of the ratings' count, instead of gathering each batch user's whole history.
+    Sums each distinct user of the batch once, over that user's items only: a training step costs
+    its users' ratings, and ``recommend``, which asks for one user on every catalogue row, costs
+    one user's, not the whole ratings matrix's.
     """
     import keras
     import tensorflow as tf
 
-    pairs, values, shape = rated
+    items, splits, weights = rated
 
     class Implicit(keras.layers.Layer):
         def build(self, input_shape):
-            self.embeddings = self.add_weight(shape=(shape[1], factors), initializer="zeros", regularizer=reg,
+            self.embeddings = self.add_weight(shape=(n_items, factors), initializer="zeros", regularizer=reg,
                                               name="embeddings")
 
         def call(self, user):
-            matrix = tf.sparse.SparseTensor(pairs, values, shape)
-            return tf.gather(tf.sparse.sparse_dense_matmul(matrix, self.embeddings), user)
+            history = tf.RaggedTensor.from_row_splits(tf.constant(items), tf.constant(splits), validate=False)
+            users, position = tf.unique(tf.reshape(user, [-1]))
+            chosen = tf.gather(history, users)
+            sums = tf.math.unsorted_segment_sum(tf.gather(self.embeddings, chosen.values), chosen.value_rowids(),
+                                                tf.size(users))
+            vectors = sums * tf.cast(tf.gather(weights, users), sums.dtype)[:, None]
+            return tf.reshape(tf.gather(vectors, position), tf.concat([tf.shape(user), [factors]], 0))
 
         def compute_output_shape(self, input_shape):
             return (*input_shape, factors)
@@ -88,6 +97,7 @@ def _implicit(rated, factors: int, reg):
 def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) -> dict:
     """``recommend(user_id: int64[batch], k: int32[]) -> item_ids int64[batch, k], scores float32[batch, k]``."""
     import tensorflow as tf
+    from keras import tree
 
     rc = cfg.model.recommender
     item_ids, first = np.unique(columns[rc.item], return_index=True)
@@ -102,15 +112,20 @@ def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) 
     n_items = len(item_ids)
     user_dtype = tf.as_dtype(spec.feature(rc.user).dtype)
 
-    def score_one(user):
-        rows = {**catalogue, rc.user: tf.fill([n_items], user)}
-        scores = tf.reshape(task.serve(model(rows, training=False))["prediction"], [-1])
-        pos = tf.searchsorted(users_t, tf.reshape(user, [1]))[0]
-        known = tf.logical_and(pos < tf.size(users_t), tf.gather(users_t, tf.minimum(pos, tf.size(users_t) - 1)) == user)
-        rated = tf.cond(known, lambda: seen_t[pos], lambda: tf.zeros([0], tf.int32))
-        return tf.tensor_scatter_nd_update(scores, rated[:, None], tf.fill(tf.shape(rated), -np.inf))
+    items_part, scorer = _split(model, rc.user)
 
     def recommend(user_id, k):
+        items = tree.flatten(items_part(catalogue, training=False))  # once a call
+
+        def score_one(user):
+            scores = tf.reshape(task.serve(scorer([tf.fill([n_items], user), *items], training=False))["prediction"],
+                                [-1])
+            pos = tf.searchsorted(users_t, tf.reshape(user, [1]))[0]
+            known = tf.logical_and(pos < tf.size(users_t),
+                                   tf.gather(users_t, tf.minimum(pos, tf.size(users_t) - 1)) == user)
+            rated = tf.cond(known, lambda: seen_t[pos], lambda: tf.zeros([0], tf.int32))
+            return tf.tensor_scatter_nd_update(scores, rated[:, None], tf.fill(tf.shape(rated), -np.inf))
+
         k = tf.minimum(k, n_items)
         scores = tf.map_fn(score_one, user_id, fn_output_signature=tf.float32)
         top = tf.math.top_k(scores, k=k)
@@ -118,6 +133,28 @@ def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) 
 
     signature = [tf.TensorSpec([None], user_dtype, name="user_id"), tf.TensorSpec([], tf.int32, name="k")]
     return {"recommend": (recommend, signature)}
+
+
+def _split(model, user: str):
+    """``model`` as two models sharing its layers: the part that does not depend on the ``user`` input
+    (catalogue features in; out, the tensors that the operations on the user's side take from it), and
+    the rest (``[user, *those tensors]`` in, the model's output out). ``recommend`` runs the first
+    once a call and the rest for each user: the catalogue's lookups and encodings are not redone per user.
+    """
+    import keras
+    from keras import tree
+
+    user_input = model.input[user]
+    follows = {id(user_input)}  # tensors computed from the user's input
+    on_user_side = []
+    for op in model.operations:  # layers and ops, in the order of the graph, inputs first
+        if any(id(t) in follows for t in tree.flatten(op.input)):
+            follows.update(id(t) for t in tree.flatten(op.output))
+            on_user_side.append(op)
+    taken = {id(t): t for op in on_user_side for t in tree.flatten(op.input) if id(t) not in follows}
+    items = list(taken.values())
+    catalogue = {name: x for name, x in model.input.items() if name != user}
+    return keras.Model(catalogue, items), keras.Model([user_input, *items], model.output)
 
 
 def _seen_items(user_column, item_column, item_ids):
