@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.models import NotFound, Repository, RequestError
+from serving.inputs import RequestError
+from serving.models import NotFound, Repository
 
 log = logging.getLogger("serving.access")
 

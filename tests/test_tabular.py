@@ -442,19 +442,20 @@ def test_serving_takes_a_date_input_as_the_iso_text_training_read_or_as_seconds(
     """What the export's contract marks a date (the CSV held ISO 8601 text) also comes as that text over REST."""
     import json
 
-    from serving.models import Input, RequestError, _array, _date_inputs
+    from serving.inputs import Input, RequestError, to_array
+    from serving.models import _date_inputs
 
     (tmp_path / "assets.extra").mkdir()
     (tmp_path / "assets.extra" / "pipeline.json").write_text(json.dumps({"contract": {"inputs": {
         "listed": {"dtype": "float32", "shape": [None], "date": True}, "area": {"dtype": "float32", "shape": [None]}}}}))
     assert _date_inputs(tmp_path) == {"listed"} and _date_inputs(tmp_path / "elsewhere") == set()
     listed = Input("listed", np.dtype("float32"), (None,), None, date=True)
-    got = _array(listed, ["2024-01-05", "2024-01-05T01:00:00+01:00", 1704412800, None])
+    got = to_array(listed, ["2024-01-05", "2024-01-05T01:00:00+01:00", 1704412800, None])
     np.testing.assert_array_equal(got, np.array([1704412800, 1704412800, 1704412800, np.nan], "float32"))
     with pytest.raises(RequestError, match=r"input 'listed': 'yesterday' is no ISO 8601 date"):
-        _array(listed, ["2024-01-05", "yesterday"])
+        to_array(listed, ["2024-01-05", "yesterday"])
     with pytest.raises(RequestError, match=r"input 'area': expected numbers"):
-        _array(Input("area", np.dtype("float32"), (None,), None), ["2024-01-05"])
+        to_array(Input("area", np.dtype("float32"), (None,), None), ["2024-01-05"])
 
 
 def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):

@@ -18,12 +18,12 @@ Neither TensorFlow nor pandas is needed for the stream itself: pyarrow parses an
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data import cells
 from pipeline.data.checks import header
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
@@ -33,12 +33,6 @@ CHUNK_ROWS = 65_536  # Parquet rows read at a time
 SAMPLE_ROWS = 20_000  # rows of the first file that decide each column's type
 SAMPLE_BYTES = 1 << 20  # CSV read at a time for the sample: whole chunks would parse many more rows than it keeps
 NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
-NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
-# Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
-NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
-                         for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
-LOOKS_NUMERIC = r"^[+-]?(\d|\.\d|inf|nan)"  # how every value a number parses from begins (trimmed)
-LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 2024-01-05 10:30+01:00
 
 
 @dataclass(frozen=True)
@@ -80,7 +74,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], encoding: st
         elif pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
             types[name] = "int"
         elif pa.types.is_floating(column.type) or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type):
-            types[name] = "float"  # times and dates: seconds (_seconds)
+            types[name] = "float"  # times and dates: seconds (cells.seconds)
         else:
             types[name] = _infer(column)
             if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's
@@ -94,19 +88,19 @@ def _infer(column) -> str:
     ``date`` when that share are ISO 8601 dates or times."""
     import pyarrow.compute as pc
 
-    text, missing = _text_and_missing(column)
+    text, missing = cells.text_and_missing(column)
     present = text.filter(pc.invert(missing))
 
     def too_few(hits) -> bool:
         return len(present) - int(pc.sum(hits).as_py() or 0) > (1 - NUMERIC_SHARE) * max(len(present), 1)
 
-    if too_few(pc.match_substring_regex(present, LOOKS_NUMERIC, ignore_case=True)):  # text, without parsing it
+    if too_few(pc.match_substring_regex(present, cells.LOOKS_NUMERIC, ignore_case=True)):  # text, without parsing it
         return "string"
-    numbers = _to_float(present)
+    numbers = cells.to_float(present)
     valid = pc.is_valid(numbers)
     if too_few(valid):
-        dated = len(present) and not too_few(pc.match_substring_regex(present, LOOKS_DATE))
-        return "date" if dated and not too_few(pc.is_valid(iso_seconds(present))) else "string"
+        dated = len(present) and not too_few(pc.match_substring_regex(present, cells.LOOKS_DATE))
+        return "date" if dated and not too_few(pc.is_valid(cells.iso_seconds(present))) else "string"
     parsed = int(pc.sum(valid).as_py() or 0)
     if parsed == len(column) and parsed and pc.all(pc.equal(pc.floor(numbers), numbers)).as_py() \
             and pc.max(pc.abs(numbers)).as_py() < 2**53:
@@ -228,7 +222,7 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, num
                 parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
-                    null_values=NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False),
+                    null_values=cells.NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
     except UnicodeDecodeError:  # by the codec of data.encoding, converting to UTF-8 for pyarrow
         raise _not_text(path, columns, encoding) from None
@@ -259,58 +253,6 @@ def _not_text(path: Path, columns: list[str], encoding: str) -> DataError:
     return DataError(f"{path}: not {encoding} text: set data.encoding to the file's encoding")
 
 
-def _text_and_missing(column):
-    """Trimmed text of a column and where it is missing (empty, NA, NaN, null, None in any case)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
-    missing = pc.or_kleene(pc.is_null(text), pc.is_in(pc.utf8_lower(text), pa.array(NULLS)))
-    return pc.fill_null(text, ""), pc.fill_null(missing, True)
-
-
-def iso_timestamps(text):
-    """ISO 8601 text as timestamps: without a zone as they are, with one (``Z``, ``+01:00``) in UTC.
-
-    Raises:
-        pyarrow.ArrowInvalid: a value is no date, or zones are given for some values only.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        return pc.cast(text, pa.timestamp("ns"))
-    except pa.ArrowInvalid:
-        return pc.cast(text, pa.timestamp("ns", tz="UTC"))
-
-
-def iso_seconds(text):
-    """Seconds since 1970 of ISO 8601 dates and times (``iso_timestamps``); null where no date, and zones given
-    for some values only taken as they come (pandas' parser): how training reads a date column, and serving."""
-    import pyarrow as pa
-
-    try:
-        return _seconds(iso_timestamps(text))
-    except pa.ArrowInvalid:
-        import pandas as pd
-
-        times = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
-        return _seconds(pa.array(times, pa.timestamp("ns", tz="UTC")))
-
-
-def _to_float(text):
-    """Numbers parsed from text; what does not parse is null (pyarrow's cast first, pandas where it refuses)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        return pc.cast(text, pa.float64())
-    except pa.ArrowInvalid:
-        import pandas as pd
-
-        return pa.array(pd.to_numeric(text.to_pandas(), errors="coerce"), pa.float64())
-
-
 def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
     """One batch in the schema's types; bad rows dropped (or the first one raised)."""
     import numpy as np
@@ -328,20 +270,20 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             if not is_text or name in schema.declared:
                 out[name] = pc.fill_null(pc.cast(column, pa.string()), "")
             else:
-                text, missing = _text_and_missing(column)
+                text, missing = cells.text_and_missing(column)
                 out[name] = pc.if_else(missing, "", text)
             if name == schema.label:
                 _flag(bad, reasons, np.asarray(pc.equal(out[name], "")), name, "the label is missing", None)
             continue
         if is_text:
-            text, missing = _text_and_missing(column)
-            parse = iso_seconds if name in schema.dates else _to_float
+            text, missing = cells.text_and_missing(column)
+            parse = cells.iso_seconds if name in schema.dates else cells.to_float
             numbers = parse(pc.if_else(missing, pa.scalar(None, pa.string()), text))
             failed = np.asarray(pc.and_(pc.is_null(numbers), pc.invert(missing)))
             _flag(bad, reasons, failed, name, "is not a date" if name in schema.dates else "is not a number", column)
         else:
             try:
-                numbers = _seconds(column) if pa.types.is_temporal(column.type) else pc.cast(column, pa.float64())
+                numbers = cells.seconds(column) if pa.types.is_temporal(column.type) else pc.cast(column, pa.float64())
             except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
                 raise DataError(f"{path}: column {name!r} holds {column.type} values, which are no {kind} numbers "
                                 f"(declare it with `data.dtypes: {{{name}: string}}`)") from None
@@ -363,20 +305,6 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
     table = pa.table({n: out[n] if isinstance(out[n], (pa.Array, pa.ChunkedArray)) else pa.array(out[n])
                       for n in schema.columns})
     return (table.filter(keep) if bad.any() else table), int(bad.sum())
-
-
-def _seconds(column):
-    """A Parquet time as seconds: timestamps and dates since 1970-01-01 (UTC), durations and times of day as they are."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_date(column.type):
-        column = pc.cast(column, pa.timestamp("s"))
-    elif pa.types.is_time(column.type):
-        column = pc.cast(column, pa.time64("ns"))
-    per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
-    # Nanoseconds since 1970 pass 2**53: float64 keeps them to a fraction of a microsecond, safe or not.
-    return pc.divide(pc.cast(pc.cast(column, pa.int64()), pa.float64(), safe=False), per_second)
 
 
 def _flag(bad, reasons: dict, rows, name: str, why: str, column) -> None:

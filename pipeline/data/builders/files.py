@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 
-from pipeline.data import inputs, records, sources
+from pipeline.data import cells, inputs, records, sources
 from pipeline.data.checks import required_path
 from pipeline.errors import DataError
 from pipeline.text import progress
@@ -234,7 +234,7 @@ class Series(Csv):
 
 
 def _epoch_seconds(column):
-    """ISO 8601 strings (``sources.iso_timestamps``: databases and JSON logs write the zone) as whole epoch
+    """ISO 8601 strings (``cells.iso_timestamps``: databases and JSON logs write the zone) as whole epoch
     seconds: to the second, as a series' steps are checked; fractions of a second are dropped.
 
     Raises:
@@ -243,7 +243,7 @@ def _epoch_seconds(column):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pc.divide(pc.cast(sources.iso_timestamps(column), pa.int64()), 10**9)
+    return pc.divide(pc.cast(cells.iso_timestamps(column), pa.int64()), 10**9)
 
 
 PATH_BUILDERS = {"csv": csv_config, "series": csv_config}

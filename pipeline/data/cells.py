@@ -1,0 +1,82 @@
+"""What a cell of a user's table means: missing, a number or an ISO 8601 date, read the same way when
+a table is prepared (data/sources.py) and when serving is sent a date (serving/models.py).
+
+All work on pyarrow arrays of text, a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
+# Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
+NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
+                         for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
+LOOKS_NUMERIC = r"^[+-]?(\d|\.\d|inf|nan)"  # how every value a number parses from begins (trimmed)
+LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 2024-01-05 10:30+01:00
+
+
+def text_and_missing(column):
+    """Trimmed text of a column and where it is missing (empty, NA, NaN, null, None in any case)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+    missing = pc.or_kleene(pc.is_null(text), pc.is_in(pc.utf8_lower(text), pa.array(NULLS)))
+    return pc.fill_null(text, ""), pc.fill_null(missing, True)
+
+
+def iso_timestamps(text):
+    """ISO 8601 text as timestamps: without a zone as they are, with one (``Z``, ``+01:00``) in UTC.
+
+    Raises:
+        pyarrow.ArrowInvalid: a value is no date, or zones are given for some values only.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.cast(text, pa.timestamp("ns"))
+    except pa.ArrowInvalid:
+        return pc.cast(text, pa.timestamp("ns", tz="UTC"))
+
+
+def iso_seconds(text):
+    """Seconds since 1970 of ISO 8601 dates and times (``iso_timestamps``); null where no date, and zones given
+    for some values only taken as they come (pandas' parser): how training reads a date column, and serving."""
+    import pyarrow as pa
+
+    try:
+        return seconds(iso_timestamps(text))
+    except pa.ArrowInvalid:
+        import pandas as pd
+
+        times = pd.to_datetime(text.to_pandas(), errors="coerce", utc=True, format="ISO8601")
+        return seconds(pa.array(times, pa.timestamp("ns", tz="UTC")))
+
+
+def to_float(text):
+    """Numbers parsed from text; what does not parse is null (pyarrow's cast first, pandas where it refuses)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.cast(text, pa.float64())
+    except pa.ArrowInvalid:
+        import pandas as pd
+
+        return pa.array(pd.to_numeric(text.to_pandas(), errors="coerce"), pa.float64())
+
+
+def seconds(column):
+    """A time column as seconds: timestamps and dates since 1970-01-01 (UTC), durations and times of day as they are."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_date(column.type):
+        column = pc.cast(column, pa.timestamp("s"))
+    elif pa.types.is_time(column.type):
+        column = pc.cast(column, pa.time64("ns"))
+    per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
+    # Nanoseconds since 1970 pass 2**53: float64 keeps them to a fraction of a microsecond, safe or not.
+    return pc.divide(pc.cast(pc.cast(column, pa.int64()), pa.float64(), safe=False), per_second)
