@@ -357,6 +357,10 @@ def test_recommend_signature_returns_k_distinct_unseen_items(tmp_path, tfds_dir)
     seen = set(data.train_columns["movieId"][data.train_columns["userId"] == 1].tolist())
     assert not seen & set(ids[0].tolist())
     assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 0)
+    everything = loaded.signatures["recommend"](user_id=tf.constant([1], tf.int64), k=tf.constant(100_000))
+    catalogue = len(np.unique(data.train_columns["movieId"]))
+    assert everything["item_ids"].shape == (1, catalogue - len(seen))  # all it has not rated, and no more
+    assert np.isfinite(everything["scores"].numpy()).all()
     assert 0 <= result.test_metrics["test_recall_at_10"] <= 1 and result.test_metrics["test_ranking_users"] > 100
     # Its scores are the model's ratings of those movies, with their features as training first saw them
     # and the rating's time (model.recommender.context) at the latest in training.

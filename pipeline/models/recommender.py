@@ -5,8 +5,9 @@ With ``model.recommender.implicit`` (SVD++), the user vector also sums the impli
 of the items the user rated in training, scaled by 1/sqrt(their count).
 The task head (a Dense(1) starting at the mean rating) combines the parts, and
 L2 on the embeddings comes from ``regularization``. Besides ``serving_default``
-(one rating per (user, item) row) the export carries ``recommend``: a user id
-and k in, the k best-scoring items the user did not rate in training out.
+(one rating per (user, item) row) the export carries ``recommend``: user ids
+and k in, each user's k best-scoring items not rated in training out (fewer when a user of the
+batch has fewer such items: the catalogue holds no more to recommend).
 """
 
 from __future__ import annotations
@@ -126,9 +127,9 @@ def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) 
             rated = tf.cond(known, lambda: seen_t[pos], lambda: tf.zeros([0], tf.int32))
             return tf.tensor_scatter_nd_update(scores, rated[:, None], tf.fill(tf.shape(rated), -np.inf))
 
-        k = tf.minimum(k, n_items)
         scores = tf.map_fn(score_one, user_id, fn_output_signature=tf.float32)
-        top = tf.math.top_k(scores, k=k)
+        unseen = tf.reduce_sum(tf.cast(scores > -np.inf, tf.int32), axis=1)  # per user
+        top = tf.math.top_k(scores, k=tf.minimum(k, tf.minimum(n_items, tf.reduce_min(unseen))))
         return {"item_ids": tf.gather(catalogue[rc.item], top.indices), "scores": top.values}
 
     signature = [tf.TensorSpec([None], user_dtype, name="user_id"), tf.TensorSpec([], tf.int32, name="k")]
