@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -498,8 +500,29 @@ def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_p
     cfg = load(ROOT / "configs/examples/csv.yaml",
                csv_overrides(tmp_path, tfds_dir, path, "features.target_transform=log"))
     with pytest.raises(DataError, match=r"^`features.target_transform: log` needs labels above 0, but `price` has \d+ "
-                                        r"at or below 0 in the training split \(min 0\)"):
+                                        r"at or below 0 in the training split \(min 0\): use target_transform none$"):
         dataset.load(cfg)
+
+
+def test_a_number_label_of_a_few_whole_values_says_how_to_make_it_classes(tmp_path, tfds_dir):
+    """A churn flag of 0 and 1 is a number, so regression: the log target's refusal, and a run's notes
+    without it, name the declaration that makes it classification, which then trains classes."""
+    from pipeline.data import dataset, stats
+
+    path = write_houses(tmp_path / "houses.csv")
+    frame = pd.read_csv(path)
+    frame["sold"] = (frame.price > frame.price.median()).astype(int)
+    frame.to_csv(path, index=False)
+    flag = csv_overrides(tmp_path, tfds_dir, path, "data.label_key=sold", "data.exclude=[price]")
+    fix = r"label `sold` holds 2 whole values \(0, 1\) and trains as regression; if they are classes, declare " \
+          r"`data.dtypes: \{sold: string\}` for classification"
+    with pytest.raises(DataError, match=rf"\(min 0\): {fix}, or use target_transform none$"):
+        dataset.load(load(ROOT / "configs/examples/csv.yaml", [*flag, "features.target_transform=log"]))
+    data = dataset.load(load(ROOT / "configs/examples/csv.yaml", [*flag, "features.target_transform=none"]))
+    assert any(re.fullmatch(fix, note) for note in stats.column_notes(data))
+    classes = dataset.load(load(ROOT / "configs/examples/csv.yaml", [*flag, "data.dtypes={sold: string}"]))
+    assert classes.spec.task == "classification" and not stats.column_notes(classes)
+    assert stats.classes_hint(np.array([1.5, 2.0, 3.0]), "stars") is None  # not whole: a measurement
 
 
 def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):

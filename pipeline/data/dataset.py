@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import feed
+from pipeline.data import feed, stats
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
@@ -333,9 +333,10 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     arrays = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
     labels = arrays[spec.label]
     if getattr(task, "log", False) and labels.size and labels.min() <= 0:
+        hint = stats.classes_hint(labels, spec.label)
         raise DataError(f"`features.target_transform: log` needs labels above 0, but `{spec.label}` has "
                         f"{int((labels <= 0).sum())} at or below 0 in the training split (min {labels.min():g}): "
-                        "use target_transform none")
+                        + (f"{hint}, or use target_transform none" if hint else "use target_transform none"))
     arrays[spec.label] = np.asarray(task.target_numpy(labels))
     return arrays
 

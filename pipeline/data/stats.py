@@ -25,6 +25,7 @@ MAX_TEXT = 200  # characters of a category kept in the statistics
 MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen categories are not checked
 IMAGE_EXAMPLES = 2_000
 MIN_ID_ROWS = 100  # below this many training rows, a value new in every row is no sign of an identifier
+FEW_VALUES = 10  # a number label of at most this many whole values may be classes (0/1, 1 to 5 stars)
 
 
 def statistics(data) -> dict:
@@ -67,7 +68,21 @@ def column_notes(data) -> list[str]:
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
             notes.append(f"column {f.name!r} has a different value in each of the {seen}, like {like}: a model can "
                          f"only memorise it; {fix}")
+    if data.spec.task == "regression" and (hint := classes_hint(data.train_columns[data.spec.label],
+                                                                  data.spec.label)):
+        notes.append(hint)
     return notes
+
+
+def classes_hint(labels, name: str) -> str | None:
+    """For a number label of a few whole values, how to train it as classes instead (None for others)."""
+    labels = np.asarray(labels)
+    values = np.unique(labels[~np.isnan(labels)] if labels.dtype.kind == "f" else labels)
+    if not 1 < len(values) <= FEW_VALUES or np.any(values != np.floor(values)):
+        return None
+    shown = ", ".join(str(int(v)) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+    return (f"label `{name}` holds {len(values)} whole values ({shown}) and trains as regression; if they are "
+            f"classes, declare `data.dtypes: {{{name}: string}}` for classification")
 
 
 @dataclass
