@@ -212,8 +212,8 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
             reasons.append(f"early stopping ended the run; with restore_best_weights the model is epoch {best + 1}'s")
         if skill < SKILL_FLOOR:
             reasons.append(f"training {metric} {train_metric:.4g} is only skill {skill:.2f} past the trivial "
-                           f"predictor's {trivial:.4g}, yet validation pulls away: the labels are noisy, and more "
-                           "capacity would widen the gap")
+                           f"predictor's {trivial:.4g}, yet validation pulls away: what is left looks like noise the "
+                           "features cannot explain, and more capacity would widen the gap")
     elif not stopped_early and n >= max_epochs and fall > STILL_FALLING:
         verdict = "not converged"
         reasons.append(f"validation loss made {fall:.1%} of its whole fall in the last {fifth} epochs, and the "
