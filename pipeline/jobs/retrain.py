@@ -232,19 +232,21 @@ def _champion_stats(run, champion) -> dict | None:
 def _reconcile(cfg: ExperimentConfig) -> None:
     """If a crash fell between publishing a version and moving the alias, point ``champion`` at what serves."""
     from pipeline.export import versions
-    from pipeline.export.saved_model import METADATA
+    from pipeline.export.saved_model import METADATA, read_metadata
     from pipeline.track import registry
 
     root = Path(cfg.export.root) / cfg.export.model_name
     served = versions(root)
     if not served:
         return
-    meta = root / str(served[-1]) / METADATA
+    path = root / str(served[-1])
     try:
-        run_id = json.loads(meta.read_text()).get("run_id") if meta.exists() else None
+        run_id = read_metadata(path).get("run_id")
+    except FileNotFoundError:
+        run_id = None
     except (ValueError, AttributeError):
-        raise DataError(f"The served version's metadata is damaged: {meta} is not a JSON object (restore it from the "
-                        "run's saved_model artifact, or remove the version)") from None
+        raise DataError(f"The served version's metadata is damaged: {path / METADATA} is not a JSON object (restore "
+                        "it from the run's saved_model artifact, or remove the version)") from None
     champion = registry.by_alias(cfg, registry.CHAMPION)
     if run_id is None or (champion is not None and champion.run_id == run_id):
         return
