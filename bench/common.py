@@ -1,14 +1,24 @@
-"""What every bench script shares: the machine line, the common options, writing JSON and Markdown."""
+"""What every bench script shares: the machine line, the common options, scratch folders, writing JSON and Markdown."""
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def scratch(prefix: str) -> str:
+    """A temporary folder for one measurement's workdir, removed when the script ends (each holds tens of MB)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def machine() -> str:

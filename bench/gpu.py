@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["deterministic=false"]
 
 RUNNER = """
-import json, sys, tempfile
+import json, sys
 sys.path.insert(0, "bench")
+from common import scratch
 from perf import _setup, _model, throughput
-cfg, data, task, strategy, in_model = _setup("digits.yaml", [f"workdir={tempfile.mkdtemp()}", *sys.argv[2:]])
+cfg, data, task, strategy, in_model = _setup("digits.yaml", [f"workdir={scratch('bench-gpu-')}", *sys.argv[2:]])
 model = _model(cfg, data, task, strategy, in_model)
 steps = data.steps_per_epoch * int(sys.argv[1])
 throughput(model, data.train, steps, data.global_batch)  # warm-up: tracing, cache, autotuning

@@ -31,11 +31,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import machine, parser, publish
+from common import machine, parser, publish, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -249,7 +248,7 @@ def group_tracking(args) -> dict:
     """
     from pipeline import track
 
-    workdir = tempfile.mkdtemp(prefix="bench-tracking-")
+    workdir = scratch("bench-tracking-")
     cfg, data, task, strategy, _ = _setup("digits.yaml", [*args.overrides, f"workdir={workdir}"])
     model = _model(cfg, data, task, strategy)
     epochs_per_side = 2 if args.quick else 4
@@ -288,7 +287,7 @@ def group_startup(args) -> dict:
         proc.wait()
         return seconds
 
-    workdir = tempfile.mkdtemp(prefix="bench-startup-")
+    workdir = scratch("bench-startup-")
     train = [python, "-m", "pipeline", "train", "configs/digits.yaml", f"workdir={workdir}", "train.verbose=2",
              *args.overrides]
     subprocess.run([*train, "train.epochs=1"], cwd=ROOT, env=env, capture_output=True, check=True)  # data prepared
@@ -317,7 +316,7 @@ def group_families(args) -> dict:
     from pipeline.jobs.train import train
 
     def one(config: str) -> dict:
-        workdir = tempfile.mkdtemp(prefix="bench-family-")
+        workdir = scratch("bench-family-")
         cfg = load(ROOT / "configs" / config, [*args.overrides, f"workdir={workdir}", "tracking.enabled=false",
                                                f"train.epochs={min(args.epochs, 4) + 1}",
                                                "train.early_stopping.enabled=false"])

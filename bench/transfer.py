@@ -16,13 +16,12 @@ at 0.3x the rate), or with ``--defaults`` the shipped ``model.fine_tune`` defaul
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, parser, publish  # noqa: E402
+from bench.common import machine, parser, publish, scratch  # noqa: E402
 
 COMMON = ["data.dataset=image_folder", "data.image_size=[32,32]", "data.channels=1", "model.name=backbone",
           "model.backbone=mobilenet_v3_small", "model.head_units=64", "model.dropout=0.2", "train.verbose=0",
@@ -72,7 +71,7 @@ def main(argv: list[str]) -> None:
     if args.quick:
         args.per_class, args.pretrain_epochs, args.epochs, args.seeds = 10, 1, 2, [42]
 
-    work = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
+    work = Path(scratch("bench-transfer-"))
     source = write_folder(work / "digits_0_4", range(0, 5), None)
     target = write_folder(work / "digits_5_9", range(5, 10), args.per_class)
     pre, pre_seconds = train("pretrain", source, work / "pretrain",

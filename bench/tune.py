@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import machine, parser, publish
+from common import machine, parser, publish, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = {
@@ -81,7 +81,7 @@ def main() -> None:
     options.add_argument("--trials", type=int, default=20, help="trials of the memory/overhead search (default 20)")
     args = options.parse_args()
     quick = ["model.width=8", "model.head_units=16", "data.batch_size=128"] if args.quick else []
-    tfds = tempfile.mkdtemp(prefix="bench-tfds-")
+    tfds = scratch("bench-tfds-")
     results: dict = {"machine": machine(),
                      "command": "python bench/tune.py " + " ".join(sys.argv[1:]), "budget_seconds": args.budget,
                      "strategies": {}}

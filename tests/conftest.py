@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
@@ -32,7 +33,9 @@ def _migrated_store() -> Path:
     """An empty SQLite tracking store with MLflow's schema made, once per test process."""
     from mlflow.tracking import MlflowClient
 
-    path = Path(tempfile.mkdtemp(prefix="pipeline-tests-store-")) / "mlflow.db"
+    folder = tempfile.mkdtemp(prefix="pipeline-tests-store-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
 

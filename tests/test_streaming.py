@@ -496,3 +496,34 @@ def test_workers_reading_by_file_each_get_their_own_rows_and_the_same_steps_ever
     assert len(mine | theirs) > 0.9 * len(train_ids)
     resumed = worker(0, dataset.load(cfg, start_epoch=1))  # a run resumed at epoch 1 replays worker 0's epoch 1
     assert resumed[:data.steps_per_epoch] == first[data.steps_per_epoch:]
+
+
+def test_splits_parsed_a_block_at_a_time_are_tfds_own_examples_in_its_order(tmp_path, small_shards, tiny_cfg,
+                                                                            monkeypatch):
+    """Every value and dtype of every example, in TFDS's order: a table (gaps, whole numbers, text, a class label)
+    across shard and block boundaries, a worker's share of its files, and digits' PNG images."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from pipeline.data import dataset, tfds_reader
+    from pipeline.data.builders import builder_kwargs
+
+    monkeypatch.setattr(tfds_reader, "BLOCK", 7)
+    frame = table(300)
+    frame.loc[::9, "area"] = np.nan
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    worker = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+    for cfg, contexts in ((config(tmp_path, tmp_path / "rows.csv"), [worker]), (tiny_cfg(), [])):
+        dataset.prepare(cfg)
+        builder = tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg))
+        assert tfds_reader.batchable(builder.info)
+        for split, context in (("train[:70%]", None), ("train[85%:]", None), *(("train[:70%]", c) for c in contexts)):
+            read_config = tfds.ReadConfig(input_context=context)
+            ours = list(tfds_reader.read(builder, split, read_config).as_numpy_iterator())
+            theirs = list(builder.as_dataset(split, shuffle_files=False, read_config=read_config).as_numpy_iterator())
+            assert len(ours) == len(theirs) > 10
+            for a, b in zip(ours, theirs):
+                assert a.keys() == b.keys()
+                for name in a:
+                    assert np.asarray(a[name]).dtype == np.asarray(b[name]).dtype
+                    np.testing.assert_array_equal(a[name], b[name])

@@ -1,6 +1,6 @@
 """Read a TFDS dataset into train/validation/test ``tf.data`` pipelines of named raw features.
 
-Stages: read (tfds.load) -> [filter by time] -> select features (or, for a
+Stages: read (TFDS, parsed in blocks: data/tfds_reader.py) -> [filter by time] -> select features (or, for a
 series, cut windows: data/series.py) -> then data/feed.py: cache -> seeded shuffle
 (train) -> batch -> cast images to float, transform the target -> augment images
 (train, batch-level) -> prefetch.
@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import feed, stats
+from pipeline.data import feed, stats, tfds_reader
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
@@ -137,7 +137,7 @@ def training_images(cfg: ExperimentConfig, names: list[str], n: int) -> dict:
 
 
 def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
-    """tfds.load the three splits (or the time-ordered thirds of one split) and check the keys.
+    """Prepare the dataset if needed, read the three splits (or the time-ordered thirds of one split), check the keys.
 
     ``input_context``: one worker's; TFDS then reads only that worker's share of the training split's files.
     """
@@ -157,16 +157,10 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
 
     def load():
         with runtime.library_prints_hidden():  # the preparation's own progress is on stderr
-            return tfds.load(
-                cfg.data.dataset,
-                split=splits,
-                data_dir=cfg.data.data_dir,
-                with_info=True,
-                shuffle_files=False,
-                read_config=tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context),
-                builder_kwargs=builder_kwargs(cfg),
-                download_and_prepare_kwargs=beam,
-            )
+            builder = tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg))
+            builder.download_and_prepare(**(beam or {}))
+        read_config = tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context)
+        return [tfds_reader.read(builder, split, read_config) for split in splits], builder.info
 
     # Processes preparing one dataset at once (runs started together, workers, trials) would each write
     # its files and break each other's: one prepares while the others wait, then they read its files.

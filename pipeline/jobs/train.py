@@ -7,7 +7,9 @@ is rejected before the MLflow run opens, so a bad input leaves no run behind.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -75,9 +77,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
     clock.lap("data")
 
     chief = cluster.is_chief()
-    # Other workers track nothing and keep their files in a temporary folder (Keras requires it).
-    run_cfg = cfg if chief else cfg.model_copy(update={
-        "tracking": cfg.tracking.model_copy(update={"enabled": False}), "workdir": tempfile.mkdtemp(prefix="worker-")})
+    run_cfg = cfg if chief else _untracked(cfg)
     with track.start_run(run_cfg, tags=run_tags, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
         run.log_setup(cfg, data.spec, {**describe(strategy), "global_batch": data.global_batch,
                                        "precision": cfg.train.precision})
@@ -121,6 +121,14 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
             resume.finish(cfg)
     return TrainResult(run.id, run.dir, test, best_epoch, len(history["loss"]), history, model, export_path, checks,
                        diagnosis, clock.laps, run.courier.spool.path if run.courier.pending else None)
+
+
+def _untracked(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A worker other than the chief tracks nothing and keeps its files (Keras requires some) in a
+    temporary folder, removed when its process ends: a nightly multi-worker job leaves nothing behind."""
+    folder = tempfile.mkdtemp(prefix="worker-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"enabled": False}), "workdir": folder})
 
 
 def _log_outcome(cfg, run, model, data, task, history: dict, best_epoch: int | None, test: dict):
