@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.config import DriftConfig, load
 from pipeline.data.stats import compare
-from pipeline.errors import DataError
+from pipeline.errors import DataError, PipelineError
 
 from .conftest import DIGITS, ROOT, run_cli, tiny
 
@@ -70,12 +70,18 @@ def test_retraining_promotes_a_better_challenger_and_keeps_the_champion_against_
 
 
 @pytest.mark.slow
-def test_a_broken_schema_stops_retraining_before_it_trains(tmp_path, tfds_dir):
+def test_a_missing_champion_or_a_broken_schema_stops_retraining_before_it_trains(tmp_path, tfds_dir):
     from pipeline.jobs.retrain import lock, retrain
     from pipeline.jobs.train import train
 
     workdir = tmp_path / "work"
     train(_cfg(workdir, tfds_dir, 1))
+    served = workdir / "exports" / "digits" / "1"
+    served.rename(tmp_path / "elsewhere")  # the champion serves from a folder this machine does not have
+    with pytest.raises(PipelineError, match=f"^Champion version 1 of 'digits' serves from {served}, which holds no "
+                                            "SavedModel on this machine"):
+        retrain(_cfg(workdir, tfds_dir, 1))
+    (tmp_path / "elsewhere").rename(served)
     changed = _cfg(workdir, tfds_dir, 1, "data.columns=[image, id]")  # a feature the champion never saw
     with pytest.raises(DataError, match="feature 'id' is new"), lock(changed):
         retrain(changed)

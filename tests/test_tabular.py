@@ -490,17 +490,21 @@ def test_a_table_too_small_for_its_classes_is_refused_with_the_numbers(tmp_path,
         dataset.load(cfg)
 
 
-def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_path, tfds_dir):
+def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_path, tfds_dir, monkeypatch):
+    """Counted in the rows the statistics read: the whole training split, or its first rows when it is larger."""
     from pipeline.data import dataset
 
     path = write_houses(tmp_path / "houses.csv")
     frame = pd.read_csv(path)
-    frame.loc[:9, "price"] = 0.0
+    frame.loc[::3, "price"] = 0.0
     frame.to_csv(path, index=False)
     cfg = load(ROOT / "configs/examples/csv.yaml",
                csv_overrides(tmp_path, tfds_dir, path, "features.target_transform=log"))
     with pytest.raises(DataError, match=r"^`features.target_transform: log` needs labels above 0, but `price` has \d+ "
                                         r"at or below 0 in the training split \(min 0\): use target_transform none$"):
+        dataset.load(cfg)
+    monkeypatch.setattr(dataset, "MAX_STAT_ROWS", 50)
+    with pytest.raises(DataError, match=r"has \d+ at or below 0 in the training split's first 50 rows \(min 0\)"):
         dataset.load(cfg)
 
 

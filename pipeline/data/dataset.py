@@ -328,8 +328,10 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     labels = arrays[spec.label]
     if getattr(task, "log", False) and labels.size and labels.min() <= 0:
         hint = stats.classes_hint(labels, spec.label)
+        read = ("the training split" if labels.size >= spec.sizes["train"]
+                else f"the training split's first {labels.size:,} rows")
         raise DataError(f"`features.target_transform: log` needs labels above 0, but `{spec.label}` has "
-                        f"{int((labels <= 0).sum())} at or below 0 in the training split (min {labels.min():g}): "
+                        f"{int((labels <= 0).sum())} at or below 0 in {read} (min {labels.min():g}): "
                         + (f"{hint}, or use target_transform none" if hint else "use target_transform none"))
     arrays[spec.label] = np.asarray(task.target_numpy(labels))
     return arrays

@@ -103,6 +103,10 @@ def retrain(cfg: ExperimentConfig) -> Decision:
         raise ConfigError("retrain needs `tracking.enabled` and `export.enabled`: the registry holds the champion")
     _reconcile(cfg)
     champion = registry.by_alias(cfg, registry.CHAMPION)
+    if champion is not None and not (champion.path / "saved_model.pb").exists():
+        raise PipelineError(f"Champion version {champion.version} of {cfg.export.model_name!r} serves from "
+                            f"{champion.path}, which holds no SavedModel on this machine: the challenger is compared "
+                            "with it there (restore it, or retrain where it serves); nothing was trained")
     data = dataset.load(cfg)
     task = task_for(cfg, data.spec)
     metric = _metric(cfg, task)
