@@ -110,7 +110,7 @@ def prepare(cfg: ExperimentConfig, beam_options=None) -> None:
 
     ``beam_options``: Beam's ``PipelineOptions``; the builder then prepares as a Beam pipeline.
     """
-    _read(cfg, beam_options)
+    _read(cfg, beam_options, read=False)
 
 
 def sample_images(cfg: ExperimentConfig, n: int):
@@ -136,10 +136,11 @@ def training_images(cfg: ExperimentConfig, names: list[str], n: int) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
 
-def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
+def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bool = True):
     """Prepare the dataset if needed, read the three splits (or the time-ordered thirds of one split), check the keys.
 
     ``input_context``: one worker's; TFDS then reads only that worker's share of the training split's files.
+    ``read``: False to prepare and check only (``pipeline prepare``): no datasets are returned.
     """
     import tensorflow_datasets as tfds
 
@@ -159,6 +160,8 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
         with runtime.library_prints_hidden():  # the preparation's own progress is on stderr
             builder = tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg))
             builder.download_and_prepare(**(beam or {}))
+        if not read:
+            return [builder.info.splits[split] for split in splits], builder.info  # the split specs checked
         read_config = tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context)
         return [tfds_reader.read(builder, split, read_config) for split in splits], builder.info
 
@@ -188,7 +191,7 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None):
                 f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
             )
     sizes = None
-    if time_split:
+    if time_split and read:
         datasets, sizes = _split_by_time(datasets[0], time_split)
     return datasets, info, sizes
 

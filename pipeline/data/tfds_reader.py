@@ -48,6 +48,7 @@ def read(builder, split: str, read_config):
         out = feature.get_tensor_info()
         return tf.map_fn(feature.decode_example, values, fn_output_signature=tf.TensorSpec(out.shape, out.tf_dtype))
 
+    @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops: nothing for autograph to rewrite
     def parse(serialized):
         return {n: decode(n, v) for n, v in tf.io.parse_example(serialized, specs).items()}
 
