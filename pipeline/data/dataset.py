@@ -162,7 +162,9 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
             builder.download_and_prepare(**(beam or {}))
         if not read:
             return [builder.info.splits[split] for split in splits], builder.info  # the split specs checked
-        read_config = tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context)
+        # Not TFDS's cache of a dataset under 250 MiB: one tensor per value, about 3 KB a table row (1.5 GB
+        # more at 500k rows, bench/README.md); the feed caches what it keeps, in blocks (data.cache).
+        read_config = tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context, try_autocache=False)
         return [tfds_reader.read(builder, split, read_config) for split in splits], builder.info
 
     # Processes preparing one dataset at once (runs started together, workers, trials) would each write

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 TESTED_TFDS = "4.9"  # the version whose private reader this follows; another one is read by TFDS itself
 BLOCK = 1024  # records parsed per call
-AUTOCACHE_BYTES = 250 * 2**20  # TFDS keeps a prepared dataset up to this size in memory once read
 
 
 def read(builder, split: str, read_config):
     """``split`` of the prepared ``builder`` as a dataset of example dicts, in TFDS's order.
 
-    Equivalent to ``builder.as_dataset(split, shuffle_files=False, read_config=read_config)``,
-    the small dataset's cache included; ``batchable`` says which datasets are parsed in blocks.
+    Equivalent to ``builder.as_dataset(split, shuffle_files=False, read_config=read_config)`` but
+    for TFDS's cache of a small dataset, which this never makes (the feed caches by ``data.cache``);
+    ``batchable`` says which datasets are parsed in blocks.
     """
     import tensorflow as tf
     from tensorflow_datasets.core import reader
@@ -31,10 +31,9 @@ def read(builder, split: str, read_config):
     info = builder.info
     if not batchable(info):
         return builder.as_dataset(split, shuffle_files=False, read_config=read_config)
-    records = reader._read_files(
-        file_instructions=info.splits[split].file_instructions, read_config=read_config, shuffle_files=False,
-        disable_shuffling=info.disable_shuffling, file_format=info.file_format)
-    rows = sum(f.take for f in info.splits[split].file_instructions)
+    instructions = info.splits[split].file_instructions
+    records = reader._read_files(file_instructions=instructions, read_config=read_config, shuffle_files=False,
+                                 disable_shuffling=info.disable_shuffling, file_format=info.file_format)
     features, stored = info.features, info.features.get_serialized_info()
     specs = _specs(info)
     # A feature stored as its value (numbers, text, class ids) decodes a block at once; one stored
@@ -54,9 +53,7 @@ def read(builder, split: str, read_config):
 
     ds = records.batch(BLOCK).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if read_config.input_context is None:  # one worker's share of the files has no known count
-        ds = ds.apply(tf.data.experimental.assert_cardinality(rows))
-    if read_config.try_autocache and 0 < info.dataset_size <= AUTOCACHE_BYTES:  # as TFDS caches a small dataset
-        ds = ds.cache()
+        ds = ds.apply(tf.data.experimental.assert_cardinality(sum(f.take for f in instructions)))
     return ds
 
 
