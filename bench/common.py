@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -16,9 +13,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def scratch(prefix: str) -> str:
     """A temporary folder for one measurement's workdir, removed when the script ends (each holds tens of MB)."""
-    folder = tempfile.mkdtemp(prefix=prefix)
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
+    from pipeline.files import process_folder
+
+    return str(process_folder(prefix))
 
 
 def machine() -> str:

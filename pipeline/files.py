@@ -2,14 +2,17 @@
 
 Every file the pipeline writes for later reading (tuning state, tables, plots,
 reports) goes through here; so does ``exclusive``, for work that two processes
-must not do at once.
+must not do at once, and ``process_folder``, for scratch files that must not outlive their process.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +28,16 @@ def exclusive(path: Path | None):
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def process_folder(prefix: str, root: Path | None = None) -> Path:
+    """A new folder (under ``root``, else the system's temporary one) removed when this process exits:
+    a nightly job leaves nothing behind (a process killed by a signal still leaves its own)."""
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,9 +31,9 @@ def _migrated_store() -> Path:
     """An empty SQLite tracking store with MLflow's schema made, once per test process."""
     from mlflow.tracking import MlflowClient
 
-    folder = tempfile.mkdtemp(prefix="pipeline-tests-store-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    path = Path(folder) / "mlflow.db"
+    from pipeline.files import process_folder
+
+    path = process_folder("pipeline-tests-store-") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
 

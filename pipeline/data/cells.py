@@ -1,5 +1,5 @@
 """What a cell of a user's table means: missing, a number or an ISO 8601 date, read the same way when
-a table is prepared (data/sources.py) and when serving is sent a date (serving/models.py).
+a table is prepared (data/sources.py) and when serving is sent a date (serving/inputs.py).
 
 All work on pyarrow arrays of text, a chunk at a time.
 """

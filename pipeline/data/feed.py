@@ -9,15 +9,14 @@ transformed by the task.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
+from pipeline.files import process_folder
 
 CACHE_BLOCK = 1024  # examples per cached element (bench/README.md, "Tables as they grow")
 
@@ -87,10 +86,7 @@ def _cache_folder(cfg: ExperimentConfig) -> Path:
     """This process's cache files: its own folder (tf.data locks a cache being written), removed at exit."""
     global _CACHE
     if _CACHE is None:
-        root = Path(cfg.workdir) / "cache"
-        root.mkdir(parents=True, exist_ok=True)
-        _CACHE = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
-        atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+        _CACHE = process_folder(f"{os.getpid()}-", Path(cfg.workdir) / "cache")
     return _CACHE
 
 

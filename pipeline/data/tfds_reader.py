@@ -35,7 +35,7 @@ def read(builder, split: str, read_config):
     records = reader._read_files(file_instructions=instructions, read_config=read_config, shuffle_files=False,
                                  disable_shuffling=info.disable_shuffling, file_format=info.file_format)
     features, stored = info.features, info.features.get_serialized_info()
-    specs = _specs(info)
+    specs = _specs(stored)
     # A feature stored as its value (numbers, text, class ids) decodes a block at once; one stored
     # encoded (an image's PNG bytes) is decoded example by example, inside the block's call.
     encoded = {n for n, f in features.items() if _info(f.get_tensor_info()) != _info(stored[n])}
@@ -71,11 +71,11 @@ def batchable(info) -> bool:
                for name in info.features)
 
 
-def _specs(info) -> dict:
-    """The ``tf.io.parse_example`` specs of ``info``'s features (TFDS's own)."""
+def _specs(stored) -> dict:
+    """The ``tf.io.parse_example`` specs of features stored as ``stored`` (TFDS's own)."""
     from tensorflow_datasets.core import example_parser
 
-    return example_parser.ExampleParser(info.features.get_serialized_info()).flat_feature_specs
+    return example_parser.ExampleParser(stored).flat_feature_specs
 
 
 def _info(tensor_info) -> tuple:

@@ -7,11 +7,8 @@ is rejected before the MLflow run opens, so a bad input leaves no run behind.
 
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,9 +123,10 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
 def _untracked(cfg: ExperimentConfig) -> ExperimentConfig:
     """A worker other than the chief tracks nothing and keeps its files (Keras requires some) in a
     temporary folder, removed when its process ends: a nightly multi-worker job leaves nothing behind."""
-    folder = tempfile.mkdtemp(prefix="worker-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"enabled": False}), "workdir": folder})
+    from pipeline.files import process_folder
+
+    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"enabled": False}),
+                                  "workdir": str(process_folder("worker-"))})
 
 
 def _log_outcome(cfg, run, model, data, task, history: dict, best_epoch: int | None, test: dict):
