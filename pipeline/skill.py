@@ -73,11 +73,13 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
     n = len(errors)
     block = max(errors.horizon, round(n ** (1 / 3)), 1)
     rng = np.random.default_rng(seed)
-    samples = [(rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block))[:, None] + np.arange(block))
-               .reshape(-1)[:n] for _ in range(resamples)]  # the same resamples for every baseline
+    # the same resamples for every baseline, kept as their blocks' starts (the indices of all of them
+    # would be resamples x examples integers)
+    starts = [rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block)) for _ in range(resamples)]
     out = {}
     for name in names:
-        low, high = np.percentile([errors.ratio(name, index) for index in samples], [2.5, 97.5])
+        low, high = np.percentile([errors.ratio(name, (s[:, None] + np.arange(block)).reshape(-1)[:n])
+                                   for s in starts], [2.5, 97.5])
         out.update({f"skill.vs_{name}": errors.ratio(name), f"skill.vs_{name}_low": float(low),
                     f"skill.vs_{name}_high": float(high)})
     return {"skill.ratio": out[f"skill.vs_{best}"], "skill.ratio_low": out[f"skill.vs_{best}_low"],

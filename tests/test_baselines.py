@@ -92,3 +92,54 @@ def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_
     assert "note: baseline linear skipped: This solver needs samples of at least 2 classes" in err
     assert "baseline.majority.accuracy" in result.test_metrics and result.export_path is None
     assert not any(k.startswith("baseline.linear") for k in result.test_metrics)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_the_centred_design(task):
+    """Scaled, not centred, the one-hot columns stay zeros: a CSR design whose ridge fit (its covariance
+    route) is the centred one's, in a fraction of the memory (no dense copy of the rows)."""
+    import numpy as np
+    from scipy import sparse as sp
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pipeline import baselines
+    from pipeline.data.spec import DataSpec, Feature
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    columns = {"x": rng.normal(size=n).astype(np.float32),
+               "city": rng.choice([b"oslo", b"rome", b"lima", b"kyiv"], n).astype(object)}
+    y = 2 * columns["x"] + (columns["city"] == b"rome") + rng.normal(0, 0.3, n)
+    y = (y > np.median(y)).astype(np.int64) if task == "classification" else y
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("x", "numeric", "float32"), Feature("city", "categorical", "string")),
+                    "y", task)
+    design = baselines._Design(spec, columns, images=True)
+    matrix = baselines.sparse(design(rows) for rows in baselines._blocks(columns, size=1000))
+    assert sp.issparse(matrix) and matrix.shape == (n, 5) and matrix.nnz == 2 * n  # x and one city per row
+
+    predict = baselines.BASELINES["linear"].fit(columns, y, spec, None)
+    centred = make_pipeline(StandardScaler(), baselines.linear_model(task)).fit(design(columns), y)
+    if task == "regression":
+        np.testing.assert_allclose(predict(columns), centred.predict(design(columns)), rtol=1e-9, atol=1e-9)
+    else:
+        assert (predict(columns) != centred.predict(design(columns))).mean() < 0.002
+
+
+def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_baseline():
+    import numpy as np
+
+    from pipeline.skill import Errors, skill
+
+    rng = np.random.default_rng(1)
+    model = rng.normal(1.0, 0.1, 2000) ** 2
+    noisy = model * rng.uniform(0.5, 2.5, 2000)
+    errors = Errors({"mse": {"model": model, "same": model.copy(), "worse": model * 2, "noisy": noisy}}, "rmse",
+                    horizon=1)
+    figures = skill(errors, resamples=200, seed=3)
+    assert figures["skill.best_baseline.same"] == 1.0
+    # the same resamples for both baselines: against an identical one the ratio never moves
+    assert figures["skill.vs_same_low"] == figures["skill.vs_same_high"] == 1.0
+    assert figures["skill.vs_worse_low"] == figures["skill.vs_worse_high"] == pytest.approx(2 ** -0.5)
+    assert figures["skill.vs_noisy_low"] < figures["skill.vs_noisy"] < figures["skill.vs_noisy_high"] < 1
+    assert skill(errors, resamples=200, seed=3) == figures  # seeded
