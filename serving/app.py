@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.inputs import RequestError
+from serving.inputs import RequestError, named
 from serving.models import NotFound, Repository
 
 log = logging.getLogger("serving.access")
@@ -274,12 +274,11 @@ def _rows_to_columns(instances, names: list[str]) -> dict:
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
             raise RequestError(f"instances[{i}] must be an object of named inputs ({', '.join(names)})")
-        for key in row:
-            if key not in names:
-                raise RequestError(f"instances[{i}]: unknown input {key!r}; expected: {', '.join(names)}")
+        if unknown := [key for key in row if key not in names]:
+            raise RequestError(f"instances[{i}]: {named('unknown', unknown)}; expected: {', '.join(names)}")
+        if missing := [key for key in names if key not in row]:
+            raise RequestError(f"instances[{i}]: {named('missing', missing)}")
         for key in names:
-            if key not in row:
-                raise RequestError(f"instances[{i}]: missing input {key!r}")
             columns.setdefault(key, []).append(row[key])
     return columns
 

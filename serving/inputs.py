@@ -30,13 +30,19 @@ class Input:
 
 
 def signature_inputs(fn, dates: set[str]) -> dict[str, Input]:
-    """A loaded signature's inputs by name (``dates``: those that also take ISO 8601 text)."""
+    """A loaded signature's inputs by name, in alphabetical order, as messages list them (``dates``: those
+    that also take ISO 8601 text)."""
     _, kwargs = fn.structured_input_signature
     out = {}
-    for name, spec in kwargs.items():
+    for name, spec in sorted(kwargs.items()):
         dtype = object if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype)
         out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype, date=name in dates)
     return out
+
+
+def named(what: str, names: list[str]) -> str:
+    """``missing input 'a'`` or ``missing inputs 'a', 'b'``: every name at fault in one line."""
+    return f"{what} input{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
 
 
 def to_array(spec: Input, value: Any) -> np.ndarray:

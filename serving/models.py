@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.export.saved_model import read_metadata, version_of
-from serving.inputs import RequestError, signature_inputs, to_array
+from serving.inputs import RequestError, named, signature_inputs, to_array
 
 log = logging.getLogger("serving")
 
@@ -105,9 +105,9 @@ class Servable:
         missing = [n for n in specs if n not in columns]
         unknown = [n for n in columns if n not in specs]
         if unknown:
-            raise RequestError(f"Unknown input {unknown[0]!r}; {signature} takes: {', '.join(specs)}")
+            raise RequestError(f"{named('Unknown', unknown)}; {signature} takes: {', '.join(specs)}")
         if missing:
-            raise RequestError(f"Missing input {missing[0]!r}; {signature} takes: {', '.join(specs)}")
+            raise RequestError(f"{named('Missing', missing)}; {signature} takes: {', '.join(specs)}")
         arrays = {name: to_array(spec, columns[name]) for name, spec in specs.items()}
         batches = {name: a.shape[0] for name, a in arrays.items() if specs[name].shape != ()}
         if len(set(batches.values())) > 1:

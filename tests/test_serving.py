@@ -207,6 +207,10 @@ def test_missing_and_mistyped_tabular_features_are_named(server, models):
     missing = {k: v for k, v in row.items() if k != "city"}
     assert call(port, "/v1/models/houses:predict", {"instances": [missing]}) == (
         400, {"error": "instances[0]: missing input 'city'"})
+    assert call(port, "/v1/models/houses:predict", {"instances": [{"rooms": 3}]}) == (  # every one at fault, at once
+        400, {"error": "instances[0]: missing inputs 'area', 'city'"})
+    assert call(port, "/v1/models/houses:predict", {"inputs": {"rooms": [3], "floor": [1], "lift": [0]}}) == (
+        400, {"error": "Unknown inputs 'floor', 'lift'; serving_default takes: area, city, rooms"})
     code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "city": 7}]})
     assert code == 400 and "input 'city'" in answer["error"] and "strings" in answer["error"]
     code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "area": 1e39}]})
