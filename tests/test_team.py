@@ -25,6 +25,9 @@ pytestmark = pytest.mark.slow
 
 ADMIN = ("admin", "admin-secret-1")
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+# MLflow's HTTP client without retries, for the tests that take a server away: the user's own settings win over
+# a run's (about 7 s of retries per request), and these tests are about what is kept, not how long it is awaited.
+NO_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
 
 
 def _wait(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
@@ -257,8 +260,8 @@ def test_a_server_that_never_returns_leaves_the_model_and_a_spool_that_sync_deli
     train = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "train", str(DIGITS),
          *tiny(work, tfds_dir, f"tracking.uri={server.uri}", "train.epochs=6", "tracking.write_every=0")],
-        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **NO_RETRIES}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
     client = MlflowClient(server.uri)
     deadline = time.time() + 240
     while not _logged_an_epoch(client):  # the run is under way on the server: take the server away
@@ -292,7 +295,7 @@ def _logged_an_epoch(client) -> bool:
 
 
 def test_retraining_makes_no_decision_when_the_registry_goes_away_while_the_challenger_trains(server, tmp_path,
-                                                                                             tfds_dir):
+                                                                                             tfds_dir, monkeypatch):
     import threading
 
     from mlflow.tracking import MlflowClient
@@ -303,6 +306,8 @@ def test_retraining_makes_no_decision_when_the_registry_goes_away_while_the_chal
     cfg = api.load_config(DIGITS, tiny(tmp_path / "work", tfds_dir, f"tracking.uri={server.uri}", "train.epochs=6",
                                        "tracking.write_every=0"))
     client = MlflowClient(server.uri)
+    for key, value in NO_RETRIES.items():
+        monkeypatch.setenv(key, value)
 
     def outage():
         while not _logged_an_epoch(client):
