@@ -146,25 +146,33 @@ def _mean(x, y, spec, cfg):
 
 def _linear(x, y, spec, cfg):
     """Logistic regression (classification) or ridge (regression) on the standardised design."""
+    from scipy.sparse import issparse
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     design = _Design(spec, x, images=True)
-    # With one-hot columns: scaled but not centred, so that they stay zeros and the design is stored
-    # sparse (the intercept takes the means: the same fit).
-    matrix = sparse(design(rows) for rows in _blocks(x)) if design.one_hot else design(x)
-    fitted = make_pipeline(StandardScaler(with_mean=not design.one_hot, copy=False),
+    matrix = stacked(design(rows) for rows in _blocks(x)) if design.one_hot else design(x)
+    # A sparse design (one-hot columns) is scaled but not centred, so that its zeros stay zeros (the
+    # intercept takes the means: the same fit); pixels and numbers alone stay dense and centred.
+    fitted = make_pipeline(StandardScaler(with_mean=not issparse(matrix), copy=False),
                            linear_model(spec.task)).fit(matrix, y)
     return lambda test: _predict(fitted, design, test)
 
 
-def sparse(blocks):
-    """Dense row blocks of a design stacked as one CSR matrix. One-hot columns are mostly zeros, and on a
-    sparse design RidgeCV takes its covariance route (columns x columns) instead of an SVD of the whole
-    design: the same fit in a fraction of the memory (bench/README.md, memory)."""
+def stacked(blocks):
+    """Dense row blocks of a design as one matrix: CSR when most of its values are zeros (one-hot columns).
+
+    On a sparse design RidgeCV takes its covariance route (columns x columns) instead of an SVD of the
+    whole design: the same fit in a fraction of the memory (bench/README.md, memory). Whether the
+    design is sparse enough is judged on its first block.
+    """
     from scipy import sparse as sp
 
-    return sp.vstack([sp.csr_matrix(np.asarray(b)) for b in blocks], format="csr")
+    blocks = iter(blocks)
+    first = np.asarray(next(blocks))
+    if np.count_nonzero(first) > first.size / 2:
+        return np.concatenate([first, *(np.asarray(b) for b in blocks)])
+    return sp.vstack([sp.csr_matrix(first), *(sp.csr_matrix(np.asarray(b)) for b in blocks)], format="csr")
 
 
 def linear_model(task: str):

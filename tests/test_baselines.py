@@ -97,7 +97,7 @@ def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_the_centred_design(task):
     """Scaled, not centred, the one-hot columns stay zeros: a CSR design whose ridge fit (its covariance
-    route) is the centred one's, in a fraction of the memory (no dense copy of the rows)."""
+    route) is the centred one's, in a fraction of the memory (no dense copy of the rows). Numbers alone stay dense."""
     import numpy as np
     from scipy import sparse as sp
     from sklearn.pipeline import make_pipeline
@@ -115,8 +115,10 @@ def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_th
     spec = DataSpec("t", "1", {}, {}, "", (Feature("x", "numeric", "float32"), Feature("city", "categorical", "string")),
                     "y", task)
     design = baselines._Design(spec, columns, images=True)
-    matrix = baselines.sparse(design(rows) for rows in baselines._blocks(columns, size=1000))
+    matrix = baselines.stacked(design(rows) for rows in baselines._blocks(columns, size=1000))
     assert sp.issparse(matrix) and matrix.shape == (n, 5) and matrix.nnz == 2 * n  # x and one city per row
+    numbers = baselines.stacked(design(rows)[:, :1] for rows in baselines._blocks(columns, size=1000))
+    assert not sp.issparse(numbers) and numbers.shape == (n, 1)  # no zeros to skip: stays dense
 
     predict = baselines.BASELINES["linear"].fit(columns, y, spec, None)
     centred = make_pipeline(StandardScaler(), baselines.linear_model(task)).fit(design(columns), y)
