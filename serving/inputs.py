@@ -40,9 +40,10 @@ def signature_inputs(fn, dates: set[str]) -> dict[str, Input]:
     return out
 
 
-def named(what: str, names: list[str]) -> str:
-    """``missing input 'a'`` or ``missing inputs 'a', 'b'``: every name at fault in one line."""
-    return f"{what} input{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
+def named(what: str, names: list[str], most: int = 10) -> str:
+    """``missing input 'a'`` or ``missing inputs 'a', 'b'``: the names at fault in one line (``most`` of them)."""
+    shown = ", ".join(map(repr, names[:most])) + (f" and {len(names) - most} more" if len(names) > most else "")
+    return f"{what} input{'s' if len(names) > 1 else ''} {shown}"
 
 
 def to_array(spec: Input, value: Any) -> np.ndarray:

@@ -211,6 +211,9 @@ def test_missing_and_mistyped_tabular_features_are_named(server, models):
         400, {"error": "instances[0]: missing inputs 'area', 'city'"})
     assert call(port, "/v1/models/houses:predict", {"inputs": {"rooms": [3], "floor": [1], "lift": [0]}}) == (
         400, {"error": "Unknown inputs 'floor', 'lift'; serving_default takes: area, city, rooms"})
+    code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, **{f"c{i}": 0 for i in range(500)}}]})
+    assert code == 400 and answer["error"].startswith("instances[0]: unknown inputs 'c0', 'c1', ") and (
+        "'c9' and 490 more; expected: area, city, rooms" in answer["error"])  # one line, not five hundred names
     code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "city": 7}]})
     assert code == 400 and "input 'city'" in answer["error"] and "strings" in answer["error"]
     code, answer = call(port, "/v1/models/houses:predict", {"instances": [{**row, "area": 1e39}]})
