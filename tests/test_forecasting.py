@@ -179,6 +179,39 @@ def test_gaps_can_be_filled_forward_on_the_series_step(tmp_path, tfds_dir):
     np.testing.assert_array_equal(s.columns["load"][:4], [0, 1, 1, 2])
 
 
+def _monthly(tmp_path, tfds_dir, dates: list[str], *extra: str):
+    """A series of the given dates (one per row) read through ``series.read`` as dates."""
+    import tensorflow as tf
+
+    from pipeline.data.series import read
+
+    cfg = series_cfg(tmp_path, tfds_dir, tmp_path / "x.csv", "forecast.input_window=1", "forecast.horizon=1",
+                     "forecast.validation=0.2", "forecast.test=0.2", *extra)
+    n = len(dates)
+    seconds = np.array(dates, dtype="datetime64[s]").astype(np.int64)
+    ds = tf.data.Dataset.from_tensor_slices({"time": seconds, "load": np.arange(n, dtype=np.float32),
+                                             "temp": np.zeros(n, np.float32)})
+    s = read(ds, cfg, dates=True)
+    return [str(t) for t in s.time.astype("datetime64[s]")], s.columns["load"].tolist()
+
+
+def test_monthly_quarterly_and_month_end_series_step_in_calendar_months(tmp_path, tfds_dir):
+    """Months last 28 to 31 days: a monthly series is regular all the same, and its gaps count in months."""
+    months = [f"2023-{m:02d}-01" for m in range(1, 13)]
+    assert _monthly(tmp_path, tfds_dir, months)[0][:3] == ["2023-01-01T00:00:00", "2023-02-01T00:00:00",
+                                                           "2023-03-01T00:00:00"]
+    quarters = [f"{y}-{m:02d}-15T09:30:00" for y in (2021, 2022, 2023) for m in (1, 4, 7, 10)]
+    assert len(_monthly(tmp_path, tfds_dir, quarters)[0]) == 12
+    ends = ["2023-01-31", "2023-02-28", "2023-03-31", "2023-04-30", "2023-06-30", "2023-07-31", "2023-08-31",
+            "2023-09-30", "2023-10-31", "2023-11-30", "2023-12-31"]  # May is missing
+    with pytest.raises(DataError, match=r"1 gaps in `time` \(its step is 1 month\): the first from "
+                                        r"2023-04-30T00:00:00 to 2023-06-30T00:00:00"):
+        _monthly(tmp_path, tfds_dir, ends)
+    times, load = _monthly(tmp_path, tfds_dir, ends, "forecast.gaps=fill")
+    assert times[3:6] == ["2023-04-30T00:00:00", "2023-05-31T00:00:00", "2023-06-30T00:00:00"]  # May's end, filled
+    assert load[3:6] == [3.0, 3.0, 4.0]  # with April's row carried forward
+
+
 # ---- statistics from the past only ------------------------------------------------------------------
 
 

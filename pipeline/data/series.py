@@ -163,27 +163,66 @@ def _check_order(time: np.ndarray, column: str, by_row: bool, where: str = "The"
 
 
 def _regular(time: np.ndarray, columns: dict, fc, where: str = "The", when=str):
-    """Check the series' step (its most common one); gaps are an error, allowed, or filled forward."""
+    """Check the series' step (its most common one); gaps are an error, allowed, or filled forward.
+
+    Dates one calendar month or more apart, each at the same place in its month (a day and time, or
+    so long before the month's end), step in months: a monthly, quarterly or yearly series is
+    regular though its months last 28 to 31 days.
+    """
     if len(time) < 3 or fc.gaps == "allow":
         return time, columns
-    steps = np.diff(time)
+    months = _Months.of(time) if when is _date and len(np.unique(np.diff(time))) > 1 else None
+    position = months.index if months else time  # where each row lies on the series' grid
+    steps = np.diff(position)
     values, counts = np.unique(steps, return_counts=True)
     step = int(values[np.argmax(counts)])
     gaps = np.flatnonzero(steps != step)
     if not gaps.size:
         return time, columns
+    unit = f" month{'s' if step > 1 else ''}" if months else " s" if when is _date else ""
     if fc.gaps == "error":
-        i, unit = int(gaps[0]), " s" if when is _date else ""
+        i = int(gaps[0])
         raise DataError(f"{where} series has {gaps.size} gaps in `{fc.time}` (its step is {step}{unit}): the first from "
                         f"{when(time[i])} to {when(time[i + 1])} (step {i + 1}). Set `forecast.gaps: fill` to carry the "
                         "last row forward, or `allow` when rows are consecutive steps (trading days)")
     if (steps % step).any():
         i = int(np.argmax(steps % step != 0))
-        raise DataError(f"`forecast.gaps: fill` needs timestamps on a grid of the series' step {step}, but "
+        raise DataError(f"`forecast.gaps: fill` needs timestamps on a grid of the series' step {step}{unit}, but "
                         f"{when(time[i])} to {when(time[i + 1])} (step {i + 1}) is not a multiple of it")
-    grid = np.arange(time[0], time[-1] + step, step)
-    source = np.searchsorted(time, grid, side="right") - 1  # the last row at or before each grid step
-    return grid, {n: v[source] for n, v in columns.items()}
+    grid = np.arange(position[0], position[-1] + step, step)
+    source = np.searchsorted(position, grid, side="right") - 1  # the last row at or before each grid step
+    return (months.times(grid) if months else grid), {n: v[source] for n, v in columns.items()}
+
+
+@dataclass(frozen=True)
+class _Months:
+    """Epoch seconds that all lie at one place in their calendar months: the months they are in."""
+
+    index: np.ndarray  # months since 1970-01 of each time
+    offset: int  # seconds after the month's start, or (from_end) before the next month's start
+    from_end: bool
+
+    @classmethod
+    def of(cls, time: np.ndarray) -> _Months | None:
+        """``time``'s months, or None when the times lie at different places in their months (or less than a month apart)."""
+        months = time.astype("datetime64[s]").astype("datetime64[M]")
+        index = months.astype(np.int64)
+        if len(time) < 2 or (np.diff(index) < 1).any():
+            return None
+        for from_end in (False, True):
+            offset = time - _month_start(index + from_end)
+            if (offset == offset[0]).all():
+                return cls(index, int(offset[0]), from_end)
+        return None
+
+    def times(self, index: np.ndarray) -> np.ndarray:
+        """The epoch seconds of the same place in the months ``index``."""
+        return _month_start(index + self.from_end) + self.offset
+
+
+def _month_start(index: np.ndarray) -> np.ndarray:
+    """Epoch seconds of the first instant of the months ``index`` (months since 1970-01)."""
+    return index.astype("datetime64[M]").astype("datetime64[s]").astype(np.int64)
 
 
 def _bounds(n: int, cfg, where: str = "") -> dict[str, tuple[int, int]]:
