@@ -3,7 +3,8 @@
 Every run keeps per-example (or, for a series, per-window) losses of the model and of each
 baseline (``Errors``); ``skill`` turns them into the model's error over each baseline's and a
 95% interval from a moving-block bootstrap (blocks of one example for independent rows; of a
-horizon's windows or more for a series, whose neighbouring windows share steps). The same
+horizon's windows or more for a series, whose neighbouring windows share steps; half of a test
+stretch no longer than that, so that it still varies). The same
 resamples serve every baseline. The fit diagnosis reads the best baseline's interval.
 """
 
@@ -72,6 +73,8 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
     best = min(names, key=lambda k: errors.windows[figure][k].mean())
     n = len(errors)
     block = max(errors.horizon, round(n ** (1 / 3)), 1)
+    if block >= n:  # one block, the same in every resample: an interval of width 0 would read as certainty
+        block = max(n // 2, 1)
     rng = np.random.default_rng(seed)
     # the same resamples for every baseline, kept as their blocks' starts (the indices of all of them
     # would be resamples x examples integers)

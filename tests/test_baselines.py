@@ -145,3 +145,9 @@ def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_base
     assert figures["skill.vs_worse_low"] == figures["skill.vs_worse_high"] == pytest.approx(2 ** -0.5)
     assert figures["skill.vs_noisy_low"] < figures["skill.vs_noisy"] < figures["skill.vs_noisy_high"] < 1
     assert skill(errors, resamples=200, seed=3) == figures  # seeded
+
+    # three test windows of a 12-step horizon: blocks of a horizon would be one block, resampled alike
+    short = Errors({"mae": {"model": np.array([1.0, 2.0, 4.0]), "naive": np.array([2.0, 2.0, 2.0])}}, "mae",
+                   horizon=12)
+    figures = skill(short, resamples=200, seed=3)
+    assert figures["skill.ratio_low"] < figures["skill.ratio"] < figures["skill.ratio_high"]  # not a width of 0
