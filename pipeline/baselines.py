@@ -151,7 +151,7 @@ def _linear(x, y, spec, cfg):
     from sklearn.preprocessing import StandardScaler
 
     design = _Design(spec, x, images=True)
-    matrix = stacked(design(rows) for rows in _blocks(x)) if design.one_hot else design(x)
+    matrix = stacked(design(rows) for rows in row_blocks(x)) if design.one_hot else design(x)
     # A sparse design (one-hot columns) is scaled but not centred, so that its zeros stay zeros (the
     # intercept takes the means: the same fit); pixels and numbers alone stay dense and centred.
     fitted = make_pipeline(StandardScaler(with_mean=not issparse(matrix), copy=False),
@@ -194,11 +194,11 @@ def _boosting(x, y, spec, cfg):
 
 def _predict(fitted, design, test: dict) -> np.ndarray:
     """Predictions block by block: the test rows' dense design never exists whole."""
-    return np.concatenate([fitted.predict(design(rows)) for rows in _blocks(test)])
+    return np.concatenate([fitted.predict(design(rows)) for rows in row_blocks(test)])
 
 
-def _blocks(columns: dict, size: int = 8192):
-    """``columns`` (name -> array) in slices of ``size`` rows."""
+def row_blocks(columns: dict, size: int = 8192):
+    """``columns`` (name -> array) in slices of ``size`` rows (a design is built a block at a time)."""
     rows = len(next(iter(columns.values())))
     for start in range(0, rows, size):
         yield {name: values[start:start + size] for name, values in columns.items()}

@@ -76,13 +76,15 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
     if block >= n:  # one block, the same in every resample: an interval of width 0 would read as certainty
         block = max(n // 2, 1)
     rng = np.random.default_rng(seed)
-    # the same resamples for every baseline, kept as their blocks' starts (the indices of all of them
-    # would be resamples x examples integers)
-    starts = [rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block)) for _ in range(resamples)]
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(resamples):  # one resample at a time, the same for every baseline
+        starts = rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block))
+        index = (starts[:, None] + np.arange(block)).reshape(-1)[:n]
+        for name in names:
+            ratios[name].append(errors.ratio(name, index))
     out = {}
     for name in names:
-        low, high = np.percentile([errors.ratio(name, (s[:, None] + np.arange(block)).reshape(-1)[:n])
-                                   for s in starts], [2.5, 97.5])
+        low, high = np.percentile(ratios[name], [2.5, 97.5])
         out.update({f"skill.vs_{name}": errors.ratio(name), f"skill.vs_{name}_low": float(low),
                     f"skill.vs_{name}_high": float(high)})
     return {"skill.ratio": out[f"skill.vs_{best}"], "skill.ratio_low": out[f"skill.vs_{best}_low"],

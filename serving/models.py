@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.export.saved_model import read_metadata, version_of
+from pipeline.export.saved_model import holds_saved_model, read_metadata, version_of
 from serving.inputs import RequestError, named, signature_inputs, to_array
 
 log = logging.getLogger("serving")
@@ -164,7 +164,7 @@ def _servable_versions(folder: Path, root: Path) -> list[int]:
     found = []
     for path in folder.iterdir():
         version = version_of(path)
-        if version is not None and (path / "saved_model.pb").exists() and path.resolve().is_relative_to(root):
+        if version is not None and holds_saved_model(path) and path.resolve().is_relative_to(root):
             found.append(version)
     return found
 

@@ -115,9 +115,9 @@ def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_th
     spec = DataSpec("t", "1", {}, {}, "", (Feature("x", "numeric", "float32"), Feature("city", "categorical", "string")),
                     "y", task)
     design = baselines._Design(spec, columns, images=True)
-    matrix = baselines.stacked(design(rows) for rows in baselines._blocks(columns, size=1000))
+    matrix = baselines.stacked(design(rows) for rows in baselines.row_blocks(columns, size=1000))
     assert sp.issparse(matrix) and matrix.shape == (n, 5) and matrix.nnz == 2 * n  # x and one city per row
-    numbers = baselines.stacked(design(rows)[:, :1] for rows in baselines._blocks(columns, size=1000))
+    numbers = baselines.stacked(design(rows)[:, :1] for rows in baselines.row_blocks(columns, size=1000))
     assert not sp.issparse(numbers) and numbers.shape == (n, 1)  # no zeros to skip: stays dense
 
     predict = baselines.BASELINES["linear"].fit(columns, y, spec, None)

@@ -171,9 +171,11 @@ def _regular(time: np.ndarray, columns: dict, fc, where: str = "The", when=str):
     """
     if len(time) < 3 or fc.gaps == "allow":
         return time, columns
-    months = _Months.of(time) if when is _date and len(np.unique(np.diff(time))) > 1 else None
+    steps = np.diff(time)
+    months = _Months.of(time) if when is _date and (steps != steps[0]).any() else None
     position = months.index if months else time  # where each row lies on the series' grid
-    steps = np.diff(position)
+    if months:
+        steps = np.diff(position)
     values, counts = np.unique(steps, return_counts=True)
     step = int(values[np.argmax(counts)])
     gaps = np.flatnonzero(steps != step)
@@ -207,7 +209,7 @@ class _Months:
         """``time``'s months, or None when the times lie at different places in their months (or less than a month apart)."""
         months = time.astype("datetime64[s]").astype("datetime64[M]")
         index = months.astype(np.int64)
-        if len(time) < 2 or (np.diff(index) < 1).any():
+        if (np.diff(index) < 1).any():  # two in one month: no monthly series
             return None
         for from_end in (False, True):
             offset = time - _month_start(index + from_end)

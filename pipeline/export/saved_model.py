@@ -180,6 +180,11 @@ def version_of(folder: Path) -> int | None:
     return int(name) if name.isascii() and name.isdigit() else None
 
 
+def holds_saved_model(folder: Path) -> bool:
+    """Whether ``folder`` holds a written SavedModel (a version folder may be left without one)."""
+    return (Path(folder) / "saved_model.pb").exists()
+
+
 def _publish(staged: Path, root: Path) -> Path:
     """Rename ``staged`` to the next free integer version; retry if another writer took it."""
     for _ in range(100):

@@ -93,6 +93,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
     from pipeline import track
     from pipeline.data import dataset
     from pipeline.export.evaluate import evaluate_export
+    from pipeline.export.saved_model import holds_saved_model
     from pipeline.jobs.train import train
     from pipeline.tasks import task_for
     from pipeline.track import registry
@@ -103,7 +104,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
         raise ConfigError("retrain needs `tracking.enabled` and `export.enabled`: the registry holds the champion")
     _reconcile(cfg)
     champion = registry.by_alias(cfg, registry.CHAMPION)
-    if champion is not None and not (champion.path / "saved_model.pb").exists():
+    if champion is not None and not holds_saved_model(champion.path):
         raise PipelineError(f"Champion version {champion.version} of {cfg.export.model_name!r} serves from "
                             f"{champion.path}, which holds no SavedModel on this machine: the challenger is compared "
                             "with it there (restore it, or retrain where it serves); nothing was trained")

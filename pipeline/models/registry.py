@@ -167,13 +167,13 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     import keras
     from sklearn.exceptions import ConvergenceWarning
 
-    from pipeline.baselines import linear_model, stacked
+    from pipeline.baselines import linear_model, row_blocks, stacked
 
     wide = model.get_layer("wide_and_deep").input[0]
     encoder = keras.Model(model.input, wide)
     rows = max(1, min(len(labels), LINEAR_START_ROWS, LINEAR_START_VALUES // wide.shape[-1]))
-    design = stacked(encoder({n: v[i:min(i + 4096, rows)] for n, v in features.items()}, training=False)
-                    for i in range(0, rows, 4096))
+    design = stacked(encoder(block, training=False)
+                     for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = linear_model(task.name).fit(design, task.target_numpy(np.asarray(labels)[:rows]))
