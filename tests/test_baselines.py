@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,11 +122,52 @@ def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_th
     assert not sp.issparse(numbers) and numbers.shape == (n, 1)  # no zeros to skip: stays dense
 
     predict = baselines.BASELINES["linear"].fit(columns, y, spec, None)
-    centred = make_pipeline(StandardScaler(), baselines.linear_model(task)).fit(design(columns), y)
+    centred = make_pipeline(StandardScaler(), baselines.linear_model(task, design(columns).shape)).fit(design(columns), y)
     if task == "regression":
         np.testing.assert_allclose(predict(columns), centred.predict(design(columns)), rtol=1e-9, atol=1e-9)
     else:
         assert (predict(columns) != centred.predict(design(columns))).mean() < 0.002
+
+
+def test_on_large_designs_ridge_and_boosting_hold_out_rows_without_another_copy_of_the_design(monkeypatch):
+    """Past LOO_VALUES design values ridge chooses its alpha on a held-out fifth (leave-one-out holds a rows x
+    columns product per alpha), and boosting's early stopping gets a split made from the columns, not a copy
+    of the dense design: the same fits within noise, in a fraction of the memory."""
+    import tracemalloc
+
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import RidgeCV
+
+    from pipeline import baselines
+    from pipeline.data.spec import DataSpec, Feature
+
+    rng = np.random.default_rng(0)
+    n, cities = 60_000, np.array([f"c{i}".encode() for i in range(50)], dtype=object)
+    columns = {"x": rng.normal(size=n).astype(np.float32), "city": cities[rng.integers(0, 50, n)]}
+    y = 2 * columns["x"] + (columns["city"] == b"c1") + rng.normal(0, 0.3, n)
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("x", "numeric", "float32"), Feature("city", "categorical", "string")),
+                    "y", "regression")
+    test = {k: v[-5000:] for k, v in columns.items()}
+    train, labels, truth = {k: v[:-5000] for k, v in columns.items()}, y[:-5000], y[-5000:]
+    rmse = lambda guess: float(np.sqrt(np.mean((guess - truth) ** 2)))  # noqa: E731
+    cfg = SimpleNamespace(seed=0)
+
+    assert isinstance(baselines.linear_model("regression", (1000, 51)).cv, type(None))  # small: leave-one-out
+    monkeypatch.setattr(baselines, "LOO_VALUES", 10_000)
+    held_out = rmse(baselines.BASELINES["linear"].fit(train, labels, spec, cfg)(test))
+    design = baselines._Design(spec, train, images=False, fill=False)
+    loo = RidgeCV(alphas=baselines.ALPHAS).fit(design(train), labels)
+    assert held_out == pytest.approx(rmse(loo.predict(design(test))), rel=0.002)
+
+    dense = design(train).nbytes
+    tracemalloc.start()
+    guess = baselines.BASELINES["gradient_boosting"].fit(train, labels, spec, cfg)(test)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 * dense, peak / dense  # 6.5 times with scikit-learn's own split of the design
+    own = HistGradientBoostingRegressor(random_state=0).fit(design(train), labels).predict(design(test))
+    assert rmse(guess) == pytest.approx(rmse(own), rel=0.02)
 
 
 def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_baseline():

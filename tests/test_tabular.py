@@ -124,6 +124,8 @@ def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tf
     lookup = model.get_layer("Neighborhood_lookup")
     train_values = {v.decode() for v in _column(data.train_epoch(), "Neighborhood")}
     assert set(lookup.get_vocabulary()[1:]) == train_values  # index 0 is the OOV bucket
+    neighborhoods = data.train_columns["Neighborhood"]  # each distinct value held once, however often it occurs
+    assert len({id(v) for v in neighborhoods}) == len(set(neighborhoods.tolist())) == len(train_values)
     target_mean = float(np.asarray(model.get_layer("prediction").bias)[0])
     assert target_mean == pytest.approx(data.train_columns["Sale_Price"].mean(), rel=1e-5)
     assert 11 < target_mean < 13  # the mean of log(price) over the training split

@@ -30,6 +30,7 @@ from pipeline.files import exclusive
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
+MAX_SHARED = 100_000  # distinct text values a column shares (shared_text)
 MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows overlap; 160 MB of float64)
 
 
@@ -325,9 +326,10 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     names = [f.name for f in spec.features if not f.signal]
     rows = train.take(MAX_STAT_ROWS).map(lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
     columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
+    seen: dict[str, dict] = {n: {} for n in names}
     for batch in rows.batch(4096).as_numpy_iterator():
         for n in names:
-            columns[n].append(batch[0][n])
+            columns[n].append(shared_text(batch[0][n], seen[n]))
         columns[spec.label].append(batch[1])
     arrays = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
     labels = arrays[spec.label]
@@ -340,6 +342,26 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
                         + (f"{hint}, or use target_transform none" if hint else "use target_transform none"))
     arrays[spec.label] = np.asarray(task.target_numpy(labels))
     return arrays
+
+
+def shared_text(values, seen: dict):
+    """``values`` with each repeated text cell one shared object (the first of its value in ``seen``).
+
+    NumPy holds a text column as a Python bytes object per cell, about 40 bytes each beyond the
+    pointer; a category column repeats a few values, so sharing them is most of its memory
+    (bench/README.md, memory). Past MAX_SHARED distinct values (a column of ids) no more are added.
+    """
+    import numpy as np
+
+    if values.dtype != object:
+        return values
+    if len(seen) < MAX_SHARED:
+        cells = [seen.setdefault(v, v) for v in values.reshape(-1)]
+    else:
+        cells = [seen.get(v, v) for v in values.reshape(-1)]
+    out = np.empty(values.size, dtype=object)
+    out[:] = cells
+    return out.reshape(values.shape)
 
 
 def _pairs(examples, spec: DataSpec):
