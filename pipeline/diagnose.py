@@ -32,6 +32,8 @@ RISE_LIMIT = 0.10  # validation loss this far (relative) above its minimum at th
 GAP_LIMIT = 0.25  # ...or a final gap (val - train) above this share of the validation loss, and widening
 STILL_FALLING = 0.02  # share of the run's whole fall in validation loss made in its last fifth: not converged
 SPARSE = 1e-3  # |weight| below this counts as zero in sparsity figures (studies, run reports)
+# Baselines that fit curvature and interactions: a model that matches one is at what the labels allow.
+FLEXIBLE = ("gradient_boosting",)
 AUGMENT = "more or stronger augmentation (augment.layers)"  # advice only where augmentation applies (images, audio)
 
 ADVICE = {
@@ -120,12 +122,20 @@ def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
     """``curves`` turned into ``baseline wins`` when the best baseline's error is below the model's beyond noise.
 
     An underfitting or overfitting model keeps that verdict (its advice is the more useful), with
-    the baseline's win among its reasons and the baseline among its advice.
+    the baseline's win among its reasons and the baseline among its advice. An underfitting model
+    that a flexible baseline (gradient boosting) does not beat is a ``good fit``: on noisy labels
+    (churn, clicks) every learner stops far from the training data, and more capacity is not the cure.
     """
     if "skill.ratio_low" not in test:
         return curves
     best, evidence, said = _skill_evidence(curves, test)
     if test["skill.ratio_low"] <= 1.0:
+        flexible = next((n for n in FLEXIBLE if any(k.startswith(f"baseline.{n}.") for k in test)), None)
+        if curves.verdict == "underfitting" and flexible:
+            return Diagnosis("good fit", evidence, [
+                *curves.reasons, f"but {flexible.replace('_', ' ')}, fitted on the same rows, does no better "
+                f"(against the best baseline, {said}): what the model leaves looks like noise in the labels, not missing capacity"],
+                ADVICE["good fit"])
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"against the baselines: {said}"], curves.advice)
     won = f"the {best} baseline beats the model: {said}"
     if curves.verdict in ("underfitting", "overfitting"):

@@ -79,6 +79,20 @@ def test_the_verdict_names_a_winning_baseline_and_keeps_under_and_overfitting():
     assert kept.verdict == "underfitting" and "linear baseline beats the model" in kept.reasons[-1]
     assert kept.advice[0] == "curve advice" and "baseline" in kept.advice[-1]
     assert _said("good fit", 0.95).verdict == "good fit"  # within noise of the baseline: no verdict of its own
+    assert _said("underfitting", 0.95).verdict == "underfitting"  # a linear model's match says nothing of capacity
+
+
+def test_an_underfitting_model_that_gradient_boosting_does_not_beat_is_a_good_fit_on_noisy_labels():
+    """Noisy labels (churn, clicks) keep every learner far from its training data: when a flexible baseline
+    fitted on the same rows does no better, more capacity is not the advice."""
+    test = {"skill.ratio": 0.999, "skill.ratio_low": 0.99, "skill.ratio_high": 1.007,
+            "skill.best_baseline.gradient_boosting": 1.0, "baseline.gradient_boosting.accuracy": 0.7691}
+    found = beaten(Diagnosis("underfitting", reasons=["curves"], advice=["more capacity"]), test)
+    assert found.verdict == "good fit" and "noise in the labels" in found.reasons[-1]
+    assert "more capacity" not in found.advice
+    beaten_by_it = beaten(Diagnosis("underfitting", reasons=["curves"], advice=["more capacity"]),
+                          {**test, "skill.ratio": 1.1, "skill.ratio_low": 1.05, "skill.ratio_high": 1.15})
+    assert beaten_by_it.verdict == "underfitting" and beaten_by_it.advice[0] == "more capacity"
 
 
 def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_on(tmp_path, tfds_dir, capsys):

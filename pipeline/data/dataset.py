@@ -30,6 +30,7 @@ from pipeline.files import exclusive
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
+BLOCK_BYTES = 4 << 20  # the largest block of examples _blockwise gathers
 MAX_SHARED = 100_000  # distinct text values a column shares (shared_text)
 MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows overlap; 160 MB of float64)
 
@@ -208,7 +209,7 @@ def _split_by_time(ds, time_split):
     import tensorflow as tf
 
     column = time_split.column
-    batches = ds.map(lambda ex: ex[column]).batch(8192).as_numpy_iterator()  # batched: one Python step per 8192
+    batches = _blockwise(ds, lambda ex: ex[column]).batch(8192).as_numpy_iterator()  # one Python step per 8192
     times = np.concatenate([np.zeros(0), *(b.astype(np.float64) for b in batches)])
     lo, hi = np.quantile(times, [time_split.validation, time_split.test])
 
@@ -324,7 +325,7 @@ def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
     import numpy as np
 
     names = [f.name for f in spec.features if not f.signal]
-    rows = train.take(MAX_STAT_ROWS).map(lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
+    rows = _blockwise(train.take(MAX_STAT_ROWS), lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
     columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
     seen: dict[str, dict] = {n: {} for n in names}
     for batch in rows.batch(4096).as_numpy_iterator():
@@ -367,4 +368,28 @@ def shared_text(values, seen: dict):
 def _pairs(examples, spec: DataSpec):
     """TFDS examples as (features, label) pairs."""
     names, label = [f.name for f in spec.features], spec.label
-    return examples.map(lambda ex: ({n: ex[n] for n in names}, ex[label]), num_parallel_calls=-1)
+    return _blockwise(examples, lambda ex: ({n: ex[n] for n in names}, ex[label]))
+
+
+def _blockwise(examples, fn):
+    """``examples.map(fn)`` for a ``fn`` that only picks features, called on blocks of examples where they are small.
+
+    tf.data spends about 14 microseconds per element on such a map (bench/README.md, "Tables as they
+    grow"): most of a million-row table's first pass. On blocks of ``tfds_reader.BLOCK`` rows the
+    cost all but vanishes. Examples of varying shapes, or too large to gather a block of (images),
+    stay one per call.
+    """
+    import math
+
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    specs = tf.nest.flatten(examples.element_spec)
+    if not all(s.shape.is_fully_defined() for s in specs):
+        return examples.map(fn, num_parallel_calls=auto)
+    size = sum(math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs)
+    if size * tfds_reader.BLOCK > BLOCK_BYTES:
+        return examples.map(fn, num_parallel_calls=auto)
+    out = examples.batch(tfds_reader.BLOCK).map(fn, num_parallel_calls=auto).unbatch()
+    rows = int(examples.cardinality())
+    return out.apply(tf.data.experimental.assert_cardinality(rows)) if rows >= 0 else out  # unbatch forgets it
