@@ -132,10 +132,10 @@ def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
     if test["skill.ratio_low"] <= 1.0:
         flexible = next((n for n in FLEXIBLE if any(k.startswith(f"baseline.{n}.") for k in test)), None)
         if curves.verdict == "underfitting" and flexible:
-            return Diagnosis("good fit", evidence, [
-                *curves.reasons, f"but {flexible.replace('_', ' ')}, fitted on the same rows, does no better "
-                f"(against the best baseline, {said}): what the model leaves looks like noise in the labels, not missing capacity"],
-                ADVICE["good fit"])
+            ceiling = (f"but {flexible.replace('_', ' ')}, fitted on the same rows, does no better (against the "
+                       f"best baseline, {said}): what the model leaves looks like noise in the labels, not missing "
+                       "capacity")
+            return Diagnosis("good fit", evidence, [*curves.reasons, ceiling], ADVICE["good fit"])
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"against the baselines: {said}"], curves.advice)
     won = f"the {best} baseline beats the model: {said}"
     if curves.verdict in ("underfitting", "overfitting"):
