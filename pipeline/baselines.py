@@ -208,10 +208,12 @@ def _boosting(x, y, spec, cfg):
     model = (HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor)(random_state=cfg.seed)
     if len(y) <= EARLY_STOPPING_ROWS:
         fitted = model.fit(design(x), y)
-    else:  # its early stopping's split made here: scikit-learn's own would copy the whole dense design
+    else:  # early stopping on held-out rows built apart: scikit-learn's own split would copy the dense design
         fit, held = train_test_split(np.arange(len(y)), test_size=model.validation_fraction,
                                      stratify=y if classifier else None, random_state=cfg.seed)
-        fitted = model.fit(design(_take(x, fit)), y[fit], X_val=design(_take(x, held)), y_val=y[held])
+        # On, whatever the training part's size: "auto" would count only the rows left after the split.
+        fitted = model.set_params(early_stopping=True).fit(design(_take(x, fit)), y[fit],
+                                                           X_val=design(_take(x, held)), y_val=y[held])
     return lambda test: _predict(fitted, design, test)
 
 

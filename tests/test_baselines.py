@@ -183,6 +183,14 @@ def test_on_large_designs_ridge_and_boosting_hold_out_rows_without_another_copy_
     own = HistGradientBoostingRegressor(random_state=0).fit(design(train), labels).predict(design(test))
     assert rmse(guess) == pytest.approx(rmse(own), rel=0.02)
 
+    stopped = []  # just past scikit-learn's threshold, its held-out tenth leaves fewer rows than that: still on
+    fit = HistGradientBoostingRegressor.fit
+    monkeypatch.setattr(HistGradientBoostingRegressor, "fit", lambda self, *a, **k: stopped.append(
+        fit(self, *a, **k).do_early_stopping_) or self)
+    rows = baselines.EARLY_STOPPING_ROWS + 500
+    baselines.BASELINES["gradient_boosting"].fit({k: v[:rows] for k, v in train.items()}, labels[:rows], spec, cfg)
+    assert stopped == [True]
+
 
 def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_baseline():
     import numpy as np
