@@ -385,10 +385,8 @@ def _blockwise(examples, fn):
 
     auto = tf.data.AUTOTUNE
     specs = tf.nest.flatten(examples.element_spec)
-    if not all(s.shape.is_fully_defined() for s in specs):
-        return examples.map(fn, num_parallel_calls=auto)
-    size = sum(math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs)
-    if size * tfds_reader.BLOCK > BLOCK_BYTES:
+    if not all(s.shape.is_fully_defined() for s in specs) or tfds_reader.BLOCK * sum(
+            math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs) > BLOCK_BYTES:
         return examples.map(fn, num_parallel_calls=auto)
     out = examples.batch(tfds_reader.BLOCK).map(fn, num_parallel_calls=auto).unbatch()
     rows = int(examples.cardinality())
