@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import shutil
@@ -18,6 +19,17 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as the CLI does: te
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "configs" / "digits.yaml"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with the most slow tests first (pyproject keeps xdist from re-sorting them by test count).
+
+    xdist hands each process whole files in this order. The files of a few slow tests (servers, worker
+    processes) are the heaviest; sorted last, as by test count, they ran in the suite's last minutes
+    with little beside them to fill a waiting core.
+    """
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: a file's own order is kept
 
 
 @pytest.fixture(scope="session")
