@@ -156,7 +156,12 @@ def _config_schema(args) -> int:
 
 
 def _ui(args) -> int:
-    """Print where the experiment's runs are, then become ``mlflow ui`` on 127.0.0.1 over the config's store."""
+    """Print where the experiment's runs are, then become ``mlflow ui`` on 127.0.0.1 over the config's store.
+
+    One person's browser needs one web worker, not MLflow's four; and MLflow's job runner (a process
+    and seven queue consumers, for its GenAI scorers and trace roll-ups) serves nothing that the
+    pipeline logs, so it stays off unless ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` asks for it.
+    """
     import os
 
     cfg = api.load_config(args.config, args.overrides)
@@ -165,8 +170,9 @@ def _ui(args) -> int:
     _, experiment_id = tracking_client(cfg)  # the store and the (tagged) experiment exist from here on
     print(f"Runs of experiment {cfg.tracking.experiment!r}: "
           f"http://127.0.0.1:{args.port}/#/experiments/{experiment_id}/runs", flush=True)
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking.uri,
-                              "--host", "127.0.0.1", "--port", str(args.port)])
+                              "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"])
 
 
 def _augment_preview(args) -> int:

@@ -28,6 +28,7 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 # MLflow's HTTP client without retries, for the tests that take a server away: the user's own settings win over
 # a run's (about 7 s of retries per request), and these tests are about what is kept, not how long it is awaited.
 NO_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
+NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as docs/tracking.md runs the server
 
 
 def _wait(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
@@ -95,7 +96,8 @@ def team_server(root: Path, nice: int = 0):
             [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
              "--port", str(port), "--workers", "1", "--backend-store-uri", f"postgresql://mlflow@127.0.0.1:{pg}/mlflow",
              "--artifacts-destination", str(root / "artifacts")],
-            env={**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests"},
+            env={**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests",
+                 **NO_JOBS},
             stdout=log.open("w"), stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(nice))
         uri = f"http://127.0.0.1:{port}"
         _wait(f"{uri}/health", server, log)
@@ -198,7 +200,7 @@ class _Server:
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers",
              "1", "--backend-store-uri", f"sqlite:///{self.root}/server.db",
              "--artifacts-destination", str(self.root / "artifacts")],
-            stdout=log.open("a"), stderr=subprocess.STDOUT)
+            env={**os.environ, **NO_JOBS}, stdout=log.open("a"), stderr=subprocess.STDOUT)
         _wait(f"{self.uri}/health", self.proc, log)
         return self
 
