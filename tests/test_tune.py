@@ -179,18 +179,22 @@ def _wait_for(predicate, timeout: float, proc=None):
 
 @pytest.mark.slow
 def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, tfds_dir):
-    path = _config(tmp_path, tfds_dir, max_trials=3)
+    """Its worker's memory may grow by almost nothing: after two trials it gives notice and hands over to
+    a spare; the chief is killed once the spare is up, and the spare, too, dies with it."""
+    path = _config(tmp_path, tfds_dir, max_trials=3, max_memory_growth=1e-9)
     workdir = tmp_path / "work"
     cmd = [sys.executable, "-m", "pipeline", "tune", str(path)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    while not any(line.startswith("trial 1:") for line in lines):  # two trials done, the third under way
+    while not any("handing over to a fresh process" in line for line in lines):  # two trials done
         line = proc.stdout.readline()
         assert line or proc.poll() is None, "".join(lines)[-3000:]
         lines.append(line)
+    assert [line.split(":")[0] for line in lines if line.startswith("trial ")] == ["trial 0", "trial 1"]
+    _wait_for(lambda: _pids_of(f"PIPELINE_TUNE_GO={workdir}"), timeout=30, proc=proc)  # the spare, on notice
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    deadline = time.time() + 60  # its workers (a spare may still be importing TensorFlow) follow it
+    deadline = time.time() + 60  # its workers (the spare may still be importing TensorFlow) follow it
     while _running(str(path)) and time.time() < deadline:
         time.sleep(0.5)
     assert not _running(str(path)), "a worker outlived its killed chief"
@@ -248,7 +252,7 @@ def test_two_workers_share_a_search_and_a_dead_worker_does_not_stop_it(tmp_path,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     logs = lambda: list((workdir / "tuning").glob("*/workers/tuner1.log"))  # noqa: E731
     _wait_for(lambda: logs() and "trial " in logs()[0].read_text(), timeout=180, proc=proc)
-    # tuner1 finished a trial and started the next: kill it mid-trial (not its spare, which waits for a go-file)
+    # tuner1 finished a trial and started the next: kill it mid-trial (a spare starts only on notice)
     for pid in _pids_of("KERASTUNER_TUNER_ID=tuner1-", "PIPELINE_TUNE_GO=\0"):
         os.kill(pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
@@ -271,9 +275,11 @@ def test_a_worker_hands_over_before_its_memory_grows_past_the_limit():
     from pipeline.tune.search import Memory
 
     memory = Memory(growth=0.1, baseline=900.0)
-    for rss in (905.0, 920.0, 935.0, 950.0, 965.0):
+    for rss in (905.0, 920.0, 935.0, 950.0):
         memory.record(rss)
-        assert not memory.should_recycle()
-    memory.record(980.0)  # the next trial's step (15 MB) would pass 900 x 1.1 = 990
+        assert not memory.nearly_full() and not memory.should_recycle()
+    memory.record(965.0)  # two more steps of 15 MB would pass 900 x 1.1 = 990: notice, for a spare to warm up
+    assert memory.nearly_full() and not memory.should_recycle()
+    memory.record(980.0)  # the next trial's step would pass it: hand over
     assert memory.should_recycle()
     assert not Memory(growth=None).should_recycle()  # trials in the search's own process never hand over

@@ -11,10 +11,12 @@ on several machines, start the same command with those variables on each
 Unlike KerasTuner's own chief loop, this one watches its local workers: when
 one dies, its trial goes back to the oracle's queue and a replacement worker
 starts, so the search goes on; the chief ends when the budget is spent and no
-trial is running. Each worker slot also keeps a warm spare (TensorFlow
-imported, data read, waiting for a go-file): a worker whose memory has grown
-(search.Memory) exits with EXIT_RECYCLE after its trial, and the spare takes
-its place at once. ``pipeline tune`` runs one such slot by default.
+trial is running. A worker whose memory has grown (search.Memory) exits with
+EXIT_RECYCLE after a trial; a trial before, it gives notice (a file), and the
+chief starts a spare for its slot (TensorFlow imported, data read, waiting for a
+go-file) that takes its place at once. Spares start only on notice: a warm one
+beside every worker would double the search's memory for the whole search.
+``pipeline tune`` runs one such slot by default.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from pipeline.errors import PipelineError
 from pipeline.tune.keras_tuner_compat import quiet_parent_to_proto
 
 MAX_RESTARTS = 2  # per worker slot, for workers that die
-SPARE_AFTER = 10.0  # seconds: the first spare starts once the first worker is past its start-up
 EXIT_RECYCLE = 99  # a worker handing over to a fresh process (its memory grew; see search.Memory)
 
 
@@ -62,6 +63,13 @@ def die_with_parent() -> None:
     if chief.isascii() and chief.isdigit() and os.getppid() != int(chief):
         print("the tuning chief is gone: this worker stops", file=sys.stderr)
         os._exit(143)
+
+
+def give_notice() -> None:
+    """Tell the chief that this worker's next trial will be its last (``PIPELINE_TUNE_NOTICE``)."""
+    notice = os.environ.get("PIPELINE_TUNE_NOTICE")
+    if notice:
+        Path(notice).touch()
 
 
 def wait_for_turn() -> None:
@@ -109,6 +117,9 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
 
     started = [0]
 
+    def notice(tuner_id: str) -> Path:
+        return log_dir / f".notice-{tuner_id}"
+
     def start(slot: str, wait: bool = False) -> tuple[str, subprocess.Popen, Path | None]:
         """A worker process for ``slot``; with ``wait`` a spare that starts trials when its go-file appears."""
         started[0] += 1
@@ -116,23 +127,23 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
         go = log_dir / f".go-{tuner_id}" if wait else None
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": connect,
                "KERASTUNER_ORACLE_PORT": port, "PIPELINE_TUNE_RECYCLE": "1", "PIPELINE_TUNE_GO": str(go or ""),
-               CHIEF_PID: str(os.getpid())}
+               "PIPELINE_TUNE_NOTICE": str(notice(tuner_id)), CHIEF_PID: str(os.getpid())}
         log = None if workers == 1 else open(log_dir / f"{slot}.log", "a")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", *command], env=env, stdout=log,
                                 stderr=subprocess.STDOUT if log else None)
         return tuner_id, proc, go
 
-    procs = {}  # tuner id -> (slot, process, start time)
+    procs = {}  # tuner id -> (slot, process)
     for i in range(workers):
         tuner_id, proc, _ = start(f"tuner{i}")
-        procs[tuner_id] = (f"tuner{i}", proc, time.time())
+        procs[tuner_id] = (f"tuner{i}", proc)
     spares: dict[str, tuple] = {}  # slot -> a warm spare for it
     restarts = 0
     try:
         while True:
             time.sleep(0.2)
-            for tuner_id, (slot, proc, since) in list(procs.items()):
-                if slot not in spares and not servicer.stop_triggered and time.time() - since > SPARE_AFTER:
+            for tuner_id, (slot, proc) in list(procs.items()):
+                if slot not in spares and not servicer.stop_triggered and notice(tuner_id).exists():
                     spares[slot] = start(slot, wait=True)
                 code = proc.poll()
                 if code is None:
@@ -154,7 +165,7 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
                         go.touch()
                     else:
                         spare_id, spare, _ = start(slot)
-                    procs[spare_id] = (slot, spare, time.time() - SPARE_AFTER)  # its own spare starts now
+                    procs[spare_id] = (slot, spare)
             if servicer.stop_triggered and exit_chief(oracle) and not procs:
                 return
             if workers and not procs and not (servicer.stop_triggered and exit_chief(oracle)):
@@ -163,10 +174,10 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
     finally:
         for _, proc, _ in spares.values():
             proc.terminate()
-        procs.update({spare_id: (slot, proc, 0) for slot, (spare_id, proc, _) in spares.items()})
-        for _, proc, _ in procs.values():
+        procs.update({spare_id: (slot, proc) for slot, (spare_id, proc, _) in spares.items()})
+        for _, proc in procs.values():
             proc.terminate()
-        for _, proc, _ in procs.values():
+        for _, proc in procs.values():
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

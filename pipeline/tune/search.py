@@ -8,7 +8,7 @@ queues the interrupted one again; a trial whose ``result.json`` exists is not
 trained twice. Trials run one after another in a worker process, Keras' state
 cleared between them, so a trial costs no TensorFlow start-up; since
 TensorFlow still leaks part of each traced function, the worker hands over to
-a warm spare process before its memory grows past ``tune.max_memory_growth``
+a spare process, warmed up on its notice, before its memory grows past ``tune.max_memory_growth``
 (``Memory``; distributed.py runs the workers).
 """
 
@@ -148,14 +148,16 @@ class PipelineTuner(ConfigSpaceTuner):
                          project_name=folder.name, executions_per_trial=cfg.tune.executions_per_trial)
 
     def on_trial_end(self, trial):
-        super().on_trial_end(trial)
-        if self.memory.should_recycle():
-            from pipeline.tune.distributed import EXIT_RECYCLE
+        from pipeline.tune import distributed
 
+        super().on_trial_end(trial)
+        if self.memory.nearly_full():
+            distributed.give_notice()
+        if self.memory.should_recycle():
             print(f"worker {self.tuner_id}: RSS {self.memory.last:.0f} MB after {len(self.memory.seen)} trials "
                   f"(first {self.memory.seen[0]:.0f} MB); handing over to a fresh process", flush=True)
             sys.stderr.flush()
-            os._exit(EXIT_RECYCLE)  # everything is saved; skip TensorFlow's slow teardown so the spare starts now
+            os._exit(distributed.EXIT_RECYCLE)  # everything is saved; skip TensorFlow's slow teardown so the spare starts now
 
     def run_trial(self, trial, *args, **kwargs):
         import keras
@@ -225,7 +227,8 @@ class Memory:
     grows with every trial however the state is cleared. A worker process
     therefore stops when its next trial would take its RSS past ``1 + growth``
     times the RSS after the search's first trial (``baseline``, or its own
-    first); a spare worker, started in advance, takes over at once.
+    first). A trial earlier it gives notice, so that a spare worker is warm
+    and takes over at once.
     """
 
     def __init__(self, growth: float | None, baseline: float | None = None):
@@ -239,12 +242,19 @@ class Memory:
         self.seen.append(rss_mb)
 
     def should_recycle(self) -> bool:
+        return self._passes_limit(trials=1)
+
+    def nearly_full(self) -> bool:
+        """Whether the trial after next would pass the limit: time to warm a spare up."""
+        return self._passes_limit(trials=2)
+
+    def _passes_limit(self, trials: int) -> bool:
         if self.growth is None or len(self.seen) < 2:
             return False
         recent = self.seen[-4:]
         step = max(max(b - a for a, b in zip(recent, recent[1:])), 0.0)  # the largest recent step
         first = min(self.seen[0], self.baseline or self.seen[0])
-        return self.seen[-1] + step > first * (1 + self.growth)
+        return self.seen[-1] + trials * step > first * (1 + self.growth)
 
 
 def _baseline(folder: Path) -> float | None:
