@@ -86,7 +86,7 @@ def _chosen(cfg, spec) -> list[str]:
 
 def _test_rows(model, data, task, limit: int):
     """Test features (no images unless small), labels and the model's predictions, for at most ``limit`` rows."""
-    from pipeline.data.dataset import shared_text
+    from pipeline.data.columns import shared_text
 
     features: dict[str, list] = {}
     seen: dict[str, dict] = {}

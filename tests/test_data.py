@@ -123,7 +123,7 @@ def test_picking_features_runs_on_blocks_of_table_rows_with_the_same_examples_in
     the count still known."""
     import tensorflow as tf
 
-    from pipeline.data import dataset, tfds_reader
+    from pipeline.data import columns, tfds_reader
 
     monkeypatch.setattr(tfds_reader, "BLOCK", 7)
     calls = []
@@ -134,19 +134,19 @@ def test_picking_features_runs_on_blocks_of_table_rows_with_the_same_examples_in
 
     rows = {"x": np.arange(50, dtype=np.float32), "city": np.array([f"c{i % 3}" for i in range(50)]),
             "y": np.arange(50) % 2, "unused": np.zeros(50)}
-    table = dataset._blockwise(tf.data.Dataset.from_tensor_slices(rows), pick)
+    table = columns.blockwise(tf.data.Dataset.from_tensor_slices(rows), pick)
     assert calls == [tf.TensorShape([None])] and int(table.cardinality()) == 50
     assert [float(x["x"]) for x, _ in table.as_numpy_iterator()] == list(range(50))
 
     big = {"x": np.zeros((20, 1)), "city": np.array(["a"] * 20), "y": np.zeros(20),
            "image": np.zeros((20, 512, 512, 3), np.uint8)}
     calls.clear()
-    assert len(list(dataset._blockwise(tf.data.Dataset.from_tensor_slices(big), pick))) == 20
+    assert len(list(columns.blockwise(tf.data.Dataset.from_tensor_slices(big), pick))) == 20
     assert calls == [tf.TensorShape([1])]  # an example at a time: 7 such images are 5 MB
     ragged = tf.data.Dataset.from_generator(lambda: ({"x": np.zeros(n), "city": "a", "y": 0} for n in (1, 2, 3)),
                                             output_signature={"x": tf.TensorSpec([None], tf.float64),
                                                               "city": tf.TensorSpec([], tf.string),
                                                               "y": tf.TensorSpec([], tf.int64)})
     calls.clear()
-    assert [len(x["x"]) for x, _ in dataset._blockwise(ragged, pick).as_numpy_iterator()] == [1, 2, 3]
+    assert [len(x["x"]) for x, _ in columns.blockwise(ragged, pick).as_numpy_iterator()] == [1, 2, 3]
     assert calls == [tf.TensorShape([None])]  # varying shapes: one per call

@@ -218,7 +218,7 @@ def test_csv_missing_label_column_is_named(tmp_path, tfds_dir):
 
 
 def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_leaves_them_out(tmp_path, tfds_dir):
-    from pipeline.data import dataset, stats
+    from pipeline.data import columns, dataset, stats
 
     path = write_houses(tmp_path / "houses.csv", n=200)
     frame = pd.read_csv(path)
@@ -234,7 +234,7 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     assert "has one value, plant-7, in all 140 training rows" in site
 
     with pytest.MonkeyPatch.context() as patch:  # a table past the rows read for statistics: they are a sample
-        patch.setattr(dataset, "MAX_STAT_ROWS", 50)
+        patch.setattr(columns, "MAX_STAT_ROWS", 50)
         sampled = stats.column_notes(dataset.load(load(ROOT / "configs/examples/csv.yaml",
                                                        csv_overrides(tmp_path, tfds_dir, path))))
     assert any(n.startswith("column 'row'") and "in each of the 50 training rows read" in n for n in sampled), sampled
@@ -494,7 +494,7 @@ def test_a_table_too_small_for_its_classes_is_refused_with_the_numbers(tmp_path,
 
 def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_path, tfds_dir, monkeypatch):
     """Counted in the rows the statistics read: the whole training split, or its first rows when it is larger."""
-    from pipeline.data import dataset
+    from pipeline.data import columns, dataset
 
     path = write_houses(tmp_path / "houses.csv")
     frame = pd.read_csv(path)
@@ -505,7 +505,7 @@ def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_p
     with pytest.raises(DataError, match=r"^`features.target_transform: log` needs labels above 0, but `price` has \d+ "
                                         r"at or below 0 in the training split \(min 0\): use target_transform none$"):
         dataset.load(cfg)
-    monkeypatch.setattr(dataset, "MAX_STAT_ROWS", 50)
+    monkeypatch.setattr(columns, "MAX_STAT_ROWS", 50)
     with pytest.raises(DataError, match=r"has \d+ at or below 0 in the training split's first 50 rows \(min 0\)"):
         dataset.load(cfg)
 

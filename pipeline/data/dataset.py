@@ -1,8 +1,8 @@
 """Read a TFDS dataset into train/validation/test ``tf.data`` pipelines of named raw features.
 
-Stages: read (TFDS, parsed in blocks: data/tfds_reader.py) -> [filter by time] -> select features (or, for a
-series, cut windows: data/series.py) -> then data/feed.py: cache -> seeded shuffle
-(train) -> batch -> cast images to float, transform the target -> augment images
+Stages: read (TFDS, parsed in blocks: data/tfds_reader.py) -> [filter by time] -> select features
+(data/columns.py; or, for a series, cut windows: data/series.py) -> then data/feed.py: cache ->
+seeded shuffle (train) -> batch -> cast images to float, transform the target -> augment images
 (train, batch-level) -> prefetch.
 
 Every example is ``({feature name: raw value}, label)``. Features keep their
@@ -18,20 +18,16 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import feed, stats, tfds_reader
+from pipeline.data import columns, feed, tfds_reader
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
 from pipeline.files import exclusive
 
 SPLITS = ("train", "validation", "test")
-MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
-BLOCK_BYTES = 4 << 20  # the largest block of examples _blockwise gathers
-MAX_SHARED = 100_000  # distinct text values a column shares (shared_text)
 MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows overlap; 160 MB of float64)
 
 
@@ -52,13 +48,13 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
 
     raw, info, sizes = _read(cfg)
     if cfg.forecast:  # windows of a series, split by time
-        spec, examples, columns, values = _series(cfg, info, raw[0])
+        spec, examples, train_columns, values = _series(cfg, info, raw[0])
         task = task_for(cfg, spec)
     else:
         spec = _spec(cfg, info, sizes)
         task = task_for(cfg, spec)
-        examples = [_pairs(ds, spec) for ds in raw]
-        columns, values = _columns(raw[0], spec, task), None
+        examples = [columns.pairs(ds, spec) for ds in raw]
+        train_columns, values = columns.train_columns(raw[0], spec, task), None
     n = spec.sizes["train"]
     batch = global_batch(auto_batch(n) if cfg.data.batch_size == "auto" else cfg.data.batch_size,
                          cfg.data.batch_scope, replicas)
@@ -71,7 +67,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
         raise DataError(f"The training split has {n} examples, fewer than one batch of {batch} (`data.batch_size`).")
     if spec.task == "classification":
         _enough_rows(spec)
-        _two_classes(spec, columns[spec.label])
+        _two_classes(spec, train_columns[spec.label])
     files, train_for = 0, None
     if not (cfg.forecast or cfg.data.time_split):  # a series or a time cut is one stream, not files to split
         files = len(info.splits[cfg.data.splits.train].file_instructions)
@@ -80,10 +76,10 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
             """One worker's training stream: only its share of the split's files (TFDS splits them by the
             context), ``steps`` batches of its share of the global batch every epoch, whatever its rows."""
             raw, _, _ = _read(cfg, input_context=context)
-            return feed.stages(_pairs(raw[0], spec), cfg, spec, task, "train", augmenter, start_epoch,
+            return feed.stages(columns.pairs(raw[0], spec), cfg, spec, task, "train", augmenter, start_epoch,
                                batch // context.num_input_pipelines, n // context.num_input_pipelines, steps=steps)
 
-    return Splits(**datasets, spec=spec, train_columns=columns, steps_per_epoch=steps, global_batch=batch,
+    return Splits(**datasets, spec=spec, train_columns=train_columns, steps_per_epoch=steps, global_batch=batch,
                   series=values, train_files=files, train_for=train_for)
 
 
@@ -209,7 +205,7 @@ def _split_by_time(ds, time_split):
     import tensorflow as tf
 
     column = time_split.column
-    batches = _blockwise(ds, lambda ex: ex[column]).batch(8192).as_numpy_iterator()  # one Python step per 8192
+    batches = columns.blockwise(ds, lambda ex: ex[column]).batch(8192).as_numpy_iterator()  # one Python step per 8192
     times = np.concatenate([np.zeros(0), *(b.astype(np.float64) for b in batches)])
     lo, hi = np.quantile(times, [time_split.validation, time_split.test])
 
@@ -293,7 +289,7 @@ def _series(cfg: ExperimentConfig, info, ds):
         label=series.label_name(target), task="forecasting", skipped=int(metadata.get("skipped", 0)),
         example_bytes=4.0 * (sum(lengths.values()) + fc.horizon))
     at = series.starts(values, cfg, "train")
-    most = max(1000, min(MAX_STAT_ROWS, MAX_STAT_VALUES // sum(lengths.values())))
+    most = max(1000, min(columns.MAX_STAT_ROWS, MAX_STAT_VALUES // sum(lengths.values())))
     if len(at) > most:  # evenly spaced training windows, for the statistics
         at = at[np.linspace(0, len(at) - 1, most).astype(int)]
     inputs, labels = series.window_arrays(values, cfg, at)
@@ -318,76 +314,3 @@ def auto_batch(rows: int) -> int:
     """``data.batch_size: auto``: about 50 steps an epoch. Small tables measured better with more,
     smaller steps than one batch size fits all (bench/README.md, tables)."""
     return min(256, max(8, 2 ** int(math.log2(max(rows // 50, 1)))))
-
-
-def _columns(train, spec: DataSpec, task) -> dict[str, Any]:
-    """Training-split columns (no images) and transformed labels, for preprocessing statistics."""
-    import numpy as np
-
-    names = [f.name for f in spec.features if not f.signal]
-    rows = _blockwise(train.take(MAX_STAT_ROWS), lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
-    columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
-    seen: dict[str, dict] = {n: {} for n in names}
-    for batch in rows.batch(4096).as_numpy_iterator():
-        for n in names:
-            columns[n].append(shared_text(batch[0][n], seen[n]))
-        columns[spec.label].append(batch[1])
-    arrays = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
-    labels = arrays[spec.label]
-    if getattr(task, "log", False) and labels.size and labels.min() <= 0:
-        hint = stats.classes_hint(labels, spec.label)
-        read = ("the training split" if labels.size >= spec.sizes["train"]
-                else f"the training split's first {labels.size:,} rows")
-        raise DataError(f"`features.target_transform: log` needs labels above 0, but `{spec.label}` has "
-                        f"{int((labels <= 0).sum())} at or below 0 in {read} (min {labels.min():g}): "
-                        + (f"{hint}, or use target_transform none" if hint else "use target_transform none"))
-    arrays[spec.label] = np.asarray(task.target_numpy(labels))
-    return arrays
-
-
-def shared_text(values, seen: dict):
-    """``values`` with each repeated text cell one shared object (the first of its value in ``seen``).
-
-    NumPy holds a text column as a Python bytes object per cell, about 40 bytes each beyond the
-    pointer; a category column repeats a few values, so sharing them is most of its memory
-    (bench/README.md, memory). Past MAX_SHARED distinct values (a column of ids) no more are added.
-    """
-    import numpy as np
-
-    if values.dtype != object:
-        return values
-    if len(seen) < MAX_SHARED:
-        cells = [seen.setdefault(v, v) for v in values.reshape(-1)]
-    else:
-        cells = [seen.get(v, v) for v in values.reshape(-1)]
-    out = np.empty(values.size, dtype=object)
-    out[:] = cells
-    return out.reshape(values.shape)
-
-
-def _pairs(examples, spec: DataSpec):
-    """TFDS examples as (features, label) pairs."""
-    names, label = [f.name for f in spec.features], spec.label
-    return _blockwise(examples, lambda ex: ({n: ex[n] for n in names}, ex[label]))
-
-
-def _blockwise(examples, fn):
-    """``examples.map(fn)`` for a ``fn`` that only picks features, called on blocks of examples where they are small.
-
-    tf.data spends about 14 microseconds per element on such a map (bench/README.md, "Tables as they
-    grow"): most of a million-row table's first pass. On blocks of ``tfds_reader.BLOCK`` rows the
-    cost all but vanishes. Examples of varying shapes, or too large to gather a block of (images),
-    stay one per call.
-    """
-    import math
-
-    import tensorflow as tf
-
-    auto = tf.data.AUTOTUNE
-    specs = tf.nest.flatten(examples.element_spec)
-    if not all(s.shape.is_fully_defined() for s in specs) or tfds_reader.BLOCK * sum(
-            math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs) > BLOCK_BYTES:
-        return examples.map(fn, num_parallel_calls=auto)
-    out = examples.batch(tfds_reader.BLOCK).map(fn, num_parallel_calls=auto).unbatch()
-    rows = int(examples.cardinality())
-    return out.apply(tf.data.experimental.assert_cardinality(rows)) if rows >= 0 else out  # unbatch forgets it

@@ -57,7 +57,7 @@ def column_notes(data) -> list[str]:
         else:
             present = values[~np.isnan(values)] if values.dtype.kind == "f" else values
             distinct = len(np.unique(present))
-        rows = data.spec.sizes["train"]  # the values are a sample of them past dataset.MAX_STAT_ROWS
+        rows = data.spec.sizes["train"]  # the values are a sample of them past columns.MAX_STAT_ROWS
         seen = f"{len(values):,} training rows" + ("" if len(values) == rows else " read")
         fix = f"leave it out with `data.exclude: [{f.name}]`"
         if distinct == 1:

@@ -1,0 +1,92 @@
+"""Features picked from TFDS examples: the (features, label) pairs that training reads, and the
+training split's columns as NumPy arrays, which preprocessing statistics and baselines read.
+
+Both pick a few features out of each example. tf.data spends about 14 microseconds per element
+on such a map (bench/README.md, "Tables as they grow"): most of a million-row table's first
+pass. ``blockwise`` runs the pick on blocks of ``tfds_reader.BLOCK`` rows instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pipeline.data import stats, tfds_reader
+from pipeline.data.spec import DataSpec
+from pipeline.errors import DataError
+
+MAX_STAT_ROWS = 200_000  # rows of the training split read for preprocessing statistics
+BLOCK_BYTES = 4 << 20  # the largest block of examples blockwise gathers
+MAX_SHARED = 100_000  # distinct text values a column shares (shared_text)
+
+
+def pairs(examples, spec: DataSpec):
+    """TFDS examples as (features, label) pairs."""
+    names, label = [f.name for f in spec.features], spec.label
+    return blockwise(examples, lambda ex: ({n: ex[n] for n in names}, ex[label]))
+
+
+def train_columns(train, spec: DataSpec, task) -> dict[str, Any]:
+    """Training-split columns (no images) and transformed labels, for preprocessing statistics.
+
+    Raises:
+        DataError: a log target transform over labels at or below 0.
+    """
+    import numpy as np
+
+    names = [f.name for f in spec.features if not f.signal]
+    rows = blockwise(train.take(MAX_STAT_ROWS), lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
+    columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
+    seen: dict[str, dict] = {n: {} for n in names}
+    for batch in rows.batch(4096).as_numpy_iterator():
+        for n in names:
+            columns[n].append(shared_text(batch[0][n], seen[n]))
+        columns[spec.label].append(batch[1])
+    arrays = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
+    labels = arrays[spec.label]
+    if getattr(task, "log", False) and labels.size and labels.min() <= 0:
+        hint = stats.classes_hint(labels, spec.label)
+        read = ("the training split" if labels.size >= spec.sizes["train"]
+                else f"the training split's first {labels.size:,} rows")
+        raise DataError(f"`features.target_transform: log` needs labels above 0, but `{spec.label}` has "
+                        f"{int((labels <= 0).sum())} at or below 0 in {read} (min {labels.min():g}): "
+                        + (f"{hint}, or use target_transform none" if hint else "use target_transform none"))
+    arrays[spec.label] = np.asarray(task.target_numpy(labels))
+    return arrays
+
+
+def shared_text(values, seen: dict):
+    """``values`` with each repeated text cell one shared object (the first of its value in ``seen``).
+
+    NumPy holds a text column as a Python bytes object per cell, about 40 bytes each beyond the
+    pointer; a category column repeats a few values, so sharing them is most of its memory
+    (bench/README.md, memory). Past MAX_SHARED distinct values (a column of ids) no more are added.
+    """
+    import numpy as np
+
+    if values.dtype != object:
+        return values
+    if len(seen) < MAX_SHARED:
+        cells = [seen.setdefault(v, v) for v in values.reshape(-1)]
+    else:
+        cells = [seen.get(v, v) for v in values.reshape(-1)]
+    out = np.empty(values.size, dtype=object)
+    out[:] = cells
+    return out.reshape(values.shape)
+
+
+def blockwise(examples, fn):
+    """``examples.map(fn)`` for a ``fn`` that only picks features, called on blocks of examples where they are small.
+
+    Examples of varying shapes, or too large to gather a block of (images), stay one per call.
+    """
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    specs = tf.nest.flatten(examples.element_spec)
+    if not all(s.shape.is_fully_defined() for s in specs) or tfds_reader.BLOCK * sum(
+            math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs) > BLOCK_BYTES:
+        return examples.map(fn, num_parallel_calls=auto)
+    out = examples.batch(tfds_reader.BLOCK).map(fn, num_parallel_calls=auto).unbatch()
+    rows = int(examples.cardinality())
+    return out.apply(tf.data.experimental.assert_cardinality(rows)) if rows >= 0 else out  # unbatch forgets it
