@@ -11,11 +11,17 @@ import pytest
 from .conftest import DIGITS, ROOT, run_cli, tiny
 
 
-@pytest.mark.slow
-def test_train_command_trains_tracks_exports_and_prints_a_summary(tmp_path, tfds_dir):
-    workdir = tmp_path / "work"
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, tfds_dir):
+    """`pipeline train` of the tiny digits config in a fresh process on a new workdir, in a user's environment."""
+    workdir = tmp_path_factory.mktemp("cli") / "work"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell: the CLI's own
-    proc = run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, "train.epochs=1", new_store=True), env=env)
+    return workdir, run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, new_store=True), env=env)
+
+
+@pytest.mark.slow
+def test_train_command_trains_tracks_exports_and_prints_a_summary(cli_run):
+    workdir, proc = cli_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     for label in ("test_accuracy", "vs majority", "best epoch", "run id", "export", "fit"):
         assert label in proc.stdout
@@ -25,6 +31,28 @@ def test_train_command_trains_tracks_exports_and_prints_a_summary(tmp_path, tfds
     for noise in ("absl::InitializeLog", "cuInit", "cudart_stub", "cpu_feature_guard", "Creating initial MLflow",
                   "Using custom data configuration", "NodeDef mentions attribute", "Downloading and preparing"):
         assert noise not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_same_config_and_seed_give_the_same_metrics_in_a_fresh_process_and_after_other_runs(cli_run, tmp_path,
+                                                                                                tfds_dir):
+    """Deterministic ops: a fresh process and one that trained another seed first agree to 1e-6."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import load
+    from pipeline.jobs.train import train
+
+    fresh, proc = cli_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{fresh}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    fresh_val_loss = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
+
+    other = train(load(DIGITS, tiny(tmp_path / "before", tfds_dir, "seed=7", "tracking.enabled=false", "export.enabled=false")))
+    after = train(load(DIGITS, tiny(tmp_path / "after", tfds_dir, "tracking.enabled=false", "export.enabled=false")))
+    assert len(fresh_val_loss) == 2 and after.history["val_loss"] == pytest.approx(fresh_val_loss, abs=1e-6)
+    assert after.test_metrics["test_accuracy"] == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+    assert other.history["val_loss"] != pytest.approx(fresh_val_loss, abs=1e-6)  # the seed matters
 
 
 @pytest.mark.slow
