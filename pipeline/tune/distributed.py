@@ -113,6 +113,8 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
     print(f"Oracle serving on {ip}:{port} ({workers} local worker{'s' if workers != 1 else ''}{where})",
           file=sys.stderr)
     log_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*log_dir.glob(".go-*"), *log_dir.glob(".notice-*")]:  # an earlier run's: its ids come again
+        stale.unlink(missing_ok=True)
     connect = "127.0.0.1" if ip in ("0.0.0.0", "") else ip
 
     started = [0]
