@@ -180,10 +180,17 @@ def _wait_for(predicate, timeout: float, proc=None):
 @pytest.mark.slow
 def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, tfds_dir):
     """Its worker's memory may grow by almost nothing: after two trials it gives notice and hands over to
-    a spare; the chief is killed once the spare is up, and the spare, too, dies with it. The rerun's
-    worker (one trial left: no notice) starts no spare on the killed run's notice."""
+    a spare; the chief is killed once the spare is up, and the spare, too, dies with it. An earlier run's
+    go- and notice-files (worker ids start again at 1) are cleared before any worker starts."""
+    from pipeline.config import load
+    from pipeline.tune.search import Search
+
     path = _config(tmp_path, tfds_dir, max_trials=3, max_memory_growth=1e-9)
-    workdir = tmp_path / "work"
+    workdir, folder = tmp_path / "work", Search.of(load(path)).folder
+    (folder / "workers").mkdir(parents=True)
+    signals = lambda: sorted(p.name for p in (folder / "workers").glob(".*-tuner*"))  # noqa: E731
+    for name in (".go-tuner0-2", ".notice-tuner0-1"):  # as a killed run leaves them
+        (folder / "workers" / name).touch()
     cmd = [sys.executable, "-m", "pipeline", "tune", str(path)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -191,23 +198,21 @@ def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, t
         line = proc.stdout.readline()
         assert line or proc.poll() is None, "".join(lines)[-3000:]
         lines.append(line)
+        if line.startswith("trial 0:"):
+            assert signals() == []  # no spare started, nor went, on an earlier run's word
     assert [line.split(":")[0] for line in lines if line.startswith("trial ")] == ["trial 0", "trial 1"]
-    went = lambda: list((workdir / "tuning").glob("*/workers/.go-*"))  # noqa: E731
-    _wait_for(lambda: _pids_of(f"PIPELINE_TUNE_GO={workdir}") and went(), timeout=30, proc=proc)  # the spare took over
+    _wait_for(lambda: _pids_of(f"PIPELINE_TUNE_GO={workdir}") and signals() == [".go-tuner0-2", ".notice-tuner0-1"],
+              timeout=30, proc=proc)  # the spare started on the notice, and took over
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.time() + 60  # its workers (the spare may still be importing TensorFlow) follow it
     while _running(str(path)) and time.time() < deadline:
         time.sleep(0.5)
     assert not _running(str(path)), "a worker outlived its killed chief"
-    folder = next((workdir / "tuning").iterdir())
     first = {t: json.loads((folder / f"trial_{t}" / "result.json").read_text()) for t in ("0", "1")}
 
-    signals = lambda: sorted(p.name for p in (folder / "workers").glob(".*-tuner*"))  # noqa: E731
-    assert signals() == [".go-tuner0-2", ".notice-tuner0-1"]  # the killed run's; the rerun's ids start again
-    again = run_cli("tune", str(path), timeout=300)
+    again = run_cli("tune", str(path), "--workers", "0", timeout=300)  # in-process this time: any mode resumes
     assert again.returncode == 0, again.stderr[-3000:]
-    assert signals() == []  # so no spare started, nor went, on an earlier run's word
     assert "trial 0:" not in again.stdout and "trial 1:" not in again.stdout
     for t, result in first.items():  # finished trials are kept as they were
         assert json.loads((folder / f"trial_{t}" / "result.json").read_text()) == result
