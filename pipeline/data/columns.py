@@ -20,9 +20,9 @@ BLOCK_BYTES = 4 << 20  # the largest block of examples blockwise gathers
 MAX_SHARED = 100_000  # distinct text values a column shares (shared_text)
 
 
-def pairs(examples, spec: DataSpec):
-    """TFDS examples as (features, label) pairs."""
-    names, label = [f.name for f in spec.features], spec.label
+def pairs(examples, spec: DataSpec, names: list[str] | None = None):
+    """TFDS examples as (features, label) pairs: every feature, or those ``names``."""
+    names, label = names or [f.name for f in spec.features], spec.label
     return blockwise(examples, lambda ex: ({n: ex[n] for n in names}, ex[label]))
 
 
@@ -35,7 +35,7 @@ def train_columns(train, spec: DataSpec, task) -> dict[str, Any]:
     import numpy as np
 
     names = [f.name for f in spec.features if not f.signal]
-    rows = blockwise(train.take(MAX_STAT_ROWS), lambda ex: ({n: ex[n] for n in names}, ex[spec.label]))
+    rows = pairs(train.take(MAX_STAT_ROWS), spec, names)
     columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
     seen: dict[str, dict] = {n: {} for n in names}
     for batch in rows.batch(4096).as_numpy_iterator():

@@ -29,7 +29,7 @@ from pipeline import runtime, track
 from pipeline.config import ExperimentConfig
 from pipeline.config.search_space import apply
 from pipeline.files import read_json, write_json
-from pipeline.tune import results, space
+from pipeline.tune import distributed, results, space
 from pipeline.tune.keras_tuner_compat import ConfigSpaceTuner, durable
 
 # ---- oracles ------------------------------------------------------------------
@@ -148,8 +148,6 @@ class PipelineTuner(ConfigSpaceTuner):
                          project_name=folder.name, executions_per_trial=cfg.tune.executions_per_trial)
 
     def on_trial_end(self, trial):
-        from pipeline.tune import distributed
-
         super().on_trial_end(trial)
         if self.memory.nearly_full():
             distributed.give_notice()
@@ -264,9 +262,7 @@ def _baseline(folder: Path) -> float | None:
 
 
 def _recycles() -> bool:
-    from pipeline.tune.distributed import is_worker
-
-    return is_worker() and os.environ.get("PIPELINE_TUNE_RECYCLE") == "1"
+    return distributed.is_worker() and os.environ.get("PIPELINE_TUNE_RECYCLE") == "1"
 
 
 # ---- the search's identity ----------------------------------------------------
