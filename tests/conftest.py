@@ -66,7 +66,11 @@ def with_store(workdir: Path) -> Path:
 
 def tiny(workdir: Path, tfds_dir: Path, *extra: str, new_store: bool = False) -> list[str]:
     """Overrides that shrink configs/digits.yaml to a seconds-long run in ``workdir`` (its embedded store
-    made, unless ``new_store`` or a ``tracking.uri`` among ``extra``)."""
+    made, unless ``new_store`` or a ``tracking.uri`` among ``extra``).
+
+    No classical baselines (``train.baselines=auto`` in ``extra`` brings them back): they are the
+    subject of the shared runs (``trained``, the CLI's) and of tests/test_baselines.py, not of every run.
+    """
     if not new_store and not any(e.startswith("tracking.uri=") for e in extra):
         with_store(workdir)
     return [
@@ -77,6 +81,7 @@ def tiny(workdir: Path, tfds_dir: Path, *extra: str, new_store: bool = False) ->
         "model.head_units=16",
         "train.epochs=2",
         "train.verbose=0",
+        "train.baselines=none",
         *extra,
     ]
 
@@ -99,7 +104,7 @@ def trained(tmp_path_factory, tfds_dir):
     from pipeline.jobs.train import train
 
     workdir = tmp_path_factory.mktemp("trained") / "work"
-    cfg = load(DIGITS, tiny(workdir, tfds_dir))
+    cfg = load(DIGITS, tiny(workdir, tfds_dir, "train.baselines=auto"))
     return cfg, train(cfg)
 
 

@@ -230,7 +230,7 @@ def test_a_run_whose_process_died_is_ended_killed_by_the_next_run(tmp_path, tfds
     assert ended.data.tags["pipeline.ended_by"] == f"a later run: its process {proc.pid} on {socket.gethostname()} had died"
 
 
-@pytest.mark.slow  # three processes, each importing TensorFlow
+@pytest.mark.slow  # two processes, each importing TensorFlow
 def test_runs_started_together_on_a_new_workdir_share_its_dataset_and_store(tmp_path):
     """Cron starts several configs at once on one fresh workdir: each would prepare the dataset and create
     the SQLite store's tables, and break the others' ("table experiments already exists", a missing
@@ -239,7 +239,7 @@ def test_runs_started_together_on_a_new_workdir_share_its_dataset_and_store(tmp_
               "cfg = api.load_config(sys.argv[1], [f'workdir={sys.argv[2]}'])\n"
               "print(api.prepare(cfg).sizes['train'], tracking_client(cfg)[1])")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(DIGITS), str(tmp_path / "work")], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [err[-1500:] for _, err in outputs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outputs]
     assert len({tuple(out.split()[-2:]) for out, _ in outputs}) == 1  # the same data, the same experiment
