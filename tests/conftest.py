@@ -16,6 +16,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # As the CLI does for deterministic configs: oneDNN kernels are outside op determinism.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as the CLI does: tests send nothing anywhere
+# One thread each for OpenMP (scikit-learn's gradient boosting) and OpenBLAS: the suite already keeps every core
+# busy with its own processes, and their idle threads spin for work on a core that another test needs (bench/README.md).
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "configs" / "digits.yaml"
