@@ -33,7 +33,7 @@ def linear_houses(tmp_path_factory, tfds_dir):
 
     work = tmp_path_factory.mktemp("linear")
     cfg = load(CSV, csv_overrides(work, tfds_dir, write_houses(work / "houses.csv", n=600),
-                                  "optimizer.learning_rate=0.00001", "export.enabled=false"))
+                                  "train.baselines=auto", "optimizer.learning_rate=0.00001", "export.enabled=false"))
     return cfg, train(cfg)
 
 
@@ -58,7 +58,8 @@ def test_baselines_can_be_chosen_turned_off_and_kept_to_a_budget(linear_houses, 
     from pipeline.tasks import task_for
 
     cfg, result = linear_houses
-    cfg = load(CSV, [*csv_overrides(Path(cfg.workdir).parent, cfg.data.data_dir, cfg.data.path), *overrides])
+    cfg = load(CSV, [*csv_overrides(Path(cfg.workdir).parent, cfg.data.data_dir, cfg.data.path, "train.baselines=auto"),
+                     *overrides])
     data = dataset.load(cfg)
     found = baselines.evaluate(result.model, data, cfg, task_for(cfg, data.spec))
     assert {k.split(".")[1] for k in found if k.startswith("baseline.")} == names
@@ -100,8 +101,8 @@ def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_
     from pipeline.jobs.train import train
 
     path = write_houses(tmp_path / "houses.csv", n=90)
-    cfg = load(CSV, csv_overrides(tmp_path, tfds_dir, path, "data.label_key=city", "train.baselines_rows=1",
-                                  "export.enabled=false"))
+    cfg = load(CSV, csv_overrides(tmp_path, tfds_dir, path, "data.label_key=city", "train.baselines=auto",
+                                  "train.baselines_rows=1", "export.enabled=false"))
     result = train(cfg)
     err = capsys.readouterr().err
     assert "note: baseline linear skipped: This solver needs samples of at least 2 classes" in err

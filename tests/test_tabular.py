@@ -18,8 +18,9 @@ MOVIELENS = ROOT / "configs" / "movielens.yaml"
 
 
 def shrink(tmp_path, tfds_dir, *extra: str) -> list[str]:
+    """A shipped table's config for one epoch, without the classical baselines (as ``tiny``)."""
     return [f"workdir={with_store(tmp_path / 'work')}", f"data.data_dir={tfds_dir}", "train.epochs=1", "train.verbose=0",
-            *extra]
+            "train.baselines=none", *extra]
 
 
 def _column(ds, name):
@@ -181,8 +182,9 @@ def write_houses(path, n: int = 120, bad_rows: dict | None = None):
 
 
 def csv_overrides(tmp_path, tfds_dir, path, *extra):
+    """configs/examples/csv.yaml on the table at ``path`` for one epoch, without the classical baselines (as ``tiny``)."""
     return ["name=houses", f"workdir={with_store(tmp_path / 'work')}", f"data.data_dir={tfds_dir}", f"data.path={path}",
-            "train.epochs=1", "train.verbose=0", *extra]
+            "train.epochs=1", "train.verbose=0", "train.baselines=none", *extra]
 
 
 def test_csv_with_a_bad_value_names_file_line_and_column(tmp_path, tfds_dir):
