@@ -183,6 +183,7 @@ def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, t
     a spare; the chief is killed once the spare is up, and the spare, too, dies with it. An earlier run's
     go- and notice-files (worker ids start again at 1) are cleared before any worker starts."""
     from pipeline.config import load
+    from pipeline.jobs.tune import tune
     from pipeline.tune.search import Search
 
     path = _config(tmp_path, tfds_dir, max_trials=3, max_memory_growth=1e-9)
@@ -210,8 +211,6 @@ def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, t
         time.sleep(0.5)
     assert not _running(str(path)), "a worker outlived its killed chief"
     first = {t: json.loads((folder / f"trial_{t}" / "result.json").read_text()) for t in ("0", "1")}
-
-    from pipeline.jobs.tune import tune
 
     tune(load(path))  # in this process this time, trials and all: any mode resumes
     again = capsys.readouterr().out
