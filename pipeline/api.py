@@ -91,12 +91,19 @@ def prepare(cfg: ExperimentConfig, beam: list[str] | None = None):
     return job(cfg, beam)
 
 
-def _configure(cfg: ExperimentConfig) -> None:
-    """Check what needs no TensorFlow (the data's names and paths), then set TensorFlow's environment."""
+def check(cfg: ExperimentConfig) -> None:
+    """What can be checked without TensorFlow: the data's names and paths, a writable workdir (one-line errors)."""
     from pipeline import runtime
-    from pipeline.data.checks import check
+    from pipeline.data.checks import check as check_data
+
+    check_data(cfg)
+    runtime.writable(cfg)
+
+
+def _configure(cfg: ExperimentConfig) -> None:
+    """Check what needs no TensorFlow, then set TensorFlow's environment."""
+    from pipeline import runtime
 
     check(cfg)
-    runtime.writable(cfg)
     runtime.configure(cfg)
     runtime.load_tensorflow()

@@ -60,13 +60,12 @@ def load_tensorflow() -> None:
     still reach the user: only this import and device discovery are covered, and absl's Python
     logger (TFDS' notices) is set to errors; MLflow's level comes from ``quiet_mlflow``.
     """
-    import logging
     import sys
     import tempfile
 
     if os.environ.get(VERBOSE):
         return
-    logging.getLogger("absl").setLevel(logging.ERROR)  # TFDS' notices ("Using custom data configuration")
+    quiet_absl()
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
@@ -85,6 +84,15 @@ def load_tensorflow() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def quiet_absl() -> None:
+    """absl's Python logger, where TFDS writes its notices ("Using custom data configuration"), to errors
+    unless ``pipeline -v``."""
+    import logging
+
+    if not os.environ.get(VERBOSE):
+        logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def writable(cfg) -> None:

@@ -150,3 +150,24 @@ def test_picking_features_runs_on_blocks_of_table_rows_with_the_same_examples_in
     calls.clear()
     assert [len(x["x"]) for x, _ in columns.blockwise(ragged, pick).as_numpy_iterator()] == [1, 2, 3]
     assert calls == [tf.TensorShape([None])]  # varying shapes: one per call
+
+
+def test_a_prepared_dataset_is_found_without_tensorflow(tiny_cfg, tmp_path):
+    """`pipeline train --workers N` asks this before it would prepare: a launcher that only waits on its
+    workers then never starts TensorFlow (seconds of CPU and hundreds of MB for the whole training)."""
+    import subprocess
+    import sys
+
+    from pipeline.data import dataset
+
+    from .conftest import ROOT
+
+    cfg = tiny_cfg()
+    dataset.prepare(cfg)
+    script = ("import sys; from pipeline.config import load; from pipeline.data.dataset import is_prepared\n"
+              "found = [is_prepared(load('configs/digits.yaml', [f'data.data_dir={d}'])) for d in sys.argv[1:]]\n"
+              "print(*found, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script, cfg.data.data_dir, str(tmp_path / "empty")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["True", "False", "False"], proc.stderr[-2000:]
+    assert not proc.stderr  # TFDS' notices (no dataset_info.json in the empty folder) stay quiet

@@ -103,6 +103,27 @@ def _two_classes(spec: DataSpec, labels) -> None:
                         "(check `data.label_key` and the split)")
 
 
+def is_prepared(cfg: ExperimentConfig) -> bool:
+    """Whether the configured dataset is prepared under ``data.data_dir``, asked without TensorFlow.
+
+    TFDS moves a prepared dataset into place only once it is whole, so a killed preparation reads
+    as not prepared. A dataset that cannot be named (an unknown builder, an unreadable path) is not
+    prepared either: preparing it says why, in one line. So is one in a bucket (``gs://``), which only
+    TensorFlow's file systems reach: ``prepare`` asks there, with TensorFlow's start-up kept quiet.
+    """
+    import tensorflow_datasets as tfds
+
+    from pipeline.data.builders import builder_kwargs
+
+    if "://" in cfg.data.data_dir:
+        return False
+    runtime.quiet_absl()
+    try:
+        return tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg)).is_prepared()
+    except Exception:  # noqa: BLE001 - reported by the preparation that follows
+        return False
+
+
 def prepare(cfg: ExperimentConfig, beam_options=None) -> None:
     """Prepare the dataset if it is not yet (so that several processes can then read it).
 
