@@ -91,12 +91,28 @@ def prepare(cfg: ExperimentConfig, beam: list[str] | None = None):
     return job(cfg, beam)
 
 
-def check(cfg: ExperimentConfig) -> None:
-    """What can be checked without TensorFlow: the data's names and paths, a writable workdir (one-line errors)."""
-    from pipeline import runtime
-    from pipeline.data.checks import check as check_data
+def prepare_for_workers(cfg: ExperimentConfig) -> None:
+    """Prepare the dataset once, before a launcher starts its workers, and check the config's splits and
+    features against it (one-line errors, before any worker starts).
 
-    check_data(cfg)
+    A dataset prepared already is found and checked without TensorFlow, which the launcher, only
+    waiting on its workers after this, then never imports.
+    """
+    from pipeline.data import dataset
+
+    if dataset.is_prepared(cfg):
+        _check(cfg)
+    else:
+        _configure(cfg)  # preparing imports TensorFlow: its start-up kept quiet
+    dataset.prepare(cfg)
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    """What can be checked without TensorFlow: the data's names and paths, a writable workdir."""
+    from pipeline import runtime
+    from pipeline.data.checks import check
+
+    check(cfg)
     runtime.writable(cfg)
 
 
@@ -104,6 +120,6 @@ def _configure(cfg: ExperimentConfig) -> None:
     """Check what needs no TensorFlow, then set TensorFlow's environment."""
     from pipeline import runtime
 
-    check(cfg)
+    _check(cfg)
     runtime.configure(cfg)
     runtime.load_tensorflow()

@@ -42,12 +42,9 @@ def _train(args) -> int:
     if args.workers > 1:
         from pathlib import Path
 
-        from pipeline.data.dataset import is_prepared
         from pipeline.train.cluster import launch
 
-        api.check(cfg)
-        if not is_prepared(cfg):  # found without TensorFlow, which this process, only waiting on its workers, never needs
-            api.prepare(cfg)  # once, before the workers start reading it
+        api.prepare_for_workers(cfg)  # once, before the workers start reading it
         stores = [cfg.tracking.uri, cfg.data.data_dir, cfg.data.path, cfg.export.root, cfg.workdir]
         return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers", stores)
     result = api.train(cfg)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from pipeline.errors import DataError
+
+from .conftest import ROOT
 
 
 def _ids(cfg, split: str) -> list[int]:
@@ -155,12 +160,7 @@ def test_picking_features_runs_on_blocks_of_table_rows_with_the_same_examples_in
 def test_a_prepared_dataset_is_found_without_tensorflow(tiny_cfg, tmp_path):
     """`pipeline train --workers N` asks this before it would prepare: a launcher that only waits on its
     workers then never starts TensorFlow (seconds of CPU and hundreds of MB for the whole training)."""
-    import subprocess
-    import sys
-
     from pipeline.data import dataset
-
-    from .conftest import ROOT
 
     cfg = tiny_cfg()
     dataset.prepare(cfg)
@@ -171,3 +171,21 @@ def test_a_prepared_dataset_is_found_without_tensorflow(tiny_cfg, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["True", "False", "False"], proc.stderr[-2000:]
     assert not proc.stderr  # TFDS' notices (no dataset_info.json in the empty folder) stay quiet
+
+
+def test_a_launcher_checks_the_config_against_a_prepared_dataset_before_any_worker_starts(tiny_cfg, tmp_path):
+    """One line, exit 3, no worker started, and still no TensorFlow in the launcher."""
+    from pipeline.data import dataset
+
+    cfg = tiny_cfg()
+    dataset.prepare(cfg)
+    workdir = tmp_path / "work"
+    script = ("import sys; from pipeline.cli import main\n"
+              f"rc = main(['train', 'configs/digits.yaml', 'data.data_dir={cfg.data.data_dir}', 'workdir={workdir}', "
+              "'data.columns=[nope]', '--workers', '2'])\n"
+              "print(rc, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["3", "False"], proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == ["error: Invalid `data.columns`: 'nope' is not a feature of digits; it has id, "
+                                        "image, label."]
+    assert not (workdir / "workers").exists()

@@ -182,7 +182,6 @@ def test_a_killed_search_continues_without_repeating_finished_trials(tmp_path, t
     """Its worker's memory may grow by almost nothing: after two trials it gives notice and hands over to
     a spare; the chief is killed once the spare is up, and the spare, too, dies with it. An earlier run's
     go- and notice-files (worker ids start again at 1) are cleared before any worker starts."""
-    from pipeline.config import load
     from pipeline.jobs.tune import tune
     from pipeline.tune.search import Search
 

@@ -111,17 +111,27 @@ def is_prepared(cfg: ExperimentConfig) -> bool:
     prepared either: preparing it says why, in one line. So is one in a bucket (``gs://``), which only
     TensorFlow's file systems reach: ``prepare`` asks there, with TensorFlow's start-up kept quiet.
     """
+    if not _local(cfg):
+        return False
+    runtime.quiet_absl()
+    try:
+        return _builder(cfg).is_prepared()
+    except Exception:  # noqa: BLE001 - reported by the preparation that follows
+        return False
+
+
+def _builder(cfg: ExperimentConfig):
+    """The configured dataset's TFDS builder (building one needs no TensorFlow)."""
     import tensorflow_datasets as tfds
 
     from pipeline.data.builders import builder_kwargs
 
-    if "://" in cfg.data.data_dir:
-        return False
-    runtime.quiet_absl()
-    try:
-        return tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg)).is_prepared()
-    except Exception:  # noqa: BLE001 - reported by the preparation that follows
-        return False
+    return tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg))
+
+
+def _local(cfg: ExperimentConfig) -> bool:
+    """Whether ``data.data_dir`` is on this machine (not a bucket that only TensorFlow's file systems reach)."""
+    return "://" not in cfg.data.data_dir
 
 
 def prepare(cfg: ExperimentConfig, beam_options=None) -> None:
@@ -163,8 +173,6 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
     """
     import tensorflow_datasets as tfds
 
-    from pipeline.data.builders import builder_kwargs
-
     tfds.display_progress_bar(False)
     time_split = cfg.data.time_split
     splits = [time_split.split] * 3 if time_split else [getattr(cfg.data.splits, s) for s in SPLITS]
@@ -177,7 +185,7 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
 
     def load():
         with runtime.library_prints_hidden():  # the preparation's own progress is on stderr
-            builder = tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg))
+            builder = _builder(cfg)
             builder.download_and_prepare(**(beam or {}))
         if not read:
             return [builder.info.splits[split] for split in splits], builder.info  # the split specs checked
@@ -188,9 +196,8 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
 
     # Processes preparing one dataset at once (runs started together, workers, trials) would each write
     # its files and break each other's: one prepares while the others wait, then they read its files.
-    local = "://" not in cfg.data.data_dir
     try:
-        with exclusive(Path(cfg.data.data_dir) / f".{cfg.data.dataset}.lock" if local else None):
+        with exclusive(Path(cfg.data.data_dir) / f".{cfg.data.dataset}.lock" if _local(cfg) else None):
             try:
                 datasets, info = load()
             except FileExistsError:  # prepared first by a process on another machine: read theirs
