@@ -122,9 +122,8 @@ def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tf
     assert mean == pytest.approx(train_area.mean(), rel=1e-6)
     assert abs(mean - all_area.mean()) > 1e-3  # would fail if validation or test leaked in
 
-    lookup = model.get_layer("Neighborhood_lookup")
     train_values = {v.decode() for v in _column(data.train_epoch(), "Neighborhood")}
-    assert set(lookup.get_vocabulary()[1:]) == train_values  # index 0 is the OOV bucket
+    assert set(model.feature_info["Neighborhood"]["vocabulary"][1:]) == train_values  # index 0 is the OOV bucket
     neighborhoods = data.train_columns["Neighborhood"]  # each distinct value held once, however often it occurs
     assert len({id(v) for v in neighborhoods}) == len(set(neighborhoods.tolist())) == len(train_values)
     target_mean = float(np.asarray(model.get_layer("prediction").bias)[0])
@@ -142,11 +141,33 @@ def test_unseen_category_goes_to_the_oov_bucket_and_nan_to_the_training_mean(tmp
                "y": np.array([1.0, 2.0, 3.0], "float32")}
     cfg = load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"])
     model = build_model(cfg, spec, columns)
-    assert model.get_layer("city_lookup")(np.array(["zzz"])).numpy().argmax() == 0
+    (city,) = model.get_layer("categorical_lookup")([np.array(["zzz", "b"])])
+    assert city.numpy().argmax(axis=1).tolist() == [0, 2]  # the OOV bucket; "b" after it and "a"
     normalize = model.get_layer("area_normalize")
     assert float(np.asarray(normalize.mean).reshape(-1)[0]) == pytest.approx(2.0)  # NaN ignored
     out = model({"city": np.array(["a", "zzz"]), "area": np.array([np.nan, 2.0], "float32")})
     assert np.isfinite(np.asarray(out)).all()
+
+
+def test_text_categoricals_share_one_lookup_table_and_encode_as_each_columns_own_string_lookup():
+    """One table (a SavedModel saves, restores and traces functions for each) gives the vectors of one per column."""
+    from keras import layers
+
+    from pipeline.data.spec import DataSpec, Feature
+    from pipeline.models import build_model
+
+    names = ["city", "plan", "empty"]
+    spec = DataSpec("t", "1", {}, {}, "", tuple(Feature(n, "categorical", "string") for n in names), "y", "regression")
+    columns = {"city": np.array([b"a", b"b", b"a", b"c"]), "plan": np.array([b"b", b"x\x1fy", b"", b"b"]),
+               "empty": np.array([b""] * 4), "y": np.ones(4, "float32")}
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"]), spec, columns)
+    assert [layer.name for layer in model.layers if "lookup" in layer.name] == ["categorical_lookup"]
+    batch = {"city": np.array(["c", "zzz", "a"]), "plan": np.array(["x\x1fy", "b", "a"]), "empty": np.array(["", "", "q"])}
+    vectors = model.get_layer("categorical_lookup")([batch[n] for n in names])
+    for name, vector in zip(names, vectors):
+        vocabulary = model.feature_info[name]["vocabulary"][1:]
+        own = layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot")
+        np.testing.assert_array_equal(vector.numpy(), own(batch[name]).numpy())
 
 
 def test_categoricals_are_one_hot_up_to_one_hot_max_values_and_embedded_above():

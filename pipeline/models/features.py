@@ -7,6 +7,7 @@ validation and test data never leak into preprocessing.
     image        [augmentation] -> Rescaling(1/255)
     numeric      NaN -> training mean (or 0) [+ is-missing flag] -> Normalization
     categorical  StringLookup / IntegerLookup with one OOV bucket -> one-hot or Embedding
+                 (the text columns that enter one-hot share one StringLookup)
     multi_hot    split on a separator -> StringLookup multi-hot
     sequence     a window of a series: [target: relative to its last value] -> NaN -> mean -> Normalization
     calendar     a window of epoch seconds -> sine and cosine of the time of day, week or year
@@ -47,12 +48,75 @@ def inputs_for(spec) -> dict:
 
 
 def encode(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, reg=None, augmenter=None) -> Encoded:
-    """Encode every input in ``inputs`` by its feature's kind."""
+    """Encode every input in ``inputs`` by its feature's kind (text categoricals one-hot through one shared table)."""
     out = Encoded()
+    one_hot = _one_hot_text(inputs, spec, cfg, columns, out)
     for name, x in inputs.items():
+        if name in one_hot:
+            out.vectors.append(one_hot[name])
+            continue
         feature = spec.feature(name)
         ENCODERS[feature.kind](out, feature, x, cfg, columns.get(name), reg, augmenter)
     return out
+
+
+def _one_hot_text(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded) -> dict:
+    """The text categoricals that enter one-hot, each as its one-hot vector, all looked up in one table.
+
+    A lookup table is a resource that a SavedModel saves, restores and traces functions for, one
+    set per table: a table of 40 text columns (Ames) spent most of its export on them (bench/README.md).
+    """
+    f = cfg.features
+    vocabularies = {}
+    for name in inputs:
+        feature = spec.feature(name)
+        if feature.kind != "categorical" or feature.dtype != "string" or feature.shape:
+            continue
+        vocabulary = _vocabulary(feature, columns.get(name), f.max_vocabulary)
+        if f.encoding == "one_hot" or (f.encoding == "auto" and len(vocabulary) + 1 <= f.one_hot_max):
+            vocabularies[name] = vocabulary
+    if not vocabularies:
+        return {}
+    vectors = _one_hot_columns_layer()(list(vocabularies.values()), name="categorical_lookup")(
+        [inputs[name] for name in vocabularies])
+    for name, vocabulary in vocabularies.items():
+        out.info[name] = {"kind": "categorical", "encoding": "one_hot", "vocabulary": ["[UNK]", *vocabulary]}
+    return dict(zip(vocabularies, vectors))
+
+
+@functools.cache
+def _one_hot_columns_layer():
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    class OneHotColumns(keras.layers.Layer):
+        """Text columns -> one one-hot vector each (index 0: out of vocabulary, then the column's vocabulary, as
+        StringLookup's one-hot gives), through one StringLookup whose keys are each column's position, a unit
+        separator and the value."""
+
+        def __init__(self, vocabularies: list[list[str]], **kwargs):
+            super().__init__(**kwargs)
+            self.vocabularies = [list(v) for v in vocabularies]
+            keys = [f"{i}\x1f{v}" for i, vocabulary in enumerate(self.vocabularies) for v in vocabulary]
+            self.lookup = layers.StringLookup(vocabulary=keys, num_oov_indices=1, output_mode="int",
+                                              name=f"{self.name}_table")
+            self.starts = np.cumsum([0] + [len(v) for v in self.vocabularies])[:-1].astype("int64")
+            self.prefixes = np.array([f"{i}\x1f" for i in range(len(self.vocabularies))], dtype=object)
+
+        def call(self, columns):
+            x = tf.stack(columns, axis=-1)  # (batch, columns)
+            ids = self.lookup(tf.strings.join([tf.broadcast_to(self.prefixes, tf.shape(x)), x]))
+            local = tf.where(ids == 0, tf.zeros_like(ids), ids - self.starts)  # 0: out of vocabulary
+            return [tf.one_hot(local[:, i], len(v) + 1) for i, v in enumerate(self.vocabularies)]
+
+        def compute_output_shape(self, shapes):
+            return [(shapes[0][0], len(v) + 1) for v in self.vocabularies]
+
+        def get_config(self):
+            return {**super().get_config(), "vocabularies": self.vocabularies}
+
+    return OneHotColumns
 
 
 def _image(out, feature, x, cfg, column, reg, augmenter):
