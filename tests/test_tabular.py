@@ -117,8 +117,8 @@ def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tf
     model = build_model(cfg, data.spec, data.train_columns)
     train_area = _column(data.train_epoch(), "Gr_Liv_Area").astype(float)
     all_area = np.concatenate([train_area, _column(data.validation, "Gr_Liv_Area"), _column(data.test, "Gr_Liv_Area")])
-    norm = model.get_layer("Gr_Liv_Area_normalize")
-    mean = float(np.asarray(norm.mean).reshape(-1)[0])
+    numbers = [name for name, f in model.feature_info.items() if f["kind"] == "numeric"]  # one layer for them all
+    mean = float(np.asarray(model.get_layer("numbers_normalize").mean).reshape(-1)[numbers.index("Gr_Liv_Area")])
     assert mean == pytest.approx(train_area.mean(), rel=1e-6)
     assert abs(mean - all_area.mean()) > 1e-3  # would fail if validation or test leaked in
 
@@ -143,7 +143,7 @@ def test_unseen_category_goes_to_the_oov_bucket_and_nan_to_the_training_mean(tmp
     model = build_model(cfg, spec, columns)
     (city,) = model.get_layer("categorical_lookup")([np.array(["zzz", "b"])])
     assert city.numpy().argmax(axis=1).tolist() == [0, 2]  # the OOV bucket; "b" after it and "a"
-    normalize = model.get_layer("area_normalize")
+    normalize = model.get_layer("numbers_normalize")
     assert float(np.asarray(normalize.mean).reshape(-1)[0]) == pytest.approx(2.0)  # NaN ignored
     out = model({"city": np.array(["a", "zzz"]), "area": np.array([np.nan, 2.0], "float32")})
     assert np.isfinite(np.asarray(out)).all()
@@ -168,6 +168,25 @@ def test_text_categoricals_share_one_lookup_table_and_encode_as_each_columns_own
         vocabulary = model.feature_info[name]["vocabulary"][1:]
         own = layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot")
         np.testing.assert_array_equal(vector.numpy(), own(batch[name]).numpy())
+
+
+def test_each_column_keeps_its_place_in_the_feature_vector_though_numbers_and_texts_are_encoded_together():
+    import keras
+
+    from pipeline.data.spec import DataSpec, Feature
+    from pipeline.models import build_model
+
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("city", "categorical", "string"),
+                                           Feature("rooms", "numeric", "int64")), "y", "regression")
+    columns = {"area": np.array([1.0, np.nan, 3.0], "float32"), "city": np.array([b"a", b"b", b"a"]),
+               "rooms": np.array([1, 2, 6]), "y": np.ones(3, "float32")}
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"]), spec, columns)
+    features = keras.Model(model.inputs, model.get_layer("features").input)  # the vector the network sees
+    got = np.concatenate([np.asarray(v) for v in features({"area": np.array([np.nan, 4.0], "float32"),
+                                                            "city": np.array(["b", "zzz"]), "rooms": np.array([3, 9])})], -1)
+    expected = [[(2 - 2) / 1, 1, 0, 0, 1, (3 - 3) / np.sqrt(14 / 3)],  # area (NaN: the mean), its flag, city, rooms
+                [(4 - 2) / 1, 0, 1, 0, 0, (9 - 3) / np.sqrt(14 / 3)]]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_categoricals_are_one_hot_up_to_one_hot_max_values_and_embedded_above():
