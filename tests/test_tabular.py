@@ -177,15 +177,18 @@ def test_each_column_keeps_its_place_in_the_feature_vector_though_numbers_and_te
     from pipeline.models import build_model
 
     spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("city", "categorical", "string"),
-                                           Feature("rooms", "numeric", "int64")), "y", "regression")
+                                           Feature("sizes", "numeric", "float32", (2,)), Feature("rooms", "numeric", "int64")),
+                    "y", "regression")
     columns = {"area": np.array([1.0, np.nan, 3.0], "float32"), "city": np.array([b"a", b"b", b"a"]),
-               "rooms": np.array([1, 2, 6]), "y": np.ones(3, "float32")}
+               "sizes": np.array([[0, 1], [0, 2], [0, 3]], "float32"), "rooms": np.array([1, 2, 6]), "y": np.ones(3, "float32")}
     model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"]), spec, columns)
     features = keras.Model(model.inputs, model.get_layer("features").input)  # the vector the network sees
-    got = np.concatenate([np.asarray(v) for v in features({"area": np.array([np.nan, 4.0], "float32"),
-                                                            "city": np.array(["b", "zzz"]), "rooms": np.array([3, 9])})], -1)
-    expected = [[(2 - 2) / 1, 1, 0, 0, 1, (3 - 3) / np.sqrt(14 / 3)],  # area (NaN: the mean), its flag, city, rooms
-                [(4 - 2) / 1, 0, 1, 0, 0, (9 - 3) / np.sqrt(14 / 3)]]
+    batch = {"area": np.array([np.nan, 4.0], "float32"), "city": np.array(["b", "zzz"]),
+             "sizes": np.array([[5, 2], [0, 4]], "float32"), "rooms": np.array([3, 9])}
+    got = np.concatenate([np.asarray(v) for v in features(batch)], -1)
+    s, r = np.sqrt(2 / 3), np.sqrt(14 / 3)  # standard deviations of sizes[1] and rooms (sizes[0] is constant: 1)
+    expected = [[(2 - 2) / 1, 1, 0, 0, 1, 5, (2 - 2) / s, (3 - 3) / r],  # area (NaN: the mean), its flag, city, sizes, rooms
+                [(4 - 2) / 1, 0, 1, 0, 0, 0, (4 - 2) / s, (9 - 3) / r]]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 

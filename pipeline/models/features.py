@@ -95,6 +95,7 @@ def _statistics(column, cfg: ExperimentConfig) -> dict:
     present = np.where(missing, np.nan, values)
     mean = np.nan_to_num(np.nanmean(present, axis=0)) if (~missing).any() else np.zeros(values.shape[1])
     var = np.nan_to_num(np.nanvar(present, axis=0)) if (~missing).any() else np.ones(values.shape[1])
+    var[var == 0] = 1.0  # a value constant in training: any other one later must not be divided by Keras' epsilon
     fill = mean if cfg.features.missing == "mean" else np.zeros_like(mean)
     return {"mean": mean, "var": var, "fill": fill, "missing_share": float(missing.mean())}
 
