@@ -34,6 +34,7 @@ from pipeline.errors import ExportError
 
 SIGNATURE = "serving_default"
 METADATA = Path("assets.extra") / "pipeline.json"  # beside the SavedModel: what serving and retraining read
+VERIFY_BATCH_BYTES = 64 * 2**20  # the most input one verification batch holds
 
 
 def export(model, cfg, spec, test_ds, metadata: dict | None = None, signatures: dict | None = None) -> tuple[Path, dict]:
@@ -80,7 +81,7 @@ def verify(path: Path, model, cfg, spec, test_ds) -> dict:
     serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
     worst, count = 0.0, 0
     atol, limit = cfg.export.parity_atol, cfg.export.verify_examples
-    for features, _ in test_ds:
+    for features, _ in _large_batches(test_ds, limit):
         if count >= limit:
             break
         raw = {f.name: tf.cast(features[f.name], f.dtype) for f in spec.features}
@@ -98,6 +99,23 @@ def verify(path: Path, model, cfg, spec, test_ds) -> dict:
     if worst > atol:
         raise ExportError(f"Export at {path} differs from model.predict by {worst:.2e} (> export.parity_atol {atol:.0e}).")
     return {"verify.max_abs_diff": worst, "verify.examples": count}
+
+
+def _large_batches(test_ds, limit: int):
+    """The test batches joined into batches of up to ``limit`` examples and VERIFY_BATCH_BYTES: the checks call
+    the model eagerly, which costs per layer, not per example (bench/README.md)."""
+    import tensorflow as tf
+
+    pending, rows, size = [], 0, 0
+    for features, labels in test_ds:
+        pending.append((features, labels))
+        rows += int(tf.nest.flatten(features)[0].shape[0])
+        size += sum(x.numpy().nbytes for x in features.values())
+        if rows >= limit or size >= VERIFY_BATCH_BYTES:
+            yield tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *pending)
+            pending, rows, size = [], 0, 0
+    if pending:
+        yield tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *pending)
 
 
 def predict_split(path: Path, spec, dataset, output: str):
