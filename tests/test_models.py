@@ -55,9 +55,12 @@ def test_a_wide_mlp_head_sees_the_encoded_features_beside_the_last_layer():
     assert wide.get_layer("probabilities").kernel.shape == (64 + 4, 10)  # 8 x 8 pixels beside 4 units
 
 
-@pytest.mark.parametrize("task", ["regression", "classification"])
-def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task):
-    """Untrained, wide & deep already predicts a linear table as well as the linear fit does; deep alone does not."""
+@pytest.mark.parametrize("task, precision", [("regression", "float32"), ("classification", "float32"),
+                                             ("regression", "mixed_bfloat16")])
+def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task, precision):
+    """Untrained, wide & deep already predicts a linear table as well as the linear fit does; deep alone does not.
+    Under mixed precision too (the fit reads the encoded features as float32: SciPy has no bfloat16)."""
+    import keras
     import numpy as np
 
     from pipeline.models import build_model
@@ -75,10 +78,15 @@ def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task)
         out = np.asarray(model({"area": area, "city": city}, training=False))
         return np.sqrt(np.mean((out[:, 0] - label) ** 2)) if task == "regression" else np.mean(out.argmax(1) == label)
 
-    if task == "regression":  # the noise is 1; prices run from 150 to 700
-        assert untrained("model.wide=true") < 1.5 < 100 < untrained()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        wide, deep = untrained("model.wide=true"), untrained()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if task == "regression":  # the noise is 1; prices run from 150 to 700 (bfloat16 holds about 3 digits of them)
+        assert wide < (1.5 if precision == "float32" else 4) < 100 < deep
     else:
-        assert untrained("model.wide=true") > 0.95 > untrained()  # unstarted: whatever its random weights give
+        assert wide > 0.95 > deep  # unstarted: whatever its random weights give
 
 
 def test_width_and_depth_shape_the_cnn():

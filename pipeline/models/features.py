@@ -8,11 +8,11 @@ validation and test data never leak into preprocessing.
     numeric      NaN -> training mean (or 0) [+ is-missing flag] -> Normalization (one for all of them)
     categorical  StringLookup / IntegerLookup with one OOV bucket -> one-hot or Embedding
                  (the text columns that enter one-hot share one StringLookup)
-
-Each column's vector keeps its place in the input order, whether encoded alone or with others.
     multi_hot    split on a separator -> StringLookup multi-hot
     sequence     a window of a series: [target: relative to its last value] -> NaN -> mean -> Normalization
     calendar     a window of epoch seconds -> sine and cosine of the time of day, week or year
+
+Each column's vector keeps its place in the input order, whether encoded alone or with others.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def inputs_for(spec) -> dict:
 
 
 def encode(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, reg=None, augmenter=None) -> Encoded:
-    """Encode every input in ``inputs`` by its feature's kind; a table's scalar numbers, and its text categoricals
+    """Encode every input in ``inputs`` by its feature's kind; the numeric features, and the text categoricals
     that enter one-hot, are each encoded all at once and every column's vector put back in its place."""
     out = Encoded()
     grouped = {**_numbers(inputs, spec, cfg, columns, out), **_one_hot_text(inputs, spec, cfg, columns, out)}
@@ -82,7 +82,8 @@ def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Enco
     values, flags = ([x], [is_nan]) if not ends else (ops.split(x, ends, axis=-1), ops.split(is_nan, ends, axis=-1))
     grouped = {}
     for name, value, flag, s in zip(names, values, flags, stats):
-        grouped[name] = [value, ops.cast(flag, "float32")] if cfg.features.missing_indicator and s["missing_share"] else [value]
+        flagged = cfg.features.missing_indicator and s["missing_share"]
+        grouped[name] = [value, ops.cast(flag, "float32")] if flagged else [value]
         out.info[name] = {"kind": "numeric", "mean": s["mean"].tolist(), "std": np.sqrt(s["var"]).tolist(),
                           "missing_share": s["missing_share"]}
     return grouped
@@ -109,7 +110,8 @@ def _flat_layer():
         """Features of any numeric dtype and shape -> one float32 matrix (batch, their values side by side)."""
 
         def call(self, features):
-            return tf.concat([tf.reshape(tf.cast(x, tf.float32), (-1, int(np.prod(x.shape[1:])))) for x in features], -1)
+            flat = [tf.reshape(tf.cast(x, tf.float32), (-1, int(np.prod(x.shape[1:])))) for x in features]
+            return tf.concat(flat, axis=-1)
 
         def compute_output_shape(self, shapes):
             return (shapes[0][0], sum(int(np.prod(s[1:])) for s in shapes))

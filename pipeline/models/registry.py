@@ -172,8 +172,8 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     wide = model.get_layer("wide_and_deep").input[0]
     encoder = keras.Model(model.input, wide)
     rows = max(1, min(len(labels), LINEAR_START_ROWS, LINEAR_START_VALUES // wide.shape[-1]))
-    design = stacked(encoder(block, training=False)
-                     for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))
+    design = stacked(np.asarray(encoder(block, training=False), dtype="float32")  # float16 or bfloat16 under mixed
+                     for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))  # precision
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = linear_model(task.name, design.shape).fit(design, task.target_numpy(np.asarray(labels)[:rows]))
