@@ -106,16 +106,19 @@ def _large_batches(test_ds, limit: int):
     the model eagerly, which costs per layer, not per example (bench/README.md)."""
     import tensorflow as tf
 
+    def joined(batches):
+        return tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *batches)
+
     pending, rows, size = [], 0, 0
     for features, labels in test_ds:
         pending.append((features, labels))
         rows += int(tf.nest.flatten(features)[0].shape[0])
         size += sum(x.numpy().nbytes for x in features.values())
         if rows >= limit or size >= VERIFY_BATCH_BYTES:
-            yield tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *pending)
+            yield joined(pending)
             pending, rows, size = [], 0, 0
     if pending:
-        yield tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *pending)
+        yield joined(pending)
 
 
 def predict_split(path: Path, spec, dataset, output: str):

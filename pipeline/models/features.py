@@ -51,9 +51,9 @@ def inputs_for(spec) -> dict:
 
 def encode(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, reg=None, augmenter=None) -> Encoded:
     """Encode every input in ``inputs`` by its feature's kind; the numeric features, and the text categoricals
-    that enter one-hot, are each encoded all at once and every column's vector put back in its place."""
+    that enter one-hot, are each encoded all at once, and every column's vectors keep their place."""
     out = Encoded()
-    grouped = {**_numbers(inputs, spec, cfg, columns, out), **_one_hot_text(inputs, spec, cfg, columns, out)}
+    grouped = {**_numbers(inputs, spec, cfg, columns, out), **_text_categoricals(inputs, spec, cfg, columns, out, reg)}
     for name, x in inputs.items():
         if name in grouped:
             out.vectors.extend(grouped[name])
@@ -113,34 +113,41 @@ def _flat_layer():
             flat = [tf.reshape(tf.cast(x, tf.float32), (-1, int(np.prod(x.shape[1:])))) for x in features]
             return tf.concat(flat, axis=-1)
 
-        def compute_output_shape(self, shapes):
-            return (shapes[0][0], sum(int(np.prod(s[1:])) for s in shapes))
-
     return Flat
 
 
-def _one_hot_text(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded) -> dict:
-    """The text categoricals that enter one-hot, each as its one-hot vector, all looked up in one table.
+def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded, reg) -> dict:
+    """The scalar text categoricals, each counted once: those that enter one-hot as their one-hot vectors, all
+    looked up in one table; the rest embedded as ``_categorical`` embeds them.
 
     A lookup table is a resource that a SavedModel saves, restores and traces functions for, one
     set per table: a table of 40 text columns (Ames) spent most of its export on them (bench/README.md).
     """
     f = cfg.features
-    vocabularies = {}
+    one_hot, grouped = {}, {}
     for name in inputs:
         feature = spec.feature(name)
         if feature.kind != "categorical" or feature.dtype != "string" or feature.shape:
             continue
         vocabulary = _vocabulary(feature, columns.get(name), f.max_vocabulary)
-        if f.encoding == "one_hot" or (f.encoding == "auto" and len(vocabulary) + 1 <= f.one_hot_max):
-            vocabularies[name] = vocabulary
-    if not vocabularies:
-        return {}
-    vectors = _one_hot_columns_layer()(list(vocabularies.values()), name="categorical_lookup")(
-        [inputs[name] for name in vocabularies])
-    for name, vocabulary in vocabularies.items():
-        out.info[name] = {"kind": "categorical", "encoding": "one_hot", "vocabulary": ["[UNK]", *vocabulary]}
-    return {name: [vector] for name, vector in zip(vocabularies, vectors)}
+        if _one_hot(f, vocabulary):
+            one_hot[name] = vocabulary
+            continue
+        part = Encoded()
+        _categorical(part, feature, inputs[name], cfg, columns.get(name), reg, None, vocabulary=vocabulary)
+        grouped[name], out.info[name] = part.vectors, part.info[name]
+    if one_hot:
+        vectors = _one_hot_columns_layer()(list(one_hot.values()), name="categorical_lookup")(
+            [inputs[name] for name in one_hot])
+        for (name, vocabulary), vector in zip(one_hot.items(), vectors):
+            grouped[name] = [vector]
+            out.info[name] = {"kind": "categorical", "encoding": "one_hot", "vocabulary": ["[UNK]", *vocabulary]}
+    return grouped
+
+
+def _one_hot(f, vocabulary: list) -> bool:
+    """Whether a categorical enters one-hot: asked for, or (``auto``) up to ``one_hot_max`` values with its OOV bucket."""
+    return f.encoding == "one_hot" or (f.encoding == "auto" and len(vocabulary) + 1 <= f.one_hot_max)
 
 
 @functools.cache
@@ -168,9 +175,6 @@ def _one_hot_columns_layer():
             ids = self.lookup(tf.strings.join([tf.broadcast_to(self.prefixes, tf.shape(x)), x]))
             local = tf.where(ids == 0, tf.zeros_like(ids), ids - self.starts)  # 0: out of vocabulary
             return [tf.one_hot(local[:, i], len(v) + 1) for i, v in enumerate(self.vocabularies)]
-
-        def compute_output_shape(self, shapes):
-            return [(shapes[0][0], len(v) + 1) for v in self.vocabularies]
 
         def get_config(self):
             return {**super().get_config(), "vocabularies": self.vocabularies}
@@ -240,14 +244,13 @@ def _most_frequent(values, limit: int) -> list:
     return sorted(sorted(counts, key=lambda v: (-counts[v], v))[:limit])
 
 
-def _categorical(out, feature, x, cfg, column, reg, augmenter):
+def _categorical(out, feature, x, cfg, column, reg, augmenter, vocabulary: list | None = None):
     from keras import layers
 
     f = cfg.features
-    vocabulary = _vocabulary(feature, column, f.max_vocabulary)
-    encoding = f.encoding
-    if encoding == "auto":  # the values the lookup keeps, and its out-of-vocabulary bucket
-        encoding = "one_hot" if len(vocabulary) + 1 <= f.one_hot_max else "embedding"
+    if vocabulary is None:
+        vocabulary = _vocabulary(feature, column, f.max_vocabulary)
+    encoding = "one_hot" if _one_hot(f, vocabulary) else "embedding"
     if encoding == "one_hot":
         table = lookup(feature, column, "one_hot", f.max_vocabulary, vocabulary=vocabulary)
         out.vectors.append(table(x))
@@ -347,6 +350,6 @@ def _relative(how: str, name: str):
     return _relative_layer()(how, name=name)
 
 
-# Numeric features, and text categoricals that enter one-hot, are encoded together (``encode``).
+# Numeric features and scalar text categoricals go through ``encode``'s grouped encoders.
 ENCODERS = {"image": _image, "audio": _audio, "categorical": _categorical, "multi_hot": _multi_hot,
             "sequence": _sequence, "calendar": _calendar}
