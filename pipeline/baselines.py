@@ -263,7 +263,7 @@ class _Design:
                 values = np.asarray(train[f.name], np.float64).reshape(len(train[f.name]), -1)
                 self.parts.append((f.name, "numeric", np.nan_to_num(np.nanmean(values, axis=0)) if fill else None))
             elif f.kind in ("categorical", "multi_hot"):
-                values, counts = np.unique(np.asarray(train[f.name]).astype(str), return_counts=True)
+                values, counts = np.unique(_text(train[f.name]), return_counts=True)
                 self.parts.append((f.name, "categorical", values[np.argsort(-counts)][:MAX_CATEGORIES]))
         if not self.parts:
             raise _Skip("no feature it can use")
@@ -279,8 +279,17 @@ class _Design:
                 values = values.astype(np.float64).reshape(len(values), -1)
                 blocks.append(np.where(np.isnan(values), extra, values) if extra is not None else values)
             else:
-                blocks.append((values.astype(str)[:, None] == extra[None, :]).astype(np.float32))
+                blocks.append((_text(values)[:, None] == extra[None, :]).astype(np.float32))
         return np.concatenate(blocks, axis=1)
+
+
+def _text(values) -> np.ndarray:
+    """Category values as str. Text columns hold UTF-8 bytes, which ``astype(str)`` reads as ASCII: a
+    "Köln" made the linear and boosting baselines skip the run."""
+    values = np.asarray(values)
+    if values.dtype == object and values.size and isinstance(values.flat[0], bytes):
+        return np.char.decode(values.astype(bytes), "utf-8", "replace")
+    return values.astype(str)
 
 
 BASELINES = {

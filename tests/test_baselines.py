@@ -110,6 +110,25 @@ def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_
     assert not any(k.startswith("baseline.linear") for k in result.test_metrics)
 
 
+def test_text_categories_outside_ascii_are_one_hot_columns_of_the_baselines():
+    """Cities such as Köln or Zürich arrive as UTF-8 bytes; the baselines read them as text, not as ASCII."""
+    import numpy as np
+
+    from pipeline import baselines
+    from pipeline.data.spec import DataSpec, Feature
+
+    rng = np.random.default_rng(0)
+    city = rng.choice(["Köln", "Zürich", "Ulm"], 600)
+    columns = {"city": np.array([c.encode() for c in city], dtype=object)}
+    y = (city == "Köln").astype(np.int64)
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("city", "categorical", "string"),), "y", "classification", 2)
+    design = baselines._Design(spec, columns, images=True)
+    assert sorted(design.parts[0][2].tolist()) == ["Köln", "Ulm", "Zürich"]
+    assert (design(columns).sum(axis=1) == 1).all()  # every row in its city's column
+    for name in ("linear", "gradient_boosting"):  # the label is the city: both get every row right
+        assert (baselines.BASELINES[name].fit(columns, y, spec, load(None, []))(columns) == y).all()
+
+
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_the_centred_design(task):
     """Scaled, not centred, the one-hot columns stay zeros: a CSR design whose ridge fit (its covariance
