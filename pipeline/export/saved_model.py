@@ -139,7 +139,14 @@ def predict_split(path: Path, spec, dataset, output: str):
 
 
 def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> None:
-    import keras
+    """Trace each signature once and save them with what they use: the variables and lookup tables.
+
+    Plain ``tf.saved_model.save`` of a small root object, not Keras' ``ExportArchive``: the
+    archive traces the model three times (once through the ``_default_save_signature`` property
+    that its walk for lookup tables evaluates) and walks every layer in SavedModel mode, which
+    was half of an export (bench/README.md). Tables are found by the checkpoint walk, which reads
+    no properties; one that it missed would make the save fail loudly, never save a wrong model.
+    """
     import tensorflow as tf
 
     from pipeline.tasks import task_for
@@ -151,13 +158,15 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
                   for f in spec.features}
         return task.serve(model(inputs, training=False), inputs)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
     inputs = {f.name: tf.TensorSpec((None, *f.shape), tf.as_dtype(f.dtype), name=f.name) for f in spec.features}
-    archive.add_endpoint(SIGNATURE, serving_default, input_signature=[inputs])
-    for name, (fn, signature) in signatures.items():
-        archive.add_endpoint(name, fn, input_signature=signature)
-    archive.write_out(str(path), verbose=False)
+    endpoints = {SIGNATURE: (serving_default, [inputs]), **signatures}
+    traced = {name: tf.function(fn, input_signature=signature, autograph=False).get_concrete_function()
+              for name, (fn, signature) in endpoints.items()}
+    root = tf.train.Checkpoint(
+        variables=list({id(v): v for c in traced.values() for v in c.variables}.values()),
+        tables=[t for t in tf.train.TrackableView(model).descendants()
+                if isinstance(t, tf.saved_model.experimental.TrackableResource)])
+    tf.saved_model.save(root, str(path), signatures=traced)
     (path / METADATA).parent.mkdir(exist_ok=True)
     contract = {
         "signature": SIGNATURE,
