@@ -167,14 +167,25 @@ def _one_hot_columns_layer():
             keys = [f"{i}\x1f{v}" for i, vocabulary in enumerate(self.vocabularies) for v in vocabulary]
             self.lookup = layers.StringLookup(vocabulary=keys, num_oov_indices=1, output_mode="int",
                                               name=f"{self.name}_table")
-            self.starts = np.cumsum([0] + [len(v) for v in self.vocabularies])[:-1].astype("int64")
             self.prefixes = np.array([f"{i}\x1f" for i in range(len(self.vocabularies))], dtype=object)
+            # Column i's block of the joined vector: its out-of-vocabulary slot, then its values. The lookup
+            # numbers all keys from 1 (0: out of vocabulary), so a value's slot is its id + i.
+            self.widths = [len(v) + 1 for v in self.vocabularies]
+            self.columns = np.arange(len(self.vocabularies), dtype="int64")
+            self.oov_slots = np.cumsum([0] + self.widths)[:-1].astype("int64")
 
         def call(self, columns):
             x = tf.stack(columns, axis=-1)  # (batch, columns)
             ids = self.lookup(tf.strings.join([tf.broadcast_to(self.prefixes, tf.shape(x)), x]))
-            local = tf.where(ids == 0, tf.zeros_like(ids), ids - self.starts)  # 0: out of vocabulary
-            return [tf.one_hot(local[:, i], len(v) + 1) for i, v in enumerate(self.vocabularies)]
+            slots = tf.where(ids == 0, self.oov_slots, ids + self.columns)
+            # Every column's one-hot vector by one scatter of ones into the joined vector, split per column: a
+            # graph of a few nodes, not a slice and a one-hot per column (bincount would be fewer still, but
+            # its GPU kernel refuses deterministic ops).
+            batch = tf.shape(slots, out_type=tf.int64)[0]
+            rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(slots))
+            joined = tf.scatter_nd(tf.stack([rows, slots], axis=-1), tf.ones(tf.shape(slots)),
+                                   tf.stack([batch, sum(self.widths)]))
+            return tf.split(joined, self.widths, axis=1)
 
         def get_config(self):
             return {**super().get_config(), "vocabularies": self.vocabularies}
