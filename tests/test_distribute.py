@@ -7,7 +7,7 @@ import pytest
 from pipeline.config import load
 from pipeline.errors import ConfigError
 
-from .conftest import DIGITS, run_cli, tiny
+from .conftest import DIGITS, ROOT, run_cli, tiny
 
 
 @pytest.mark.slow
@@ -28,6 +28,26 @@ def test_mirrored_over_two_logical_cpus_trains_and_exports_a_verified_model(tmp_
     assert tags["devices"].count("CPU") == 2
     assert run.data.metrics["verify.max_abs_diff"] <= 1e-5
     assert (workdir / "exports" / "digits" / "1" / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_table_with_text_columns_trains_on_two_replicas_in_the_custom_loop(tmp_path, tfds_dir):
+    """Keras 3.15's fit builds a model on several replicas from the first batch averaged across them, which
+    fails on strings ("Value for attr 'T' of string" in AddN): under train.loop auto such a table trains in the
+    custom loop, whose optimizer variables are made before its first step is traced."""
+    from mlflow.tracking import MlflowClient
+
+    from .test_tabular import csv_overrides, write_houses
+
+    path = write_houses(tmp_path / "houses.csv", n=300)
+    proc = run_cli("train", str(ROOT / "configs/examples/csv.yaml"), *csv_overrides(
+        tmp_path, tfds_dir, path, "train.epochs=2", "train.strategy=mirrored", "train.virtual_cpus=2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work'}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("houses").experiment_id])
+    assert (run.data.tags["strategy"], run.data.tags["replicas"]) == ("MirroredStrategy", "2")
+    assert {"loss", "val_loss", "test_rmse"} <= set(run.data.metrics) and run.data.metrics["verify.max_abs_diff"] <= 1e-5
 
 
 def test_per_replica_batch_and_learning_rate_follow_the_replica_count():

@@ -179,7 +179,8 @@ class TrainConfig(Section):
     resume: bool = Field(True, description="Save the whole training state every epoch and resume an interrupted run from it.")
     loop: Literal["auto", "keras", "custom"] = Field(
         "auto", description="keras: model.fit; custom: a strategy.run loop with the same callbacks; auto: custom "
-        "under MultiWorkerMirroredStrategy, where Keras 3.15 fit fails (keras#20585)."
+        "where Keras 3.15 fit fails: under MultiWorkerMirroredStrategy (keras#20585), and for text inputs on "
+        "several replicas."
     )
     steps_per_execution: PositiveInt | Literal["auto"] = Field(
         "auto", description="Training steps per call of the compiled function (fewer Python round trips). auto: the "

@@ -61,15 +61,19 @@ def steps_per_execution(setting: int | str, steps_per_epoch: int, replicas: int 
     return setting
 
 
-def custom(cfg, strategy) -> bool:
-    """Whether this run trains in the custom loop: asked for, or MultiWorkerMirroredStrategy under auto."""
+def custom(cfg, strategy, model) -> bool:
+    """Whether this run trains in the custom loop: asked for, or under auto where Keras 3.15's fit fails:
+    MultiWorkerMirroredStrategy (keras#20585), and text inputs on several replicas (fit builds the model
+    from the first batch averaged across the replicas, and strings cannot be averaged)."""
     import tensorflow as tf
 
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    chosen = cfg.train.loop == "custom" or (cfg.train.loop == "auto" and multi_worker)
+    text_on_replicas = strategy.num_replicas_in_sync > 1 and any(x.dtype == "string" for x in model.inputs)
+    chosen = cfg.train.loop == "custom" or (cfg.train.loop == "auto" and (multi_worker or text_on_replicas))
     if chosen and (cfg.train.jit_compile or cfg.train.steps_per_execution not in ("auto", 1)):
         raise ConfigError("`train.jit_compile` and `train.steps_per_execution` apply to Keras' fit only; the "
-                          "custom loop (multi-worker, keras#20585) runs without them: unset them.")
+                          "custom loop (several workers, or text inputs on several replicas) runs without them: "
+                          "unset them.")
     return chosen
 
 
@@ -77,7 +81,7 @@ def fit(cfg, model, strategy, task, data, initial_epoch: int, callbacks: list, v
     """Train ``model`` on ``data`` from ``initial_epoch`` to ``train.epochs``, driving ``callbacks``."""
     from pipeline.train import custom_loop
 
-    if custom(cfg, strategy):
+    if custom(cfg, strategy, model):
         custom_loop.fit(model, strategy, task, data.train, data.validation, cfg.train.epochs, initial_epoch,
                         data.steps_per_epoch, callbacks, verbose=verbose, per_worker=by_file(data, strategy))
         return
@@ -112,7 +116,7 @@ def evaluate(cfg, model, strategy, task, test_ds) -> dict[str, float]:
     """Test metrics, ``test_``-prefixed: the loss and the task's Keras metrics, in one pass over the split."""
     from pipeline.train import custom_loop
 
-    scores = (custom_loop.evaluate(model, task, test_ds) if custom(cfg, strategy)
+    scores = (custom_loop.evaluate(model, task, test_ds) if custom(cfg, strategy, model)
               else model.evaluate(test_ds, return_dict=True, verbose=0))
     return {f"test_{k}": float(v) for k, v in scores.items()}
 
