@@ -102,21 +102,22 @@ def verify(path: Path, model, cfg, spec, test_ds) -> dict:
 
 
 def _large_batches(test_ds, limit: int):
-    """The test batches joined into batches of up to ``limit`` examples and VERIFY_BATCH_BYTES: the checks call
-    the model eagerly, which costs per layer, not per example (bench/README.md)."""
+    """The test batches joined into batches of up to ``limit`` examples and VERIFY_BATCH_BYTES (text counted as
+    nothing): the checks call the model eagerly, which costs per layer, not per example (bench/README.md)."""
     import tensorflow as tf
 
     def joined(batches):
         return tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *batches)
 
-    pending, rows, size = [], 0, 0
+    example = sum((s.shape[1:].num_elements() or 1) * s.dtype.size for s in tf.nest.flatten(test_ds.element_spec[0]))
+    most = max(1, min(limit, VERIFY_BATCH_BYTES // max(1, example)))
+    pending, rows = [], 0
     for features, labels in test_ds:
         pending.append((features, labels))
         rows += int(tf.nest.flatten(features)[0].shape[0])
-        size += sum(x.numpy().nbytes for x in features.values())
-        if rows >= limit or size >= VERIFY_BATCH_BYTES:
+        if rows >= most:
             yield joined(pending)
-            pending, rows, size = [], 0, 0
+            pending, rows = [], 0
     if pending:
         yield joined(pending)
 
