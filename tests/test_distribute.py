@@ -32,20 +32,25 @@ def test_mirrored_over_two_logical_cpus_trains_and_exports_a_verified_model(tmp_
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_a_table_with_text_columns_trains_on_two_replicas_in_the_custom_loop(tmp_path, tfds_dir):
+def test_a_table_with_text_columns_tunes_and_trains_on_two_replicas_in_the_custom_loop(tmp_path, tfds_dir):
     """Keras 3.15's fit builds a model on several replicas from the first batch averaged across them, which
     fails on strings ("Value for attr 'T' of string" in AddN): under train.loop auto such a table trains in the
-    custom loop, whose optimizer variables are made before its first step is traced."""
+    custom loop, whose optimizer variables are made before its first step is traced; a search's trials too."""
     from mlflow.tracking import MlflowClient
 
     from .test_tabular import csv_overrides, write_houses
 
     path = write_houses(tmp_path / "houses.csv", n=300)
-    proc = run_cli("train", str(ROOT / "configs/examples/csv.yaml"), *csv_overrides(
-        tmp_path, tfds_dir, path, "train.epochs=2", "train.strategy=mirrored", "train.virtual_cpus=2"))
+    proc = run_cli("tune", str(ROOT / "configs/examples/csv.yaml"), "--workers", "0", "--then-train", *csv_overrides(
+        tmp_path, tfds_dir, path, "train.epochs=2", "train.strategy=mirrored", "train.virtual_cpus=2",
+        "tune.max_trials=1", "tune.trial={train.epochs: 1}"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'work'}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("houses").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("houses").experiment_id])
+    by_role = {run.data.tags.get("tune.role", "training"): run for run in runs}
+    assert sorted(by_role) == ["parent", "training", "trial"] and len(runs) == 3
+    assert by_role["trial"].data.metrics["epochs_run"] == 1 and "score" in by_role["trial"].data.metrics
+    run = by_role["training"]
     assert (run.data.tags["strategy"], run.data.tags["replicas"]) == ("MirroredStrategy", "2")
     assert {"loss", "val_loss", "test_rmse"} <= set(run.data.metrics) and run.data.metrics["verify.max_abs_diff"] <= 1e-5
 

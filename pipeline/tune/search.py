@@ -126,15 +126,18 @@ class ConfigHyperModel(kt.HyperModel):
         return build_compiled(cfg, data, task, self.strategy, in_model)
 
     def fit(self, hp, model, *args, callbacks=(), initial_epoch: int = 0, execution: int = 0, **kwargs):
+        """Fit as a training run does (Keras' fit, or the custom loop where fit fails); return the History."""
+        import keras
+
+        from pipeline.train import loop
         from pipeline.train.callbacks import build_callbacks
 
         cfg = self.config(hp, execution)
-        data, _ = self.inputs(cfg)
-        return model.fit(
-            data.train, validation_data=data.validation, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
-            steps_per_epoch=data.steps_per_epoch, callbacks=[*build_callbacks(cfg, Path(".")), *callbacks],
-            verbose=0, shuffle=False,
-        )
+        data, task = self.inputs(cfg)
+        history = keras.callbacks.History()
+        loop.fit(cfg, model, self.strategy, task, data, initial_epoch,
+                 callbacks=[*build_callbacks(cfg, Path(".")), *callbacks, history], verbose=0)
+        return history
 
 
 class PipelineTuner(ConfigSpaceTuner):
