@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from pipeline.config import load
 from pipeline.errors import ConfigError
 
-from .conftest import DIGITS, ROOT, run_cli, tiny
+from .conftest import ROOT, run_cli
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_mirrored_over_two_logical_cpus_trains_and_exports_a_verified_model(tmp_path, tfds_dir):
-    """In a subprocess: one strategy per process (two MirroredStrategy objects can clash)."""
-    from mlflow.tracking import MlflowClient
+def test_mirrored_over_two_logical_cpus_resumes_after_a_kill_and_exports_a_verified_model(tmp_path, tfds_dir):
+    """In subprocesses: one strategy per process (two MirroredStrategy objects can clash). The rerun makes the
+    resumed optimizer's variables under the strategy ("Need to be inside with strategy.scope()" before)."""
+    from .test_resume import _args, _runs, _start_and_interrupt
 
     workdir = tmp_path / "work"
-    proc = run_cli("train", str(DIGITS), *tiny(workdir, tfds_dir, "train.epochs=1", "train.strategy=mirrored",
-                                                "train.virtual_cpus=2", "data.batch_scope=per_replica",
-                                                "data.batch_size=32", "optimizer.scale_lr=linear"))
+    mirrored = ("train.strategy=mirrored", "train.virtual_cpus=2", "data.batch_scope=per_replica",
+                "optimizer.scale_lr=linear", "export.enabled=true")
+    assert _start_and_interrupt(workdir, tfds_dir, signal.SIGKILL, extra=mirrored).returncode == -signal.SIGKILL
+    proc = run_cli(*_args(workdir, tfds_dir, *mirrored))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert "Resuming digits after epoch" in proc.stderr
+    (run,) = _runs(workdir)  # the killed run, continued
     tags = run.data.tags
     assert (tags["strategy"], tags["replicas"], tags["global_batch"]) == ("MirroredStrategy", "2", "64")
-    assert tags["devices"].count("CPU") == 2
+    assert tags["devices"].count("CPU") == 2 and run.info.status == "FINISHED" and "resumed_after_epoch" in tags
     assert run.data.metrics["verify.max_abs_diff"] <= 1e-5
     assert (workdir / "exports" / "digits" / "1" / "saved_model.pb").is_file()
 

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.slow
 EPOCHS = 6
 
 
-def _args(workdir, tfds_dir):
+def _args(workdir, tfds_dir, *extra: str):
     return ["train", str(DIGITS), *tiny(workdir, tfds_dir, f"train.epochs={EPOCHS}", "data.batch_size=32",
                                         "train.early_stopping.patience=50", "export.enabled=false",
-                                        "tracking.write_every=0")]  # every epoch logged at once: the test waits on them
+                                        "tracking.write_every=0",  # every epoch logged at once: the test waits on them
+                                        *extra)]
 
 
 def _client(workdir):
@@ -34,12 +35,13 @@ def _runs(workdir):
     return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]) if exp else []
 
 
-def _start_and_interrupt(workdir, tfds_dir, sig, after_epochs: int = 2) -> subprocess.Popen:
-    """Start training, wait until the state of epoch ``after_epochs`` is saved, then send ``sig`` mid-epoch.
+def _start_and_interrupt(workdir, tfds_dir, sig, after_epochs: int = 2, extra: tuple = ()) -> subprocess.Popen:
+    """Start training (``extra`` overrides), wait until the state of epoch ``after_epochs`` is saved, then send
+    ``sig`` mid-epoch.
 
     The states on disk are watched, not the MLflow store: a query of the store can take longer under
     load than the epochs left, and the run would end before the signal."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *_args(workdir, tfds_dir)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *_args(workdir, tfds_dir, *extra)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not any(int(p.name.split("-")[1]) >= after_epochs for p in (workdir / "backup").glob("*/epoch-*")):
