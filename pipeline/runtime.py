@@ -58,14 +58,14 @@ def load_tensorflow() -> None:
     cudart and CPU-feature notices). Those writes go to a scratch file here; if the import fails,
     they are shown with the error. ``pipeline -v`` shows everything. Python's own warnings
     still reach the user: only this import and device discovery are covered, and absl's Python
-    logger (TFDS' notices) is set to errors; MLflow's level comes from ``quiet_mlflow``.
+    and TensorFlow's loggers are set to errors; MLflow's level comes from ``quiet_mlflow``.
     """
     import sys
     import tempfile
 
     if os.environ.get(VERBOSE):
         return
-    quiet_absl()
+    quiet_loggers()
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
@@ -86,13 +86,15 @@ def load_tensorflow() -> None:
             os.close(saved)
 
 
-def quiet_absl() -> None:
-    """absl's Python logger, where TFDS writes its notices ("Using custom data configuration"), to errors
+def quiet_loggers() -> None:
+    """absl's Python logger, where TFDS writes its notices ("Using custom data configuration"), and
+    TensorFlow's (tf.function's retracing warnings, a search's trials each tracing a step anew) to errors
     unless ``pipeline -v``."""
     import logging
 
     if not os.environ.get(VERBOSE):
-        logging.getLogger("absl").setLevel(logging.ERROR)
+        for name in ("absl", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def writable(cfg) -> None:

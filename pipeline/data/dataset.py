@@ -113,7 +113,7 @@ def is_prepared(cfg: ExperimentConfig) -> bool:
     """
     if not _local(cfg):
         return False
-    runtime.quiet_absl()
+    runtime.quiet_loggers()
     try:
         return _builder(cfg).is_prepared()
     except Exception:  # noqa: BLE001 - reported by the preparation that follows

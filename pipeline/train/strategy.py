@@ -8,50 +8,51 @@ collective ops). The precision policy is set here too: it is process-wide.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError
 
 
-def _default(cfg: TrainConfig):
+def _default(devices: tuple):
     import tensorflow as tf
 
     return tf.distribute.get_strategy()
 
 
-def _one_device(cfg: TrainConfig):
+def _one_device(devices: tuple):
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
-def _mirrored(cfg: TrainConfig):
+def _mirrored(devices: tuple):
     """Every GPU, or every logical CPU when there is no GPU (how strategies are tested on a CPU)."""
     import tensorflow as tf
 
-    devices = cfg.devices or [d.name for d in tf.config.list_logical_devices("GPU")]
+    devices = list(devices) or [d.name for d in tf.config.list_logical_devices("GPU")]
     devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
-def _multi_worker(cfg: TrainConfig):
+def _multi_worker(devices: tuple):
     import tensorflow as tf
 
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def _auto(cfg: TrainConfig):
+def _auto(devices: tuple):
     """TF_CONFIG -> multi-worker; several GPUs -> mirrored; one GPU -> one device; else default."""
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
-        return _multi_worker(cfg)
+        return _multi_worker(devices)
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
-        return _mirrored(cfg)
-    return _one_device(cfg) if gpus else _default(cfg)
+        return _mirrored(devices)
+    return _one_device(devices) if gpus else _default(devices)
 
 
 STRATEGIES = {
@@ -64,11 +65,21 @@ STRATEGIES = {
 
 
 def make_strategy(cfg: TrainConfig):
-    """Split the CPU if asked, set the precision policy, and build the strategy."""
-    _virtual_cpus(cfg.virtual_cpus)
-    strategy = STRATEGIES[cfg.strategy](cfg)
+    """Split the CPU if asked, set the precision policy, and build the strategy (once per process and setting).
+
+    A search and the training of its best config (``tune --then-train``), a study's variants and a
+    backtest's folds train in one process: a second MirroredStrategy there reused collective instance
+    keys that the first had used for tensors of other shapes ("Shape mismatch in the collective instance").
+    """
+    strategy = _made(cfg.strategy, tuple(cfg.devices or ()), cfg.virtual_cpus)
     _precision(cfg.precision)
     return strategy
+
+
+@functools.cache
+def _made(name: str, devices: tuple, virtual_cpus: int):
+    _virtual_cpus(virtual_cpus)
+    return STRATEGIES[name](devices)
 
 
 def _virtual_cpus(count: int) -> None:
