@@ -176,7 +176,7 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
                      for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))  # precision
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fit = linear_model(task.name, design.shape).fit(design, task.target_numpy(np.asarray(labels)[:rows]))
+        fit = linear_model(task.name, design.shape).fit(design, np.asarray(labels)[:rows])  # on the training scale
     head = model.layers[-1]
     kernel, bias = (np.zeros_like(w) for w in head.get_weights())
     d = design.shape[1]
