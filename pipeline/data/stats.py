@@ -42,9 +42,10 @@ def statistics(data) -> dict:
             "features": features}
 
 
-def column_notes(data) -> list[str]:
+def column_notes(data, log_label: bool = False) -> list[str]:
     """Training columns that cannot teach the model anything: one value throughout, or a new value in every row
-    (a row number, an id: a model can only memorise it, and every test row's value is unseen)."""
+    (a row number, an id: a model can only memorise it, and every test row's value is unseen); and a number
+    label of a few whole values (``log_label``: the training columns hold its log, as a log target trains it)."""
     notes = []
     for f in data.spec.features:
         values = None if f.signal else data.train_columns[f.name]
@@ -68,8 +69,10 @@ def column_notes(data) -> list[str]:
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
             notes.append(f"column {f.name!r} has a different value in each of the {seen}, like {like}: a model can "
                          f"only memorise it; {fix}")
-    if data.spec.task == "regression" and (hint := classes_hint(data.train_columns[data.spec.label],
-                                                                  data.spec.label)):
+    label = np.asarray(data.train_columns[data.spec.label])
+    if log_label:  # back to the label's own values, to the float32 log's precision
+        label = np.round(np.exp(label.astype(np.float64)), 3)
+    if data.spec.task == "regression" and (hint := classes_hint(label, data.spec.label)):
         notes.append(hint)
     return notes
 

@@ -66,10 +66,10 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
     if data.spec.skipped:
         print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
-    notes = [] if cfg.forecast else stats.column_notes(data)
+    task = task_for(cfg, data.spec)
+    notes = [] if cfg.forecast else stats.column_notes(data, log_label=getattr(task, "log", False))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    task = task_for(cfg, data.spec)
     models.check(cfg)
     clock.lap("data")
 
