@@ -43,7 +43,9 @@ def _train(args) -> int:
         from pathlib import Path
 
         from pipeline.train.cluster import launch
+        from pipeline.train.strategy import check_workers
 
+        check_workers(cfg.train.strategy, args.workers)
         api.prepare_for_workers(cfg)  # once, before the workers start reading it
         stores = [cfg.tracking.uri, cfg.data.data_dir, cfg.data.path, cfg.export.root, cfg.workdir]
         return launch(args.config, args.overrides, args.workers, Path(cfg.workdir) / "workers", stores)

@@ -86,6 +86,15 @@ def test_sync_names_an_empty_folder_or_a_damaged_spool_in_one_line(tmp_path, cap
         assert err.endswith("); nothing was synced\n") and spool.read_text() == header  # left as it was
 
 
+def test_several_workers_under_a_strategy_that_would_train_each_alone_are_refused(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["train", str(DIGITS), "--workers", "2", f"workdir={tmp_path}", "train.strategy=mirrored"]) == 2
+    assert capsys.readouterr().err == ("error: Invalid `train.strategy`: 'mirrored' would train each of the 2 workers "
+                                       "alone; several workers train one model under 'multi_worker' (or 'auto').\n")
+    assert not (tmp_path / "workers").exists()  # no worker was started
+
+
 @pytest.mark.parametrize("flag,value,message", [("--poll", "0", "Invalid --poll 0: expected at least 0.05"),
                                                 ("--keep", "0", "Invalid --keep 0: expected at least 1")])
 def test_serve_refuses_settings_that_busy_loop_or_serve_nothing(tmp_path, capsys, flag, value, message):

@@ -64,6 +64,14 @@ STRATEGIES = {
 }
 
 
+def check_workers(strategy: str, workers: int) -> None:
+    """Several workers train one model only under MultiWorkerMirroredStrategy: under any other strategy each
+    would train alone on all the data, and only the chief's run would be tracked."""
+    if workers > 1 and strategy not in ("auto", "multi_worker"):
+        raise ConfigError(f"Invalid `train.strategy`: {strategy!r} would train each of the {workers} workers alone; "
+                          "several workers train one model under 'multi_worker' (or 'auto').")
+
+
 def make_strategy(cfg: TrainConfig):
     """Split the CPU if asked, set the precision policy, and build the strategy (once per process and setting).
 
@@ -78,8 +86,19 @@ def make_strategy(cfg: TrainConfig):
 
 @functools.cache
 def _made(name: str, devices: tuple, virtual_cpus: int):
+    check_workers(name, _cluster_workers())
     _virtual_cpus(virtual_cpus)
     return STRATEGIES[name](devices)
+
+
+def _cluster_workers() -> int:
+    """The chief and workers in TF_CONFIG's cluster (1 without one)."""
+    import tensorflow as tf
+
+    if not os.environ.get("TF_CONFIG"):
+        return 1
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker"))
 
 
 def _virtual_cpus(count: int) -> None:
