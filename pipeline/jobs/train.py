@@ -83,8 +83,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         runtime.seed(cfg)  # again: data preparation and tracking drew from the global RNGs
         model = loop.build_compiled(cfg, data, task, strategy, augmenter if in_model else None)
         own = build_callbacks(cfg, run.dir)
-        with strategy.scope():  # a resumed optimizer's variables are made here: they are the strategy's too
-            resume.restore(model, own, previous, augmenter)
+        resume.restore(model, own, previous, augmenter)
         saver = resume.checkpointer(cfg, run.id, previous, write=cfg.train.resume and chief, augmenter=augmenter)
         saver.set_others(own)
         if previous.epoch:

@@ -28,8 +28,6 @@ def fit(model, strategy, task, train_ds, val_ds, epochs: int, initial_epoch: int
     loss_fn = keras.losses.get(task.loss)
     with strategy.scope():
         train_metrics, val_metrics = _metrics(task), _metrics(task)
-        if not model.optimizer.built:  # its variables made here, not in the first step's trace
-            model.optimizer.build(model.trainable_variables)
 
     def train_replica(x, y):
         with tf.GradientTape() as tape:

@@ -35,8 +35,12 @@ def build_compiled(cfg, data, task, strategy, augmenter=None):
                                                     strategy.num_replicas_in_sync),
             jit_compile=cfg.train.jit_compile,
         )
+        # The optimizer's variables are made here, under the strategy, for every caller: a first step traced under
+        # MirroredStrategy cannot make them, and a resume or a continued trial loads its state into them.
         if tune:
-            backbone.prepare(model, cfg)
+            backbone.prepare(model, cfg)  # on the variables of phase two
+        else:
+            model.optimizer.build(model.trainable_variables)
     return model
 
 

@@ -84,8 +84,6 @@ def restore(model, callbacks: list, state: State, augmenter=None) -> None:
     for newer in _states(state.path.parent):
         if newer.name > state.path.name:  # unreadable states past the one resumed: the epochs are redone
             shutil.rmtree(newer, ignore_errors=True)
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
     model.load_weights(state.path / "state.weights.h5")
     seeds = np.load(state.path / "seeds.npz")
     for i, var in enumerate(_seed_variables(model, augmenter)):

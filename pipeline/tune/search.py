@@ -194,9 +194,7 @@ class PipelineTuner(ConfigSpaceTuner):
             scores, fit_seconds, epochs = [], 0.0, 0
             for execution in range(self.executions_per_trial):
                 model = self.hypermodel.build(hp, execution)
-                if "tuner/trial_id" in hp.values:  # Hyperband: continue the model of the previous round
-                    with self.hypermodel.strategy.scope():  # its state is in the file too, in the strategy's variables
-                        model.optimizer.build(model.trainable_variables)
+                if "tuner/trial_id" in hp.values:  # Hyperband: continue the model (and optimizer) of the previous round
                     model.load_weights(Path(self.get_trial_dir(hp.values["tuner/trial_id"])) / "final.weights.h5")
                 prefix = f"execution_{execution}." if execution else ""
                 t0 = time.perf_counter()
