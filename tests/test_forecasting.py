@@ -121,6 +121,11 @@ def test_sequence_models_need_a_series():
     ([(0, 1.0), (7200, 2.0), (3600, 3.0), (10800, 4.0)], "not in time order: 3600 at row 3 of the file"),
     ([(0, 1.0), (3600, float("nan")), (7200, 3.0), (10800, 4.0)], "line 3, column 'load': the label is missing"),
     ([(0, 1.0), (3600, 2.0), (14400, 3.0), (18000, 4.0)], "gaps in `time`.*3600 to 14400"),
+    # decimal years (R's time()): truncated, they were duplicates; a missing time was a time too
+    ([(1749.0, 1.0), (1749.0833, 2.0), (1749.1667, 3.0), (1749.25, 4.0)],
+     r"line 3, column 'time' is '1749.0833', but it holds a series' time \(`forecast.time`\): whole epoch seconds, or "
+     r"ISO 8601 dates \(convert decimal years to dates\)"),
+    ([(0, 1.0), (3600, 2.0), ("", 3.0), (10800, 4.0)], "line 4, column 'time' is empty, but it holds a series' time"),
     # dates with a zone, as databases and JSON logs write them: in UTC, and named as dates
     ([("2024-03-01T00:00:00Z", 1.0), ("2024-03-01T01:00:00.000Z", 2.0), ("2024-03-01T04:00:00Z", 3.0),
       ("2024-03-01T05:00:00Z", 4.0)], r"gaps in `time` \(its step is 3600 s\): the first from 2024-03-01T01:00:00 to "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data import cells
@@ -44,6 +44,7 @@ class Schema:
     declared: frozenset[str] = frozenset()  # columns whose type the config declared
     encoding: str = "utf-8"  # of CSV text (data.encoding)
     dates: frozenset[str] = frozenset()  # ``float`` columns of ISO 8601 text: seconds since 1970 (UTC)
+    whole: dict[str, str] = field(default_factory=dict)  # ``int`` columns by nature -> what they must hold
 
     @property
     def columns(self) -> list[str]:
@@ -293,6 +294,8 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
         if name == schema.label:
             _flag(bad, reasons, gaps, name, "the label is missing", None)
         if kind == "int":
+            if not is_text and pa.types.is_temporal(column.type):
+                values = np.floor(values)  # a time kept in whole seconds drops fractions, as dates in text do
             _whole(values, gaps & ~bad, name, path, first, parquet, column, schema)
             out[name] = np.nan_to_num(values).astype(np.int64)
         else:
@@ -328,6 +331,8 @@ def _whole(values, gaps, name: str, path: Path, first: int, parquet: bool, colum
     i = int(wrong[0])
     where = f"row {first + i + 1}" if parquet else f"line {first + i + 2}"
     what = "is empty" if gaps[i] else f"is {str(column[i].as_py())!r}"  # as text, whichever way it was read
+    if name in schema.whole:
+        raise DataError(f"{path}: {where}, column {name!r} {what}, but it holds {schema.whole[name]}")
     origin = "declared int (`data.dtypes`)" if name in schema.declared else f"whole numbers in the first {SAMPLE_ROWS:,} rows"
     raise DataError(f"{path}: {where}, column {name!r} {what}, but the column holds {origin}: "
                     f"declare it with `data.dtypes: {{{name}: float}}`")

@@ -192,11 +192,16 @@ class Series(Csv):
 
     @functools.cached_property
     def _schema(self) -> sources.Schema:
-        """The table's schema, but a time column of dates stays text: ``_convert`` reads it to the second."""
+        """The table's schema, but a time column of dates stays text (``_convert`` reads it to the second), and
+        one of numbers holds whole seconds: truncating decimal years (as R's ``time()`` writes them) made duplicates."""
         schema, time = Csv._schema.func(self), self.builder_config.time
-        if time not in schema.dates:
-            return schema
-        return dataclasses.replace(schema, types={**schema.types, time: "string"}, dates=schema.dates - {time})
+        if time in schema.dates:
+            return dataclasses.replace(schema, types={**schema.types, time: "string"}, dates=schema.dates - {time})
+        if schema.types.get(time) in ("int", "float"):
+            return dataclasses.replace(schema, types={**schema.types, time: "int"}, whole={time: (
+                "a series' time (`forecast.time`): whole epoch seconds, or ISO 8601 dates (convert decimal years to "
+                "dates)")})
+        return schema
 
     def _download_and_prepare(self, dl_manager, download_config) -> None:
         super()._download_and_prepare(dl_manager, download_config)
@@ -216,7 +221,6 @@ class Series(Csv):
 
     def _convert(self, table, first_row: int):
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         time = self.builder_config.time
         column = table[time]
@@ -226,8 +230,6 @@ class Series(Csv):
             except pa.ArrowInvalid as exc:
                 raise DataError(f"{self.builder_config.path}: time column {time!r} (`forecast.time`) holds a value "
                                 f"that is no date: {str(exc).splitlines()[0]}") from None
-        elif pa.types.is_floating(column.type):
-            column = pc.cast(column, pa.int64(), safe=False)
         table = table.set_column(table.schema.get_field_index(time), time, column)
         rows = pa.array(np.arange(first_row, first_row + table.num_rows, dtype=np.int64))
         return table.append_column("_row", rows)
