@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.config import load
 from pipeline.data.spec import DataSpec, Feature
+from pipeline.errors import ConfigError
 
 SPEC = DataSpec("digits", "1.0.0", {}, {}, "", (Feature("image", "image", "uint8", (8, 8, 1)),), "label",
                 "classification", 10)
@@ -155,3 +156,31 @@ def test_schedules_decay_per_epoch(schedule, start, end):
 
     assert at(0) == pytest.approx(start)
     assert at(20) == pytest.approx(end, rel=1e-3)
+
+
+def test_a_wide_mlp_forecasts_from_the_start_as_the_linear_fit_on_its_training_windows():
+    """The same start for a series: each step ahead is the ridge fit of the window, in the units of the head's
+    Dense (standardised labels, which its Normalization takes back to the series'). On short series that
+    start is what beats ridge and seasonal naive (docs/results.md#forecasting)."""
+    import numpy as np
+
+    from pipeline.models import build_model
+
+    rng, n, w = np.random.default_rng(0), 600, 8
+    y = np.zeros(n + w + 2)
+    for t in range(2, len(y)):  # AR(2): each value a linear function of the last two, plus noise of 1
+        y[t] = 1.5 * y[t - 1] - 0.7 * y[t - 2] + rng.normal()
+    at = np.arange(n)
+    window, ahead = y[at[:, None] + np.arange(w)].astype("float32"), y[at[:, None] + w + np.arange(2)]
+    spec = DataSpec("s", "1", {}, {}, "", (Feature("y", "sequence", "float32", (w,)),), "y_ahead", "forecasting")
+
+    def untrained(*overrides: str):
+        cfg = load(None, ["data.dataset=series", "data.label_key=y", "forecast.time=t", f"forecast.input_window={w}",
+                          "forecast.horizon=2", "model.name=mlp", "model.width=8", *overrides])
+        out = np.asarray(build_model(cfg, spec, {"y": window, "y_ahead": ahead})({"y": window}, training=False))
+        return np.sqrt(np.mean((out - ahead) ** 2, axis=0))  # per step ahead
+
+    wide, deep = untrained("model.wide=true"), untrained()
+    assert np.all(wide < [1.1, 2.0]) and np.all(deep > 2.5)  # the noise is 1 (a second step adds 1.5 of it)
+    with pytest.raises(ConfigError, match="model `lstm` has none"):  # no layers to put the window beside
+        load(None, ["data.dataset=series", "data.label_key=y", "forecast.time=t", "model.name=lstm", "model.wide=true"])

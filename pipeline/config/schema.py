@@ -111,6 +111,13 @@ class ModelConfig(Section):
     )
     recommender: RecommenderConfig = RecommenderConfig()
 
+    @model_validator(mode="after")
+    def _wide_is_an_mlp(self) -> ModelConfig:
+        if self.wide and self.name not in ("mlp", "tabular_mlp"):
+            raise ValueError(f"`model.wide` puts the encoded features beside an mlp's layers; model `{self.name}` has none "
+                             "(use mlp or tabular_mlp, or leave wide false)")
+        return self
+
 
 class RegularizationConfig(Section):
     """Kernel regulariser applied to every conv and dense kernel."""

@@ -146,7 +146,7 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     outputs = task.head(x, reg, columns.get(spec.label))
     model = keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
     model.feature_info = encoded.info
-    if cfg.model.wide and task.name in ("classification", "regression") and {*inputs, spec.label} <= set(columns):
+    if cfg.model.wide and task.name in ("classification", "regression", "forecasting") and {*inputs, spec.label} <= set(columns):
         start_at_linear_fit(model, task, {n: columns[n] for n in inputs}, columns[spec.label])
     return model
 
@@ -174,14 +174,18 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     rows = max(1, min(len(labels), LINEAR_START_ROWS, LINEAR_START_VALUES // wide.shape[-1]))
     design = stacked(np.asarray(encoder(block, training=False), dtype="float32")  # float16 or bfloat16 under mixed
                      for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))  # precision
+    head, target = model.layers[-1], np.asarray(labels)[:rows]  # on the training scale
+    if task.name == "forecasting":  # the head's Dense, in the units its Normalization takes back to the labels'
+        head, scale = model.get_layer("forecast_scaled"), model.get_layer("forecast")
+        target = (target - np.ravel(scale.mean)) / np.sqrt(np.ravel(scale.variance))
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fit = linear_model(task.name, design.shape).fit(design, np.asarray(labels)[:rows])  # on the training scale
-    head = model.layers[-1]
+        fit = linear_model("classification" if task.name == "classification" else "regression",
+                           design.shape).fit(design, target)
     kernel, bias = (np.zeros_like(w) for w in head.get_weights())
     d = design.shape[1]
-    if task.name == "regression":
-        kernel[:d, 0], bias[0] = fit.coef_, fit.intercept_
+    if task.name != "classification":  # one output (a price) or one per step ahead (a forecast)
+        kernel[:d, :], bias[:] = np.reshape(fit.coef_, (len(bias), d)).T, fit.intercept_
     elif len(fit.classes_) == 2:  # one logit, for the second class; the first's stays 0
         kernel[:d, fit.classes_[1]], bias[fit.classes_[1]] = fit.coef_[0], fit.intercept_[0]
     else:
