@@ -100,6 +100,10 @@ class Task:
         """The figures ``metrics`` adds beyond ``metric_names``, in NumPy (for baselines' predictions): none."""
         return {}
 
+    def label_values(self, y):
+        """Training labels as ``target_numpy`` made them (as Splits.train_columns holds them) on their own scale."""
+        return np.asarray(y)
+
 
 class Classification(Task):
     """Softmax over the classes; serves ``probabilities`` and ``class_id``."""
@@ -186,6 +190,11 @@ class Regression(Task):
     def target_numpy(self, y):
         y = np.asarray(y, dtype=np.float32)
         return np.log(y) if self.log else y
+
+    def label_values(self, y):
+        if not self.log:
+            return np.asarray(y)
+        return np.round(np.exp(np.asarray(y, np.float64)), 3)  # to the float32 log's precision: whole values come back whole
 
     def loss_inputs(self, y, prediction):
         import tensorflow as tf

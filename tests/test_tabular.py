@@ -559,6 +559,7 @@ def test_a_number_label_of_a_few_whole_values_says_how_to_make_it_classes(tmp_pa
     """A churn flag of 0 and 1 is a number, so regression: the log target's refusal, and a run's notes
     without it, name the declaration that makes it classification, which then trains classes."""
     from pipeline.data import dataset, stats
+    from pipeline.tasks import task_for
 
     path = write_houses(tmp_path / "houses.csv")
     frame = pd.read_csv(path)
@@ -572,9 +573,11 @@ def test_a_number_label_of_a_few_whole_values_says_how_to_make_it_classes(tmp_pa
     data = dataset.load(load(ROOT / "configs/examples/csv.yaml", [*flag, "features.target_transform=none"]))
     assert any(re.fullmatch(fix, note) for note in stats.column_notes(data))
     frame.assign(sold=frame.sold + 1).to_csv(tmp_path / "sold12.csv", index=False)  # 1 and 2: the example's log
-    data = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(  # target trains them; the note stays
-        tmp_path, tfds_dir, tmp_path / "sold12.csv", "data.label_key=sold", "data.exclude=[price]")))
-    assert any(note.startswith("label `sold` holds 2 whole values (1, 2)") for note in stats.column_notes(data, True))
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(  # target trains them; the note stays
+        tmp_path, tfds_dir, tmp_path / "sold12.csv", "data.label_key=sold", "data.exclude=[price]"))
+    data = dataset.load(cfg)
+    labels = task_for(cfg, data.spec).label_values(data.train_columns["sold"])  # as the train job hands them over
+    assert any(note.startswith("label `sold` holds 2 whole values (1, 2)") for note in stats.column_notes(data, labels))
     assert not any("whole values" in note for note in stats.column_notes(data))  # its log, 0.69, is no whole value
     classes = dataset.load(load(ROOT / "configs/examples/csv.yaml", [*flag, "data.dtypes={sold: string}"]))
     assert classes.spec.task == "classification" and not stats.column_notes(classes)

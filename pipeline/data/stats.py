@@ -42,10 +42,11 @@ def statistics(data) -> dict:
             "features": features}
 
 
-def column_notes(data, log_label: bool = False) -> list[str]:
+def column_notes(data, labels=None) -> list[str]:
     """Training columns that cannot teach the model anything: one value throughout, or a new value in every row
     (a row number, an id: a model can only memorise it, and every test row's value is unseen); and a number
-    label of a few whole values (``log_label``: the training columns hold its log, as a log target trains it)."""
+    label of a few whole values (``labels``: the training labels on their own scale, ``Task.label_values``:
+    a log target's training column holds their log; default that column)."""
     notes = []
     for f in data.spec.features:
         values = None if f.signal else data.train_columns[f.name]
@@ -69,9 +70,7 @@ def column_notes(data, log_label: bool = False) -> list[str]:
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
             notes.append(f"column {f.name!r} has a different value in each of the {seen}, like {like}: a model can "
                          f"only memorise it; {fix}")
-    label = np.asarray(data.train_columns[data.spec.label])
-    if log_label:  # back to the label's own values, to the float32 log's precision
-        label = np.round(np.exp(label.astype(np.float64)), 3)
+    label = np.asarray(data.train_columns[data.spec.label] if labels is None else labels)
     if data.spec.task == "regression" and (hint := classes_hint(label, data.spec.label)):
         notes.append(hint)
     return notes
