@@ -162,7 +162,7 @@ def no_skill(curves: Diagnosis, test: dict, min_skill: float) -> Diagnosis:
     if high < 1.0 - min_skill:
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"skill: {said}"], curves.advice)
     why = ("worse than" if low > 1.0 else "not distinguishable from" if high >= 1.0
-           else f"less than {min_skill:.0%} better than")
+           else f"not surely {min_skill:.0%} better than")  # the interval reaches within min_skill of 1
     return Diagnosis("no skill", evidence, [f"the model is {why} the {best} baseline: {said}",
                                             f"its curves alone say {curves.verdict}"], ADVICE["no skill"])
 

@@ -292,16 +292,17 @@ def _errors(model_scale: float, noise: float, n: int = 400):
     return Errors(figures, "mae", horizon=4)
 
 
-@pytest.mark.parametrize("scale, noise, verdict", [
-    (0.5, 0.1, "good fit"),  # half the best baseline's error: skill, the curves' verdict stands
-    (1.0, 0.5, "no skill"),  # the baseline's error give or take noise
-    (0.995, 0.0, "no skill"),  # certainly better, but by half a percent: below forecast.min_skill
+@pytest.mark.parametrize("scale, noise, verdict, why", [
+    (0.5, 0.1, "good fit", "skill: "),  # half the best baseline's error: skill, the curves' verdict stands
+    (1.0, 0.5, "no skill", "not distinguishable from"),  # the baseline's error give or take noise
+    (0.995, 0.0, "no skill", "not surely 1% better than"),  # certainly better, but by half a percent: below min_skill
 ])
-def test_the_skill_interval_decides_between_skill_and_no_skill(scale, noise, verdict):
+def test_the_skill_interval_decides_between_skill_and_no_skill(scale, noise, verdict, why):
     from pipeline.diagnose import Diagnosis, no_skill
     from pipeline.skill import skill
 
     figures = skill(_errors(scale, noise), resamples=500, seed=1)
     assert "skill.best_baseline.naive" in figures  # ridge's errors are higher
     assert figures["skill.ratio_low"] <= figures["skill.ratio"] <= figures["skill.ratio_high"]
-    assert no_skill(Diagnosis("good fit"), figures, min_skill=0.01).verdict == verdict
+    diagnosis = no_skill(Diagnosis("good fit"), figures, min_skill=0.01)
+    assert diagnosis.verdict == verdict and why in diagnosis.reasons[0]
