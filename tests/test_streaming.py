@@ -388,6 +388,7 @@ def test_cache_auto_keeps_a_split_in_memory_then_in_a_file_then_nowhere_by_budge
     assert cache_mode(cfg, 101 * mb, free_disk=150 * mb) == "none"  # a file needs twice its size free
     assert cache_mode(load(None, ["data.cache=none"]), 1, 10**12) == "none"
     assert cache_mode(load(None, ["data.cache=true"]), 10**12, 0) == "memory"  # what older configs say
+    assert cache_mode(cfg, 1, 10**12, cut=True) == "none"  # a series' windows: cut again from the series in memory
 
 
 def test_an_input_over_the_full_hash_size_is_fingerprinted_by_size_time_and_sampled_blocks(tmp_path, monkeypatch):

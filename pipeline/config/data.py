@@ -79,7 +79,8 @@ class DataConfig(Section):
     shuffle_buffer: Count = Field(2048, description="0 disables shuffling.")
     cache: Literal["auto", "memory", "file", "none"] | bool = Field(
         "auto", description="Keep read examples after the first epoch: memory, a file under <workdir>/cache, or none; "
-                            "auto: memory when a split fits cache_memory_mb, else a file when the disk has room, else none.")
+                            "auto: memory when a split fits cache_memory_mb, else a file when the disk has room, else none; "
+                            "none for a series, whose windows are cut again from it each epoch.")
     cache_memory_mb: PositiveInt = Field(1024, description="cache auto: the most memory one split may take.")
     threads: PositiveInt | None = Field(
         None, description="tf.data's own thread pool; default half the CPUs (at least 1): on a CPU-only machine "

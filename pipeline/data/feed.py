@@ -34,7 +34,7 @@ def stages(ds, cfg: ExperimentConfig, spec, task, split: str, augmenter, start_e
     training = split == "train"
     auto = tf.data.AUTOTUNE
     images = [f.name for f in spec.features if f.kind == "image"]
-    mode = cache_mode(cfg, rows * spec.example_bytes, _free_disk(Path(cfg.workdir)))
+    mode = cache_mode(cfg, rows * spec.example_bytes, _free_disk(Path(cfg.workdir)), cut=spec.task == "forecasting")
     if mode != "none":
         # Cached in blocks: tf.data spends about as much per cached tensor as a table row holds (and a
         # cache file indexes each one), so one tensor per column per block, not per example.
@@ -67,16 +67,20 @@ def stages(ds, cfg: ExperimentConfig, spec, task, split: str, augmenter, start_e
     return ds.with_options(options).prefetch(auto)
 
 
-def cache_mode(cfg: ExperimentConfig, split_bytes: float, free_disk: int) -> str:
+def cache_mode(cfg: ExperimentConfig, split_bytes: float, free_disk: int, cut: bool = False) -> str:
     """Where a split's examples are kept after the first epoch: ``memory``, ``file`` or ``none``.
 
     ``data.cache: auto`` keeps a split in memory when it fits ``data.cache_memory_mb``, else in a
     file under the workdir when the disk has twice its size free, else reads the prepared
-    shards again each epoch (which TFDS streams with bounded memory).
+    shards again each epoch (which TFDS streams with bounded memory). Examples ``cut`` from data
+    already in memory (a series' windows) are cut again: a cache would hold each step once per
+    window that sees it, and save no time (bench/README.md, series at 1M steps).
     """
     mode = {True: "memory", False: "none"}.get(cfg.data.cache, cfg.data.cache)  # older configs: true / false
     if mode != "auto":
         return mode
+    if cut:
+        return "none"
     if split_bytes <= cfg.data.cache_memory_mb * 2**20:
         return "memory"
     return "file" if 2 * split_bytes < free_disk else "none"
