@@ -104,6 +104,11 @@ class Task:
         """Training labels as ``target_numpy`` made them (as Splits.train_columns holds them) on their own scale."""
         return np.asarray(y)
 
+    def head_dense(self, model):
+        """(The Dense layer that ``head`` ends in or feeds, the training labels in its output's units): where
+        a wide model's linear start goes (models/registry.py)."""
+        return model.layers[-1], lambda labels: np.asarray(labels)
+
 
 class Classification(Task):
     """Softmax over the classes; serves ``probabilities`` and ``class_id``."""
@@ -270,6 +275,11 @@ class Forecasting(Task):
         mean, var = labels.mean(axis=0), np.maximum(labels.var(axis=0), 1e-12)
         x = layers.Dense(self.fc.horizon, dtype="float32", kernel_regularizer=reg, name="forecast_scaled")(x)
         return layers.Normalization(mean=mean, variance=var, invert=True, dtype="float32", name="forecast")(x)
+
+    def head_dense(self, model):
+        scale = model.get_layer("forecast")  # the Normalization after the Dense, back to the labels' units
+        return model.get_layer("forecast_scaled"), lambda labels: (
+            (np.asarray(labels) - np.ravel(scale.mean)) / np.sqrt(np.ravel(scale.variance)))
 
     def target(self, y):
         return y  # the windows carry transformed labels already (data/series.py)

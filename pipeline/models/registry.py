@@ -156,7 +156,8 @@ LINEAR_START_VALUES = 20_000_000  # ...at most this many encoded values (one-hot
 
 
 def start_at_linear_fit(model, task, features: dict, labels) -> None:
-    """Start a wide & deep model as the regularised linear model fitted on the training split's encoded features.
+    """Start a wide & deep model as the regularised linear model fitted on the training split's encoded features
+    (a forecast: one ridge fit of the window per step ahead).
 
     The head's weights on those features are the fit's, on the deep part zero: the model begins where
     the linear baseline ends, and early stopping keeps what the deep part adds only while it helps
@@ -174,10 +175,8 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     rows = max(1, min(len(labels), LINEAR_START_ROWS, LINEAR_START_VALUES // wide.shape[-1]))
     design = stacked(np.asarray(encoder(block, training=False), dtype="float32")  # float16 or bfloat16 under mixed
                      for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))  # precision
-    head, target = model.layers[-1], np.asarray(labels)[:rows]  # on the training scale
-    if task.name == "forecasting":  # the head's Dense, in the units its Normalization takes back to the labels'
-        head, scale = model.get_layer("forecast_scaled"), model.get_layer("forecast")
-        target = (target - np.ravel(scale.mean)) / np.sqrt(np.ravel(scale.variance))
+    head, in_its_units = task.head_dense(model)
+    target = in_its_units(np.asarray(labels)[:rows])  # the training scale, standardised for a forecast's head
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
         fit = linear_model("classification" if task.name == "classification" else "regression",
