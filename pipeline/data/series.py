@@ -337,8 +337,9 @@ def dataset(series: Series, cfg, split: str):
         return features, transform(future, features[target][:, -1], fc.target_transform)
 
     at = starts(series, cfg, split)
-    blocks = tf.data.Dataset.from_tensor_slices(at).batch(CUT_BLOCK)
-    return blocks.map(windows, num_parallel_calls=tf.data.AUTOTUNE).unbatch(), len(at)
+    cut = tf.data.Dataset.from_tensor_slices(at).batch(CUT_BLOCK).map(windows, num_parallel_calls=tf.data.AUTOTUNE)
+    # unbatch forgets the count, and Keras' evaluation in steps of several batches then warns of running out of data
+    return cut.unbatch().apply(tf.data.experimental.assert_cardinality(len(at))), len(at)
 
 
 CUT_BLOCK = 1024  # windows cut in one gather
