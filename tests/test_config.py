@@ -133,6 +133,8 @@ def test_help_and_the_python_api_import_no_tensorflow():
         "assert callable(pipeline.train) and cfg.train.epochs == 3\n"
         "import pipeline.train.loop, pipeline.tune.space, pipeline.report.page  # stages named like the API\n"
         "assert all(callable(f) for f in (pipeline.train, pipeline.tune, pipeline.report))\n"
+        "api = ('load_config', 'train', 'tune', 'backtest', 'retrain', 'run_study', 'report', 'prepare')  # as the README\n"
+        "assert all(callable(getattr(pipeline, name)) for name in api) and set(api) == set(pipeline.__all__)\n"
         "try: main(['--help'])\nexcept SystemExit as e: code = e.code\n"
         "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)"
     )
