@@ -146,6 +146,18 @@ def test_a_bad_series_is_one_line_naming_the_column(tmp_path, tfds_dir, rows, me
     assert "\n" not in str(info.value)
 
 
+def test_calendar_features_refuse_a_time_column_of_milliseconds(tmp_path, tfds_dir):
+    """Read as seconds they give every hour a meaningless time of day, and nothing else would say so."""
+    from pipeline.data import dataset
+
+    path = tmp_path / "ms.csv"
+    hours = 1_700_000_000 + 3600 * np.arange(200)
+    path.write_text("time,load,temp\n" + "".join(f"{t * 1000},{i % 24},1.0\n" for i, t in enumerate(hours)))
+    with pytest.raises(DataError, match=r"`forecast.calendar` reads `time` as epoch seconds, but it holds "
+                                        r"1700716400000, past the year 3000 in seconds: milliseconds\? divide them"):
+        dataset.load(series_cfg(tmp_path / "work", tfds_dir, path))
+
+
 def test_skipped_rows_of_a_series_are_counted_as_a_tables_are(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

@@ -93,6 +93,7 @@ def read(ds, cfg, dates: bool = False) -> Series:
         for k in keys:
             parts[k].append(batch[k])
     raw = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    _calendar_check(raw[fc.time], fc, dates)
     ids = raw[fc.series_id] if fc.series_id else np.zeros(len(raw[fc.time]), np.int64)
     ids = ids.astype("S") if ids.dtype == object else ids  # text ids: bytes, which sort
     order = np.lexsort((raw[ROW] if ROW in raw else raw[fc.time], ids))  # by series, then file order (or time)
@@ -108,6 +109,17 @@ def read(ds, cfg, dates: bool = False) -> Series:
     series = _concatenate(pieces, cfg)
     _log_return_check(series, cfg)
     return series
+
+
+LAST_SECOND = 32_503_680_000  # 3000-01-01T00:00:00Z in epoch seconds
+
+
+def _calendar_check(time: np.ndarray, fc, dates: bool) -> None:
+    """Calendar features read the time column as epoch seconds: milliseconds (as JavaScript and Kafka
+    write them) would give every step a meaningless time of day, silently."""
+    if fc.calendar and not dates and len(time) and time.max() > LAST_SECOND:
+        raise DataError(f"`forecast.calendar` reads `{fc.time}` as epoch seconds, but it holds {int(time.max())}, past the "
+                        "year 3000 in seconds: milliseconds? divide them by 1,000, or give ISO 8601 dates")
 
 
 def _name(key) -> str:
