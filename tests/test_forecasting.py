@@ -158,6 +158,22 @@ def test_calendar_features_refuse_a_time_column_of_milliseconds(tmp_path, tfds_d
         dataset.load(series_cfg(tmp_path / "work", tfds_dir, path))
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["data.label_key=state"], r"the target 'state' \(`data.label_key`\) holds text; a series forecasts a number"),
+    (["forecast.past_covariates=[state]"], r"Invalid `forecast.past_covariates`: 'state' holds text; a series' "
+                                           r"inputs are numbers"),
+])
+def test_text_is_refused_as_a_series_target_or_input_in_one_line(tmp_path, tfds_dir, overrides, message):
+    from pipeline.data import dataset
+
+    path = tmp_path / "states.csv"
+    path.write_text("time,load,temp,state\n" + "".join(f"{3600 * i},{i % 5},1.0,{'on' if i % 2 else 'off'}\n"
+                                                         for i in range(60)))
+    with pytest.raises(DataError, match=message):
+        dataset.load(series_cfg(tmp_path / "work", tfds_dir, path, "forecast.input_window=3", "forecast.horizon=1",
+                                "forecast.seasonality=[2]", "forecast.known_covariates=[]", *overrides))
+
+
 def test_skipped_rows_of_a_series_are_counted_as_a_tables_are(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

@@ -87,6 +87,9 @@ def read(ds, cfg, dates: bool = False) -> Series:
         if key not in ds.element_spec:
             raise DataError(f"Invalid `{which}`: {key!r} is not a column of the series; it has "
                             f"{', '.join(k for k in ds.element_spec if k != ROW)}")
+        if key in names and ds.element_spec[key].dtype.name == "string":
+            raise DataError(f"Invalid `{which}`: {key!r} holds text; a series' inputs are numbers (code it as "
+                            "numbers, such as 0 and 1, or leave it out)")
     keys += [ROW] if ROW in ds.element_spec else []
     parts: dict[str, list] = {k: [] for k in keys}
     for batch in ds.map(lambda ex: {k: ex[k] for k in keys}).batch(65536).as_numpy_iterator():

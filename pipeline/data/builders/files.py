@@ -195,6 +195,9 @@ class Series(Csv):
         """The table's schema, but a time column of dates stays text (``_convert`` reads it to the second), and
         one of numbers holds whole seconds: truncating decimal years (as R's ``time()`` writes them) made duplicates."""
         schema, time = Csv._schema.func(self), self.builder_config.time
+        if schema.classification:
+            raise DataError(f"{self.builder_config.path}: the target {schema.label!r} (`data.label_key`) holds text; a "
+                            "series forecasts a number (for classes, train a table: `data.dataset: csv`)")
         if time in schema.dates:
             return dataclasses.replace(schema, types={**schema.types, time: "string"}, dates=schema.dates - {time})
         if schema.types.get(time) in ("int", "float"):
