@@ -28,6 +28,8 @@ from pipeline.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 ROW = "_row"  # the series builder's row position in the user's files
+CUT_BLOCK = 1024  # windows cut in one gather
+LAST_SECOND = 32_503_680_000  # 3000-01-01T00:00:00Z in epoch seconds: later "seconds" are milliseconds
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,6 @@ def read(ds, cfg, dates: bool = False) -> Series:
     series = _concatenate(pieces, cfg)
     _log_return_check(series, cfg)
     return series
-
-
-LAST_SECOND = 32_503_680_000  # 3000-01-01T00:00:00Z in epoch seconds
 
 
 def _calendar_check(time: np.ndarray, fc, dates: bool) -> None:
@@ -355,9 +354,6 @@ def dataset(series: Series, cfg, split: str):
     cut = tf.data.Dataset.from_tensor_slices(at).batch(CUT_BLOCK).map(windows, num_parallel_calls=tf.data.AUTOTUNE)
     # unbatch forgets the count, and Keras' evaluation in steps of several batches then warns of running out of data
     return cut.unbatch().apply(tf.data.experimental.assert_cardinality(len(at))), len(at)
-
-
-CUT_BLOCK = 1024  # windows cut in one gather
 
 
 def _log_return_check(series: Series, cfg) -> None:

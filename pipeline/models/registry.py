@@ -179,8 +179,7 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     target = in_its_units(np.asarray(labels)[:rows])  # the training scale, standardised for a forecast's head
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fit = linear_model("classification" if task.name == "classification" else "regression",
-                           design.shape).fit(design, target)
+        fit = linear_model(task.name, design.shape).fit(design, target)  # ridge for all but classes
     kernel, bias = (np.zeros_like(w) for w in head.get_weights())
     d = design.shape[1]
     if task.name != "classification":  # one output (a price) or one per step ahead (a forecast)
