@@ -196,10 +196,15 @@ class Regression(Task):
         y = np.asarray(y, dtype=np.float32)
         return np.log(y) if self.log else y
 
+    def original(self, y) -> np.ndarray:
+        """Labels or predictions on the training scale -> the label's own scale (NumPy; ``invert`` in the graph)."""
+        y = np.asarray(y, np.float64)
+        return np.exp(y) if self.log else y
+
     def label_values(self, y):
         if not self.log:
             return np.asarray(y)
-        return np.round(np.exp(np.asarray(y, np.float64)), 3)  # to the float32 log's precision: whole values come back whole
+        return np.round(self.original(y), 3)  # to the float32 log's precision: whole values come back whole
 
     def loss_inputs(self, y, prediction):
         import tensorflow as tf
@@ -225,13 +230,13 @@ class Regression(Task):
             return {}
         pred, true = predictions.reshape(-1).astype(np.float64), targets.reshape(-1).astype(np.float64)
         return {"rmse_log": METRICS["rmse"].numpy(true, pred),
-                "rmse_original": METRICS["rmse"].numpy(np.exp(true), np.exp(pred)),
-                "mae_original": METRICS["mae"].numpy(np.exp(true), np.exp(pred))}
+                "rmse_original": METRICS["rmse"].numpy(self.original(true), self.original(pred)),
+                "mae_original": METRICS["mae"].numpy(self.original(true), self.original(pred))}
 
     def score_served(self, served, labels) -> dict[str, float]:
         """Errors of an export's predictions (the label's scale) against the dataset's labels (training scale)."""
         served, labels = np.asarray(served, np.float64), np.asarray(labels, np.float64)
-        true = np.exp(labels) if self.log else labels
+        true = self.original(labels)
         out = {n: METRICS[n].numpy(true, served) for n in self.metric_names}
         if self.log:
             out["rmse_log"] = METRICS["rmse"].numpy(labels, np.log(np.maximum(served, 1e-9)))

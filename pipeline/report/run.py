@@ -164,7 +164,7 @@ def _errors(cfg, run) -> str:
         ax.plot(steps, np.abs(true - pred).mean(axis=0), marker=".")
         ax.set(xlabel="steps ahead", ylabel="mean absolute error", title=f"error by horizon step ({len(true)} test windows)")
         return img(fig, "error by horizon step")
-    true = np.exp(true) if task.log else true
+    true = task.original(true)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(pred, true - pred, s=6)
     ax.axhline(0, color="grey", linewidth=0.8)
