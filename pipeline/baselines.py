@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ ALPHAS = np.logspace(-2, 4, 13)  # ridge penalties the linear model chooses from
 LOO_VALUES = 4_000_000  # design values past which ridge chooses by a held-out fifth (linear_model)
 EARLY_STOPPING_ROWS = 10_000  # above this many rows boosting stops early (scikit-learn's "auto")
 RESAMPLES = 500  # bootstrap resamples of the test examples for the skill interval
+LOGISTIC_ITERATIONS = 300  # the logistic regression's solver stops here, converged or not (a note says which)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Baseline:
 
 def evaluate(model, data, cfg, task) -> dict[str, float]:
     """Each baseline's test figures and the skill ratio of the model over the best; {} when none apply."""
+    from sklearn.exceptions import ConvergenceWarning
+
     from pipeline.skill import Errors, skill
 
     chosen = _chosen(cfg, data.spec)
@@ -59,11 +63,14 @@ def evaluate(model, data, cfg, task) -> dict[str, float]:
                   "(train.baselines_seconds) is spent", file=sys.stderr)
             continue
         try:
-            guess = BASELINES[name].fit(train_x, train_y, data.spec, cfg)(features)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                guess = BASELINES[name].fit(train_x, train_y, data.spec, cfg)(features)
         except Exception as exc:  # noqa: BLE001 - a degenerate column, too little data: reported, never fatal
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"note: baseline {name} skipped: {reason}", file=sys.stderr)
             continue
+        _notes(name, caught)
         figures.update({f"baseline.{name}.{k}": v for k, v in _figures(task, guess, labels).items()})
         losses[name] = _losses(task, guess, labels)
     if len(losses) > 1:
@@ -72,6 +79,25 @@ def evaluate(model, data, cfg, task) -> dict[str, float]:
                   else Errors({"mse": losses}, "rmse", horizon=1))
         figures.update(skill(errors, RESAMPLES, cfg.seed))
     return figures
+
+
+def _notes(name: str, caught: list) -> None:
+    """The warnings of a baseline's fit, with a solver's many lines of advice as one note.
+
+    A solver stopped at its iteration limit still predicts; its figure is what the run is compared
+    with, so the note says that the baseline may be weaker than it could be.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+
+    stopped = False
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            stopped = True
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    if stopped:
+        print(f"note: baseline {name} stopped at its solver's iteration limit before converging: "
+              "it may be weaker than it could be", file=sys.stderr)
 
 
 def _chosen(cfg, spec) -> list[str]:
@@ -192,7 +218,7 @@ def linear_model(task: str, shape: tuple[int, int]):
     from sklearn.model_selection import ShuffleSplit
 
     if task == "classification":
-        return LogisticRegression(max_iter=300)
+        return LogisticRegression(max_iter=LOGISTIC_ITERATIONS)
     if shape[0] * shape[1] <= LOO_VALUES:
         return RidgeCV(alphas=ALPHAS)
     return RidgeCV(alphas=ALPHAS, cv=ShuffleSplit(n_splits=1, test_size=0.2, random_state=0))

@@ -112,6 +112,21 @@ def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_
     assert not any(k.startswith("baseline.linear") for k in result.test_metrics)
 
 
+def test_a_solver_stopped_before_converging_is_one_note_and_its_figure_still_counts(tmp_path, tfds_dir, capsys,
+                                                                                     monkeypatch):
+    from pipeline import baselines
+    from pipeline.jobs.train import train
+
+    monkeypatch.setattr(baselines, "LOGISTIC_ITERATIONS", 1)
+    path = write_houses(tmp_path / "houses.csv", n=90)
+    result = train(load(CSV, csv_overrides(tmp_path, tfds_dir, path, "data.label_key=city", "train.baselines=auto",
+                                           "train.epochs=1", "export.enabled=false")))
+    err = capsys.readouterr().err
+    assert err.count("note: baseline linear stopped at its solver's iteration limit before converging") == 1
+    assert "ConvergenceWarning" not in err and "Increase the number of iterations" not in err  # scikit-learn's advice
+    assert "baseline.linear.accuracy" in result.test_metrics
+
+
 def test_text_categories_outside_ascii_are_one_hot_columns_of_the_baselines():
     """Cities such as Köln or Zürich arrive as UTF-8 bytes; the baselines read them as text, not as ASCII."""
     import numpy as np
