@@ -50,6 +50,25 @@ def test_dropout_and_batchnorm_layers_exist_exactly_as_configured(name, depth, e
         assert {layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"} == {dropout}
 
 
+@pytest.mark.parametrize("rows, batch, momentum", [
+    (126, "32", 0.75),  # four steps an epoch: the moving statistics average about one epoch
+    (1168, "32", 0.9),  # 37 steps: 0.9 averages ten of them
+    (126, "auto", 0.9),  # auto batches of 8: 16 steps
+    (30, "64", 0.0),  # one step: the whole training split's statistics
+])
+def test_batch_norm_statistics_average_about_one_epoch_at_most_ten_steps(rows, batch, momentum):
+    from dataclasses import replace
+
+    from pipeline.models import build_model
+
+    spec = replace(SPEC, sizes={"train": rows})
+    model = build_model(load(None, ["model.batch_norm=true", "model.width=4", f"data.batch_size={batch}"]), spec)
+    assert [round(layer.momentum, 6) for layer in model.layers if type(layer).__name__ == "BatchNormalization"] == [
+        momentum] * 3
+    chosen = build_model(load(None, ["model.batch_norm=true", "model.batch_norm_momentum=0.99"]), spec)
+    assert {layer.momentum for layer in chosen.layers if type(layer).__name__ == "BatchNormalization"} == {0.99}
+
+
 def test_a_wide_mlp_head_sees_the_encoded_features_beside_the_last_layer():
     deep, wide = _model("model.name=mlp", "model.depth=2"), _model("model.name=mlp", "model.depth=2", "model.wide=true")
     assert deep.get_layer("probabilities").kernel.shape == (4, 10)

@@ -106,9 +106,9 @@ class ModelConfig(Section):
     batch_norm: bool = False
     wide: bool = Field(False, description="mlp: the head also sees the encoded features (wide & deep: a linear "
                        "model plus the layers), starting as the linear model fitted on the training split.")
-    batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
-        0.9, description="Moving-statistics momentum. Keras' 0.99 lags for hundreds of steps on small datasets."
-    )
+    batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] | Literal["auto"] = Field(
+        "auto", description="Moving-statistics momentum; auto: 0.9, or lower when an epoch has fewer than 10 steps, "
+        "so that the statistics average about one epoch (Keras' 0.99 lags for hundreds of steps on small datasets).")
     recommender: RecommenderConfig = RecommenderConfig()
 
     @model_validator(mode="after")

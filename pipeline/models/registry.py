@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError
-from pipeline.models.blocks import conv_block, dense_block, regularizer
+from pipeline.models.blocks import batch_norm_momentum, conv_block, dense_block, regularizer
 from pipeline.models.features import encode
 
 
@@ -139,6 +139,8 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     from pipeline.tasks import task_for
 
     columns = columns or {}
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"batch_norm_momentum": batch_norm_momentum(cfg, spec.sizes.get("train"))})})
     inputs = inputs_for(spec)
     reg = regularizer(cfg.regularization)
     x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)
