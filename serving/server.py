@@ -69,6 +69,8 @@ def check(args, root: Path) -> None:
     if not root.is_dir():
         raise ConfigError(f"Export root {root} does not exist: train a model first (make train) or pass --root")
     with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        # As uvicorn binds: the last server's closed connections (TIME_WAIT, a minute) do not hold the port; a listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((args.host, args.port))
         except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,27 @@ def test_serve_finds_a_busy_port_before_loading_any_model(tmp_path, trained):
         proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "TF_NOT_IMPORTED" in proc.stdout, proc.stderr
     assert proc.stderr.strip().startswith(f"error: Cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_a_server_restarted_right_after_serving_gets_its_port_back(tmp_path):
+    """The connections a stopped server closed wait a minute in TIME_WAIT on its port; they do not hold it."""
+    import socket
+
+    from serving.server import build_parser, check
+
+    with socket.socket() as old:
+        old.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        old.bind(("127.0.0.1", 0))
+        old.listen()
+        port = old.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = old.accept()
+        served.close()  # the server closes first: its side of the connection waits in TIME_WAIT
+        client.close()
+    local_states = [(line.split()[1], line.split()[3]) for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    assert (f"0100007F:{port:04X}", "06") in local_states  # 06: TIME_WAIT
+    (tmp_path / "exports").mkdir()
+    check(build_parser().parse_args(["--root", str(tmp_path / "exports"), "--port", str(port)]), tmp_path / "exports")
 
 
 def test_mlflow_telemetry_is_off_unless_the_config_opts_in(monkeypatch):
