@@ -54,6 +54,11 @@ BAD_OVERRIDES = {
     "negative lambda": (["regularization.l2=-0.1"], "Invalid value for `regularization.l2`: -0.1. Expected a float in [0, inf)."),
     "unknown optimizer": (["optimizer.name=adamx"], "Invalid value for `optimizer.name`: 'adamx'. Expected one of 'sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'rmsprop' or 'adagrad'; did you mean 'adam'?"),
     "unknown layer": (["augment.layers=[{type: rotate}]"], "Invalid value for `augment.layers[0].type`: 'rotate'."),
+    "layer without a type": (["augment.layers=[{mode: horizontal}]"],
+                             "Invalid value for `augment.layers[0]`: {'mode': 'horizontal'}. It needs a `type` key (rotation, "),
+    "search range without a type": (["tune.space={optimizer.learning_rate: {min: 0.001, max: 0.1}}"],
+                                    "Invalid value for `tune.space['optimizer.learning_rate']`: {'min': 0.001, 'max': 0.1}. "
+                                    "It needs a `type` key (choice, int, float)."),
     "unknown model": (["model.name=resnet"], "Invalid value for `model.name`: 'resnet'. Expected one of 'cnn', 'mlp', 'tabular_mlp', 'recommender', 'lstm', 'gru', 'conv1d', 'backbone' or 'audio_cnn'."),
     "wrong type": (["train.epochs=many"], "Invalid value for `train.epochs`: 'many'. Expected an integer in [1, inf)."),
     "lambda missing": (["regularization.kernel=l1"], "Invalid `regularization`: `l1` must be > 0 when kernel is 'l1'."),
