@@ -93,12 +93,16 @@ def application(cfg, size: int = MIN_SIZE):
     Raises:
         ConfigError: the weights file is missing or does not fit, or ImageNet weights could not be downloaded.
     """
+    import warnings
+
     import keras
 
     chosen, weights = BACKBONES[cfg.model.backbone], _weights(cfg)
     build = getattr(keras.applications, chosen.application)
     try:
-        return build(include_top=False, weights=weights, input_shape=(size, size, 3), name=NAME, **chosen.options)
+        with warnings.catch_warnings():  # a size other than 224: the convolutions' weights fit any size, as meant
+            warnings.filterwarnings("ignore", message=".*Weights for input shape .* will be loaded as the default")
+            return build(include_top=False, weights=weights, input_shape=(size, size, 3), name=NAME, **chosen.options)
     except Exception as exc:  # Keras raises ValueError for a mismatch and plain Exception for a failed download
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if weights == "imagenet":
