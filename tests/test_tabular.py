@@ -422,6 +422,34 @@ def test_recommend_signature_returns_k_distinct_unseen_items(tmp_path, tfds_dir)
     np.testing.assert_allclose(rated.numpy(), out["scores"].numpy()[0], rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_users_and_items_named_by_text_ids_are_recommended_by_those_ids(tmp_path, tfds_dir):
+    """Production ids are text ("u00042", UUIDs): ``recommend`` takes and returns them as the table holds them."""
+    import tensorflow as tf
+
+    from pipeline.data import dataset
+    from pipeline.jobs.train import train
+
+    rng = np.random.default_rng(0)
+    ratings = pd.DataFrame({"user": [f"u{u:03d}" for u in rng.integers(0, 60, 3000)],
+                            "item": [f"tt{i:04d}" for i in rng.integers(0, 80, 3000)],
+                            "rating": rng.integers(1, 6, 3000).astype(float)}).drop_duplicates(["user", "item"])
+    ratings.to_csv(tmp_path / "ratings.csv", index=False)
+    cfg = load(MOVIELENS, shrink(tmp_path, tfds_dir, "data.dataset=csv", f"data.path={tmp_path / 'ratings.csv'}",
+                                 "data.columns=[user,item]", "features.kinds={}", "data.shuffle_buffer=1000",
+                                 "model.recommender={user: user, item: item, factors: 4, tower: [8], implicit: true}"))
+    result = train(cfg)
+    assert 0 <= result.test_metrics["test_recall_at_10"] <= 1
+    out = tf.saved_model.load(str(result.export_path)).signatures["recommend"](
+        user_id=tf.constant(["u007", "someone new"]), k=tf.constant(5))
+    ids = out["item_ids"].numpy().astype(str)
+    assert ids.shape == (2, 5) and all(i.startswith("tt") for i in ids.ravel())
+    columns = dataset.load(cfg).train_columns
+    rated = columns["item"][columns["user"] == b"u007"].astype(str)
+    assert len(rated) and not set(ids[0]) & set(rated)  # none it rated in training
+    assert len(set(ids[1])) == 5  # a user unseen in training gets the best items of all
+
+
 def test_a_parquet_table_loads_like_a_csv(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

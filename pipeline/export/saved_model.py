@@ -145,8 +145,9 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     Plain ``tf.saved_model.save`` of a small root object, not Keras' ``ExportArchive``: the
     archive traces the model three times (once through the ``_default_save_signature`` property
     that its walk for lookup tables evaluates) and walks every layer in SavedModel mode, which
-    was half of an export (bench/README.md). Tables are found by the checkpoint walk, which reads
-    no properties; one that it missed would make the save fail loudly, never save a wrong model.
+    was half of an export (bench/README.md). The model's tables are found by the checkpoint walk,
+    which reads no properties; a signature's own are listed in its function's ``tables``. One
+    missed would make the save fail loudly, never save a wrong model.
     """
     import tensorflow as tf
 
@@ -165,8 +166,9 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
               for name, (fn, signature) in endpoints.items()}
     root = tf.train.Checkpoint(
         variables=list({id(v): v for c in traced.values() for v in c.variables}.values()),
-        tables=[t for t in tf.train.TrackableView(model).descendants()
-                if isinstance(t, tf.saved_model.experimental.TrackableResource)])
+        tables=[*(t for t in tf.train.TrackableView(model).descendants()
+                  if isinstance(t, tf.saved_model.experimental.TrackableResource)),
+                *(t for fn, _ in endpoints.values() for t in getattr(fn, "tables", ()))])
     tf.saved_model.save(root, str(path), signatures=traced)
     (path / METADATA).parent.mkdir(exist_ok=True)
     contract = {

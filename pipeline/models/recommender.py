@@ -96,7 +96,7 @@ def _implicit(rated, n_items: int, factors: int, reg):
 
 
 def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) -> dict:
-    """``recommend(user_id: int64[batch], k: int32[]) -> item_ids int64[batch, k], scores float32[batch, k]``."""
+    """``recommend(user_id: [batch], k: int32[]) -> item_ids [batch, k], scores float32[batch, k]``: ids as in the data."""
     import tensorflow as tf
     from keras import tree
 
@@ -109,7 +109,10 @@ def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) 
                                        for f in spec.features if f.name not in (rc.user, rc.item)}}
     catalogue = {k: tf.constant(v) for k, v in catalogue.items()}
     users, seen = _seen_items(columns[rc.user], columns[rc.item], item_ids)
-    users_t, seen_t = tf.constant(users), tf.ragged.constant(seen, dtype=tf.int32)
+    # Each training user's row of ``seen``, by id: numbers or text (a hash table, where a sorted search needs numbers)
+    rows = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(users, np.arange(len(users), dtype=np.int64)),
+                                     default_value=-1)
+    seen_t = tf.ragged.constant(seen, dtype=tf.int32)
     n_items = len(item_ids)
     user_dtype = tf.as_dtype(spec.feature(rc.user).dtype)
 
@@ -121,10 +124,8 @@ def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) 
         def score_one(user):
             scores = tf.reshape(task.serve(scorer([tf.fill([n_items], user), *items], training=False))["prediction"],
                                 [-1])
-            pos = tf.searchsorted(users_t, tf.reshape(user, [1]))[0]
-            known = tf.logical_and(pos < tf.size(users_t),
-                                   tf.gather(users_t, tf.minimum(pos, tf.size(users_t) - 1)) == user)
-            rated = tf.cond(known, lambda: seen_t[pos], lambda: tf.zeros([0], tf.int32))
+            pos = rows.lookup(user)
+            rated = tf.cond(pos >= 0, lambda: seen_t[pos], lambda: tf.zeros([0], tf.int32))
             return tf.tensor_scatter_nd_update(scores, rated[:, None], tf.fill(tf.shape(rated), -np.inf))
 
         scores = tf.map_fn(score_one, user_id, fn_output_signature=tf.float32)
@@ -133,6 +134,7 @@ def serving_signatures(model, cfg: ExperimentConfig, spec, columns: dict, task) 
         return {"item_ids": tf.gather(catalogue[rc.item], top.indices), "scores": top.values}
 
     signature = [tf.TensorSpec([None], user_dtype, name="user_id"), tf.TensorSpec([], tf.int32, name="k")]
+    recommend.tables = [rows]  # saved with the export (the model's own tables are found in the model)
     return {"recommend": (recommend, signature)}
 
 
