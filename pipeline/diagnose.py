@@ -23,7 +23,7 @@ built to show it and on real runs made to overfit and to underfit.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.text import fmt
 
@@ -35,6 +35,10 @@ SPARSE = 1e-3  # |weight| below this counts as zero in sparsity figures (studies
 # Baselines that fit curvature and interactions: a model that matches one is at what the labels allow.
 FLEXIBLE = ("gradient_boosting",)
 AUGMENT = "more or stronger augmentation (augment.layers)"  # advice only where augmentation applies (images, audio)
+
+# The knobs that size each model where they are not model.width and model.depth (which the advice names).
+SIZE = {"recommender": ("model.recommender.factors", "model.recommender.tower"),
+        "backbone": ("model.head_units", "model.fine_tune.layers")}
 
 ADVICE = {
     "overfitting": [
@@ -113,9 +117,9 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
     epochs = len(history["loss"])
     augmentable = any(f.signal for f in data.spec.features)  # images and waveforms take augmentation
     found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs, augmentable)
-    if cfg.forecast:
-        return no_skill(found, test or {}, cfg.forecast.min_skill)
-    return beaten(found, test or {})
+    found = no_skill(found, test or {}, cfg.forecast.min_skill) if cfg.forecast else beaten(found, test or {})
+    width, depth = SIZE.get(cfg.model.name, ("model.width", "model.depth"))
+    return replace(found, advice=[a.replace("model.width", width).replace("model.depth", depth) for a in found.advice])
 
 
 def beaten(curves: Diagnosis, test: dict) -> Diagnosis:

@@ -91,3 +91,20 @@ def test_tables_show_four_significant_digits_and_whole_counts():
 
     assert [fmt(v) for v in (0.123456, "0.98765", 100004, 60.0, None, "overfitting")] == [
         "0.1235", "0.9877", "100004", "60", "-", "overfitting"]
+
+
+@pytest.mark.parametrize("model, knobs", [("mlp", "model.width or model.depth"),
+                                          ("recommender", "model.recommender.factors or model.recommender.tower")])
+def test_advice_names_the_knobs_that_size_the_model_in_use(model, knobs):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline.config import load
+    from pipeline.diagnose import diagnose_run
+
+    history = {"loss": [1.0] * 6, "val_loss": [1.0] * 6, "rmse": [1.0] * 6}  # little better than the mean rating
+    data = SimpleNamespace(train_columns={"rating": np.array([1.0, 3.0, 5.0])},
+                           spec=SimpleNamespace(label="rating", features=()))
+    found = diagnose_run(load(None, [f"model.name={model}"]), history, SimpleNamespace(metric_names=("rmse",)), data)
+    assert found.verdict == "underfitting" and found.advice[0] == f"more capacity: raise {knobs}"
