@@ -206,7 +206,9 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
     evidence["val_fall_last_fifth"] = round(fall, 4)  # as a share of the whole run's fall
 
     reasons = []
-    overfit = evidence["val_rise_after_best"] > RISE_LIMIT or (
+    # A rise counts only with validation above training at the end: below it (augmentation, dropout and
+    # few validation examples), the training data is not what the model fits better, and regularising more widens it.
+    overfit = (evidence["val_rise_after_best"] > RISE_LIMIT and gaps[-1] > 0) or (
         evidence["final_gap_share"] > GAP_LIMIT and evidence["gap_trend"] > 0)
     if skill < SKILL_FLOOR and not overfit:
         verdict = "underfitting"

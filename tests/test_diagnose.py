@@ -22,6 +22,15 @@ def test_validation_loss_rising_after_its_minimum_is_overfitting():
     assert any("dropout" in a for a in d.advice) and any("l2" in a for a in d.advice)
 
 
+def test_validation_loss_rising_while_still_below_the_training_loss_is_not_overfitting():
+    """Augmented training batches lose more than the clean validation split; a rise there is not memorising."""
+    train = [1.0, 0.6, 0.45, 0.38, 0.34, 0.31, 0.3, 0.29, 0.28, 0.27]
+    val = [0.8, 0.4, 0.2, 0.12, 0.09, 0.075, 0.068, 0.07, 0.074, 0.077]  # 13% above its minimum, far below training
+    d = diagnose(_curves(train, val, [0.9] * 10), "accuracy", True, 0.33, 10, False)
+    assert d.evidence["val_rise_after_best"] > 0.1 and d.verdict != "overfitting"
+    assert not any("l2" in a for a in d.advice)
+
+
 def test_a_wide_and_widening_gap_is_overfitting_while_validation_loss_still_falls_and_advice_fits_the_inputs():
     val = [1.0 * 0.97**e for e in range(10)]
     train = [1.0 * 0.85**e for e in range(10)]
