@@ -42,7 +42,8 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> s
         what = f": {field_info.description.rstrip('.')}" if field_info is not None and field_info.description else ""
         message = f"Missing required key `{path}`{what}."
     elif kind == "union_tag_not_found":  # a parameter or layer without its `type`
-        key, tags = err["ctx"]["discriminator"].strip("'"), _tags(root, err["loc"])
+        key = err["ctx"]["discriminator"].strip("'")
+        tags = _tags(root, err["loc"], key)
         kinds = f" ({', '.join(tags)})" if tags else ""
         message = f"Invalid value for `{path}`: {_short(err.get('input'))}. It needs a `{key}` key{kinds}."
     elif kind == "value_error":
@@ -114,14 +115,14 @@ def walk(root: type[BaseModel], loc: tuple | list) -> tuple[str, list[str], Any,
     return path, fields, field_info, unknown
 
 
-def _tags(root: type[BaseModel], loc: tuple) -> list[str]:
-    """The ``type`` values of the tagged union that the list or dict at ``loc[:-1]`` holds."""
+def _tags(root: type[BaseModel], loc: tuple, key: str) -> list[str]:
+    """The ``key`` values (tags) of the tagged union that the list or dict at ``loc[:-1]`` holds."""
     parent = walk(root, loc[:-1])[2]
     if parent is None:
         return []
     item = (typing.get_args(_unwrap(parent.annotation)) or (None,))[-1]  # a list's item, a dict's value
-    sections = [c for c in _members(item) if isinstance(c, type) and issubclass(c, BaseModel) and "type" in c.model_fields]
-    return [typing.get_args(c.model_fields["type"].annotation)[0] for c in sections]
+    sections = [c for c in _members(item) if isinstance(c, type) and issubclass(c, BaseModel) and key in c.model_fields]
+    return [typing.get_args(c.model_fields[key].annotation)[0] for c in sections]
 
 
 def _short(value: Any, limit: int = 80) -> str:
