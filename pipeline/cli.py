@@ -182,6 +182,7 @@ def _augment_preview(args) -> int:
     from pipeline import runtime
 
     runtime.configure(cfg)
+    runtime.load_tensorflow()
     from pipeline.data.augment import preview
 
     out = preview(cfg, args.out or f"{cfg.workdir}/augment-preview-{cfg.name}.png", n_images=args.images)

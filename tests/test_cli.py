@@ -29,9 +29,14 @@ def test_train_command_trains_tracks_exports_and_prints_a_summary(cli_run):
         assert label in proc.stdout
     assert (workdir / "exports" / "digits" / "1" / "saved_model.pb").is_file()
     assert (workdir / "mlflow.db").is_file() and (workdir / "mlartifacts").is_dir()
-    # Quiet by default: none of TensorFlow's import-time native lines, nor MLflow's or TFDS' notices (`-v` shows them).
+    _quiet(proc)
+
+
+def _quiet(proc):
+    """Quiet by default: none of TensorFlow's import-time native lines, nor MLflow's or TFDS' notices (`-v` shows them)."""
     for noise in ("absl::InitializeLog", "cuInit", "cudart_stub", "cpu_feature_guard", "Creating initial MLflow",
-                  "Using custom data configuration", "NodeDef mentions attribute", "Downloading and preparing"):
+                  "Using custom data configuration", "NodeDef mentions attribute", "Downloading and preparing",
+                  "WARNING"):
         assert noise not in proc.stderr + proc.stdout, proc.stderr[-3000:]
 
 
@@ -58,12 +63,12 @@ def test_the_same_config_and_seed_give_the_same_metrics_in_a_fresh_process_and_a
 
 
 @pytest.mark.slow
-def test_augment_preview_command_writes_the_png(tmp_path, tfds_dir):
-    from pipeline.cli import main
-
+def test_augment_preview_command_writes_the_png_quietly(tmp_path, tfds_dir):
     out = tmp_path / "preview.png"
-    assert main(["augment-preview", str(DIGITS), *tiny(tmp_path / "work", tfds_dir), "--out", str(out)]) == 0
+    proc = run_cli("augment-preview", str(DIGITS), *tiny(tmp_path / "work", tfds_dir), "--out", str(out))
+    assert proc.returncode == 0 and proc.stdout.strip() == f"Wrote {out}", proc.stderr[-3000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _quiet(proc)
 
 
 def test_make_help_lists_the_user_verbs():
