@@ -29,7 +29,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def serve(args) -> int:
     """Load the root, then serve until SIGINT/SIGTERM (uvicorn shuts down gracefully)."""
-    from pipeline.runtime import quiet_tensorflow
+    from pipeline.runtime import load_tensorflow, quiet_tensorflow
 
     quiet_tensorflow()
     import uvicorn
@@ -40,6 +40,7 @@ def serve(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = Path(args.root or Path(args.workdir) / "exports")
     check(args, root)
+    load_tensorflow()  # the log holds the server's lines, not TensorFlow's start-up notices (`pipeline -v` shows them)
     repository = Repository(root, poll_seconds=args.poll, keep=args.keep).start()
     app = create_app(repository, Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_batch=args.max_batch,
                                         read_seconds=args.read_timeout, max_predicting=args.max_predicting))

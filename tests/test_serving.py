@@ -107,6 +107,13 @@ def server(models):
     proc.wait(timeout=30)
 
 
+def test_the_server_log_holds_the_servers_lines_without_tensorflows_start_up_notices(server):
+    _, log = server
+    text = log.read_text()
+    assert "serving digits version 1" in text and "Uvicorn running on http://127.0.0.1:" in text
+    assert not any(noise in text for noise in ("absl::InitializeLog", "cudart_stub", "cuInit", "oneDNN custom")), text
+
+
 def _test_batch(cfg, n: int = 5):
     from pipeline.data import dataset
 
