@@ -37,6 +37,16 @@ def test_paths_default_under_workdir():
     assert (cfg.tracking.experiment, cfg.export.model_name) == ("exp", "exp")
 
 
+@pytest.mark.parametrize("example, path, name", [
+    ("csv", "sales/2024 orders.csv", "2024_orders"), ("csv", "data/shards/*.parquet", "shards"),
+    ("image_folder", "/data/x-rays/", "x-rays"), ("series", "load.csv", "load"), ("backbone", "pets", "pets")])
+def test_a_users_data_names_the_experiment_its_exports_and_model_unless_name_is_set(example, path, name):
+    """Two tables trained from one example config must not share an experiment, a model name and its versions."""
+    cfg = load(ROOT / f"configs/examples/{example}.yaml", [f"data.path={path}"])
+    assert (cfg.name, cfg.tracking.experiment, cfg.export.model_name) == (name, name, name)
+    assert load(ROOT / f"configs/examples/{example}.yaml", [f"data.path={path}", "name=mine"]).export.model_name == "mine"
+
+
 def test_config_is_frozen():
     cfg = load(None)
     with pytest.raises(ValidationError, match="frozen"):

@@ -9,6 +9,7 @@ into it and messages.py explains what it rejects. Nothing here imports a stage.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -262,7 +263,9 @@ class RetrainConfig(Section):
 class ExperimentConfig(Section):
     """One experiment: everything needed to reproduce a run."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "digits"
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = Field(
+        "digits", description="Names the MLflow experiment, the exports and the registered model; unset, the data "
+        "file's or folder's name (`data.path`), else digits.")
     seed: Annotated[int, Field(ge=0, lt=2**32)] = Field(42, description="Seeds weights, shuffles and augmentation "
                                                       "(NumPy's range: 0 to 2**32 - 1).")
     deterministic: bool = Field(True, description="Deterministic ops and tf.data order: same seed, same metrics on the CPU.")
@@ -310,7 +313,8 @@ class ExperimentConfig(Section):
             return raw
         raw = copy.deepcopy(raw)
         workdir = raw.get("workdir", "work")
-        name = raw.get("name", "digits")
+        path = (raw.get("data") or {}).get("path") if isinstance(raw.get("data"), dict) else None
+        name = raw.setdefault("name", _named_after(path) if path else "digits")
         derived = {
             ("data", "data_dir"): f"{workdir}/tfds",
             ("tracking", "uri"): f"sqlite:///{workdir}/mlflow.db",
@@ -335,6 +339,15 @@ class ExperimentConfig(Section):
         """Dotted keys to scalar values, for MLflow params (the tune section is the search's, not the run's)."""
         return _flatten(self.model_dump(mode="json", exclude={"tune"}))
 
+
+
+def _named_after(path: str) -> str:
+    """An experiment named after its own data (``sales.csv``: sales; ``pictures/``, ``shards/*.parquet``: the folder),
+    so that two tables trained from one example config do not share an experiment, a model name and its versions."""
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p and p != "." and not any(c in p for c in "*?[")]
+    stem = parts[-1].rsplit(".", 1)[0] if parts and "." in parts[-1][1:] else (parts[-1] if parts else "")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-")
+    return name or "data"
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
