@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -329,6 +330,22 @@ def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):
     root = write_image_folder(tmp_path / "pictures", per_class=3, broken=True)
     cfg = load(ROOT / "configs/examples/image_folder.yaml", csv_overrides(tmp_path, tfds_dir, root, "name=pictures"))
     with pytest.raises(DataError, match=r"Unreadable image .*dark/broken\.png"):
+        dataset.load(cfg)
+
+
+@pytest.mark.parametrize("per_class, message", [
+    (1, r"^The split 'train\[85%:\]' holds none of the 2 examples: too few to split"),  # one picture a class
+    (0, r"pictures/bright: a class folder without a \.bmp .* file \(add its files, or move it out of "),
+])
+def test_a_folder_too_small_to_split_or_with_an_empty_class_is_one_line(tmp_path, tfds_dir, per_class, message):
+    from pipeline.data import dataset
+
+    root = write_image_folder(tmp_path / "pictures", per_class=per_class)
+    if not per_class:
+        write_image_folder(tmp_path / "other", per_class=2)
+        shutil.move(tmp_path / "other" / "dark", root / "dark" / "more")
+    cfg = load(ROOT / "configs/examples/image_folder.yaml", csv_overrides(tmp_path, tfds_dir, root, "name=pictures"))
+    with pytest.raises(DataError, match=message):
         dataset.load(cfg)
 
 

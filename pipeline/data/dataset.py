@@ -189,6 +189,11 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
             builder.download_and_prepare(**(beam or {}))
         if not read:
             return [builder.info.splits[split] for split in splits], builder.info  # the split specs checked
+        for split in splits:
+            if not builder.info.splits[split].num_examples:
+                total = sum(info.num_examples for info in builder.info.splits.values())
+                raise DataError(f"The split {split!r} holds none of the {total} examples: too few to split into "
+                                "train, validation and test (`data.splits`)")
         # Not TFDS's cache of a dataset under 250 MiB: one tensor per value, about 3 KB a table row (1.5 GB
         # more at 500k rows, bench/README.md); the feed caches what it keeps, in blocks (data.cache).
         read_config = tfds.ReadConfig(shuffle_seed=cfg.seed, input_context=input_context, try_autocache=False)

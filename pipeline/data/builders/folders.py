@@ -71,9 +71,19 @@ def _only_folders(folder: Path) -> list[str]:
 
 
 def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image folder") -> list[tuple[str, Path]]:
-    """(class, file) for every file with one of ``suffixes`` under each class subfolder, in a fixed order."""
-    return [(label, path) for label in class_folders(root, what) for path in sorted((Path(root) / label).rglob("*"))
-            if path.is_file() and path.suffix.lower() in suffixes]
+    """(class, file) for every file with one of ``suffixes`` under each class subfolder, in a fixed order.
+
+    Raises:
+        DataError: a class subfolder holds no such file (a class the model could never learn).
+    """
+    files = []
+    for label in class_folders(root, what):
+        found = [(label, p) for p in sorted((Path(root) / label).rglob("*")) if p.is_file() and p.suffix.lower() in suffixes]
+        if not found:
+            raise DataError(f"{Path(root) / label}: a class folder without a {' '.join(sorted(suffixes))} file "
+                            f"(add its files, or move it out of {root})")
+        files += found
+    return files
 
 
 class ImageFolder(tfds.core.GeneratorBasedBuilder):
