@@ -20,6 +20,7 @@ once ``train.baselines_seconds`` are spent (the first always runs; the rest are 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -46,8 +47,6 @@ class Baseline:
 
 def evaluate(model, data, cfg, task) -> dict[str, float]:
     """Each baseline's test figures and the skill ratio of the model over the best; {} when none apply."""
-    from sklearn.exceptions import ConvergenceWarning
-
     from pipeline.skill import Errors, skill
 
     chosen = _chosen(cfg, data.spec)
@@ -63,14 +62,12 @@ def evaluate(model, data, cfg, task) -> dict[str, float]:
                   "(train.baselines_seconds) is spent", file=sys.stderr)
             continue
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
+            with _convergence_noted(name):
                 guess = BASELINES[name].fit(train_x, train_y, data.spec, cfg)(features)
         except Exception as exc:  # noqa: BLE001 - a degenerate column, too little data: reported, never fatal
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"note: baseline {name} skipped: {reason}", file=sys.stderr)
             continue
-        _notes(name, caught)
         figures.update({f"baseline.{name}.{k}": v for k, v in _figures(task, guess, labels).items()})
         losses[name] = _losses(task, guess, labels)
     if len(losses) > 1:
@@ -81,21 +78,22 @@ def evaluate(model, data, cfg, task) -> dict[str, float]:
     return figures
 
 
-def _notes(name: str, caught: list) -> None:
-    """The warnings of a baseline's fit, with a solver's many lines of advice as one note.
+@contextlib.contextmanager
+def _convergence_noted(name: str):
+    """A solver's ConvergenceWarning (ten lines of advice) as one note; other warnings pass as they are.
 
     A solver stopped at its iteration limit still predicts; its figure is what the run is compared
     with, so the note says that the baseline may be weaker than it could be.
     """
     from sklearn.exceptions import ConvergenceWarning
 
-    stopped = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield
     for warning in caught:
-        if issubclass(warning.category, ConvergenceWarning):
-            stopped = True
-        else:
+        if not issubclass(warning.category, ConvergenceWarning):
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-    if stopped:
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         print(f"note: baseline {name} stopped at its solver's iteration limit before converging: "
               "it may be weaker than it could be", file=sys.stderr)
 

@@ -50,22 +50,20 @@ def test_dropout_and_batchnorm_layers_exist_exactly_as_configured(name, depth, e
         assert {layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"} == {dropout}
 
 
-@pytest.mark.parametrize("rows, batch, momentum", [
-    (126, "32", 0.75),  # four steps an epoch: the moving statistics average about one epoch
-    (1168, "32", 0.9),  # 37 steps: 0.9 averages ten of them
-    (126, "auto", 0.9),  # auto batches of 8: 16 steps
-    (30, "64", 0.0),  # one step: the whole training split's statistics
+@pytest.mark.parametrize("steps, momentum", [
+    (4, 0.75),  # 126 rows in batches of 32: the moving statistics average about one epoch
+    (37, 0.9),  # 1,168 rows in batches of 32: 0.9 averages ten steps
+    (16, 0.9),  # 126 rows in auto batches of 8
+    (1, 0.0),  # one step: the whole training split's statistics
 ])
-def test_batch_norm_statistics_average_about_one_epoch_at_most_ten_steps(rows, batch, momentum):
-    from dataclasses import replace
-
+def test_batch_norm_statistics_average_about_one_epoch_at_most_ten_steps(steps, momentum):
     from pipeline.models import build_model
 
-    spec = replace(SPEC, sizes={"train": rows})
-    model = build_model(load(None, ["model.batch_norm=true", "model.width=4", f"data.batch_size={batch}"]), spec)
+    model = build_model(load(None, ["model.batch_norm=true", "model.width=4"]), SPEC, steps_per_epoch=steps)
     assert [round(layer.momentum, 6) for layer in model.layers if type(layer).__name__ == "BatchNormalization"] == [
         momentum] * 3
-    chosen = build_model(load(None, ["model.batch_norm=true", "model.batch_norm_momentum=0.99"]), spec)
+    chosen = build_model(load(None, ["model.batch_norm=true", "model.batch_norm_momentum=0.99"]), SPEC,
+                         steps_per_epoch=steps)
     assert {layer.momentum for layer in chosen.layers if type(layer).__name__ == "BatchNormalization"} == {0.99}
 
 

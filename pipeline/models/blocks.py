@@ -8,7 +8,7 @@ summary shows exactly what the config asked for.
 
 from __future__ import annotations
 
-from pipeline.config import ExperimentConfig, ModelConfig, RegularizationConfig
+from pipeline.config import ModelConfig, RegularizationConfig
 
 
 def regularizer(cfg: RegularizationConfig):
@@ -24,8 +24,8 @@ def regularizer(cfg: RegularizationConfig):
     return factories[cfg.kernel]()
 
 
-def batch_norm_momentum(cfg: ExperimentConfig, train_rows: int | None) -> float:
-    """``model.batch_norm_momentum``, with auto resolved for a training split of ``train_rows`` (0.9 if unknown).
+def batch_norm_momentum(cfg: ModelConfig, steps_per_epoch: int | None) -> float:
+    """``model.batch_norm_momentum``, with auto resolved for epochs of ``steps_per_epoch`` (0.9 if unknown).
 
     The moving statistics are what inference uses. At momentum m they average about 1 / (1 - m)
     steps: at 0.9, ten. A few hundred examples in batches of 32 are four steps an epoch, so the
@@ -33,14 +33,9 @@ def batch_norm_momentum(cfg: ExperimentConfig, train_rows: int | None) -> float:
     loss of a model that fits its training batches rises (one class of tones everywhere, with a
     diagnosis of overfitting). Auto keeps them to about one epoch: 1 - 1 / steps when that is below 0.9.
     """
-    from pipeline.data.dataset import auto_batch
-
-    if cfg.model.batch_norm_momentum != "auto":
-        return cfg.model.batch_norm_momentum
-    if not train_rows:
-        return 0.9
-    batch = auto_batch(train_rows) if cfg.data.batch_size == "auto" else cfg.data.batch_size
-    return min(0.9, 1.0 - 1.0 / max(1, -(-train_rows // batch)))
+    if cfg.batch_norm_momentum != "auto":
+        return cfg.batch_norm_momentum
+    return min(0.9, 1.0 - 1.0 / steps_per_epoch) if steps_per_epoch else 0.9
 
 
 def conv_block(x, filters: int, cfg: ModelConfig, reg, name: str):

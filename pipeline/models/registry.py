@@ -121,7 +121,8 @@ def check(cfg: ExperimentConfig) -> None:
         backbone.check(cfg)
 
 
-def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmenter=None):
+def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmenter=None,
+                steps_per_epoch: int | None = None):
     """Build the configured model for data described by ``spec`` (a DataSpec).
 
     Args:
@@ -129,6 +130,7 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
         spec: The DataSpec: features, label and task.
         columns: Training-split columns for preprocessing statistics (Splits.train_columns).
         augmenter: Augmentation layer to place inside the model; default none.
+        steps_per_epoch: The training feed's (Splits.steps_per_epoch), for ``model.batch_norm_momentum: auto``.
 
     Returns:
         The uncompiled Keras model; ``model.feature_info`` describes each feature's encoding.
@@ -140,7 +142,7 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
 
     columns = columns or {}
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-        update={"batch_norm_momentum": batch_norm_momentum(cfg, spec.sizes.get("train"))})})
+        update={"batch_norm_momentum": batch_norm_momentum(cfg.model, steps_per_epoch)})})
     inputs = inputs_for(spec)
     reg = regularizer(cfg.regularization)
     x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)

@@ -23,7 +23,8 @@ def build_compiled(cfg, data, task, strategy, augmenter=None):
 
     tune = backbone.phases(cfg)
     with strategy.scope():
-        model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter)
+        model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter,
+                            steps_per_epoch=data.steps_per_epoch)
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, data.steps_per_epoch,
                                       strategy.num_replicas_in_sync,
