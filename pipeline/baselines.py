@@ -38,11 +38,14 @@ RESAMPLES = 500  # bootstrap resamples of the test examples for the skill interv
 LOGISTIC_ITERATIONS = 300  # the logistic regression's solver stops here, converged or not (a note says which)
 
 
+TABLE = frozenset({"numeric", "sequence", "categorical", "multi_hot"})  # feature kinds a table's columns have
+
+
 @dataclass(frozen=True)
 class Baseline:
     tasks: tuple[str, ...]  # classification, regression, recommendation
     fit: Callable  # (train features, train labels, spec, cfg) -> predict(test features) -> predictions
-    images: bool = True  # whether it applies to data with images
+    uses: frozenset[str] = frozenset()  # the feature kinds it reads: chosen only for data with one (none: labels alone)
 
 
 def evaluate(model, data, cfg, task) -> dict[str, float]:
@@ -103,8 +106,8 @@ def _chosen(cfg, spec) -> list[str]:
     wanted = cfg.train.baselines
     if wanted == "none" or family == "forecasting":
         return []
-    images = any(f.signal for f in spec.features)
-    names = [n for n, b in BASELINES.items() if family in b.tasks and (b.images or not images)]
+    kinds = {f.kind for f in spec.features}
+    names = [n for n, b in BASELINES.items() if family in b.tasks and (not b.uses or b.uses & kinds)]
     return names if wanted == "auto" else [n for n in wanted if n in names]
 
 
@@ -289,8 +292,8 @@ class _Design:
             elif f.kind in ("categorical", "multi_hot"):
                 values, counts = np.unique(_text(train[f.name]), return_counts=True)
                 self.parts.append((f.name, "categorical", values[np.argsort(-counts)][:MAX_CATEGORIES]))
-        if not self.parts:
-            raise _Skip("no feature it can use")
+        if not self.parts:  # chosen for its kinds, so only images over the pixel limit are left out
+            raise _Skip(f"the training images hold more than {MAX_PIXELS:,} pixels: lower train.baselines_rows to fit them")
         self.one_hot = any(kind == "categorical" for _, kind, _ in self.parts)
 
     def __call__(self, rows: dict) -> np.ndarray:
@@ -319,7 +322,7 @@ def _text(values) -> np.ndarray:
 BASELINES = {
     "majority": Baseline(("classification",), _majority),
     "mean": Baseline(("regression", "recommendation"), _mean),
-    "linear": Baseline(("classification", "regression"), _linear),
-    "gradient_boosting": Baseline(("classification", "regression"), _boosting, images=False),
+    "linear": Baseline(("classification", "regression"), _linear, uses=TABLE | {"image"}),
+    "gradient_boosting": Baseline(("classification", "regression"), _boosting, uses=TABLE),  # raw pixels are no table
     "user_item_bias": Baseline(("recommendation",), _user_item_bias),
 }

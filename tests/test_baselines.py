@@ -146,6 +146,20 @@ def test_text_categories_outside_ascii_are_one_hot_columns_of_the_baselines():
         assert (baselines.BASELINES[name].fit(columns, y, spec, load(None, []))(columns) == y).all()
 
 
+@pytest.mark.parametrize("kinds, chosen", [
+    (("audio",), ["majority"]),  # no note on every speech run: a waveform is no design for either model
+    (("image",), ["majority", "linear"]),  # pixels, but no table for boosting
+    (("numeric", "categorical"), ["majority", "linear", "gradient_boosting"]),
+])
+def test_a_baseline_is_chosen_only_for_data_with_a_feature_it_reads(kinds, chosen):
+    from pipeline import baselines
+    from pipeline.data.spec import DataSpec, Feature
+
+    features = tuple(Feature(f"f{i}", kind, "float32") for i, kind in enumerate(kinds))
+    spec = DataSpec("t", "1", {}, {}, "", features, "y", "classification", 2)
+    assert baselines._chosen(load(None, []), spec) == chosen
+
+
 @pytest.mark.parametrize("task", ["regression", "classification"])
 def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_the_centred_design(task):
     """Scaled, not centred, the one-hot columns stay zeros: a CSR design whose ridge fit (its covariance
