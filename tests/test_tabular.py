@@ -320,8 +320,16 @@ def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, 
                csv_overrides(tmp_path, tfds_dir, root, "name=pictures", "data.on_bad_input=skip", "train.epochs=2"))
     result = train(cfg)
     assert result.test_metrics["test_accuracy"] >= 0.0
-    sig = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(result.export_path))
+    sig = loaded.signatures["serving_default"]
     assert sig.structured_input_signature[1]["image"].shape.as_list() == [None, 16, 16, 3]
+    # The files themselves (PNG and JPEG, 6 to 30 pixels a side) are served as their prepared pixels are.
+    from pipeline.data.builders.folders import _decode
+
+    files = sorted(root.glob("*/[0-9]*.*"))
+    by_pixels = sig(image=tf.constant(np.stack([_decode(f, (16, 16), 3) for f in files])))["probabilities"].numpy()
+    by_file = loaded.signatures["image_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))
+    np.testing.assert_array_equal(by_file["probabilities"].numpy(), by_pixels)
 
 
 def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):

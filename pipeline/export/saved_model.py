@@ -17,8 +17,8 @@ Serving contract (pinned by tests; clients rely on it):
             ``target`` [batch, horizon], the model's own (level, change or log return)
             forecasting inputs: the target's past window and past covariates [batch, input_window],
             known covariates (and the time column, for calendar features) [batch, input_window + horizon]
-Model families may add signatures (the recommender's ``recommend``; audio_cnn's ``wav``, which takes
-encoded WAV files ``[batch]`` as strings).
+Model families may add signatures (the recommender's ``recommend``; ``wav`` for audio and ``image_bytes``
+for images, which take encoded files ``[batch]`` as strings).
 Augmentation is never active in the export: it calls the model with training=False.
 """
 

@@ -99,7 +99,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
 
         best_epoch = loop.best_epoch(own)
         test = loop.evaluate(cfg, model, strategy, task, data.test)
-        extras = family(cfg.model.name, data.spec.task)
+        extras = family(cfg.model.name, data.spec)
         signatures = extras.serving_signatures(model, cfg, data.spec, data.train_columns, task)
         test.update(extras.evaluate(signatures, model, data, cfg))  # the family's own figures: ranking, a forecast's skill
         clock.lap("evaluate")

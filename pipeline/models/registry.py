@@ -97,19 +97,19 @@ class NoExtras:
         return {}
 
 
-# Families with extra signatures or metrics, by model name or by task.
+# Families with extra signatures or metrics: by model name, by task, or by the signal the data holds.
 FAMILIES = {"recommender": "pipeline.models.recommender", "forecasting": "pipeline.forecast",
-            "audio_cnn": "pipeline.models.audio"}
+            "audio": "pipeline.models.audio", "image": "pipeline.models.images"}
 
 
-def family(model: str, task: str):
+def family(model: str, spec):
     """A family's ``serving_signatures`` and ``evaluate`` (extra test metrics, named as logged): its module's,
     each one it lacks ``NoExtras``'."""
     import importlib
     from types import SimpleNamespace
 
-    name = model if model in FAMILIES else task
-    module = importlib.import_module(FAMILIES[name]) if name in FAMILIES else NoExtras
+    name = next((n for n in (model, spec.task, *(f.kind for f in spec.features if f.signal)) if n in FAMILIES), None)
+    module = importlib.import_module(FAMILIES[name]) if name else NoExtras
     return SimpleNamespace(**{f: getattr(module, f, getattr(NoExtras, f)) for f in ("serving_signatures", "evaluate")})
 
 

@@ -1,0 +1,85 @@
+"""Images as files: the ``image_bytes`` signature, which decodes and resizes exactly as preparation did.
+
+Preparation (data/builders/folders.py) converts each file with PIL to grayscale or RGB and resizes it
+with PIL's bilinear filter. ``tf.image.resize`` is another filter (no rounding between its two passes,
+other weights): its pixels differ from PIL's by up to 9 levels on half of them, a skew between the
+pixels a model was trained on and those it would be served. So the signature redoes PIL's own
+arithmetic (Pillow's Resample.c, Convert.c) in TensorFlow: the same weights in 22-bit fixed point, a
+horizontal pass rounded to 8 bits, then a vertical one; and the same integer luma for grayscale.
+JPEG is decoded with the accurate integer DCT, as PIL's libjpeg does. PNG and JPEG files give the
+prepared pixels exactly (tests/test_images.py); BMP and GIF are decoded, without that check.
+"""
+
+from __future__ import annotations
+
+PRECISION_BITS = 22  # Pillow's fixed-point weights (32 - 8 - 2)
+
+
+def pil_weights(in_size, out_size: int):
+    """PIL's bilinear weights from ``in_size`` (a scalar tensor) to ``out_size`` pixels: int32 ``[out, in]``.
+
+    Pillow's ``precompute_coeffs`` and ``normalize_coeffs_8bpc`` in float64, operation for operation;
+    the sum that normalises a row is a running one, in PIL's order.
+    """
+    import tensorflow as tf
+
+    size = tf.cast(in_size, tf.float64)
+    scale = size / out_size
+    filterscale = tf.maximum(scale, 1.0)
+    support = 1.0 * filterscale  # the bilinear filter's support is 1
+    center = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale
+    first = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)  # C's (int): toward zero
+    last = tf.minimum(tf.cast(center + support + 0.5, tf.int32), tf.cast(in_size, tf.int32))
+    pixel = tf.range(tf.cast(in_size, tf.int32))
+    inside = (pixel[None, :] >= first[:, None]) & (pixel[None, :] < last[:, None])
+    distance = tf.abs((tf.cast(pixel, tf.float64)[None, :] - center[:, None] + 0.5) * (1.0 / filterscale))
+    weight = tf.where(inside & (distance < 1.0), 1.0 - distance, 0.0)
+    total = tf.math.cumsum(weight, axis=1)[:, -1:]
+    weight = tf.where(total != 0.0, weight / total, weight)
+    return tf.cast(0.5 + weight * (1 << PRECISION_BITS), tf.int32)
+
+
+def pil_resize(image, size: tuple[int, int]):
+    """A uint8 ``[height, width, channels]`` image resized to ``size`` as PIL's ``resize(..., BILINEAR)``."""
+    import tensorflow as tf
+
+    def one_pass(pixels, weights, equation):
+        total = tf.einsum(equation, tf.cast(pixels, tf.int32), weights) + (1 << (PRECISION_BITS - 1))
+        return tf.clip_by_value(tf.bitwise.right_shift(total, PRECISION_BITS), 0, 255)
+
+    shape = tf.shape(image)
+    wide = one_pass(image, pil_weights(shape[1], size[1]), "hwc,xw->hxc")
+    return tf.cast(one_pass(wide, pil_weights(shape[0], size[0]), "hwc,yh->ywc"), tf.uint8)
+
+
+def decode_file(contents, shape: tuple[int, int, int]):
+    """An encoded image file -> uint8 ``shape`` (height, width, 1 or 3 channels), as preparation makes it."""
+    import tensorflow as tf
+
+    rgb = tf.cond(tf.io.is_jpeg(contents),
+                  lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+                  lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+    if shape[-1] == 1:  # PIL's luma: (R 19595 + G 38470 + B 7471 + 2^15) >> 16
+        mixed = tf.reduce_sum(tf.cast(rgb, tf.int32) * [19595, 38470, 7471], axis=-1, keepdims=True) + (1 << 15)
+        rgb = tf.cast(tf.bitwise.right_shift(mixed, 16), tf.uint8)
+    return pil_resize(rgb, shape[:2])
+
+
+# ---- the family's extras (registry.family) ---------------------------------------------------
+
+def serving_signatures(model, cfg, spec, columns, task) -> dict:
+    """``image_bytes``: encoded image files ``[batch]`` (string) -> the default signature's outputs."""
+    import tensorflow as tf
+
+    images = [f for f in spec.features if f.kind == "image"]
+    if len(images) != 1 or len(spec.features) != 1 or images[0].shape[-1] not in (1, 3):
+        return {}
+    feature = images[0]
+
+    def image_bytes(contents):
+        pixels = tf.map_fn(lambda one: decode_file(one, feature.shape), contents,
+                           fn_output_signature=tf.TensorSpec(feature.shape, tf.uint8))
+        inputs = {feature.name: tf.cast(pixels, tf.float32)}
+        return task.serve(model(inputs, training=False), inputs)
+
+    return {"image_bytes": (image_bytes, [tf.TensorSpec((None,), tf.string, name="image_bytes")])}
