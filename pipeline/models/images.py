@@ -43,13 +43,14 @@ def pil_resize(image, size: tuple[int, int]):
     """A uint8 ``[height, width, channels]`` image resized to ``size`` as PIL's ``resize(..., BILINEAR)``."""
     import tensorflow as tf
 
-    def one_pass(pixels, weights, equation):
-        total = tf.einsum(equation, tf.cast(pixels, tf.int32), weights) + (1 << (PRECISION_BITS - 1))
-        return tf.clip_by_value(tf.bitwise.right_shift(total, PRECISION_BITS), 0, 255)
+    def rounded(total):  # Pillow's clip8: the fixed-point sum, rounded to a pixel
+        return tf.clip_by_value(tf.bitwise.right_shift(total + (1 << (PRECISION_BITS - 1)), PRECISION_BITS), 0, 255)
 
     shape = tf.shape(image)
-    wide = one_pass(image, pil_weights(shape[1], size[1]), "hwc,xw->hxc")
-    return tf.cast(one_pass(wide, pil_weights(shape[0], size[0]), "hwc,yh->ywc"), tf.uint8)
+    planes = tf.transpose(tf.cast(image, tf.int32), [2, 0, 1])  # [channels, height, width]: two plain products
+    wide = rounded(tf.linalg.matmul(planes, pil_weights(shape[1], size[1]), transpose_b=True))
+    tall = rounded(tf.linalg.matmul(pil_weights(shape[0], size[0]), wide))
+    return tf.cast(tf.transpose(tall, [1, 2, 0]), tf.uint8)
 
 
 def decode_file(contents, shape: tuple[int, int, int]):
