@@ -111,3 +111,23 @@ def test_the_experiment_report_renders_in_a_headless_browser(experiment_page):
     for section in EXPERIMENT_SECTIONS:
         assert f'id="{section}"' in dom
     assert images >= 3 and decoded == images
+
+
+@pytest.mark.parametrize("baselines, skill_row", [(["majority"], False), (["majority", "linear"], True)])
+def test_the_printed_summary_gives_each_baseline_its_error_ratio_and_the_best_one_only_among_several(
+        capsys, baselines, skill_row):
+    from types import SimpleNamespace
+
+    from pipeline.config import load
+    from pipeline.report.summary import print_summary
+
+    metrics = {"test_accuracy": 0.9, "skill.ratio": 0.5, "skill.ratio_low": 0.4, "skill.ratio_high": 0.6}
+    for i, name in enumerate(baselines):
+        metrics |= {f"baseline.{name}.accuracy": 0.8 - i / 10, f"skill.vs_{name}": 0.5 + i / 10,
+                    f"skill.vs_{name}_low": 0.4, f"skill.vs_{name}_high": 0.6}
+    result = SimpleNamespace(test_metrics=metrics, best_epoch=2, epochs_run=3, run_id="r", run_dir="d",
+                             export_path=None, diagnosis=None)
+    print_summary(load(None, ["tracking.enabled=false"]), result)
+    out = capsys.readouterr().out
+    assert all(f"vs {name}" in out for name in baselines) and out.count("error ratio") == len(baselines)
+    assert ("skill ratio" in out) == skill_row

@@ -14,9 +14,10 @@ def print_summary(cfg, result) -> None:
     for key, value in metrics.items():
         if not key.startswith(("baseline.", "skill.")):
             table.add_row(key, f"{value:.4f}")
-    for name, line in _beside_baselines(metrics).items():
+    beside = _beside_baselines(metrics)
+    for name, line in beside.items():
         table.add_row(f"vs {name}", line)
-    if "skill.ratio" in metrics:
+    if "skill.ratio" in metrics and len(beside) > 1:  # with one baseline its row says it already
         table.add_row("skill ratio", f"{metrics['skill.ratio']:.3f} (95% interval {metrics['skill.ratio_low']:.3f} to "
                                      f"{metrics['skill.ratio_high']:.3f}; below 1 beats the best baseline)")
     table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run} run")
