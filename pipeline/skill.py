@@ -71,15 +71,8 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
     figure = "mae" if errors.skill_metric == "mae" else "mse"
     names = [k for k in errors.windows[figure] if k != "model"]
     best = min(names, key=lambda k: errors.windows[figure][k].mean())
-    n = len(errors)
-    block = max(errors.horizon, round(n ** (1 / 3)), 1)
-    if block >= n:  # one block, the same in every resample: an interval of width 0 would read as certainty
-        block = max(n // 2, 1)
-    rng = np.random.default_rng(seed)
     ratios: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(resamples):  # one resample at a time, the same for every baseline
-        starts = rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block))
-        index = (starts[:, None] + np.arange(block)).reshape(-1)[:n]
+    for index in block_resamples(len(errors), errors.horizon, resamples, seed):  # the same for every baseline
         for name in names:
             ratios[name].append(errors.ratio(name, index))
     out = {}
@@ -89,3 +82,19 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
                     f"skill.vs_{name}_high": float(high)})
     return {"skill.ratio": out[f"skill.vs_{best}"], "skill.ratio_low": out[f"skill.vs_{best}_low"],
             "skill.ratio_high": out[f"skill.vs_{best}_high"], f"skill.best_baseline.{best}": 1.0, **out}
+
+
+def block_resamples(n: int, horizon: int, resamples: int, seed: int):
+    """``resamples`` moving-block bootstrap resamples of ``n`` test examples, as index arrays of length ``n``.
+
+    Blocks of ``horizon`` examples or n^(1/3), whichever is longer (one for independent rows, a horizon's
+    windows for a series, whose neighbouring windows share steps); half of a test stretch no longer than
+    that, since one block the same in every resample would make an interval of width 0 read as certainty.
+    """
+    block = max(horizon, round(n ** (1 / 3)), 1)
+    if block >= n:
+        block = max(n // 2, 1)
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        starts = rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block))
+        yield (starts[:, None] + np.arange(block)).reshape(-1)[:n]

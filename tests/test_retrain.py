@@ -164,6 +164,41 @@ def test_a_challenger_below_the_absolute_threshold_is_never_promoted():
     assert decide("rmse_log", 0.01, {}, {"rmse_log": 0.11}, {"rmse_log": 0.13})[0]
 
 
+def test_a_lead_within_the_test_splits_noise_keeps_the_champion():
+    from pipeline.jobs.retrain import decide
+
+    ahead, behind = {"accuracy": 0.91}, {"accuracy": 0.90}
+    promoted, reason = decide("accuracy", 0.0, {}, ahead, behind, share=0.71, confidence=0.95)
+    assert not promoted and "does not beat" in reason and "in 71% of 500 resamples" in reason and "noise" in reason
+    promoted, reason = decide("accuracy", 0.0, {}, ahead, behind, share=0.99, confidence=0.95)
+    assert promoted and "in 99% of 500 resamples of the test examples, 95% needed" in reason
+    assert decide("accuracy", 0.0, {}, ahead, behind, share=0.71, confidence=0.0)[0]  # on the figures alone
+
+
+@pytest.mark.parametrize("examples, lead, leads", [(100, 1, False), (300, 3, False), (300, 30, True)])
+def test_a_challenger_leads_beyond_noise_when_its_lead_holds_in_paired_resamples(monkeypatch, examples, lead, leads):
+    """Served predictions of two exports on the same test split: one right on ``lead`` more examples."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline.export import evaluate
+    from pipeline.tasks import Classification
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, examples)
+    old = np.where(rng.random(examples) < 0.7, labels, 1 - labels)  # right on about 70%
+    new = old.copy()
+    fixed = np.flatnonzero(new != labels)[:lead]
+    new[fixed] = labels[fixed]
+    monkeypatch.setattr(evaluate, "predict_split", lambda path, *_: ({"new": new, "old": old}[path], labels))
+    task = Classification(None, SimpleNamespace(num_classes=2))
+    challenger, champion, share = evaluate.compare_exports("new", "old", SimpleNamespace(spec=None, test=None),
+                                                           task, "accuracy", 0.0, horizon=1, seed=0)
+    assert challenger["accuracy"] - champion["accuracy"] == pytest.approx(lead / examples)
+    assert (share >= 0.95) == leads
+
+
 def test_the_cronjob_manifest_treats_a_kept_champion_as_success_and_never_retries():
     """A schema check of serving/k8s/retrain-cronjob.yaml: what Kubernetes would do with each exit."""
     import yaml

@@ -252,6 +252,9 @@ class RetrainConfig(Section):
     metric: str | None = Field(None, description="Compared on the test split through the exports: accuracy "
                                "(classification default), rmse, rmse_log (default with a log target), mae.")
     margin: Lambda = Field(0.0, description="The challenger must beat the champion by more than this.")
+    confidence: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.95, description="...and do so in at least this share of paired bootstrap resamples of the test examples, "
+        "so that a lead within the test split's noise keeps the champion (0: on the test figures alone).")
     thresholds: dict[str, float] = Field({}, description="Absolute bars for the challenger, e.g. {accuracy: 0.95} "
                                          "(at least, for accuracy; at most, for errors).")
     drift: DriftConfig = DriftConfig()

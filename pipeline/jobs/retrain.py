@@ -92,7 +92,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
     """Run the job once (call under ``lock(cfg)``)."""
     from pipeline import track
     from pipeline.data import dataset
-    from pipeline.export.evaluate import evaluate_export
+    from pipeline.export.evaluate import compare_exports, evaluate_export
     from pipeline.export.saved_model import holds_saved_model
     from pipeline.jobs.train import train
     from pipeline.tasks import task_for
@@ -114,6 +114,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
 
     with track.start_run(cfg, run_name="retrain", tags={"pipeline.job": "retrain"}) as run:
         run.log_params({"retrain.metric": metric, "retrain.margin": cfg.retrain.margin,
+                        "retrain.confidence": cfg.retrain.confidence,
                         **{f"retrain.threshold.{k}": v for k, v in cfg.retrain.thresholds.items()},
                         "champion.version": champion.version if champion else "none"})
         if champion is not None:
@@ -125,11 +126,18 @@ def retrain(cfg: ExperimentConfig) -> Decision:
             raise Unreachable(f"The tracking server {public(cfg.tracking.uri)} went away while the challenger "
                               f"trained (its run waits in {result.spooled})")
         challenger_version = registry.by_alias(cfg, registry.CHALLENGER).version
-        challenger = evaluate_export(result.export_path, data, task)
-        incumbent = evaluate_export(champion.path, data, task) if champion else None
-        promoted, reason = decide(metric, cfg.retrain.margin, cfg.retrain.thresholds, challenger, incumbent)
+        incumbent, share = None, None
+        if champion is None:
+            challenger = evaluate_export(result.export_path, data, task)
+        else:
+            challenger, incumbent, share = compare_exports(
+                result.export_path, champion.path, data, task, metric, cfg.retrain.margin,
+                cfg.forecast.horizon if cfg.forecast else 1, cfg.seed)
+        promoted, reason = decide(metric, cfg.retrain.margin, cfg.retrain.thresholds, challenger, incumbent,
+                                  share, cfg.retrain.confidence)
         run.log_metrics({**{f"challenger_{k}": v for k, v in challenger.items()},
-                         **{f"champion_{k}": v for k, v in (incumbent or {}).items()}})
+                         **{f"champion_{k}": v for k, v in (incumbent or {}).items()},
+                         **({"challenger_wins_share": share} if share is not None else {})})
         run.set_tags({"decision": "promoted" if promoted else "kept", "decision.reason": reason,
                       "challenger.version": challenger_version})
         decision = Decision(promoted, reason, metric, challenger, incumbent, run.id, challenger_version)
@@ -144,12 +152,14 @@ def retrain(cfg: ExperimentConfig) -> Decision:
         return decision
 
 
-def decide(metric: str, margin: float, thresholds: dict, challenger: dict,
-           champion: dict | None) -> tuple[bool, str]:
-    """Promote when the challenger passes every threshold and beats the champion by more than ``margin``.
+def decide(metric: str, margin: float, thresholds: dict, challenger: dict, champion: dict | None,
+           share: float | None = None, confidence: float = 0.0) -> tuple[bool, str]:
+    """Promote when the challenger passes every threshold and beats the champion by more than ``margin``,
+    on the test figures and in at least ``confidence`` of the paired resamples (``share``: where it did).
 
     Directions come from the task's metrics: accuracy must rise, errors fall.
     """
+    from pipeline.export.evaluate import RESAMPLES
     from pipeline.tasks import direction
 
     higher = direction(metric) == "max"
@@ -161,9 +171,14 @@ def decide(metric: str, margin: float, thresholds: dict, challenger: dict,
     if champion is None:
         return True, f"no champion yet; challenger {metric} {challenger[metric]:.4f} passes the thresholds"
     gain = challenger[metric] - champion[metric] if higher else champion[metric] - challenger[metric]
-    verdict = "beats" if gain > margin else "does not beat"
-    return gain > margin, (f"challenger {metric} {challenger[metric]:.4f} {verdict} champion "
-                           f"{champion[metric]:.4f} by more than {margin:g} (gain {gain:+.4f})")
+    steady = share is None or not confidence or share >= confidence
+    beats = gain > margin and steady
+    reason = (f"challenger {metric} {challenger[metric]:.4f} {'beats' if beats else 'does not beat'} champion "
+              f"{champion[metric]:.4f} by more than {margin:g} (gain {gain:+.4f}")
+    if share is not None and confidence:
+        noise = "" if steady else ": within the test split's noise"
+        reason += f"; ahead by that in {share:.0%} of {RESAMPLES} resamples of the test examples, {confidence:.0%} needed{noise}"
+    return beats, reason + ")"
 
 
 def _metric(cfg: ExperimentConfig, task) -> str:
