@@ -32,7 +32,9 @@ def test_serving_contract_names_dtypes_and_shapes_are_pinned(trained):
     import tensorflow as tf
 
     _, result = trained
-    fn = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(result.export_path))
+    assert list(loaded.signatures) == ["serving_default"]  # image_bytes is for image_folder data (test_tabular.py)
+    fn = loaded.signatures["serving_default"]
     inputs = fn.structured_input_signature[1]
     assert {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()} == {"image": (tf.uint8, [None, 8, 8, 1])}
     outputs = fn.structured_outputs

@@ -193,8 +193,8 @@ BAD_REQUESTS = {
     "nested too deeply": (None, b'{"instances": ' + b"[" * 3_000 + b"]" * 3_000 + b"}", 400, "nested too deeply"),
     "signature_name a list": ({"instances": [IMAGE], "signature_name": ["x"]}, None, 400, "must be a string"),
     "booleans among numbers": ({"instances": [[[[True]] + [[0]] * 7] + [[[0]] * 8] * 7]}, None, 400, "got booleans"),
-    "more objects than a batch needs": ({"inputs": {"image": [{}] * 10_000}}, None, 400,  # stopped while parsing;
-                                        f"more than {2 + 2 * MAX_BATCH} JSON objects"),  # a {"b64": ...} per file
+    "more objects than a batch needs": ({"inputs": {"image": [{}] * 10_000}}, None, 400,
+                                        f"more than {2 + MAX_BATCH} JSON objects"),  # stopped while parsing
     "more arrays than a batch needs": ({"inputs": {"image": [[]] * 10_000}}, None, 400,  # refused before parsing
                                        f"10001 JSON arrays, more than the {2 + 2 * MAX_BATCH * 73}"),  # 1+8(1+8) each
 }

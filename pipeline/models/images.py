@@ -7,7 +7,8 @@ pixels a model was trained on and those it would be served. So the signature red
 arithmetic (Pillow's Resample.c, Convert.c) in TensorFlow: the same weights in 22-bit fixed point, a
 horizontal pass rounded to 8 bits, then a vertical one; and the same integer luma for grayscale.
 JPEG is decoded with the accurate integer DCT, as PIL's libjpeg does. PNG and JPEG files give the
-prepared pixels exactly (tests/test_images.py); BMP and GIF are decoded, without that check.
+prepared pixels exactly (tests/test_images.py); BMP and GIF are decoded, without that check. Exports of
+``image_folder`` data hold it.
 """
 
 from __future__ import annotations
@@ -69,11 +70,17 @@ def decode_file(contents, shape: tuple[int, int, int]):
 # ---- the family's extras (registry.family) ---------------------------------------------------
 
 def serving_signatures(model, cfg, spec, columns, task) -> dict:
-    """``image_bytes``: encoded image files ``[batch]`` (string) -> the default signature's outputs."""
+    """``image_bytes``: encoded image files ``[batch]`` (string) -> the default signature's outputs.
+
+    For data prepared from files (``image_folder``): only there is "as preparation did" PIL's
+    conversion and resizing; TFDS' own image datasets (digits) come as arrays, and an export pays
+    for each signature it holds (bench/README.md).
+    """
     import tensorflow as tf
 
     images = [f for f in spec.features if f.kind == "image"]
-    if len(images) != 1 or len(spec.features) != 1 or images[0].shape[-1] not in (1, 3):
+    if (cfg.data.dataset != "image_folder" or len(images) != 1 or len(spec.features) != 1
+            or images[0].shape[-1] not in (1, 3)):
         return {}
     feature = images[0]
 
