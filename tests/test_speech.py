@@ -189,6 +189,29 @@ def test_spoken_digits_without_espeak_say_how_to_install_it(tmp_path, monkeypatc
 # ---- train, export, serve --------------------------------------------------------------
 
 
+def test_the_augmentation_preview_shows_clips_as_the_models_spectrogram_each_layer_alone_then_all(
+        tmp_path, tfds_dir):
+    from PIL import Image
+
+    from pipeline.data.augment import _audio_columns, preview
+    from pipeline.data.dataset import sample_signals
+
+    layers = ("[{type: time_shift, fraction: 0.3}, {type: background_noise, snr_db: 0}, "
+              "{type: time_mask, width: 10, count: 2}]")
+    cfg = speech_cfg(tmp_path, tfds_dir, write_tones(tmp_path / "tones"), f"augment.layers={layers}")
+    kind, waves = sample_signals(cfg, 3)
+    assert kind == "audio" and waves.shape == (3, RATE)
+    columns = dict(_audio_columns(cfg, waves))
+    assert list(columns) == ["original", "time_shift", "background_noise", "time_mask", "all"]
+    original = columns["original"]
+    assert all(batch.shape == original.shape for batch in columns.values())
+    assert not np.allclose(columns["time_shift"], original) and not np.allclose(columns["background_noise"], original)
+    masked = columns["time_mask"][..., 0]  # whole frames set to the normalised spectrogram's mean, 0
+    assert all((frame == 0).all(axis=-1).any() for frame in masked)
+    with Image.open(preview(cfg, tmp_path / "grid.png", n_images=3)) as grid:
+        assert grid.size[0] / grid.size[1] == pytest.approx(5 / 3, rel=0.1)
+
+
 @pytest.mark.slow
 def test_the_export_takes_a_waveform_or_a_wav_file_and_serves_base64_wav_over_rest(tmp_path, tfds_dir):
     import tensorflow as tf

@@ -151,29 +151,64 @@ def build_augmenter(cfg: AugmentConfig, seed: int):
 
 
 def preview(cfg: ExperimentConfig, out: str | Path, n_images: int = 6) -> Path:
-    """Write a PNG grid: each sample image, then each augmentation alone, then all together."""
+    """Write a PNG grid: each sample, then each augmentation alone, then all together.
+
+    Images as they are; clips as the model sees them, its log-mel spectrogram (time across,
+    mel bins up), with the waveform layers applied before it and SpecAugment's masks after.
+    """
     import numpy as np
 
-    from pipeline.data.dataset import sample_images
+    from pipeline.data.dataset import sample_signals
     from pipeline.files import pyplot, save_figure
 
     plt = pyplot()
+    kind, samples = sample_signals(cfg, n_images)
+    columns = (_audio_columns if kind == "audio" else _image_columns)(cfg, samples.astype("float32"))
+    fig, axes = plt.subplots(n_images, len(columns), figsize=(1.6 * len(columns), 1.6 * n_images), squeeze=False)
+    for col, (title, batch) in enumerate(columns):
+        axes[0, col].set_title(title, fontsize=8)
+        for row in range(n_images):
+            if kind == "audio":  # on the original's scale, so that a mask or noise shows as it is
+                original = columns[0][1][row]
+                axes[row, col].imshow(batch[row, ..., 0].T, origin="lower", aspect="auto", cmap="magma",
+                                      vmin=original.min(), vmax=original.max())
+            else:
+                img = np.clip(batch[row], *VALUE_RANGE) / VALUE_RANGE[1]
+                axes[row, col].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            axes[row, col].axis("off")
+    fig.tight_layout()
+    return save_figure(fig, Path(out), dpi=100)
 
-    images = sample_images(cfg, n_images).astype("float32")
+
+def _image_columns(cfg: ExperimentConfig, images) -> list[tuple[str, object]]:
+    import numpy as np
+
     layers = build_layers(cfg.augment, cfg.seed)
     columns = [("original", images)]
     entries = [c for c in cfg.augment.layers if c.type in LAYERS]
     columns += [(c.type, np.asarray(layer(images, training=True))) for c, layer in zip(entries, layers)]
     if len(layers) > 1:
-        combined = build_augmenter(cfg.augment, cfg.seed)
-        columns.append(("all", np.asarray(combined(images, training=True))))
+        columns.append(("all", np.asarray(build_augmenter(cfg.augment, cfg.seed)(images, training=True))))
+    return columns
 
-    fig, axes = plt.subplots(n_images, len(columns), figsize=(1.6 * len(columns), 1.6 * n_images), squeeze=False)
-    for col, (title, batch) in enumerate(columns):
-        axes[0, col].set_title(title, fontsize=8)
-        for row in range(n_images):
-            img = np.clip(batch[row], *VALUE_RANGE) / VALUE_RANGE[1]
-            axes[row, col].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            axes[row, col].axis("off")
-    fig.tight_layout()
-    return save_figure(fig, Path(out), dpi=100)
+
+def _audio_columns(cfg: ExperimentConfig, waves) -> list[tuple[str, object]]:
+    import numpy as np
+
+    from pipeline.models.audio import log_mel
+
+    spectrogram = log_mel(cfg.data.sample_rate, cfg.model.audio, name="log_mel")
+    on_wave, on_spectrogram = audio_layers(cfg.augment, cfg.seed)
+    entries = [c.type for c in cfg.augment.layers if c.type in AUDIO_WAVE_LAYERS]
+    entries += [c.type for c in cfg.augment.layers if c.type in AUDIO_SPECTROGRAM_LAYERS]
+    alone = [lambda w, layer=layer: spectrogram(layer(w, training=True)) for layer in on_wave]
+    alone += [lambda w, layer=layer: layer(spectrogram(w), training=True) for layer in on_spectrogram]
+    columns = [("original", spectrogram(waves))] + [(name, make(waves)) for name, make in zip(entries, alone)]
+    if len(alone) > 1:
+        for layer in on_wave:
+            waves = layer(waves, training=True)
+        both = spectrogram(waves)
+        for layer in on_spectrogram:
+            both = layer(both, training=True)
+        columns.append(("all", both))
+    return [(name, np.asarray(batch)) for name, batch in columns]

@@ -142,17 +142,19 @@ def prepare(cfg: ExperimentConfig, beam_options=None) -> None:
     _read(cfg, beam_options, read=False)
 
 
-def sample_images(cfg: ExperimentConfig, n: int):
-    """The first ``n`` raw training images of the first image feature (for previews)."""
+def sample_signals(cfg: ExperimentConfig, n: int):
+    """("image" or "audio", the first ``n`` raw training examples of the first such feature) (for previews)."""
     import numpy as np
     import tensorflow_datasets as tfds
 
     raw, info, _ = _read(cfg)  # no DataSpec: it would hash every record file for nothing
     names = cfg.data.columns or list(info.features)
-    image = next((n for n in names if isinstance(info.features[n], tfds.features.Image)), None)
-    if image is None:
-        raise DataError(f"Dataset {info.name} has no image feature to preview.")
-    return np.stack([ex[image] for ex in raw[0].take(n).as_numpy_iterator()])
+    kinds = {tfds.features.Audio: "audio", tfds.features.Image: "image"}  # Audio first: neither is the other
+    found = next(((name, kind) for name in names for cls, kind in kinds.items()
+                  if isinstance(info.features[name], cls)), None)
+    if found is None:
+        raise DataError(f"Dataset {info.name} has no image or audio feature to preview.")
+    return found[1], np.stack([ex[found[0]] for ex in raw[0].take(n).as_numpy_iterator()])
 
 
 def training_images(cfg: ExperimentConfig, names: list[str], n: int) -> dict:
