@@ -4,7 +4,7 @@ The package reads top to bottom in the order data flows:
 config -> data -> models -> train -> track -> export, then ``serving/``;
 jobs/ holds the recipes over those stages and api.py their Python entry points:
 ``pipeline.load_config``, ``train``, ``tune``, ``backtest``, ``retrain``,
-``run_study``, ``report`` and ``prepare``. Nothing here imports TensorFlow, so ``pipeline --help``
+``run_study``, ``report``, ``prepare`` and ``augment_preview``. Nothing here imports TensorFlow, so ``pipeline --help``
 and config validation stay fast.
 """
 
@@ -15,7 +15,17 @@ and config validation stay fast.
 import pipeline.report
 import pipeline.train
 import pipeline.tune  # noqa: F401
-from pipeline.api import backtest, load_config, prepare, report, retrain, run_study, train, tune
+from pipeline.api import (
+    augment_preview,
+    backtest,
+    load_config,
+    prepare,
+    report,
+    retrain,
+    run_study,
+    train,
+    tune,
+)
 
 __version__ = "0.1.0"
-__all__ = ["backtest", "load_config", "prepare", "report", "retrain", "run_study", "train", "tune"]
+__all__ = ["augment_preview", "backtest", "load_config", "prepare", "report", "retrain", "run_study", "train", "tune"]

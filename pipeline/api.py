@@ -91,6 +91,14 @@ def prepare(cfg: ExperimentConfig, beam: list[str] | None = None):
     return job(cfg, beam)
 
 
+def augment_preview(cfg: ExperimentConfig, out: str | Path | None = None, samples: int = 6) -> Path:
+    """A PNG grid of a few training examples beside each configured augmentation; returns its path."""
+    _configure(cfg)
+    from pipeline.data.augment import preview
+
+    return preview(cfg, out or f"{cfg.workdir}/augment-preview-{cfg.name}.png", n_images=samples)
+
+
 def prepare_for_workers(cfg: ExperimentConfig) -> None:
     """Prepare the dataset once, before a launcher starts its workers, and check the config's splits and
     features against it (one-line errors, before any worker starts).

@@ -178,15 +178,7 @@ def _ui(args) -> int:
 
 
 def _augment_preview(args) -> int:
-    cfg = api.load_config(args.config, args.overrides)
-    from pipeline import runtime
-
-    runtime.configure(cfg)
-    runtime.load_tensorflow()
-    from pipeline.data.augment import preview
-
-    out = preview(cfg, args.out or f"{cfg.workdir}/augment-preview-{cfg.name}.png", n_images=args.images)
-    print(f"Wrote {out}")
+    print(f"Wrote {api.augment_preview(api.load_config(args.config, args.overrides), args.out, args.images)}")
     return 0
 
 
