@@ -173,6 +173,8 @@ def test_a_lead_within_the_test_splits_noise_keeps_the_champion():
     promoted, reason = decide("accuracy", 0.0, {}, ahead, behind, share=0.99, confidence=0.95)
     assert promoted and "in 99% of 500 resamples of the test examples, 95% needed" in reason
     assert decide("accuracy", 0.0, {}, ahead, behind, share=0.71, confidence=0.0)[0]  # on the figures alone
+    promoted, reason = decide("accuracy", 0.0, {}, behind, ahead, share=0.0, confidence=0.95)
+    assert not promoted and "gain -0.0100" in reason and "noise" not in reason  # behind is no lead at all
 
 
 @pytest.mark.parametrize("examples, lead, leads", [(100, 1, False), (300, 3, False), (300, 30, True)])

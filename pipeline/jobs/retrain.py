@@ -171,12 +171,12 @@ def decide(metric: str, margin: float, thresholds: dict, challenger: dict, champ
     if champion is None:
         return True, f"no champion yet; challenger {metric} {challenger[metric]:.4f} passes the thresholds"
     gain = challenger[metric] - champion[metric] if higher else champion[metric] - challenger[metric]
-    steady = share is None or not confidence or share >= confidence
-    beats = gain > margin and steady
+    holds = share is None or not confidence or share >= confidence
+    beats = gain > margin and holds
     reason = (f"challenger {metric} {challenger[metric]:.4f} {'beats' if beats else 'does not beat'} champion "
               f"{champion[metric]:.4f} by more than {margin:g} (gain {gain:+.4f}")
     if share is not None and confidence:
-        noise = "" if steady else ": within the test split's noise"
+        noise = ": a lead within the test split's noise" if gain > margin and not holds else ""
         reason += f"; ahead by that in {share:.0%} of {RESAMPLES} resamples of the test examples, {confidence:.0%} needed{noise}"
     return beats, reason + ")"
 
