@@ -40,10 +40,27 @@ def test_a_file_decodes_to_the_very_pixels_preparation_made_of_it(tmp_path, heig
     np.testing.assert_array_equal(served, prepared)
 
 
-def test_bytes_that_are_no_image_are_refused():
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims another size: a decompression bomb's first bytes."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (1, 1)).save(out, "PNG")
+    data = bytearray(out.getvalue())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("contents, message", [
+    (b"not an image", "takes PNG or JPEG files"),
+    (b"GIF89a" + bytes(20), "takes PNG or JPEG files"),  # decodable, but not as preparation decoded it
+    (_png_claiming(50_000, 50_000), "files of at most 40,000,000 pixels"),  # refused before it is unpacked
+])
+def test_what_is_no_png_or_jpeg_or_too_large_to_decode_is_refused_by_its_header(contents, message):
     import tensorflow as tf
 
     from pipeline.models.images import decode_file
 
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
-        decode_file(b"not an image", (16, 16, 3))
+    decode = tf.function(lambda c: decode_file(c, (16, 16, 3)), input_signature=[tf.TensorSpec((), tf.string)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        decode(tf.constant(contents))

@@ -2,18 +2,21 @@
 
 Preparation (data/builders/folders.py) converts each file with PIL to grayscale or RGB and resizes it
 with PIL's bilinear filter. ``tf.image.resize`` is another filter (no rounding between its two passes,
-other weights): its pixels differ from PIL's by up to 9 levels on half of them, a skew between the
-pixels a model was trained on and those it would be served. So the signature redoes PIL's own
-arithmetic (Pillow's Resample.c, Convert.c) in TensorFlow: the same weights in 22-bit fixed point, a
-horizontal pass rounded to 8 bits, then a vertical one; and the same integer luma for grayscale.
-JPEG is decoded with the accurate integer DCT, as PIL's libjpeg does. PNG and JPEG files give the
-prepared pixels exactly (tests/test_images.py); BMP and GIF are decoded, without that check. Exports of
-``image_folder`` data hold it.
+other weights): its pixels differ from PIL's by several levels on many of them (bench/README.md), a
+skew between the pixels a model was trained on and those it would be served. So the signature redoes
+PIL's own arithmetic (Pillow's Resample.c, Convert.c) in TensorFlow: the same weights in 22-bit fixed
+point, a horizontal pass rounded to 8 bits, then a vertical one; and the same integer luma for
+grayscale. JPEG is decoded with the accurate integer DCT, as PIL's libjpeg does. PNG and JPEG files
+give the prepared pixels exactly (tests/test_images.py); other formats are refused, and so is a file
+whose header claims more than MAX_PIXELS (a few KB of PNG can unpack to gigabytes: a request must
+not take the server's memory). Exports of ``image_folder`` data hold it.
 """
 
 from __future__ import annotations
 
 PRECISION_BITS = 22  # Pillow's fixed-point weights (32 - 8 - 2)
+MAX_PIXELS = 40_000_000  # the largest file image_bytes decodes: a 7,700 x 5,200 photo
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def pil_weights(in_size, out_size: int):
@@ -58,9 +61,17 @@ def decode_file(contents, shape: tuple[int, int, int]):
     """An encoded image file -> uint8 ``shape`` (height, width, 1 or 3 channels), as preparation makes it."""
     import tensorflow as tf
 
-    rgb = tf.cond(tf.io.is_jpeg(contents),
-                  lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
-                  lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+    jpeg = tf.io.is_jpeg(contents)
+    known = tf.debugging.Assert(jpeg | tf.equal(tf.strings.substr(contents, 0, 8), PNG_SIGNATURE),
+                                ["image_bytes takes PNG or JPEG files (the formats served exactly as prepared)"])
+    with tf.control_dependencies([known]):
+        size = tf.cond(jpeg, lambda: tf.io.extract_jpeg_shape(contents)[:2],  # a PNG's IHDR: width, height
+                       lambda: tf.io.decode_raw(tf.strings.substr(contents, 16, 8), tf.int32, little_endian=False))
+    small = tf.debugging.assert_less_equal(tf.reduce_prod(tf.cast(size, tf.int64)), tf.constant(MAX_PIXELS, tf.int64),
+                                           message=f"image_bytes takes files of at most {MAX_PIXELS:,} pixels")
+    with tf.control_dependencies([small]):  # decoding starts once the header has passed
+        rgb = tf.cond(jpeg, lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+                      lambda: tf.io.decode_png(contents, channels=3))
     if shape[-1] == 1:  # PIL's luma: (R 19595 + G 38470 + B 7471 + 2^15) >> 16
         mixed = tf.reduce_sum(tf.cast(rgb, tf.int32) * [19595, 38470, 7471], axis=-1, keepdims=True) + (1 << 15)
         rgb = tf.cast(tf.bitwise.right_shift(mixed, 16), tf.uint8)
