@@ -341,6 +341,20 @@ def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):
         dataset.load(cfg)
 
 
+def test_a_decompression_bomb_in_an_image_folder_is_named_as_unreadable(tmp_path, tfds_dir, monkeypatch):
+    """PIL refuses an image of more than twice MAX_IMAGE_PIXELS (a small PNG that unpacks to gigabytes): lowered here,
+    the folder's 6 to 30 pixel images are such files."""
+    from PIL import Image
+
+    from pipeline.data import dataset
+
+    root = write_image_folder(tmp_path / "pictures", per_class=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    cfg = load(ROOT / "configs/examples/image_folder.yaml", csv_overrides(tmp_path, tfds_dir, root, "name=pictures"))
+    with pytest.raises(DataError, match=r"Unreadable image .*\.(png|jpg): Image size \(\d+ pixels\) exceeds limit"):
+        dataset.load(cfg)
+
+
 @pytest.mark.parametrize("per_class, message", [
     (1, r"^The split 'train\[85%:\]' holds none of the 2 examples: too few to split"),  # one picture a class
     (0, r"pictures/bright: a class folder without a \.bmp .* file \(add its files, or move it out of "),

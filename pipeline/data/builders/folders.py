@@ -203,12 +203,16 @@ def _decoded_ahead(pool, decode, files: list):
 
 
 def _decode(path: Path, size: tuple, channels: int):
-    """The image at ``path`` converted and resized to ``size`` (uint8 pixels), or why it cannot be read."""
+    """The image at ``path`` converted and resized to ``size`` (uint8 pixels), or why it cannot be read.
+
+    PIL refuses a file of more than twice its MAX_IMAGE_PIXELS (a decompression bomb: a small PNG that
+    unpacks to gigabytes): that too is a reason, named or skipped like an unreadable file.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img = img.convert("L" if channels == 1 else "RGB").resize(size[::-1], Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8).reshape(*size, channels)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         return str(exc)
