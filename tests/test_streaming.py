@@ -343,6 +343,43 @@ def test_a_row_longer_than_the_type_samples_block_is_read_as_the_full_pass_reads
     assert prepared_rows(cfg) == 100
 
 
+def test_quoted_values_with_line_breaks_across_chunk_boundaries_prepare_every_row(tmp_path, small_shards):
+    """Free text with line breaks, as databases and spreadsheets export it: 1 KB chunks end inside such values."""
+    from pipeline.data import dataset
+
+    frame = table(200).assign(note=[f"line one\nline two, {i}" for i in range(200)])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    cfg = config(tmp_path, tmp_path / "t.csv")
+    dataset.prepare(cfg)
+    assert prepared_rows(cfg) == 200
+
+
+@pytest.mark.parametrize("bad, message", [("2,2,north", "has 3 fields, the header 4"),
+                                          ("many,2,north,flat", "column 'area': 'many' is not a number")])
+def test_a_bad_row_after_values_with_line_breaks_is_named_by_the_line_it_is_on(tmp_path, small_shards, bad, message):
+    from pipeline.data import dataset
+
+    lines = ["area,rooms,city,kind"] + [f'{i}.5,2,"north\nby the sea",flat' for i in range(100)]
+    lines += [f"{i}.5,2,north,house" for i in range(100, 200)]
+    lines[151] = bad  # row 150, on line 1 + 2 x 100 + 50 + 1
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"t\.csv: line 252,? {message}"):
+        dataset.prepare(config(tmp_path, tmp_path / "t.csv"))
+
+
+@pytest.mark.parametrize("at, long", [(1, 3), (150, 1)])
+def test_a_row_over_a_chunk_is_named_by_its_first_line_a_quote_left_open_among_the_causes(tmp_path, small_shards,
+                                                                                           at, long):
+    """1 KB chunks: a value of 3 KB on line 3, or an opening quote on line 152 that takes in the lines after it."""
+    from pipeline.data import dataset
+
+    lines = ["area,rooms,city,kind"] + [f"{i}.5,2,north,{'flat' if i % 2 else 'house'}" for i in range(300)]
+    lines[at + 1] = lines[at + 1].replace("north", "x" * 3000 if long == 3 else '"north')
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"t\.csv: the row from line {at + 2} on holds a value of more than 1 KB, the most"):
+        dataset.prepare(config(tmp_path, tmp_path / "t.csv"))
+
+
 def test_chunks_read_ahead_arrive_in_order_with_the_readers_error_and_an_early_stop_ends_the_reader():
     import threading
 

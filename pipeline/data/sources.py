@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data import cells
-from pipeline.data.checks import header
+from pipeline.data.checks import _python, header
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
 
@@ -155,13 +155,16 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
 def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
     """One file's chunks: numbers parsed by the reader until a value is not one, then the rest of the file,
     from the row it stopped at, as text (where ``_convert`` names the value at fault, or skips its row)."""
-    ragged = _Ragged(path, skip=on_bad_input == "skip")
+    ragged = _Ragged(path, skip=on_bad_input == "skip", encoding=schema.encoding)
     first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string" and name not in schema.dates}
     while True:
         try:
             for batch in _batches(path, schema.columns, ragged, schema.encoding, numbers, skip=first + ragged.skipped):
                 table, skipped = _convert(batch, schema, path, first, on_bad_input)
                 first += batch.num_rows
+                if not ragged.skip:  # a row kept here is the one pyarrow stops at on the next read: keep it to name
+                    yield table, skipped
+                    continue
                 ragged.skipped += len(ragged.rows)
                 yield table, skipped + len(ragged.rows)
                 ragged.rows.clear()
@@ -178,8 +181,8 @@ class _Ragged:
     and keeps the row, which ``_batches`` names when pyarrow stops.
     """
 
-    def __init__(self, path: Path, skip: bool):
-        self.path, self.skip, self.rows = path, skip, []
+    def __init__(self, path: Path, skip: bool, encoding: str = "utf-8"):
+        self.path, self.skip, self.rows, self.encoding = path, skip, [], encoding
         self.skipped = 0  # rows skipped in the chunks already read
 
     def __call__(self, row) -> str:
@@ -188,7 +191,7 @@ class _Ragged:
 
     def error(self) -> DataError:
         row = self.rows[0]
-        where = f"line {row.number}" if row.number else "a line"
+        where = f"line {line_of(self.path, row.number - 2, self.encoding)}" if row.number else "a line"
         return DataError(f"{self.path}: {where} has {row.actual_columns} fields, the header {row.expected_columns} "
                          "(`data.on_bad_input: skip` skips bad rows and counts them).")
 
@@ -220,7 +223,9 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, num
                 handle,
                 read_options=pacsv.ReadOptions(block_size=block or CHUNK_BYTES, use_threads=False,
                                               skip_rows_after_names=skip, encoding=encoding),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=ragged),
+                # Quoted values may hold line breaks (free text from a database or a spreadsheet): without this,
+                # a block that ends inside one throws the parser out of step. One reader thread: it costs nothing.
+                parse_options=pacsv.ParseOptions(invalid_row_handler=ragged, newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
                     null_values=cells.NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False),
@@ -234,7 +239,55 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, num
             raise _not_text(path, columns, encoding) from None
         if numbers and "conversion error" in str(exc):
             raise _NotNumbers() from None
+        if "straddling object" in str(exc):  # pyarrow's advice (a larger block) is no knob of ours
+            raise _long_row(path, encoding) from None
         raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def line_of(path: Path, record: int, encoding: str) -> int:
+    """The line of ``path`` its ``record``-th row under the header (from 0) starts on, for an error message.
+
+    One line a row, so record + 2, unless a quoted value before it spans lines (free text with line
+    breaks): then a csv reader counts them. The bytes are searched for a quote first, which is fast.
+    """
+    import csv
+
+    with open(path, "rb") as handle:
+        lines = 0
+        while lines <= record and b'"' not in (block := handle.read(1 << 20)) and block:
+            lines += block.count(b"\n")
+        if lines > record or not block:
+            return record + 2
+    limit = csv.field_size_limit(2**31 - 1)
+    try:
+        with open(path, newline="", encoding=_python(encoding), errors="replace") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
+            for _ in range(record):
+                next(reader, None)
+            return reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _long_row(path: Path, encoding: str) -> DataError:
+    """The first line of the row of ``path`` that holds more than the reader's block: most often a quote
+    opened and never closed, which takes the lines after it into one field."""
+    import csv
+
+    limit = csv.field_size_limit(CHUNK_BYTES)
+    start = 1
+    try:
+        with open(path, newline="", encoding=encoding, errors="replace") as handle:
+            reader = csv.reader(handle)
+            for _ in reader:
+                start = reader.line_num + 1
+    except csv.Error:
+        return DataError(f"{path}: the row from line {start} on holds a value of more than {CHUNK_BYTES >> 10:,} KB, "
+                         "the most a row may hold (a quote opened and not closed takes in the lines after it)")
+    finally:
+        csv.field_size_limit(limit)
+    return DataError(f"{path}: a row holds more than {CHUNK_BYTES >> 10:,} KB, the most a row may hold")
 
 
 def _not_text(path: Path, columns: list[str], encoding: str) -> DataError:
@@ -302,7 +355,7 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             out[name] = values.astype(np.float32)
     if bad.any() and on_bad_input == "error":
         row = min(reasons)
-        where = f"row {first + row + 1}" if parquet else f"line {first + row + 2}"
+        where = f"row {first + row + 1}" if parquet else f"line {line_of(path, first + row, schema.encoding)}"
         raise DataError(f"{path}: {where}, {reasons[row]} (`data.on_bad_input: skip` skips bad rows and counts them).")
     keep = pa.array(~bad)
     table = pa.table({n: out[n] if isinstance(out[n], (pa.Array, pa.ChunkedArray)) else pa.array(out[n])
@@ -329,7 +382,7 @@ def _whole(values, gaps, name: str, path: Path, first: int, parquet: bool, colum
     if not wrong.size:
         return
     i = int(wrong[0])
-    where = f"row {first + i + 1}" if parquet else f"line {first + i + 2}"
+    where = f"row {first + i + 1}" if parquet else f"line {line_of(path, first + i, schema.encoding)}"
     what = "is empty" if gaps[i] else f"is {str(column[i].as_py())!r}"  # as text, whichever way it was read
     if name in schema.whole:
         raise DataError(f"{path}: {where}, column {name!r} {what}, but it holds {schema.whole[name]}")
