@@ -53,6 +53,8 @@ class Errors:
         model, other = self.windows[figure]["model"], self.windows[figure][baseline]
         if index is not None:
             model, other = model[index], other[index]
+        if not model.mean() and not other.mean():  # both without an error: a tie, not a model infinitely better
+            return 1.0
         value = model.mean() / max(other.mean(), 1e-300)
         return float(value if figure == "mae" else math.sqrt(value))
 

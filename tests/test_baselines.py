@@ -260,6 +260,8 @@ def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_base
     assert figures["skill.vs_worse_low"] == figures["skill.vs_worse_high"] == pytest.approx(2 ** -0.5)
     assert figures["skill.vs_noisy_low"] < figures["skill.vs_noisy"] < figures["skill.vs_noisy_high"] < 1
     assert skill(errors, resamples=200, seed=3) == figures  # seeded
+    perfect = Errors({"mae": {"model": np.zeros(50), "boosting": np.zeros(50)}}, "mae", horizon=1)
+    assert skill(perfect, resamples=20, seed=3)["skill.ratio"] == 1.0  # a tie without an error, not a ratio of 0
 
     # three test windows of a 12-step horizon: blocks of a horizon would be one block, resampled alike
     short = Errors({"mae": {"model": np.array([1.0, 2.0, 4.0]), "naive": np.array([2.0, 2.0, 2.0])}}, "mae",

@@ -160,6 +160,19 @@ def test_a_parquet_column_of_lists_is_one_line_naming_it_or_the_shard_that_holds
         dataset.prepare(config(tmp_path, folder))
 
 
+def test_parquet_integers_and_flags_with_missing_values_are_numbers_with_gaps_as_in_a_csv(tmp_path):
+    """Spark and pandas write nullable integers (Int64) and booleans: a missing value is a gap, not a bad row."""
+    from pipeline.data import dataset
+
+    frame = table().assign(floors=pd.array([None if i % 7 == 0 else i % 3 for i in range(300)], dtype="Int64"),
+                           garden=pd.array([None if i % 5 == 0 else i % 2 == 0 for i in range(300)], dtype="boolean"))
+    frame.to_parquet(tmp_path / "houses.parquet")
+    data = dataset.load(config(tmp_path, tmp_path / "houses.parquet"))
+    kinds = {f.name: (f.kind, f.dtype) for f in data.spec.features}
+    assert kinds["floors"] == kinds["garden"] == ("numeric", "float32") and kinds["rooms"] == ("numeric", "int64")
+    assert sum(data.spec.sizes.values()) == 300 and not data.spec.skipped
+
+
 def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_counted(tmp_path, small_shards):
     from pipeline.data import dataset
 

@@ -72,9 +72,10 @@ def schema(files: list[Path], label: str, declared: dict[str, str], encoding: st
             types[name] = declared[name]
         elif pa.types.is_boolean(column.type) and name == label:
             types[name] = "string"  # a yes/no label is two classes, "false" and "true"
-        elif pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
+        elif (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)) and not column.null_count:
             types[name] = "int"
-        elif pa.types.is_floating(column.type) or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type):
+        elif (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type) or pa.types.is_floating(column.type)
+              or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type)):  # missing values: as in a CSV
             types[name] = "float"  # times and dates: seconds (cells.seconds)
         else:
             types[name] = _infer(column)
