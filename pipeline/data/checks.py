@@ -51,7 +51,7 @@ def _table(path: Path, label: str, encoding: str) -> None:
                         f"{MIN_ROWS}, one for each split")
 
 
-def _python(encoding: str) -> str:
+def python_codec(encoding: str) -> str:
     """Python's codec for a file in ``encoding``: UTF-8 files may start with a byte-order mark (Excel's do)."""
     return "utf-8-sig" if encoding == "utf-8" else encoding
 
@@ -88,7 +88,7 @@ def data_rows(path: Path, encoding: str, at_most: int) -> int:
         import pyarrow.parquet as pq
 
         return min(pq.read_metadata(path).num_rows, at_most)
-    with open(path, newline="", encoding=_python(encoding), errors="replace") as handle:
+    with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
         rows = csv.reader(handle)
         next(rows, None)
         return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
@@ -101,7 +101,7 @@ def header(path: Path, encoding: str = "utf-8") -> list[str]:
 
         return list(pq.read_schema(path).names)
     try:
-        with open(path, newline="", encoding=_python(encoding), errors="replace") as handle:
+        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
             return next(csv.reader(handle), [])
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc.strerror}") from None

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data import cells
-from pipeline.data.checks import _python, header
+from pipeline.data.checks import header, python_codec
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
 
@@ -261,7 +261,7 @@ def line_of(path: Path, record: int, encoding: str) -> int:
             return record + 2
     limit = csv.field_size_limit(2**31 - 1)
     try:
-        with open(path, newline="", encoding=_python(encoding), errors="replace") as handle:
+        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
             reader = csv.reader(handle)
             next(reader, None)
             for _ in range(record):
@@ -279,7 +279,7 @@ def _long_row(path: Path, encoding: str) -> DataError:
     limit = csv.field_size_limit(CHUNK_BYTES)
     start = 1
     try:
-        with open(path, newline="", encoding=encoding, errors="replace") as handle:
+        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
             reader = csv.reader(handle)
             for _ in reader:
                 start = reader.line_num + 1
