@@ -54,7 +54,7 @@ def _png_claiming(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("contents, message", [
     (b"not an image", "takes PNG or JPEG files"),
     (b"GIF89a" + bytes(20), "takes PNG or JPEG files"),  # decodable, but not as preparation decoded it
-    (_png_claiming(50_000, 50_000), "files of at most 40,000,000 pixels"),  # refused before it is unpacked
+    (_png_claiming(50_000, 50_000), "at most 40,000,000 pixels a request"),  # refused before it is unpacked
 ])
 def test_what_is_no_png_or_jpeg_or_too_large_to_decode_is_refused_by_its_header(contents, message):
     import tensorflow as tf

@@ -330,6 +330,11 @@ def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, 
     by_pixels = sig(image=tf.constant(np.stack([_decode(f, (16, 16), 3) for f in files])))["probabilities"].numpy()
     by_file = loaded.signatures["image_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))
     np.testing.assert_array_equal(by_file["probabilities"].numpy(), by_pixels)
+    from .test_images import _png_claiming
+
+    # Three files of 20M pixels each (by their headers): within the budget one by one, not together.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 40,000,000 pixels a request"):
+        loaded.signatures["image_bytes"](image_bytes=tf.constant([_png_claiming(5_000, 4_000)] * 3))
 
 
 def test_image_folder_unreadable_image_is_named(tmp_path, tfds_dir):

@@ -7,15 +7,15 @@ skew between the pixels a model was trained on and those it would be served. So 
 PIL's own arithmetic (Pillow's Resample.c, Convert.c) in TensorFlow: the same weights in 22-bit fixed
 point, a horizontal pass rounded to 8 bits, then a vertical one; and the same integer luma for
 grayscale. JPEG is decoded with the accurate integer DCT, as PIL's libjpeg does. PNG and JPEG files
-give the prepared pixels exactly (tests/test_images.py); other formats are refused, and so is a file
-whose header claims more than MAX_PIXELS (a few KB of PNG can unpack to gigabytes: a request must
-not take the server's memory). Exports of ``image_folder`` data hold it.
+give the prepared pixels exactly (tests/test_images.py); other formats are refused, and so is a request
+whose files' headers claim more than MAX_PIXELS together (a few KB of PNG can unpack to gigabytes: a
+request must not take the server's memory). Exports of ``image_folder`` data hold it.
 """
 
 from __future__ import annotations
 
 PRECISION_BITS = 22  # Pillow's fixed-point weights (32 - 8 - 2)
-MAX_PIXELS = 40_000_000  # the largest file image_bytes decodes: a 7,700 x 5,200 photo
+MAX_PIXELS = 40_000_000  # the most pixels one image_bytes request decodes: a 7,700 x 5,200 photo, or 64 of 800 x 600
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -57,8 +57,8 @@ def pil_resize(image, size: tuple[int, int]):
     return tf.cast(tf.transpose(tall, [1, 2, 0]), tf.uint8)
 
 
-def decode_file(contents, shape: tuple[int, int, int]):
-    """An encoded image file -> uint8 ``shape`` (height, width, 1 or 3 channels), as preparation makes it."""
+def pixel_count(contents):
+    """The pixels an encoded PNG or JPEG file holds, read from its header (nothing is decoded): int64."""
     import tensorflow as tf
 
     jpeg = tf.io.is_jpeg(contents)
@@ -67,10 +67,24 @@ def decode_file(contents, shape: tuple[int, int, int]):
     with tf.control_dependencies([known]):
         size = tf.cond(jpeg, lambda: tf.io.extract_jpeg_shape(contents)[:2],  # a PNG's IHDR: width, height
                        lambda: tf.io.decode_raw(tf.strings.substr(contents, 16, 8), tf.int32, little_endian=False))
-    small = tf.debugging.assert_less_equal(tf.reduce_prod(tf.cast(size, tf.int64)), tf.constant(MAX_PIXELS, tf.int64),
-                                           message=f"image_bytes takes files of at most {MAX_PIXELS:,} pixels")
-    with tf.control_dependencies([small]):  # decoding starts once the header has passed
-        rgb = tf.cond(jpeg, lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+    return tf.reduce_prod(tf.cast(size, tf.int64))
+
+
+def within_budget(pixels):
+    """An assertion that ``pixels`` (files' header counts) stay within MAX_PIXELS together."""
+    import tensorflow as tf
+
+    return tf.debugging.assert_less_equal(tf.reduce_sum(pixels), tf.constant(MAX_PIXELS, tf.int64),
+                                          message=f"image_bytes takes at most {MAX_PIXELS:,} pixels a request")
+
+
+def decode_file(contents, shape: tuple[int, int, int]):
+    """An encoded image file -> uint8 ``shape`` (height, width, 1 or 3 channels), as preparation makes it."""
+    import tensorflow as tf
+
+    with tf.control_dependencies([within_budget(pixel_count(contents))]):  # decoded once its header has passed
+        rgb = tf.cond(tf.io.is_jpeg(contents),
+                      lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
                       lambda: tf.io.decode_png(contents, channels=3))
     if shape[-1] == 1:  # PIL's luma: (R 19595 + G 38470 + B 7471 + 2^15) >> 16
         mixed = tf.reduce_sum(tf.cast(rgb, tf.int32) * [19595, 38470, 7471], axis=-1, keepdims=True) + (1 << 15)
@@ -96,8 +110,11 @@ def serving_signatures(model, cfg, spec, columns, task) -> dict:
     feature = images[0]
 
     def image_bytes(contents):
-        pixels = tf.map_fn(lambda one: decode_file(one, feature.shape), contents,
-                           fn_output_signature=tf.TensorSpec(feature.shape, tf.uint8))
+        # Every file's header first: a request's files are decoded (ten at once) only if their pixels fit the budget.
+        budget = within_budget(tf.map_fn(pixel_count, contents, fn_output_signature=tf.int64))
+        with tf.control_dependencies([budget]):
+            pixels = tf.map_fn(lambda one: decode_file(one, feature.shape), contents,
+                               fn_output_signature=tf.TensorSpec(feature.shape, tf.uint8))
         inputs = {feature.name: tf.cast(pixels, tf.float32)}
         return task.serve(model(inputs, training=False), inputs)
 
