@@ -256,4 +256,10 @@ def _reason(message: str) -> str:
 
     lines = [line.strip() for line in message.splitlines() if line.strip() and not line.strip().startswith("[[")]
     reason = lines[-1] if lines else message
-    return re.sub(r"\s*\[Op:[^\]]*\]$", "", re.sub(r"^(\{\{[^}]*\}\}\s*)+", "", reason))
+    reason = re.sub(r"\s*\[Op:[^\]]*\]$", "", re.sub(r"^(\{\{[^}]*\}\}\s*)+", "", reason))
+    # An assertion: "assertion failed: [its message] [Condition x <= y ...] [x (Sum:0) = ] [45500000] [y ...] [4e7]".
+    asserted = re.match(r"assertion failed: \[(.*?)\](.*)", reason)
+    if not asserted:
+        return reason
+    sides = re.search(r"\[x \([^)]*\) = \] \[([^\]]*)\].*\[y \([^)]*\) = \] \[([^\]]*)\]", asserted.group(2))
+    return asserted.group(1) + (f" ({sides.group(1)} against {sides.group(2)})" if sides else "")

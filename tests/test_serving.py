@@ -418,3 +418,18 @@ def test_a_burst_of_maximal_bodies_is_bounded_in_memory_and_status_stays_prompt(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("Graph execution error:\n\nDetected at node Assert defined at (most recent call last):\n  File x\n"
+     "assertion failed: [image_bytes takes at most 40,000,000 pixels a request] [Condition x <= y did not hold "
+     "element-wise:] [x (Sum:0) = ] [45500000] [y (Const:0) = ] [40000000]\n\t [[{{node Assert}}]] [Op:__inference_1]",
+     "image_bytes takes at most 40,000,000 pixels a request (45500000 against 40000000)"),
+    ("assertion failed: [image_bytes takes PNG or JPEG files]", "image_bytes takes PNG or JPEG files"),
+    ("{{function_node __inference_2}} Unknown image file format. One of JPEG, PNG required. [Op:DecodeImage]",
+     "Unknown image file format. One of JPEG, PNG required."),
+])
+def test_a_rejected_input_is_answered_with_the_models_reason_without_tensorflows_scaffolding(message, reason):
+    from serving.models import _reason
+
+    assert _reason(message) == reason
