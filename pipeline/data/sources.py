@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.data import cells
-from pipeline.data.checks import header, python_codec
+from pipeline.data import cells, lines
+from pipeline.data.checks import header
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
 
@@ -192,7 +192,7 @@ class _Ragged:
 
     def error(self) -> DataError:
         row = self.rows[0]
-        where = f"line {line_of(self.path, row.number - 2, self.encoding)}" if row.number else "a line"
+        where = f"line {lines.line_of(self.path, row.number - 2, self.encoding)}" if row.number else "a line"
         return DataError(f"{self.path}: {where} has {row.actual_columns} fields, the header {row.expected_columns} "
                          "(`data.on_bad_input: skip` skips bad rows and counts them).")
 
@@ -232,80 +232,17 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, num
                     null_values=cells.NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
     except UnicodeDecodeError:  # by the codec of data.encoding, converting to UTF-8 for pyarrow
-        raise _not_text(path, columns, encoding) from None
+        raise lines.not_text(path, columns, encoding) from None
     except (pa.ArrowInvalid, OSError) as exc:
         if ragged.rows and not ragged.skip:
             raise ragged.error() from None
         if "invalid UTF8" in str(exc):
-            raise _not_text(path, columns, encoding) from None
+            raise lines.not_text(path, columns, encoding) from None
         if numbers and "conversion error" in str(exc):
             raise _NotNumbers() from None
         if "straddling object" in str(exc):  # pyarrow's advice (a larger block) is no knob of ours
-            raise _long_row(path, encoding) from None
+            raise lines.long_row(path, encoding, CHUNK_BYTES) from None
         raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
-
-
-def line_of(path: Path, record: int, encoding: str) -> int:
-    """The line of ``path`` its ``record``-th row under the header (from 0) starts on, for an error message.
-
-    One line a row, so record + 2, unless a quoted value before it spans lines (free text with line
-    breaks): then a csv reader counts them. The bytes are searched for a quote first, which is fast.
-    """
-    import csv
-
-    with open(path, "rb") as handle:
-        lines = 0
-        while lines <= record and b'"' not in (block := handle.read(1 << 20)) and block:
-            lines += block.count(b"\n")
-        if lines > record or not block:
-            return record + 2
-    limit = csv.field_size_limit(2**31 - 1)
-    try:
-        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
-            reader = csv.reader(handle)
-            next(reader, None)
-            for _ in range(record):
-                next(reader, None)
-            return reader.line_num + 1
-    finally:
-        csv.field_size_limit(limit)
-
-
-def _long_row(path: Path, encoding: str) -> DataError:
-    """The first line of the row of ``path`` that holds more than the reader's block: most often a quote
-    opened and never closed, which takes the lines after it into one field."""
-    import csv
-
-    limit = csv.field_size_limit(CHUNK_BYTES)
-    start = 1
-    try:
-        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
-            reader = csv.reader(handle)
-            for _ in reader:
-                start = reader.line_num + 1
-    except csv.Error:
-        return DataError(f"{path}: the row from line {start} on holds a value of more than {CHUNK_BYTES >> 10:,} KB, "
-                         "the most a row may hold (a quote opened and not closed takes in the lines after it)")
-    finally:
-        csv.field_size_limit(limit)
-    return DataError(f"{path}: a row holds more than {CHUNK_BYTES >> 10:,} KB, the most a row may hold")
-
-
-def _not_text(path: Path, columns: list[str], encoding: str) -> DataError:
-    """The first line of ``path`` that is not ``encoding`` text, and its column, found by reading line by line."""
-    import csv
-
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                line.decode(encoding)
-            except UnicodeDecodeError:
-                cells = next(csv.reader([line.decode(encoding, errors="replace")]), [])
-                at = next((i for i, cell in enumerate(cells) if "\ufffd" in cell), None)
-                where = f", column {columns[at]!r}" if at is not None and at < len(columns) else ""
-                return DataError(f"{path}: line {number}{where} is not {encoding} text: set data.encoding to the "
-                                 "file's encoding (latin-1 or cp1252 for many spreadsheet exports)")
-    return DataError(f"{path}: not {encoding} text: set data.encoding to the file's encoding")
 
 
 def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
@@ -356,7 +293,7 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             out[name] = values.astype(np.float32)
     if bad.any() and on_bad_input == "error":
         row = min(reasons)
-        where = f"row {first + row + 1}" if parquet else f"line {line_of(path, first + row, schema.encoding)}"
+        where = f"row {first + row + 1}" if parquet else f"line {lines.line_of(path, first + row, schema.encoding)}"
         raise DataError(f"{path}: {where}, {reasons[row]} (`data.on_bad_input: skip` skips bad rows and counts them).")
     keep = pa.array(~bad)
     table = pa.table({n: out[n] if isinstance(out[n], (pa.Array, pa.ChunkedArray)) else pa.array(out[n])
@@ -383,7 +320,7 @@ def _whole(values, gaps, name: str, path: Path, first: int, parquet: bool, colum
     if not wrong.size:
         return
     i = int(wrong[0])
-    where = f"row {first + i + 1}" if parquet else f"line {line_of(path, first + i, schema.encoding)}"
+    where = f"row {first + i + 1}" if parquet else f"line {lines.line_of(path, first + i, schema.encoding)}"
     what = "is empty" if gaps[i] else f"is {str(column[i].as_py())!r}"  # as text, whichever way it was read
     if name in schema.whole:
         raise DataError(f"{path}: {where}, column {name!r} {what}, but it holds {schema.whole[name]}")
