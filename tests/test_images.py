@@ -30,12 +30,12 @@ CASES = [(400, 300, "RGB", "JPEG"), (32, 32, "L", "JPEG"), (37, 61, "RGBA", "PNG
 def test_a_file_decodes_to_the_very_pixels_preparation_made_of_it(tmp_path, height, width, mode, form, shape):
     """tf.image.resize would be off by up to 9 levels on half the pixels: PIL's arithmetic, redone."""
     from pipeline.data.builders.folders import _decode
-    from pipeline.models.images import decode_file
+    from pipeline.models.images import decode_files
 
     path = tmp_path / f"picture.{form.lower()}"
     path.write_bytes(encoded(np.random.default_rng(height * width), height, width, mode, form))
     prepared = _decode(path, shape[:2], shape[2])
-    served = decode_file(path.read_bytes(), shape).numpy()
+    served = decode_files([path.read_bytes()], shape).numpy()[0]
     assert served.dtype == np.uint8 and served.shape == shape
     np.testing.assert_array_equal(served, prepared)
 
@@ -59,8 +59,8 @@ def _png_claiming(width: int, height: int) -> bytes:
 def test_what_is_no_png_or_jpeg_or_too_large_to_decode_is_refused_by_its_header(contents, message):
     import tensorflow as tf
 
-    from pipeline.models.images import decode_file
+    from pipeline.models.images import decode_files
 
-    decode = tf.function(lambda c: decode_file(c, (16, 16, 3)), input_signature=[tf.TensorSpec((), tf.string)])
+    decode = tf.function(lambda c: decode_files(c, (16, 16, 3)), input_signature=[tf.TensorSpec((None,), tf.string)])
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        decode(tf.constant(contents))
+        decode(tf.constant([contents]))

@@ -124,6 +124,17 @@ def audio_layers(cfg: AugmentConfig, seed: int) -> tuple[list, list]:
     return wave, spectrogram
 
 
+def through_audio(x, on_wave: list, front, on_spectrogram: list, **call):
+    """A waveform through the waveform layers, the front end (log-mel) and the spectrogram layers, in that order:
+    the model's audio encoder and the preview's "all" column (``call``: training=True there)."""
+    for layer in on_wave:
+        x = layer(x, **call)
+    x = front(x)
+    for layer in on_spectrogram:
+        x = layer(x, **call)
+    return x
+
+
 def _layer(c, seed: int, fill: str):
     from keras import layers
 
@@ -205,10 +216,5 @@ def _audio_columns(cfg: ExperimentConfig, waves) -> list[tuple[str, object]]:
     alone += [lambda w, layer=layer: layer(spectrogram(w), training=True) for layer in on_spectrogram]
     columns = [("original", spectrogram(waves))] + [(name, make(waves)) for name, make in zip(entries, alone)]
     if len(alone) > 1:
-        for layer in on_wave:
-            waves = layer(waves, training=True)
-        both = spectrogram(waves)
-        for layer in on_spectrogram:
-            both = layer(both, training=True)
-        columns.append(("all", both))
+        columns.append(("all", through_audio(waves, on_wave, spectrogram, on_spectrogram, training=True)))
     return [(name, np.asarray(batch)) for name, batch in columns]

@@ -149,12 +149,11 @@ def sample_signals(cfg: ExperimentConfig, n: int):
 
     raw, info, _ = _read(cfg)  # no DataSpec: it would hash every record file for nothing
     names = cfg.data.columns or list(info.features)
-    kinds = {tfds.features.Audio: "audio", tfds.features.Image: "image"}  # Audio first: neither is the other
-    found = next(((name, kind) for name in names for cls, kind in kinds.items()
-                  if isinstance(info.features[name], cls)), None)
-    if found is None:
+    name = next((n for n in names if isinstance(info.features[n], (tfds.features.Image, tfds.features.Audio))), None)
+    if name is None:
         raise DataError(f"Dataset {info.name} has no image or audio feature to preview.")
-    return found[1], np.stack([ex[found[0]] for ex in raw[0].take(n).as_numpy_iterator()])
+    kind = "audio" if isinstance(info.features[name], tfds.features.Audio) else "image"
+    return kind, np.stack([ex[name] for ex in raw[0].take(n).as_numpy_iterator()])
 
 
 def training_images(cfg: ExperimentConfig, names: list[str], n: int) -> dict:

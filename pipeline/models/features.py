@@ -204,15 +204,12 @@ def _image(out, feature, x, cfg, column, reg, augmenter):
 
 def _audio(out, feature, x, cfg, column, reg, augmenter):
     """Waveform -> [time shift, noise] -> log-mel spectrogram -> [SpecAugment masks]: an image for the conv body."""
-    from pipeline.data.augment import audio_layers
+    from pipeline.data.augment import audio_layers, through_audio
     from pipeline.models.audio import log_mel
 
     on_wave, on_spectrogram = audio_layers(cfg.augment, cfg.seed)
-    for layer in on_wave:
-        x = layer(x)
-    x = log_mel(cfg.data.sample_rate, cfg.model.audio, name=layer_name(feature.name, "log_mel"))(x)
-    for layer in on_spectrogram:
-        x = layer(x)
+    front = log_mel(cfg.data.sample_rate, cfg.model.audio, name=layer_name(feature.name, "log_mel"))
+    x = through_audio(x, on_wave, front, on_spectrogram)
     out.images.append(x)
     out.info[feature.name] = {"kind": "audio", "samples": feature.shape[0], "sample_rate": cfg.data.sample_rate,
                               "spectrogram": list(x.shape[1:])}

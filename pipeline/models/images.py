@@ -57,7 +57,23 @@ def pil_resize(image, size: tuple[int, int]):
     return tf.cast(tf.transpose(tall, [1, 2, 0]), tf.uint8)
 
 
-def pixel_count(contents):
+def decode_files(contents, shape: tuple[int, int, int]):
+    """Encoded image files ``[batch]`` -> uint8 ``[batch, *shape]`` (1 or 3 channels), as preparation makes them.
+
+    Every file's header is read first: unless all are PNG or JPEG and hold at most MAX_PIXELS together,
+    the batch is refused before any file is decoded (then ten at once).
+    """
+    import tensorflow as tf
+
+    contents = tf.convert_to_tensor(contents, tf.string)
+    pixels = tf.map_fn(_pixel_count, contents, fn_output_signature=tf.int64)
+    budget = tf.debugging.assert_less_equal(tf.reduce_sum(pixels), tf.constant(MAX_PIXELS, tf.int64),
+                                            message=f"image_bytes takes at most {MAX_PIXELS:,} pixels a request")
+    with tf.control_dependencies([budget]):
+        return tf.map_fn(lambda one: _decoded(one, shape), contents, fn_output_signature=tf.TensorSpec(shape, tf.uint8))
+
+
+def _pixel_count(contents):
     """The pixels an encoded PNG or JPEG file holds, read from its header (nothing is decoded): int64."""
     import tensorflow as tf
 
@@ -70,22 +86,12 @@ def pixel_count(contents):
     return tf.reduce_prod(tf.cast(size, tf.int64))
 
 
-def within_budget(pixels):
-    """An assertion that ``pixels`` (files' header counts) stay within MAX_PIXELS together."""
+def _decoded(contents, shape: tuple[int, int, int]):
+    """One PNG or JPEG file (its header checked) -> uint8 ``shape``: PIL's conversion, then its resize."""
     import tensorflow as tf
 
-    return tf.debugging.assert_less_equal(tf.reduce_sum(pixels), tf.constant(MAX_PIXELS, tf.int64),
-                                          message=f"image_bytes takes at most {MAX_PIXELS:,} pixels a request")
-
-
-def decode_file(contents, shape: tuple[int, int, int]):
-    """An encoded image file -> uint8 ``shape`` (height, width, 1 or 3 channels), as preparation makes it."""
-    import tensorflow as tf
-
-    with tf.control_dependencies([within_budget(pixel_count(contents))]):  # decoded once its header has passed
-        rgb = tf.cond(tf.io.is_jpeg(contents),
-                      lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
-                      lambda: tf.io.decode_png(contents, channels=3))
+    rgb = tf.cond(tf.io.is_jpeg(contents), lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+                  lambda: tf.io.decode_png(contents, channels=3))
     if shape[-1] == 1:  # PIL's luma: (R 19595 + G 38470 + B 7471 + 2^15) >> 16
         mixed = tf.reduce_sum(tf.cast(rgb, tf.int32) * [19595, 38470, 7471], axis=-1, keepdims=True) + (1 << 15)
         rgb = tf.cast(tf.bitwise.right_shift(mixed, 16), tf.uint8)
@@ -110,12 +116,7 @@ def serving_signatures(model, cfg, spec, columns, task) -> dict:
     feature = images[0]
 
     def image_bytes(contents):
-        # Every file's header first: a request's files are decoded (ten at once) only if their pixels fit the budget.
-        budget = within_budget(tf.map_fn(pixel_count, contents, fn_output_signature=tf.int64))
-        with tf.control_dependencies([budget]):
-            pixels = tf.map_fn(lambda one: decode_file(one, feature.shape), contents,
-                               fn_output_signature=tf.TensorSpec(feature.shape, tf.uint8))
-        inputs = {feature.name: tf.cast(pixels, tf.float32)}
+        inputs = {feature.name: tf.cast(decode_files(contents, feature.shape), tf.float32)}
         return task.serve(model(inputs, training=False), inputs)
 
     return {"image_bytes": (image_bytes, [tf.TensorSpec((None,), tf.string, name="image_bytes")])}
