@@ -20,9 +20,9 @@ def encoded(rng, height: int, width: int, mode: str, form: str) -> bytes:
     return out.getvalue()
 
 
-# Downscaled 25x, halved, kept, enlarged; colour, grey, alpha, palette; lossless and JPEG.
+# Downscaled 25x, halved, kept, enlarged, made taller than wide; colour, grey, alpha, palette; lossless and JPEG.
 CASES = [(400, 300, "RGB", "JPEG"), (32, 32, "L", "JPEG"), (37, 61, "RGBA", "PNG"), (16, 16, "P", "PNG"),
-         (5, 9, "LA", "PNG"), (240, 180, "RGB", "PNG"), (17, 3, "L", "PNG")]
+         (5, 9, "LA", "PNG"), (240, 180, "RGB", "PNG"), (17, 3, "L", "PNG"), (90, 40, "RGB", "PNG")]
 
 
 @pytest.mark.parametrize("height, width, mode, form", CASES)

@@ -5,9 +5,9 @@ with PIL's bilinear filter. ``tf.image.resize`` is another filter (no rounding b
 other weights): its pixels differ from PIL's by several levels on many of them (bench/README.md), a
 skew between the pixels a model was trained on and those it would be served. So the signature redoes
 PIL's own arithmetic (Pillow's Resample.c, Convert.c) in TensorFlow: the same weights in 22-bit fixed
-point, a horizontal pass rounded to 8 bits, then a vertical one; and the same integer luma for
-grayscale. JPEG is decoded with the accurate integer DCT, as PIL's libjpeg does. PNG and JPEG files
-give the prepared pixels exactly (tests/test_images.py); other formats are refused, and so is a request
+point, two passes each rounded to 8 bits, in Pillow's order; and the same integer luma for grayscale.
+JPEG is decoded with the accurate integer DCT, as PIL's libjpeg does. PNG and JPEG files give the
+prepared pixels exactly (tests/test_images.py); other formats are refused, and so is a request
 whose files' headers claim more than MAX_PIXELS together (a few KB of PNG can unpack to gigabytes: a
 request must not take the server's memory). Exports of ``image_folder`` data hold it.
 """
@@ -44,17 +44,33 @@ def pil_weights(in_size, out_size: int):
 
 
 def pil_resize(image, size: tuple[int, int]):
-    """A uint8 ``[height, width, channels]`` image resized to ``size`` as PIL's ``resize(..., BILINEAR)``."""
+    """A uint8 ``[height, width, channels]`` image resized to ``size`` as PIL's ``resize(..., BILINEAR)``.
+
+    Two passes, each rounded to 8 bits: horizontal then vertical, except that Pillow 13 runs the vertical
+    one first when the height shrinks by more than twice as many pixels as the width (Resample.c's
+    ``horizontal_first``). The installed Pillow decides, as it did for the prepared copy, which it names.
+    """
     import tensorflow as tf
+
+    from pipeline.data.builders.folders import pillow_major
 
     def rounded(total):  # Pillow's clip8: the fixed-point sum, rounded to a pixel
         return tf.clip_by_value(tf.bitwise.right_shift(total + (1 << (PRECISION_BITS - 1)), PRECISION_BITS), 0, 255)
 
-    shape = tf.shape(image)
+    def horizontal(planes):
+        return rounded(tf.linalg.matmul(planes, pil_weights(tf.shape(planes)[2], size[1]), transpose_b=True))
+
+    def vertical(planes):
+        return rounded(tf.linalg.matmul(pil_weights(tf.shape(planes)[1], size[0]), planes))
+
     planes = tf.transpose(tf.cast(image, tf.int32), [2, 0, 1])  # [channels, height, width]: two plain products
-    wide = rounded(tf.linalg.matmul(planes, pil_weights(shape[1], size[1]), transpose_b=True))
-    tall = rounded(tf.linalg.matmul(pil_weights(shape[0], size[0]), wide))
-    return tf.cast(tf.transpose(tall, [1, 2, 0]), tf.uint8)
+    if pillow_major() >= 13:
+        shrink = tf.shape(planes)[1:] - size  # (height, width)
+        resized = tf.cond((shrink[0] > 0) & (shrink[0] > 2 * shrink[1]),
+                          lambda: horizontal(vertical(planes)), lambda: vertical(horizontal(planes)))
+    else:
+        resized = vertical(horizontal(planes))
+    return tf.cast(tf.transpose(resized, [1, 2, 0]), tf.uint8)
 
 
 def decode_files(contents, shape: tuple[int, int, int]):
