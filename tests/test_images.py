@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,3 +65,19 @@ def test_what_is_no_png_or_jpeg_or_too_large_to_decode_is_refused_by_its_header(
     decode = tf.function(lambda c: decode_files(c, (16, 16, 3)), input_signature=[tf.TensorSpec((None,), tf.string)])
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         decode(tf.constant([contents]))
+
+
+def test_a_folder_prepared_under_another_order_of_resizing_passes_is_prepared_again(tmp_path, monkeypatch):
+    """Pillow 13 resizes some shapes vertical pass first: its pixels are not Pillow 12's, so the copy's name differs."""
+    from pipeline import load_config
+    from pipeline.data.builders import folders
+
+    (tmp_path / "pictures" / "cat").mkdir(parents=True)
+    (tmp_path / "pictures" / "cat" / "1.png").write_bytes(encoded(np.random.default_rng(0), 8, 8, "RGB", "PNG"))
+    cfg = load_config(Path(__file__).parents[1] / "configs/examples/image_folder.yaml",
+                      [f"data.path={tmp_path / 'pictures'}"])
+    names = {}
+    for major in (12, 13, 14):
+        monkeypatch.setattr(folders, "pillow_major", lambda major=major: major)
+        names[major] = folders.image_folder_config(cfg).name
+    assert names[13] == names[14] != names[12]
