@@ -157,6 +157,36 @@ def test_picking_features_runs_on_blocks_of_table_rows_with_the_same_examples_in
     assert calls == [tf.TensorShape([None])]  # varying shapes: one per call
 
 
+def test_a_wide_tables_columns_travel_packed_one_tensor_per_dtype_and_arrive_as_columns():
+    """tf.data's shuffle, cache and batch cost per tensor of an element: 300 columns would pay it 300 times a row.
+    A column named as a packed tensor would be is no trouble."""
+    import tensorflow as tf
+
+    from pipeline.data import columns
+    from pipeline.data.spec import DataSpec, Feature
+
+    features = (Feature("a", "numeric", "float32"), Feature("packed:float32", "numeric", "float32"),
+                Feature("b", "numeric", "float32"), Feature("city", "categorical", "string"),
+                Feature("zip", "categorical", "string"), Feature("rooms", "numeric", "int64"),
+                Feature("history", "sequence", "float32", (3,)))
+    spec = DataSpec("t", "1", {}, {}, "", features, "y", "regression")
+    n = 10
+    rows = {"a": np.arange(n, dtype=np.float32), "packed:float32": -np.arange(n, dtype=np.float32),
+            "b": np.ones(n, np.float32), "city": np.array([f"c{i % 3}".encode() for i in range(n)]),
+            "zip": np.array([f"z{i}".encode() for i in range(n)]), "rooms": np.arange(n), "history": np.zeros((n, 3), np.float32),
+            "y": np.arange(n, dtype=np.float32)}
+    examples = columns.pairs(tf.data.Dataset.from_tensor_slices(rows), spec)
+    assert sorted(examples.element_spec[0]) == ["history", "packed_0:float32", "packed_0:string", "rooms"]
+    assert examples.element_spec[0]["packed_0:float32"].shape == [3]
+    for x, y in examples.batch(4).take(1):
+        for batch in (x, {k: v.numpy() for k, v in x.items()}):  # in the graph and in NumPy alike
+            got = columns.unpacked(batch, spec)
+            assert sorted(got) == sorted(f.name for f in features)
+            for name in got:
+                np.testing.assert_array_equal(np.asarray(got[name]), rows[name][:4])
+        np.testing.assert_array_equal(y.numpy(), rows["y"][:4])
+
+
 def test_a_prepared_dataset_is_found_without_tensorflow(tiny_cfg, tmp_path):
     """`pipeline train --workers N` asks this before it would prepare: a launcher that only waits on its
     workers then never starts TensorFlow (seconds of CPU and hundreds of MB for the whole training)."""

@@ -8,6 +8,7 @@ pass. ``blockwise`` runs the pick on blocks of ``tfds_reader.BLOCK`` rows instea
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -21,9 +22,48 @@ MAX_SHARED = 100_000  # distinct text values a column shares (shared_text)
 
 
 def pairs(examples, spec: DataSpec, names: list[str] | None = None):
-    """TFDS examples as (features, label) pairs: every feature, or those ``names``."""
+    """TFDS examples as (features, label) pairs: every feature, or those ``names``.
+
+    A table's one-value columns travel packed, one tensor per dtype, until a batch is made
+    (``unpacked``): tf.data's shuffle, cache and batch spend their time per tensor of an element,
+    and a table of 300 columns would pay it 300 times a row (bench/README.md, wide tables).
+    """
+    import tensorflow as tf
+
     names, label = names or [f.name for f in spec.features], spec.label
-    return blockwise(examples, lambda ex: ({n: ex[n] for n in names}, ex[label]))
+    groups = _packed(spec, names)
+    alone = [n for n in names if not any(n in group for group in groups.values())]
+
+    def pick(ex):
+        features = {n: ex[n] for n in alone}
+        features.update({key: tf.stack([ex[n] for n in group], axis=-1) for key, group in groups.items()})
+        return features, ex[label]
+
+    return blockwise(examples, pick)
+
+
+def unpacked(features: dict, spec: DataSpec, names: list[str] | None = None) -> dict:
+    """A batch of ``pairs``' features (TensorFlow or NumPy) with each packed column its own ``[batch]`` again."""
+    groups = _packed(spec, names or [f.name for f in spec.features])
+    out = {n: v for n, v in features.items() if n not in groups}
+    for key, group in groups.items():
+        if key in features:
+            out.update({n: features[key][..., i] for i, n in enumerate(group)})
+    return out
+
+
+def _packed(spec: DataSpec, names: list[str]) -> dict[str, list[str]]:
+    """{a packed tensor's key: its columns in order}: the one-value features of each dtype, where there are several."""
+    by_dtype: dict[str, list[str]] = {}
+    for name in names:
+        feature = spec.feature(name)
+        if feature.shape == ():
+            by_dtype.setdefault(feature.dtype, []).append(name)
+    groups = {dtype: group for dtype, group in by_dtype.items() if len(group) > 1}
+    taken = {f.name for f in spec.features} | {spec.label}
+    prefix = next(p for p in itertools.chain(["packed"], (f"packed_{i}" for i in itertools.count()))
+                  if not taken & {f"{p}:{dtype}" for dtype in groups})  # a column may be named so
+    return {f"{prefix}:{dtype}": group for dtype, group in groups.items()}
 
 
 def train_columns(train, spec: DataSpec, task) -> dict[str, Any]:
@@ -39,8 +79,9 @@ def train_columns(train, spec: DataSpec, task) -> dict[str, Any]:
     columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
     seen: dict[str, dict] = {n: {} for n in names}
     for batch in rows.batch(4096).as_numpy_iterator():
+        features = unpacked(batch[0], spec, names)
         for n in names:
-            columns[n].append(shared_text(batch[0][n], seen[n]))
+            columns[n].append(shared_text(features[n], seen[n]))
         columns[spec.label].append(batch[1])
     arrays = {n: np.concatenate(v) if v else np.array([]) for n, v in columns.items()}
     labels = arrays[spec.label]

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
+from pipeline.data import columns
 from pipeline.files import process_folder
 
 CACHE_BLOCK = 1024  # examples per cached element (bench/README.md, "Tables as they grow")
@@ -44,7 +45,7 @@ def stages(ds, cfg: ExperimentConfig, spec, task, split: str, augmenter, start_e
             ds = ds.apply(tf.data.experimental.assert_cardinality(rows))  # which unbatch forgets
 
     def decode(x, y):
-        x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in x.items()}
+        x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in columns.unpacked(x, spec).items()}
         return x, task.target(y)
 
     augment, chunk = None, batch
