@@ -7,6 +7,7 @@ hundred rows cross the same boundaries a hundred million would.
 from __future__ import annotations
 
 import errno
+import functools
 import subprocess
 import sys
 import time
@@ -470,13 +471,23 @@ def test_a_lookup_keeps_the_most_frequent_values_up_to_the_vocabulary_cap():
     assert table(np.array(["c", "d", "a"])).numpy().tolist() == [0, 0, 1]
 
 
-def test_a_long_preparation_logs_its_progress_rate_and_time_left_where_no_terminal_shows_a_bar(capsys):
+def test_a_long_preparation_logs_its_progress_rate_and_time_left_where_no_terminal_shows_a_bar(capsys, tmp_path,
+                                                                                                  monkeypatch):
+    """Both of its passes: reading the rows into spill files, then writing the shards."""
+    from pipeline.data import dataset, records
     from pipeline.text import progress
 
     assert list(progress(iter([3, 4]), 10, "preparing", "rows", size=lambda n: n, every=0)) == [3, 4]
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("preparing: 3 of about 10 rows (") and " rows/s, about " in lines[0]
     assert lines[1].startswith("preparing: 7 of about 10 rows") and lines[1].endswith(" s left)")
+
+    monkeypatch.setattr(records, "progress", functools.partial(progress, every=0))
+    monkeypatch.setattr(records, "SHARD_ROWS", 40)
+    table(100).to_csv(tmp_path / "t.csv", index=False)
+    dataset.prepare(config(tmp_path, tmp_path / "t.csv"))
+    written = [line for line in capsys.readouterr().err.splitlines() if line.startswith("writing shards: ")]
+    assert written and written[-1].startswith("writing shards: 100 of about 100 rows (")
 
 
 def test_rows_serialize_to_the_bytes_protobuf_and_tensorflows_record_writer_give(tmp_path):

@@ -142,6 +142,18 @@ def prepare(cfg: ExperimentConfig, beam_options=None) -> None:
     _read(cfg, beam_options, read=False)
 
 
+def describe(cfg: ExperimentConfig) -> DataSpec:
+    """The prepared dataset's spec (features, split sizes, digest), without reading the training split's
+    columns as ``load`` does for preprocessing (a series is read: its windows are counted on it)."""
+    if cfg.forecast:
+        return load(cfg).spec
+    _, info, sizes = _read(cfg)
+    spec = _spec(cfg, info, sizes)
+    if spec.task == "classification":
+        _enough_rows(spec)
+    return spec
+
+
 def sample_signals(cfg: ExperimentConfig, n: int):
     """("image" or "audio", the first ``n`` raw training examples of the first such feature) (for previews)."""
     import numpy as np

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.text import progress
+
 SHARD_ROWS = 50_000  # rows per shard: the memory of preparation is that of WRITERS shards
 WRITERS = 2  # shards encoded and written at once
 MAX_SHARDS = 1_000  # spill files open at once; past 50M rows the shards grow instead
@@ -303,10 +305,11 @@ class ShuffledShards:
         filled = [int(s) for s in np.flatnonzero(self.rows)]
         jobs = list(zip(filled, paths_for(len(filled))))
         workers = min(WRITERS, os.cpu_count() or 1)
+        parts = [jobs[start:start + workers] for start in range(0, len(jobs), workers)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for start in range(0, len(jobs), workers):
-                batch = [(shard, path, self.rng.permutation(int(self.rows[shard])))
-                         for shard, path in jobs[start:start + workers]]
+            for part in progress(parts, int(self.rows.sum()), "writing shards", "rows",
+                                 size=lambda part: sum(int(self.rows[shard]) for shard, _ in part)):
+                batch = [(shard, path, self.rng.permutation(int(self.rows[shard]))) for shard, path in part]
                 list(pool.map(lambda job: self._write_one(*job, encode), batch))
         return [int(self.rows[shard]) for shard in filled]
 
