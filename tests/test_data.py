@@ -159,7 +159,7 @@ def test_picking_features_runs_on_blocks_of_table_rows_with_the_same_examples_in
 
 def test_a_wide_tables_columns_travel_packed_one_tensor_per_dtype_and_arrive_as_columns():
     """tf.data's shuffle, cache and batch cost per tensor of an element: 300 columns would pay it 300 times a row.
-    A column named as a packed tensor would be is no trouble."""
+    A column named like a packed tensor keeps its own name."""
     import tensorflow as tf
 
     from pipeline.data import columns
@@ -173,8 +173,8 @@ def test_a_wide_tables_columns_travel_packed_one_tensor_per_dtype_and_arrive_as_
     n = 10
     rows = {"a": np.arange(n, dtype=np.float32), "packed:float32": -np.arange(n, dtype=np.float32),
             "b": np.ones(n, np.float32), "city": np.array([f"c{i % 3}".encode() for i in range(n)]),
-            "zip": np.array([f"z{i}".encode() for i in range(n)]), "rooms": np.arange(n), "history": np.zeros((n, 3), np.float32),
-            "y": np.arange(n, dtype=np.float32)}
+            "zip": np.array([f"z{i}".encode() for i in range(n)]), "rooms": np.arange(n),
+            "history": np.zeros((n, 3), np.float32), "y": np.arange(n, dtype=np.float32)}
     examples = columns.pairs(tf.data.Dataset.from_tensor_slices(rows), spec)
     assert sorted(examples.element_spec[0]) == ["history", "packed_0:float32", "packed_0:string", "rooms"]
     assert examples.element_spec[0]["packed_0:float32"].shape == [3]

@@ -32,10 +32,10 @@ def pairs(examples, spec: DataSpec, names: list[str] | None = None):
 
     names, label = names or [f.name for f in spec.features], spec.label
     groups = _packed(spec, names)
-    alone = [n for n in names if not any(n in group for group in groups.values())]
+    packed = {n for group in groups.values() for n in group}
 
     def pick(ex):
-        features = {n: ex[n] for n in alone}
+        features = {n: ex[n] for n in names if n not in packed}
         features.update({key: tf.stack([ex[n] for n in group], axis=-1) for key, group in groups.items()})
         return features, ex[label]
 

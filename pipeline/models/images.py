@@ -48,7 +48,7 @@ def pil_resize(image, size: tuple[int, int]):
 
     Two passes, each rounded to 8 bits: horizontal then vertical, except that Pillow 13 runs the vertical
     one first when the height shrinks by more than twice as many pixels as the width (Resample.c's
-    ``horizontal_first``). The installed Pillow decides, as it did for the prepared copy, which it names.
+    ``horizontal_first``). The installed Pillow decides; it names the prepared copy too (image_folder_config).
     """
     import tensorflow as tf
 
