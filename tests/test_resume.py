@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -42,13 +43,14 @@ def _start_and_interrupt(workdir, tfds_dir, sig, after_epochs: int = 2, extra: t
     The states on disk are watched, not the MLflow store: a query of the store can take longer under
     load than the epochs left, and the run would end before the signal."""
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *_args(workdir, tfds_dir, *extra)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a crash shows its Python stack
     deadline = time.time() + 120
     while not any(int(p.name.split("-")[1]) >= after_epochs for p in (workdir / "backup").glob("*/epoch-*")):
         assert time.time() < deadline and proc.poll() is None, proc.stderr.read()[-2000:]
         time.sleep(0.02)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    proc.output = proc.communicate(timeout=60)  # (stdout, stderr): what a failed assertion shows
     return proc
 
 
@@ -102,7 +104,7 @@ def test_sigkill_mid_epoch_then_rerun_continues_the_same_run_and_matches_an_unin
 def test_sigterm_exits_143_marks_the_run_killed_and_a_rerun_resumes(tmp_path, tfds_dir, capsys):
     workdir = tmp_path / "work"
     terminated = _start_and_interrupt(workdir, tfds_dir, signal.SIGTERM)
-    assert terminated.returncode == 143
+    assert terminated.returncode == 143, terminated.output[1][-3000:]
     (run,) = _runs(workdir)
     assert run.info.status == "KILLED"
 
