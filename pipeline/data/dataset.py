@@ -142,12 +142,14 @@ def prepare(cfg: ExperimentConfig, beam_options=None) -> None:
     _read(cfg, beam_options, read=False)
 
 
-def describe(cfg: ExperimentConfig) -> DataSpec:
-    """The prepared dataset's spec (features, split sizes, digest), without reading the training split's
-    columns as ``load`` does for preprocessing (a series is read: its windows are counted on it)."""
+def describe(cfg: ExperimentConfig, beam_options=None) -> DataSpec:
+    """Prepare the dataset if needed (``beam_options`` as for ``prepare``) and return its spec (features, split
+    sizes, digest), without reading the training split's columns as ``load`` does for preprocessing (a series
+    is read: its windows are counted on it)."""
     if cfg.forecast:
+        prepare(cfg, beam_options)
         return load(cfg).spec
-    _, info, sizes = _read(cfg)
+    _, info, sizes = _read(cfg, beam_options)
     spec = _spec(cfg, info, sizes)
     if spec.task == "classification":
         _enough_rows(spec)

@@ -17,8 +17,7 @@ def prepare(cfg, beam: list[str] | None = None):
     """
     from pipeline.data import dataset
 
-    dataset.prepare(cfg, beam_options=None if beam is None else _beam_options(cfg, beam))
-    return dataset.describe(cfg)
+    return dataset.describe(cfg, beam_options=None if beam is None else _beam_options(cfg, beam))
 
 
 def _beam_options(cfg, flags: list[str]):

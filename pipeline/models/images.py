@@ -52,7 +52,7 @@ def pil_resize(image, size: tuple[int, int]):
     """
     import tensorflow as tf
 
-    from pipeline.data.builders.folders import pillow_major
+    from pipeline.data.builders.folders import pillow_reorders_passes
 
     def rounded(total):  # Pillow's clip8: the fixed-point sum, rounded to a pixel
         return tf.clip_by_value(tf.bitwise.right_shift(total + (1 << (PRECISION_BITS - 1)), PRECISION_BITS), 0, 255)
@@ -64,7 +64,7 @@ def pil_resize(image, size: tuple[int, int]):
         return rounded(tf.linalg.matmul(pil_weights(tf.shape(planes)[1], size[0]), planes))
 
     planes = tf.transpose(tf.cast(image, tf.int32), [2, 0, 1])  # [channels, height, width]: two plain products
-    if pillow_major() >= 13:
+    if pillow_reorders_passes():
         shrink = tf.shape(planes)[1:] - size  # (height, width)
         resized = tf.cond((shrink[0] > 0) & (shrink[0] > 2 * shrink[1]),
                           lambda: horizontal(vertical(planes)), lambda: vertical(horizontal(planes)))

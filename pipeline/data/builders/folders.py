@@ -29,12 +29,16 @@ from pipeline.text import progress
 
 def image_folder_config(cfg) -> FileConfig:
     """Named by the folder and by Pillow's order of resizing passes, which the prepared pixels depend on."""
-    reordered = "|Pillow 13's order of passes" if pillow_major() >= 13 else ""  # copies made before it keep their name
+    reordered = "|Pillow 13's order of passes" if pillow_reorders_passes() else ""  # older copies keep their name
     return file_config(cfg, folder_fingerprint(require_folder(cfg)) + reordered)
 
 
+def pillow_reorders_passes() -> bool:
+    """Whether the installed Pillow (13 on) resizes some shapes vertical pass first (models/images.py redoes it)."""
+    return pillow_major() >= 13
+
+
 def pillow_major() -> int:
-    """The installed Pillow's major version: 13 on, resizing runs its vertical pass first on some shapes."""
     import PIL
 
     return int(PIL.__version__.split(".")[0])
