@@ -48,19 +48,21 @@ class Baseline:
     uses: frozenset[str] = frozenset()  # the feature kinds it reads: chosen only for data with one (none: labels alone)
 
 
-def evaluate(model, data, cfg, task) -> dict[str, float]:
-    """Each baseline's test figures and the skill ratio of the model over the best; {} when none apply."""
-    from pipeline.skill import Errors, skill
+def fit(data, cfg, task) -> Scored:
+    """Each chosen baseline fitted on the training split and scored on up to ``train.baselines_rows`` test rows.
 
+    A run calls it before its model trains: the feed's caches fill during the first epoch, and the
+    baselines' designs then came on top of them (peak memory at 1M rows; bench/README.md, memory).
+    """
     chosen = _chosen(cfg, data.spec)
     if not chosen:
-        return {}
-    features, labels, predicted = _test_rows(model, data, task, cfg.train.baselines_rows)
+        return Scored(np.zeros(0), {}, {}, cfg.seed)
+    features, labels = _test_rows(data, cfg.train.baselines_rows)
     train_x, train_y = _train_rows(cfg, data)
-    figures, losses = {}, {"model": _losses(task, predicted, labels)}
+    scored = Scored(labels, {}, {}, cfg.seed)
     started = time.perf_counter()
     for name in chosen:
-        if len(losses) > 1 and time.perf_counter() - started > cfg.train.baselines_seconds:
+        if scored.losses and time.perf_counter() - started > cfg.train.baselines_seconds:
             print(f"note: baseline {name} skipped: the baselines' budget of {cfg.train.baselines_seconds:g} s "
                   "(train.baselines_seconds) is spent", file=sys.stderr)
             continue
@@ -71,14 +73,32 @@ def evaluate(model, data, cfg, task) -> dict[str, float]:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"note: baseline {name} skipped: {reason}", file=sys.stderr)
             continue
-        figures.update({f"baseline.{name}.{k}": v for k, v in _figures(task, guess, labels).items()})
-        losses[name] = _losses(task, guess, labels)
-    if len(losses) > 1:
+        scored.figures.update({f"baseline.{name}.{k}": v for k, v in _figures(task, guess, labels).items()})
+        scored.losses[name] = _losses(task, guess, labels)
+    return scored
+
+
+@dataclass
+class Scored:
+    """The baselines' test figures and per-example losses, waiting for the model's on the same rows."""
+
+    labels: np.ndarray
+    figures: dict[str, float]
+    losses: dict[str, np.ndarray]
+    seed: int
+
+    def against(self, model, data, task) -> dict[str, float]:
+        """The baselines' figures and the skill ratio of ``model`` over the best; {} when none ran."""
+        from pipeline.skill import Errors, skill
+
+        if not self.losses:
+            return {}
+        predicted = _predictions(model, data, task, len(self.labels))
+        losses = {"model": _losses(task, predicted, self.labels), **self.losses}
         # Classification compares error rates (mean 0/1 losses), regression RMSEs (mean squared errors).
         errors = (Errors({"mae": losses}, "mae", horizon=1) if task.name == "classification"
                   else Errors({"mse": losses}, "rmse", horizon=1))
-        figures.update(skill(errors, RESAMPLES, cfg.seed))
-    return figures
+        return {**self.figures, **skill(errors, RESAMPLES, self.seed)}
 
 
 @contextlib.contextmanager
@@ -111,24 +131,36 @@ def _chosen(cfg, spec) -> list[str]:
     return names if wanted == "auto" else [n for n in wanted if n in names]
 
 
-def _test_rows(model, data, task, limit: int):
-    """Test features (no images unless small), labels and the model's predictions, for at most ``limit`` rows."""
+def _test_rows(data, limit: int):
+    """Test features and labels of the first ``limit`` test rows (the split's order is fixed)."""
     from pipeline.data.columns import shared_text
 
     features: dict[str, list] = {}
     seen: dict[str, dict] = {}
-    labels, predicted, count = [], [], 0
+    labels, count = [], 0
     for x, y in data.test:
-        out = np.asarray(model(x, training=False))
-        predicted.append(out.argmax(axis=-1) if task.name == "classification" else out.reshape(len(out), -1)[:, 0])
         labels.append(y.numpy())
         for name, value in x.items():
             features.setdefault(name, []).append(shared_text(value.numpy(), seen.setdefault(name, {})))
-        count += len(out)
+        count += len(labels[-1])
         if count >= limit:
             break
-    return ({n: np.concatenate(v)[:limit] for n, v in features.items()}, np.concatenate(labels)[:limit],
-            np.concatenate(predicted)[:limit])
+    return {n: np.concatenate(v)[:limit] for n, v in features.items()}, np.concatenate(labels)[:limit]
+
+
+def _predictions(model, data, task, rows: int) -> np.ndarray:
+    """The model's predictions (class, or the first output) on the first ``rows`` test rows."""
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x, training=False))  # traced: a table's model is many small layers
+    predicted, count = [], 0
+    for x, _ in data.test:
+        out = np.asarray(call(x))
+        predicted.append(out.argmax(axis=-1) if task.name == "classification" else out.reshape(len(out), -1)[:, 0])
+        count += len(out)
+        if count >= rows:
+            break
+    return np.concatenate(predicted)[:rows]
 
 
 def _train_rows(cfg, data):

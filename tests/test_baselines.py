@@ -63,7 +63,8 @@ def test_baselines_can_be_chosen_turned_off_and_kept_to_a_budget(linear_houses, 
     cfg = load(CSV, [*csv_overrides(Path(cfg.workdir).parent, cfg.data.data_dir, cfg.data.path, "train.baselines=auto"),
                      *overrides])
     data = dataset.load(cfg)
-    found = baselines.evaluate(result.model, data, cfg, task_for(cfg, data.spec))
+    task = task_for(cfg, data.spec)
+    found = baselines.fit(data, cfg, task).against(result.model, data, task)
     assert {k.split(".")[1] for k in found if k.startswith("baseline.")} == names
     if "seconds" in overrides[0]:
         assert "skipped: the baselines' budget" in capsys.readouterr().err
