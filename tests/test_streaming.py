@@ -563,11 +563,12 @@ def test_workers_reading_by_file_each_get_their_own_rows_and_the_same_steps_ever
 def test_splits_parsed_a_block_at_a_time_are_tfds_own_examples_in_its_order(tmp_path, small_shards, tiny_cfg,
                                                                             monkeypatch):
     """Every value and dtype of every example, in TFDS's order: a table (gaps, whole numbers, text, a class label)
-    across shard and block boundaries, a worker's share of its files, and digits' PNG images."""
+    across shard and block boundaries, a worker's share of its files, and digits' PNG images; and the features
+    picked from the reader's own blocks are those picked from TFDS's examples."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from pipeline.data import dataset, tfds_reader
+    from pipeline.data import columns, dataset, tfds_reader
     from pipeline.data.builders import builder_kwargs
 
     monkeypatch.setattr(tfds_reader, "BLOCK", 7)
@@ -579,13 +580,18 @@ def test_splits_parsed_a_block_at_a_time_are_tfds_own_examples_in_its_order(tmp_
         dataset.prepare(cfg)
         builder = tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg))
         assert tfds_reader.batchable(builder.info)
+        spec = dataset.load(cfg).spec
         for split, context in (("train[:70%]", None), ("train[85%:]", None), *(("train[:70%]", c) for c in contexts)):
             read_config = tfds.ReadConfig(input_context=context)
-            ours = list(tfds_reader.read(builder, split, read_config).as_numpy_iterator())
-            theirs = list(builder.as_dataset(split, shuffle_files=False, read_config=read_config).as_numpy_iterator())
-            assert len(ours) == len(theirs) > 10
-            for a, b in zip(ours, theirs):
-                assert a.keys() == b.keys()
-                for name in a:
-                    assert np.asarray(a[name]).dtype == np.asarray(b[name]).dtype
-                    np.testing.assert_array_equal(a[name], b[name])
+            read = tfds_reader.read(builder, split, read_config)
+            tfds_own = builder.as_dataset(split, shuffle_files=False, read_config=read_config)
+            assert tfds_reader.blocks_of(read) is not None and tfds_reader.blocks_of(tfds_own) is None
+            for ours, theirs in ((read, tfds_own), (columns.pairs(read, spec), columns.pairs(tfds_own, spec))):
+                ours, theirs = list(ours.as_numpy_iterator()), list(theirs.as_numpy_iterator())
+                assert len(ours) == len(theirs) > 10
+                for a, b in zip(ours, theirs):
+                    a, b = tf.nest.flatten(a), tf.nest.flatten(b)  # an example, or a (features, label) pair
+                    assert len(a) == len(b)
+                    for x, y in zip(a, b):
+                        assert np.asarray(x).dtype == np.asarray(y).dtype
+                        np.testing.assert_array_equal(x, y)

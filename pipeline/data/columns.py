@@ -75,7 +75,7 @@ def train_columns(train, spec: DataSpec, task) -> dict[str, Any]:
     import numpy as np
 
     names = [f.name for f in spec.features if not f.signal]
-    rows = pairs(train.take(MAX_STAT_ROWS), spec, names)
+    rows = pairs(train, spec, names).take(MAX_STAT_ROWS)  # picked from the reader's blocks (blockwise)
     columns: dict[str, list] = {n: [] for n in [*names, spec.label]}
     seen: dict[str, dict] = {n: {} for n in names}
     for batch in rows.batch(4096).as_numpy_iterator():
@@ -125,9 +125,10 @@ def blockwise(examples, fn):
 
     auto = tf.data.AUTOTUNE
     specs = tf.nest.flatten(examples.element_spec)
-    if not all(s.shape.is_fully_defined() for s in specs) or tfds_reader.BLOCK * sum(
-            math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs) > BLOCK_BYTES:
+    blocks = tfds_reader.blocks_of(examples)  # the reader's own, not split into examples and gathered again
+    if blocks is None and (not all(s.shape.is_fully_defined() for s in specs) or tfds_reader.BLOCK * sum(
+            math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs) > BLOCK_BYTES):
         return examples.map(fn, num_parallel_calls=auto)
-    out = examples.batch(tfds_reader.BLOCK).map(fn, num_parallel_calls=auto).unbatch()
+    out = (blocks if blocks is not None else examples.batch(tfds_reader.BLOCK)).map(fn, num_parallel_calls=auto).unbatch()
     rows = int(examples.cardinality())
     return out.apply(tf.data.experimental.assert_cardinality(rows)) if rows >= 0 else out  # unbatch forgets it

@@ -14,8 +14,11 @@ dimension: audio, ragged sequences; nested features) is read by TFDS itself, as 
 
 from __future__ import annotations
 
+import weakref
+
 TESTED_TFDS = "4.9"  # the version whose private reader this follows; another one is read by TFDS itself
 BLOCK = 1024  # records parsed per call
+_BLOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a dataset ``read`` returned -> its blocks
 
 
 def read(builder, split: str, read_config):
@@ -51,10 +54,22 @@ def read(builder, split: str, read_config):
     def parse(serialized):
         return {n: decode(n, v) for n, v in tf.io.parse_example(serialized, specs).items()}
 
-    ds = records.batch(BLOCK).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    blocks = records.batch(BLOCK).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = blocks.unbatch()
     if read_config.input_context is None:  # one worker's share of the files has no known count
         ds = ds.apply(tf.data.experimental.assert_cardinality(sum(f.take for f in instructions)))
+    _BLOCKS[ds] = blocks
     return ds
+
+
+def blocks_of(examples):
+    """The blocks of parsed records that ``examples`` is, if ``read`` made it (else None).
+
+    Splitting a block into examples costs per tensor of an example: a table of 300 columns pays it
+    300 times a row, and again when a reader of its own gathers the examples into blocks
+    (columns.blockwise; bench/README.md, wide tables). Such a reader takes the blocks instead.
+    """
+    return _BLOCKS.get(examples)
 
 
 def batchable(info) -> bool:
