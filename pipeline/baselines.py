@@ -36,6 +36,7 @@ LOO_VALUES = 4_000_000  # design values past which ridge chooses by a held-out f
 EARLY_STOPPING_ROWS = 10_000  # above this many rows boosting stops early (scikit-learn's "auto")
 RESAMPLES = 500  # bootstrap resamples of the test examples for the skill interval
 LOGISTIC_ITERATIONS = 300  # the logistic regression's solver stops here, converged or not (a note says which)
+ANNOUNCED_ROWS = 10_000  # training rows from which the baselines' fitting is announced (it takes seconds or more)
 
 
 TABLE = frozenset({"numeric", "sequence", "categorical", "multi_hot"})  # feature kinds a table's columns have
@@ -59,6 +60,9 @@ def fit(data, cfg, task) -> Scored:
         return Scored(np.zeros(0), {}, {}, cfg.seed)
     features, labels = _test_rows(data, cfg.train.baselines_rows)
     train_x, train_y = _train_rows(cfg, data)
+    if len(train_y) >= ANNOUNCED_ROWS:  # seconds to a minute before the first epoch: say what runs
+        print(f"fitting the baselines ({', '.join(chosen)}) on {len(train_y):,} training rows, for at most about "
+              f"{cfg.train.baselines_seconds:g} s (train.baselines_seconds)", file=sys.stderr, flush=True)
     scored = Scored(labels, {}, {}, cfg.seed)
     started = time.perf_counter()
     for name in chosen:

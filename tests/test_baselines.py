@@ -54,11 +54,14 @@ def test_a_baseline_that_beats_the_model_beyond_noise_is_in_the_verdict(linear_h
     (["train.baselines=[mean]"], {"mean"}),
     (["train.baselines_seconds=0.000001"], {"mean"}),  # the first runs; the budget is then spent
 ])
-def test_baselines_can_be_chosen_turned_off_and_kept_to_a_budget(linear_houses, overrides, names, capsys):
+def test_baselines_can_be_chosen_turned_off_and_kept_to_a_budget(linear_houses, overrides, names, capsys,
+                                                                  monkeypatch):
+    """Also: from ANNOUNCED_ROWS training rows on, a line says which baselines are fitted, before the first epoch."""
     from pipeline import baselines
     from pipeline.data import dataset
     from pipeline.tasks import task_for
 
+    monkeypatch.setattr(baselines, "ANNOUNCED_ROWS", 10)
     cfg, result = linear_houses
     cfg = load(CSV, [*csv_overrides(Path(cfg.workdir).parent, cfg.data.data_dir, cfg.data.path, "train.baselines=auto"),
                      *overrides])
@@ -66,8 +69,10 @@ def test_baselines_can_be_chosen_turned_off_and_kept_to_a_budget(linear_houses, 
     task = task_for(cfg, data.spec)
     found = baselines.fit(data, cfg, task).against(result.model, data, task)
     assert {k.split(".")[1] for k in found if k.startswith("baseline.")} == names
+    err = capsys.readouterr().err
+    assert ("fitting the baselines (" in err) == bool(names)
     if "seconds" in overrides[0]:
-        assert "skipped: the baselines' budget" in capsys.readouterr().err
+        assert "skipped: the baselines' budget" in err
 
 
 def _said(verdict: str, low: float) -> Diagnosis:
