@@ -580,13 +580,14 @@ def test_splits_parsed_a_block_at_a_time_are_tfds_own_examples_in_its_order(tmp_
         dataset.prepare(cfg)
         builder = tfds.builder(cfg.data.dataset, data_dir=cfg.data.data_dir, **builder_kwargs(cfg))
         assert tfds_reader.batchable(builder.info)
-        spec = dataset.load(cfg).spec
+        spec = dataset.describe(cfg)
         for split, context in (("train[:70%]", None), ("train[85%:]", None), *(("train[:70%]", c) for c in contexts)):
             read_config = tfds.ReadConfig(input_context=context)
             read = tfds_reader.read(builder, split, read_config)
             tfds_own = builder.as_dataset(split, shuffle_files=False, read_config=read_config)
             assert tfds_reader.blocks_of(read) is not None and tfds_reader.blocks_of(tfds_own) is None
-            for ours, theirs in ((read, tfds_own), (columns.pairs(read, spec), columns.pairs(tfds_own, spec))):
+            picked = [(columns.pairs(read, spec), columns.pairs(tfds_own, spec))] if split == "train[:70%]" else []
+            for ours, theirs in [(read, tfds_own), *picked]:
                 ours, theirs = list(ours.as_numpy_iterator()), list(theirs.as_numpy_iterator())
                 assert len(ours) == len(theirs) > 10
                 for a, b in zip(ours, theirs):
