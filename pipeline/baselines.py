@@ -156,7 +156,7 @@ def _predictions(model, data, task, rows: int) -> np.ndarray:
     """The model's predictions (class, or the first output) on the first ``rows`` test rows."""
     import tensorflow as tf
 
-    call = tf.function(lambda x: model(x, training=False))  # traced: a table's model is many small layers
+    call = tf.function(lambda x: model(x, training=False), autograph=False)  # traced: many small layers
     predicted, count = [], 0
     for x, _ in data.test:
         out = np.asarray(call(x))
@@ -272,10 +272,10 @@ def _boosting(x, y, spec, cfg):
     if len(y) <= EARLY_STOPPING_ROWS:
         fitted = model.fit(design(x), y)
     else:  # early stopping on held-out rows built apart: scikit-learn's own split would copy the dense design
-        fit, held = train_test_split(np.arange(len(y)), test_size=model.validation_fraction,
-                                     stratify=y if classifier else None, random_state=cfg.seed)
+        kept, held = train_test_split(np.arange(len(y)), test_size=model.validation_fraction,
+                                      stratify=y if classifier else None, random_state=cfg.seed)
         # On, whatever the training part's size: "auto" would count only the rows left after the split.
-        fitted = model.set_params(early_stopping=True).fit(design(_take(x, fit)), y[fit],
+        fitted = model.set_params(early_stopping=True).fit(design(_take(x, kept)), y[kept],
                                                            X_val=design(_take(x, held)), y_val=y[held])
     return lambda test: _predict(fitted, design, test)
 
