@@ -141,14 +141,11 @@ def _test_rows(data, limit: int):
 
     features: dict[str, list] = {}
     seen: dict[str, dict] = {}
-    labels, count = [], 0
-    for x, y in data.test:
+    labels = []
+    for x, y in _first_batches(data.test, limit):
         labels.append(y.numpy())
         for name, value in x.items():
             features.setdefault(name, []).append(shared_text(value.numpy(), seen.setdefault(name, {})))
-        count += len(labels[-1])
-        if count >= limit:
-            break
     return {n: np.concatenate(v)[:limit] for n, v in features.items()}, np.concatenate(labels)[:limit]
 
 
@@ -157,14 +154,21 @@ def _predictions(model, data, task, rows: int) -> np.ndarray:
     import tensorflow as tf
 
     call = tf.function(lambda x: model(x, training=False), autograph=False)  # traced: many small layers
-    predicted, count = [], 0
-    for x, _ in data.test:
+    predicted = []
+    for x, _ in _first_batches(data.test, rows):
         out = np.asarray(call(x))
         predicted.append(out.argmax(axis=-1) if task.name == "classification" else out.reshape(len(out), -1)[:, 0])
-        count += len(out)
-        if count >= rows:
-            break
     return np.concatenate(predicted)[:rows]
+
+
+def _first_batches(batches, rows: int):
+    """The (features, labels) batches that hold the first ``rows`` examples (the last one may hold more)."""
+    count = 0
+    for x, y in batches:
+        yield x, y
+        count += len(y)
+        if count >= rows:
+            return
 
 
 def _train_rows(cfg, data):

@@ -54,11 +54,11 @@ def unpacked(features: dict, spec: DataSpec, names: list[str] | None = None) -> 
 
 def _packed(spec: DataSpec, names: list[str]) -> dict[str, list[str]]:
     """{a packed tensor's key: its columns in order}: the one-value features of each dtype, where there are several."""
+    by_name = {f.name: f for f in spec.features}  # not spec.feature: a linear search per name, per batch
     by_dtype: dict[str, list[str]] = {}
     for name in names:
-        feature = spec.feature(name)
-        if feature.shape == ():
-            by_dtype.setdefault(feature.dtype, []).append(name)
+        if by_name[name].shape == ():
+            by_dtype.setdefault(by_name[name].dtype, []).append(name)
     groups = {dtype: group for dtype, group in by_dtype.items() if len(group) > 1}
     taken = {f.name for f in spec.features} | {spec.label}
     prefix = next(p for p in itertools.chain(["packed"], (f"packed_{i}" for i in itertools.count()))
@@ -126,9 +126,11 @@ def blockwise(examples, fn):
     auto = tf.data.AUTOTUNE
     specs = tf.nest.flatten(examples.element_spec)
     blocks = tfds_reader.blocks_of(examples)  # the reader's own, not split into examples and gathered again
-    if blocks is None and (not all(s.shape.is_fully_defined() for s in specs) or tfds_reader.BLOCK * sum(
-            math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs) > BLOCK_BYTES):
-        return examples.map(fn, num_parallel_calls=auto)
-    out = (blocks if blocks is not None else examples.batch(tfds_reader.BLOCK)).map(fn, num_parallel_calls=auto).unbatch()
+    if blocks is None:
+        if not all(s.shape.is_fully_defined() for s in specs) or tfds_reader.BLOCK * sum(
+                math.prod(s.shape) * (32 if s.dtype == tf.string else s.dtype.size) for s in specs) > BLOCK_BYTES:
+            return examples.map(fn, num_parallel_calls=auto)
+        blocks = examples.batch(tfds_reader.BLOCK)
+    out = blocks.map(fn, num_parallel_calls=auto).unbatch()
     rows = int(examples.cardinality())
     return out.apply(tf.data.experimental.assert_cardinality(rows)) if rows >= 0 else out  # unbatch forgets it
