@@ -12,7 +12,7 @@ import signal
 import sys
 
 from pipeline import api
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError, disk_full
 from pipeline.report.summary import print_summary
 
 EXIT_INTERRUPTED = 130
@@ -300,12 +300,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from pipeline import runtime
 
-    runtime.quiet_mlflow()  # before anything imports MLflow
     args = parse(argv)
     if args.verbose:
         import os
 
         os.environ.update({runtime.VERBOSE: "1", "TF_CPP_MIN_LOG_LEVEL": "0", "MLFLOW_LOGGING_LEVEL": "INFO"})
+    runtime.quiet_mlflow()  # before anything imports MLflow
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C stops a run cleanly even when started from a shell that ignored SIGINT (`cmd &`).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -320,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a full disk is the machine's, not a bug: one line too; anything else keeps its traceback
+        full = disk_full(exc)
+        if full is None:
+            raise
+        print(f"error: {full}", file=sys.stderr)
+        return full.exit_code
 
 
 def _raise_terminated(signum, frame):

@@ -32,3 +32,31 @@ class ExportError(PipelineError):
     """The exported model failed verification, so no version was published."""
 
     exit_code = 4
+
+
+NO_SPACE = ("No space left on device", "Disk quota exceeded", "database or disk is full", "errno = 28,")
+
+
+def disk_full(exc: BaseException) -> PipelineError | None:
+    """A write refused for want of space, anywhere in ``exc``'s chain, as one error naming the file; else None.
+
+    Not the user's input, nor a bug: the machine's, and a nightly job's log should say so in one line.
+    Each library words it its own way: Python (OSError ENOSPC or EDQUOT), h5py (``errno = 28``, the file as
+    ``filename = '...'``), TensorFlow (ResourceExhaustedError, the file before ``; No space left on device``),
+    SQLite ("database or disk is full", no file).
+    """
+    import errno
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(s in text for s in NO_SPACE):
+            named = (getattr(exc, "filename", None) or re.search(r"filename = '([^']+)'", text)
+                     or re.search(r"(/[^\s;'\"]+)[;:]? (?:No space left|Disk quota)", text))
+            where = named if isinstance(named, str) else named.group(1) if named else None
+            return PipelineError(f"No space left on device{f' writing {where}' if where else ''}: free some space, or "
+                                 "give workdir, data.data_dir or export.root a larger disk, and run again")
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -44,9 +45,40 @@ def write_text(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write that failed (a full disk) leaves no half file
     return path
+
+
+def save_weights(model, path: Path) -> Path:
+    """``model.save_weights(path)`` through a temporary file and a rename; without the room for it (a full
+    disk) an OSError naming ``path``, and no half file.
+
+    The room is checked first: HDF5, failing to write, keeps the file open with its unwritten cache, and
+    its own close at the process's exit then crashed it (SIGSEGV) after the error was reported.
+    """
+    import errno
+
+    path = Path(path)
+    if shutil.disk_usage(path.parent).free < _weights_bytes(model):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _weights_bytes(model) -> int:
+    """About the size of ``model``'s weights file: its variables and its optimizer's, and HDF5's own records."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *(optimizer.variables if optimizer is not None else ())]
+    return 2**16 + sum(2048 + math.prod(v.shape) * v.value.dtype.size for v in variables)
 
 
 def write_json(path: Path, data) -> Path:

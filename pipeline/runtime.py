@@ -113,9 +113,13 @@ def writable(cfg) -> None:
 
 def quiet_mlflow() -> None:
     """MLflow's usage telemetry off (an opt-in: ``tracking.telemetry``) and its notices to warnings, unless the
-    environment says otherwise (``pipeline -v`` sets INFO)."""
+    environment says otherwise (``pipeline -v`` sets INFO). Its SQL store logs a failed write with a traceback
+    before raising it: the error is the pipeline's to report, in one line (a full disk: ``errors.disk_full``)."""
+    import logging
+
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.NOTSET if os.environ.get(VERBOSE) else logging.CRITICAL)
 
 
 def determinism(cfg) -> None:

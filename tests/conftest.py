@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import os
 import shutil
@@ -120,6 +121,19 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict | None =
         [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,
         capture_output=True, text=True, timeout=timeout, **kwargs,
     )
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of ``size`` (``1m``, ``64k``) mounted at ``path`` (made), where this machine lets the tests mount
+    one (root on Linux; else the test is skipped): a real full disk."""
+    path.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (it takes root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def write_series(path: Path, steps: int = 2000, walk: bool = False, shift_after: int | None = None) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DIGITS, ROOT, run_cli, tiny
+from .conftest import DIGITS, ROOT, run_cli, small_disk, tiny
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +236,65 @@ def test_a_tracking_host_that_does_not_resolve_is_one_line_naming_it(tmp_path, c
     assert main(["train", str(DIGITS), f"workdir={tmp_path}", f"tracking.uri={uri}"]) == 5
     err = capsys.readouterr().err
     assert err.startswith(f"error: Cannot reach the tracking server {uri}: ") and err.count("\n") == 1
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure,where", [
+    (OSError(28, "No space left on device", "/w/runs/r/plot.png"), " writing /w/runs/r/plot.png"),
+    (RuntimeError("Can't decrement id ref count (file write failed: time = Sun Dec  6 04:24:11 2026\n, filename = "
+                  "'/w/best.weights.h5', file descriptor = 3, errno = 28, error message = 'No space left on device')"),
+     " writing /w/best.weights.h5"),  # h5py
+    (RuntimeError("{{function_node __wrapped__SaveV2}} /e/digits/.tmp-1/model/variables/part-0; No space left on "
+                  "device [Op:SaveV2]"), " writing /e/digits/.tmp-1/model/variables/part-0"),  # TensorFlow
+    (OSError(122, "Disk quota exceeded"), ""),
+])
+def test_a_full_disk_is_one_error_naming_the_file_in_each_librarys_wording(failure, where):
+    from pipeline.errors import disk_full
+
+    wrapped = RuntimeError("the client's wrapper")  # MLflow and SQLAlchemy raise theirs from the store's error
+    wrapped.__cause__ = failure
+    assert str(disk_full(wrapped)) == (f"No space left on device{where}: free some space, or give workdir, "
+                                       "data.data_dir or export.root a larger disk, and run again")
+    sqlite = RuntimeError("(sqlite3.OperationalError) database or disk is full")
+    assert str(disk_full(sqlite)).startswith("No space left on device: ")
+    assert disk_full(OSError(13, "Permission denied", "/w")) is None and disk_full(ValueError("x")) is None
+
+
+def test_weights_are_not_begun_without_room_for_them(tmp_path):
+    """HDF5, failing half way, keeps the file open with its unwritten cache, and its close at the process's
+    exit crashed it (SIGSEGV): the room is checked first, and the estimate covers the file."""
+    import errno
+
+    import keras
+
+    from pipeline.files import _weights_bytes, save_weights
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(10)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)  # its moments are in the file too
+    roomy = save_weights(model, tmp_path / "m.weights.h5")
+    assert roomy.stat().st_size <= _weights_bytes(model) <= roomy.stat().st_size + 2**17  # no refusal of room to spare
+    with small_disk(tmp_path / "disk", "64k") as disk:
+        with pytest.raises(OSError) as failure:
+            save_weights(model, disk / "m.weights.h5")
+        assert failure.value.errno == errno.ENOSPC and failure.value.filename == str(disk / "m.weights.h5")
+        assert not list(disk.iterdir())
+
+
+def test_a_disk_that_fills_up_during_the_export_ends_in_one_line_and_publishes_nothing(tmp_path, tfds_dir, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.cli import main
+
+    workdir = tmp_path / "work"
+    with small_disk(tmp_path / "exports", "16k") as disk:
+        assert main(["train", str(DIGITS), *tiny(workdir, tfds_dir, f"export.root={disk}")]) == 1
+        err = capsys.readouterr().err
+        (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+        assert line.startswith(f"error: No space left on device writing {disk}/digits/.tmp-") and "Traceback" not in err
+        assert [p.name for p in (disk / "digits").iterdir()] == []  # no version, no temporary folder
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FAILED" and client.search_registered_models() == []

@@ -216,6 +216,15 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
         finally:
             try:
                 run.end(status)
+            except Exception as exc:
+                if status == "FINISHED":
+                    raise
+                # The run's own failure is what the user must read (a full disk often fails both): this one is a
+                # warning, and the run, left RUNNING, is ended KILLED by the next run here (close_orphans).
+                while exc.__cause__ is not None:  # the store's own words, not its client's wrappers
+                    exc = exc.__cause__
+                print(f"warning: the run's end was not recorded ({exc}); the next run here ends it as KILLED",
+                      file=sys.stderr)
             finally:
                 _report_delay(run)
 

@@ -9,7 +9,6 @@ callback state).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
@@ -18,6 +17,8 @@ from pipeline.config import ExperimentConfig
 def best_weights(path: Path, monitor: str, mode: str):
     """A callback that saves the best weights so far via a temporary file and a rename."""
     import keras
+
+    from pipeline.files import save_weights
 
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
 
@@ -30,9 +31,7 @@ def best_weights(path: Path, monitor: str, mode: str):
                 return
             self.best = value
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.tmp.weights.h5")
-            self.model.save_weights(tmp)
-            os.replace(tmp, path)
+            save_weights(self.model, path)
 
     return AtomicBestWeights()
 

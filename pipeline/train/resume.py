@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
+from pipeline.files import save_weights
 
 KEEP = 2  # the newest state and the one before it
 
@@ -134,7 +135,7 @@ def checkpointer(cfg: ExperimentConfig, run_id: str | None, state: State, write:
             root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
             try:
-                self.model.save_weights(tmp / "state.weights.h5")
+                save_weights(self.model, tmp / "state.weights.h5")
                 if best is not None:
                     np.savez(tmp / "best.npz", **{f"w{i}": w for i, w in enumerate(best)})
                 seeds = _seed_variables(self.model, augmenter)

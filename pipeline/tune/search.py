@@ -28,7 +28,7 @@ import keras_tuner as kt
 from pipeline import runtime, track
 from pipeline.config import ExperimentConfig
 from pipeline.config.search_space import apply
-from pipeline.files import read_json, write_json
+from pipeline.files import read_json, save_weights, write_json
 from pipeline.tune import distributed, results, space
 from pipeline.tune.keras_tuner_compat import ConfigSpaceTuner, durable
 
@@ -206,7 +206,7 @@ class PipelineTuner(ConfigSpaceTuner):
                 scores.append(max(curve) if self.direction == "max" else min(curve))
                 epochs += len(curve)
             score = statistics.fmean(scores)
-            _save_weights(model, folder / "final.weights.h5")
+            save_weights(model, folder / "final.weights.h5")
             run.log_metrics({"score": score, "epochs_run": epochs, "fit_seconds": fit_seconds})
             del model
             keras.backend.clear_session(free_memory=True)  # collects garbage too
@@ -291,12 +291,6 @@ def search_id(cfg: ExperimentConfig) -> str:
 
 
 # ---- files --------------------------------------------------------------------
-
-
-def _save_weights(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.weights.h5")
-    model.save_weights(tmp)
-    os.replace(tmp, path)
 
 
 def _rss_mb() -> float:
