@@ -2,7 +2,7 @@
 
 The CLI prints ``str(error)`` as one line (no traceback) and exits with the
 error's ``exit_code``. Anything that is not a ``PipelineError`` is a bug and
-keeps its traceback.
+keeps its traceback, except a full disk (``disk_full``): the machine's fault.
 """
 
 
