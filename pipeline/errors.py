@@ -34,7 +34,7 @@ class ExportError(PipelineError):
     exit_code = 4
 
 
-NO_SPACE = ("No space left on device", "Disk quota exceeded", "database or disk is full", "errno = 28,")
+_NO_SPACE = ("No space left on device", "Disk quota exceeded", "database or disk is full", "errno = 28,")
 
 
 def disk_full(exc: BaseException) -> PipelineError | None:
@@ -52,7 +52,7 @@ def disk_full(exc: BaseException) -> PipelineError | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         text = str(exc)
-        if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(s in text for s in NO_SPACE):
+        if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(s in text for s in _NO_SPACE):
             named = (getattr(exc, "filename", None) or re.search(r"filename = '([^']+)'", text)
                      or re.search(r"(/[^\s;'\"]+)[;:]? (?:No space left|Disk quota)", text))
             where = named if isinstance(named, str) else named.group(1) if named else None
