@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=1,
                        help="start N worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (default 1)")
     train.epilog = (f"Exit codes: 0 done, 1-5 failed (2 config, 3 data, 4 export, 5 tracking server), {EXIT_SPOOLED} "
-                    "done but the tracking server never came back (`pipeline sync`), 130/143 interrupted.")
+                    "done but the tracking server never came back (`pipeline sync`), 74 a full disk, 130/143 interrupted.")
     train.set_defaults(run=_train)
 
     tune = with_config(sub.add_parser("tune", help="search hyperparameters (the config's `tune` section) with KerasTuner"))
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     retrain = with_config(sub.add_parser(
         "retrain", help="the nightly job: check data, train a challenger, promote it only if it beats the champion",
-        epilog="Exit codes: 0 done (promoted or kept), 75 another retraining holds the lock, 1-4 failed."))
+        epilog="Exit codes: 0 done (promoted or kept), 75 another retraining holds the lock, 74 a full disk, 1-4 failed."))
     retrain.add_argument("--exit-code-on-kept", type=int, default=0, metavar="N",
                          help="exit N when the champion is kept (default 0: a kept champion is a success)")
     retrain.set_defaults(run=_retrain)

@@ -34,10 +34,18 @@ class ExportError(PipelineError):
     exit_code = 4
 
 
+class DiskFullError(PipelineError):
+    """A write found no room: the run stopped with nothing half-written; free space and run again.
+
+    Its own exit code, sysexits' EX_IOERR, lets a nightly job (and a tuning chief) tell it from a bad input."""
+
+    exit_code = 74
+
+
 _NO_SPACE = ("No space left on device", "Disk quota exceeded", "database or disk is full", "errno = 28,")
 
 
-def disk_full(exc: BaseException) -> PipelineError | None:
+def disk_full(exc: BaseException) -> DiskFullError | None:
     """A write refused for want of space, anywhere in ``exc``'s chain, as one error naming the file; else None.
 
     Not the user's input, nor a bug: the machine's, and a nightly job's log should say so in one line.
@@ -56,7 +64,7 @@ def disk_full(exc: BaseException) -> PipelineError | None:
             named = (getattr(exc, "filename", None) or re.search(r"filename = '([^']+)'", text)
                      or re.search(r"(/[^\s;'\"]+)[;:]? (?:No space left|Disk quota)", text))
             where = named if isinstance(named, str) else named.group(1) if named else None
-            return PipelineError(f"No space left on device{f' writing {where}' if where else ''}: free some space, or "
+            return DiskFullError(f"No space left on device{f' writing {where}' if where else ''}: free some space, or "
                                  "give workdir, data.data_dir or export.root a larger disk, and run again")
         exc = exc.__cause__ or exc.__context__
     return None

@@ -290,7 +290,7 @@ def test_a_disk_that_fills_up_during_the_export_ends_in_one_line_and_publishes_n
 
     workdir = tmp_path / "work"
     with small_disk(tmp_path / "exports", "16k") as disk:
-        assert main(["train", str(DIGITS), *tiny(workdir, tfds_dir, f"export.root={disk}")]) == 1
+        assert main(["train", str(DIGITS), *tiny(workdir, tfds_dir, f"export.root={disk}")]) == 74  # EX_IOERR
         err = capsys.readouterr().err
         (line,) = [line for line in err.splitlines() if line.startswith("error:")]
         assert line.startswith(f"error: No space left on device writing {disk}/digits/.tmp-") and "Traceback" not in err

@@ -100,6 +100,32 @@ def test_pipeline_train_ignores_the_tune_section(tmp_path, tfds_dir):
     assert cfg.tune.space and not any(k.startswith("tune") for k in cfg.flat())
 
 
+def test_a_full_disk_stops_the_search_at_its_first_trial_instead_of_failing_every_trial(tmp_path, tfds_dir,
+                                                                                      monkeypatch):
+    """KerasTuner counts a failed trial against its values and goes on to the next: a full disk would fail them all."""
+    import errno
+
+    from keras_tuner.errors import FatalError
+
+    from pipeline.errors import disk_full
+    from pipeline.jobs.tune import tune
+    from pipeline.tune import search
+
+    def full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(search, "save_weights", full)
+    path = _config(tmp_path, tfds_dir, max_trials=3)
+    with pytest.raises(FatalError) as stopped:
+        tune(load(path))
+    assert str(disk_full(stopped.value)).startswith("No space left on device writing ") and "trial_0" in str(
+        disk_full(stopped.value))
+    runs = [r for e in _client(tmp_path / "work").search_experiments()
+            for r in _client(tmp_path / "work").search_runs([e.experiment_id])]
+    assert sorted((r.data.tags.get("tune.role"), r.info.status) for r in runs) == [("parent", "FAILED"),
+                                                                                   ("trial", "FAILED")]
+
+
 # ---- every algorithm searches end to end, tracked ---------------------------------------------
 
 ALGORITHMS = {

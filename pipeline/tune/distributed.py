@@ -28,7 +28,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import DiskFullError, PipelineError
 from pipeline.tune.keras_tuner_compat import quiet_parent_to_proto
 
 MAX_RESTARTS = 2  # per worker slot, for workers that die
@@ -153,6 +153,9 @@ def serve(oracle, workers: int, command: list[str], log_dir: Path, on_release=No
                 del procs[tuner_id]
                 if code == 0:
                     continue
+                if code == DiskFullError.exit_code:  # a new worker would find no more room: stop the search
+                    raise DiskFullError(f"No space left on device in tuning worker {tuner_id}{where}: free some space, "
+                                        "and run again: the search continues where it stopped")
                 if code != EXIT_RECYCLE:
                     print(f"warning: tuning worker {tuner_id} exited with code {code}; its trial goes back to "
                           f"the queue (log: {log_dir / (slot + '.log')})", file=sys.stderr)

@@ -28,6 +28,7 @@ import keras_tuner as kt
 from pipeline import runtime, track
 from pipeline.config import ExperimentConfig
 from pipeline.config.search_space import apply
+from pipeline.errors import disk_full
 from pipeline.files import read_json, save_weights, write_json
 from pipeline.tune import distributed, results, space
 from pipeline.tune.keras_tuner_compat import ConfigSpaceTuner, durable
@@ -162,6 +163,7 @@ class PipelineTuner(ConfigSpaceTuner):
 
     def run_trial(self, trial, *args, **kwargs):
         import keras
+        import keras_tuner
 
         folder = Path(self.get_trial_dir(trial.trial_id))
         done = read_json(folder / "result.json")
@@ -174,8 +176,10 @@ class PipelineTuner(ConfigSpaceTuner):
                 "tune.role": "trial", "tune.trial_id": trial.trial_id}
         try:
             score, epochs, seconds = self._train(trial, folder, cfg, values, started, tags)
-        except Exception:
+        except Exception as exc:
             keras.backend.clear_session(free_memory=True)  # a failed trial's model must not stay behind either
+            if disk_full(exc) is not None:  # no fault of the trial's values: every trial would fail alike
+                raise keras_tuner.errors.FatalError("a write found no room: the search stops") from exc
             raise
         shown = " ".join(f"{k}={results.fmt(v)}" for k, v in values.items())
         print(f"trial {trial.trial_id}: {self.metric}={score:.4f} ({epochs} epochs, {seconds:.1f} s) {shown}",
