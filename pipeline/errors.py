@@ -35,7 +35,7 @@ class ExportError(PipelineError):
 
 
 class DiskFullError(PipelineError):
-    """A write found no room: the run stopped with nothing half-written; free space and run again.
+    """A write found no room: the run stopped, the pipeline's own files whole or absent; free space and run again.
 
     Its own exit code, sysexits' EX_IOERR, lets a nightly job (and a tuning chief) tell it from a bad input."""
 

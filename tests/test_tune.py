@@ -100,6 +100,7 @@ def test_pipeline_train_ignores_the_tune_section(tmp_path, tfds_dir):
     assert cfg.tune.space and not any(k.startswith("tune") for k in cfg.flat())
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_search_at_its_first_trial_instead_of_failing_every_trial(tmp_path, tfds_dir,
                                                                                       monkeypatch):
     """KerasTuner counts a failed trial against its values and goes on to the next: a full disk would fail them all."""
