@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load
-from pipeline.errors import DataError
+from pipeline.errors import DataError, DiskFullError
 
 from .conftest import ROOT, small_disk
 
@@ -265,7 +265,7 @@ def test_a_disk_that_fills_up_ends_with_one_line_and_no_dataset(tmp_path, small_
 
     monkeypatch.setattr(records.ShuffledShards, "write", full)
     cfg = config(tmp_path, tmp_path / "t.csv")
-    with pytest.raises(DataError, match=r"^Preparing \S+t\.csv into .* failed: No space left on device$"):
+    with pytest.raises(DiskFullError, match=r"^Preparing \S+t\.csv into .* failed: No space left on device$"):
         dataset.prepare(cfg)
     assert not tfds.builder("csv", data_dir=cfg.data.data_dir, **builder_kwargs(cfg)).is_prepared()
     assert not list((tmp_path / "tfds").rglob("*.tfrecord*")) and not list((tmp_path / "tfds").rglob("*.arrow"))
@@ -281,7 +281,7 @@ def test_a_real_full_disk_ends_the_same_way(tmp_path):
     with small_disk(tmp_path / "disk", "1m") as disk:
         table(20_000).to_csv(tmp_path / "t.csv", index=False)  # 2 MB of records
         cfg = config(tmp_path, tmp_path / "t.csv", f"data.data_dir={disk}")
-        with pytest.raises(DataError, match=r"^Preparing \S+t\.csv into .* failed: .*No space left on device$"):
+        with pytest.raises(DiskFullError, match=r"^Preparing \S+t\.csv into .* failed: .*No space left on device$"):
             dataset.prepare(cfg)
         assert not tfds.builder("csv", data_dir=str(disk), **builder_kwargs(cfg)).is_prepared()
         left = [p for p in disk.rglob("*") if p.is_file() and p.suffix != ".lock"]  # the empty lock file stays

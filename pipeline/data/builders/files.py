@@ -22,7 +22,7 @@ from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 
 from pipeline.data import cells, inputs, records, sources
 from pipeline.data.checks import required_path
-from pipeline.errors import DataError
+from pipeline.errors import DataError, DiskFullError, disk_full
 from pipeline.text import progress
 
 
@@ -123,7 +123,8 @@ class Csv(FileReaderBuilder):
             else:
                 lengths, skipped = self._prepare_here(rows, template)
         except OSError as exc:  # a full disk, above all: TFDS removes the half-written copy
-            raise DataError(f"Preparing {c.path} into {self.data_path} failed: {exc.strerror or exc}") from None
+            failure = DiskFullError if disk_full(exc) else DataError
+            raise failure(f"Preparing {c.path} into {self.data_path} failed: {exc.strerror or exc}") from None
         if not lengths:
             raise DataError(f"{c.path}: no rows left to prepare ({skipped} bad rows skipped).")
         size = sum(tf.io.gfile.stat(str(p)).length for p in template.sharded_filepaths(len(lengths)))
