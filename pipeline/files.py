@@ -41,16 +41,25 @@ def process_folder(prefix: str, root: Path | None = None) -> Path:
     return folder
 
 
-def write_text(path: Path, text: str) -> Path:
+@contextmanager
+def replaced(path: Path, suffix: str = ".tmp"):
+    """A temporary path beside ``path`` for the block to write, renamed onto ``path`` when the block ends and
+    removed if it fails (a full disk): a reader, or a kill, never sees half a file. ``suffix`` ends its name
+    where the writer reads the format from it (``.weights.h5``, ``.png``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)  # a write that failed (a full disk) leaves no half file
-    return path
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> Path:
+    with replaced(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def save_weights(model, path: Path) -> Path:
@@ -63,14 +72,11 @@ def save_weights(model, path: Path) -> Path:
     import errno
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if shutil.disk_usage(path.parent).free < _weights_bytes(model):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.weights.h5")
-    try:
+    with replaced(path, ".tmp.weights.h5") as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -105,10 +111,7 @@ def pyplot():
 
 def save_figure(fig, path: Path, dpi: int = 90) -> Path:
     """A matplotlib figure as PNG, atomically; the figure is closed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    pyplot().close(fig)
-    os.replace(tmp, path)
-    return path
+    with replaced(path, ".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
+        pyplot().close(fig)
+    return Path(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError
+from pipeline.files import write_text
 from pipeline.text import fmt
 
 
@@ -62,12 +63,7 @@ def backtest(cfg: ExperimentConfig, folds: int | None = None) -> Backtest:
         parent.log_metrics({f"pooled.{k}": v for k, v in {**figures, **pooled_skill}.items()})
         parent.log_metrics({"backtest.folds_beating_baseline": sum(r["skill.ratio"] < 1 for r in rows[:-1])})
         parent.set_tags({"backtest.verdict": verdict, "fit.verdict": verdict})
-        out = Path(cfg.workdir) / "backtests"
-        out.mkdir(parents=True, exist_ok=True)
-        table = out / f"{cfg.name}.md"
-        tmp = table.with_suffix(".md.tmp")
-        tmp.write_text(markdown(rows, verdict, reason))
-        tmp.replace(table)
+        table = write_text(Path(cfg.workdir) / "backtests" / f"{cfg.name}.md", markdown(rows, verdict, reason))
         parent.log_file(table)
     return Backtest(rows, verdict, reason, table, parent.id)
 

@@ -30,7 +30,6 @@ def best_weights(path: Path, monitor: str, mode: str):
             if value is None or (self.best is not None and not better(value, self.best)):
                 return
             self.best = value
-            path.parent.mkdir(parents=True, exist_ok=True)
             save_weights(self.model, path)
 
     return AtomicBestWeights()

@@ -163,7 +163,6 @@ class PipelineTuner(ConfigSpaceTuner):
 
     def run_trial(self, trial, *args, **kwargs):
         import keras
-        import keras_tuner
 
         folder = Path(self.get_trial_dir(trial.trial_id))
         done = read_json(folder / "result.json")
@@ -179,7 +178,7 @@ class PipelineTuner(ConfigSpaceTuner):
         except Exception as exc:
             keras.backend.clear_session(free_memory=True)  # a failed trial's model must not stay behind either
             if disk_full(exc) is not None:  # no fault of the trial's values: every trial would fail alike
-                raise keras_tuner.errors.FatalError("a write found no room: the search stops") from exc
+                raise kt.errors.FatalError("a write found no room: the search stops") from exc
             raise
         shown = " ".join(f"{k}={results.fmt(v)}" for k, v in values.items())
         print(f"trial {trial.trial_id}: {self.metric}={score:.4f} ({epochs} epochs, {seconds:.1f} s) {shown}",
