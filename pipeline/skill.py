@@ -53,9 +53,9 @@ class Errors:
         model, other = self.windows[figure]["model"], self.windows[figure][baseline]
         if index is not None:
             model, other = model[index], other[index]
-        if not model.mean() and not other.mean():  # both without an error: a tie, not a model infinitely better
-            return 1.0
-        value = model.mean() / max(other.mean(), 1e-300)
+        if not other.mean():  # both without an error: a tie; the baseline alone: no bound (a resample may draw that)
+            return 1.0 if not model.mean() else math.inf
+        value = model.mean() / other.mean()
         return float(value if figure == "mae" else math.sqrt(value))
 
     def concat(self, other: Errors) -> Errors:
@@ -79,7 +79,7 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
             ratios[name].append(errors.ratio(name, index))
     out = {}
     for name in names:
-        low, high = np.percentile(ratios[name], [2.5, 97.5])
+        low, high = np.percentile(ratios[name], [2.5, 97.5], method="inverted_cdf")  # no interpolation: inf stays
         out.update({f"skill.vs_{name}": errors.ratio(name), f"skill.vs_{name}_low": float(low),
                     f"skill.vs_{name}_high": float(high)})
     return {"skill.ratio": out[f"skill.vs_{best}"], "skill.ratio_low": out[f"skill.vs_{best}_low"],

@@ -268,6 +268,13 @@ def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_base
     assert skill(errors, resamples=200, seed=3) == figures  # seeded
     perfect = Errors({"mae": {"model": np.zeros(50), "boosting": np.zeros(50)}}, "mae", horizon=1)
     assert skill(perfect, resamples=20, seed=3)["skill.ratio"] == 1.0  # a tie without an error, not a ratio of 0
+    # one mistake each, on different examples: a resample without the baseline's has no bound, said as such
+    apart = Errors({"mae": {"model": np.eye(1, 90, 3)[0], "linear": np.eye(1, 90, 7)[0]}}, "mae", horizon=1)
+    found = skill(apart, resamples=200, seed=3)
+    assert found["skill.ratio"] == 1.0 and found["skill.ratio_low"] == 0.0 and found["skill.ratio_high"] == np.inf
+    from pipeline.diagnose import Diagnosis, beaten
+    said = beaten(Diagnosis("good fit", {}, [], []), found).reasons[-1]
+    assert said.endswith("test error 1.000x that of linear (95% interval 0.000 to inf)"), said
 
     # three test windows of a 12-step horizon: blocks of a horizon would be one block, resampled alike
     short = Errors({"mae": {"model": np.array([1.0, 2.0, 4.0]), "naive": np.array([2.0, 2.0, 2.0])}}, "mae",
