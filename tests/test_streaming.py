@@ -206,6 +206,31 @@ def test_a_latin1_table_is_named_at_its_first_bad_line_then_read_as_utf8_with_da
         dataset.prepare(config(tmp_path, tmp_path / "cp1252.csv", "data.encoding=cp1252"))
 
 
+def test_a_european_spreadsheet_export_reads_as_the_comma_separated_table_with_data_delimiter(tmp_path, small_shards,
+                                                                                              monkeypatch):
+    from pipeline.data import dataset, sources
+
+    monkeypatch.setattr(sources, "SAMPLE_ROWS", 100)  # the rows past the sample are converted by the full pass
+    frame = table()
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    frame.to_csv(tmp_path / "semicolons.csv", index=False, sep=";", decimal=",")  # 123,45;3;north;flat
+    frame.to_csv(tmp_path / "points.csv", index=False, sep=";")  # 123.45;3;north;flat
+    frame.to_csv(tmp_path / "tabs.csv", index=False, sep="\t")
+    plain = examples(config(tmp_path, tmp_path / "plain.csv"))
+    # data.decimal auto: the mark most numbers of the first rows take
+    assert examples(config(tmp_path, tmp_path / "semicolons.csv", "data.delimiter=;")) == plain
+    assert examples(config(tmp_path, tmp_path / "points.csv", "data.delimiter=;")) == plain
+    assert examples(config(tmp_path, tmp_path / "tabs.csv", "data.delimiter=tab")) == plain
+    with pytest.raises(DataError, match=r"its fields are separated by ';', not ',' \(set `data.delimiter: ';'`\)"):
+        dataset.prepare(config(tmp_path, tmp_path / "semicolons.csv"))
+    # with a decimal comma a point separates thousands: 1.234 is no number there, not a thousandth of 1,234
+    text = (tmp_path / "semicolons.csv").read_text().splitlines()
+    text[250] = "1.234" + text[250][text[250].index(";"):]
+    (tmp_path / "thousands.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"thousands\.csv: line 251, column 'area': '1\.234' is not a number"):
+        dataset.prepare(config(tmp_path, tmp_path / "thousands.csv", "data.delimiter=;"))
+
+
 def test_pipeline_prepare_says_how_many_bad_rows_it_skipped(tmp_path, capsys):
     from pipeline.cli import main
 

@@ -680,8 +680,9 @@ def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):
     ("area,price/m2,price", 5, r"column 2 is named 'price/m2': a column becomes a model input"),
     ("area,city name,price", 5, r"column 2 is named 'city name'"),
     ("area,area,price", 5, r"columns 1 and 2 are both named 'area'"),
-    ("area;rooms;price", 5, r"its header is one column, 'area;rooms;price': the table must be comma-separated, not "
-                            r"separated by ';'"),
+    ("area;rooms;price", 5, r"its header is one column, 'area;rooms;price': its fields are separated by ';', not ',' "
+                            r"\(set `data.delimiter: ';'`\)"),
+    ("area\trooms\tprice", 5, r"its fields are separated by tab, not ',' \(set `data.delimiter: tab`\)"),
     ("area,rooms,price", 0, r"0 data rows under the header; a table needs at least 3"),
     ("area,rooms,price", 1, r"1 data row under the header"),
 ])

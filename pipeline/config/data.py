@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from pipeline.config.base import Count, Fraction, PositiveFloat, PositiveInt, Rate, Section
 
@@ -20,6 +20,11 @@ def _known_encoding(name: str) -> str:
         return codecs.lookup(name).name
     except LookupError:
         raise ValueError(f"unknown text encoding {name!r} (utf-8, latin-1, cp1252, utf-16 ...)") from None
+
+
+def _tab(value):
+    """A tab as a YAML file or a command line can spell it: ``tab`` or ``\\t`` (a plain scalar keeps the backslash)."""
+    return "\t" if value in ("tab", "\\t") else value
 
 
 class SplitsConfig(Section):
@@ -62,6 +67,12 @@ class DataConfig(Section):
     encoding: Annotated[str, AfterValidator(_known_encoding)] = Field(
         "utf-8", description="csv, series: the CSV files' text encoding (latin-1 or cp1252 for many spreadsheet "
                              "exports); Parquet text is always UTF-8.")
+    delimiter: Annotated[Literal[",", ";", "\t", "|"], BeforeValidator(_tab)] = Field(
+        ",", description="csv, series: the character between a CSV file's fields (';' for many European spreadsheet "
+                         "exports, tab for tab-separated files).")
+    decimal: Literal["auto", ".", ","] = Field(
+        "auto", description="csv, series: the decimal mark of a CSV file's numbers; auto: '.' between commas, else "
+                            "the mark most numbers of the first rows take (a ';' file from a spreadsheet: ',').")
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
@@ -85,6 +96,14 @@ class DataConfig(Section):
     threads: PositiveInt | None = Field(
         None, description="tf.data's own thread pool; default half the CPUs (at least 1): on a CPU-only machine "
                           "the model's kernels need the rest, and contention costs more than it brings (bench/perf.py).")
+
+    @model_validator(mode="after")
+    def _decimal_mark(self) -> DataConfig:
+        if self.decimal == self.delimiter:
+            raise ValueError(f"`decimal` cannot be the delimiter ({self.delimiter!r}): set `delimiter` to ';' for "
+                             "numbers written with a decimal comma")
+        return self
+
 
 
 class ForecastConfig(Section):

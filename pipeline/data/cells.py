@@ -12,7 +12,7 @@ NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
 # Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
 NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
                          for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
-LOOKS_NUMERIC = r"^[+-]?(\d|\.\d|inf|nan)"  # how every value a number parses from begins (trimmed)
+LOOKS_NUMERIC = r"^[+-]?(\d|[.,]\d|inf|nan)"  # how every value a number parses from begins (trimmed)
 LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 2024-01-05 10:30+01:00
 
 
@@ -55,10 +55,18 @@ def iso_seconds(text):
         return seconds(pa.array(times, pa.timestamp("ns", tz="UTC")))
 
 
-def to_float(text):
-    """Numbers parsed from text; what does not parse is null (pyarrow's cast first, pandas where it refuses)."""
+def to_float(text, decimal: str = "."):
+    """Numbers parsed from text; what does not parse is null (pyarrow's cast first, pandas where it refuses).
+
+    With a decimal comma (``data.decimal``) a point is no decimal mark but, in such files, the thousands'
+    separator: "1.234" would read as a thousandth of what it says, so it does not parse (as in pyarrow's reader).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    if decimal == ",":
+        text = pc.if_else(pc.match_substring(text, "."), pa.scalar(None, pa.string()),
+                          pc.replace_substring(text, ",", "."))
 
     try:
         return pc.cast(text, pa.float64())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import DataError
@@ -21,22 +22,48 @@ BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "
             "series", "image_folder", "audio_folder")
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How a CSV file's text is written (``data.encoding``, ``data.delimiter``, ``data.decimal``); Parquet has none."""
+
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    decimal: str = "."
+
+    @classmethod
+    def of(cls, data) -> Dialect:
+        """The dialect ``data`` (a config's data section) describes. ``decimal: auto`` is a point between commas
+        (a decimal comma there is quoted, and a quoted "1,234" most often counts thousands); between other
+        delimiters it stays ``auto``, for the file's first rows to decide (``sources.schema``)."""
+        decimal = "." if data.decimal == "auto" and data.delimiter == "," else data.decimal
+        return cls(data.encoding, data.delimiter, decimal)
+
+    @property
+    def codec(self) -> str:
+        """Python's codec for the text: UTF-8 files may start with a byte-order mark (Excel's do)."""
+        return "utf-8-sig" if self.encoding == "utf-8" else self.encoding
+
+    def reader(self, handle):
+        """Python's csv reader over an open text ``handle`` of such a file."""
+        return csv.reader(handle, delimiter=self.delimiter)
+
+
+PLAIN = Dialect()  # UTF-8, comma-separated, a decimal point: CSV as most tools write it
+
+
 def check(cfg) -> None:
     """Raise a one-line DataError for a user's file that cannot be read; return quietly otherwise."""
     if cfg.data.dataset in ("csv", "series"):
         from pipeline.data.inputs import input_files
 
-        _table(input_files(required_path(cfg))[0], cfg.data.label_key, cfg.data.encoding)
+        _table(input_files(required_path(cfg))[0], cfg.data.label_key, Dialect.of(cfg.data))
     elif cfg.data.dataset in ("image_folder", "audio_folder"):
         require_folder(cfg)
 
 
-def _table(path: Path, label: str, encoding: str) -> None:
+def _table(path: Path, label: str, dialect: Dialect) -> None:
     """The header names usable columns, the label among them, over at least one row per split."""
-    columns = header(path, encoding)
-    if len(columns) == 1 and (other := next((c for c in ";\t|" if c in columns[0]), None)):
-        raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: the table must be comma-separated, "
-                        f"not separated by {other!r} (save it as CSV with commas, or as Parquet)")
+    columns = fields(path, dialect)
     for i, column in enumerate(columns):
         if not COLUMN.match(column):
             raise DataError(f"{path}: column {i + 1} is named {column[:80]!r}: a column becomes a model input, so its "
@@ -45,15 +72,10 @@ def _table(path: Path, label: str, encoding: str) -> None:
             raise DataError(f"{path}: columns {columns.index(column) + 1} and {i + 1} are both named {column!r}")
     if label not in columns:
         raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {', '.join(columns)}.")
-    rows = data_rows(path, encoding, at_most=MIN_ROWS)
+    rows = data_rows(path, dialect, at_most=MIN_ROWS)
     if rows < MIN_ROWS:
         raise DataError(f"{path}: {rows} data row{'s' if rows != 1 else ''} under the header; a table needs at least "
                         f"{MIN_ROWS}, one for each split")
-
-
-def python_codec(encoding: str) -> str:
-    """Python's codec for a file in ``encoding``: UTF-8 files may start with a byte-order mark (Excel's do)."""
-    return "utf-8-sig" if encoding == "utf-8" else encoding
 
 
 def check_name(cfg) -> None:
@@ -82,26 +104,36 @@ def require_folder(cfg) -> Path:
     return path
 
 
-def data_rows(path: Path, encoding: str, at_most: int) -> int:
+def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
     """Rows under the header, counted up to ``at_most`` (Parquet: from its metadata)."""
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         return min(pq.read_metadata(path).num_rows, at_most)
-    with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
-        rows = csv.reader(handle)
+    with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+        rows = dialect.reader(handle)
         next(rows, None)
         return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
 
 
-def header(path: Path, encoding: str = "utf-8") -> list[str]:
+def fields(path: Path, dialect: Dialect) -> list[str]:
+    """``header``, unless the header is one column that another delimiter would split: a file of another dialect."""
+    columns = header(path, dialect)
+    if len(columns) == 1 and path.suffix.lower() != ".parquet" and (other := next((c for c in ",;\t|" if c in columns[0]), None)):
+        spelt = "tab" if other == "\t" else repr(other)
+        raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: its fields are separated by "
+                        f"{spelt}, not {dialect.delimiter!r} (set `data.delimiter: {spelt}`)")
+    return columns
+
+
+def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
     """A table's column names, from its first line (CSV) or its schema (Parquet), without reading the rows."""
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(path).names)
     try:
-        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
-            return next(csv.reader(handle), [])
+        with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+            return next(dialect.reader(handle), [])
     except OSError as exc:
         raise DataError(f"Cannot read {path}: {exc.strerror}") from None

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.checks import python_codec
+from pipeline.data.checks import Dialect
 from pipeline.errors import DataError
 
 
-def line_of(path: Path, record: int, encoding: str) -> int:
+def line_of(path: Path, record: int, dialect: Dialect) -> int:
     """The line of ``path`` its ``record``-th row under the header (from 0) starts on, for an error message.
 
     One line a row, so record + 2, unless a quoted value before it spans lines (free text with line
@@ -28,8 +28,8 @@ def line_of(path: Path, record: int, encoding: str) -> int:
             return record + 2
     limit = csv.field_size_limit(2**31 - 1)
     try:
-        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
-            reader = csv.reader(handle)
+        with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+            reader = dialect.reader(handle)
             next(reader, None)
             for _ in range(record):
                 next(reader, None)
@@ -38,7 +38,7 @@ def line_of(path: Path, record: int, encoding: str) -> int:
         csv.field_size_limit(limit)
 
 
-def long_row(path: Path, encoding: str, block: int) -> DataError:
+def long_row(path: Path, dialect: Dialect, block: int) -> DataError:
     """The first line of the row of ``path`` that holds more than the reader's ``block`` of bytes: most often
     a quote opened and never closed, which takes the lines after it into one field."""
     import csv
@@ -46,8 +46,8 @@ def long_row(path: Path, encoding: str, block: int) -> DataError:
     limit = csv.field_size_limit(block)
     start = 1
     try:
-        with open(path, newline="", encoding=python_codec(encoding), errors="replace") as handle:
-            reader = csv.reader(handle)
+        with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+            reader = dialect.reader(handle)
             for _ in reader:
                 start = reader.line_num + 1
     except csv.Error:
@@ -58,16 +58,16 @@ def long_row(path: Path, encoding: str, block: int) -> DataError:
     return DataError(f"{path}: a row holds more than {block >> 10:,} KB, the most a row may hold")
 
 
-def not_text(path: Path, columns: list[str], encoding: str) -> DataError:
-    """The first line of ``path`` that is not ``encoding`` text, and its column, found by reading line by line."""
-    import csv
+def not_text(path: Path, columns: list[str], dialect: Dialect) -> DataError:
+    """The first line of ``path`` that is not text in the dialect's encoding, and its column, found line by line."""
+    encoding = dialect.encoding
 
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             try:
                 line.decode(encoding)
             except UnicodeDecodeError:
-                cells = next(csv.reader([line.decode(encoding, errors="replace")]), [])
+                cells = next(dialect.reader([line.decode(encoding, errors="replace")]), [])
                 at = next((i for i, cell in enumerate(cells) if "\ufffd" in cell), None)
                 where = f", column {columns[at]!r}" if at is not None and at < len(columns) else ""
                 return DataError(f"{path}: line {number}{where} is not {encoding} text: set data.encoding to the "

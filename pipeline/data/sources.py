@@ -5,7 +5,7 @@ the memory of one chunk (``CHUNK_BYTES`` of CSV, ``CHUNK_ROWS`` of Parquet):
 
 (data/inputs.py finds the files ``data.path`` names and fingerprints them.)
 
-- ``schema(files, label, declared, encoding)``: each column's type, decided on the first
+- ``schema(files, label, declared, dialect)``: each column's type, decided on the first
   ``SAMPLE_ROWS`` rows (declared types win; Parquet's own types are kept);
 - ``chunks(files, schema, on_bad_input)``: the rows converted to those types, chunk by
   chunk, each with its count of skipped bad rows. The full pass confirms the sample's
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.data import cells, lines
-from pipeline.data.checks import header
+from pipeline.data.checks import PLAIN, Dialect, fields, header
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
 
@@ -42,7 +42,7 @@ class Schema:
     types: dict[str, str]
     label: str
     declared: frozenset[str] = frozenset()  # columns whose type the config declared
-    encoding: str = "utf-8"  # of CSV text (data.encoding)
+    dialect: Dialect = PLAIN  # how CSV text is written (data.encoding, data.delimiter, data.decimal)
     dates: frozenset[str] = frozenset()  # ``float`` columns of ISO 8601 text: seconds since 1970 (UTC)
     whole: dict[str, str] = field(default_factory=dict)  # ``int`` columns by nature -> what they must hold
 
@@ -55,11 +55,14 @@ class Schema:
         return self.types[self.label] == "string"
 
 
-def schema(files: list[Path], label: str, declared: dict[str, str], encoding: str = "utf-8") -> Schema:
+def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dialect = PLAIN) -> Schema:
     """Each column's type: declared, else Parquet's own, else inferred from the first ``SAMPLE_ROWS`` rows."""
     import pyarrow as pa
 
-    sample = _sample(files[0], encoding)
+    fields(files[0], dialect)  # a file of another dialect is named as such, not as one without the label
+    sample = _sample(files[0], dialect)
+    if dialect.decimal == "auto":
+        dialect = replace(dialect, decimal="." if is_parquet(files[0]) else _decimal_mark(sample))
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {', '.join(sample.column_names)}.")
@@ -78,14 +81,26 @@ def schema(files: list[Path], label: str, declared: dict[str, str], encoding: st
               or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type)):  # missing values: as in a CSV
             types[name] = "float"  # times and dates: seconds (cells.seconds)
         else:
-            types[name] = _infer(column)
+            types[name] = _infer(column, dialect.decimal)
             if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's
                 types[name] = "float"
                 dates.add(name)
-    return Schema(types, label, frozenset(declared), encoding, frozenset(dates))
+    return Schema(types, label, frozenset(declared), dialect, frozenset(dates))
 
 
-def _infer(column) -> str:
+def _decimal_mark(sample) -> str:
+    """',' when more of the sample's text values are numbers with a decimal comma than with a point, else '.'."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def count(pattern: str) -> int:
+        return sum(int(pc.sum(pc.match_substring_regex(cells.text_and_missing(column)[0], pattern)).as_py() or 0)
+                   for column in sample.columns if pa.types.is_string(column.type))
+
+    return "," if count(r"^[+-]?\d*,\d+$") > count(r"^[+-]?\d*\.\d+$") else "."
+
+
+def _infer(column, decimal: str) -> str:
     """A text column is numeric when NUMERIC_SHARE of its present values parse; int when all are whole, none missing;
     ``date`` when that share are ISO 8601 dates or times."""
     import pyarrow.compute as pc
@@ -98,7 +113,7 @@ def _infer(column) -> str:
 
     if too_few(pc.match_substring_regex(present, cells.LOOKS_NUMERIC, ignore_case=True)):  # text, without parsing it
         return "string"
-    numbers = cells.to_float(present)
+    numbers = cells.to_float(present, decimal)
     valid = pc.is_valid(numbers)
     if too_few(valid):
         dated = len(present) and not too_few(pc.match_substring_regex(present, cells.LOOKS_DATE))
@@ -110,25 +125,25 @@ def _infer(column) -> str:
     return "float"
 
 
-def _sample(path: Path, encoding: str):
+def _sample(path: Path, dialect: Dialect):
     """The first SAMPLE_ROWS rows of ``path``: CSV as text, Parquet with its own types."""
     try:
-        return _first_rows(path, encoding, min(SAMPLE_BYTES, CHUNK_BYTES))
+        return _first_rows(path, dialect, min(SAMPLE_BYTES, CHUNK_BYTES))
     except DataError:  # a row longer than the sample's block, perhaps: read as the full pass reads
-        return _first_rows(path, encoding, CHUNK_BYTES)
+        return _first_rows(path, dialect, CHUNK_BYTES)
 
 
-def _first_rows(path: Path, encoding: str, block: int):
+def _first_rows(path: Path, dialect: Dialect, block: int):
     import pyarrow as pa
 
     batches, rows = [], 0
-    for batch in _batches(path, header(path, encoding), _Ragged(path, skip=True), encoding, block=block):
+    for batch in _batches(path, header(path, dialect), _Ragged(path, skip=True), dialect, block=block):
         batches.append(batch)
         rows += batch.num_rows
         if rows >= SAMPLE_ROWS:
             break
     if not batches:
-        return pa.table({name: pa.array([], pa.string()) for name in header(path, encoding)})
+        return pa.table({name: pa.array([], pa.string()) for name in header(path, dialect)})
     return pa.Table.from_batches(batches).slice(0, SAMPLE_ROWS)
 
 
@@ -142,7 +157,7 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
     import pyarrow as pa
 
     for path in files:
-        columns = header(path, schema.encoding)
+        columns = header(path, schema.dialect)
         if columns != schema.columns:
             raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
                             f"({', '.join(schema.columns)}); every shard must have the same header")
@@ -156,11 +171,11 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
 def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
     """One file's chunks: numbers parsed by the reader until a value is not one, then the rest of the file,
     from the row it stopped at, as text (where ``_convert`` names the value at fault, or skips its row)."""
-    ragged = _Ragged(path, skip=on_bad_input == "skip", encoding=schema.encoding)
+    ragged = _Ragged(path, skip=on_bad_input == "skip", dialect=schema.dialect)
     first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string" and name not in schema.dates}
     while True:
         try:
-            for batch in _batches(path, schema.columns, ragged, schema.encoding, numbers, skip=first + ragged.skipped):
+            for batch in _batches(path, schema.columns, ragged, schema.dialect, numbers, skip=first + ragged.skipped):
                 table, skipped = _convert(batch, schema, path, first, on_bad_input)
                 first += batch.num_rows
                 if not ragged.skip:  # a row kept here is the one pyarrow stops at on the next read: keep it to name
@@ -182,8 +197,8 @@ class _Ragged:
     and keeps the row, which ``_batches`` names when pyarrow stops.
     """
 
-    def __init__(self, path: Path, skip: bool, encoding: str = "utf-8"):
-        self.path, self.skip, self.rows, self.encoding = path, skip, [], encoding
+    def __init__(self, path: Path, skip: bool, dialect: Dialect = PLAIN):
+        self.path, self.skip, self.rows, self.dialect = path, skip, [], dialect
         self.skipped = 0  # rows skipped in the chunks already read
 
     def __call__(self, row) -> str:
@@ -192,7 +207,7 @@ class _Ragged:
 
     def error(self) -> DataError:
         row = self.rows[0]
-        where = f"line {lines.line_of(self.path, row.number - 2, self.encoding)}" if row.number else "a line"
+        where = f"line {lines.line_of(self.path, row.number - 2, self.dialect)}" if row.number else "a line"
         return DataError(f"{self.path}: {where} has {row.actual_columns} fields, the header {row.expected_columns} "
                          "(`data.on_bad_input: skip` skips bad rows and counts them).")
 
@@ -201,7 +216,7 @@ class _NotNumbers(Exception):
     """A CSV value that pyarrow's reader could not parse as the number its column holds."""
 
 
-def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, numbers=frozenset(), skip: int = 0,
+def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, numbers=frozenset(), skip: int = 0,
              block: int | None = None) -> Iterator:
     """Record batches of ``path`` (``block`` bytes of CSV each, CHUNK_BYTES unless given), from its
     ``skip``-th row on: Parquet as stored, CSV parsed by pyarrow as text (types are ours to decide)
@@ -223,25 +238,27 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, encoding: str, num
             yield from pacsv.open_csv(
                 handle,
                 read_options=pacsv.ReadOptions(block_size=block or CHUNK_BYTES, use_threads=False,
-                                              skip_rows_after_names=skip, encoding=encoding),
+                                              skip_rows_after_names=skip, encoding=dialect.encoding),
                 # Quoted values may hold line breaks (free text from a database or a spreadsheet): without this,
                 # a block that ends inside one throws the parser out of step. One reader thread: it costs nothing.
-                parse_options=pacsv.ParseOptions(invalid_row_handler=ragged, newlines_in_values=True),
+                parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter, invalid_row_handler=ragged,
+                                                 newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
-                    null_values=cells.NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False),
+                    null_values=cells.NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False,
+                    decimal_point="," if dialect.decimal == "," else "."),  # auto: the sample reads text only
             )
     except UnicodeDecodeError:  # by the codec of data.encoding, converting to UTF-8 for pyarrow
-        raise lines.not_text(path, columns, encoding) from None
+        raise lines.not_text(path, columns, dialect) from None
     except (pa.ArrowInvalid, OSError) as exc:
         if ragged.rows and not ragged.skip:
             raise ragged.error() from None
         if "invalid UTF8" in str(exc):
-            raise lines.not_text(path, columns, encoding) from None
+            raise lines.not_text(path, columns, dialect) from None
         if numbers and "conversion error" in str(exc):
             raise _NotNumbers() from None
         if "straddling object" in str(exc):  # pyarrow's advice (a larger block) is no knob of ours
-            raise lines.long_row(path, encoding, CHUNK_BYTES) from None
+            raise lines.long_row(path, dialect, CHUNK_BYTES) from None
         raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
 
 
@@ -269,8 +286,8 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             continue
         if is_text:
             text, missing = cells.text_and_missing(column)
-            parse = cells.iso_seconds if name in schema.dates else cells.to_float
-            numbers = parse(pc.if_else(missing, pa.scalar(None, pa.string()), text))
+            text = pc.if_else(missing, pa.scalar(None, pa.string()), text)
+            numbers = cells.iso_seconds(text) if name in schema.dates else cells.to_float(text, schema.dialect.decimal)
             failed = np.asarray(pc.and_(pc.is_null(numbers), pc.invert(missing)))
             _flag(bad, reasons, failed, name, "is not a date" if name in schema.dates else "is not a number", column)
         else:
@@ -293,7 +310,7 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
             out[name] = values.astype(np.float32)
     if bad.any() and on_bad_input == "error":
         row = min(reasons)
-        where = f"row {first + row + 1}" if parquet else f"line {lines.line_of(path, first + row, schema.encoding)}"
+        where = f"row {first + row + 1}" if parquet else f"line {lines.line_of(path, first + row, schema.dialect)}"
         raise DataError(f"{path}: {where}, {reasons[row]} (`data.on_bad_input: skip` skips bad rows and counts them).")
     keep = pa.array(~bad)
     table = pa.table({n: out[n] if isinstance(out[n], (pa.Array, pa.ChunkedArray)) else pa.array(out[n])
@@ -320,7 +337,7 @@ def _whole(values, gaps, name: str, path: Path, first: int, parquet: bool, colum
     if not wrong.size:
         return
     i = int(wrong[0])
-    where = f"row {first + i + 1}" if parquet else f"line {lines.line_of(path, first + i, schema.encoding)}"
+    where = f"row {first + i + 1}" if parquet else f"line {lines.line_of(path, first + i, schema.dialect)}"
     what = "is empty" if gaps[i] else f"is {str(column[i].as_py())!r}"  # as text, whichever way it was read
     if name in schema.whole:
         raise DataError(f"{path}: {where}, column {name!r} {what}, but it holds {schema.whole[name]}")

@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 
 from pipeline.data import cells, inputs, records, sources
-from pipeline.data.checks import required_path
+from pipeline.data.checks import PLAIN, Dialect, required_path
 from pipeline.errors import DataError, DiskFullError, disk_full
 from pipeline.text import progress
 
@@ -36,6 +36,8 @@ class FileConfig(tfds.core.BuilderConfig):
     channels: int = 3
     time: str = ""  # series: the column that orders the rows
     encoding: str = "utf-8"  # of CSV text
+    delimiter: str = ","
+    decimal: str = "."
 
 
 def beam_requested(download_config) -> bool:
@@ -48,7 +50,10 @@ def file_config(cfg, fingerprint: str) -> FileConfig:
     """The builder config of a user's path: named by the input's ``fingerprint`` and the options that shape the copy."""
     d = cfg.data
     options = f"{fingerprint}|{d.label_key}|{sorted(d.dtypes.items())}|{d.on_bad_input}|{d.image_size}|{d.channels}"
-    options += f"|{d.encoding}" if d.encoding != "utf-8" else ""  # the names of copies prepared before the knob
+    dialect = Dialect.of(d)
+    # Options at their defaults are left out: the names of copies prepared before each knob stay.
+    options += "".join(f"|{value}" for value, default in zip(dataclasses.astuple(dialect), dataclasses.astuple(PLAIN))
+                       if value != default)
     stem = Path(d.path.split("*")[0].rstrip("/")).stem or "table"  # data/*.csv -> data
     name = f"{stem.lower()}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
@@ -57,7 +62,8 @@ def file_config(cfg, fingerprint: str) -> FileConfig:
         name = f"{name}-{time}"
     return FileConfig(name=name, path=str(Path(d.path).resolve()), label=d.label_key,
                       dtypes=dict(d.dtypes), on_bad_input=d.on_bad_input,
-                      image_size=tuple(d.image_size), channels=d.channels, time=time, encoding=d.encoding)
+                      image_size=tuple(d.image_size), channels=d.channels, time=time, encoding=dialect.encoding,
+                      delimiter=dialect.delimiter, decimal=dialect.decimal)
 
 
 def csv_config(cfg) -> FileConfig:
@@ -90,7 +96,7 @@ class Csv(FileReaderBuilder):
     @functools.cached_property
     def _schema(self) -> sources.Schema:
         c = self.builder_config
-        return sources.schema(self._files, c.label, c.dtypes, c.encoding)
+        return sources.schema(self._files, c.label, c.dtypes, Dialect(c.encoding, c.delimiter, c.decimal))
 
     def _stored(self) -> dict[str, str]:
         """How each prepared column is stored: as read (the series builder adds its own)."""
