@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -197,10 +198,13 @@ def test_a_prepared_dataset_is_found_without_tensorflow(tiny_cfg, tmp_path):
     script = ("import sys; from pipeline.config import load; from pipeline.data.dataset import is_prepared\n"
               "found = [is_prepared(load('configs/digits.yaml', [f'data.data_dir={d}'])) for d in sys.argv[1:]]\n"
               "print(*found, 'tensorflow' in sys.modules)")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     proc = subprocess.run([sys.executable, "-c", script, cfg.data.data_dir, str(tmp_path / "empty")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.stdout.split() == ["True", "False", "False"], proc.stderr[-2000:]
     assert not proc.stderr  # TFDS' notices (no dataset_info.json in the empty folder) stay quiet
+    assert not list(scratch.iterdir())  # nor a temporary folder per question, which a nightly job would pile up
 
 
 def test_a_launcher_checks_the_config_against_a_prepared_dataset_before_any_worker_starts(tiny_cfg, tmp_path):

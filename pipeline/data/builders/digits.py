@@ -3,8 +3,10 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pipeline.data.builders.local import Local
 
-class Digits(tfds.core.GeneratorBasedBuilder):
+
+class Digits(Local, tfds.core.GeneratorBasedBuilder):
     """1,797 8x8 grey-scale handwritten digits (UCI optdigits test set, bundled with scikit-learn).
 
     Pixels are stored as uint8 in [0, 255] (the source's 0..16 counts, rescaled), so

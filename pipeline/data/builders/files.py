@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 
 from pipeline.data import cells, inputs, records, sources
+from pipeline.data.builders.local import Local
 from pipeline.data.checks import PLAIN, Dialect, required_path
 from pipeline.errors import DataError, DiskFullError, disk_full
 from pipeline.text import progress
@@ -76,7 +77,7 @@ STORED = {"float": lambda: tfds.features.Scalar(dtype=np.float32), "int": lambda
           "string": tfds.features.Text}
 
 
-class Csv(FileReaderBuilder):
+class Csv(Local, FileReaderBuilder):
     """CSV or Parquet tables: a file, a glob or a folder of shards. A text label makes classification, a number regression.
 
     Prepared as a stream (``sources.chunks``), written in bulk and shuffled into shards

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pipeline.data.builders.files import FileConfig, beam_requested, file_config
+from pipeline.data.builders.local import Local
 from pipeline.data.checks import require_folder
 from pipeline.errors import DataError
 from pipeline.text import progress
@@ -99,7 +100,7 @@ def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image f
     return files
 
 
-class ImageFolder(tfds.core.GeneratorBasedBuilder):
+class ImageFolder(Local, tfds.core.GeneratorBasedBuilder):
     """One subfolder per class, images of any size and channel count, resized and converted on preparation."""
 
     VERSION = tfds.core.Version("1.0.0")

@@ -28,6 +28,7 @@ from pipeline.data.builders.folders import (
     folder_fingerprint,
     labelled_files,
 )
+from pipeline.data.builders.local import Local
 from pipeline.data.checks import require_folder
 from pipeline.errors import DataError
 from pipeline.text import progress
@@ -127,7 +128,7 @@ def _warn_cropped(count: int, c: AudioConfig) -> None:
               file=sys.stderr)
 
 
-class SpokenDigits(tfds.core.GeneratorBasedBuilder):
+class SpokenDigits(Local, tfds.core.GeneratorBasedBuilder):
     """The words zero to nine in many synthetic voices, spoken on this machine by espeak-ng; nothing downloads.
 
     A voice is an accent with a variant (24 variants of 8 English accents); each says every word at
@@ -207,7 +208,7 @@ def _placed(samples: np.ndarray, length: int, key: str) -> tuple[np.ndarray, boo
 AUDIO_SUFFIXES, AUDIO_FOLDER = {".wav", ".flac"}, "an audio folder"
 
 
-class AudioFolder(tfds.core.GeneratorBasedBuilder):
+class AudioFolder(Local, tfds.core.GeneratorBasedBuilder):
     """One subfolder per class of WAV or FLAC files (any rate, depth and channel count): resampled, mixed to mono."""
 
     VERSION = tfds.core.Version("1.1.0")

