@@ -215,12 +215,13 @@ def test_a_european_spreadsheet_export_reads_as_the_comma_separated_table_with_d
     frame.to_csv(tmp_path / "plain.csv", index=False)
     frame.to_csv(tmp_path / "semicolons.csv", index=False, sep=";", decimal=",")  # 123,45;3;north;flat
     frame.to_csv(tmp_path / "points.csv", index=False, sep=";")  # 123.45;3;north;flat
-    frame.to_csv(tmp_path / "tabs.csv", index=False, sep="\t")
+    (tmp_path / "tabs").mkdir()
+    frame.to_csv(tmp_path / "tabs" / "part-0.tsv", index=False, sep="\t")  # a folder of tab-separated shards
     plain = examples(config(tmp_path, tmp_path / "plain.csv"))
     # data.decimal auto: the mark most numbers of the first rows take
     assert examples(config(tmp_path, tmp_path / "semicolons.csv", "data.delimiter=;")) == plain
     assert examples(config(tmp_path, tmp_path / "points.csv", "data.delimiter=;")) == plain
-    assert examples(config(tmp_path, tmp_path / "tabs.csv", "data.delimiter=tab")) == plain
+    assert examples(config(tmp_path, tmp_path / "tabs", "data.delimiter=tab")) == plain
     with pytest.raises(DataError, match=r"its fields are separated by ';', not ',' \(set `data.delimiter: ';'`\)"):
         dataset.prepare(config(tmp_path, tmp_path / "semicolons.csv"))
     # with a decimal comma a point separates thousands: 1.234 is no number there, not a thousandth of 1,234

@@ -29,7 +29,7 @@ def is_parquet(path: Path) -> bool:
 
 def _is_table(path: Path) -> bool:
     name = path.name.lower()
-    return not name.startswith(".") and name.endswith((".csv", ".parquet"))
+    return not name.startswith(".") and name.endswith((".csv", ".tsv", ".parquet"))
 
 
 def input_files(path: str) -> list[Path]:
@@ -41,7 +41,7 @@ def input_files(path: str) -> list[Path]:
     given = Path(path)
     if given.is_dir():
         files = sorted(p for p in given.rglob("*") if p.is_file() and _is_table(p))
-        where = f"folder {path} holds no .csv or .parquet files"
+        where = f"folder {path} holds no .csv, .tsv or .parquet files"
     elif any(c in path for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
         where = f"no file matches {path}"
