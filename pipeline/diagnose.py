@@ -125,7 +125,8 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
 def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
     """``curves`` turned into ``baseline wins`` when the best baseline's error is below the model's beyond noise.
 
-    An underfitting or overfitting model keeps that verdict (its advice is the more useful), with
+    An underfitting, overfitting or unconverged model keeps that verdict (its advice is the more useful:
+    a model still improving when its epochs ran out is not one to shrink), with
     the baseline's win among its reasons and the baseline among its advice. An underfitting model
     that a flexible baseline (gradient boosting) does not beat is a ``good fit``: on noisy labels
     (churn, clicks) every learner stops far from the training data, and more capacity is not the cure.
@@ -142,7 +143,7 @@ def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
             return Diagnosis("good fit", evidence, [*curves.reasons, ceiling], ADVICE["good fit"])
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"against the baselines: {said}"], curves.advice)
     won = f"the {best} baseline beats the model: {said}"
-    if curves.verdict in ("underfitting", "overfitting"):
+    if curves.verdict in ("underfitting", "overfitting", "not converged"):
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, won],
                          [*curves.advice, ADVICE["baseline wins"][0]])
     return Diagnosis("baseline wins", evidence, [won, f"its curves alone say {curves.verdict}"],

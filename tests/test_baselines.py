@@ -81,12 +81,12 @@ def _said(verdict: str, low: float) -> Diagnosis:
     return beaten(Diagnosis(verdict, reasons=["curves"], advice=["curve advice"]), test)
 
 
-def test_the_verdict_names_a_winning_baseline_and_keeps_under_and_overfitting():
+def test_the_verdict_names_a_winning_baseline_and_keeps_under_overfitting_and_not_converged():
     assert _said("good fit", 1.2).verdict == "baseline wins"
-    assert _said("not converged", 1.2).verdict == "baseline wins"
-    kept = _said("underfitting", 1.2)
-    assert kept.verdict == "underfitting" and "linear baseline beats the model" in kept.reasons[-1]
-    assert kept.advice[0] == "curve advice" and "baseline" in kept.advice[-1]
+    for verdict in ("underfitting", "overfitting", "not converged"):  # a model still improving is not to shrink
+        kept = _said(verdict, 1.2)
+        assert kept.verdict == verdict and "linear baseline beats the model" in kept.reasons[-1]
+        assert kept.advice[0] == "curve advice" and "baseline" in kept.advice[-1]
     assert _said("good fit", 0.95).verdict == "good fit"  # within noise of the baseline: no verdict of its own
     assert _said("underfitting", 0.95).verdict == "underfitting"  # a linear model's match says nothing of capacity
 
