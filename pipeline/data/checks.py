@@ -63,7 +63,7 @@ def check(cfg) -> None:
 
 def _table(path: Path, label: str, dialect: Dialect) -> None:
     """The header names usable columns, the label among them, over at least one row per split."""
-    columns = fields(path, dialect)
+    columns = checked_header(path, dialect)
     for i, column in enumerate(columns):
         if not COLUMN.match(column):
             raise DataError(f"{path}: column {i + 1} is named {column[:80]!r}: a column becomes a model input, so its "
@@ -116,10 +116,11 @@ def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
         return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
 
 
-def fields(path: Path, dialect: Dialect) -> list[str]:
-    """``header``, unless the header is one column that another delimiter would split: a file of another dialect."""
+def checked_header(path: Path, dialect: Dialect) -> list[str]:
+    """``header``, unless it is one column that another delimiter would split: a file of another dialect."""
     columns = header(path, dialect)
-    if len(columns) == 1 and path.suffix.lower() != ".parquet" and (other := next((c for c in ",;\t|" if c in columns[0]), None)):
+    other = next((c for c in ",;\t|" if c in columns[0]), None) if len(columns) == 1 else None
+    if other and path.suffix.lower() != ".parquet":
         spelt = "tab" if other == "\t" else repr(other)
         raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: its fields are separated by "
                         f"{spelt}, not {dialect.delimiter!r} (set `data.delimiter: {spelt}`)")

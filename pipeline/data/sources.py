@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.data import cells, lines
-from pipeline.data.checks import PLAIN, Dialect, fields, header
+from pipeline.data.checks import PLAIN, Dialect, checked_header, header
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
 
@@ -59,7 +59,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
     """Each column's type: declared, else Parquet's own, else inferred from the first ``SAMPLE_ROWS`` rows."""
     import pyarrow as pa
 
-    fields(files[0], dialect)  # a file of another dialect is named as such, not as one without the label
+    checked_header(files[0], dialect)  # a file of another dialect is named as such, not as one without the label
     sample = _sample(files[0], dialect)
     if dialect.decimal == "auto":
         dialect = replace(dialect, decimal="." if is_parquet(files[0]) else _decimal_mark(sample))
