@@ -77,7 +77,8 @@ def test_a_wide_mlp_head_sees_the_encoded_features_beside_the_last_layer():
     ("regression", "float32", "none"), ("classification", "float32", "none"), ("regression", "mixed_bfloat16", "none"),
     ("regression", "float32", "log")])
 def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task, precision, transform):
-    """Untrained, wide & deep already predicts a linear table as well as the linear fit does; deep alone does not.
+    """Untrained, wide & deep already predicts a linear table as well as the linear fit does; deep alone does not;
+    and its deep part's output is scaled to the fit's residual.
     Under mixed precision too (the fit reads the encoded features as float32: SciPy has no bfloat16), and under
     a log target, whose training columns hold the label's log already (it was fitted to the log of that)."""
     import keras
@@ -94,8 +95,10 @@ def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task,
     spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("city", "categorical", "string")),
                     "y", task, 2 if task == "classification" else 0)
 
+    built = {}
+
     def untrained(*overrides: str):
-        model = build_model(load(None, ["model.name=tabular_mlp", "model.width=8", f"features.target_transform={transform}",
+        model = built[overrides] = build_model(load(None, ["model.name=tabular_mlp", "model.width=8", f"features.target_transform={transform}",
                                         *overrides]), spec,
                             {"area": area, "city": city, "y": label})
         out = np.asarray(model({"area": area, "city": city}, training=False))
@@ -112,6 +115,15 @@ def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task,
         assert wide < (1.5 if precision == "float32" else 4) < 100 < deep
     else:
         assert wide > 0.95 > deep  # unstarted: whatever its random weights give
+    # the deep part speaks in units of what it has left to learn: the linear start's residual (its deviation: the
+    # noise's 1, not the prices' 130), for a regression; a class's logits have no units
+    scale = built[("model.wide=true",)].get_layer("deep_scale").scale
+    if task == "classification":
+        assert scale == 1.0
+    elif transform == "none":
+        assert 0.8 < scale < 1.5  # bfloat16 encodes the areas to about 3 digits
+    else:
+        assert 0 < scale < np.std(label) / 3  # log prices curve in area: a residual of 0.07 against 0.38
 
 
 def test_width_and_depth_shape_the_cnn():

@@ -41,6 +41,7 @@ def mlp(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     for i in range(cfg.model.depth):
         x = dense_block(x, cfg.model.width, cfg.model, reg, name=f"dense{i + 1}")
     if cfg.model.wide:  # the head also sees the encoded features: a linear model plus the deep part
+        x = layers.Rescaling(1.0, name="deep_scale")(x)  # a regression's linear start sets it (start_at_linear_fit)
         x = layers.Concatenate(name="wide_and_deep")([features, x])
     return x, encoded
 
@@ -166,6 +167,12 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     The head's weights on those features are the fit's, on the deep part zero: the model begins where
     the linear baseline ends, and early stopping keeps what the deep part adds only while it helps
     (on a small, linear table that may be nothing). Every worker fits the same rows alike.
+
+    A regression's deep part then speaks in units of the fit's residual (its ``deep_scale``: the
+    residual's deviation on the training rows), which is what it has left to learn: in the label's raw
+    units, steps of about the learning rate would take a price's residual of hundreds of dollars
+    thousands of steps to reach, and a rating's would be reached at once (bench/README.md, tables).
+    A forecast's head is in its labels' standard units already; classes' logits have no units.
     """
     import warnings
 
@@ -193,3 +200,6 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     else:
         kernel[:d, fit.classes_], bias[fit.classes_] = fit.coef_.T, fit.intercept_
     head.set_weights([kernel, bias])
+    if task.name == "regression":
+        residual = float(np.std(target - fit.predict(design)))
+        model.get_layer("deep_scale").scale = residual if residual > 0 else 1.0
