@@ -71,13 +71,11 @@ def save_weights(model, path: Path) -> Path:
     """
     import errno
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(path.parent).free < _weights_bytes(model):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     with replaced(path, ".tmp.weights.h5") as tmp:
+        if shutil.disk_usage(tmp.parent).free < _weights_bytes(model):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         model.save_weights(tmp)
-    return path
+    return Path(path)
 
 
 def _weights_bytes(model) -> int:

@@ -105,7 +105,6 @@ class DataConfig(Section):
         return self
 
 
-
 class ForecastConfig(Section):
     """Time-series forecasting: windows of one series, split by time only (docs/forecasting.md).
 

@@ -28,15 +28,12 @@ class Dialect:
 
     encoding: str = "utf-8"
     delimiter: str = ","
-    decimal: str = "."
+    decimal: str = "auto"  # decided on the file's first rows (sources.schema)
 
     @classmethod
     def of(cls, data) -> Dialect:
-        """The dialect ``data`` (a config's data section) describes. ``decimal: auto`` is a point between commas
-        (a decimal comma there is quoted, and a quoted "1,234" most often counts thousands); between other
-        delimiters it stays ``auto``, for the file's first rows to decide (``sources.schema``)."""
-        decimal = "." if data.decimal == "auto" and data.delimiter == "," else data.decimal
-        return cls(data.encoding, data.delimiter, decimal)
+        """The dialect ``data`` (a config's data section) describes."""
+        return cls(data.encoding, data.delimiter, data.decimal)
 
     @property
     def codec(self) -> str:
@@ -48,7 +45,7 @@ class Dialect:
         return csv.reader(handle, delimiter=self.delimiter)
 
 
-PLAIN = Dialect()  # UTF-8, comma-separated, a decimal point: CSV as most tools write it
+PLAIN = Dialect()  # UTF-8, comma-separated: CSV as most tools write it
 
 
 def check(cfg) -> None:

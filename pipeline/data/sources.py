@@ -59,10 +59,9 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
     """Each column's type: declared, else Parquet's own, else inferred from the first ``SAMPLE_ROWS`` rows."""
     import pyarrow as pa
 
-    checked_header(files[0], dialect)  # a file of another dialect is named as such, not as one without the label
     sample = _sample(files[0], dialect)
     if dialect.decimal == "auto":
-        dialect = replace(dialect, decimal="." if is_parquet(files[0]) else _decimal_mark(sample))
+        dialect = replace(dialect, decimal=_decimal_mark(files[0], sample, dialect))
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {', '.join(sample.column_names)}.")
@@ -88,14 +87,19 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
     return Schema(types, label, frozenset(declared), dialect, frozenset(dates))
 
 
-def _decimal_mark(sample) -> str:
-    """',' when more of the sample's text values are numbers with a decimal comma than with a point, else '.'."""
+def _decimal_mark(path: Path, sample, dialect: Dialect) -> str:
+    """``data.decimal: auto``: a point between commas (a decimal comma there is quoted, and a quoted "1,234" most
+    often counts thousands) and in Parquet; between other delimiters ',' when more of the sample's text values
+    are numbers with a decimal comma than with a point."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if dialect.delimiter == "," or is_parquet(path):
+        return "."
+    texts = [cells.text_and_missing(column)[0] for column in sample.columns if pa.types.is_string(column.type)]
+
     def count(pattern: str) -> int:
-        return sum(int(pc.sum(pc.match_substring_regex(cells.text_and_missing(column)[0], pattern)).as_py() or 0)
-                   for column in sample.columns if pa.types.is_string(column.type))
+        return sum(int(pc.sum(pc.match_substring_regex(text, pattern)).as_py() or 0) for text in texts)
 
     return "," if count(r"^[+-]?\d*,\d+$") > count(r"^[+-]?\d*\.\d+$") else "."
 
@@ -136,14 +140,15 @@ def _sample(path: Path, dialect: Dialect):
 def _first_rows(path: Path, dialect: Dialect, block: int):
     import pyarrow as pa
 
-    batches, rows = [], 0
-    for batch in _batches(path, header(path, dialect), _Ragged(path, skip=True), dialect, block=block):
+    # A file of another dialect is named as such here, not later as one without the label.
+    columns, batches, rows = checked_header(path, dialect), [], 0
+    for batch in _batches(path, columns, _Ragged(path, skip=True), dialect, block=block):
         batches.append(batch)
         rows += batch.num_rows
         if rows >= SAMPLE_ROWS:
             break
     if not batches:
-        return pa.table({name: pa.array([], pa.string()) for name in header(path, dialect)})
+        return pa.table({name: pa.array([], pa.string()) for name in columns})
     return pa.Table.from_batches(batches).slice(0, SAMPLE_ROWS)
 
 

@@ -36,9 +36,7 @@ class FileConfig(tfds.core.BuilderConfig):
     image_size: tuple = (32, 32)
     channels: int = 3
     time: str = ""  # series: the column that orders the rows
-    encoding: str = "utf-8"  # of CSV text
-    delimiter: str = ","
-    decimal: str = "."
+    dialect: Dialect = PLAIN  # of CSV text
 
 
 def beam_requested(download_config) -> bool:
@@ -63,8 +61,7 @@ def file_config(cfg, fingerprint: str) -> FileConfig:
         name = f"{name}-{time}"
     return FileConfig(name=name, path=str(Path(d.path).resolve()), label=d.label_key,
                       dtypes=dict(d.dtypes), on_bad_input=d.on_bad_input,
-                      image_size=tuple(d.image_size), channels=d.channels, time=time, encoding=dialect.encoding,
-                      delimiter=dialect.delimiter, decimal=dialect.decimal)
+                      image_size=tuple(d.image_size), channels=d.channels, time=time, dialect=dialect)
 
 
 def csv_config(cfg) -> FileConfig:
@@ -97,7 +94,7 @@ class Csv(Local, FileReaderBuilder):
     @functools.cached_property
     def _schema(self) -> sources.Schema:
         c = self.builder_config
-        return sources.schema(self._files, c.label, c.dtypes, Dialect(c.encoding, c.delimiter, c.decimal))
+        return sources.schema(self._files, c.label, c.dtypes, c.dialect)
 
     def _stored(self) -> dict[str, str]:
         """How each prepared column is stored: as read (the series builder adds its own)."""
