@@ -42,6 +42,25 @@ def process_folder(prefix: str, root: Path | None = None) -> Path:
 
 
 @contextmanager
+def temporary_root(prefix: str):
+    """Make a new folder the temporary one of this process and of the processes it starts, and remove it when
+    the block ends: for libraries that make temporary folders and leave them (Beam's job server and stager
+    leave four a run), which a nightly job would pile up in ``/tmp``."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(folder), str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
 def replaced(path: Path, suffix: str = ".tmp"):
     """A temporary path beside ``path`` for the block to write, renamed onto ``path`` when the block ends and
     removed if it fails (a full disk): a reader, or a kill, never sees half a file. ``suffix`` ends its name

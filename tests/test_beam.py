@@ -26,6 +26,18 @@ def beam_options(flags):
     return beam.options(flags)
 
 
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """The system's temporary folder, for this test: a nightly preparation must leave nothing there."""
+    import tempfile
+
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
 def damaged(folder, part: int, line: int, value: str = "abc"):
     """The table folder with one value of ``part-<part>.csv`` at ``line`` (a file line, header = 1) made bad."""
     import pandas as pd
@@ -38,7 +50,7 @@ def damaged(folder, part: int, line: int, value: str = "abc"):
 
 @pytest.mark.slow
 def test_beam_workers_prepare_a_sharded_table_into_exactly_the_rows_classes_and_skips_of_the_local_path(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, scratch):
     from pipeline.data import dataset, records
 
     monkeypatch.setattr(records, "SHARD_ROWS", 400)  # 3,000 rows: 8 output shards, each grouped from 4 files
@@ -46,6 +58,7 @@ def test_beam_workers_prepare_a_sharded_table_into_exactly_the_rows_classes_and_
     here, there = (config(tmp_path / side, folder, "data.on_bad_input=skip") for side in ("here", "beam"))
     dataset.prepare(here)
     dataset.prepare(there, beam_options=beam_options(WORKERS))
+    assert not list(scratch.iterdir())  # Beam's job server and stager leave their folders: removed
 
     assert examples(there) == examples(here) and len(examples(here)) == 2999
     local, distributed = dataset.load(here).spec, dataset.load(there).spec
@@ -56,13 +69,13 @@ def test_beam_workers_prepare_a_sharded_table_into_exactly_the_rows_classes_and_
     assert 0.3 < test_labels.count("flat") / len(test_labels) < 0.7  # the input is sorted by label: shards are not
 
 
-def test_a_bad_row_under_beam_is_one_line_naming_file_line_and_column_and_leaves_no_dataset(tmp_path):
+def test_a_bad_row_under_beam_is_one_line_naming_file_line_and_column_and_leaves_no_dataset(tmp_path, scratch):
     from pipeline.data import dataset
 
     folder = damaged(shards(table(200), tmp_path / "in", 2), part=1, line=5)
     with pytest.raises(DataError, match=r"^\S*part-1\.csv: line 5, column 'area': 'abc' is not a number \(`data"):
         dataset.prepare(config(tmp_path, folder), beam_options=beam_options([]))
-    assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
+    assert not list((tmp_path / "tfds").rglob("dataset_info.json")) and not list(scratch.iterdir())
 
 
 def test_an_image_folder_prepared_by_beam_holds_the_local_images_and_counts_the_unreadable_one(tmp_path, tfds_dir):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
 from pipeline import runtime
@@ -25,7 +26,7 @@ from pipeline.data import columns, feed, tfds_reader
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
-from pipeline.files import exclusive
+from pipeline.files import exclusive, temporary_root
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows overlap; 160 MB of float64)
@@ -199,7 +200,7 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
     beam = None if beam_options is None else {"download_config": tfds.download.DownloadConfig(beam_options=beam_options)}
 
     def load():
-        with runtime.library_prints_hidden():  # the preparation's own progress is on stderr
+        with runtime.library_prints_hidden(), temporary_root("pipeline-beam-") if beam else nullcontext():
             builder = _builder(cfg)
             builder.download_and_prepare(**(beam or {}))
         if not read:
