@@ -328,12 +328,17 @@ class _Design:
                 self.parts.append((f.name, "image", None))
             elif f.kind in ("numeric", "sequence"):
                 values = np.asarray(train[f.name], np.float64).reshape(len(train[f.name]), -1)
-                self.parts.append((f.name, "numeric", np.nan_to_num(np.nanmean(values, axis=0)) if fill else None))
+                present = ~np.isnan(values)
+                if not present.any():  # an empty column teaches nothing, and boosting's binning fails on it
+                    continue
+                mean = np.where(present, values, 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+                self.parts.append((f.name, "numeric", mean if fill else None))
             elif f.kind in ("categorical", "multi_hot"):
                 values, counts = np.unique(_text(train[f.name]), return_counts=True)
                 self.parts.append((f.name, "categorical", values[np.argsort(-counts)][:MAX_CATEGORIES]))
-        if not self.parts:  # chosen for its kinds, so only images over the pixel limit are left out
-            raise _Skip(f"the training images hold more than {MAX_PIXELS:,} pixels: lower train.baselines_rows to fit them")
+        if not self.parts:  # chosen for its kinds: images over the pixel limit, or empty columns, are left out
+            raise _Skip(f"the training images hold more than {MAX_PIXELS:,} pixels: lower train.baselines_rows to fit "
+                        "them" if images else "every feature column is empty in the training rows")
         self.one_hot = any(kind == "categorical" for _, kind, _ in self.parts)
 
     def __call__(self, rows: dict) -> np.ndarray:

@@ -152,6 +152,29 @@ def test_text_categories_outside_ascii_are_one_hot_columns_of_the_baselines():
         assert (baselines.BASELINES[name].fit(columns, y, spec, load(None, []))(columns) == y).all()
 
 
+def test_an_empty_column_is_left_out_of_the_baselines_design_and_boosting_still_fits(recwarn):
+    """A column with no value in any training row (an export's unused field) once made gradient boosting
+    skip with numpy's "window shape cannot be larger than input array shape", and the mean warn."""
+    import numpy as np
+
+    from pipeline import baselines
+    from pipeline.data.spec import DataSpec, Feature
+
+    rng = np.random.default_rng(0)
+    area = rng.uniform(30, 200, 600).astype(np.float32)
+    columns = {"area": area, "unused": np.full(600, np.nan, np.float32)}
+    y = 1000.0 * area
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("unused", "numeric", "float32")),
+                    "y", "regression")
+    assert [name for name, _, _ in baselines._Design(spec, columns, images=False).parts] == ["area"]
+    for name in ("linear", "gradient_boosting"):
+        predicted = baselines.BASELINES[name].fit(columns, y, spec, load(None, []))(columns)
+        assert np.sqrt(np.mean((predicted - y) ** 2)) < 0.05 * y.std(), name
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    with pytest.raises(baselines._Skip, match="^every feature column is empty in the training rows$"):
+        baselines._Design(spec, {"area": columns["unused"], "unused": columns["unused"]}, images=False)
+
+
 @pytest.mark.parametrize("kinds, chosen", [
     (("audio",), ["majority"]),  # no note on every speech run: a waveform is no design for either model
     (("image",), ["majority", "linear"]),  # pixels, but no table for boosting

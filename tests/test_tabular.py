@@ -271,10 +271,13 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     frame.insert(0, "row", range(1, 201))
     frame["serial"] = [f"S-{i:05d}" for i in np.random.default_rng(1).permutation(200)]
     frame["site"] = "plant-7"
+    frame["unused"] = np.nan  # written as empty cells
     frame.to_csv(path, index=False)
     notes = stats.column_notes(dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path))))
-    assert len(notes) == 3, notes  # not area, rooms or city
-    row, serial, site = (next(n for n in notes if n.startswith(f"column '{c}'")) for c in ("row", "serial", "site"))
+    assert len(notes) == 4, notes  # not area, rooms or city
+    row, serial, site, unused = (next(n for n in notes if n.startswith(f"column '{c}'"))
+                                 for c in ("row", "serial", "site", "unused"))
+    assert "is empty in all 140 training rows" in unused and "`data.exclude: [unused]`" in unused
     assert "like a row number (from " in row and "in each of the 140 training rows" in row
     assert "like a row id" in serial and "`data.exclude: [serial]`" in serial
     assert "has one value, plant-7, in all 140 training rows" in site
@@ -285,7 +288,8 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
                                                        csv_overrides(tmp_path, tfds_dir, path))))
     assert any(n.startswith("column 'row'") and "in each of the 50 training rows read" in n for n in sampled), sampled
 
-    kept = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[row, serial, site]")))
+    kept = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path,
+                                                                                  "data.exclude=[row, serial, site, unused]")))
     assert [f.name for f in kept.spec.features] == ["area", "rooms", "city"] and not stats.column_notes(kept)
     with pytest.raises(DataError, match=r"^Invalid `data.exclude`: 'serail' is not a feature of csv; it has row, "):
         dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[serail]")))

@@ -43,7 +43,7 @@ def statistics(data) -> dict:
 
 
 def column_notes(data, labels=None) -> list[str]:
-    """Training columns that cannot teach the model anything: one value throughout, or a new value in every row
+    """Training columns that cannot teach the model anything: empty, one value throughout, or a new value in every row
     (a row number, an id: a model can only memorise it, and every test row's value is unseen); and a number
     label of a few whole values (``labels``: the training labels on their own scale, ``Task.label_values``:
     a log target's training column holds their log; default that column)."""
@@ -62,7 +62,9 @@ def column_notes(data, labels=None) -> list[str]:
         rows = data.spec.sizes["train"]  # the values are a sample of them past columns.MAX_STAT_ROWS
         seen = f"{len(values):,} training rows" + ("" if len(values) == rows else " read")
         fix = f"leave it out with `data.exclude: [{f.name}]`"
-        if distinct == 1:
+        if distinct == 0:
+            notes.append(f"column {f.name!r} is empty in all {seen}: it teaches the model nothing; {fix}")
+        elif distinct == 1:
             notes.append(f"column {f.name!r} has one value, {_text(present[0])}, in all {seen}: it teaches the model "
                          f"nothing; {fix}")
         elif rows >= MIN_ID_ROWS and distinct == len(values) and (
