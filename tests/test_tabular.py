@@ -587,16 +587,21 @@ def test_serving_takes_a_date_input_as_the_iso_text_training_read_or_as_seconds(
         to_array(Input("area", np.dtype("float32"), (None,), None), ["2024-01-05"])
 
 
-def test_a_label_of_one_class_is_refused_before_training(tmp_path, tfds_dir):
+def test_a_label_of_one_class_or_one_value_is_refused_before_training(tmp_path, tfds_dir):
     from pipeline.data import dataset
 
     path = write_houses(tmp_path / "houses.csv")
     frame = pd.read_csv(path)
     frame["kind"] = "house"  # a text label with one value: classification of one class
+    frame["fee"] = 250.0  # a number label with one value: a perfect, meaningless regression
     frame.to_csv(path, index=False)
     cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.label_key=kind"))
     with pytest.raises(DataError, match=r"^The training split's label `kind` has 1 class \('house'\): classification "
                                         r"needs at least two"):
+        dataset.load(cfg)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path / "fee", tfds_dir, path, "data.label_key=fee"))
+    with pytest.raises(DataError, match=r"^The training split's label `fee` has the same value in all 84 training rows: "
+                                        r"regression has nothing to learn \(check `data.label_key`"):
         dataset.load(cfg)
 
 

@@ -69,6 +69,8 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     if spec.task == "classification":
         _enough_rows(spec)
         _two_classes(spec, train_columns[spec.label])
+    elif spec.task == "regression" and not cfg.forecast:
+        _label_varies(spec, train_columns[spec.label])
     files, train_for = 0, None
     if not (cfg.forecast or cfg.data.time_split):  # a series or a time cut is one stream, not files to split
         files = len(info.splits[cfg.data.splits.train].file_instructions)
@@ -102,6 +104,18 @@ def _two_classes(spec: DataSpec, labels) -> None:
         raise DataError(f"The training split's label `{spec.label}` has {len(seen)} class{'es' if len(seen) != 1 else ''}"
                         f" ({', '.join(map(repr, names)) or 'none'}): classification needs at least two "
                         "(check `data.label_key` and the split)")
+
+
+def _label_varies(spec: DataSpec, labels) -> None:
+    """A regression of one value throughout scores a perfect, meaningless error (often the wrong column was named
+    as the label): refuse it, as a classifier of one class is refused."""
+    import numpy as np
+
+    labels = np.asarray(labels, np.float64)
+    if len(np.unique(labels[~np.isnan(labels)])) < 2:
+        read = "" if len(labels) == spec.sizes["train"] else " read"  # a sample, past columns.MAX_STAT_ROWS
+        raise DataError(f"The training split's label `{spec.label}` has the same value in all {len(labels):,} training "
+                        f"rows{read}: regression has nothing to learn (check `data.label_key` and the split)")
 
 
 def is_prepared(cfg: ExperimentConfig) -> bool:
