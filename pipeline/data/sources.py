@@ -79,6 +79,8 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
         elif (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type) or pa.types.is_floating(column.type)
               or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type)):  # missing values: as in a CSV
             types[name] = "float"  # times and dates: seconds (cells.seconds)
+            if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+                dates.add(name)  # the export takes them as ISO text too, as a CSV's dates (not durations, hours)
         else:
             types[name] = _infer(column, dialect.decimal)
             if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's

@@ -203,7 +203,7 @@ class Series(Csv):
         if schema.classification:
             raise DataError(f"{self.builder_config.path}: the target {schema.label!r} (`data.label_key`) holds text; a "
                             "series forecasts a number (for classes, train a table: `data.dataset: csv`)")
-        if time in schema.dates:
+        if time in schema.dates and not inputs.is_parquet(self._files[0]):  # Parquet's own times are seconds already
             return dataclasses.replace(schema, types={**schema.types, time: "string"}, dates=schema.dates - {time})
         if schema.types.get(time) in ("int", "float"):
             return dataclasses.replace(schema, types={**schema.types, time: "int"}, whole={time: (
