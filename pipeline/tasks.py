@@ -104,6 +104,11 @@ class Task:
         """Training labels as ``target_numpy`` made them (as Splits.train_columns holds them) on their own scale."""
         return np.asarray(y)
 
+    @property
+    def label_scale(self) -> str:
+        """What Splits.train_columns holds of the label when not the label itself ("log"), else ""."""
+        return ""
+
     def head_dense(self, model):
         """(The Dense layer that ``head`` ends in or feeds, the training labels in its output's units): where
         a wide model's linear start goes (models/registry.py)."""
@@ -200,6 +205,10 @@ class Regression(Task):
         """Labels or predictions on the training scale -> the label's own scale (NumPy; ``invert`` in the graph)."""
         y = np.asarray(y, np.float64)
         return np.exp(y) if self.log else y
+
+    @property
+    def label_scale(self) -> str:
+        return "log" if self.log else ""
 
     def label_values(self, y):
         if not self.log:

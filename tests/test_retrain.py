@@ -113,12 +113,12 @@ def test_a_label_whose_classes_changed_stops_retraining_naming_them(tmp_path, no
 def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
     from pipeline.data.spec import Feature
 
-    def splits(area, city):
+    def splits(area, city, log_price=None):
         spec = SimpleNamespace(features=[Feature(name="area", kind="numeric", dtype="float32", shape=()),
                                          Feature(name="city", kind="categorical", dtype="string", shape=())],
                                label="price", task="regression", name="houses", version="1", digest="d", sizes={})
         columns = {"area": np.asarray(area, dtype=np.float32), "city": np.asarray(city, dtype=object),
-                   "price": np.ones(len(area), dtype=np.float32)}
+                   "price": np.full(len(area), 12.0, np.float32) if log_price is None else log_price}
         return SimpleNamespace(spec=spec, train_columns=columns, validation=[])
 
     from pipeline.data.stats import statistics
@@ -132,6 +132,14 @@ def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
     assert any("'area'" in w and "outside the champion's range" in w for w in shifted.warnings)
     assert any("'area'" in w and "mean moved" in w for w in shifted.warnings)
     assert any("'city'" in w and "never saw" in w and "west" in w for w in shifted.warnings)
+    # A log target's training column holds the log: its messages say so, or its range [10.8, 13.1] reads as dollars
+    reference = statistics(splits(area := rng.uniform(50, 200, 500), [b"north"] * 500,
+                                  rng.uniform(10.8, 13.1, 500).astype(np.float32)), label_scale="log")
+    dearer = compare(reference, splits(area, [b"north"] * 500, rng.uniform(12.0, 14.0, 500).astype(np.float32)),
+                     DriftConfig(), label_scale="log")
+    assert any(w.startswith("feature 'label:price' (its log): ") and "outside the champion's range [10.8" in w
+               for w in dearer.warnings), dearer.warnings
+    assert not any("'area'" in w for w in dearer.warnings)
 
 
 @pytest.mark.slow

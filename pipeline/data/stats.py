@@ -28,8 +28,9 @@ MIN_ID_ROWS = 100  # below this many training rows, a value new in every row is 
 FEW_VALUES = 10  # a number label of at most this many whole values may be classes (0/1, 1 to 5 stars)
 
 
-def statistics(data) -> dict:
-    """Summary of every feature (and the label) of ``data`` (a spec.Splits)."""
+def statistics(data, label_scale: str = "") -> dict:
+    """Summary of every feature (and the label) of ``data`` (a spec.Splits); ``label_scale``: what the training
+    column holds of the label (``Task.label_scale``: "log"), named in the drift messages."""
     spec = data.spec
     features = {}
     for f in spec.features:
@@ -37,6 +38,7 @@ def statistics(data) -> dict:
         features[f.name] = {"kind": f.kind, "dtype": f.dtype, "shape": list(f.shape), **_summary(values, f.kind)}
     label = data.train_columns[spec.label]
     features[f"label:{spec.label}"] = {"kind": "label", "dtype": str(label.dtype), "shape": [],
+                                       **({"scale": label_scale} if label_scale else {}),
                                        **_summary(label, "categorical" if spec.task == "classification" else "numeric")}
     return {"data": {"name": spec.name, "version": spec.version, "digest": spec.digest, "sizes": spec.sizes},
             "features": features}
@@ -114,14 +116,15 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-def compare(reference: dict, data, limits) -> Report:
+def compare(reference: dict, data, limits, label_scale: str = "") -> Report:
     """Check ``data`` against the ``reference`` statistics (a champion's training data).
 
     Args:
         limits: A config DriftConfig: missing_rate, out_of_range, mean_shift, new_categories.
+        label_scale: As for ``statistics``.
     """
     report = Report()
-    current = statistics(data)
+    current = statistics(data, label_scale)
     ref, cur = reference["features"], current["features"]
     for name in sorted(set(ref) | set(cur)):
         if name not in cur:
@@ -144,21 +147,22 @@ def compare(reference: dict, data, limits) -> Report:
 
 
 def _drift(report: Report, name: str, ref: dict, cur: dict, values: np.ndarray, limits) -> None:
+    feature = f"feature {name!r}" + (f" (its {cur['scale']})" if cur.get("scale") else "")  # a log target's column
     rise = cur["missing_rate"] - ref["missing_rate"]
     verdict = "warning" if rise > limits.missing_rate else "ok"
     report.add(name, "missing_rate", round(cur["missing_rate"], 4), round(ref["missing_rate"] + limits.missing_rate, 4),
-               verdict, f"feature {name!r}: missing rate {ref['missing_rate']:.1%} -> {cur['missing_rate']:.1%}")
+               verdict, f"{feature}: missing rate {ref['missing_rate']:.1%} -> {cur['missing_rate']:.1%}")
     if "min" in ref and ref["kind"] != "calendar":  # time moves on: new values are its nature, not drift
         numbers = _numbers(values)
         outside = float(np.mean((numbers < ref["min"]) | (numbers > ref["max"]))) if numbers.size else 0.0
         report.add(name, "out_of_range", round(outside, 4), limits.out_of_range,
                    "warning" if outside > limits.out_of_range else "ok",
-                   f"feature {name!r}: {outside:.1%} of values outside the champion's range "
+                   f"{feature}: {outside:.1%} of values outside the champion's range "
                    f"[{fmt(ref['min'])}, {fmt(ref['max'])}]")
         shift = abs(cur["mean"] - ref["mean"]) / (ref["std"] or 1.0)
         report.add(name, "mean_shift", round(shift, 4), limits.mean_shift,
                    "warning" if shift > limits.mean_shift else "ok",
-                   f"feature {name!r}: mean moved {shift:.2f} standard deviations "
+                   f"{feature}: mean moved {shift:.2f} standard deviations "
                    f"({fmt(ref['mean'])} -> {fmt(cur['mean'])})")
     if "categories" in ref and not ref.get("truncated"):
         known = set(ref["categories"])
@@ -166,7 +170,7 @@ def _drift(report: Report, name: str, ref: dict, cur: dict, values: np.ndarray, 
         share = float(sum(unseen.values()))
         report.add(name, "new_categories", round(share, 4), limits.new_categories,
                    "warning" if share > limits.new_categories else "ok",
-                   f"feature {name!r}: {share:.1%} of values in categories the champion never saw "
+                   f"{feature}: {share:.1%} of values in categories the champion never saw "
                    f"({', '.join(sorted(unseen)[:5])})")
 
 

@@ -118,7 +118,7 @@ def retrain(cfg: ExperimentConfig) -> Decision:
                         **{f"retrain.threshold.{k}": v for k, v in cfg.retrain.thresholds.items()},
                         "champion.version": champion.version if champion else "none"})
         if champion is not None:
-            _check_data(cfg, run, champion, data)
+            _check_data(cfg, run, champion, data, task)
         staged = cfg.model_copy(update={"export": cfg.export.model_copy(update={"root": cfg.retrain.staging})})
         result = train(staged, alias=registry.CHALLENGER,
                        run_tags={"mlflow.parentRunId": run.id, "pipeline.role": "challenger"})
@@ -193,7 +193,7 @@ def _metric(cfg: ExperimentConfig, task) -> str:
     return metric
 
 
-def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
+def _check_data(cfg: ExperimentConfig, run, champion, data, task) -> None:
     """Compare the data with the champion's training data; log the report; stop on a broken schema."""
     from pipeline.data import stats
 
@@ -203,7 +203,7 @@ def _check_data(cfg: ExperimentConfig, run, champion, data) -> None:
         print(f"warning: champion version {champion.version} has no data_stats.json; data not checked",
               file=sys.stderr)
         return
-    report = stats.compare(reference, data, cfg.retrain.drift)
+    report = stats.compare(reference, data, cfg.retrain.drift, task.label_scale)
     run.log_text(json.dumps(report.rows, indent=1, default=str), "drift_report.json")
     run.log_text(report.markdown(), "drift_report.md")
     run.set_tags({"data.errors": len(report.errors), "data.warnings": len(report.warnings)})

@@ -140,7 +140,7 @@ def _log_outcome(cfg, run, model, data, task, history: dict, best_epoch: int | N
     run.log_metrics({**test, "epochs_run": len(history["loss"]), **({"best_epoch": best_epoch} if best_epoch else {})})
     run.log_text(json.dumps(model.feature_info, indent=2, default=str), "features.json")
     if run.tracked:  # what retraining checks new data against
-        run.log_text(json.dumps(stats.statistics(data), indent=1), "data_stats.json")
+        run.log_text(json.dumps(stats.statistics(data, task.label_scale), indent=1), "data_stats.json")
     run.log_file(plots.learning_curves(history, best_epoch, run.dir / "learning_curves.png"), "plots")
     diagnosis = diagnose_run(cfg, history, task, data, test)
     if diagnosis is not None:
