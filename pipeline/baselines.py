@@ -322,7 +322,7 @@ class _Design:
     """Features -> one float matrix: numbers (NaN filled with the training mean), one-hot categories, pixels."""
 
     def __init__(self, spec, train: dict, images: bool, fill: bool = True):
-        self.parts = []
+        self.parts, empty = [], []
         for f in spec.features:
             if f.kind == "image" and images and f.name in train:
                 self.parts.append((f.name, "image", None))
@@ -330,6 +330,7 @@ class _Design:
                 values = np.asarray(train[f.name], np.float64).reshape(len(train[f.name]), -1)
                 present = ~np.isnan(values)
                 if not present.any():  # an empty column teaches nothing, and boosting's binning fails on it
+                    empty.append(f.name)
                     continue
                 mean = np.where(present, values, 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
                 self.parts.append((f.name, "numeric", mean if fill else None))
@@ -337,8 +338,8 @@ class _Design:
                 values, counts = np.unique(_text(train[f.name]), return_counts=True)
                 self.parts.append((f.name, "categorical", values[np.argsort(-counts)][:MAX_CATEGORIES]))
         if not self.parts:  # chosen for its kinds: images over the pixel limit, or empty columns, are left out
-            raise _Skip(f"the training images hold more than {MAX_PIXELS:,} pixels: lower train.baselines_rows to fit "
-                        "them" if images else "every feature column is empty in the training rows")
+            raise _Skip(f"every feature column is empty in the training rows ({', '.join(empty)})" if empty else
+                        f"the training images hold more than {MAX_PIXELS:,} pixels: lower train.baselines_rows to fit them")
         self.one_hot = any(kind == "categorical" for _, kind, _ in self.parts)
 
     def __call__(self, rows: dict) -> np.ndarray:

@@ -171,8 +171,9 @@ def test_an_empty_column_is_left_out_of_the_baselines_design_and_boosting_still_
         predicted = baselines.BASELINES[name].fit(columns, y, spec, load(None, []))(columns)
         assert np.sqrt(np.mean((predicted - y) ** 2)) < 0.05 * y.std(), name
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
-    with pytest.raises(baselines._Skip, match="^every feature column is empty in the training rows$"):
-        baselines._Design(spec, {"area": columns["unused"], "unused": columns["unused"]}, images=False)
+    for images in (False, True):  # boosting's design, the linear model's
+        with pytest.raises(baselines._Skip, match=r"^every feature column is empty in the training rows \(area, unused\)$"):
+            baselines._Design(spec, {"area": columns["unused"], "unused": columns["unused"]}, images=images)
 
 
 @pytest.mark.parametrize("kinds, chosen", [
