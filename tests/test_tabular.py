@@ -316,10 +316,13 @@ def write_image_folder(root, per_class: int = 12, broken: bool = False):
 @pytest.mark.slow
 def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, tfds_dir):
     import tensorflow as tf
+    from PIL import Image
 
     from pipeline.jobs.train import train
 
     root = write_image_folder(tmp_path / "pictures", broken=True)
+    deep = np.linspace(0, 65535, 20 * 24).reshape(20, 24).astype(np.uint16)  # a 16-bit grey scan: not white
+    Image.fromarray(deep).save(root / "dark" / "90.png")
     cfg = load(ROOT / "configs/examples/image_folder.yaml",
                csv_overrides(tmp_path, tfds_dir, root, "name=pictures", "data.on_bad_input=skip", "train.epochs=2"))
     result = train(cfg)
@@ -331,6 +334,7 @@ def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, 
     from pipeline.data.builders.folders import _decode
 
     files = sorted(root.glob("*/[0-9]*.*"))
+    assert 100 < _decode(root / "dark" / "90.png", (16, 16), 3).mean() < 155  # its top 8 bits, 0 to 255
     by_pixels = sig(image=tf.constant(np.stack([_decode(f, (16, 16), 3) for f in files])))["probabilities"].numpy()
     by_file = loaded.signatures["image_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))
     np.testing.assert_array_equal(by_file["probabilities"].numpy(), by_pixels)

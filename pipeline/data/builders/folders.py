@@ -57,6 +57,7 @@ def folder_fingerprint(path: Path) -> str:
 
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+DEEP_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # PIL's modes of 16-bit grey pixels (scans, X-rays, microscopy)
 
 
 def class_folders(root: str | Path, what: str = "an image folder") -> list[str]:
@@ -226,6 +227,9 @@ def _decode(path: Path, size: tuple, channels: int):
 
     try:
         with Image.open(path) as img:
+            if img.mode in DEEP_GREY:  # their top 8 bits, as TensorFlow's decode_png reads them when serving; PIL's
+                # convert clips 16-bit values to 255, which made such a picture white
+                img = Image.fromarray((np.clip(np.asarray(img, np.int64), 0, 65535) >> 8).astype(np.uint8), "L")
             img = img.convert("L" if channels == 1 else "RGB").resize(size[::-1], Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8).reshape(*size, channels)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
