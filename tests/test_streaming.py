@@ -174,6 +174,26 @@ def test_parquet_integers_and_flags_with_missing_values_are_numbers_with_gaps_as
     assert sum(data.spec.sizes.values()) == 300 and not data.spec.skipped
 
 
+def test_the_markers_of_a_missing_value_that_pandas_reads_are_gaps_in_numbers_and_text(tmp_path):
+    """Spreadsheets write "n/a" and "#N/A", R "NA", databases "NULL": a gap where pandas.read_csv sees one, not a bad
+    row ("n/a" stopped the preparation as "not a number")."""
+    from pipeline.data import dataset
+
+    frame = table().astype({"area": object})
+    markers = ["NA", "n/a", "N/A", "#N/A", "NULL", "null", "NaN", "None", "<NA>", "-nan", "#NA", ""]
+    for i, marker in enumerate(markers):
+        frame.loc[7 * i, "area"] = marker
+        frame.loc[7 * i + 3, "city"] = marker
+    frame.to_csv(tmp_path / "houses.csv", index=False)
+    expected = pd.read_csv(tmp_path / "houses.csv")
+    assert expected.area.isna().sum() == expected.city.isna().sum() == len(markers)  # pandas reads each as missing
+    data = dataset.load(config(tmp_path, tmp_path / "houses.csv"))
+    assert not data.spec.skipped and sum(data.spec.sizes.values()) == 300
+    assert {f.name: f.kind for f in data.spec.features}["area"] == "numeric"
+    rows = examples(config(tmp_path, tmp_path / "houses.csv"))
+    assert sum(np.isnan(area) for area, *_ in rows) == sum(city == "" for _, _, city, _ in rows) == len(markers)
+
+
 def test_a_bad_row_in_one_shard_is_named_by_its_file_and_line_or_skipped_and_counted(tmp_path, small_shards):
     from pipeline.data import dataset
 

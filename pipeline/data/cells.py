@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 
-NULLS = ("", "na", "nan", "null", "none")  # missing, in any case
+# Missing, in any case: pandas.read_csv's default markers (R's NA, Excel's #N/A, a database's NULL, "n/a" ...).
+NULLS = ("", "na", "nan", "-nan", "null", "none", "n/a", "#n/a", "#n/a n/a", "#na", "<na>",
+         "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan")
 # Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
 NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
                          for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
@@ -17,7 +19,7 @@ LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 
 
 
 def text_and_missing(column):
-    """Trimmed text of a column and where it is missing (empty, NA, NaN, null, None in any case)."""
+    """Trimmed text of a column and where it is missing (empty, or one of NULLS in any case)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
