@@ -272,12 +272,15 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     frame["serial"] = [f"S-{i:05d}" for i in np.random.default_rng(1).permutation(200)]
     frame["site"] = "plant-7"
     frame["unused"] = np.nan  # written as empty cells
+    frame["sold"] = [f"{1 + i % 28:02d}.{1 + i % 12:02d}.2024" for i in range(200)]  # a German spreadsheet's dates
     frame.to_csv(path, index=False)
     notes = stats.column_notes(dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path))))
-    assert len(notes) == 4, notes  # not area, rooms or city
-    row, serial, site, unused = (next(n for n in notes if n.startswith(f"column '{c}'"))
-                                 for c in ("row", "serial", "site", "unused"))
+    assert len(notes) == 5, notes  # not area, rooms or city
+    row, serial, site, unused, sold = (next(n for n in notes if n.startswith(f"column '{c}'"))
+                                       for c in ("row", "serial", "site", "unused", "sold"))
     assert "is empty in all 140 training rows" in unused and "`data.exclude: [unused]`" in unused
+    assert re.fullmatch(r"column 'sold' holds dates written as \d\d\.\d\d\.2024: as text each date is a category, .*"
+                        r"write them as ISO 8601 \(2020-12-31\) to train on their time", sold)
     assert "like a row number (from " in row and "in each of the 140 training rows" in row
     assert "like a row id" in serial and "`data.exclude: [serial]`" in serial
     assert "has one value, plant-7, in all 140 training rows" in site
@@ -289,7 +292,7 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     assert any(n.startswith("column 'row'") and "in each of the 50 training rows read" in n for n in sampled), sampled
 
     kept = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path,
-                                                                                  "data.exclude=[row, serial, site, unused]")))
+                                                                                  "data.exclude=[row, serial, site, unused, sold]")))
     assert [f.name for f in kept.spec.features] == ["area", "rooms", "city"] and not stats.column_notes(kept)
     with pytest.raises(DataError, match=r"^Invalid `data.exclude`: 'serail' is not a feature of csv; it has row, "):
         dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[serail]")))

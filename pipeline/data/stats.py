@@ -12,6 +12,7 @@ categories) is a warning. Both come back as rows of one report.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,10 @@ MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen cate
 IMAGE_EXAMPLES = 2_000
 MIN_ID_ROWS = 100  # below this many training rows, a value new in every row is no sign of an identifier
 FEW_VALUES = 10  # a number label of at most this many whole values may be classes (0/1, 1 to 5 stars)
+# Dates as spreadsheets and locales write them (12/31/2020, 31.12.2020, 2020/12/31, 31-Dec-2020), a time optional:
+# not ISO 8601, so read as text (data/cells.py), where every date is a category
+FOREIGN_DATE = re.compile(r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}-[A-Za-z]{3}-\d{2,4})"
+                          r"([ T]\d{1,2}:\d\d(:\d\d)?)?")
 
 
 def statistics(data, label_scale: str = "") -> dict:
@@ -46,7 +51,8 @@ def statistics(data, label_scale: str = "") -> dict:
 
 def column_notes(data, labels=None) -> list[str]:
     """Training columns that cannot teach the model anything: empty, one value throughout, or a new value in every row
-    (a row number, an id: a model can only memorise it, and every test row's value is unseen); and a number
+    (a row number, an id: a model can only memorise it, and every test row's value is unseen); text that holds
+    dates in another format than ISO 8601 (categories that tomorrow's dates are not among); and a number
     label of a few whole values (``labels``: the training labels on their own scale, ``Task.label_values``:
     a log target's training column holds their log; default that column)."""
     notes = []
@@ -69,6 +75,10 @@ def column_notes(data, labels=None) -> list[str]:
         elif distinct == 1:
             notes.append(f"column {f.name!r} has one value, {_text(present[0])}, in all {seen}: it teaches the model "
                          f"nothing; {fix}")
+        elif text and (example := _foreign_date(present)):
+            notes.append(f"column {f.name!r} holds dates written as {example}: as text each date is a category, and "
+                         "every later date one the model never saw; write them as ISO 8601 (2020-12-31) to train on "
+                         "their time")
         elif rows >= MIN_ID_ROWS and distinct == len(values) and (
                 text or (values.dtype.kind in "iu" and np.ptp(values) < 2 * rows)):
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
@@ -78,6 +88,13 @@ def column_notes(data, labels=None) -> list[str]:
     if data.spec.task == "regression" and (hint := classes_hint(label, data.spec.label)):
         notes.append(hint)
     return notes
+
+
+def _foreign_date(values) -> str | None:
+    """The first of ``values`` (text) when nine in ten of the first thousand are dates written as FOREIGN_DATE."""
+    sample = [_text(v).strip() for v in values[:1000]]
+    matched = [v for v in sample if FOREIGN_DATE.fullmatch(v)]
+    return matched[0] if sample and len(matched) >= 0.9 * len(sample) else None
 
 
 def classes_hint(labels, name: str) -> str | None:
