@@ -612,6 +612,20 @@ def test_a_label_of_one_class_or_one_value_is_refused_before_training(tmp_path, 
         dataset.load(cfg)
 
 
+def test_a_time_split_on_a_column_of_text_is_one_line_naming_the_setting(tmp_path, tfds_dir):
+    """Dates written as 12/31/2020 are text: cutting by them stopped in numpy's "could not convert string to float"."""
+    from pipeline.data import dataset
+
+    path = write_houses(tmp_path / "houses.csv")
+    frame = pd.read_csv(path)
+    frame["sold"] = [f"{1 + i % 12:02d}/{1 + i % 28:02d}/2024" for i in range(len(frame))]
+    frame.to_csv(path, index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.time_split={column: sold}"))
+    with pytest.raises(DataError, match=r"^Invalid `data.time_split.column`: 'sold' holds text, not times; it must hold "
+                                        r"numbers or ISO 8601 dates \(2020-12-31\)"):
+        dataset.load(cfg)
+
+
 def test_a_table_too_small_for_its_classes_is_refused_with_the_numbers(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

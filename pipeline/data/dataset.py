@@ -201,6 +201,7 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
     ``input_context``: one worker's; TFDS then reads only that worker's share of the training split's files.
     ``read``: False to prepare and check only (``pipeline prepare``): no datasets are returned.
     """
+    import numpy as np
     import tensorflow_datasets as tfds
 
     tfds.display_progress_bar(False)
@@ -253,6 +254,9 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
             raise DataError(
                 f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
             )
+    if time_split and np.dtype(info.features[time_split.column].np_dtype).kind not in "iuf":
+        raise DataError(f"Invalid `data.time_split.column`: {time_split.column!r} holds text, not times; it must hold "
+                        "numbers or ISO 8601 dates (2020-12-31), which are read as seconds")
     sizes = None
     if time_split and read:
         datasets, sizes = _split_by_time(datasets[0], time_split)
