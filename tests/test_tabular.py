@@ -612,8 +612,9 @@ def test_a_label_of_one_class_or_one_value_is_refused_before_training(tmp_path, 
         dataset.load(cfg)
 
 
-def test_a_time_split_on_a_column_of_text_is_one_line_naming_the_setting(tmp_path, tfds_dir):
-    """Dates written as 12/31/2020 are text: cutting by them stopped in numpy's "could not convert string to float"."""
+def test_a_time_split_on_a_column_of_text_or_with_gaps_is_one_line_naming_the_setting(tmp_path, tfds_dir):
+    """Dates written as 12/31/2020 are text: cutting by them stopped in numpy's "could not convert string to float";
+    rows without a time fell in no split, which then read as "fewer than one batch"."""
     from pipeline.data import dataset
 
     path = write_houses(tmp_path / "houses.csv")
@@ -623,6 +624,13 @@ def test_a_time_split_on_a_column_of_text_is_one_line_naming_the_setting(tmp_pat
     cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.time_split={column: sold}"))
     with pytest.raises(DataError, match=r"^Invalid `data.time_split.column`: 'sold' holds text, not times; it must hold "
                                         r"numbers or ISO 8601 dates \(2020-12-31\)"):
+        dataset.load(cfg)
+    frame["sold"] = [np.nan if i % 10 == 0 else 1.7e9 + 3600 * i for i in range(len(frame))]  # seconds, some missing
+    frame.to_csv(path, index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path / "gaps", tfds_dir, path,
+                                                                 "data.time_split={column: sold}"))
+    with pytest.raises(DataError, match=r"^Invalid `data.time_split.column`: 'sold' is missing in 12 of 120 rows; a "
+                                        r"split by time needs a time on every row"):
         dataset.load(cfg)
 
 

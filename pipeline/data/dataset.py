@@ -274,6 +274,9 @@ def _split_by_time(ds, time_split):
     column = time_split.column
     batches = columns.blockwise(ds, lambda ex: ex[column]).batch(8192).as_numpy_iterator()  # one Python step per 8192
     times = np.concatenate([np.zeros(0), *(b.astype(np.float64) for b in batches)])
+    if missing := int(np.isnan(times).sum()):  # such a row is neither before nor after a cut: every split came out empty
+        raise DataError(f"Invalid `data.time_split.column`: {column!r} is missing in {missing:,} of {len(times):,} rows; "
+                        "a split by time needs a time on every row (fill them, or leave those rows out of the file)")
     lo, hi = np.quantile(times, [time_split.validation, time_split.test])
 
     def between(low, high):
