@@ -7,6 +7,7 @@ All work on pyarrow arrays of text, a chunk at a time.
 from __future__ import annotations
 
 import itertools
+import re
 
 # Missing, in any case: pandas.read_csv's default markers (R's NA, Excel's #N/A, a database's NULL, "n/a" ...).
 NULLS = ("", "na", "nan", "-nan", "null", "none", "n/a", "#n/a", "#n/a n/a", "#na", "<na>",
@@ -16,6 +17,10 @@ NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
                          for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
 LOOKS_NUMERIC = r"^[+-]?(\d|[.,]\d|inf|nan)"  # how every value a number parses from begins (trimmed)
 LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 2024-01-05 10:30+01:00
+# Dates as spreadsheets and locales write them (12/31/2020, 31.12.2020, 2020/12/31, 31-Dec-2020), a time optional:
+# not ISO 8601, so read as text, where every date is a category (a run notes them: data/stats.py)
+FOREIGN_DATE = re.compile(r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}-[A-Za-z]{3}-\d{2,4})"
+                          r"([ T]\d{1,2}:\d\d(:\d\d)?)?")
 
 
 def text_and_missing(column):

@@ -12,13 +12,13 @@ categories) is a warning. Both come back as rows of one report.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline.data.cells import FOREIGN_DATE
 from pipeline.data.spec import SIGNALS
 from pipeline.text import fmt
 
@@ -27,10 +27,6 @@ MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen cate
 IMAGE_EXAMPLES = 2_000
 MIN_ID_ROWS = 100  # below this many training rows, a value new in every row is no sign of an identifier
 FEW_VALUES = 10  # a number label of at most this many whole values may be classes (0/1, 1 to 5 stars)
-# Dates as spreadsheets and locales write them (12/31/2020, 31.12.2020, 2020/12/31, 31-Dec-2020), a time optional:
-# not ISO 8601, so read as text (data/cells.py), where every date is a category
-FOREIGN_DATE = re.compile(r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}-[A-Za-z]{3}-\d{2,4})"
-                          r"([ T]\d{1,2}:\d\d(:\d\d)?)?")
 
 
 def statistics(data, label_scale: str = "") -> dict:
