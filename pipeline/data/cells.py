@@ -21,6 +21,8 @@ LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 
 # not ISO 8601, so read as text, where every date is a category (a run notes them: data/stats.py)
 FOREIGN_DATE = re.compile(r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}/\d{1,2}/\d{1,2}|\d{1,2}-[A-Za-z]{3}-\d{2,4})"
                           r"([ T]\d{1,2}:\d\d(:\d\d)?)?")
+# Numbers as reports write them ($1,234.50, 12.5%, 1 234 EUR, (300)): read as text, where every value is a category
+FORMATTED_NUMBER = re.compile(r"[-+(]?\s*[$€£¥]?\s*[-+]?\d{1,3}(([,.\s']\d{3})+|\d*)([.,]\d+)?\s*(%|[$€£¥]|EUR|USD|GBP|JPY|CHF|CNY|INR|CAD|AUD)?\)?")
 
 
 def text_and_missing(column):

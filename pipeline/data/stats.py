@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data.cells import FOREIGN_DATE
+from pipeline.data.cells import FOREIGN_DATE, FORMATTED_NUMBER
 from pipeline.data.spec import SIGNALS
 from pipeline.text import fmt
 
@@ -48,7 +48,8 @@ def statistics(data, label_scale: str = "") -> dict:
 def column_notes(data, labels=None) -> list[str]:
     """Training columns that cannot teach the model anything: empty, one value throughout, or a new value in every row
     (a row number, an id: a model can only memorise it, and every test row's value is unseen); text that holds
-    dates in another format than ISO 8601 (categories that tomorrow's dates are not among); and a number
+    dates in another format than ISO 8601 (categories that tomorrow's dates are not among) or numbers with
+    currency signs, percent or thousands' separators (categories, not numbers); and a number
     label of a few whole values (``labels``: the training labels on their own scale, ``Task.label_values``:
     a log target's training column holds their log; default that column)."""
     notes = []
@@ -71,10 +72,13 @@ def column_notes(data, labels=None) -> list[str]:
         elif distinct == 1:
             notes.append(f"column {f.name!r} has one value, {_text(present[0])}, in all {seen}: it teaches the model "
                          f"nothing; {fix}")
-        elif text and (example := _foreign_date(present)):
+        elif text and (example := _written_as(present, FOREIGN_DATE)):
             notes.append(f"column {f.name!r} holds dates written as {example}: as text each date is a category, and "
                          "every later date one the model never saw; write them as ISO 8601 (2020-12-31) to train on "
                          "their time")
+        elif text and (example := _written_as(present, FORMATTED_NUMBER, plain=False)):
+            notes.append(f"column {f.name!r} holds numbers written as {example}: as text each value is a category; "
+                         "write plain numbers (1234.5) to train on them as numbers")
         elif rows >= MIN_ID_ROWS and distinct == len(values) and (
                 text or (values.dtype.kind in "iu" and np.ptp(values) < 2 * rows)):
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
@@ -86,11 +90,22 @@ def column_notes(data, labels=None) -> list[str]:
     return notes
 
 
-def _foreign_date(values) -> str | None:
-    """The first of ``values`` (text) when nine in ten of the first thousand are dates written as FOREIGN_DATE."""
+def _written_as(values, pattern, plain: bool = True) -> str | None:
+    """The first of ``values`` (text) that ``pattern`` matches, when it matches nine in ten of the first thousand
+    (``plain=False``: the first that is not a plain number, what made the column text)."""
     sample = [_text(v).strip() for v in values[:1000]]
-    matched = [v for v in sample if FOREIGN_DATE.fullmatch(v)]
-    return matched[0] if sample and len(matched) >= 0.9 * len(sample) else None
+    matched = [v for v in sample if pattern.fullmatch(v)]
+    if not sample or len(matched) < 0.9 * len(sample):
+        return None
+    return next((v for v in matched if plain or not _is_number(v)), None)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def classes_hint(labels, name: str) -> str | None:
