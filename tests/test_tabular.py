@@ -648,6 +648,12 @@ def test_a_table_too_small_for_its_classes_is_refused_with_the_numbers(tmp_path,
     with pytest.raises(DataError, match=r"^The data has 8 rows for 3 classes of `kind`: too few to split into train, "
                                         r"validation and test \(at least 3 per class, 9\)$"):
         dataset.load(cfg)
+    frame["cost"] = [f"${100_000 + 1000 * i:,}" for i in range(8)]  # a price label written for people: text classes
+    frame.to_csv(path, index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path / "cost", tfds_dir, path, "data.label_key=cost"))
+    with pytest.raises(DataError, match=r"^The data has 8 rows for 8 classes of `cost`: too few .*; its values are "
+                                        r"numbers written as \$10\d,000: write plain numbers \(1234\.5\) for a regression$"):
+        dataset.load(cfg)
 
 
 def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_path, tfds_dir, monkeypatch):

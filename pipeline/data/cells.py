@@ -25,6 +25,24 @@ FOREIGN_DATE = re.compile(r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}/\d{1,2}/\d{1,
 FORMATTED_NUMBER = re.compile(r"[-+(]?\s*[$€£¥]?\s*[-+]?\d{1,3}(([,.\s']\d{3})+|\d*)([.,]\d+)?\s*(%|[$€£¥]|EUR|USD|GBP|JPY|CHF|CNY|INR|CAD|AUD)?\)?")
 
 
+def written_as(texts: list[str], pattern, plain: bool = True) -> str | None:
+    """The first of ``texts`` that ``pattern`` matches, when it matches nine in ten of the first thousand
+    (``plain=False``: the first that is not a plain number, what made the column text)."""
+    sample = [t.strip() for t in texts[:1000]]
+    matched = [t for t in sample if pattern.fullmatch(t)]
+    if not sample or len(matched) < 0.9 * len(sample):
+        return None
+    return next((t for t in matched if plain or not _is_number(t)), None)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def text_and_missing(column):
     """Trimmed text of a column and where it is missing (empty, or one of NULLS in any case)."""
     import pyarrow as pa

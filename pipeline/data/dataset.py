@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import columns, feed, tfds_reader
+from pipeline.data import cells, columns, feed, tfds_reader
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
@@ -90,8 +90,10 @@ def _enough_rows(spec: DataSpec) -> None:
     """Fewer rows than three per class cannot give every split an example of each: refuse with the numbers."""
     rows = sum(spec.sizes.values())
     if rows < 3 * spec.num_classes:
+        numbers = cells.written_as(spec.class_names, cells.FORMATTED_NUMBER, plain=False)
+        hint = f"; its values are numbers written as {numbers}: write plain numbers (1234.5) for a regression" * bool(numbers)
         raise DataError(f"The data has {rows} rows for {spec.num_classes} classes of `{spec.label}`: too few to split "
-                        f"into train, validation and test (at least 3 per class, {3 * spec.num_classes})")
+                        f"into train, validation and test (at least 3 per class, {3 * spec.num_classes}){hint}")
 
 
 def _two_classes(spec: DataSpec, labels) -> None:

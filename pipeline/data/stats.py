@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data import cells
 from pipeline.data.cells import FOREIGN_DATE, FORMATTED_NUMBER
 from pipeline.data.spec import SIGNALS
 from pipeline.text import fmt
@@ -91,21 +92,7 @@ def column_notes(data, labels=None) -> list[str]:
 
 
 def _written_as(values, pattern, plain: bool = True) -> str | None:
-    """The first of ``values`` (text) that ``pattern`` matches, when it matches nine in ten of the first thousand
-    (``plain=False``: the first that is not a plain number, what made the column text)."""
-    sample = [_text(v).strip() for v in values[:1000]]
-    matched = [v for v in sample if pattern.fullmatch(v)]
-    if not sample or len(matched) < 0.9 * len(sample):
-        return None
-    return next((v for v in matched if plain or not _is_number(v)), None)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+    return cells.written_as([_text(v) for v in values[:1000]], pattern, plain)
 
 
 def classes_hint(labels, name: str) -> str | None:
