@@ -638,7 +638,7 @@ def test_a_time_split_on_a_column_of_text_or_with_gaps_is_one_line_naming_the_se
 
 
 def test_a_table_too_small_for_its_classes_is_refused_with_the_numbers(tmp_path, tfds_dir):
-    from pipeline.data import dataset
+    from pipeline.data import dataset, stats
 
     path = write_houses(tmp_path / "houses.csv", n=8)
     frame = pd.read_csv(path)
@@ -654,6 +654,11 @@ def test_a_table_too_small_for_its_classes_is_refused_with_the_numbers(tmp_path,
     with pytest.raises(DataError, match=r"^The data has 8 rows for 8 classes of `cost`: too few .*; its values are "
                                         r"numbers written as \$10\d,000: write plain numbers \(1234\.5\) for a regression$"):
         dataset.load(cfg)
+    frame["cost"] = ["$1,100", "$1,200"] * 4  # enough rows for its two "classes": trained, and noted
+    frame.to_csv(path, index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path / "two", tfds_dir, path, "data.label_key=cost"))
+    assert "label `cost` holds numbers written as $1,100 and trains as 2 classes; write plain numbers (1234.5) for a " \
+           "regression" in stats.column_notes(dataset.load(cfg))
 
 
 def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_path, tfds_dir, monkeypatch):

@@ -50,8 +50,8 @@ def column_notes(data, labels=None) -> list[str]:
     """Training columns that cannot teach the model anything: empty, one value throughout, or a new value in every row
     (a row number, an id: a model can only memorise it, and every test row's value is unseen); text that holds
     dates in another format than ISO 8601 (categories that tomorrow's dates are not among) or numbers with
-    currency signs, percent or thousands' separators (categories, not numbers); and a number
-    label of a few whole values (``labels``: the training labels on their own scale, ``Task.label_values``:
+    currency signs, percent or thousands' separators (categories, not numbers); a number label of a few whole
+    values, or a text label of such numbers (``labels``: the training labels on their own scale, ``Task.label_values``:
     a log target's training column holds their log; default that column)."""
     notes = []
     for f in data.spec.features:
@@ -88,6 +88,10 @@ def column_notes(data, labels=None) -> list[str]:
     label = np.asarray(data.train_columns[data.spec.label] if labels is None else labels)
     if data.spec.task == "regression" and (hint := classes_hint(label, data.spec.label)):
         notes.append(hint)
+    if data.spec.task == "classification" and (
+            numbers := cells.written_as(list(data.spec.class_names), FORMATTED_NUMBER, plain=False)):
+        notes.append(f"label `{data.spec.label}` holds numbers written as {numbers} and trains as "
+                     f"{data.spec.num_classes} classes; write plain numbers (1234.5) for a regression")
     return notes
 
 
