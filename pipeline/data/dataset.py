@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import cells, columns, feed, tfds_reader
+from pipeline.data import columns, feed, stats, tfds_reader
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
@@ -90,10 +90,10 @@ def _enough_rows(spec: DataSpec) -> None:
     """Fewer rows than three per class cannot give every split an example of each: refuse with the numbers."""
     rows = sum(spec.sizes.values())
     if rows < 3 * spec.num_classes:
-        numbers = cells.written_as(spec.class_names, cells.FORMATTED_NUMBER, plain=False)
-        hint = f"; its values are numbers written as {numbers}: write plain numbers (1234.5) for a regression" * bool(numbers)
+        example = stats.written_numbers(spec)
         raise DataError(f"The data has {rows} rows for {spec.num_classes} classes of `{spec.label}`: too few to split "
-                        f"into train, validation and test (at least 3 per class, {3 * spec.num_classes}){hint}")
+                        f"into train, validation and test (at least 3 per class, {3 * spec.num_classes})"
+                        + (f"; its values are numbers written as {example}: {stats.PLAIN_LABEL}" if example else ""))
 
 
 def _two_classes(spec: DataSpec, labels) -> None:
@@ -115,9 +115,9 @@ def _label_varies(spec: DataSpec, labels) -> None:
 
     labels = np.asarray(labels, np.float64)
     if len(np.unique(labels[~np.isnan(labels)])) < 2:
-        read = "" if len(labels) == spec.sizes["train"] else " read"  # a sample, past columns.MAX_STAT_ROWS
-        raise DataError(f"The training split's label `{spec.label}` has the same value in all {len(labels):,} training "
-                        f"rows{read}: regression has nothing to learn (check `data.label_key` and the split)")
+        raise DataError(f"The training split's label `{spec.label}` has the same value in all "
+                        f"{stats.training_rows(len(labels), spec)}: regression has nothing to learn (check "
+                        "`data.label_key` and the split)")
 
 
 def is_prepared(cfg: ExperimentConfig) -> bool:

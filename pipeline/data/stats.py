@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.data import cells
-from pipeline.data.cells import FOREIGN_DATE, FORMATTED_NUMBER
 from pipeline.data.spec import SIGNALS
 from pipeline.text import fmt
 
@@ -28,6 +27,7 @@ MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen cate
 IMAGE_EXAMPLES = 2_000
 MIN_ID_ROWS = 100  # below this many training rows, a value new in every row is no sign of an identifier
 FEW_VALUES = 10  # a number label of at most this many whole values may be classes (0/1, 1 to 5 stars)
+PLAIN_LABEL = "write plain numbers (1234.5) for a regression"  # the fix of a label of numbers written as text
 
 
 def statistics(data, label_scale: str = "") -> dict:
@@ -65,19 +65,18 @@ def column_notes(data, labels=None) -> list[str]:
         else:
             present = values[~np.isnan(values)] if values.dtype.kind == "f" else values
             distinct = len(np.unique(present))
-        rows = data.spec.sizes["train"]  # the values are a sample of them past columns.MAX_STAT_ROWS
-        seen = f"{len(values):,} training rows" + ("" if len(values) == rows else " read")
+        rows, seen = data.spec.sizes["train"], training_rows(len(values), data.spec)
         fix = f"leave it out with `data.exclude: [{f.name}]`"
         if distinct == 0:
             notes.append(f"column {f.name!r} is empty in all {seen}: it teaches the model nothing; {fix}")
         elif distinct == 1:
             notes.append(f"column {f.name!r} has one value, {_text(present[0])}, in all {seen}: it teaches the model "
                          f"nothing; {fix}")
-        elif text and (example := _written_as(present, FOREIGN_DATE)):
+        elif text and (example := _written_as(present, cells.FOREIGN_DATE)):
             notes.append(f"column {f.name!r} holds dates written as {example}: as text each date is a category, and "
                          "every later date one the model never saw; write them as ISO 8601 (2020-12-31) to train on "
                          "their time")
-        elif text and (example := _written_as(present, FORMATTED_NUMBER, plain=False)):
+        elif text and (example := _written_as(present, cells.FORMATTED_NUMBER, plain=False)):
             notes.append(f"column {f.name!r} holds numbers written as {example}: as text each value is a category; "
                          "write plain numbers (1234.5) to train on them as numbers")
         elif rows >= MIN_ID_ROWS and distinct == len(values) and (
@@ -88,11 +87,24 @@ def column_notes(data, labels=None) -> list[str]:
     label = np.asarray(data.train_columns[data.spec.label] if labels is None else labels)
     if data.spec.task == "regression" and (hint := classes_hint(label, data.spec.label)):
         notes.append(hint)
-    if data.spec.task == "classification" and (
-            numbers := cells.written_as(list(data.spec.class_names), FORMATTED_NUMBER, plain=False)):
-        notes.append(f"label `{data.spec.label}` holds numbers written as {numbers} and trains as "
-                     f"{data.spec.num_classes} classes; write plain numbers (1234.5) for a regression")
+    if example := written_numbers(data.spec):
+        notes.append(f"label `{data.spec.label}` holds numbers written as {example} and trains as "
+                     f"{data.spec.num_classes} classes; {PLAIN_LABEL}")
     return notes
+
+
+def training_rows(count: int, spec) -> str:
+    """"N training rows", or "N training rows read" when ``count`` is a sample of the split (past
+    columns.MAX_STAT_ROWS, as Splits.train_columns holds it)."""
+    return f"{count:,} training rows" + ("" if count == spec.sizes["train"] else " read")
+
+
+def written_numbers(spec) -> str | None:
+    """For a classification whose class names are numbers written for people, the first such ($1,100), else
+    None: a regression's label read as text (its fix: PLAIN_LABEL)."""
+    if spec.task != "classification":
+        return None
+    return cells.written_as(list(spec.class_names), cells.FORMATTED_NUMBER, plain=False)
 
 
 def _written_as(values, pattern, plain: bool = True) -> str | None:
