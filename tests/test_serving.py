@@ -163,6 +163,26 @@ def test_predict_rows_and_columns_match_the_model(server, models, model):
         np.testing.assert_allclose(np.asarray(got_columns, dtype=float).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("model", ["digits", "houses", "demand"])
+def test_each_export_loads_as_tf_servings_own_loader_loads_it(models, model):
+    """TF Serving's C++ loader restores variables through the SavedModel's saver ops and runs its init op (the
+    tables of text columns) in a graph session, not through the object graph that ``tf.saved_model.load`` reads:
+    TensorFlow's v1 loader takes that path. An export saved without those ops (``SaveOptions(
+    experimental_skip_saver=True)``, a faster save) loads in TF2 but not there."""
+    import tensorflow as tf
+
+    cfg, result = models[1][model]
+    features = _test_batch(cfg)
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:
+        signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(result.export_path)).signature_def[
+            "serving_default"]
+        served = session.run({k: v.name for k, v in signature.outputs.items()},
+                             {signature.inputs[k].name: v for k, v in features.items()})
+    for name, want in _expected(result, cfg, features).items():
+        np.testing.assert_allclose(served[name], want, rtol=1e-5, atol=1e-5)
+
+
 def test_status_and_metadata_have_tf_servings_shape(server):
     port, _ = server
     code, status = call(port, "/v1/models/digits")
