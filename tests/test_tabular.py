@@ -731,6 +731,7 @@ def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):
 @pytest.mark.parametrize("header,rows,message", [
     ("area,price/m2,price", 5, r"column 2 is named 'price/m2': a column becomes a model input"),
     ("area,city name,price", 5, r"column 2 is named 'city name'"),
+    ("area,größe,price", 5, r"column 2 is named 'größe': .* must be ASCII letters, digits"),
     ("area,area,price", 5, r"columns 1 and 2 are both named 'area'"),
     ("area;rooms;price", 5, r"its header is one column, 'area;rooms;price': its fields are separated by ';', not ',' "
                             r"\(set `data.delimiter: ';'`\)"),

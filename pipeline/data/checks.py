@@ -64,7 +64,7 @@ def _table(path: Path, label: str, dialect: Dialect) -> None:
     for i, column in enumerate(columns):
         if not COLUMN.match(column):
             raise DataError(f"{path}: column {i + 1} is named {column[:80]!r}: a column becomes a model input, so its "
-                            "name must be letters, digits, _ . - (rename it in the file)")
+                            "name must be ASCII letters, digits, _ . - (rename it in the file)")
         if column in columns[:i]:
             raise DataError(f"{path}: columns {columns.index(column) + 1} and {i + 1} are both named {column!r}")
     if label not in columns:
