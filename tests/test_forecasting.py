@@ -97,6 +97,26 @@ def test_several_series_are_split_each_on_its_own_and_no_window_crosses_two(tmp_
     assert model(batch).shape == (len(batch["load"]), 6) and "region" in model.input
 
 
+def test_a_series_too_short_for_the_splits_is_left_out_with_a_note_and_none_long_enough_is_one_line(tmp_path,
+                                                                                                  tfds_dir):
+    """A panel of stores holds stores opened last month: the run trains on the others and says which it left."""
+    from pipeline.data import dataset
+
+    lines = write_series(tmp_path / "a.csv", steps=300).read_text().splitlines()[1:]
+    rows = [f"north,{line}" for line in lines] + [f"new,{line}" for line in lines[:40]]
+    path = tmp_path / "stores.csv"
+    path.write_text("store,time,load,temp\n" + "\n".join(rows) + "\n")
+    s = dataset.load(series_cfg(tmp_path / "work", tfds_dir, path, "forecast.series_id=store")).series
+    assert [(seg.key, seg.end - seg.start) for seg in s.segments] == [(b"north", 300)]
+    assert s.notes() == ["1 of 2 series (`forecast.series_id`) is too short for the input window and the horizon in "
+                         "each split and was left out: 'new' (40 steps)"]
+
+    path.write_text("store,time,load,temp\n" + "\n".join(rows[300:] + [f"old,{line}" for line in lines[:50]]) + "\n")
+    with pytest.raises(DataError, match=r"^None of the 2 series is long enough for the splits; series 'new' "
+                                        r"\(`forecast.series_id`\): The test window \(4 steps"):
+        dataset.load(series_cfg(tmp_path / "work2", tfds_dir, path, "forecast.series_id=store"))
+
+
 # ---- bad input -----------------------------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ half-hourly steps costs what the series costs, not 336 times it.
                label   target                         steps [i + W, i + W + H), as the target transform says
 
 Several series (``forecast.series_id``) are laid one after the other; no window crosses from
-one into the next, and each is split on its own.
+one into the next, and each is split on its own. A series too short for a window in each split
+(a store opened last month) is left out with a note, as long as one series remains.
 
 Splits are consecutive stretches (train, validation, test, in this order, test the newest):
 a window belongs to the stretch its label falls in wholly; its inputs may reach back into the
@@ -50,6 +51,7 @@ class Series:
     columns: dict[str, np.ndarray]  # float64 target and covariates
     segments: list[Segment]
     ids: np.ndarray | None = None  # per step, its series' id (several series)
+    short: dict[str, int] | None = None  # series left out as too short for the splits: name -> steps
 
     def __len__(self) -> int:
         return len(self.time)
@@ -58,6 +60,17 @@ class Series:
         """The first step of the series each of ``steps`` belongs to."""
         firsts = np.array([seg.start for seg in self.segments])
         return firsts[np.searchsorted(firsts, steps, side="right") - 1]
+
+    def notes(self) -> list[str]:
+        """What a run should tell its user about the series it read: those it left out."""
+        if not self.short:
+            return []
+        listed = ", ".join(f"{name!r} ({steps} steps)" for name, steps in list(self.short.items())[:5])
+        more = f" and {len(self.short) - 5} more" if len(self.short) > 5 else ""
+        one = len(self.short) == 1
+        return [f"{len(self.short)} of {len(self.short) + len(self.segments)} series (`forecast.series_id`) "
+                f"{'is' if one else 'are'} too short for the input window and the horizon in each split and "
+                f"{'was' if one else 'were'} left out: {listed}{more}"]
 
 
 def label_name(target: str) -> str:
@@ -150,16 +163,30 @@ def _one(time: np.ndarray, columns: dict, cfg, name: str | None, by_row: bool, w
 
 
 def _concatenate(pieces: list, cfg) -> Series:
-    segments, start = [], 0
-    for key, time, _ in pieces:
+    """The pieces one after the other; with several series, those too short for the splits are left out
+    (the error of the first is raised when none is long enough)."""
+    segments, start, kept, short, first_error = [], 0, [], {}, None
+    for key, time, columns in pieces:
         where = f"series {_name(key)!r} (`forecast.series_id`): " if cfg.forecast.series_id else ""
-        bounds = {split: (start + a, start + b) for split, (a, b) in _bounds(len(time), cfg, where).items()}
-        segments.append(Segment(key if cfg.forecast.series_id else None, start, start + len(time), bounds))
+        try:
+            bounds = _bounds(len(time), cfg, where)
+        except DataError as error:
+            if not cfg.forecast.series_id:
+                raise
+            short[_name(key)], first_error = len(time), first_error or error
+            continue
+        segments.append(Segment(key if cfg.forecast.series_id else None, start, start + len(time),
+                                {split: (start + a, start + b) for split, (a, b) in bounds.items()}))
+        kept.append((key, time, columns))
         start += len(time)
+    if not kept:
+        raise DataError(f"None of the {len(pieces)} series is long enough for the splits; {first_error}"
+                        if len(pieces) > 1 else str(first_error))
+    pieces = kept
     time = np.concatenate([t for _, t, _ in pieces])
     columns = {n: np.concatenate([c[n] for _, _, c in pieces]) for n in pieces[0][2]}
     ids = np.concatenate([np.repeat(key, len(t)) for key, t, _ in pieces]) if cfg.forecast.series_id else None
-    return Series(time, columns, segments, ids)
+    return Series(time, columns, segments, ids, short)
 
 
 def _check_order(time: np.ndarray, column: str, by_row: bool, where: str = "The", when=str) -> None:
