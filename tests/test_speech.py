@@ -141,6 +141,27 @@ def test_audio_folder_resamples_mixes_to_mono_pads_and_crops_with_a_count(tmp_pa
     assert (np.abs(clips[:, 4800 + 10:]).max(axis=1) == 0).sum() == 9  # 0.6 s clips padded with silence; the long not
 
 
+@pytest.mark.parametrize("rate, channels, suffix", [(44100, 2, "wav"), (48000, 1, "flac"), (RATE, 1, "wav")])
+def test_a_long_recordings_clip_decodes_only_its_start_and_equals_the_start_of_the_whole(tmp_path, monkeypatch,
+                                                                                         rate, channels, suffix):
+    """A folder of hour-long recordings (calls, meetings) is prepared in the memory of its one-second clips:
+    a 20-minute stereo WAV was once decoded whole, to keep its first second."""
+    import soundfile
+
+    from pipeline.data.builders.speech import AudioConfig, clip, fit, read_audio
+
+    path = tmp_path / f"long.{suffix}"
+    soundfile.write(path, np.random.default_rng(0).normal(0, 0.2, (rate * 30, channels)), rate)
+    decoded = []
+    read = soundfile.SoundFile.read
+    monkeypatch.setattr(soundfile.SoundFile, "read", lambda self, *a, **k: decoded.append(read(self, *a, **k)) or
+                        decoded[-1])
+    samples, cropped = clip(path, AudioConfig(name="x", sample_rate=RATE, clip_seconds=1.0))
+    assert cropped and len(decoded[0]) <= rate * 1.01  # the first second's frames, and the filter's reach past them
+    assert np.array_equal(samples, fit(read_audio(path.read_bytes(), RATE)[0], RATE)[0])  # as from the whole file
+    assert read_audio(path, RATE)[1] == RATE * 30  # the whole file's length is known without decoding it
+
+
 @pytest.mark.parametrize("contents, why", [(b"RIFF not a wave", "Format not recognised."),
                                            (None, "it holds no samples")])
 def test_an_unreadable_or_empty_clip_is_named_or_skipped_and_counted(tmp_path, tfds_dir, contents, why):
@@ -228,7 +249,7 @@ def test_the_export_takes_a_waveform_or_a_wav_file_and_serves_base64_wav_over_re
     files = [folder / label / "5.wav" for label in TONES]
     from pipeline.data.builders.speech import fit, read_audio
 
-    waves = np.stack([fit(read_audio(f.read_bytes(), RATE), RATE)[0] for f in files])
+    waves = np.stack([fit(read_audio(f.read_bytes(), RATE)[0], RATE)[0] for f in files])
     by_wave = loaded.signatures["serving_default"](audio=tf.constant(waves))["probabilities"].numpy()
     by_file = loaded.signatures["wav"](wav=tf.constant([f.read_bytes() for f in files]))["probabilities"].numpy()
     np.testing.assert_allclose(by_file, by_wave, atol=1e-5)

@@ -89,10 +89,15 @@ def _features(c: AudioConfig, labels, **extra) -> tfds.features.FeaturesDict:
         "label": tfds.features.ClassLabel(names=list(labels)), **extra})
 
 
-def clip(contents: bytes, c: AudioConfig) -> tuple[np.ndarray, bool]:
-    """A WAV or FLAC file's samples as float32 mono at ``c.sample_rate``, padded or cropped; and whether it was
-    cropped."""
-    return fit(read_audio(contents, c.sample_rate), c.samples)
+def clip(source: bytes | Path, c: AudioConfig) -> tuple[np.ndarray, bool]:
+    """A WAV or FLAC file's (or its bytes') samples as float32 mono at ``c.sample_rate``, padded or cropped;
+    and whether it was cropped. Only the start that the clip keeps is decoded: an hour's recording costs
+    what its first second costs."""
+    samples, length = read_audio(source, c.sample_rate, most=c.samples)
+    return fit(samples, c.samples)[0], length > c.samples
+
+
+RESAMPLE_REACH = 20  # scipy's resample_poly: its filter reaches 10 * max(up, down) upsampled steps each way
 
 
 def fit(samples: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
@@ -100,8 +105,12 @@ def fit(samples: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
     return np.pad(samples[:length], (0, max(0, length - len(samples)))).astype(np.float32), len(samples) > length
 
 
-def read_audio(contents: bytes, sample_rate: int) -> np.ndarray:
-    """A WAV or FLAC file's samples as float32 mono in [-1, 1] at ``sample_rate`` (libsndfile reads it).
+def read_audio(source: bytes | Path, sample_rate: int, most: int | None = None) -> tuple[np.ndarray, int]:
+    """A WAV or FLAC file's samples as float32 mono in [-1, 1] at ``sample_rate`` (libsndfile reads it), and
+    how many the whole file holds at that rate.
+
+    ``most``: only the first ``most`` samples are needed, so only the frames they are made of are decoded,
+    with the resampling filter's reach past them (``RESAMPLE_REACH``): those samples are the whole file's.
 
     Raises:
         ValueError: the file is no audio libsndfile reads, or holds no samples.
@@ -110,16 +119,19 @@ def read_audio(contents: bytes, sample_rate: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
     try:
-        samples, rate = soundfile.read(io.BytesIO(contents), dtype="float64", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as f:
+            common = math.gcd(f.samplerate, sample_rate)
+            up, down = sample_rate // common, f.samplerate // common
+            frames = -1 if most is None else math.ceil(most * down / up) + RESAMPLE_REACH * max(up, down) // up + 1
+            samples, length = f.read(frames, dtype="float64", always_2d=True), -(-f.frames * up // down)
     except (RuntimeError, TypeError) as exc:  # soundfile's LibsndfileError is a RuntimeError
         raise ValueError(getattr(exc, "error_string", None) or str(exc)) from None  # without the stream's repr
     if samples.size == 0:
         raise ValueError("it holds no samples")
     samples = samples.mean(axis=1)
-    if rate != sample_rate:
-        common = math.gcd(rate, sample_rate)
-        samples = resample_poly(samples, sample_rate // common, rate // common)
-    return samples.astype(np.float32)
+    if up != down:
+        samples = resample_poly(samples, up, down)
+    return samples.astype(np.float32), length
 
 
 def _warn_cropped(count: int, c: AudioConfig) -> None:
@@ -162,7 +174,7 @@ class SpokenDigits(Local, tfds.core.GeneratorBasedBuilder):
             spoken = pool.map(functools.partial(_speak, folder=folder), jobs)  # short processes: threads overlap them
             for (voice, word, speed, pitch), wav in progress(zip(jobs, spoken), len(jobs), "speaking", "clips"):
                 key = f"{voice}/{word}/{speed}/{pitch}"
-                samples, was_cropped = _placed(read_audio(wav, c.sample_rate), c.samples, key)
+                samples, was_cropped = _placed(read_audio(wav, c.sample_rate)[0], c.samples, key)
                 cropped += was_cropped
                 yield key, {"audio": samples, "label": word, "voice": voice}
         _warn_cropped(cropped, c)
@@ -241,6 +253,6 @@ class AudioFolder(Local, tfds.core.GeneratorBasedBuilder):
 def _read(path: Path, c: AudioConfig) -> tuple[np.ndarray, bool] | str:
     """The file's clip and whether it was cropped, or why it cannot be read."""
     try:
-        return clip(path.read_bytes(), c)
+        return clip(path, c)
     except (ValueError, OSError) as exc:
         return str(exc)
