@@ -1,6 +1,9 @@
-"""What this project's builders share: their data is on this machine, never on TFDS's bucket."""
+"""What this project's builders share: their data is on this machine, never on TFDS's bucket, and
+preparing it twice writes the same bytes."""
 
 from __future__ import annotations
+
+from tensorflow_datasets.core import example_serializer
 
 
 class Local:
@@ -16,3 +19,15 @@ class Local:
         info = super().dataset_info_from_configs(**kwargs)
         info.initialize_from_bucket = lambda: None  # nothing on the bucket to start from
         return info
+
+
+def _serialize_deterministically(self, example) -> bytes:
+    return self.get_tf_example(example).SerializeToString(deterministic=True)
+
+
+# A prepared dataset is named by the SHA-256 of its files (its digest, logged with every run: same digest, same
+# data). TFDS's writer serialises each example's features, a protobuf map, in the order of the map's hash table,
+# which differs from process to process: the digits prepared twice had four digests in six preparations. Sorted
+# (protobuf's deterministic serialisation) they have one. Set on import, so that Beam's workers, which import
+# the builders to run them, write the same bytes too.
+example_serializer.ExampleSerializer.serialize_example = _serialize_deterministically
