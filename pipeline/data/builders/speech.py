@@ -97,7 +97,7 @@ def clip(source: bytes | Path, c: AudioConfig) -> tuple[np.ndarray, bool]:
     return fit(samples, c.samples)[0], length > c.samples
 
 
-RESAMPLE_REACH = 20  # scipy's resample_poly: its filter reaches 10 * max(up, down) upsampled steps each way
+RESAMPLE_REACH = 20  # upsampled steps per max(up, down) read past a clip: twice the 10 that resample_poly's filter reaches
 
 
 def fit(samples: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
