@@ -117,7 +117,8 @@ class ForecastConfig(Section):
     time: str = Field("time", description="Column that orders the series: epoch seconds or another increasing number "
                                           "(the `series` dataset also parses date strings).")
     series_id: str | None = Field(None, description="Column naming the series of each row, for a file of several "
-                                                   "series: each is checked and split on its own; the id is an input.")
+                                                   "series: each is checked and split on its own (one too short for "
+                                                   "the splits is left out, with a note); the id is an input.")
     input_window: PositiveInt = Field(48, description="Past steps the model sees.")
     horizon: PositiveInt = Field(1, description="Steps forecast at once (direct multi-step output).")
     stride: PositiveInt = Field(1, description="Steps between consecutive training windows.")
