@@ -224,6 +224,7 @@ def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_th
         assert (predict(columns) != centred.predict(design(columns))).mean() < 0.002
 
 
+@pytest.mark.slow  # a 60,000-row design, fitted four times
 def test_on_large_designs_ridge_and_boosting_hold_out_rows_without_another_copy_of_the_design(monkeypatch):
     """Past LOO_VALUES design values ridge chooses its alpha on a held-out fifth (leave-one-out holds a rows x
     columns product per alpha), and boosting's early stopping gets a split made from the columns, not a copy
