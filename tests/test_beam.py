@@ -92,12 +92,13 @@ def test_an_image_folder_prepared_by_beam_holds_the_local_images_and_counts_the_
         dataset.prepare(cfg, beam_options=beam)
         raw, info, _ = dataset._read(cfg)
         images = {ex["file"].decode(): (ex["image"], ex["label"]) for split in raw for ex in split.as_numpy_iterator()}
-        return images, dataset.load(cfg).spec.skipped
+        return images, dataset.load(cfg).spec
 
-    (here, skipped_here), (there, skipped_there) = prepared(tmp_path / "a"), prepared(tmp_path / "b", beam_options([]))
+    (here, spec_here), (there, spec_there) = prepared(tmp_path / "a"), prepared(tmp_path / "b", beam_options([]))
     assert sorted(there) == sorted(here) and len(here) == 12
     assert all(np.array_equal(there[f][0], here[f][0]) and there[f][1] == here[f][1] for f in here)
-    assert skipped_there == skipped_here == 1
+    assert spec_there.skipped == spec_here.skipped == 1
+    assert spec_there.digest == spec_here.digest  # the same bytes: the same data has one digest
 
 
 @pytest.mark.parametrize("argv,message", [
