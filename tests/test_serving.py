@@ -249,6 +249,20 @@ def test_missing_and_mistyped_tabular_features_are_named(server, models):
     assert code == 400 and "output 'prediction' is not finite (NaN or infinity)" in answer["error"], answer
 
 
+def test_a_forecasters_time_window_may_be_iso_dates_when_its_series_was(server, models):
+    """The series' file had ISO 8601 times: a client sends the window's times as it has them, or as seconds."""
+    port, _ = server
+    cfg, result = models[1]["demand"]
+    contract = json.loads((result.export_path / "assets.extra" / "pipeline.json").read_text())["contract"]
+    assert contract["inputs"]["time"] == {"dtype": "int64", "shape": [None, 30], "date": True}
+    columns = _jsonable(_test_batch(cfg, n=2))
+    code, by_seconds = call(port, "/v1/models/demand:predict", {"inputs": columns})
+    assert code == 200, by_seconds
+    iso = [[str(np.datetime64(int(t), "s")) + "Z" for t in row] for row in columns["time"]]
+    code, by_dates = call(port, "/v1/models/demand:predict", {"inputs": {**columns, "time": iso}})
+    assert code == 200 and by_dates == by_seconds, by_dates
+
+
 def test_null_is_a_missing_value_as_an_empty_cell_was_in_training(server, models):
     """A float input's null is NaN (the model fills in the training mean), a string's the empty string;
     an integer input has no missing value."""

@@ -342,11 +342,12 @@ def _series(cfg: ExperimentConfig, info, ds):
     from pipeline.data import series
 
     fc, target, metadata = cfg.forecast, cfg.data.label_key, info.metadata or {}
-    values = series.read(ds, cfg, dates=bool(metadata.get("time_is_date")))
+    dates = bool(metadata.get("time_is_date"))  # then a request's time window may be ISO 8601 text, as the file was
+    values = series.read(ds, cfg, dates=dates)
     windows = {split: series.dataset(values, cfg, split) for split in SPLITS}
     lengths = series.inputs(cfg)
     features = tuple(Feature(n, "calendar" if n == fc.time else "sequence", "int64" if n == fc.time else "float32",
-                             (length,)) for n, length in lengths.items())
+                             (length,), date=dates and n == fc.time) for n, length in lengths.items())
     if fc.series_id:  # which series a window is of: a categorical input
         stored = "string" if values.ids.dtype.kind in "SUO" else "int64"
         features = (Feature(fc.series_id, "categorical", stored), *features)
