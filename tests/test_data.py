@@ -51,7 +51,7 @@ def test_splits_are_fixed_across_loads_and_disjoint(tiny_cfg):
 
 def test_a_prepared_example_is_written_the_same_in_every_process_so_the_same_data_has_one_digest(tiny_cfg):
     """Protobuf writes a map (an example's features) in its hash table's order, which differs from process to
-    process: the digits prepared twice had four digests in six preparations. Each record must be protobuf's
+    process: the digits prepared in six processes had four digests. Each record must be protobuf's
     deterministic (key-sorted) form of itself, the same bytes wherever it is prepared."""
     import tensorflow as tf
 

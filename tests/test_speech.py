@@ -159,7 +159,7 @@ def test_a_long_recordings_clip_decodes_only_its_start_and_equals_the_start_of_t
     samples, cropped = clip(path, AudioConfig(name="x", sample_rate=RATE, clip_seconds=1.0))
     assert cropped and len(decoded[0]) <= rate * 1.01  # the first second's frames, and the filter's reach past them
     assert np.array_equal(samples, fit(read_audio(path.read_bytes(), RATE)[0], RATE)[0])  # as from the whole file
-    assert read_audio(path, RATE)[1] == RATE * 30  # the whole file's length is known without decoding it
+    assert read_audio(path, RATE, most=10)[1] == RATE * 30  # the whole file's length, known from its header
 
 
 @pytest.mark.parametrize("contents, why", [(b"RIFF not a wave", "Format not recognised."),

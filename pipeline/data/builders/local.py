@@ -27,7 +27,7 @@ def _serialize_deterministically(self, example) -> bytes:
 
 # A prepared dataset is named by the SHA-256 of its files (its digest, logged with every run: same digest, same
 # data). TFDS's writer serialises each example's features, a protobuf map, in the order of the map's hash table,
-# which differs from process to process: the digits prepared twice had four digests in six preparations. Sorted
+# which differs from process to process: the digits prepared in six processes had four digests. Sorted
 # (protobuf's deterministic serialisation) they have one. Set on import, so that Beam's workers, which import
 # the builders to run them, write the same bytes too.
 example_serializer.ExampleSerializer.serialize_example = _serialize_deterministically
