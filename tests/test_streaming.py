@@ -283,7 +283,11 @@ def test_a_bad_number_after_many_good_chunks_is_named_or_skipped_exactly_as_in_t
     assert dataset.load(cfg).spec.skipped == 2
 
 @pytest.mark.parametrize("damage,message", [
-    (lambda p: p.write_text("area,rooms,city,kind,extra\n1,2,north,flat,9\n"), r"part-2\.csv: its columns .* differ"),
+    (lambda p: p.write_text("area,rooms,city,kind,extra\n1,2,north,flat,9\n"),
+     r"part-2\.csv: its columns differ from those of part-0\.csv \(it adds extra\); every shard must have the same"),
+    (lambda p: p.write_text("area,kind,city\n1,flat,north\n"),
+     r"part-2\.csv: its columns differ from those of part-0\.csv \(it lacks rooms\); every shard"),
+    (lambda p: p.write_text("rooms,area,city,kind\n1,2,north,flat\n"), r"\(the same columns in another order\)"),
     (lambda p: p.write_bytes(b"area,rooms,city,kind\n1,2,\xff\xfe,flat\n"),
      r"^\S*part-2\.csv: line 2, column 'city' is not utf-8 text"),
     (lambda p: p.write_text("area,rooms,city,kind\n1,2,north,flat\n1,2,north,flat,9\n"),

@@ -166,13 +166,23 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
     for path in files:
         columns = header(path, schema.dialect)
         if columns != schema.columns:
-            raise DataError(f"{path}: its columns ({', '.join(columns)}) differ from those of {files[0].name} "
-                            f"({', '.join(schema.columns)}); every shard must have the same header")
+            raise DataError(f"{path}: its columns differ from those of {files[0].name} "
+                            f"({_difference(columns, schema.columns)}); every shard must have the same header")
         try:
             yield from _file_chunks(path, schema, on_bad_input)
         except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:  # a Parquet shard's own types
             raise DataError(f"{path}: its values do not convert to the types of {files[0].name}'s columns ({exc}); "
                             "every shard must hold the same types") from None
+
+
+def _difference(columns: list[str], first: list[str]) -> str:
+    """How a shard's header differs from the first shard's, in a few names (a table may have hundreds)."""
+    def named(which: str, names: list[str]) -> str:
+        return f"{which} {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
+
+    extra, missing = [c for c in columns if c not in first], [c for c in first if c not in columns]
+    parts = [named(which, names) for which, names in (("it adds", extra), ("it lacks", missing)) if names]
+    return "; ".join(parts) or "the same columns in another order"
 
 
 def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
