@@ -69,7 +69,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     if spec.task == "classification":
         _enough_rows(spec)
         _two_classes(spec, train_columns[spec.label])
-    elif spec.task == "regression" and not cfg.forecast:
+    elif spec.task == "regression":  # a series' task is "forecasting"
         _label_varies(spec, train_columns[spec.label])
     files, train_for = 0, None
     if not (cfg.forecast or cfg.data.time_split):  # a series or a time cut is one stream, not files to split

@@ -20,7 +20,7 @@ stretch before, as they would when forecasting. Statistics come from training wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,7 @@ class Series:
     columns: dict[str, np.ndarray]  # float64 target and covariates
     segments: list[Segment]
     ids: np.ndarray | None = None  # per step, its series' id (several series)
-    short: dict[str, int] | None = None  # series left out as too short for the splits: name -> steps
+    short: dict[str, int] = field(default_factory=dict)  # left out as too short for the splits: name -> steps
 
     def __len__(self) -> int:
         return len(self.time)
