@@ -27,6 +27,7 @@ import functools
 import numpy as np
 
 from pipeline.data import series as windows
+from pipeline.data import targets
 from pipeline.skill import Errors, skill
 
 CHUNK = 8192  # test windows scored at a time
@@ -70,8 +71,8 @@ def _errors(truth: np.ndarray, forecasts: dict, last: np.ndarray, cfg, scale: fl
     fc = cfg.forecast
     returns = fc.target_transform == "log_return"
     if not returns:
-        truth = windows.invert(truth, last, fc.target_transform)
-        forecasts = {k: windows.invert(v, last, fc.target_transform) for k, v in forecasts.items()}
+        truth = targets.invert(truth, last, fc.target_transform)
+        forecasts = {k: targets.invert(v, last, fc.target_transform) for k, v in forecasts.items()}
     figures: dict[str, dict[str, np.ndarray]] = {"mae": {}, "mse": {}, "mase": {},
                                                  "directional_accuracy" if returns else "smape": {}}
     for name, forecast in forecasts.items():
@@ -100,7 +101,7 @@ def baselines(s, cfg, at: np.ndarray, features: dict, train_columns: dict, ridge
     w, h = fc.input_window, fc.horizon
     last = features[target][:, -1]
     levels = s.columns[target]
-    out = {"naive": windows.transform(np.repeat(last[:, None], h, axis=1), last, fc.target_transform)}
+    out = {"naive": targets.transform(np.repeat(last[:, None], h, axis=1), last, fc.target_transform)}
     label = windows.label_name(target)
     if fc.target_transform != "level" and label in train_columns:  # the training windows' mean change
         drift = np.asarray(train_columns[label], np.float64).mean(axis=0)
@@ -111,7 +112,7 @@ def baselines(s, cfg, at: np.ndarray, features: dict, train_columns: dict, ridge
         steps = np.arange(1, h + 1)
         source = origin[:, None] + steps - period * np.ceil(steps / period).astype(int)
         if (source >= floor).all():
-            out[f"seasonal_naive_{period}"] = windows.transform(levels[source], last, fc.target_transform)
+            out[f"seasonal_naive_{period}"] = targets.transform(levels[source], last, fc.target_transform)
     if ridge is not None:
         out["ridge"] = ridge(features)
     return out
@@ -156,7 +157,7 @@ def _design(features: dict, cfg) -> np.ndarray:
                 phase = (values % PERIODS[cycle]) * (2 * np.pi / PERIODS[cycle])
                 parts += [np.sin(phase), np.cos(phase)]
         elif name == target and fc.target_transform != "level":
-            parts.append(windows.transform(values, values[:, -1], fc.target_transform))
+            parts.append(targets.transform(values, values[:, -1], fc.target_transform))
         else:
             parts.append(values)
     design = np.concatenate(parts, axis=1)

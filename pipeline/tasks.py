@@ -305,7 +305,7 @@ class Forecasting(Task):
         return y, prediction
 
     def serve(self, prediction, features=None) -> dict:
-        from pipeline.data.series import invert
+        from pipeline.data.targets import invert
 
         last = features[self.target_name][:, -1]
         return {"forecast": invert(prediction, last, self.fc.target_transform), "target": prediction}

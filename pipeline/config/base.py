@@ -1,5 +1,6 @@
 """What every config module shares: the section base, named constrained scalars, and setting a dotted key.
 
+``flatten`` and ``set_path`` read and write configs by dotted keys (``train.epochs``).
 The scalar types are named so that an error can say what was expected
 ("Expected a float in [0, 1)").
 """
@@ -51,3 +52,17 @@ def set_path(raw: dict, key: str, value: Any, what: str = "key") -> None:
             if isinstance(node, dict) and not isinstance(node.get(index), (dict, list)):
                 node[index] = {}
             node = node[index]
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys to values (``set_path``'s keys): list items by index."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list) and tree:
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else key))
+    return flat

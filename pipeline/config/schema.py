@@ -25,6 +25,7 @@ from pipeline.config.base import (
     PositiveInt,
     Rate,
     Section,
+    flatten,
 )
 from pipeline.config.data import (
     AugmentConfig,
@@ -340,7 +341,7 @@ class ExperimentConfig(Section):
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys to scalar values, for MLflow params (the tune section is the search's, not the run's)."""
-        return _flatten(self.model_dump(mode="json", exclude={"tune"}))
+        return flatten(self.model_dump(mode="json", exclude={"tune"}))
 
 
 
@@ -351,16 +352,3 @@ def _named_after(path: str) -> str:
     stem = parts[-1].rsplit(".", 1)[0] if parts and "." in parts[-1][1:] else (parts[-1] if parts else "")
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-")
     return name or "data"
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, list) and tree:
-        items = ((str(i), v) for i, v in enumerate(tree))
-    else:
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in items:
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return flat

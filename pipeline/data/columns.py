@@ -1,5 +1,6 @@
 """Features picked from TFDS examples: the (features, label) pairs that training reads, and the
-training split's columns as NumPy arrays, which preprocessing statistics and baselines read.
+training split's columns as NumPy arrays, which preprocessing statistics and baselines read (and
+``check_labels`` checks the task can learn from).
 
 Both pick a few features out of each example. tf.data spends about 14 microseconds per element
 on such a map (bench/README.md, "Tables as they grow"): most of a million-row table's first
@@ -134,3 +135,54 @@ def blockwise(examples, fn):
     out = blocks.map(fn, num_parallel_calls=auto).unbatch()
     rows = int(examples.cardinality())
     return out.apply(tf.data.experimental.assert_cardinality(rows)) if rows >= 0 else out  # unbatch forgets it
+
+
+def check_labels(spec: DataSpec, labels=None) -> None:
+    """Refuse a label the task cannot learn from: too few rows per class, one class, one value throughout.
+
+    ``labels``: the training split's (``train_columns``); without them, only the rows per class are
+    counted (from the split sizes). A series' task, forecasting, has checks of its own.
+
+    Raises:
+        DataError: naming the label, the numbers and what to check.
+    """
+    if spec.task == "classification":
+        _enough_rows(spec)
+        if labels is not None:
+            _two_classes(spec, labels)
+    elif spec.task == "regression" and labels is not None:
+        _label_varies(spec, labels)
+
+
+def _enough_rows(spec: DataSpec) -> None:
+    """Fewer rows than three per class cannot give every split an example of each: refuse with the numbers."""
+    rows = sum(spec.sizes.values())
+    if rows < 3 * spec.num_classes:
+        example = stats.written_numbers(spec)
+        raise DataError(f"The data has {rows} rows for {spec.num_classes} classes of `{spec.label}`: too few to split "
+                        f"into train, validation and test (at least 3 per class, {3 * spec.num_classes})"
+                        + (f"; its values are numbers written as {example}: {stats.PLAIN_LABEL}" if example else ""))
+
+
+def _two_classes(spec: DataSpec, labels) -> None:
+    """A classifier of one class learns nothing and scores a meaningless accuracy: refuse it."""
+    import numpy as np
+
+    seen = np.unique(np.asarray(labels))
+    if len(seen) < 2:
+        names = [spec.class_names[i] if i < len(spec.class_names) else str(i) for i in seen.tolist()]
+        raise DataError(f"The training split's label `{spec.label}` has {len(seen)} class{'es' if len(seen) != 1 else ''}"
+                        f" ({', '.join(map(repr, names)) or 'none'}): classification needs at least two "
+                        "(check `data.label_key` and the split)")
+
+
+def _label_varies(spec: DataSpec, labels) -> None:
+    """A regression of one value throughout scores a perfect, meaningless error (often the wrong column was named
+    as the label): refuse it, as a classifier of one class is refused."""
+    import numpy as np
+
+    labels = np.asarray(labels, np.float64)
+    if len(np.unique(labels[~np.isnan(labels)])) < 2:
+        raise DataError(f"The training split's label `{spec.label}` has the same value in all "
+                        f"{stats.training_rows(len(labels), spec)}: regression has nothing to learn (check "
+                        "`data.label_key` and the split)")

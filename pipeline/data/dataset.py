@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import columns, feed, stats, tfds_reader
+from pipeline.data import columns, feed, tfds_reader
 from pipeline.data.checks import unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
@@ -66,11 +66,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
     steps = n // batch if cfg.data.drop_remainder else -(-n // batch)
     if steps < 1:
         raise DataError(f"The training split has {n} examples, fewer than one batch of {batch} (`data.batch_size`).")
-    if spec.task == "classification":
-        _enough_rows(spec)
-        _two_classes(spec, train_columns[spec.label])
-    elif spec.task == "regression":  # a series' task is "forecasting"
-        _label_varies(spec, train_columns[spec.label])
+    columns.check_labels(spec, train_columns[spec.label])
     files, train_for = 0, None
     if not (cfg.forecast or cfg.data.time_split):  # a series or a time cut is one stream, not files to split
         files = len(info.splits[cfg.data.splits.train].file_instructions)
@@ -84,40 +80,6 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
 
     return Splits(**datasets, spec=spec, train_columns=train_columns, steps_per_epoch=steps, global_batch=batch,
                   series=values, train_files=files, train_for=train_for)
-
-
-def _enough_rows(spec: DataSpec) -> None:
-    """Fewer rows than three per class cannot give every split an example of each: refuse with the numbers."""
-    rows = sum(spec.sizes.values())
-    if rows < 3 * spec.num_classes:
-        example = stats.written_numbers(spec)
-        raise DataError(f"The data has {rows} rows for {spec.num_classes} classes of `{spec.label}`: too few to split "
-                        f"into train, validation and test (at least 3 per class, {3 * spec.num_classes})"
-                        + (f"; its values are numbers written as {example}: {stats.PLAIN_LABEL}" if example else ""))
-
-
-def _two_classes(spec: DataSpec, labels) -> None:
-    """A classifier of one class learns nothing and scores a meaningless accuracy: refuse it."""
-    import numpy as np
-
-    seen = np.unique(np.asarray(labels))
-    if len(seen) < 2:
-        names = [spec.class_names[i] if i < len(spec.class_names) else str(i) for i in seen.tolist()]
-        raise DataError(f"The training split's label `{spec.label}` has {len(seen)} class{'es' if len(seen) != 1 else ''}"
-                        f" ({', '.join(map(repr, names)) or 'none'}): classification needs at least two "
-                        "(check `data.label_key` and the split)")
-
-
-def _label_varies(spec: DataSpec, labels) -> None:
-    """A regression of one value throughout scores a perfect, meaningless error (often the wrong column was named
-    as the label): refuse it, as a classifier of one class is refused."""
-    import numpy as np
-
-    labels = np.asarray(labels, np.float64)
-    if len(np.unique(labels[~np.isnan(labels)])) < 2:
-        raise DataError(f"The training split's label `{spec.label}` has the same value in all "
-                        f"{stats.training_rows(len(labels), spec)}: regression has nothing to learn (check "
-                        "`data.label_key` and the split)")
 
 
 def is_prepared(cfg: ExperimentConfig) -> bool:
@@ -168,8 +130,7 @@ def describe(cfg: ExperimentConfig, beam_options=None) -> DataSpec:
         return load(cfg).spec
     _, info, sizes = _read(cfg, beam_options)
     spec = _spec(cfg, info, sizes)
-    if spec.task == "classification":
-        _enough_rows(spec)
+    columns.check_labels(spec)
     return spec
 
 

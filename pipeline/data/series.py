@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.targets import transform
 from pipeline.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -318,38 +319,6 @@ def inputs(cfg) -> dict[str, int]:
     if fc.calendar:
         lengths[fc.time] = w + h
     return lengths
-
-
-def transform(future, last, how: str):
-    """Future levels -> what the model predicts (NumPy or TensorFlow): the level, the change, or the log return."""
-    if how == "level":
-        return future
-    if how == "difference":
-        return future - last[:, None]
-    log = np.log if isinstance(future, np.ndarray) else _tf_log
-    return log(future) - log(last[:, None])
-
-
-def invert(predicted, last, how: str):
-    """What the model predicts -> levels (NumPy or TensorFlow): the inverse of ``transform``."""
-    if how == "level":
-        return predicted
-    if how == "difference":
-        return predicted + last[:, None]
-    exp = np.exp if isinstance(predicted, np.ndarray) else _tf_exp
-    return exp(predicted) * last[:, None]
-
-
-def _tf_log(x):
-    import tensorflow as tf
-
-    return tf.math.log(x)
-
-
-def _tf_exp(x):
-    import tensorflow as tf
-
-    return tf.exp(x)
 
 
 def dataset(series: Series, cfg, split: str):

@@ -305,7 +305,7 @@ def _sequence(out, feature, x, cfg, column, reg, augmenter):
     """A window of the target or a covariate; the target's is taken relative to its last value, as its label is."""
     from keras import layers, ops
 
-    from pipeline.data.series import transform
+    from pipeline.data.targets import transform
 
     values = np.asarray(column, dtype=np.float64)
     how = cfg.forecast.target_transform if feature.name == cfg.data.label_key else "level"
