@@ -333,8 +333,8 @@ def run() -> None:
     """The ``pipeline`` command (and ``python -m pipeline``): ``main``, then exit with its code.
 
     Before exiting, the objects of the job are frozen out of Python's cyclic collector: a process that
-    ran TensorFlow holds millions of them, and the interpreter's shutdown walks them all for cycles only
-    to hand the memory back to the system (bench/README.md, the exit). Exit handlers still run and files
+    ran TensorFlow holds half a million and more, and the interpreter's shutdown walks them all for cycles
+    only to hand the memory back to the system (bench/README.md, the exit). Exit handlers still run and files
     still close. ``main`` itself, called in a longer-lived process (a test, a notebook), freezes nothing.
     """
     code = main()

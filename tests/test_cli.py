@@ -80,7 +80,7 @@ def test_make_help_lists_the_user_verbs():
 @pytest.mark.parametrize("key, code", [("train.epochs", 0), ("train.epoch", 2)])
 def test_the_command_exits_with_mains_code_its_objects_frozen_out_of_the_last_collection(key, code):
     """`python -m pipeline` (and the `pipeline` script) freezes the job's objects before it exits: the
-    interpreter's shutdown then does not walk a TensorFlow process's millions of them for cycles."""
+    interpreter's shutdown then does not walk a TensorFlow process's half million and more for cycles."""
     script = ("import atexit, gc, runpy, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count())); "
               f"sys.argv = ['pipeline', 'config', 'get', {str(DIGITS)!r}, {key!r}]; "
               "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)")

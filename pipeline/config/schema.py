@@ -344,7 +344,6 @@ class ExperimentConfig(Section):
         return flatten(self.model_dump(mode="json", exclude={"tune"}))
 
 
-
 def _named_after(path: str) -> str:
     """An experiment named after its own data (``sales.csv``: sales; ``pictures/``, ``shards/*.parquet``: the folder),
     so that two tables trained from one example config do not share an experiment, a model name and its versions."""
