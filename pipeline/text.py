@@ -15,6 +15,12 @@ def fmt(value) -> str:
         return value
 
 
+def listed(texts: list[str], most: int) -> str:
+    """The first ``most`` of ``texts`` in one line, and how many more (a table may have hundreds of columns)."""
+    more = f" and {len(texts) - most} more" if len(texts) > most else ""
+    return ", ".join(texts[:most]) + more
+
+
 def progress(items, total: int, what: str, unit: str, size=lambda item: 1, every: float = 10.0):
     """Yield ``items`` while stderr shows how many ``unit`` are done, at what rate, and the time left.
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.text import listed
+
 
 class RequestError(ValueError):
     """The client's mistake: answered with HTTP 400 and this message."""
@@ -42,8 +44,7 @@ def signature_inputs(fn, dates: set[str]) -> dict[str, Input]:
 
 def named(what: str, names: list[str], most: int = 10) -> str:
     """``missing input 'a'`` or ``missing inputs 'a', 'b'``: the names at fault in one line (``most`` of them)."""
-    shown = ", ".join(map(repr, names[:most])) + (f" and {len(names) - most} more" if len(names) > most else "")
-    return f"{what} input{'s' if len(names) > 1 else ''} {shown}"
+    return f"{what} input{'s' if len(names) > 1 else ''} {listed(list(map(repr, names)), most)}"
 
 
 def to_array(spec: Input, value: Any) -> np.ndarray:

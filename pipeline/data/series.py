@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.data.targets import transform
 from pipeline.errors import DataError
+from pipeline.text import listed
 
 SPLITS = ("train", "validation", "test")
 ROW = "_row"  # the series builder's row position in the user's files
@@ -66,12 +67,11 @@ class Series:
         """What a run should tell its user about the series it read: those it left out."""
         if not self.short:
             return []
-        listed = ", ".join(f"{name!r} ({steps} steps)" for name, steps in list(self.short.items())[:5])
-        more = f" and {len(self.short) - 5} more" if len(self.short) > 5 else ""
         one = len(self.short) == 1
         return [f"{len(self.short)} of {len(self.short) + len(self.segments)} series (`forecast.series_id`) "
                 f"{'is' if one else 'are'} too short for the input window and the horizon in each split and "
-                f"{'was' if one else 'were'} left out: {listed}{more}"]
+                f"{'was' if one else 'were'} left out: "
+                + listed([f"{name!r} ({steps} steps)" for name, steps in self.short.items()], 5)]
 
 
 def label_name(target: str) -> str:
@@ -174,7 +174,8 @@ def _concatenate(pieces: list, cfg) -> Series:
         except DataError as error:
             if not cfg.forecast.series_id:
                 raise
-            short[_name(key)], first_error = len(time), first_error or error
+            short[_name(key)] = len(time)
+            first_error = first_error or error
             continue
         segments.append(Segment(key if cfg.forecast.series_id else None, start, start + len(time),
                                 {split: (start + a, start + b) for split, (a, b) in bounds.items()}))

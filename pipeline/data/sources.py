@@ -27,6 +27,7 @@ from pipeline.data import cells, lines
 from pipeline.data.checks import PLAIN, Dialect, checked_header, header
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
+from pipeline.text import listed
 
 CHUNK_BYTES = 8 << 20  # CSV read at a time (pyarrow's block)
 CHUNK_ROWS = 65_536  # Parquet rows read at a time
@@ -177,11 +178,8 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
 
 def _difference(columns: list[str], first: list[str]) -> str:
     """How a shard's header differs from the first shard's, in a few names (a table may have hundreds)."""
-    def named(which: str, names: list[str]) -> str:
-        return f"{which} {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
-
     extra, missing = [c for c in columns if c not in first], [c for c in first if c not in columns]
-    parts = [named(which, names) for which, names in (("it adds", extra), ("it lacks", missing)) if names]
+    parts = [f"{which} {listed(names, 5)}" for which, names in (("it adds", extra), ("it lacks", missing)) if names]
     return "; ".join(parts) or "the same columns in another order"
 
 

@@ -72,11 +72,18 @@ def blocks_of(examples):
     return _BLOCKS.get(examples)
 
 
+def tested_tfds() -> bool:
+    """Whether the installed TFDS is ``TESTED_TFDS``, whose private API this module (and builders/local.py) follows."""
+    import tensorflow_datasets as tfds
+
+    return tfds.__version__.startswith(TESTED_TFDS + ".")
+
+
 def batchable(info) -> bool:
     """Whether every feature of ``info`` is one flat tensor of a fixed shape (a block parses into one array)."""
     import tensorflow_datasets as tfds
 
-    if not tfds.__version__.startswith(TESTED_TFDS + "."):
+    if not tested_tfds():
         return False
     try:
         serialized = info.features.get_serialized_info()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tensorflow_datasets.core import example_serializer
 
+from pipeline.data.tfds_reader import tested_tfds
+
 
 class Local:
     """A mixin, first among a builder's bases, whose ``DatasetInfo`` never looks for TFDS's bucket.
@@ -29,5 +31,7 @@ def _serialize_deterministically(self, example) -> bytes:
 # data). TFDS's writer serialises each example's features, a protobuf map, in the order of the map's hash table,
 # which differs from process to process: the digits prepared in six processes had four digests. Sorted
 # (protobuf's deterministic serialisation) they have one. Set on import, so that Beam's workers, which import
-# the builders to run them, write the same bytes too.
-example_serializer.ExampleSerializer.serialize_example = _serialize_deterministically
+# the builders to run them, write the same bytes too. A private method of TFDS, as data/tfds_reader.py's reader
+# is: set only on the version both follow (another one writes as TFDS does).
+if tested_tfds():
+    example_serializer.ExampleSerializer.serialize_example = _serialize_deterministically
