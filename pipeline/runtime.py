@@ -89,12 +89,15 @@ def load_tensorflow() -> None:
 def quiet_loggers() -> None:
     """absl's Python logger, where TFDS writes its notices ("Using custom data configuration"), and
     TensorFlow's (tf.function's retracing warnings, a search's trials each tracing a step anew) to errors
-    unless ``pipeline -v``."""
+    unless ``pipeline -v``. absl's through its own flag: TensorFlow's SavedModel walk restores absl's logger to that
+    flag's level when it is done (``AutoTrackable._trackable_children``), and would show its warnings again."""
     import logging
 
     if not os.environ.get(VERBOSE):
-        for name in ("absl", "tensorflow"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def writable(cfg) -> None:

@@ -31,7 +31,7 @@ def infra_validate(path: Path, data, requests: int) -> None:
     from pipeline.train.cluster import free_ports
 
     features, _ = next(iter(data.test))
-    raw = {f.name: tf.cast(features[f.name], f.dtype).numpy()[:requests] for f in data.spec.features}
+    raw = {f.input_name: tf.cast(features[f.name], f.dtype).numpy()[:requests] for f in data.spec.features}
     expected = tf.saved_model.load(str(path)).signatures["serving_default"](
         **{k: tf.constant(v) for k, v in raw.items()})
     with tempfile.TemporaryDirectory(prefix="infra-") as root:

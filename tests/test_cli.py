@@ -71,6 +71,22 @@ def test_augment_preview_command_writes_the_png_quietly(tmp_path, tfds_dir):
     _quiet(proc)
 
 
+def test_tensorflows_warnings_stay_hidden_after_a_saved_model_is_written(tmp_path):
+    """TensorFlow's SavedModel walk sets absl's logger back to absl's own flag when it is done: quieting the logger
+    alone let the export's warnings through again (an input named '1st_floor' warned of its Python name)."""
+    import logging
+
+    import tensorflow as tf
+
+    from pipeline import runtime
+
+    runtime.quiet_loggers()
+    module = tf.Module()
+    module.f = tf.function(lambda x: x, input_signature=[tf.TensorSpec([None], name="x")])
+    tf.saved_model.save(module, str(tmp_path / "model"))
+    assert logging.getLogger("absl").getEffectiveLevel() == logging.ERROR
+
+
 def test_make_help_lists_the_user_verbs():
     out = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
     for target in ("train", "test", "ui", "baseline", "preview", "clean"):

@@ -729,9 +729,9 @@ def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):
 
 
 @pytest.mark.parametrize("header,rows,message", [
-    ("area,price/m2,price", 5, r"column 2 is named 'price/m2': a column becomes a model input"),
-    ("area,city name,price", 5, r"column 2 is named 'city name'"),
-    ("area,größe,price", 5, r"column 2 is named 'größe': .* must be ASCII letters, digits"),
+    ("area,price/m2,price_m2,price", 5, r"columns 'price/m2' and 'price_m2' would both be the model input "
+                                        r"'price_m2' \(a character other than ASCII letters, digits and _ is written"),
+    ("area, ,price", 5, r"column 2 has no name in the header"),
     ("area,area,price", 5, r"columns 1 and 2 are both named 'area'"),
     ("area;rooms;price", 5, r"its header is one column, 'area;rooms;price': its fields are separated by ';', not ',' "
                             r"\(set `data.delimiter: ';'`\)"),
@@ -747,6 +747,45 @@ def test_tables_whose_columns_or_rows_cannot_train_are_refused_before_tensorflow
     cfg = load(ROOT / "configs/examples/csv.yaml", [f"data.path={path}", f"workdir={tmp_path}"])
     with pytest.raises(DataError, match=message):
         check(cfg)
+
+
+def test_a_header_of_spaces_brackets_slashes_and_leading_digits_trains_and_serves_under_input_names(
+        tmp_path, tfds_dir, capsys):
+    """A column keeps its file's name in the config and the data; the model and the export take it under its input
+    name, the same in Python, in the SavedModel's signature (TF Serving's) and in ``pipeline serve``; the run says
+    which, and the contract names both."""
+    import json
+
+    import tensorflow as tf
+
+    from pipeline.data.spec import input_name
+    from pipeline.export.saved_model import read_metadata
+    from pipeline.jobs.train import train
+    from serving.models import Servable
+
+    assert [input_name(c) for c in ("floor area (m²)", "1st/2nd rooms", "_id", "Gr_Liv_Area")] == [
+        "floor_area__m__", "arg_1st_2nd_rooms", "arg__id", "Gr_Liv_Area"]
+    frame = pd.read_csv(write_houses(tmp_path / "houses.csv"))
+    frame.rename(columns={"area": "floor area (m²)", "rooms": "1st/2nd rooms"}).to_csv(tmp_path / "odd.csv", index=False)
+    result = train(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, tmp_path / "odd.csv")))
+    assert ("note: the export takes 'floor area (m²)' as 'floor_area__m__', '1st/2nd rooms' as 'arg_1st_2nd_rooms' "
+            in capsys.readouterr().err)
+    inputs = read_metadata(result.export_path)["contract"]["inputs"]
+    assert inputs["floor_area__m__"]["column"] == "floor area (m²)" and "column" not in inputs["city"]
+    names = {"floor_area__m__", "arg_1st_2nd_rooms", "city"}
+    signature = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:  # TF Serving's loader: the SavedModel's own signature
+        saved = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(result.export_path))
+    assert set(saved.signature_def["serving_default"].inputs) == set(signature.structured_input_signature[1]) == names
+
+    servable = Servable("houses", 1, result.export_path)
+    rows = {"floor_area__m__": [120.5, 60.0], "arg_1st_2nd_rooms": [3, 1], "city": ["north", "east"]}
+    served = servable.call("serving_default", servable.convert("serving_default", rows, 16)[0])["prediction"]
+    columns = {"floor area (m²)": tf.constant([120.5, 60.0]), "1st/2nd rooms": tf.constant([3, 1], tf.int64),
+               "city": tf.constant(["north", "east"])}  # the model's inputs keep the columns' names
+    np.testing.assert_allclose(served, np.exp(result.model(columns, training=False).numpy().reshape(-1)), rtol=1e-5)
+    assert json.dumps(servable.metadata()).count("floor_area__m__") >= 1
 
 
 def test_a_huge_text_cell_costs_its_size_in_the_statistics_not_its_size_times_the_rows():

@@ -10,13 +10,12 @@ check the same again (they are also reached without this).
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.spec import input_name
 from pipeline.errors import DataError
 
-COLUMN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # a serving input's name: TF Serving and Keras take these
 MIN_ROWS = 3  # one example per split, at the least
 BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "spoken_digits", "csv",
             "series", "image_folder", "audio_folder")
@@ -61,12 +60,18 @@ def check(cfg) -> None:
 def _table(path: Path, label: str, dialect: Dialect) -> None:
     """The header names usable columns, the label among them, over at least one row per split."""
     columns = checked_header(path, dialect)
+    inputs = {}
     for i, column in enumerate(columns):
-        if not COLUMN.match(column):
-            raise DataError(f"{path}: column {i + 1} is named {column[:80]!r}: a column becomes a model input, so its "
-                            "name must be ASCII letters, digits, _ . - (rename it in the file)")
+        if not column.strip():
+            raise DataError(f"{path}: column {i + 1} has no name in the header; a column becomes a model input, which "
+                            "needs one (name it in the file)")
         if column in columns[:i]:
             raise DataError(f"{path}: columns {columns.index(column) + 1} and {i + 1} are both named {column!r}")
+        other = inputs.setdefault(input_name(column), column)
+        if other != column:
+            raise DataError(f"{path}: columns {other!r} and {column!r} would both be the model input "
+                            f"{input_name(column)!r} (a character other than ASCII letters, digits and _ is written "
+                            "as _ there): rename one in the file")
     if label not in columns:
         raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {', '.join(columns)}.")
     rows = data_rows(path, dialect, at_most=MIN_ROWS)

@@ -3,10 +3,21 @@ and the three ``tf.data`` streams with the training columns (``Splits``) that ``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 SIGNALS = ("image", "audio")  # kinds stored as a large array per example
+
+
+def input_name(column: str) -> str:
+    """The name a column has as a model input and in the export's signature, so that a file's header is used as
+    it is (a table of millions of rows is not rewritten to rename a column): each character other than ASCII
+    letters, digits and ``_`` written as ``_``, and ``arg_`` before a name that does not start with a letter.
+    TensorFlow renames a signature's arguments so in Python (``function_type.sanitize_arg_name``) but not in
+    the SavedModel's signature, where TF Serving reads them: a name it would rename would differ between the two."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", column)
+    return name if name[:1].isascii() and name[:1].isalpha() else f"arg_{name}"
 
 
 @dataclass(frozen=True)
@@ -18,6 +29,10 @@ class Feature:
     dtype: str  # as stored: uint8, float32, int64, string, ...
     shape: tuple[int, ...] = ()
     date: bool = False  # numeric: seconds since 1970 (UTC) read from ISO 8601 text, which serving also takes
+
+    @property
+    def input_name(self) -> str:
+        return input_name(self.name)
 
     @property
     def signal(self) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.data import cells
 from pipeline.data.spec import SIGNALS
-from pipeline.text import fmt
+from pipeline.text import fmt, listed
 
 MAX_TEXT = 200  # characters of a category kept in the statistics
 MAX_CATEGORIES = 10_000  # more distinct values than this: shares of unseen categories are not checked
@@ -52,8 +52,12 @@ def column_notes(data, labels=None) -> list[str]:
     dates in another format than ISO 8601 (categories that tomorrow's dates are not among) or numbers with
     currency signs, percent or thousands' separators (categories, not numbers); a number label of a few whole
     values, or a text label of such numbers (``labels``: the training labels on their own scale, ``Task.label_values``:
-    a log target's training column holds their log; default that column)."""
+    a log target's training column holds their log; default that column). Also the columns the export serves under
+    another name (``Feature.input_name``), which a client must send."""
     notes = []
+    renamed = [f"{f.name!r} as {f.input_name!r}" for f in data.spec.features if f.input_name != f.name]
+    if renamed:
+        notes.append(f"the export takes {listed(renamed, 3)} (an input's name is ASCII letters, digits and _, from a letter)")
     for f in data.spec.features:
         values = None if f.signal else data.train_columns[f.name]
         if values is None or not len(values):

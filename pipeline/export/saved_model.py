@@ -9,7 +9,9 @@ that fails verification never appears.
 Serving contract (pinned by tests; clients rely on it):
     signature ``serving_default``
     inputs  one per feature, named as in the dataset, with its stored dtype and shape
-            (digits: ``image`` uint8 [batch, 8, 8, 1]; tables: one [batch] tensor per column)
+            (digits: ``image`` uint8 [batch, 8, 8, 1]; tables: one [batch] tensor per column; a column
+            whose name Keras or TF Serving refuse is named with ``_`` for each such character:
+            ``Sale Price`` -> ``Sale_Price``, and the contract's ``column`` gives the file's name)
     outputs classification: ``probabilities`` float32 [batch, classes], ``class_id`` int64 [batch];
             regression: ``prediction`` float32 [batch], on the label's own scale
             (a log target transform is inverted inside);
@@ -84,7 +86,7 @@ def verify(path: Path, model, cfg, spec, test_ds) -> dict:
     for features, _ in _large_batches(test_ds, limit):
         if count >= limit:
             break
-        raw = {f.name: tf.cast(features[f.name], f.dtype) for f in spec.features}
+        raw = {f.input_name: tf.cast(features[f.name], f.dtype) for f in spec.features}
         first = serve(**raw)[output].numpy()
         if not np.all(np.isfinite(first)):
             raise ExportError(f"Training diverged: the model's {output} are NaN or infinite on test examples, so "
@@ -134,7 +136,8 @@ def predict_split(path: Path, spec, dataset, output: str):
     serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
     predictions, labels = [], []
     for features, y in dataset:
-        predictions.append(serve(**{f.name: tf.cast(features[f.name], f.dtype) for f in spec.features})[output].numpy())
+        raw = {f.input_name: tf.cast(features[f.name], f.dtype) for f in spec.features}
+        predictions.append(serve(**raw)[output].numpy())
         labels.append(y.numpy())
     return np.concatenate(predictions), np.concatenate(labels)
 
@@ -156,11 +159,12 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     task = task_for(cfg, spec)
 
     def serving_default(features):
-        inputs = {f.name: tf.cast(features[f.name], tf.float32) if f.signal else features[f.name]
+        inputs = {f.name: tf.cast(features[f.input_name], tf.float32) if f.signal else features[f.input_name]
                   for f in spec.features}
         return task.serve(model(inputs, training=False), inputs)
 
-    inputs = {f.name: tf.TensorSpec((None, *f.shape), tf.as_dtype(f.dtype), name=f.name) for f in spec.features}
+    inputs = {f.input_name: tf.TensorSpec((None, *f.shape), tf.as_dtype(f.dtype), name=f.input_name)
+              for f in spec.features}
     endpoints = {SIGNATURE: (serving_default, [inputs]), **signatures}
     traced = {name: tf.function(fn, input_signature=signature, autograph=False).get_concrete_function()
               for name, (fn, signature) in endpoints.items()}
@@ -173,7 +177,8 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     (path / METADATA).parent.mkdir(exist_ok=True)
     contract = {
         "signature": SIGNATURE,
-        "inputs": {f.name: {"dtype": f.dtype, "shape": [None, *f.shape], **({"date": True} if f.date else {})}
+        "inputs": {f.input_name: {"dtype": f.dtype, "shape": [None, *f.shape], **({"date": True} if f.date else {}),
+                                  **({"column": f.name} if f.input_name != f.name else {})}
                    for f in spec.features},
         "outputs": {name: {"dtype": d, "shape": shape} for name, (d, shape) in task.output_specs().items()},
         "task": spec.task,

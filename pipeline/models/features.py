@@ -40,13 +40,26 @@ def layer_name(feature: str, suffix: str) -> str:
 
 
 def inputs_for(spec) -> dict:
-    """One ``keras.Input`` per raw feature: images as float32 (augmentation yields floats), others as stored."""
+    """One ``keras.Input`` per raw feature: images as float32 (augmentation yields floats), others as stored;
+    keyed by the column's name, named as the export names it (``Feature.input_name``)."""
     import keras
 
     return {
-        f.name: keras.Input(shape=f.shape, dtype="float32" if f.signal else f.dtype, name=f.name)
+        f.name: keras.Input(shape=f.shape, dtype="float32" if f.signal else f.dtype, name=f.input_name)
         for f in spec.features
     }
+
+
+def functional(inputs: dict, outputs, **kwargs):
+    """``keras.Model(inputs, outputs)`` over inputs keyed by column and named as served (``inputs_for``), without
+    Keras' warning that a key and its tensor's name differ (as they do for a column named ``Sale Price``)."""
+    import warnings
+
+    import keras
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict, all keys in the dict must match")
+        return keras.Model(inputs, outputs, **kwargs)
 
 
 def encode(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, reg=None, augmenter=None) -> Encoded:

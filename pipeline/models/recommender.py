@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.config import ExperimentConfig
 from pipeline.models.blocks import dense_block
-from pipeline.models.features import Encoded, encode, lookup
+from pipeline.models.features import Encoded, encode, functional, lookup
 
 
 def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
@@ -157,7 +157,7 @@ def _split(model, user: str):
     taken = {id(t): t for op in on_user_side for t in tree.flatten(op.input) if id(t) not in follows}
     items = list(taken.values())
     catalogue = {name: x for name, x in model.input.items() if name != user}
-    return keras.Model(catalogue, items), keras.Model([user_input, *items], model.output)
+    return functional(catalogue, items), keras.Model([user_input, *items], model.output)
 
 
 def _seen_items(user_column, item_column, item_ids):

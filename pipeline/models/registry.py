@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError
 from pipeline.models.blocks import batch_norm_momentum, conv_block, dense_block, regularizer
-from pipeline.models.features import encode
+from pipeline.models.features import encode, functional, layer_name
 
 
 def cnn(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
@@ -36,7 +36,7 @@ def mlp(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
 
     encoded = encode(inputs, spec, cfg, columns, reg, augmenter)
     flat = [layers.Flatten(name=f"flatten{i}")(image) for i, image in enumerate(encoded.images)]
-    flat += [layers.Flatten(name=f"{name}_flat")(seq) for name, seq in encoded.sequences.items()]
+    flat += [layers.Flatten(name=layer_name(name, "flat"))(seq) for name, seq in encoded.sequences.items()]
     features = x = _concat([*flat, *encoded.vectors])
     for i in range(cfg.model.depth):
         x = dense_block(x, cfg.model.width, cfg.model, reg, name=f"dense{i + 1}")
@@ -136,8 +136,6 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     Returns:
         The uncompiled Keras model; ``model.feature_info`` describes each feature's encoding.
     """
-    import keras
-
     from pipeline.models.features import inputs_for
     from pipeline.tasks import task_for
 
@@ -149,7 +147,7 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)
     task = task_for(cfg, spec)
     outputs = task.head(x, reg, columns.get(spec.label))
-    model = keras.Model(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
+    model = functional(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
     model.feature_info = encoded.info
     if cfg.model.wide and task.name in ("classification", "regression", "forecasting") and {*inputs, spec.label} <= set(columns):
         start_at_linear_fit(model, task, {n: columns[n] for n in inputs}, columns[spec.label])
@@ -176,13 +174,12 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
     """
     import warnings
 
-    import keras
     from sklearn.exceptions import ConvergenceWarning
 
     from pipeline.baselines import linear_model, row_blocks, stacked
 
     wide = model.get_layer("wide_and_deep").input[0]
-    encoder = keras.Model(model.input, wide)
+    encoder = functional(model.input, wide)
     rows = max(1, min(len(labels), LINEAR_START_ROWS, LINEAR_START_VALUES // wide.shape[-1]))
     design = stacked(np.asarray(encoder(block, training=False), dtype="float32")  # float16 or bfloat16 under mixed
                      for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))  # precision

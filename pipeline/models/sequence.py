@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pipeline.config import ExperimentConfig
 from pipeline.models.blocks import dense_block
-from pipeline.models.features import encode
+from pipeline.models.features import encode, layer_name
 
 
 def split_window(encoded, cfg: ExperimentConfig):
@@ -22,7 +22,7 @@ def split_window(encoded, cfg: ExperimentConfig):
     w = cfg.forecast.input_window
     parts = list(encoded.sequences.items())
     past = [seq[:, :w, :] for _, seq in parts]
-    future = [layers.Flatten(name=f"{name}_future")(seq[:, w:, :]) for name, seq in parts if seq.shape[1] > w]
+    future = [layers.Flatten(name=layer_name(name, "future"))(seq[:, w:, :]) for name, seq in parts if seq.shape[1] > w]
     return (past[0] if len(past) == 1 else layers.Concatenate(name="past")(past)), future
 
 
