@@ -52,12 +52,8 @@ def column_notes(data, labels=None) -> list[str]:
     dates in another format than ISO 8601 (categories that tomorrow's dates are not among) or numbers with
     currency signs, percent or thousands' separators (categories, not numbers); a number label of a few whole
     values, or a text label of such numbers (``labels``: the training labels on their own scale, ``Task.label_values``:
-    a log target's training column holds their log; default that column). Also the columns the export serves under
-    another name (``Feature.input_name``), which a client must send."""
+    a log target's training column holds their log; default that column)."""
     notes = []
-    renamed = [f"{f.name!r} as {f.input_name!r}" for f in data.spec.features if f.input_name != f.name]
-    if renamed:
-        notes.append(f"the export takes {listed(renamed, 3)} (an input's name is ASCII letters, digits and _, from a letter)")
     for f in data.spec.features:
         values = None if f.signal else data.train_columns[f.name]
         if values is None or not len(values):
@@ -95,6 +91,13 @@ def column_notes(data, labels=None) -> list[str]:
         notes.append(f"label `{data.spec.label}` holds numbers written as {example} and trains as "
                      f"{data.spec.num_classes} classes; {PLAIN_LABEL}")
     return notes
+
+
+def input_names(spec) -> list[str]:
+    """The columns the model and its export take under another name (``Feature.input_name``): what a client sends."""
+    renamed = [f"{f.name!r} as {f.input_name!r}" for f in spec.features if f.input_name != f.name]
+    return [f"the export takes {listed(renamed, 3)} (an input's name is ASCII letters, digits and _, from a letter)"
+            ] if renamed else []
 
 
 def training_rows(count: int, spec) -> str:

@@ -67,8 +67,8 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         print(f"warning: {data.spec.skipped} bad rows or files of {cfg.data.path or data.spec.name} were skipped "
               "(data.on_bad_input: skip); the count is logged as data.skipped", file=sys.stderr)
     task = task_for(cfg, data.spec)
-    notes = data.series.notes() if cfg.forecast else stats.column_notes(
-        data, task.label_values(data.train_columns[data.spec.label]))
+    notes = stats.input_names(data.spec) + (data.series.notes() if cfg.forecast else stats.column_notes(
+        data, task.label_values(data.train_columns[data.spec.label])))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     models.check(cfg)
