@@ -17,7 +17,6 @@ Each column's vector keeps its place in the input order, whether encoded alone o
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.config import ExperimentConfig
+from pipeline.models.custom_layers import Flat, OneHotColumns, Relative, SplitStrings
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Enco
         return {}
     stats = [_statistics(columns[n], cfg) for n in names]
     fill, mean, var = (np.concatenate([s[key] for s in stats]) for key in ("fill", "mean", "var"))
-    x = _flat_layer()(name="numbers")([inputs[n] for n in names])  # (batch, values of all features)
+    x = Flat(name="numbers")([inputs[n] for n in names])  # (batch, values of all features)
     is_nan = ops.isnan(x)
     x = ops.where(is_nan, fill.astype("float32"), x)
     x = layers.Normalization(mean=mean, variance=var, name="numbers_normalize")(x)
@@ -114,21 +114,6 @@ def _statistics(column, cfg: ExperimentConfig) -> dict:
     return {"mean": mean, "var": var, "fill": fill, "missing_share": float(missing.mean())}
 
 
-@functools.cache
-def _flat_layer():
-    import keras
-    import tensorflow as tf
-
-    class Flat(keras.layers.Layer):
-        """Features of any numeric dtype and shape -> one float32 matrix (batch, their values side by side)."""
-
-        def call(self, features):
-            flat = [tf.reshape(tf.cast(x, tf.float32), (-1, int(np.prod(x.shape[1:])))) for x in features]
-            return tf.concat(flat, axis=-1)
-
-    return Flat
-
-
 def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded, reg) -> dict:
     """The scalar text categoricals, each counted once: those that enter one-hot as their one-hot vectors, all
     looked up in one table; the rest embedded as ``_categorical`` embeds them.
@@ -150,7 +135,7 @@ def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict,
         _categorical(part, feature, inputs[name], cfg, columns.get(name), reg, None, vocabulary=vocabulary)
         grouped[name], out.info[name] = part.vectors, part.info[name]
     if one_hot:
-        vectors = _one_hot_columns_layer()(list(one_hot.values()), name="categorical_lookup")(
+        vectors = OneHotColumns(list(one_hot.values()), name="categorical_lookup")(
             [inputs[name] for name in one_hot])
         for (name, vocabulary), vector in zip(one_hot.items(), vectors):
             grouped[name] = [vector]
@@ -161,49 +146,6 @@ def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict,
 def _one_hot(f, vocabulary: list) -> bool:
     """Whether a categorical enters one-hot: asked for, or (``auto``) up to ``one_hot_max`` values with its OOV bucket."""
     return f.encoding == "one_hot" or (f.encoding == "auto" and len(vocabulary) + 1 <= f.one_hot_max)
-
-
-@functools.cache
-def _one_hot_columns_layer():
-    import keras
-    import tensorflow as tf
-    from keras import layers
-
-    class OneHotColumns(keras.layers.Layer):
-        """Text columns -> one one-hot vector each (index 0: out of vocabulary, then the column's vocabulary, as
-        StringLookup's one-hot gives), through one StringLookup whose keys are each column's position, a unit
-        separator and the value."""
-
-        def __init__(self, vocabularies: list[list[str]], **kwargs):
-            super().__init__(**kwargs)
-            self.vocabularies = [list(v) for v in vocabularies]
-            keys = [f"{i}\x1f{v}" for i, vocabulary in enumerate(self.vocabularies) for v in vocabulary]
-            self.lookup = layers.StringLookup(vocabulary=keys, num_oov_indices=1, output_mode="int",
-                                              name=f"{self.name}_table")
-            self.prefixes = np.array([f"{i}\x1f" for i in range(len(self.vocabularies))], dtype=object)
-            # Column i's block of the joined vector: its out-of-vocabulary slot, then its values. The lookup
-            # numbers all keys from 1 (0: out of vocabulary), so a value's slot is its id + i.
-            self.widths = [len(v) + 1 for v in self.vocabularies]
-            self.columns = np.arange(len(self.vocabularies), dtype="int64")
-            self.oov_slots = np.cumsum([0] + self.widths)[:-1].astype("int64")
-
-        def call(self, columns):
-            x = tf.stack(columns, axis=-1)  # (batch, columns)
-            ids = self.lookup(tf.strings.join([tf.broadcast_to(self.prefixes, tf.shape(x)), x]))
-            slots = tf.where(ids == 0, self.oov_slots, ids + self.columns)
-            # Every column's one-hot vector by one scatter of ones into the joined vector, split per column: a
-            # graph of a few nodes, not a slice and a one-hot per column (bincount would be fewer still, but
-            # its GPU kernel refuses deterministic ops).
-            batch = tf.shape(slots, out_type=tf.int64)[0]
-            rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(slots))
-            joined = tf.scatter_nd(tf.stack([rows, slots], axis=-1), tf.ones(tf.shape(slots)),
-                                   tf.stack([batch, sum(self.widths)]))
-            return tf.split(joined, self.widths, axis=1)
-
-        def get_config(self):
-            return {**super().get_config(), "vocabularies": self.vocabularies}
-
-    return OneHotColumns
 
 
 def _image(out, feature, x, cfg, column, reg, augmenter):
@@ -289,31 +231,6 @@ def _multi_hot(out, feature, x, cfg, column, reg, augmenter):
     out.info[feature.name] = {"kind": "multi_hot", "vocabulary": table.get_vocabulary()}
 
 
-@functools.cache
-def _split_strings_layer():
-    import keras
-    import tensorflow as tf
-
-    class SplitStrings(keras.layers.Layer):
-        """'Action|Comedy' -> ['Action', 'Comedy', ''] (padded with the mask token '')."""
-
-        def __init__(self, separator: str, **kwargs):
-            super().__init__(**kwargs)
-            self.separator = separator
-
-        def call(self, x):
-            return tf.strings.split(x, self.separator).to_tensor(default_value="")
-
-        def compute_output_shape(self, shape):
-            return (*shape, None)
-
-    return SplitStrings
-
-
-def SplitStrings(separator: str, name: str):  # noqa: N802  (a layer factory, used like a class)
-    return _split_strings_layer()(separator, name=name)
-
-
 def _sequence(out, feature, x, cfg, column, reg, augmenter):
     """A window of the target or a covariate; the target's is taken relative to its last value, as its label is."""
     from keras import layers, ops
@@ -324,7 +241,7 @@ def _sequence(out, feature, x, cfg, column, reg, augmenter):
     how = cfg.forecast.target_transform if feature.name == cfg.data.label_key else "level"
     if how != "level":
         values = transform(values, values[:, -1], how)
-        x = _relative(how, name=layer_name(feature.name, how))(x)
+        x = Relative(how, name=layer_name(feature.name, how))(x)
     mean, var = float(np.nanmean(values)), float(np.nanvar(values)) or 1.0
     x = ops.where(ops.isnan(x), mean, x)
     x = layers.Normalization(axis=None, mean=mean, variance=var, name=layer_name(feature.name, "normalize"))(x)
@@ -346,29 +263,6 @@ def _calendar(out, feature, x, cfg, column, reg, augmenter):
         waves += [ops.sin(phase), ops.cos(phase)]
     out.sequences[feature.name] = ops.stack(waves, axis=-1)
     out.info[feature.name] = {"kind": "calendar", "cycles": list(cfg.forecast.calendar)}
-
-
-@functools.cache
-def _relative_layer():
-    import keras
-    from keras import ops
-
-    class Relative(keras.layers.Layer):
-        """A window relative to its last value: its change (difference) or its log return (log_return)."""
-
-        def __init__(self, how: str, **kwargs):
-            super().__init__(**kwargs)
-            self.how = how
-
-        def call(self, x):
-            last = x[:, -1:]
-            return x - last if self.how == "difference" else ops.log(x) - ops.log(last)
-
-    return Relative
-
-
-def _relative(how: str, name: str):
-    return _relative_layer()(how, name=name)
 
 
 # Numeric features and scalar text categoricals go through ``encode``'s grouped encoders.
