@@ -731,7 +731,8 @@ def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):
 @pytest.mark.parametrize("header,rows,message", [
     ("area,price/m2,price_m2,price", 5, r"columns 'price/m2' and 'price_m2' would both be the model input "
                                         r"'price_m2' \(a character other than ASCII letters, digits and _ is written"),
-    ("area, ,price", 5, r"column 2 has no name in the header"),
+    ("area, ,price", 5, r"column 2 has no name in the header; a column becomes a model input, which needs one"),
+    (",area,price", 5, r"column 1 has no name in the header \(pandas writes its index so: to_csv\(index=False\)"),
     ("area,area,price", 5, r"columns 1 and 2 are both named 'area'"),
     ("area;rooms;price", 5, r"its header is one column, 'area;rooms;price': its fields are separated by ';', not ',' "
                             r"\(set `data.delimiter: ';'`\)"),

@@ -63,8 +63,9 @@ def _table(path: Path, label: str, dialect: Dialect) -> None:
     inputs = {}
     for i, column in enumerate(columns):
         if not column.strip():
-            raise DataError(f"{path}: column {i + 1} has no name in the header; a column becomes a model input, which "
-                            "needs one (name it in the file)")
+            pandas = " (pandas writes its index so: to_csv(index=False) leaves it out)" if i == 0 else ""
+            raise DataError(f"{path}: column {i + 1} has no name in the header{pandas}; a column becomes a model "
+                            "input, which needs one: name it in the file")
         if column in columns[:i]:
             raise DataError(f"{path}: columns {columns.index(column) + 1} and {i + 1} are both named {column!r}")
         other = inputs.setdefault(input_name(column), column)

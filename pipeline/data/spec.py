@@ -17,7 +17,7 @@ def input_name(column: str) -> str:
     TensorFlow renames a signature's arguments so in Python (``function_type.sanitize_arg_name``) but not in
     the SavedModel's signature, where TF Serving reads them: a name it would rename would differ between the two."""
     name = re.sub(r"[^A-Za-z0-9_]", "_", column)
-    return name if name[:1].isascii() and name[:1].isalpha() else f"arg_{name}"
+    return name if name[:1].isalpha() else f"arg_{name}"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Serving contract (pinned by tests; clients rely on it):
     signature ``serving_default``
     inputs  one per feature, named as in the dataset, with its stored dtype and shape
             (digits: ``image`` uint8 [batch, 8, 8, 1]; tables: one [batch] tensor per column; a column
-            whose name Keras or TF Serving refuse is named with ``_`` for each such character:
+            named otherwise than ASCII letters, digits and _ from a letter by its ``spec.input_name``:
             ``Sale Price`` -> ``Sale_Price``, and the contract's ``column`` gives the file's name)
     outputs classification: ``probabilities`` float32 [batch, classes], ``class_id`` int64 [batch];
             regression: ``prediction`` float32 [batch], on the label's own scale
