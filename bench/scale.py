@@ -99,8 +99,8 @@ def write_audio(folder: Path, count: int) -> None:
 
 def child(stage: str, path: str, workdir: str, epochs: int) -> dict:
     """Run one stage in this process and return its figures (``run_child`` starts the process)."""
-    overrides = [f"workdir={workdir}", f"data.path={path}", "data.label_key=y", "features.target_transform=none",
-                 f"train.epochs={epochs}", "train.verbose=0", "tracking.enabled=true"]
+    overrides = [f"workdir={workdir}", f"data.path={path}", "data.label_key=y", f"train.epochs={epochs}",
+                 "train.verbose=0", "tracking.enabled=true"]
     if stage == "read_csv":
         import pandas as pd
 

