@@ -140,6 +140,12 @@ def test_drift_beyond_the_limits_is_a_warning_naming_the_feature():
     assert any(w.startswith("feature 'label:price' (its log): ") and "outside the champion's range [10.8" in w
                for w in dearer.warnings), dearer.warnings
     assert not any("'area'" in w for w in dearer.warnings)
+    # A champion trained on the log and a challenger on the label itself (the config changed): not compared
+    raw = compare(reference, splits(area, [b"north"] * 500, rng.uniform(5e4, 5e5, 500).astype(np.float32)),
+                  DriftConfig())
+    assert raw.warnings == [] and raw.errors == []
+    assert any(r["check"] == "scale" and "trained on its log and this run on its values" in r["message"]
+               for r in raw.rows)
 
 
 @pytest.mark.slow

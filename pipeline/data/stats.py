@@ -177,6 +177,11 @@ def compare(reference: dict, data, limits, label_scale: str = "") -> Report:
             k = changed[0]
             report.add(name, f"schema.{k}", b[k], a[k], "error", f"feature {name!r}: {k} {a[k]!r} became {b[k]!r}")
             continue
+        if a.get("scale") != b.get("scale"):  # another features.target_transform: a config's change, not drift
+            report.add(name, "scale", b.get("scale", "itself"), a.get("scale", "itself"), "ok",
+                       f"feature {name!r}: the champion trained on its {a.get('scale', 'values')} and this run on "
+                       f"its {b.get('scale', 'values')} (features.target_transform), so they are not compared")
+            continue
         values = _signal_values(data, name) if b["kind"] in SIGNALS else data.train_columns[name.removeprefix("label:")]
         _drift(report, name, a, b, values, limits)
     if not report.rows or not report.errors and not report.warnings:
