@@ -313,6 +313,7 @@ def group_families(args) -> dict:
     import tensorflow as tf
 
     from pipeline.data import dataset
+    from pipeline.export.saved_model import as_served
     from pipeline.jobs.train import train
 
     def one(config: str) -> dict:
@@ -324,9 +325,7 @@ def group_families(args) -> dict:
         result = train(cfg, callbacks=[phases], alias=None)
         data = dataset.load(cfg)
         serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
-        wants = serve.structured_input_signature[1]  # raw dtypes (uint8 pixels); the pipeline decoded them
-        batches = [{k: v if v.dtype == wants[k].dtype else tf.cast(v, wants[k].dtype) for k, v in x.items()}
-                   for x, _ in data.test]
+        batches = [as_served(data.spec, x) for x, _ in data.test]  # raw dtypes (uint8 pixels): the pipeline decoded them
         serve(**batches[0])  # warm
         start = time.perf_counter()
         served = sum(int(next(iter(serve(**x).values())).shape[0]) for x in batches)

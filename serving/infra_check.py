@@ -28,10 +28,11 @@ def infra_validate(path: Path, data, requests: int) -> None:
     import numpy as np
     import tensorflow as tf
 
+    from pipeline.export.saved_model import as_served
     from pipeline.train.cluster import free_ports
 
     features, _ = next(iter(data.test))
-    raw = {f.input_name: tf.cast(features[f.name], f.dtype).numpy()[:requests] for f in data.spec.features}
+    raw = {name: values.numpy()[:requests] for name, values in as_served(data.spec, features).items()}
     expected = tf.saved_model.load(str(path)).signatures["serving_default"](
         **{k: tf.constant(v) for k, v in raw.items()})
     with tempfile.TemporaryDirectory(prefix="infra-") as root:

@@ -68,10 +68,11 @@ def _table(path: Path, label: str, dialect: Dialect) -> None:
                             "input, which needs one: name it in the file")
         if column in columns[:i]:
             raise DataError(f"{path}: columns {columns.index(column) + 1} and {i + 1} are both named {column!r}")
-        other = inputs.setdefault(input_name(column), column)
+        name = input_name(column)
+        other = inputs.setdefault(name, column)
         if other != column:
             raise DataError(f"{path}: columns {other!r} and {column!r} would both be the model input "
-                            f"{input_name(column)!r} (a character other than ASCII letters, digits and _ is written "
+                            f"{name!r} (a character other than ASCII letters, digits and _ is written "
                             "as _ there): rename one in the file")
     if label not in columns:
         raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {', '.join(columns)}.")

@@ -86,7 +86,7 @@ def verify(path: Path, model, cfg, spec, test_ds) -> dict:
     for features, _ in _large_batches(test_ds, limit):
         if count >= limit:
             break
-        raw = {f.input_name: tf.cast(features[f.name], f.dtype) for f in spec.features}
+        raw = as_served(spec, features)
         first = serve(**raw)[output].numpy()
         if not np.all(np.isfinite(first)):
             raise ExportError(f"Training diverged: the model's {output} are NaN or infinite on test examples, so "
@@ -136,10 +136,25 @@ def predict_split(path: Path, spec, dataset, output: str):
     serve = tf.saved_model.load(str(path)).signatures[SIGNATURE]
     predictions, labels = [], []
     for features, y in dataset:
-        raw = {f.input_name: tf.cast(features[f.name], f.dtype) for f in spec.features}
-        predictions.append(serve(**raw)[output].numpy())
+        predictions.append(serve(**as_served(spec, features))[output].numpy())
         labels.append(y.numpy())
     return np.concatenate(predictions), np.concatenate(labels)
+
+
+def as_served(spec, features: dict) -> dict:
+    """A batch of the dataset's ``features`` as the export's signature takes them: under each column's input name,
+    in its stored dtype (digits' pixels as uint8)."""
+    import tensorflow as tf
+
+    return {f.input_name: tf.cast(features[f.name], f.dtype) for f in spec.features}
+
+
+def traced(fn, signature):
+    """``fn`` traced for ``signature`` as the export traces every endpoint (without autograph): what a check of
+    an endpoint outside the export (the ranking metrics' ``recommend``) calls, to check the graph that is served."""
+    import tensorflow as tf
+
+    return tf.function(fn, input_signature=signature, autograph=False).get_concrete_function()
 
 
 def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> None:
@@ -166,14 +181,13 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     inputs = {f.input_name: tf.TensorSpec((None, *f.shape), tf.as_dtype(f.dtype), name=f.input_name)
               for f in spec.features}
     endpoints = {SIGNATURE: (serving_default, [inputs]), **signatures}
-    traced = {name: tf.function(fn, input_signature=signature, autograph=False).get_concrete_function()
-              for name, (fn, signature) in endpoints.items()}
+    functions = {name: traced(fn, signature) for name, (fn, signature) in endpoints.items()}
     root = tf.train.Checkpoint(
-        variables=list({id(v): v for c in traced.values() for v in c.variables}.values()),
+        variables=list({id(v): v for c in functions.values() for v in c.variables}.values()),
         tables=[*(t for t in tf.train.TrackableView(model).descendants()
                   if isinstance(t, tf.saved_model.experimental.TrackableResource)),
                 *(t for fn, _ in endpoints.values() for t in getattr(fn, "tables", ()))])
-    tf.saved_model.save(root, str(path), signatures=traced)
+    tf.saved_model.save(root, str(path), signatures=functions)
     (path / METADATA).parent.mkdir(exist_ok=True)
     contract = {
         "signature": SIGNATURE,

@@ -177,6 +177,8 @@ def evaluate(signatures: dict, model, data, cfg: ExperimentConfig, k: int = 10, 
     """
     import tensorflow as tf
 
+    from pipeline.export.saved_model import traced
+
     rc = cfg.model.recommender
     users, items = [], []
     for features, labels in data.test:
@@ -193,8 +195,7 @@ def evaluate(signatures: dict, model, data, cfg: ExperimentConfig, k: int = 10, 
     order = np.argsort(users[in_sample], kind="stable")
     grouped, starts = np.unique(users[in_sample][order], return_index=True)
     liked = dict(zip(grouped.tolist(), (set(part.tolist()) for part in np.split(items[in_sample][order], starts[1:]))))
-    fn, signature = signatures["recommend"]  # traced as the export traces it: one trace, without autograph
-    recommend = tf.function(fn, input_signature=signature, autograph=False)
+    recommend = traced(*signatures["recommend"])  # the graph the export serves: one trace, whatever the batch
     recall, ndcg = [], []
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     for start in range(0, len(chosen), 256):
