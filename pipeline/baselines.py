@@ -8,9 +8,8 @@ test examples as the model, on the label's training scale (log price for a log t
     recommendation   damped user + item bias
     (forecasting has its own: pipeline/forecast.py)
 
-Tables enter the linear models standardised (missing numbers filled with the training mean)
-with one-hot categories, as the pipeline's own encoders do; images enter the linear model as
-scaled pixels. Logged as ``baseline.<name>.<metric>`` beside the model's ``test_<metric>``, with
+Tables and images enter the linear and boosting models as a design matrix (pipeline/design.py).
+Logged as ``baseline.<name>.<metric>`` beside the model's ``test_<metric>``, with
 the model's error over the best baseline's and its 95% bootstrap interval over test examples
 (``skill.*``): the fit diagnosis says when a baseline beats the model beyond noise.
 
@@ -29,13 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_CATEGORIES = 50  # one-hot columns per categorical feature in the linear and boosting baselines
-MAX_PIXELS = 20_000_000  # training rows x pixels the pixel baseline takes on
-ALPHAS = np.logspace(-2, 4, 13)  # ridge penalties the linear model chooses from
-LOO_VALUES = 4_000_000  # design values past which ridge chooses by a held-out fifth (linear_model)
+from pipeline.design import MAX_PIXELS, Design, linear_model, row_blocks, stacked
+
 EARLY_STOPPING_ROWS = 10_000  # above this many rows boosting stops early (scikit-learn's "auto")
 RESAMPLES = 500  # bootstrap resamples of the test examples for the skill interval
-LOGISTIC_ITERATIONS = 300  # the logistic regression's solver stops here, converged or not (a note says which)
 ANNOUNCED_ROWS = 10_000  # training rows from which the baselines' fitting is announced (it takes seconds or more)
 
 
@@ -200,10 +196,6 @@ def _figures(task, predicted, labels) -> dict[str, float]:
     return out
 
 
-class _Skip(Exception):
-    """A baseline that does not apply to this data (said in the note)."""
-
-
 # ---- the baselines --------------------------------------------------------------------------------
 
 
@@ -223,7 +215,7 @@ def _linear(x, y, spec, cfg):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    design = _Design(spec, x, images=True)
+    design = Design(spec, x, images=True)
     matrix = stacked(design(rows) for rows in row_blocks(x)) if design.one_hot else design(x)
     # A sparse design (one-hot columns) is scaled but not centred, so that its zeros stay zeros (the
     # intercept takes the means: the same fit); pixels and numbers alone stay dense and centred.
@@ -232,45 +224,12 @@ def _linear(x, y, spec, cfg):
     return lambda test: _predict(fitted, design, test)
 
 
-def stacked(blocks):
-    """Dense row blocks of a design as one matrix: CSR when most of its values are zeros (one-hot columns).
-
-    On a sparse design RidgeCV takes its covariance route (columns x columns) instead of an SVD of the
-    whole design: the same fit in a fraction of the memory (bench/README.md, memory). Whether the
-    design is sparse enough is judged on its first block.
-    """
-    from scipy import sparse as sp
-
-    blocks = iter(blocks)
-    first = np.asarray(next(blocks))
-    if np.count_nonzero(first) > first.size / 2:
-        return np.concatenate([first, *(np.asarray(b) for b in blocks)])
-    return sp.vstack([sp.csr_matrix(first), *(sp.csr_matrix(np.asarray(b)) for b in blocks)], format="csr")
-
-
-def linear_model(task: str, shape: tuple[int, int]):
-    """The regularised linear model of a task on a design of ``shape``: the linear baseline, and where a
-    wide & deep model starts.
-
-    Ridge chooses its alpha by leave-one-out, which holds a rows x columns product per alpha; on a
-    design of more than LOO_VALUES values it is chosen on one held-out fifth of the rows instead.
-    """
-    from sklearn.linear_model import LogisticRegression, RidgeCV
-    from sklearn.model_selection import ShuffleSplit
-
-    if task == "classification":
-        return LogisticRegression(max_iter=LOGISTIC_ITERATIONS)
-    if shape[0] * shape[1] <= LOO_VALUES:
-        return RidgeCV(alphas=ALPHAS)
-    return RidgeCV(alphas=ALPHAS, cv=ShuffleSplit(n_splits=1, test_size=0.2, random_state=0))
-
-
 def _boosting(x, y, spec, cfg):
     """HistGradientBoosting on the table (not on images: raw pixels are no table)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.model_selection import train_test_split
 
-    design = _Design(spec, x, images=False, fill=False)
+    design = Design(spec, x, images=False, fill=False)
     classifier = spec.task == "classification"
     model = (HistGradientBoostingClassifier if classifier else HistGradientBoostingRegressor)(random_state=cfg.seed)
     if len(y) <= EARLY_STOPPING_ROWS:
@@ -293,13 +252,6 @@ def _predict(fitted, design, test: dict) -> np.ndarray:
     return np.concatenate([fitted.predict(design(rows)) for rows in row_blocks(test)])
 
 
-def row_blocks(columns: dict, size: int = 8192):
-    """``columns`` (name -> array) in slices of ``size`` rows (a design is built a block at a time)."""
-    rows = len(next(iter(columns.values())))
-    for start in range(0, rows, size):
-        yield {name: values[start:start + size] for name, values in columns.items()}
-
-
 def _user_item_bias(x, y, spec, cfg, damping: float = 10.0):
     """Damped user and item biases around the mean: an item rated by few users stays near the mean."""
     import pandas as pd
@@ -316,53 +268,6 @@ def _user_item_bias(x, y, spec, cfg, damping: float = 10.0):
                 + pd.Series(test[rc.user]).map(user).fillna(0.0).to_numpy())
 
     return predict
-
-
-class _Design:
-    """Features -> one float matrix: numbers (NaN filled with the training mean), one-hot categories, pixels."""
-
-    def __init__(self, spec, train: dict, images: bool, fill: bool = True):
-        self.parts, empty = [], []
-        for f in spec.features:
-            if f.kind == "image" and images and f.name in train:
-                self.parts.append((f.name, "image", None))
-            elif f.kind in ("numeric", "sequence"):
-                values = np.asarray(train[f.name], np.float64).reshape(len(train[f.name]), -1)
-                present = ~np.isnan(values)
-                if not present.any():  # an empty column teaches nothing, and boosting's binning fails on it
-                    empty.append(f.name)
-                    continue
-                mean = np.where(present, values, 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
-                self.parts.append((f.name, "numeric", mean if fill else None))
-            elif f.kind in ("categorical", "multi_hot"):
-                values, counts = np.unique(_text(train[f.name]), return_counts=True)
-                self.parts.append((f.name, "categorical", values[np.argsort(-counts)][:MAX_CATEGORIES]))
-        if not self.parts:  # chosen for its kinds: images over the pixel limit, or empty columns, are left out
-            raise _Skip(f"every feature column is empty in the training rows ({', '.join(empty)})" if empty else
-                        f"the training images hold more than {MAX_PIXELS:,} pixels: lower train.baselines_rows to fit them")
-        self.one_hot = any(kind == "categorical" for _, kind, _ in self.parts)
-
-    def __call__(self, rows: dict) -> np.ndarray:
-        blocks = []
-        for name, kind, extra in self.parts:
-            values = np.asarray(rows[name])
-            if kind == "image":
-                blocks.append(values.reshape(len(values), -1).astype(np.float32) / 255.0)
-            elif kind == "numeric":
-                values = values.astype(np.float64).reshape(len(values), -1)
-                blocks.append(np.where(np.isnan(values), extra, values) if extra is not None else values)
-            else:
-                blocks.append((_text(values)[:, None] == extra[None, :]).astype(np.float32))
-        return np.concatenate(blocks, axis=1)
-
-
-def _text(values) -> np.ndarray:
-    """Category values as str. Text columns hold UTF-8 bytes, which ``astype(str)`` reads as ASCII: a
-    "Köln" made the linear and boosting baselines skip the run."""
-    values = np.asarray(values)
-    if values.dtype == object and values.size and isinstance(values.flat[0], bytes):
-        return np.char.decode(values.astype(bytes), "utf-8", "replace")
-    return values.astype(str)
 
 
 BASELINES = {

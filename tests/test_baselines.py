@@ -120,10 +120,10 @@ def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_
 
 def test_a_solver_stopped_before_converging_is_one_note_and_its_figure_still_counts(tmp_path, tfds_dir, capsys,
                                                                                      monkeypatch):
-    from pipeline import baselines
+    from pipeline import design
     from pipeline.jobs.train import train
 
-    monkeypatch.setattr(baselines, "LOGISTIC_ITERATIONS", 1)
+    monkeypatch.setattr(design, "LOGISTIC_ITERATIONS", 1)
     path = write_houses(tmp_path / "houses.csv", n=90)
     result = train(load(CSV, csv_overrides(tmp_path, tfds_dir, path, "data.label_key=city", "train.baselines=auto",
                                            "train.epochs=1", "export.enabled=false")))
@@ -139,13 +139,14 @@ def test_text_categories_outside_ascii_are_one_hot_columns_of_the_baselines():
 
     from pipeline import baselines
     from pipeline.data.spec import DataSpec, Feature
+    from pipeline.design import Design
 
     rng = np.random.default_rng(0)
     city = rng.choice(["Köln", "Zürich", "Ulm"], 600)
     columns = {"city": np.array([c.encode() for c in city], dtype=object)}
     y = (city == "Köln").astype(np.int64)
     spec = DataSpec("t", "1", {}, {}, "", (Feature("city", "categorical", "string"),), "y", "classification", 2)
-    design = baselines._Design(spec, columns, images=True)
+    design = Design(spec, columns, images=True)
     assert sorted(design.parts[0][2].tolist()) == ["Köln", "Ulm", "Zürich"]
     assert (design(columns).sum(axis=1) == 1).all()  # every row in its city's column
     for name in ("linear", "gradient_boosting"):  # the label is the city: both get every row right
@@ -159,6 +160,7 @@ def test_an_empty_column_is_left_out_of_the_baselines_design_and_boosting_still_
 
     from pipeline import baselines
     from pipeline.data.spec import DataSpec, Feature
+    from pipeline.design import Design
 
     rng = np.random.default_rng(0)
     area = rng.uniform(30, 200, 600).astype(np.float32)
@@ -166,14 +168,14 @@ def test_an_empty_column_is_left_out_of_the_baselines_design_and_boosting_still_
     y = 1000.0 * area
     spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("unused", "numeric", "float32")),
                     "y", "regression")
-    assert [name for name, _, _ in baselines._Design(spec, columns, images=False).parts] == ["area"]
+    assert [name for name, _, _ in Design(spec, columns, images=False).parts] == ["area"]
     for name in ("linear", "gradient_boosting"):
         predicted = baselines.BASELINES[name].fit(columns, y, spec, load(None, []))(columns)
         assert np.sqrt(np.mean((predicted - y) ** 2)) < 0.05 * y.std(), name
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     for images in (False, True):  # boosting's design, the linear model's
-        with pytest.raises(baselines._Skip, match=r"^every feature column is empty in the training rows \(area, unused\)$"):
-            baselines._Design(spec, {"area": columns["unused"], "unused": columns["unused"]}, images=images)
+        with pytest.raises(ValueError, match=r"^every feature column is empty in the training rows \(area, unused\)$"):
+            Design(spec, {"area": columns["unused"], "unused": columns["unused"]}, images=images)
 
 
 @pytest.mark.parametrize("kinds, chosen", [
@@ -201,6 +203,7 @@ def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_th
 
     from pipeline import baselines
     from pipeline.data.spec import DataSpec, Feature
+    from pipeline.design import Design, linear_model, row_blocks, stacked
 
     rng = np.random.default_rng(0)
     n = 3000
@@ -210,14 +213,14 @@ def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_th
     y = (y > np.median(y)).astype(np.int64) if task == "classification" else y
     spec = DataSpec("t", "1", {}, {}, "", (Feature("x", "numeric", "float32"), Feature("city", "categorical", "string")),
                     "y", task)
-    design = baselines._Design(spec, columns, images=True)
-    matrix = baselines.stacked(design(rows) for rows in baselines.row_blocks(columns, size=1000))
+    design = Design(spec, columns, images=True)
+    matrix = stacked(design(rows) for rows in row_blocks(columns, size=1000))
     assert sp.issparse(matrix) and matrix.shape == (n, 5) and matrix.nnz == 2 * n  # x and one city per row
-    numbers = baselines.stacked(design(rows)[:, :1] for rows in baselines.row_blocks(columns, size=1000))
+    numbers = stacked(design(rows)[:, :1] for rows in row_blocks(columns, size=1000))
     assert not sp.issparse(numbers) and numbers.shape == (n, 1)  # no zeros to skip: stays dense
 
     predict = baselines.BASELINES["linear"].fit(columns, y, spec, None)
-    centred = make_pipeline(StandardScaler(), baselines.linear_model(task, design(columns).shape)).fit(design(columns), y)
+    centred = make_pipeline(StandardScaler(), linear_model(task, design(columns).shape)).fit(design(columns), y)
     if task == "regression":
         np.testing.assert_allclose(predict(columns), centred.predict(design(columns)), rtol=1e-9, atol=1e-9)
     else:
@@ -236,7 +239,9 @@ def test_on_large_designs_ridge_and_boosting_hold_out_rows_without_another_copy_
     from sklearn.linear_model import RidgeCV
 
     from pipeline import baselines
+    from pipeline import design as design_module
     from pipeline.data.spec import DataSpec, Feature
+    from pipeline.design import Design, linear_model
 
     rng = np.random.default_rng(0)
     n, cities = 60_000, np.array([f"c{i}".encode() for i in range(50)], dtype=object)
@@ -249,11 +254,11 @@ def test_on_large_designs_ridge_and_boosting_hold_out_rows_without_another_copy_
     rmse = lambda guess: float(np.sqrt(np.mean((guess - truth) ** 2)))  # noqa: E731
     cfg = SimpleNamespace(seed=0)
 
-    assert baselines.linear_model("regression", (1000, 51)).cv is None  # small: leave-one-out
-    monkeypatch.setattr(baselines, "LOO_VALUES", 10_000)
+    assert linear_model("regression", (1000, 51)).cv is None  # small: leave-one-out
+    monkeypatch.setattr(design_module, "LOO_VALUES", 10_000)
     held_out = rmse(baselines.BASELINES["linear"].fit(train, labels, spec, cfg)(test))
-    design = baselines._Design(spec, train, images=False, fill=False)
-    loo = RidgeCV(alphas=baselines.ALPHAS).fit(design(train), labels)
+    design = Design(spec, train, images=False, fill=False)
+    loo = RidgeCV(alphas=design_module.ALPHAS).fit(design(train), labels)
     assert held_out == pytest.approx(rmse(loo.predict(design(test))), rel=0.002)
 
     dense = design(train).nbytes

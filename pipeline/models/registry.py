@@ -176,7 +176,7 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from pipeline.baselines import linear_model, row_blocks, stacked
+    from pipeline.design import linear_model, row_blocks, stacked
 
     wide = model.get_layer("wide_and_deep").input[0]
     encoder = functional(model.input, wide)
