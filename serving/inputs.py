@@ -3,7 +3,7 @@
 
 NumPy would read ``true`` as 1, wrap 2**63 around, and keep float32's overflow as infinity; JSON's
 null is a missing value, as an empty cell was for training; a date input (the export's contract
-says which) also takes the ISO 8601 text training read.
+says which) also takes the ISO 8601 text training read, and an input that was a boolean column false and true.
 """
 
 from __future__ import annotations
@@ -29,16 +29,18 @@ class Input:
     shape: tuple  # None for any size; the first dimension is the batch unless the shape is ()
     tf_dtype: Any
     date: bool = False  # seconds since 1970 that also come as ISO 8601 text (the export's contract says so)
+    boolean: bool = False  # 0 and 1 that also come as false and true (a boolean column in training)
 
 
-def signature_inputs(fn, dates: set[str]) -> dict[str, Input]:
-    """A loaded signature's inputs by name, in alphabetical order, as messages list them (``dates``: those
-    that also take ISO 8601 text)."""
+def signature_inputs(fn, flagged: dict[str, set[str]]) -> dict[str, Input]:
+    """A loaded signature's inputs by name, in alphabetical order, as messages list them (``flagged``: the
+    names that also take ISO 8601 text under ``"date"``, JSON's false and true under ``"boolean"``)."""
     _, kwargs = fn.structured_input_signature
     out = {}
     for name, spec in sorted(kwargs.items()):
         dtype = object if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype)
-        out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype, date=name in dates)
+        out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype, date=name in flagged.get("date", ()),
+                          boolean=name in flagged.get("boolean", ()))
     return out
 
 
@@ -58,6 +60,8 @@ def to_array(spec: Input, value: Any) -> np.ndarray:
     else:
         if spec.date:
             value = _date_seconds(where, value)
+        if spec.boolean:
+            value = _bools_as_numbers(value)
         if np.issubdtype(spec.dtype, np.floating):
             value = _null_as_nan(value)
         try:
@@ -97,6 +101,13 @@ def _has_bool(value) -> bool:
     if isinstance(value, list):
         return any(_has_bool(v) for v in value)
     return isinstance(value, bool)
+
+
+def _bools_as_numbers(value):
+    """JSON's false and true as 0 and 1, for an input that was a boolean column in training."""
+    if isinstance(value, list):
+        return [_bools_as_numbers(v) for v in value]
+    return int(value) if isinstance(value, bool) else value
 
 
 def _null_as_nan(value):

@@ -42,8 +42,9 @@ class Servable:
         self.name, self.version, self.path = name, version, path
         self._model = tf.saved_model.load(str(path))
         self.signatures = dict(self._model.signatures)
-        dates = _date_inputs(path)
-        self.inputs = {sig: signature_inputs(fn, dates if sig == "serving_default" else set()) for sig, fn in self.signatures.items()}
+        flagged = _flagged_inputs(path)
+        self.inputs = {sig: signature_inputs(fn, flagged if sig == "serving_default" else {})
+                       for sig, fn in self.signatures.items()}
 
     def warm_up(self) -> None:
         """Call every signature once on a made-up example (traces nothing later, fails now if broken)."""
@@ -144,13 +145,15 @@ class Servable:
                 "metadata": {"signature_def": {"signature_def": defs}}}
 
 
-def _date_inputs(path: Path) -> set[str]:
-    """Inputs the training data held as ISO 8601 dates (the pipeline's contract, if the export has one)."""
+def _flagged_inputs(path: Path) -> dict[str, set[str]]:
+    """Inputs the training data held as ISO 8601 dates or as booleans: ``{"date": names, "boolean": names}`` from
+    the pipeline's contract, if the export has one."""
     try:
         contract = read_metadata(path).get("contract", {})
     except (OSError, ValueError):
-        return set()
-    return {name for name, spec in contract.get("inputs", {}).items() if spec.get("date")}
+        return {}
+    return {flag: {name for name, spec in contract.get("inputs", {}).items() if spec.get(flag)}
+            for flag in ("date", "boolean")}
 
 
 def _tensor_info(name: str, dtype, shape: tuple) -> dict:

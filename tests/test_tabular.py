@@ -520,8 +520,10 @@ def test_a_parquet_table_loads_like_a_csv(tmp_path, tfds_dir):
     assert spec.task == "regression" and sum(spec.sizes.values()) == 120
 
 
-def test_parquet_times_are_seconds_categories_text_and_a_yes_no_label_two_classes(tmp_path, tfds_dir):
-    """What pandas writes: timestamps with a zone, dates, durations, a category dtype, a bool label."""
+def test_parquet_times_are_seconds_categories_text_yes_no_features_numbers_and_a_yes_no_label_two_classes(
+        tmp_path, tfds_dir):
+    """What pandas writes: timestamps with a zone, dates, durations, a category dtype, bool features (one with
+    gaps), a bool label. A bool feature is 0 and 1, marked so that serving also takes false and true."""
     from pipeline.data import dataset
 
     frame = pd.read_csv(write_houses(tmp_path / "houses.csv"))
@@ -530,6 +532,8 @@ def test_parquet_times_are_seconds_categories_text_and_a_yes_no_label_two_classe
     frame["on_market"] = pd.to_timedelta(np.arange(120) % 7, unit="D")
     frame["city"] = frame["city"].astype("category")
     frame["sold"] = frame["price"] > frame["price"].median()
+    frame["garden"] = np.arange(120) % 3 == 0
+    frame["pool"] = pd.array([None if i % 10 == 0 else i % 2 == 0 for i in range(120)], dtype="boolean")
     frame.drop(columns="price").to_parquet(tmp_path / "houses.parquet")
     cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, tmp_path / "houses.parquet",
                                                                    "data.label_key=sold"))
@@ -538,6 +542,11 @@ def test_parquet_times_are_seconds_categories_text_and_a_yes_no_label_two_classe
     kinds = {f.name: (f.kind, f.dtype) for f in data.spec.features}
     assert kinds["listed"] == kinds["built"] == kinds["on_market"] == ("numeric", "float32")
     assert kinds["city"] == ("categorical", "string")
+    assert (kinds["garden"], kinds["pool"]) == (("numeric", "int64"), ("numeric", "float32"))
+    assert [f.name for f in data.spec.features if f.boolean] == ["garden", "pool"]
+    assert set(data.train_columns["garden"].tolist()) == {0, 1}
+    pool = data.train_columns["pool"]
+    assert set(pool[~np.isnan(pool)].tolist()) == {0.0, 1.0} and np.isnan(pool).any()
     listed = data.train_columns["listed"]  # seconds since 1970 (UTC), as float32 holds them
     assert listed.min() >= 1709294400 - 256 and listed.max() <= 1709294400 + 119 * 3600 + 256
     assert set(data.train_columns["on_market"].tolist()) <= {d * 86400.0 for d in range(7)}
@@ -577,17 +586,26 @@ def test_iso_dates_in_a_csv_are_seconds_as_parquet_times_are_and_a_value_that_is
                           csv_overrides(tmp_path, tfds_dir, tmp_path / "dated.csv", "data.label_key=kind")))
 
 
-def test_serving_takes_a_date_input_as_the_iso_text_training_read_or_as_seconds(tmp_path):
-    """What the export's contract marks a date (the CSV held ISO 8601 text) also comes as that text over REST."""
+def test_serving_takes_a_date_input_as_the_iso_text_training_read_and_a_boolean_one_as_false_and_true(tmp_path):
+    """What the export's contract marks a date (the CSV held ISO 8601 text) also comes as that text over REST, and
+    what it marks boolean (a Parquet bool column) as JSON's false and true; other numbers refuse booleans."""
     import json
 
     from serving.inputs import Input, RequestError, to_array
-    from serving.models import _date_inputs
+    from serving.models import _flagged_inputs
 
     (tmp_path / "assets.extra").mkdir()
     (tmp_path / "assets.extra" / "pipeline.json").write_text(json.dumps({"contract": {"inputs": {
-        "listed": {"dtype": "float32", "shape": [None], "date": True}, "area": {"dtype": "float32", "shape": [None]}}}}))
-    assert _date_inputs(tmp_path) == {"listed"} and _date_inputs(tmp_path / "elsewhere") == set()
+        "listed": {"dtype": "float32", "shape": [None], "date": True}, "area": {"dtype": "float32", "shape": [None]},
+        "garden": {"dtype": "int64", "shape": [None], "boolean": True}}}}))
+    assert _flagged_inputs(tmp_path) == {"date": {"listed"}, "boolean": {"garden"}}
+    assert _flagged_inputs(tmp_path / "elsewhere") == {}
+    garden = Input("garden", np.dtype("int64"), (None,), None, boolean=True)
+    np.testing.assert_array_equal(to_array(garden, [True, False, 1, 0]), np.array([1, 0, 1, 0], "int64"))
+    pool = Input("pool", np.dtype("float32"), (None, 1), None, boolean=True)
+    np.testing.assert_array_equal(to_array(pool, [[True], [None]]), np.array([[1], [np.nan]], "float32"))
+    with pytest.raises(RequestError, match=r"input 'area': expected numbers \(float32\), got booleans"):
+        to_array(Input("area", np.dtype("float32"), (None,), None), [1.5, True])
     listed = Input("listed", np.dtype("float32"), (None,), None, date=True)
     got = to_array(listed, ["2024-01-05", "2024-01-05T01:00:00+01:00", 1704412800, None])
     np.testing.assert_array_equal(got, np.array([1704412800, 1704412800, 1704412800, np.nan], "float32"))

@@ -256,7 +256,8 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
 
     label = info.features[cfg.data.label_key]
     names = [n for n in cfg.data.columns or info.features if n != cfg.data.label_key and n not in cfg.data.exclude]
-    features, dates = [], set((info.metadata or {}).get("dates", []))
+    metadata = info.metadata or {}
+    features, dates, booleans = [], set(metadata.get("dates", [])), set(metadata.get("booleans", []))
     for name in names:
         feature = info.features[name]
         np_dtype = np.dtype(feature.np_dtype)
@@ -270,7 +271,7 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
         else:
             kind = "categorical" if dtype == "string" else "numeric"
         kind = cfg.features.kinds.get(name, kind)
-        features.append(Feature(name, kind, dtype, tuple(feature.shape), date=name in dates))
+        features.append(Feature(name, kind, dtype, tuple(feature.shape), date=name in dates, boolean=name in booleans))
     classification = isinstance(label, tfds.features.ClassLabel)
     split_specs = {name: getattr(cfg.data.splits, name) for name in SPLITS}
     if cfg.data.time_split:

@@ -45,6 +45,7 @@ class Schema:
     declared: frozenset[str] = frozenset()  # columns whose type the config declared
     dialect: Dialect = PLAIN  # how CSV text is written (data.encoding, data.delimiter, data.decimal)
     dates: frozenset[str] = frozenset()  # ``float`` columns of ISO 8601 text: seconds since 1970 (UTC)
+    booleans: frozenset[str] = frozenset()  # Parquet's boolean feature columns: 0 and 1 (or a gap)
     whole: dict[str, str] = field(default_factory=dict)  # ``int`` columns by nature -> what they must hold
 
     @property
@@ -66,7 +67,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {', '.join(sample.column_names)}.")
-    types, dates = {}, set()
+    types, dates, booleans = {}, set(), set()
     for name, column in zip(sample.column_names, sample.columns):
         if pa.types.is_nested(column.type):
             raise DataError(f"{files[0]}: column {name!r} holds {column.type} values; a column must hold numbers or "
@@ -75,9 +76,12 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
             types[name] = declared[name]
         elif pa.types.is_boolean(column.type) and name == label:
             types[name] = "string"  # a yes/no label is two classes, "false" and "true"
-        elif (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)) and not column.null_count:
+        elif pa.types.is_boolean(column.type):  # a yes/no feature is 0 and 1, which serving also takes as false, true
+            types[name] = "float" if column.null_count else "int"
+            booleans.add(name)
+        elif pa.types.is_integer(column.type) and not column.null_count:
             types[name] = "int"
-        elif (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type) or pa.types.is_floating(column.type)
+        elif (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
               or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type)):  # missing values: as in a CSV
             types[name] = "float"  # times and dates: seconds (cells.seconds)
             if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
@@ -87,7 +91,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
             if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's
                 types[name] = "float"
                 dates.add(name)
-    return Schema(types, label, frozenset(declared), dialect, frozenset(dates))
+    return Schema(types, label, frozenset(declared), dialect, frozenset(dates), frozenset(booleans))
 
 
 def _decimal_mark(path: Path, sample, dialect: Dialect) -> str:

@@ -29,6 +29,7 @@ class Feature:
     dtype: str  # as stored: uint8, float32, int64, string, ...
     shape: tuple[int, ...] = ()
     date: bool = False  # numeric: seconds since 1970 (UTC) read from ISO 8601 text, which serving also takes
+    boolean: bool = False  # numeric: 0 and 1 from a boolean column, which serving also takes as false and true
 
     @property
     def input_name(self) -> str:

@@ -11,7 +11,8 @@ Serving contract (pinned by tests; clients rely on it):
     inputs  one per feature, named as in the dataset, with its stored dtype and shape
             (digits: ``image`` uint8 [batch, 8, 8, 1]; tables: one [batch] tensor per column; a column
             named otherwise than ASCII letters, digits and _ from a letter by its ``spec.input_name``:
-            ``Sale Price`` -> ``Sale_Price``, and the contract's ``column`` gives the file's name)
+            ``Sale Price`` -> ``Sale_Price``, and the contract's ``column`` gives the file's name; it marks
+            ``date`` and ``boolean`` the inputs that ``pipeline serve`` also takes as ISO text or false and true)
     outputs classification: ``probabilities`` float32 [batch, classes], ``class_id`` int64 [batch];
             regression: ``prediction`` float32 [batch], on the label's own scale
             (a log target transform is inverted inside);
@@ -192,6 +193,7 @@ def _write(model, cfg, spec, path: Path, metadata: dict, signatures: dict) -> No
     contract = {
         "signature": SIGNATURE,
         "inputs": {f.input_name: {"dtype": f.dtype, "shape": [None, *f.shape], **({"date": True} if f.date else {}),
+                                  **({"boolean": True} if f.boolean else {}),
                                   **({"column": f.name} if f.input_name != f.name else {})}
                    for f in spec.features},
         "outputs": {name: {"dtype": d, "shape": shape} for name, (d, shape) in task.output_specs().items()},

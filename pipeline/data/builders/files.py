@@ -136,6 +136,7 @@ class Csv(Local, FileReaderBuilder):
             tfds.core.SplitInfo(name="train", shard_lengths=lengths, num_bytes=size, filename_template=template)]))
         self.info.metadata["skipped"] = skipped
         self.info.metadata["dates"] = sorted(self._schema.dates)  # the export also takes them as ISO text
+        self.info.metadata["booleans"] = sorted(self._schema.booleans)  # and these as true and false
 
     def _prepare_here(self, rows: int, template) -> tuple[list[int], int]:
         """Read the files as one stream, spread the rows over spill files, write the shards: (rows per shard, skipped)."""
