@@ -76,12 +76,9 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
             types[name] = declared[name]
         elif pa.types.is_boolean(column.type) and name == label:
             types[name] = "string"  # a yes/no label is two classes, "false" and "true"
-        elif pa.types.is_boolean(column.type):  # a yes/no feature is 0 and 1, which serving also takes as false, true
-            types[name] = "float" if column.null_count else "int"
-            booleans.add(name)
-        elif pa.types.is_integer(column.type) and not column.null_count:
+        elif (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)) and not column.null_count:
             types[name] = "int"
-        elif (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+        elif (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type) or pa.types.is_floating(column.type)
               or pa.types.is_decimal(column.type) or pa.types.is_temporal(column.type)):  # missing values: as in a CSV
             types[name] = "float"  # times and dates: seconds (cells.seconds)
             if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
@@ -91,6 +88,8 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
             if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's
                 types[name] = "float"
                 dates.add(name)
+        if pa.types.is_boolean(column.type) and name != label and types[name] != "string":  # a yes/no feature,
+            booleans.add(name)  # declared or not: 0 and 1, which serving also takes as false and true
     return Schema(types, label, frozenset(declared), dialect, frozenset(dates), frozenset(booleans))
 
 
