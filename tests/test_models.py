@@ -213,3 +213,32 @@ def test_a_wide_mlp_forecasts_from_the_start_as_the_linear_fit_on_its_training_w
     assert np.all(wide < [1.1, 2.0]) and np.all(deep > 2.5)  # the noise is 1 (a second step adds 1.5 of it)
     with pytest.raises(ConfigError, match="model `lstm` has none"):  # no layers to put the window beside
         load(None, ["data.dataset=series", "data.label_key=y", "forecast.time=t", "model.name=lstm", "model.wide=true"])
+
+def test_a_wide_forecasts_penalty_is_the_one_its_validation_windows_prefer():
+    """Leave-one-out among overlapping windows sees each one's neighbours, and a later stretch may want a stronger
+    penalty than the past shows: given validation windows, the start's ridge alpha is the one they prefer."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    from pipeline.design import ALPHAS, ridge_chosen_on
+    from pipeline.models import build_model
+
+    rng, w = np.random.default_rng(0), 8
+    x = rng.normal(size=(80, w)).astype("float32")  # few windows, many lags that only carry noise...
+    y = np.stack([x[:, -1] + rng.normal(0, 2, 80)] * 2, axis=1)
+    x_val = rng.normal(size=(200, w)).astype("float32")
+    y_val = np.stack([x_val[:, -1]] * 2, axis=1)  # ...which the later windows show
+    chosen = ridge_chosen_on(x, y, x_val, y_val)
+    errors = {a: np.mean((Ridge(alpha=a).fit(x, y).predict(x_val) - y_val) ** 2) for a in ALPHAS}
+    assert chosen.alpha == min(errors, key=errors.get) and chosen.alpha > ALPHAS[0]
+
+    spec = DataSpec("s", "1", {}, {}, "", (Feature("y", "sequence", "float32", (w,)),), "y_ahead", "forecasting")
+    cfg = load(None, ["data.dataset=series", "data.label_key=y", "forecast.time=t", f"forecast.input_window={w}",
+                      "forecast.horizon=2", "model.name=mlp", "model.width=8", "model.wide=true"])
+
+    def start_error(held_out) -> float:  # the untrained wide model's error on the validation windows
+        model = build_model(cfg, spec, {"y": x, "y_ahead": y}, held_out=held_out)
+        return float(np.mean((np.asarray(model({"y": x_val}, training=False)) - y_val) ** 2))
+
+    # without them, leave-one-out's alpha keeps more of the training windows' noise (0.52 against 0.36 here)
+    assert start_error({"y": x_val, "y_ahead": y_val}) < 0.9 * start_error(None)

@@ -49,13 +49,13 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
 
     raw, info, sizes = _read(cfg)
     if cfg.forecast:  # windows of a series, split by time
-        spec, examples, train_columns, values = _series(cfg, info, raw[0])
+        spec, examples, (train_columns, validation_columns), values = _series(cfg, info, raw[0])
         task = task_for(cfg, spec)
     else:
         spec = _spec(cfg, info, sizes)
         task = task_for(cfg, spec)
         examples = [columns.pairs(ds, spec) for ds in raw]
-        train_columns, values = columns.train_columns(raw[0], spec, task), None
+        train_columns, validation_columns, values = columns.train_columns(raw[0], spec, task), None, None
     n = spec.sizes["train"]
     batch = global_batch(auto_batch(n) if cfg.data.batch_size == "auto" else cfg.data.batch_size,
                          cfg.data.batch_scope, replicas)
@@ -79,7 +79,7 @@ def load(cfg: ExperimentConfig, augmenter=None, start_epoch: int = 0, replicas: 
                                batch // context.num_input_pipelines, n // context.num_input_pipelines, steps=steps)
 
     return Splits(**datasets, spec=spec, train_columns=train_columns, steps_per_epoch=steps, global_batch=batch,
-                  series=values, train_files=files, train_for=train_for)
+                  series=values, validation_columns=validation_columns, train_files=files, train_for=train_for)
 
 
 def is_prepared(cfg: ExperimentConfig) -> bool:
@@ -298,7 +298,8 @@ def _spec(cfg: ExperimentConfig, info, time_split_sizes: dict | None) -> DataSpe
 
 
 def _series(cfg: ExperimentConfig, info, ds):
-    """(DataSpec, the three splits' windows, training-window columns, the series) of a series (data/series.py)."""
+    """(DataSpec, the three splits' windows, (training-window columns, validation-window columns), the series) of a
+    series (data/series.py)."""
     import numpy as np
 
     from pipeline.data import series
@@ -323,12 +324,16 @@ def _series(cfg: ExperimentConfig, info, ds):
         features=features,
         label=series.label_name(target), task="forecasting", skipped=int(metadata.get("skipped", 0)),
         example_bytes=4.0 * (sum(lengths.values()) + fc.horizon))
-    at = series.starts(values, cfg, "train")
     most = max(1000, min(columns.MAX_STAT_ROWS, MAX_STAT_VALUES // sum(lengths.values())))
-    if len(at) > most:  # evenly spaced training windows, for the statistics
-        at = at[np.linspace(0, len(at) - 1, most).astype(int)]
-    inputs, labels = series.window_arrays(values, cfg, at)
-    return spec, [ds for ds, _ in windows.values()], {**inputs, spec.label: labels}, values
+
+    def columns_of(split: str) -> dict:  # evenly spaced windows: the statistics' (training), the linear start's alpha's
+        at = series.starts(values, cfg, split)
+        if len(at) > most:
+            at = at[np.linspace(0, len(at) - 1, most).astype(int)]
+        inputs, labels = series.window_arrays(values, cfg, at)
+        return {**inputs, spec.label: labels}
+
+    return spec, [ds for ds, _ in windows.values()], (columns_of("train"), columns_of("validation")), values
 
 
 def _digest(info, split_specs: dict[str, str]) -> str:

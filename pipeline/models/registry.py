@@ -123,7 +123,7 @@ def check(cfg: ExperimentConfig) -> None:
 
 
 def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmenter=None,
-                steps_per_epoch: int | None = None):
+                steps_per_epoch: int | None = None, held_out: dict | None = None):
     """Build the configured model for data described by ``spec`` (a DataSpec).
 
     Args:
@@ -132,6 +132,8 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
         columns: Training-split columns for preprocessing statistics (Splits.train_columns).
         augmenter: Augmentation layer to place inside the model; default none.
         steps_per_epoch: The training feed's (Splits.steps_per_epoch), for ``model.batch_norm_momentum: auto``.
+        held_out: A forecast's validation windows as ``columns`` holds training ones (Splits.validation_columns):
+            a wide model's linear start chooses its penalty on them.
 
     Returns:
         The uncompiled Keras model; ``model.feature_info`` describes each feature's encoding.
@@ -150,7 +152,8 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     model = functional(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
     model.feature_info = encoded.info
     if cfg.model.wide and task.name in ("classification", "regression", "forecasting") and {*inputs, spec.label} <= set(columns):
-        start_at_linear_fit(model, task, {n: columns[n] for n in inputs}, columns[spec.label])
+        start_at_linear_fit(model, task, {n: columns[n] for n in inputs}, columns[spec.label],
+                            ({n: held_out[n] for n in inputs}, held_out[spec.label]) if held_out else None)
     return model
 
 
@@ -158,13 +161,14 @@ LINEAR_START_ROWS = 100_000  # training rows the wide part's starting fit sees..
 LINEAR_START_VALUES = 20_000_000  # ...at most this many encoded values (one-hot columns of large vocabularies)
 
 
-def start_at_linear_fit(model, task, features: dict, labels) -> None:
+def start_at_linear_fit(model, task, features: dict, labels, held_out: tuple | None = None) -> None:
     """Start a wide & deep model as the regularised linear model fitted on the training split's encoded features
     (a forecast: one ridge fit of the window per step ahead).
 
     The head's weights on those features are the fit's, on the deep part zero: the model begins where
     the linear baseline ends, and early stopping keeps what the deep part adds only while it helps
-    (on a small, linear table that may be nothing). Every worker fits the same rows alike.
+    (on a small, linear table that may be nothing). Every worker fits the same rows alike. A forecast's
+    penalty is the one its validation windows (``held_out``: features, labels) prefer, as the ridge baseline's.
 
     A regression's deep part then speaks in units of the fit's residual (its ``deep_scale``: the
     residual's deviation on the training rows), which is what it has left to learn: in the label's raw
@@ -176,18 +180,25 @@ def start_at_linear_fit(model, task, features: dict, labels) -> None:
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from pipeline.design import linear_model, row_blocks, stacked
+    from pipeline.design import linear_model, ridge_chosen_on, row_blocks, stacked
 
     wide = model.get_layer("wide_and_deep").input[0]
     encoder = functional(model.input, wide)
     rows = max(1, min(len(labels), LINEAR_START_ROWS, LINEAR_START_VALUES // wide.shape[-1]))
-    design = stacked(np.asarray(encoder(block, training=False), dtype="float32")  # float16 or bfloat16 under mixed
-                     for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096))  # precision
     head, in_its_units = task.head_dense(model)
-    target = in_its_units(np.asarray(labels)[:rows])  # the training scale, standardised for a forecast's head
+
+    def design_of(features: dict, labels):  # the wide part's encoded inputs, and the labels in the head's units
+        return (stacked(np.asarray(encoder(block, training=False), dtype="float32")  # float16 or bfloat16 under
+                        for block in row_blocks({n: v[:rows] for n, v in features.items()}, 4096)),  # mixed precision
+                in_its_units(np.asarray(labels)[:rows]))  # the training scale, standardised for a forecast's head
+
+    design, target = design_of(features, labels)
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fit = linear_model(task.name, design.shape).fit(design, target)  # ridge for all but classes
+        if held_out is not None and task.name == "forecasting":  # a series' windows overlap: no leave-one-out
+            fit = ridge_chosen_on(design, target, *design_of(*held_out))
+        else:
+            fit = linear_model(task.name, design.shape).fit(design, target)  # ridge for all but classes
     kernel, bias = (np.zeros_like(w) for w in head.get_weights())
     d = design.shape[1]
     if task.name != "classification":  # one output (a price) or one per step ahead (a forecast)

@@ -24,7 +24,7 @@ def build_compiled(cfg, data, task, strategy, augmenter=None):
     tune = backbone.phases(cfg)
     with strategy.scope():
         model = build_model(cfg, data.spec, data.train_columns, augmenter=augmenter,
-                            steps_per_epoch=data.steps_per_epoch)
+                            steps_per_epoch=data.steps_per_epoch, held_out=data.validation_columns)
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, cfg.train.epochs, data.steps_per_epoch,
                                       strategy.num_replicas_in_sync,
