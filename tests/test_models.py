@@ -242,3 +242,4 @@ def test_a_wide_forecasts_penalty_is_the_one_its_validation_windows_prefer():
 
     # without them, leave-one-out's alpha keeps more of the training windows' noise (0.52 against 0.36 here)
     assert start_error({"y": x_val, "y_ahead": y_val}) < 0.9 * start_error(None)
+    assert start_error({"y": x_val[:0], "y_ahead": y_val[:0]}) == start_error(None)  # no validation window

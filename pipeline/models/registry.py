@@ -153,7 +153,8 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     model.feature_info = encoded.info
     if cfg.model.wide and task.name in ("classification", "regression", "forecasting") and {*inputs, spec.label} <= set(columns):
         start_at_linear_fit(model, task, {n: columns[n] for n in inputs}, columns[spec.label],
-                            ({n: held_out[n] for n in inputs}, held_out[spec.label]) if held_out else None)
+                            ({n: held_out[n] for n in inputs}, held_out[spec.label])
+                            if held_out and len(held_out[spec.label]) else None)  # no windows: leave-one-out
     return model
 
 
