@@ -93,8 +93,9 @@ def stacked(blocks):
     return sp.vstack([sp.csr_matrix(first), *(sp.csr_matrix(np.asarray(b)) for b in blocks)], format="csr")
 
 
-def ridge_chosen_on(x, y, x_held, y_held):
-    """Ridge fitted on (``x``, ``y``) with the alpha of ALPHAS that predicts the held-out rows best.
+def ridge_chosen_on(x, y, x_held, y_held, alphas=ALPHAS):
+    """Ridge fitted on (``x``, ``y``) with the alpha of ``alphas`` that predicts the held-out rows best: a series'
+    ridge baseline (forecast.py) and the linear start of a wide forecast.
 
     For windows of a series: leave-one-out would choose among windows that overlap the one left out,
     and a later stretch of the series may want a stronger penalty than its past shows (a daily demand
@@ -102,7 +103,7 @@ def ridge_chosen_on(x, y, x_held, y_held):
     """
     from sklearn.linear_model import Ridge
 
-    fits = [Ridge(alpha=alpha).fit(x, y) for alpha in ALPHAS]
+    fits = [Ridge(alpha=alpha).fit(x, y) for alpha in alphas]
     return min(fits, key=lambda fit: float(np.mean((fit.predict(x_held) - y_held) ** 2)))
 
 

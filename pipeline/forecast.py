@@ -125,8 +125,9 @@ def fit_ridge(s, cfg):
     as many as fit ``RIDGE_VALUES`` inputs; a handful of plain fits, not RidgeCV's
     leave-one-out (an SVD of all training windows, many times slower on week-long windows).
     """
-    from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
+
+    from pipeline.design import ridge_chosen_on
 
     at = windows.starts(s, cfg, "train")
     width = sum(windows.inputs(cfg).values()) * (1 + len(cfg.forecast.calendar))
@@ -138,8 +139,7 @@ def fit_ridge(s, cfg):
     val_features, val_labels = windows.window_arrays(s, cfg, val_at)
     scaler = StandardScaler().fit(_design(train_features, cfg))
     x, x_val = scaler.transform(_design(train_features, cfg)), scaler.transform(_design(val_features, cfg))
-    fits = [Ridge(alpha=alpha).fit(x, labels) for alpha in RIDGE_ALPHAS]
-    best = min(fits, key=lambda fit: float(np.mean((fit.predict(x_val) - val_labels) ** 2)))
+    best = ridge_chosen_on(x, labels, x_val, val_labels, RIDGE_ALPHAS)
     return lambda features: best.predict(scaler.transform(_design(features, cfg)))
 
 

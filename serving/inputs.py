@@ -103,25 +103,30 @@ def _has_bool(value) -> bool:
     return isinstance(value, bool)
 
 
+def _leaves(value, convert):
+    """``value`` (a JSON value, lists nested) with ``convert`` applied to each of its leaves."""
+    if isinstance(value, list):
+        return [_leaves(v, convert) for v in value]
+    return convert(value)
+
+
 def _bools_as_numbers(value):
     """JSON's false and true as 0 and 1, for an input that was a boolean column in training."""
-    if isinstance(value, list):
-        return [_bools_as_numbers(v) for v in value]
-    return int(value) if isinstance(value, bool) else value
+    return _leaves(value, lambda v: int(v) if isinstance(v, bool) else v)
 
 
 def _null_as_nan(value):
     """JSON's null as NaN: a missing number, as an empty cell of a table was prepared for training."""
-    if isinstance(value, list):
-        return [_null_as_nan(v) for v in value]
-    return math.nan if value is None else value
+    return _leaves(value, lambda v: math.nan if v is None else v)
 
 
 def _strings(value):
     """Strings as UTF-8 bytes; TF Serving's {"b64": ...} objects as their decoded bytes; null as the
     empty string, which is how a table's missing text was prepared for training."""
-    if isinstance(value, list):
-        return [_strings(v) for v in value]
+    return _leaves(value, _string)
+
+
+def _string(value):
     if value is None:
         return b""
     if isinstance(value, dict) and set(value) == {"b64"}:
