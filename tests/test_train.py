@@ -66,7 +66,9 @@ def test_run_artifacts_hold_config_data_spec_curves_and_model(trained, tmp_path)
     assert spec["sizes"] == {"train": 1168, "validation": 270, "test": 359}
 
 
-def test_early_stopping_stops_before_max_epochs_on_a_plateau(tiny_cfg):
+def test_early_stopping_stops_before_max_epochs_on_a_plateau_and_a_resumed_run_stops_where_it_would_have(tiny_cfg):
+    import keras
+
     from pipeline.jobs.train import train
 
     # min_delta larger than any possible improvement: every epoch after the first is a plateau.
@@ -75,6 +77,17 @@ def test_early_stopping_stops_before_max_epochs_on_a_plateau(tiny_cfg):
     result = train(cfg)
     assert result.epochs_run == 3 < cfg.train.epochs
     assert result.best_epoch == 1
+
+    class Crash(keras.callbacks.Callback):  # after the second epoch's state is saved: one plateau epoch counted
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("the machine went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        train(cfg, callbacks=[Crash()])
+    resumed = train(cfg)  # the count of plateau epochs and the best epoch carry over: it stops at the third
+    assert (resumed.epochs_run, resumed.best_epoch) == (3, 1)
+    assert resumed.test_metrics == result.test_metrics
 
 
 def test_a_failure_marks_the_run_failed_and_publishes_nothing(tiny_cfg, monkeypatch):

@@ -84,9 +84,8 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
         runtime.seed(cfg)  # again: data preparation and tracking drew from the global RNGs
         model = loop.build_compiled(cfg, data, task, strategy, augmenter if in_model else None)
         own = build_callbacks(cfg, run.dir)
-        resume.restore(model, own, previous, augmenter)
-        saver = resume.checkpointer(cfg, run.id, previous, write=cfg.train.resume and chief, augmenter=augmenter)
-        saver.set_others(own)
+        resume.restore(model, previous, augmenter)
+        saver = resume.checkpointer(cfg, run.id, previous, own, write=cfg.train.resume and chief, augmenter=augmenter)
         if previous.epoch:
             print(f"Resuming {cfg.name} after epoch {previous.epoch} from {previous.path}", file=sys.stderr)
             track.log_missing_epochs(run, previous.history)

@@ -76,8 +76,9 @@ def _seed_variables(*layers) -> list:
     return [v for layer in layers if layer is not None for v in layer.variables if "seed_generator" in v.path]
 
 
-def restore(model, callbacks: list, state: State, augmenter=None) -> None:
-    """Load ``state`` (from peek) into the model, its optimizer, its random layers and callbacks."""
+def restore(model, state: State, augmenter=None) -> None:
+    """Load ``state`` (from peek) into the model, its optimizer and its random layers (the callbacks' part is the
+    checkpointer's, when training begins)."""
     import numpy as np
 
     if state.path is None:
@@ -89,13 +90,6 @@ def restore(model, callbacks: list, state: State, augmenter=None) -> None:
     seeds = np.load(state.path / "seeds.npz")
     for i, var in enumerate(_seed_variables(model, augmenter)):
         var.assign(seeds[f"s{i}"])
-    best_file = state.path / "best.npz"
-    for cb in callbacks:
-        for key, value in state.callbacks.get(type(cb).__name__, {}).items():
-            setattr(cb, key, value)
-        if type(cb).__name__ == "EarlyStopping" and best_file.exists():
-            best = np.load(best_file)
-            cb.best_weights = [best[f"w{i}"] for i in range(len(best.files))]
 
 
 CALLBACK_STATE = {
@@ -105,8 +99,15 @@ CALLBACK_STATE = {
 }
 
 
-def checkpointer(cfg: ExperimentConfig, run_id: str | None, state: State, write: bool = True, augmenter=None):
-    """A callback that keeps the full history and, if ``write``, saves the training state after every epoch."""
+def checkpointer(cfg: ExperimentConfig, run_id: str | None, state: State, others: list, write: bool = True,
+                 augmenter=None):
+    """A callback that gives ``others`` back their state from ``state`` when training begins, keeps the full
+    history and, if ``write``, saves the training state after every epoch.
+
+    It must follow ``others`` in the callback list: Keras' EarlyStopping and ReduceLROnPlateau reset their
+    count and best value in ``on_train_begin``, and a resumed run that forgot them would train on past the
+    epoch where an uninterrupted one stops, and keep a different epoch's weights.
+    """
     import keras
     import numpy as np
 
@@ -114,10 +115,15 @@ def checkpointer(cfg: ExperimentConfig, run_id: str | None, state: State, write:
 
     class Checkpointer(keras.callbacks.Callback):
         history = {k: list(v) for k, v in state.history.items()}
-        others: list = []
 
-        def set_others(self, callbacks: list) -> None:
-            self.others = callbacks
+        def on_train_begin(self, logs=None):
+            best_file = state.path / "best.npz" if state.path else None
+            for cb in others:
+                for key, value in state.callbacks.get(type(cb).__name__, {}).items():
+                    setattr(cb, key, value)
+                if type(cb).__name__ == "EarlyStopping" and best_file and best_file.exists():
+                    best = np.load(best_file)
+                    cb.best_weights = [best[f"w{i}"] for i in range(len(best.files))]
 
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
@@ -126,7 +132,7 @@ def checkpointer(cfg: ExperimentConfig, run_id: str | None, state: State, write:
                 return
             saved = {}
             best = None
-            for cb in self.others:
+            for cb in others:
                 attrs = CALLBACK_STATE.get(type(cb).__name__)
                 if attrs:
                     saved[type(cb).__name__] = {a: _plain(getattr(cb, a, None)) for a in attrs}
