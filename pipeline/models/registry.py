@@ -167,8 +167,8 @@ def start_at_linear_fit(model, task, features: dict, labels, held_out: tuple | N
     (a forecast: one ridge fit of the window per step ahead).
 
     The head's weights on those features are the fit's, on the deep part zero: the model begins where
-    the linear baseline ends, and early stopping keeps what the deep part adds only while it helps
-    (on a small, linear table that may be nothing). Every worker fits the same rows alike. A forecast's
+    the linear baseline ends, and early stopping keeps the epoch the validation split prefers (on a small,
+    linear table, one that has moved little from the start). Every worker fits the same rows alike. A forecast's
     penalty is the one its validation windows (``held_out``: features, labels) prefer, as the ridge baseline's.
 
     A regression's deep part then speaks in units of the fit's residual (its ``deep_scale``: the
