@@ -71,12 +71,15 @@ def test_early_stopping_stops_before_max_epochs_on_a_plateau_and_a_resumed_run_s
 
     from pipeline.jobs.train import train
 
-    # min_delta larger than any possible improvement: every epoch after the first is a plateau.
-    cfg = tiny_cfg("train.epochs=30", "train.early_stopping.patience=2", "train.early_stopping.min_delta=100",
+    # min_delta larger than any possible improvement: every epoch after the first is a plateau; and a rate too
+    # small to move the loss, so the plateau schedule halves it after every epoch from the second on
+    cfg = tiny_cfg("train.epochs=30", "train.early_stopping.patience=3", "train.early_stopping.min_delta=100",
+                   "optimizer.learning_rate=0.00001", "optimizer.schedule.name=plateau", "optimizer.schedule.patience=1",
                    "tracking.enabled=false", "export.enabled=false")
     result = train(cfg)
-    assert result.epochs_run == 3 < cfg.train.epochs
+    assert result.epochs_run == 4 < cfg.train.epochs
     assert result.best_epoch == 1
+    assert result.history["learning_rate"] == pytest.approx([1e-5, 1e-5, 5e-6, 2.5e-6])
 
     class Crash(keras.callbacks.Callback):  # after the second epoch's state is saved: one plateau epoch counted
         def on_epoch_end(self, epoch, logs=None):
@@ -85,8 +88,9 @@ def test_early_stopping_stops_before_max_epochs_on_a_plateau_and_a_resumed_run_s
 
     with pytest.raises(RuntimeError, match="went away"):
         train(cfg, callbacks=[Crash()])
-    resumed = train(cfg)  # the count of plateau epochs and the best epoch carry over: it stops at the third
-    assert (resumed.epochs_run, resumed.best_epoch) == (3, 1)
+    resumed = train(cfg)  # the counts of plateau epochs and the best epoch carry over: it stops at the fourth
+    assert (resumed.epochs_run, resumed.best_epoch) == (4, 1)
+    assert resumed.history["learning_rate"] == result.history["learning_rate"]
     assert resumed.test_metrics == result.test_metrics
 
 
