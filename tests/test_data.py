@@ -120,11 +120,27 @@ def test_unknown_dataset_is_a_data_error_naming_the_field(tiny_cfg):
         dataset.load(tiny_cfg("data.dataset=no_such_data"))
 
 
-def test_missing_feature_key_is_a_data_error(tiny_cfg):
+@pytest.mark.parametrize("override, key, name", [
+    ("data.columns=[pixels]", "data.columns", "pixels"),
+    ("features.kinds={pixels: numeric}", "features.kinds", "pixels"),
+    ("data.dtypes={pixels: float}", "data.dtypes", "pixels"),
+])
+def test_a_key_naming_a_feature_the_data_lacks_is_one_error_naming_the_key(tiny_cfg, override, key, name):
     from pipeline.data import dataset
 
-    with pytest.raises(DataError, match=r"Invalid `data.columns`: 'pixels' is not a feature of digits; it has id, image, label"):
-        dataset.load(tiny_cfg("data.columns=[pixels]"))
+    with pytest.raises(DataError, match=rf"^Invalid `{key}`: '{name}' is not a feature of digits; it has id, image, label\.$"):
+        dataset.load(tiny_cfg(override))
+
+
+def test_a_recommenders_ids_and_context_must_be_features_the_model_sees(tiny_cfg):
+    from pipeline.data import dataset
+
+    with pytest.raises(DataError, match=r"^Invalid `model.recommender.user`: 'userId' is not among the model's features "
+                                        r"\(image; `data.columns` and `data.exclude` choose them\)\.$"):
+        dataset.load(tiny_cfg("model.name=recommender"))
+    with pytest.raises(DataError, match=r"^Invalid `model.recommender.context`: 'id' is not among the model's features "
+                                        r"\(image; "):  # a feature of the data, but not one that `data.columns` takes
+        dataset.load(tiny_cfg("model.name=recommender", "model.recommender={user: image, item: image, context: [id]}"))
 
 
 def test_augment_preview_writes_a_png_grid(tiny_cfg, tmp_path):

@@ -769,6 +769,17 @@ def test_tables_whose_columns_or_rows_cannot_train_are_refused_before_tensorflow
         check(cfg)
 
 
+def test_a_type_declared_for_a_column_the_table_lacks_is_refused_before_tensorflow(tmp_path):
+    from pipeline.data.checks import check
+
+    path = tmp_path / "t.csv"
+    path.write_text("area,rooms,price\n" + "1,2,3\n" * 5)
+    cfg = load(ROOT / "configs/examples/csv.yaml", [f"data.path={path}", f"workdir={tmp_path}", "data.dtypes={room: int}"])
+    with pytest.raises(DataError, match=r"^Invalid `data.dtypes`: 'room' is not a column of \S+t\.csv; it has area, "
+                                        r"rooms, price\.$"):  # a misspelt name would otherwise be ignored
+        check(cfg)
+
+
 def test_a_header_of_spaces_brackets_slashes_and_leading_digits_trains_and_serves_under_input_names(
         tmp_path, tfds_dir, capsys):
     """A column keeps its file's name in the config and the data; the model and the export take it under its input

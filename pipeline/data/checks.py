@@ -2,7 +2,7 @@
 
 ``check(cfg)`` runs in the Python API before a job imports TensorFlow: a user's
 path must exist, and a CSV or Parquet table (its first file, if several) must have
-the label column; the
+the label column and those ``data.dtypes`` declares; the
 command line also checks the dataset's name (``check_name``). The builders
 check the same again (they are also reached without this).
 """
@@ -52,13 +52,14 @@ def check(cfg) -> None:
     if cfg.data.dataset in ("csv", "series"):
         from pipeline.data.inputs import input_files
 
-        _table(input_files(required_path(cfg))[0], cfg.data.label_key, Dialect.of(cfg.data))
+        _table(input_files(required_path(cfg))[0], cfg.data.label_key, Dialect.of(cfg.data), list(cfg.data.dtypes))
     elif cfg.data.dataset in ("image_folder", "audio_folder"):
         require_folder(cfg)
 
 
-def _table(path: Path, label: str, dialect: Dialect) -> None:
-    """The header names usable columns, the label among them, over at least one row per split."""
+def _table(path: Path, label: str, dialect: Dialect, declared: list[str]) -> None:
+    """The header names usable columns, the label and those ``declared`` (``data.dtypes``) among them, over at
+    least one row per split."""
     columns = checked_header(path, dialect)
     inputs = {}
     for i, column in enumerate(columns):
@@ -76,10 +77,32 @@ def _table(path: Path, label: str, dialect: Dialect) -> None:
                             "as _ there): rename one in the file")
     if label not in columns:
         raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {', '.join(columns)}.")
+    if unknown := next((name for name in declared if name not in columns), None):
+        raise DataError(f"Invalid `data.dtypes`: {unknown!r} is not a column of {path}; it has {', '.join(columns)}.")
     rows = data_rows(path, dialect, at_most=MIN_ROWS)
     if rows < MIN_ROWS:
         raise DataError(f"{path}: {rows} data row{'s' if rows != 1 else ''} under the header; a table needs at least "
                         f"{MIN_ROWS}, one for each split")
+
+
+def named_columns(cfg, features: list[str], dataset: str) -> None:
+    """Every key that names a column names one of the dataset's ``features``, and the recommender's ids and
+    context name features the model sees: a misspelt name is refused, where it would otherwise be ignored."""
+    data, rc = cfg.data, cfg.model.recommender
+    named = {"data.label_key": [data.label_key], "data.columns": data.columns or [],
+             "data.time_split.column": [data.time_split.column] if data.time_split else [],
+             "data.exclude": data.exclude, "data.dtypes": list(data.dtypes), "features.kinds": list(cfg.features.kinds)}
+    for key, names in named.items():
+        for name in names:
+            if name not in features:
+                raise DataError(f"Invalid `{key}`: {name!r} is not a feature of {dataset}; it has {', '.join(features)}.")
+    if cfg.model.name == "recommender":
+        seen = [n for n in data.columns or features if n != data.label_key and n not in data.exclude]
+        for key, names in {"user": [rc.user], "item": [rc.item], "context": rc.context}.items():
+            for name in names:
+                if name not in seen:
+                    raise DataError(f"Invalid `model.recommender.{key}`: {name!r} is not among the model's features "
+                                    f"({', '.join(seen)}; `data.columns` and `data.exclude` choose them).")
 
 
 def check_name(cfg) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
 from pipeline.data import columns, feed, tfds_reader
-from pipeline.data.checks import unknown_dataset
+from pipeline.data.checks import named_columns, unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
 from pipeline.files import exclusive, temporary_root
@@ -207,16 +207,7 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
         raise type(exc)(exc.message) from None
     except (ValueError, AssertionError) as exc:
         raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
-    wanted = [cfg.data.label_key, *(cfg.data.columns or []), *([time_split.column] if time_split else []),
-              *cfg.data.exclude]
-    for key in wanted:
-        if key not in info.features:
-            which = ("label_key" if key == cfg.data.label_key else
-                     "time_split.column" if time_split and key == time_split.column else
-                     "columns" if key in (cfg.data.columns or []) else "exclude")
-            raise DataError(
-                f"Invalid `data.{which}`: {key!r} is not a feature of {info.name}; it has {', '.join(info.features)}."
-            )
+    named_columns(cfg, list(info.features), info.name)
     if time_split and np.dtype(info.features[time_split.column].np_dtype).kind not in "iuf":
         raise DataError(f"Invalid `data.time_split.column`: {time_split.column!r} holds text, not times; it must hold "
                         "numbers or ISO 8601 dates (2020-12-31), which are read as seconds")
