@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.config import DriftConfig, load
 from pipeline.data.stats import compare
-from pipeline.errors import DataError, PipelineError
+from pipeline.errors import ConfigError, DataError, PipelineError
 
 from .conftest import DIGITS, ROOT, run_cli, tiny
 
@@ -82,6 +82,9 @@ def test_a_missing_champion_or_a_broken_schema_stops_retraining_before_it_trains
                                             "SavedModel on this machine"):
         retrain(_cfg(workdir, tfds_dir, 1))
     (tmp_path / "elsewhere").rename(served)
+    with pytest.raises(ConfigError, match=r"^Invalid `retrain.thresholds`: 'acuracy' is no metric of a classification "
+                                          r"task; choose one of accuracy$"):  # before a run opens: no retrain run
+        retrain(_cfg(workdir, tfds_dir, 1, "retrain.thresholds={acuracy: 0.9}"))
     changed = _cfg(workdir, tfds_dir, 1, "data.columns=[image, id]")  # a feature the champion never saw
     with pytest.raises(DataError, match="feature 'id' is new"), lock(changed):
         retrain(changed)

@@ -186,9 +186,9 @@ def _metric(cfg: ExperimentConfig, task) -> str:
     log = getattr(task, "log", False)
     available = [*task.metric_names, *(["rmse_log"] if log else [])]
     metric = cfg.retrain.metric or available[-1 if log else 0]
-    for name in [metric, *cfg.retrain.thresholds]:
+    for key, name in [("retrain.metric", metric), *(("retrain.thresholds", name) for name in cfg.retrain.thresholds)]:
         if name not in available:
-            raise ConfigError(f"Invalid retrain metric {name!r} for a {task.name} task: choose one of "
+            raise ConfigError(f"Invalid `{key}`: {name!r} is no metric of a {task.name} task; choose one of "
                               f"{', '.join(available)}")
     return metric
 
