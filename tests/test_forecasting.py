@@ -182,8 +182,10 @@ def test_calendar_features_refuse_a_time_column_of_milliseconds(tmp_path, tfds_d
     (["data.label_key=state"], r"the target 'state' \(`data.label_key`\) holds text; a series forecasts a number"),
     (["forecast.past_covariates=[state]"], r"Invalid `forecast.past_covariates`: 'state' holds text; a series' "
                                            r"inputs are numbers"),
+    (["data.exclude=[stat]"], r"^Invalid `data.exclude`: 'stat' is not a feature of series; it has time, load, temp, "
+                              r"state\.$"),  # the builder's own row column is not offered
 ])
-def test_text_is_refused_as_a_series_target_or_input_in_one_line(tmp_path, tfds_dir, overrides, message):
+def test_text_or_a_column_the_series_lacks_is_refused_in_one_line(tmp_path, tfds_dir, overrides, message):
     from pipeline.data import dataset
 
     path = tmp_path / "states.csv"

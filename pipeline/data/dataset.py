@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import columns, feed, tfds_reader
+from pipeline.data import columns, feed, series, tfds_reader
 from pipeline.data.checks import named_columns, unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
@@ -207,7 +207,7 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
         raise type(exc)(exc.message) from None
     except (ValueError, AssertionError) as exc:
         raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
-    named_columns(cfg, list(info.features), info.name)
+    named_columns(cfg, [name for name in info.features if name != series.ROW], info.name)  # not the builder's own
     if time_split and np.dtype(info.features[time_split.column].np_dtype).kind not in "iuf":
         raise DataError(f"Invalid `data.time_split.column`: {time_split.column!r} holds text, not times; it must hold "
                         "numbers or ISO 8601 dates (2020-12-31), which are read as seconds")
@@ -292,8 +292,6 @@ def _series(cfg: ExperimentConfig, info, ds):
     """(DataSpec, the three splits' windows, (training-window columns, validation-window columns), the series) of a
     series (data/series.py)."""
     import numpy as np
-
-    from pipeline.data import series
 
     fc, target, metadata = cfg.forecast, cfg.data.label_key, info.metadata or {}
     dates = bool(metadata.get("time_is_date"))  # then a request's time window may be ISO 8601 text, as the file was
