@@ -304,6 +304,16 @@ def test_a_learnable_series_gets_a_skill_verdict_against_every_baseline(forecast
     assert 0 < m["test_smape"] < 0.2 and 0 < m["test_mase"] < 1
 
 
+@pytest.mark.parametrize("folds", [0, -2])
+def test_a_backtest_of_no_folds_is_refused_before_any_run(tmp_path, tfds_dir, folds):
+    from pipeline.errors import ConfigError
+    from pipeline.jobs.backtest import backtest
+
+    cfg = series_cfg(tmp_path / "work", tfds_dir, write_series(tmp_path / "s.csv", steps=300))
+    with pytest.raises(ConfigError, match=rf"^Invalid number of folds \(--folds\): {folds}; a backtest needs at least 1$"):
+        backtest(cfg, folds=folds)  # 0 was taken as "the default" and ran five
+
+
 @pytest.mark.slow
 def test_a_random_walk_gets_no_skill_and_a_backtest_nests_its_folds(tmp_path, tfds_dir):
     from mlflow import MlflowClient

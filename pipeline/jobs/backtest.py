@@ -38,10 +38,12 @@ def backtest(cfg: ExperimentConfig, folds: int | None = None) -> Backtest:
     fc = cfg.forecast
     if fc is None:
         raise ConfigError("A backtest needs a forecasting config (a `forecast` section)")
-    n = folds or fc.folds
+    n = fc.folds if folds is None else folds
+    if n < 1:  # 0 is a number of folds asked for, not "the default"
+        raise ConfigError(f"Invalid number of folds (--folds): {n}; a backtest needs at least 1")
     ends = [round(fc.end - (n - 1 - k) * fc.test, 6) for k in range(n)]
     if ends[0] <= 2 * (fc.test + fc.validation):
-        raise ConfigError(f"{n} folds of `forecast.test` {fc.test} leave the first fold {ends[0]:.0%} of the series, "
+        raise ConfigError(f"{n} folds of `forecast.test` {fc.test} leave the first fold {max(ends[0], 0):.0%} of the series, "
                           "too little to train on: use fewer folds (--folds) or a smaller forecast.test")
     rows, pooled = [], None
     tags = {"pipeline.job": "backtest", "backtest.folds": n}
