@@ -231,6 +231,21 @@ def test_overrides_may_follow_options():
         parse(["train", "configs/digits.yaml", "--workers", "2", "--nope"])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["train", "configs/digits.yaml", "--workers", "0"], "argument --workers: expected at least 1, got 0"),
+    (["tune", "configs/digits.yaml", "--workers", "-1"], "argument --workers: expected at least 1, got -1"),
+    (["backtest", "configs/electricity.yaml", "--folds", "0"], "argument --folds: expected at least 1, got 0"),
+    (["augment-preview", "configs/digits.yaml", "--images", "two"], "argument --images: expected a whole number, got 'two'"),
+])
+def test_an_option_that_counts_is_refused_below_one(argv, message, capsys):
+    """0 workers trained as one, and 0 folds backtested the default five."""
+    from pipeline.cli import parse
+
+    with pytest.raises(SystemExit) as exit_:
+        parse(argv)
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+
+
 @pytest.mark.parametrize("name,expected", [("val_accuracy", "max"), ("test_rmse_log", "min"), ("loss", "min"),
                                            ("challenger_accuracy", "max"), ("val_mae", "min"),
                                            ("test_recall_at_10", "max")])
