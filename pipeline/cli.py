@@ -199,14 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     train = with_config(sub.add_parser("train", help="train, evaluate, track and export an experiment"))
-    train.add_argument("--workers", type=_count, default=1,
+    train.add_argument("--workers", type=_at_least(1), default=1,
                        help="start N worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (default 1)")
     train.epilog = (f"Exit codes: 0 done, 1-5 failed (2 config, 3 data, 4 export, 5 tracking server), {EXIT_SPOOLED} "
                     "done but the tracking server never came back (`pipeline sync`), 74 a full disk, 130/143 interrupted.")
     train.set_defaults(run=_train)
 
     tune = with_config(sub.add_parser("tune", help="search hyperparameters (the config's `tune` section) with KerasTuner"))
-    tune.add_argument("--workers", type=_count, default=1,
+    tune.add_argument("--workers", type=_at_least(0), default=1,
                       help="worker processes on 127.0.0.1 running trials in parallel (default 1); each hands over "
                            "to a fresh process before its memory grows past tune.max_memory_growth; 0 runs the "
                            "trials in this process")
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backtest = with_config(sub.add_parser(
         "backtest", help="walk-forward backtest of a forecasting config: a run per fold, pooled test figures"))
-    backtest.add_argument("--folds", type=_count, default=None, metavar="N", help="default forecast.folds (5)")
+    backtest.add_argument("--folds", type=_at_least(1), default=None, metavar="N", help="default forecast.folds (5)")
     backtest.set_defaults(run=_backtest)
 
     retrain = with_config(sub.add_parser(
@@ -275,21 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     preview = with_config(sub.add_parser("augment-preview", help="write a PNG grid of the configured augmentations"))
     preview.add_argument("--out", help="PNG path (default <workdir>/augment-preview-<name>.png)")
-    preview.add_argument("--images", type=_count, default=6, help="sample images, one per row (default 6)")
+    preview.add_argument("--images", type=_at_least(1), default=6, help="sample images, one per row (default 6)")
     preview.set_defaults(run=_augment_preview)
     return parser
 
 
-def _count(text: str) -> int:
-    """An option that counts something (workers, folds, images): a whole number, at least 1. 0 is refused here,
-    where it would otherwise read as "the default" or as one."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
+def _at_least(low: int):
+    """An option that counts something (workers, folds, images): a whole number, at least ``low``. A lower
+    value is refused here, where it would otherwise read as "the default" or as one."""
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected at least {low}, got {value}")
+        return value
+
+    return count
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

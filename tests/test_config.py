@@ -233,17 +233,19 @@ def test_overrides_may_follow_options():
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "configs/digits.yaml", "--workers", "0"], "argument --workers: expected at least 1, got 0"),
-    (["tune", "configs/digits.yaml", "--workers", "-1"], "argument --workers: expected at least 1, got -1"),
+    (["tune", "configs/digits.yaml", "--workers", "-1"], "argument --workers: expected at least 0, got -1"),  # 0: in process
     (["backtest", "configs/electricity.yaml", "--folds", "0"], "argument --folds: expected at least 1, got 0"),
     (["augment-preview", "configs/digits.yaml", "--images", "two"], "argument --images: expected a whole number, got 'two'"),
 ])
-def test_an_option_that_counts_is_refused_below_one(argv, message, capsys):
-    """0 workers trained as one, and 0 folds backtested the default five."""
+def test_an_option_that_counts_is_refused_below_its_least(argv, message, capsys):
+    """0 workers trained as one, and 0 folds backtested the default five; `tune --workers 0` runs the trials in
+    its own process."""
     from pipeline.cli import parse
 
     with pytest.raises(SystemExit) as exit_:
         parse(argv)
     assert exit_.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+    assert parse(["tune", "configs/digits.yaml", "--workers", "0"]).workers == 0
 
 
 @pytest.mark.parametrize("name,expected", [("val_accuracy", "max"), ("test_rmse_log", "min"), ("loss", "min"),
