@@ -322,7 +322,8 @@ def _series(cfg: ExperimentConfig, info, ds):
         inputs, labels = series.window_arrays(values, cfg, at)
         return {**inputs, spec.label: labels}
 
-    return spec, [ds for ds, _ in windows.values()], (columns_of("train"), columns_of("validation")), values
+    held_out = columns_of("validation") if cfg.model.wide else None  # only a wide model's start reads them
+    return spec, [ds for ds, _ in windows.values()], (columns_of("train"), held_out), values
 
 
 def _digest(info, split_specs: dict[str, str]) -> str:

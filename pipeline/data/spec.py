@@ -72,7 +72,7 @@ class Splits:
     steps_per_epoch: int = 0
     global_batch: int = 0
     series: Any = None  # forecasting: the whole series in time order (data/series.py), for baselines
-    validation_columns: Any = None  # forecasting: validation windows as train_columns holds training ones
+    validation_columns: Any = None  # a wide forecast: validation windows as train_columns holds training ones
     train_files: int = 0  # shard files the training split reads: workers can split them by FILE
     train_for: Any = None  # (tf.distribute.InputContext) -> one worker's training stream over its own files
 

@@ -196,7 +196,7 @@ def start_at_linear_fit(model, task, features: dict, labels, held_out: tuple | N
     design, target = design_of(features, labels)
     with warnings.catch_warnings():  # a starting point need not have converged
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if held_out is not None and task.name == "forecasting":  # a series' windows overlap: no leave-one-out
+        if held_out is not None:  # a forecast's windows: they overlap, so no leave-one-out
             fit = ridge_chosen_on(design, target, *design_of(*held_out))
         else:
             fit = linear_model(task.name, design.shape).fit(design, target)  # ridge for all but classes
