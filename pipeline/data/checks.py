@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.data.spec import input_name
 from pipeline.errors import DataError
+from pipeline.text import listed
 
 MIN_ROWS = 3  # one example per split, at the least
 BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "spoken_digits", "csv",
@@ -152,6 +153,20 @@ def checked_header(path: Path, dialect: Dialect) -> list[str]:
         raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: its fields are separated by "
                         f"{spelt}, not {dialect.delimiter!r} (set `data.delimiter: {spelt}`)")
     return columns
+
+
+def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) -> None:
+    """A later shard holds the first one's ``columns``, in any order: matched by name, as the jobs that wrote the
+    shards may have ordered them otherwise; else one line that says what it adds, lacks or repeats."""
+    own = header(path, dialect)
+    if sorted(own) == sorted(columns):
+        return
+    extra, missing = [c for c in own if c not in columns], [c for c in columns if c not in own]
+    repeated = sorted({c for c in own if c in columns and own.count(c) > columns.count(c)})
+    differ = "; ".join(f"{which} {listed(names, 5)}" for which, names in (
+        ("it adds", extra), ("it lacks", missing), ("it repeats", repeated)) if names)
+    raise DataError(f"{path}: its columns differ from those of {first.name} ({differ}); every shard must have the "
+                    "same columns")
 
 
 def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:

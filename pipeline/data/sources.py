@@ -1,9 +1,8 @@
 """Users' tables read as a stream: CSV or Parquet, one file, a glob or a folder of shards.
 
-Nothing here holds more than one chunk of rows, so a table of any length is read in
-the memory of one chunk (``CHUNK_BYTES`` of CSV, ``CHUNK_ROWS`` of Parquet):
-
-(data/inputs.py finds the files ``data.path`` names and fingerprints them.)
+Nothing here holds more than one chunk of rows, so a table of any length is read in the memory
+of one chunk (``CHUNK_BYTES`` of CSV, ``CHUNK_ROWS`` of Parquet) of the files that data/inputs.py
+finds where ``data.path`` points:
 
 - ``schema(files, label, declared, dialect)``: each column's type, decided on the first
   ``SAMPLE_ROWS`` rows (declared types win; Parquet's own types are kept);
@@ -24,10 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.data import cells, lines
-from pipeline.data.checks import PLAIN, Dialect, checked_header, header
+from pipeline.data.checks import PLAIN, Dialect, checked_header, same_columns
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
-from pipeline.text import listed
 
 CHUNK_BYTES = 8 << 20  # CSV read at a time (pyarrow's block)
 CHUNK_ROWS = 65_536  # Parquet rows read at a time
@@ -162,28 +160,18 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
     """(pyarrow Table with the schema's types, bad rows skipped in it), chunk after chunk over every file.
 
     Raises:
-        DataError: a file that cannot be read or has other columns or types, a bad row (unless skipped),
+        DataError: a file that cannot be read or has other columns (in any order) or types, a bad row (unless skipped),
             or a value that contradicts the sample's ``int``.
     """
     import pyarrow as pa
 
     for path in files:
-        columns = header(path, schema.dialect)
-        if columns != schema.columns:
-            raise DataError(f"{path}: its columns differ from those of {files[0].name} "
-                            f"({_difference(columns, schema.columns)}); every shard must have the same header")
+        same_columns(path, schema.dialect, files[0], schema.columns)
         try:
             yield from _file_chunks(path, schema, on_bad_input)
         except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:  # a Parquet shard's own types
             raise DataError(f"{path}: its values do not convert to the types of {files[0].name}'s columns ({exc}); "
                             "every shard must hold the same types") from None
-
-
-def _difference(columns: list[str], first: list[str]) -> str:
-    """How a shard's header differs from the first shard's, in a few names (a table may have hundreds)."""
-    extra, missing = [c for c in columns if c not in first], [c for c in first if c not in columns]
-    parts = [f"{which} {listed(names, 5)}" for which, names in (("it adds", extra), ("it lacks", missing)) if names]
-    return "; ".join(parts) or "the same columns in another order"
 
 
 def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tuple[object, int]]:
