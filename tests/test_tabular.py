@@ -172,25 +172,30 @@ def test_text_categoricals_share_one_lookup_table_and_encode_as_each_columns_own
 
 
 def test_each_column_keeps_its_place_in_the_feature_vector_though_numbers_and_texts_are_encoded_together():
+    """Numbers next to each other (without is-missing flags) reach the network as one block: a table of a thousand
+    numeric columns is one tensor there, not a thousand slices joined again."""
     import keras
 
     from pipeline.data.spec import DataSpec, Feature
     from pipeline.models import build_model
 
     spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("city", "categorical", "string"),
-                                           Feature("sizes", "numeric", "float32", (2,)), Feature("rooms", "numeric", "int64")),
+                                           Feature("sizes", "numeric", "float32", (2,)), Feature("rooms", "numeric", "int64"),
+                                           Feature("floors", "numeric", "float32")),
                     "y", "regression")
     columns = {"area": np.array([1.0, np.nan, 3.0], "float32"), "city": np.array([b"a", b"b", b"a"]),
-               "sizes": np.array([[0, 1], [0, 2], [0, 3]], "float32"), "rooms": np.array([1, 2, 6]), "y": np.ones(3, "float32")}
+               "sizes": np.array([[0, 1], [0, 2], [0, 3]], "float32"), "rooms": np.array([1, 2, 6]),
+               "floors": np.array([1, 1, 4], "float32"), "y": np.ones(3, "float32")}
     model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"]), spec, columns)
     features = keras.Model(model.inputs, model.get_layer("features").input)  # the vector the network sees
     batch = {"area": np.array([np.nan, 4.0], "float32"), "city": np.array(["b", "zzz"]),
-             "sizes": np.array([[5, 2], [0, 4]], "float32"), "rooms": np.array([3, 9])}
-    got = np.concatenate([np.asarray(v) for v in features(batch)], -1)
-    s, r = np.sqrt(2 / 3), np.sqrt(14 / 3)  # standard deviations of sizes[1] and rooms (sizes[0] is constant: 1)
-    expected = [[(2 - 2) / 1, 1, 0, 0, 1, 5, (2 - 2) / s, (3 - 3) / r],  # area (NaN: the mean), its flag, city, sizes, rooms
-                [(4 - 2) / 1, 0, 1, 0, 0, 0, (4 - 2) / s, (9 - 3) / r]]
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
+             "sizes": np.array([[5, 2], [0, 4]], "float32"), "rooms": np.array([3, 9]), "floors": np.array([2, 0], "float32")}
+    pieces = features(batch)
+    assert len(pieces) == 4  # area, its flag, city, and sizes, rooms and floors as one block
+    s, r, f = np.sqrt(2 / 3), np.sqrt(14 / 3), np.sqrt(2)  # deviations of sizes[1], rooms, floors (sizes[0]: constant)
+    expected = [[(2 - 2) / 1, 1, 0, 0, 1, 5, (2 - 2) / s, (3 - 3) / r, (2 - 2) / f],  # area (NaN: the mean), its flag,
+                [(4 - 2) / 1, 0, 1, 0, 0, 0, (4 - 2) / s, (9 - 3) / r, (0 - 2) / f]]  # city, sizes, rooms, floors
+    np.testing.assert_allclose(np.concatenate([np.asarray(v) for v in pieces], -1), expected, rtol=1e-6)
 
 
 def test_categoricals_are_one_hot_up_to_one_hot_max_values_and_embedded_above():

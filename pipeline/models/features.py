@@ -79,7 +79,9 @@ def encode(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, reg=None, a
 def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded) -> dict:
     """The numeric features, each as [its normalised values, its is-missing flags if it had NaN in training],
     through one concatenation, one NaN fill and one Normalization for them all: five graph nodes per column
-    were most of a table's model (Ames: 33 numbers), traced at every export and run at every step."""
+    were most of a table's model (Ames: 33 numbers), traced at every export and run at every step. Features
+    next to each other in the input order without flags stay one slice (the first of them holds it), which
+    the model's concatenation would only join again: a table of a thousand numbers is one block."""
     from keras import layers, ops
 
     names = [n for n in inputs if spec.feature(n).kind == "numeric"]
@@ -91,12 +93,18 @@ def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Enco
     is_nan = ops.isnan(x)
     x = ops.where(is_nan, fill.astype("float32"), x)
     x = layers.Normalization(mean=mean, variance=var, name="numbers_normalize")(x)
-    ends = np.cumsum([len(s["mean"]) for s in stats])[:-1].tolist()
+    flagged = [bool(cfg.features.missing_indicator and s["missing_share"]) for s in stats]
+    order = {name: i for i, name in enumerate(inputs)}
+    # A run: features next in the input order, neither flagged; each run (and each flagged feature) is one piece.
+    starts = [i for i in range(len(names))
+              if i == 0 or flagged[i] or flagged[i - 1] or order[names[i]] != order[names[i - 1]] + 1]
+    widths = np.cumsum([0] + [len(s["mean"]) for s in stats])
+    ends = [int(widths[i]) for i in starts[1:]]
     values, flags = ([x], [is_nan]) if not ends else (ops.split(x, ends, axis=-1), ops.split(is_nan, ends, axis=-1))
-    grouped = {}
-    for name, value, flag, s in zip(names, values, flags, stats):
-        flagged = cfg.features.missing_indicator and s["missing_share"]
-        grouped[name] = [value, ops.cast(flag, "float32")] if flagged else [value]
+    grouped = {name: [] for name in names}
+    for start, value, flag in zip(starts, values, flags):
+        grouped[names[start]] = [value, ops.cast(flag, "float32")] if flagged[start] else [value]
+    for name, s in zip(names, stats):
         out.info[name] = {"kind": "numeric", "mean": s["mean"].tolist(), "std": np.sqrt(s["var"]).tolist(),
                           "missing_share": s["missing_share"]}
     return grouped
