@@ -21,6 +21,17 @@ def listed(texts: list[str], most: int) -> str:
     return ", ".join(texts[:most]) + more
 
 
+def among(name: str, options: list[str], most: int = 20) -> str:
+    """``options`` in a message refusing ``name``: every one when few; else the first ``most`` and the closest to
+    ``name`` (a misspelling among a thousand columns), not a line of thousands of characters."""
+    import difflib
+
+    if len(options) <= most:
+        return ", ".join(options)
+    close = [o for o in options if o.casefold() == name.casefold()] or difflib.get_close_matches(name, options, n=3)
+    return listed(options, most) + (f" (the closest to {name!r}: {', '.join(close)})" if close else "")
+
+
 def progress(items, total: int, what: str, unit: str, size=lambda item: 1, every: float = 10.0):
     """Yield ``items`` while stderr shows how many ``unit`` are done, at what rate, and the time left.
 

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipeline.text import among, listed
 from serving.inputs import RequestError, named
 from serving.models import NotFound, Repository
 
@@ -274,9 +275,9 @@ def _rows_to_columns(instances, names: list[str]) -> dict:
     known = set(names)  # a row of a thousand columns: a list's test per key would cost a million a row
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
-            raise RequestError(f"instances[{i}] must be an object of named inputs ({', '.join(names)})")
+            raise RequestError(f"instances[{i}] must be an object of named inputs ({listed(names, 20)})")
         if unknown := [key for key in row if key not in known]:
-            raise RequestError(f"instances[{i}]: {named('unknown', unknown)}; expected: {', '.join(names)}")
+            raise RequestError(f"instances[{i}]: {named('unknown', unknown)}; expected: {among(unknown[0], names)}")
         if missing := [key for key in names if key not in row]:
             raise RequestError(f"instances[{i}]: {named('missing', missing)}")
         for key in names:

@@ -268,6 +268,22 @@ def test_csv_missing_label_column_is_named(tmp_path, tfds_dir):
         dataset.load(cfg)
 
 
+def test_a_misspelt_column_among_hundreds_is_refused_in_a_short_line_that_names_the_closest(tmp_path, tfds_dir):
+    from pipeline.data import checks
+
+    path = tmp_path / "wide.csv"
+    names = [f"sensor_{i}" for i in range(300)] + ["price"]
+    path.write_text(",".join(names) + "\n" + "\n".join(",".join(["1"] * len(names)) for _ in range(5)) + "\n")
+    for override, message in [("data.label_key=Price", r"missing label column 'Price' .*\(the closest to 'Price': price\)"),
+                              ("data.exclude=[sensor_3000]", r"'sensor_3000' is not a feature .*\(the closest to "
+                                                             r"'sensor_3000': sensor_300?\b")]:
+        cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, override))
+        with pytest.raises(DataError, match=message) as refused:
+            checks.check(cfg) if override.startswith("data.label_key") else checks.named_columns(cfg, names, "csv")
+        assert "sensor_0, sensor_1," in str(refused.value) and " and 281 more" in str(refused.value)
+        assert len(str(refused.value)) < 500, str(refused.value)
+
+
 def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_leaves_them_out(tmp_path, tfds_dir):
     from pipeline.data import columns, dataset, stats
 

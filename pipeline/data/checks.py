@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.data.spec import input_name
 from pipeline.errors import DataError
-from pipeline.text import listed
+from pipeline.text import among, listed
 
 MIN_ROWS = 3  # one example per split, at the least
 BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "spoken_digits", "csv",
@@ -77,9 +77,9 @@ def _table(path: Path, label: str, dialect: Dialect, declared: list[str]) -> Non
                             f"{name!r} (a character other than ASCII letters, digits and _ is written "
                             "as _ there): rename one in the file")
     if label not in columns:
-        raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {', '.join(columns)}.")
+        raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {among(label, columns)}.")
     if unknown := next((name for name in declared if name not in columns), None):
-        raise DataError(f"Invalid `data.dtypes`: {unknown!r} is not a column of {path}; it has {', '.join(columns)}.")
+        raise DataError(f"Invalid `data.dtypes`: {unknown!r} is not a column of {path}; it has {among(unknown, columns)}.")
     rows = data_rows(path, dialect, at_most=MIN_ROWS)
     if rows < MIN_ROWS:
         raise DataError(f"{path}: {rows} data row{'s' if rows != 1 else ''} under the header; a table needs at least "
@@ -96,14 +96,14 @@ def named_columns(cfg, features: list[str], dataset: str) -> None:
     for key, names in named.items():
         for name in names:
             if name not in features:
-                raise DataError(f"Invalid `{key}`: {name!r} is not a feature of {dataset}; it has {', '.join(features)}.")
+                raise DataError(f"Invalid `{key}`: {name!r} is not a feature of {dataset}; it has {among(name, features)}.")
     if cfg.model.name == "recommender":
         seen = [n for n in data.columns or features if n != data.label_key and n not in data.exclude]
         for key, names in {"user": [rc.user], "item": [rc.item], "context": rc.context}.items():
             for name in names:
                 if name not in seen:
                     raise DataError(f"Invalid `model.recommender.{key}`: {name!r} is not among the model's features "
-                                    f"({', '.join(seen)}; `data.columns` and `data.exclude` choose them).")
+                                    f"({among(name, seen)}; `data.columns` and `data.exclude` choose them).")
 
 
 def check_name(cfg) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.data.targets import transform
 from pipeline.errors import DataError
-from pipeline.text import listed
+from pipeline.text import among, listed
 
 SPLITS = ("train", "validation", "test")
 ROW = "_row"  # the series builder's row position in the user's files
@@ -102,7 +102,7 @@ def read(ds, cfg, dates: bool = False) -> Series:
                        *([(fc.series_id, "forecast.series_id")] if fc.series_id else [])]:
         if key not in ds.element_spec:
             raise DataError(f"Invalid `{which}`: {key!r} is not a column of the series; it has "
-                            f"{', '.join(k for k in ds.element_spec if k != ROW)}")
+                            f"{among(key, [k for k in ds.element_spec if k != ROW])}")
         if key in names and ds.element_spec[key].dtype.name == "string":
             raise DataError(f"Invalid `{which}`: {key!r} holds text; a series' inputs are numbers (code it as "
                             "numbers, such as 0 and 1, or leave it out)")

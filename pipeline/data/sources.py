@@ -26,6 +26,7 @@ from pipeline.data import cells, lines
 from pipeline.data.checks import PLAIN, Dialect, checked_header, same_columns
 from pipeline.data.inputs import is_parquet
 from pipeline.errors import DataError
+from pipeline.text import among
 
 CHUNK_BYTES = 8 << 20  # CSV read at a time (pyarrow's block)
 CHUNK_ROWS = 65_536  # Parquet rows read at a time
@@ -64,7 +65,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
         dialect = replace(dialect, decimal=_decimal_mark(files[0], sample, dialect))
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
-                        f"columns are {', '.join(sample.column_names)}.")
+                        f"columns are {among(label, sample.column_names)}.")
     types, dates, booleans = {}, set(), set()
     for name, column in zip(sample.column_names, sample.columns):
         if pa.types.is_nested(column.type):
