@@ -152,6 +152,11 @@ def test_sequence_models_need_a_series():
                                       "2024-03-01T04:00:00 "),
     ([("2024-03-01T00:00:00Z", 1.0), ("2024-03-01T02:00:00+01:00", 2.0), ("2024-03-01T01:00:00Z", 3.0),
       ("2024-03-01T02:00:00Z", 4.0)], "duplicate timestamps: 2024-03-01T01:00:00 at steps 2 and 3"),
+    # a spreadsheet's month-first dates, and zones for some times only: the value, or the zones, at fault
+    ([("2024-03-01", 1.0), ("2024-03-02", 2.0), ("03/03/2024", 3.0), ("2024-03-04", 4.0)],
+     r"time column 'time' \(`forecast.time`\) holds '03/03/2024', which is no ISO 8601 date or time \(2024-01-05, "),
+    ([("2024-03-01T00:00:00Z", 1.0), ("2024-03-01T01:00:00", 2.0), ("2024-03-01T02:00:00Z", 3.0),
+      ("2024-03-01T03:00:00Z", 4.0)], r"gives a zone \(Z, \+01:00\) for some of its ISO 8601 times and none for others"),
 ])
 def test_a_bad_series_is_one_line_naming_the_column(tmp_path, tfds_dir, rows, message):
     from pipeline.data import dataset

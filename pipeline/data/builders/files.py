@@ -236,9 +236,9 @@ class Series(Csv):
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             try:
                 column = _epoch_seconds(column)
-            except pa.ArrowInvalid as exc:
-                raise DataError(f"{self.builder_config.path}: time column {time!r} (`forecast.time`) holds a value "
-                                f"that is no date: {str(exc).splitlines()[0]}") from None
+            except pa.ArrowInvalid:
+                raise DataError(f"{self.builder_config.path}: time column {time!r} (`forecast.time`) "
+                                f"{_not_iso(column)}: write its times so, or as whole epoch seconds") from None
         table = table.set_column(table.schema.get_field_index(time), time, column)
         rows = pa.array(np.arange(first_row, first_row + table.num_rows, dtype=np.int64))
         return table.append_column("_row", rows)
@@ -255,6 +255,18 @@ def _epoch_seconds(column):
     import pyarrow.compute as pc
 
     return pc.divide(pc.cast(cells.iso_timestamps(column), pa.int64()), 10**9)
+
+
+def _not_iso(column) -> str:
+    """What keeps a text time column from being ISO 8601 times: its first value that is none (``03/15/2020``), else
+    its zones, given for some values and not for others."""
+    import pyarrow.compute as pc
+
+    failed = pc.and_(pc.is_null(cells.iso_seconds(column)), pc.is_valid(column))
+    first = pc.index(failed, True).as_py()
+    if first >= 0:
+        return f"holds {column[first].as_py()!r}, which is no ISO 8601 date or time (2024-01-05, 2024-01-05T13:00:00)"
+    return "gives a zone (Z, +01:00) for some of its ISO 8601 times and none for others"
 
 
 PATH_BUILDERS = {"csv": csv_config, "series": csv_config}
