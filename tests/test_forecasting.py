@@ -157,6 +157,8 @@ def test_sequence_models_need_a_series():
      r"time column 'time' \(`forecast.time`\) holds '03/03/2024', which is no ISO 8601 date or time \(2024-01-05, "),
     ([("2024-03-01T00:00:00Z", 1.0), ("2024-03-01T01:00:00", 2.0), ("2024-03-01T02:00:00Z", 3.0),
       ("2024-03-01T03:00:00Z", 4.0)], r"gives a zone \(Z, \+01:00\) for some of its ISO 8601 times and none for others"),
+    ([("2024-03-01", 1.0), ("", 2.0), ("2024-03-03", 3.0), ("2024-03-04", 4.0)],
+     r"time column 'time' \(`forecast.time`\) has an empty cell, but every step of a series needs its time$"),
 ])
 def test_a_bad_series_is_one_line_naming_the_column(tmp_path, tfds_dir, rows, message):
     from pipeline.data import dataset

@@ -238,7 +238,7 @@ class Series(Csv):
                 column = _epoch_seconds(column)
             except pa.ArrowInvalid:
                 raise DataError(f"{self.builder_config.path}: time column {time!r} (`forecast.time`) "
-                                f"{_not_iso(column)}: write its times so, or as whole epoch seconds") from None
+                                f"{_not_iso(column)}") from None
         table = table.set_column(table.schema.get_field_index(time), time, column)
         rows = pa.array(np.arange(first_row, first_row + table.num_rows, dtype=np.int64))
         return table.append_column("_row", rows)
@@ -258,15 +258,18 @@ def _epoch_seconds(column):
 
 
 def _not_iso(column) -> str:
-    """What keeps a text time column from being ISO 8601 times: its first value that is none (``03/15/2020``), else
-    its zones, given for some values and not for others."""
+    """What keeps a text time column from being ISO 8601 times: its first value that is none (``03/15/2020``) or
+    empty, else its zones, given for some values and not for others."""
     import pyarrow.compute as pc
 
     failed = pc.and_(pc.is_null(cells.iso_seconds(column)), pc.is_valid(column))
     first = pc.index(failed, True).as_py()
+    if first >= 0 and not column[first].as_py():
+        return "has an empty cell, but every step of a series needs its time"
     if first >= 0:
-        return f"holds {column[first].as_py()!r}, which is no ISO 8601 date or time (2024-01-05, 2024-01-05T13:00:00)"
-    return "gives a zone (Z, +01:00) for some of its ISO 8601 times and none for others"
+        return (f"holds {column[first].as_py()!r}, which is no ISO 8601 date or time (2024-01-05, 2024-01-05T13:00:00):"
+                " write its times so, or as whole epoch seconds")
+    return "gives a zone (Z, +01:00) for some of its ISO 8601 times and none for others: give every one or none"
 
 
 PATH_BUILDERS = {"csv": csv_config, "series": csv_config}
