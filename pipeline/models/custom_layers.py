@@ -7,7 +7,6 @@ importing this module imports neither Keras nor TensorFlow (config validation an
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 
@@ -37,12 +36,8 @@ def _flat():
         """Features of any numeric dtype and shape -> one float32 matrix (batch, their values side by side)."""
 
         def call(self, features):
-            flat = []  # one-value features of one dtype in a row: one stack and one cast (a table's columns)
-            for (scalar, _), run in itertools.groupby(features, key=lambda x: (len(x.shape) == 1, x.dtype)):
-                run = list(run)
-                flat += ([tf.cast(tf.stack(run, axis=-1), tf.float32)] if scalar else
-                         [tf.reshape(tf.cast(x, tf.float32), (-1, int(np.prod(x.shape[1:])))) for x in run])
-            return flat[0] if len(flat) == 1 else tf.concat(flat, axis=-1)
+            flat = [tf.reshape(tf.cast(x, tf.float32), (-1, int(np.prod(x.shape[1:])))) for x in features]
+            return tf.concat(flat, axis=-1)
 
     return Flat
 
