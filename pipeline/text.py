@@ -21,14 +21,20 @@ def listed(texts: list[str], most: int) -> str:
     return ", ".join(texts[:most]) + more
 
 
+def closest(name: str, options: list[str], most: int = 3) -> list[str]:
+    """The ``options`` a misspelt ``name`` most likely meant: those equal but for case, else difflib's closest."""
+    import difflib
+
+    return [o for o in options if o.casefold() == name.casefold()][:most] or difflib.get_close_matches(
+        name, options, n=most)
+
+
 def among(name: str, options: list[str], most: int = 20) -> str:
     """``options`` in a message refusing ``name``: every one when few; else the first ``most`` and the closest to
     ``name`` (a misspelling among a thousand columns), not a line of thousands of characters."""
-    import difflib
-
     if len(options) <= most:
         return ", ".join(options)
-    close = [o for o in options if o.casefold() == name.casefold()] or difflib.get_close_matches(name, options, n=3)
+    close = closest(name, options)
     return listed(options, most) + (f" (the closest to {name!r}: {', '.join(close)})" if close else "")
 
 

@@ -8,12 +8,13 @@ place that follows a path through the config classes.
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
+
+from pipeline.text import closest
 
 # Keys that were renamed: an old name gets a one-line error naming the new one.
 RENAMED = {
@@ -34,7 +35,7 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> s
         message = f"`{path}` was renamed: use `{RENAMED[path]}`."
     elif kind == "extra_forbidden":
         key = path.rsplit(".", 1)[-1]
-        near = difflib.get_close_matches(key.split("[")[0], fields, n=1, cutoff=0.6)
+        near = closest(key.split("[")[0], fields, most=1)
         parent = path.rsplit(".", 1)[0] + "." if "." in path else ""
         hint = f"; did you mean `{parent}{near[0]}`?" if near else f". Valid keys: {', '.join(fields)}."
         message = f"Unknown key `{path}`{hint}"
@@ -58,7 +59,7 @@ def describe(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> s
         suggestion = ""
         choices = next((b for b in branches if b["type"] in ("literal_error", "union_tag_invalid")), None)
         if choices and isinstance(err.get("input"), str):
-            near = difflib.get_close_matches(err["input"], [c.strip("'") for c in _choices(choices)], n=1)
+            near = closest(err["input"], [c.strip("'") for c in _choices(choices)], most=1)
             if near:
                 expected, suggestion = expected.rstrip("."), f"; did you mean '{near[0]}'?"
         shown = err.get("input")

@@ -11,7 +11,6 @@ space to KerasTuner is tune/'s job.
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -19,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from pipeline.config.base import Monitor, PositiveFloat, PositiveInt, Section, set_path
 from pipeline.config.messages import describe, walk
 from pipeline.errors import ConfigError
+from pipeline.text import closest
 
 # Fields a search may not vary: trials must read the same data, run the same way and be tracked together.
 FIXED = ("name", "workdir", "seed", "tune", "tracking", "export", "retrain", "data.dataset", "data.data_dir", "data.path",
@@ -163,6 +163,6 @@ def _known(root, path: str, where: str) -> None:
     unknown = walk(root, parts)[3]
     if unknown is not None:
         fields = walk(root, parts[: unknown + 1])[1]  # the keys of the section the unknown part is in
-        near = difflib.get_close_matches(parts[unknown], fields, n=1, cutoff=0.6)
+        near = closest(parts[unknown], fields, most=1)
         hint = f"; did you mean `{'.'.join([*parts[:unknown], near[0]])}`?" if near else ""
         raise ConfigError(f"Invalid `{where}`: unknown config path `{path}`{hint}")

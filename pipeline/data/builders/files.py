@@ -264,11 +264,12 @@ def _not_iso(column) -> str:
 
     failed = pc.and_(pc.is_null(cells.iso_seconds(column)), pc.is_valid(column))
     first = pc.index(failed, True).as_py()
-    if first >= 0 and not column[first].as_py():
+    value = column[first].as_py() if first >= 0 else None
+    if value == "":
         return "has an empty cell, but every step of a series needs its time"
-    if first >= 0:
-        return (f"holds {column[first].as_py()!r}, which is no ISO 8601 date or time (2024-01-05, 2024-01-05T13:00:00):"
-                " write its times so, or as whole epoch seconds")
+    if value is not None:
+        return (f"holds {value!r}, which is no ISO 8601 date or time (2024-01-05, 2024-01-05T13:00:00): write its times "
+                "so, or as whole epoch seconds")
     return "gives a zone (Z, +01:00) for some of its ISO 8601 times and none for others: give every one or none"
 
 
