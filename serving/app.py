@@ -14,6 +14,7 @@ columns), so a TF Serving client works unchanged. Every client mistake is a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -241,7 +242,7 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
     signature = servable.signature(body.get("signature_name"))
     names = list(servable.inputs[signature])
     if "instances" in body:
-        columns = _rows_to_columns(body["instances"], names)
+        columns = _rows_to_columns(body["instances"], names, functools.partial(servable.by_input, signature))
     else:
         inputs = body["inputs"]  # named inputs, or the value of the only input
         if isinstance(inputs, dict):
@@ -264,7 +265,8 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
     return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}, batch
 
 
-def _rows_to_columns(instances, names: list[str]) -> dict:
+def _rows_to_columns(instances, names: list[str], by_input=None) -> dict:
+    """Rows of named inputs as one list per input (``by_input(row, where)``: a row under its input names)."""
     if not isinstance(instances, list):
         raise RequestError('"instances" must be a list of examples')
     if not instances:
@@ -276,6 +278,8 @@ def _rows_to_columns(instances, names: list[str]) -> dict:
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
             raise RequestError(f"instances[{i}] must be an object of named inputs ({listed(names, 20)})")
+        if by_input is not None:
+            row = by_input(row, f"instances[{i}]: ")
         if unknown := [key for key in row if key not in known]:
             raise RequestError(f"instances[{i}]: {named('unknown', unknown)}; expected: {among(unknown[0], names)}")
         if missing := [key for key in names if key not in row]:

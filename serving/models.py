@@ -42,9 +42,13 @@ class Servable:
         self.name, self.version, self.path = name, version, path
         self._model = tf.saved_model.load(str(path))
         self.signatures = dict(self._model.signatures)
-        flagged = _flagged_inputs(path)
+        contract = _contract_inputs(path)
+        flagged = {flag: {name for name, spec in contract.items() if spec.get(flag)} for flag in ("date", "boolean")}
         self.inputs = {sig: signature_inputs(fn, flagged if sig == "serving_default" else {})
                        for sig, fn in self.signatures.items()}
+        # a column named otherwise than its input ('Solar.R' -> 'Solar_R') is also taken under the file's name
+        self.columns = {"serving_default": {spec["column"]: name for name, spec in contract.items()
+                                            if spec.get("column") and spec["column"] not in contract}}
 
     def warm_up(self) -> None:
         """Call every signature once on a made-up example (traces nothing later, fails now if broken)."""
@@ -100,9 +104,22 @@ class Servable:
             raise RequestError(f"Unknown signature_name {name!r}; this model has: {', '.join(sorted(self.signatures))}")
         return name
 
+    def by_input(self, signature: str, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """``values`` under the signature's input names: a key that is a column's name in the training file
+        (``Solar.R``) stands for its input (``Solar_R``); the two together are refused (``where``: the row's)."""
+        columns = self.columns.get(signature)
+        if not columns:
+            return values
+        renamed = {columns.get(key, key): value for key, value in values.items()}
+        if len(renamed) < len(values):
+            twice = next(key for key in values if key in columns and columns[key] in values)
+            raise RequestError(f"{where}{twice!r} and {columns[twice]!r} are the same input: give it once")
+        return renamed
+
     def convert(self, signature: str, columns: dict[str, Any], max_batch: int) -> tuple[dict[str, np.ndarray], int]:
-        """JSON columns -> arrays of the signature's dtypes and shapes, checked; and the batch size."""
-        specs = self.inputs[signature]
+        """JSON columns (by input or training column name) -> arrays of the signature's dtypes and shapes, checked;
+        and the batch size."""
+        specs, columns = self.inputs[signature], self.by_input(signature, columns)
         missing = [n for n in specs if n not in columns]
         unknown = [n for n in columns if n not in specs]
         if unknown:
@@ -145,15 +162,13 @@ class Servable:
                 "metadata": {"signature_def": {"signature_def": defs}}}
 
 
-def _flagged_inputs(path: Path) -> dict[str, set[str]]:
-    """Inputs the training data held as ISO 8601 dates or as booleans: ``{"date": names, "boolean": names}`` from
-    the pipeline's contract, if the export has one."""
+def _contract_inputs(path: Path) -> dict[str, dict]:
+    """The pipeline's contract for each input of ``serving_default`` (its dtype, its training column's name, whether
+    that column held ISO 8601 dates or booleans), if the export has one."""
     try:
-        contract = read_metadata(path).get("contract", {})
+        return read_metadata(path).get("contract", {}).get("inputs", {})
     except (OSError, ValueError):
         return {}
-    return {flag: {name for name, spec in contract.get("inputs", {}).items() if spec.get(flag)}
-            for flag in ("date", "boolean")}
 
 
 def _tensor_info(name: str, dtype, shape: tuple) -> dict:

@@ -804,8 +804,8 @@ def test_a_type_declared_for_a_column_the_table_lacks_is_refused_before_tensorfl
 def test_a_header_of_spaces_brackets_slashes_and_leading_digits_trains_and_serves_under_input_names(
         tmp_path, tfds_dir, capsys):
     """A column keeps its file's name in the config and the data; the model and the export take it under its input
-    name, the same in Python, in the SavedModel's signature (TF Serving's) and in ``pipeline serve``; the run says
-    which, and the contract names both."""
+    name, the same in Python, in the SavedModel's signature (TF Serving's) and in ``pipeline serve`` (which also takes
+    the file's name); the run says which, and the contract names both."""
     import json
 
     import tensorflow as tf
@@ -813,6 +813,8 @@ def test_a_header_of_spaces_brackets_slashes_and_leading_digits_trains_and_serve
     from pipeline.data.spec import input_name
     from pipeline.export.saved_model import read_metadata
     from pipeline.jobs.train import train
+    from serving.app import _predict
+    from serving.inputs import RequestError
     from serving.models import Servable
 
     assert [input_name(c) for c in ("floor area (m²)", "1st/2nd rooms", "_id", "Gr_Liv_Area")] == [
@@ -838,6 +840,14 @@ def test_a_header_of_spaces_brackets_slashes_and_leading_digits_trains_and_serve
                "city": tf.constant(["north", "east"])}  # the model's inputs keep the columns' names
     np.testing.assert_allclose(served, result.model(columns, training=False).numpy().reshape(-1), rtol=1e-5)
     assert json.dumps(servable.metadata()).count("floor_area__m__") >= 1
+
+    # `pipeline serve` also takes the file's names, as rows or columns, and refuses a column given under both
+    by_file = {"floor area (m²)": [120.5, 60.0], "1st/2nd rooms": [3, 1], "city": ["north", "east"]}
+    as_rows = [dict(zip(by_file, row)) for row in zip(*by_file.values())]
+    assert _predict(servable, {"instances": as_rows}, 16)[0]["predictions"] == served.tolist()
+    assert _predict(servable, {"inputs": by_file}, 16)[0]["outputs"] == served.tolist()
+    with pytest.raises(RequestError, match=r"^instances\[1\]: '1st/2nd rooms' and 'arg_1st_2nd_rooms' are the same "):
+        _predict(servable, {"instances": [as_rows[0], {**as_rows[1], "arg_1st_2nd_rooms": 1}]}, 16)
 
 
 def test_a_huge_text_cell_costs_its_size_in_the_statistics_not_its_size_times_the_rows():
