@@ -38,6 +38,21 @@ def test_run_records_config_data_environment_and_finishes(trained):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+def test_runs_of_one_seed_are_named_apart_and_leave_the_seeded_generator_as_it_was(tiny_cfg):
+    """MLflow names an unnamed run from Python's global generator, which a run seeds: every run was one name."""
+    import random
+
+    from pipeline.track import start_run
+
+    cfg, names = tiny_cfg(), []
+    for _ in range(2):
+        random.seed(cfg.seed)
+        with start_run(cfg) as run:
+            names.append(run.client.get_run(run.id).info.run_name)
+        assert random.random() == random.Random(cfg.seed).random()  # the training's draws are its seed's
+    assert names[0] != names[1]
+
+
 def test_run_logs_every_epoch_and_the_test_metrics(trained):
     cfg, result = trained
     client = _client(cfg)

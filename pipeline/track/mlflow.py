@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
@@ -181,6 +182,19 @@ def epoch_logger(run: Run, prefix: str = ""):
 
 
 @contextmanager
+def _unseeded():
+    """Python's global generator drawn from the OS within the block, and put back as it was after it: MLflow names a
+    run (``bustling-seal-758``) from that generator, so every run of one ``seed`` had the same name, and the
+    draws it took moved the training's."""
+    state = random.getstate()
+    random.seed()
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+@contextmanager
 def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str, str] | None = None,
               resume_id: str | None = None, resume_epoch: int = 0):
     """Open a run for ``cfg``; end it FINISHED, FAILED on an exception or KILLED on Ctrl-C/SIGTERM.
@@ -200,7 +214,9 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
     run_id = _reopen(client, resume_id, resume_epoch) if resume_id else None
     if run_id is None:
         link = {"resumed_from": resume_id} if resume_id else {}
-        run_id = client.create_run(experiment_id, run_name=run_name, tags={**(tags or {}), **link, **owner}).info.run_id
+        with _unseeded():  # an unnamed run is named by MLflow from Python's generator, which the run's seed has set
+            run_id = client.create_run(experiment_id, run_name=run_name,
+                                       tags={**(tags or {}), **link, **owner}).info.run_id
     else:  # this process owns it now, under the parent it is resumed for (a new retraining decision, say)
         for key, value in {**(tags or {}), **owner}.items():
             client.set_tag(run_id, key, str(value))
