@@ -244,7 +244,8 @@ def test_a_rerun_closes_its_dead_decision_run_and_re_parents_the_challenger_it_r
 
     from mlflow.entities import Metric
 
-    from pipeline.track.mlflow import OWNER_HOST, OWNER_PID, start_run, tracking_client
+    from pipeline.track.mlflow import start_run, tracking_client
+    from pipeline.track.owners import OWNER_HOST, OWNER_PID
 
     cfg = load(DIGITS, [f"workdir={tmp_path}"])
     client, experiment = tracking_client(cfg)

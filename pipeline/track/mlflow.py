@@ -9,7 +9,6 @@ logs nothing, so the training code has no tracking branches.
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import json
 import os
 import platform
@@ -25,10 +24,9 @@ from typing import Any
 
 from pipeline.config import ExperimentConfig
 from pipeline.files import write_text
-from pipeline.track import spool
+from pipeline.track import owners, spool
 
 _PARAM_BATCH = 100  # MLflow's limit per log_batch call
-OWNER_HOST, OWNER_PID = "pipeline.host", "pipeline.pid"  # the process a run belongs to, for close_orphans
 # MLflow 3's UI opens an untagged experiment on its GenAI overview; this tag makes it open on the training runs.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
@@ -208,9 +206,8 @@ def start_run(cfg: ExperimentConfig, run_name: str | None = None, tags: dict[str
         yield Run(cfg, run_id=resume_id)
         return
     client, experiment_id = tracking_client(cfg)
-    close_orphans(client, experiment_id, keep=resume_id)
-    owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid()),  # and who: the UI's "User" column
-             "mlflow.user": os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()}
+    owners.close_orphans(client, experiment_id, keep=resume_id)
+    owner = owners.tags()
     run_id = _reopen(client, resume_id, resume_epoch) if resume_id else None
     if run_id is None:
         link = {"resumed_from": resume_id} if resume_id else {}
@@ -259,38 +256,6 @@ def _report_delay(run: Run) -> None:
     else:
         print(f"Tracking: the server {server} did not answer for {delay.seconds:.0f} s; the {what} "
               "written meanwhile were delivered when it returned", file=sys.stderr)
-
-
-def close_orphans(client, experiment_id: str, keep: str | None = None) -> list[str]:
-    """End as KILLED the RUNNING runs of this host whose process has died (a kill -9, a lost machine's reboot).
-
-    A run records its host and process id; nothing else can end it once its process is gone. Tuning
-    trials and searches are left to the search, which settles them from its own files
-    (jobs/tune.py). ``keep`` is a run about to be resumed. Returns the ids it ended.
-    """
-    host, ended = socket.gethostname(), []
-    running = client.search_runs([experiment_id], max_results=1000,
-                                 filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = '{host}'")
-    for run in running:
-        tags = run.data.tags
-        pid = tags.get(OWNER_PID, "")
-        if run.info.run_id == keep or "tune.role" in tags or not (pid.isascii() and pid.isdigit()) or alive(int(pid)):
-            continue
-        client.set_tag(run.info.run_id, "pipeline.ended_by", f"a later run: its process {pid} on {host} had died")
-        client.set_terminated(run.info.run_id, "KILLED")
-        ended.append(run.info.run_id)
-    return ended
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host lives."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _reopen(client, run_id: str, epoch: int) -> str | None:

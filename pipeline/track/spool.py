@@ -310,7 +310,7 @@ def sync(run_dir: Path) -> Synced:
 
     from pipeline.config import ExperimentConfig
     from pipeline.errors import PipelineError
-    from pipeline.track.mlflow import alive
+    from pipeline.track.owners import alive
     from pipeline.track.server import check, public
 
     spool = Spool(run_dir)
