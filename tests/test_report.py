@@ -96,13 +96,20 @@ def test_a_second_experiment_report_leaves_earlier_report_runs_out(experiment_pa
     assert "experiment-report" not in text and "runs</td><td>1: 1 train" in text
 
 
-def test_an_unknown_experiment_is_one_line_naming_the_known_ones(experiment_page, capsys):
+def test_an_unknown_experiment_or_run_is_one_line_naming_the_known_ones_or_where_to_look(experiment_page, capsys,
+                                                                                      tmp_path):
     from pipeline.cli import main
 
     _, cfg, _ = experiment_page
     assert main(["report", "--experiment", "digitz", "--tracking-uri", cfg.tracking.uri]) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: No experiment 'digitz' in {cfg.tracking.uri} (experiments: Default, digits)")
+    hint = "(a run's store is its config's tracking.uri: --workdir or --tracking-uri; in Python, tracking_uri=cfg.tracking.uri)"
+    assert main(["report", "0" * 32, "--tracking-uri", cfg.tracking.uri]) == 2  # a run tracked in another store
+    assert capsys.readouterr().err.strip() == f"error: No run '{'0' * 32}' in {cfg.tracking.uri} {hint}"
+    assert main(["report", "0" * 32, "--workdir", str(tmp_path / "typo")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: No tracking store at {tmp_path / 'typo' / 'mlflow.db'} {hint}"
+    assert not (tmp_path / "typo").exists()  # not made empty by looking
 
 
 @needs_browser

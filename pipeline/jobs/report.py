@@ -17,6 +17,11 @@ def report(run_id: str | None = None, experiment: str | None = None, tracking_ur
     """
     if (run_id is None) == (experiment is None):
         raise ConfigError("report: give a RUN_ID or --experiment NAME (one of them)")
+    store = Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+    if store is not None and not store.is_file():  # MLflow would make an empty store there, and find nothing in it
+        from pipeline.report.run import WHERE
+
+        raise ConfigError(f"No tracking store at {store} {WHERE}")
     if experiment is not None:
         from pipeline.report import experiment_report
 

@@ -21,6 +21,9 @@ from pipeline.diagnose import SPARSE
 from pipeline.files import pyplot
 from pipeline.report.page import img, img_bytes, page, table
 
+# where a run that is not found was tracked: said after "no run" and "no store"
+WHERE = "(a run's store is its config's tracking.uri: --workdir or --tracking-uri; in Python, tracking_uri=cfg.tracking.uri)"
+
 
 def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
     """Write the report of ``run_id`` (``out``, default <run folder>/report.html) and log it to the run."""
@@ -34,7 +37,7 @@ def report(run_id: str, tracking_uri: str, out: Path | None = None) -> Path:
     try:
         run = client.get_run(run_id)
     except Exception:  # noqa: BLE001 - MLflow raises several kinds for a bad id
-        raise ConfigError(f"No run {run_id!r} in {tracking_uri}") from None
+        raise ConfigError(f"No run {run_id!r} in {tracking_uri} {WHERE}") from None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load(client.download_artifacts(run_id, "config.yaml", tmp))
