@@ -3,8 +3,8 @@
 Every run keeps per-example (or, for a series, per-window) losses of the model and of each
 baseline (``Errors``); ``skill`` turns them into the model's error over each baseline's and a
 95% interval from a moving-block bootstrap (blocks of one example for independent rows; of a
-horizon's windows or more for a series, whose neighbouring windows share steps; half of a test
-stretch no longer than that, so that it still varies). The same
+horizon's windows or more for a series, whose neighbouring windows share steps; shorter in a test
+stretch too short for several such blocks, so that it still varies). The same
 resamples serve every baseline. The fit diagnosis reads the best baseline's interval.
 """
 
@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+MIN_BLOCKS = 4  # a resample joins at least this many blocks, each from anywhere in the test stretch
 
 
 @dataclass
@@ -90,12 +92,11 @@ def block_resamples(n: int, horizon: int, resamples: int, seed: int):
     """``resamples`` moving-block bootstrap resamples of ``n`` test examples, as index arrays of length ``n``.
 
     Blocks of ``horizon`` examples or n^(1/3), whichever is longer (one for independent rows, a horizon's
-    windows for a series, whose neighbouring windows share steps); half of a test stretch no longer than
-    that, since one block the same in every resample would make an interval of width 0 read as certainty.
+    windows for a series, whose neighbouring windows share steps), but at most a ``MIN_BLOCKS``-th of the
+    test stretch: blocks nearly as long as the stretch draw nearly the same windows every time, and an
+    interval of almost no width would read as certainty (docs/forecasting.md#backtest has a case).
     """
-    block = max(horizon, round(n ** (1 / 3)), 1)
-    if block >= n:
-        block = max(n // 2, 1)
+    block = max(1, min(max(horizon, round(n ** (1 / 3))), n // MIN_BLOCKS))
     rng = np.random.default_rng(seed)
     for _ in range(resamples):
         starts = rng.integers(0, max(n - block, 0) + 1, size=math.ceil(n / block))

@@ -359,6 +359,19 @@ def _errors(model_scale: float, noise: float, n: int = 400):
     return Errors(figures, "mae", horizon=4)
 
 
+def test_a_test_stretch_of_few_windows_is_resampled_in_several_blocks_so_its_interval_is_not_a_certainty():
+    """13 windows of a 12-step horizon: blocks of 12 drew nearly all 13 windows every time (an interval of almost no
+    width); a model better on the stretch's first half and worse on its second is not surely either."""
+    from pipeline.skill import Errors, skill
+
+    model = np.array([1.0] * 7 + [3.0] * 6)
+    errors = Errors({"mae": {"model": model, "ridge": np.full(13, 2.0)}, "mse": {"model": model**2,
+                     "ridge": np.full(13, 4.0)}}, "mae", horizon=12)
+    figures = skill(errors, resamples=500, seed=1)
+    assert figures["skill.ratio"] == pytest.approx(25 / 26)
+    assert figures["skill.ratio_low"] < 0.8 and figures["skill.ratio_high"] > 1.2
+
+
 @pytest.mark.parametrize("scale, noise, verdict, why", [
     (0.5, 0.1, "good fit", "skill: "),  # half the best baseline's error: skill, the curves' verdict stands
     (1.0, 0.5, "no skill", "not distinguishable from"),  # the baseline's error give or take noise
