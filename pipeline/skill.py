@@ -94,7 +94,7 @@ def block_resamples(n: int, horizon: int, resamples: int, seed: int):
     Blocks of ``horizon`` examples or n^(1/3), whichever is longer (one for independent rows, a horizon's
     windows for a series, whose neighbouring windows share steps), but at most a ``MIN_BLOCKS``-th of the
     test stretch: blocks nearly as long as the stretch draw nearly the same windows every time, and an
-    interval of almost no width would read as certainty (docs/forecasting.md#backtest has a case).
+    interval of almost no width would read as certainty (docs/forecasting.md, skill, has a case).
     """
     block = max(1, min(max(horizon, round(n ** (1 / 3))), n // MIN_BLOCKS))
     rng = np.random.default_rng(seed)

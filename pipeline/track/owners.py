@@ -31,7 +31,9 @@ def close_orphans(client, experiment_id: str, keep: str | None = None) -> list[s
                                  filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = '{host}'")
     for run in running:
         pid = run.data.tags.get(OWNER_PID, "")
-        if run.info.run_id == keep or "tune.role" in run.data.tags or not (pid.isascii() and pid.isdigit()) or alive(int(pid)):
+        if run.info.run_id == keep or "tune.role" in run.data.tags:
+            continue
+        if not (pid.isascii() and pid.isdigit()) or alive(int(pid)):
             continue
         client.set_tag(run.info.run_id, "pipeline.ended_by", f"a later run: its process {pid} on {host} had died")
         client.set_terminated(run.info.run_id, "KILLED")
