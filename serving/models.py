@@ -43,8 +43,7 @@ class Servable:
         self._model = tf.saved_model.load(str(path))
         self.signatures = dict(self._model.signatures)
         contract = _contract_inputs(path)
-        flagged = {flag: {name for name, spec in contract.items() if spec.get(flag)} for flag in ("date", "boolean")}
-        self.inputs = {sig: signature_inputs(fn, flagged if sig == "serving_default" else {})
+        self.inputs = {sig: signature_inputs(fn, _flagged(contract) if sig == "serving_default" else {})
                        for sig, fn in self.signatures.items()}
         # a column named otherwise than its input ('Solar.R' -> 'Solar_R') is also taken under the file's name
         self.columns = {"serving_default": {spec["column"]: name for name, spec in contract.items()
@@ -169,6 +168,11 @@ def _contract_inputs(path: Path) -> dict[str, dict]:
         return read_metadata(path).get("contract", {}).get("inputs", {})
     except (OSError, ValueError):
         return {}
+
+
+def _flagged(contract: dict[str, dict]) -> dict[str, set[str]]:
+    """The inputs the training data held as ISO 8601 dates or as booleans: ``{"date": names, "boolean": names}``."""
+    return {flag: {name for name, spec in contract.items() if spec.get(flag)} for flag in ("date", "boolean")}
 
 
 def _tensor_info(name: str, dtype, shape: tuple) -> dict:

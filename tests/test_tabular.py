@@ -613,14 +613,14 @@ def test_serving_takes_a_date_input_as_the_iso_text_training_read_and_a_boolean_
     import json
 
     from serving.inputs import Input, RequestError, to_array
-    from serving.models import _flagged_inputs
+    from serving.models import _contract_inputs, _flagged
 
     (tmp_path / "assets.extra").mkdir()
     (tmp_path / "assets.extra" / "pipeline.json").write_text(json.dumps({"contract": {"inputs": {
         "listed": {"dtype": "float32", "shape": [None], "date": True}, "area": {"dtype": "float32", "shape": [None]},
         "garden": {"dtype": "int64", "shape": [None], "boolean": True}}}}))
-    assert _flagged_inputs(tmp_path) == {"date": {"listed"}, "boolean": {"garden"}}
-    assert _flagged_inputs(tmp_path / "elsewhere") == {}
+    assert _flagged(_contract_inputs(tmp_path)) == {"date": {"listed"}, "boolean": {"garden"}}
+    assert _contract_inputs(tmp_path / "elsewhere") == {}
     garden = Input("garden", np.dtype("int64"), (None,), None, boolean=True)
     np.testing.assert_array_equal(to_array(garden, [True, False, 1, 0]), np.array([1, 0, 1, 0], "int64"))
     pool = Input("pool", np.dtype("float32"), (None, 1), None, boolean=True)
