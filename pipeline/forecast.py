@@ -11,7 +11,8 @@ Every forecasting run scores the same test windows with:
 Errors are in the series' units (levels), or in log returns when the model predicts returns
 (``forecast.target_transform: log_return``). The skill ratio is the model's error over the best
 baseline's (MAE; RMSE for returns), with a 95% interval from a moving-block bootstrap over
-test windows (blocks of ``horizon`` windows or more: neighbouring windows share their steps).
+test windows (blocks of ``horizon`` windows or more, neighbouring windows sharing their steps, where the
+test stretch holds four such blocks: skill.py; a shorter stretch is named in the run's summary).
 The model has skill when the whole interval lies below ``1 - forecast.min_skill``; anything
 else is no skill (diagnose.py): a gain of a fraction of a percent, however certain, is no
 reason to run a model (a daily index return's small drift is such a gain).

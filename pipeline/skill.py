@@ -69,8 +69,9 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
     """The model's error over each baseline's, with 95% moving-block bootstrap intervals.
 
     Returns ``skill.vs_<baseline>`` (and ``_low``, ``_high``) for every baseline, the best
-    baseline's as ``skill.ratio``, ``skill.ratio_low``, ``skill.ratio_high``, and
-    ``skill.best_baseline.<name>`` = 1, so a metric store without tags still says which one.
+    baseline's as ``skill.ratio``, ``skill.ratio_low``, ``skill.ratio_high``,
+    ``skill.best_baseline.<name>`` = 1, so a metric store without tags still says which one, and
+    ``skill.examples``: how many test examples (windows) the intervals rest on.
     """
     figure = "mae" if errors.skill_metric == "mae" else "mse"
     names = [k for k in errors.windows[figure] if k != "model"]
@@ -85,7 +86,8 @@ def skill(errors: Errors, resamples: int, seed: int) -> dict[str, float]:
         out.update({f"skill.vs_{name}": errors.ratio(name), f"skill.vs_{name}_low": float(low),
                     f"skill.vs_{name}_high": float(high)})
     return {"skill.ratio": out[f"skill.vs_{best}"], "skill.ratio_low": out[f"skill.vs_{best}_low"],
-            "skill.ratio_high": out[f"skill.vs_{best}_high"], f"skill.best_baseline.{best}": 1.0, **out}
+            "skill.ratio_high": out[f"skill.vs_{best}_high"], f"skill.best_baseline.{best}": 1.0,
+            "skill.examples": float(len(errors)), **out}
 
 
 def block_resamples(n: int, horizon: int, resamples: int, seed: int):

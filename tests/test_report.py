@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 SECTIONS = ("summary", "diagnosis", "curves", "gap", "baselines", "errors", "weights", "augmentation", "tuning")
@@ -138,3 +138,21 @@ def test_the_printed_summary_gives_each_baseline_its_error_ratio_and_the_best_on
     out = capsys.readouterr().out
     assert all(f"vs {name}" in out for name in baselines) and out.count("error ratio") == len(baselines)
     assert ("skill ratio" in out) == skill_row
+
+
+@pytest.mark.parametrize("windows, said", [(13, True), (48, False)])
+def test_the_printed_summary_says_when_a_series_test_stretch_is_too_short_for_a_firm_interval(capsys, windows, said):
+    from types import SimpleNamespace
+
+    from pipeline.config import load
+    from pipeline.report.summary import print_summary
+
+    cfg = load(ROOT / "configs/examples/series.yaml", ["tracking.enabled=false"])  # a 12-step horizon: 4 blocks of 12
+    metrics = {"test_mae": 1.25, "baseline.naive.mae": 9.0, "baseline.ridge.mae": 1.36, "skill.ratio": 0.92,
+               "skill.ratio_low": 0.85, "skill.ratio_high": 0.98, "skill.examples": float(windows)}
+    result = SimpleNamespace(test_metrics=metrics, best_epoch=2, epochs_run=3, run_id="r", run_dir="d",
+                             export_path=None, diagnosis=None)
+    print_summary(cfg, result)
+    out = capsys.readouterr().out
+    assert ("test windows" in out) == said and ("13, of a 12-step horizon" in out) == said
+

@@ -20,6 +20,8 @@ def print_summary(cfg, result) -> None:
     if "skill.ratio" in metrics and len(beside) > 1:  # with one baseline its row says it already
         table.add_row("skill ratio", f"{metrics['skill.ratio']:.3f} (95% interval {metrics['skill.ratio_low']:.3f} to "
                                      f"{metrics['skill.ratio_high']:.3f}; below 1 beats the best baseline)")
+    if few := _few_windows(cfg, metrics):
+        table.add_row("test windows", few)
     table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run} run")
     table.add_row("run id", result.run_id)
     if cfg.tracking.enabled:
@@ -50,3 +52,14 @@ def _beside_baselines(metrics: dict) -> dict[str, str]:
             parts.append(f"error ratio {metrics[f'skill.vs_{name}']:.3f} (95% interval "
                          f"{metrics[f'skill.vs_{name}_low']:.3f} to {metrics[f'skill.vs_{name}_high']:.3f})")
     return {name: "; ".join(parts) for name, parts in lines.items()}
+
+
+def _few_windows(cfg, metrics: dict) -> str | None:
+    """A series' test stretch too short for blocks of a horizon's windows (skill.py): its figures rest on few steps."""
+    from pipeline.skill import MIN_BLOCKS
+
+    windows, horizon = metrics.get("skill.examples"), cfg.forecast.horizon if cfg.forecast else None
+    if horizon is None or windows is None or windows >= MIN_BLOCKS * horizon:
+        return None
+    return (f"{windows:.0f}, of a {horizon}-step horizon: these figures rest on {windows + horizon - 1:.0f} steps, too "
+            f"few for a firm interval; `pipeline backtest` pools the test windows of {cfg.forecast.folds} folds")
