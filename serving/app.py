@@ -246,7 +246,7 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
     else:
         inputs = body["inputs"]  # named inputs, or the value of the only input
         if isinstance(inputs, dict):
-            columns = inputs
+            columns = servable.by_input(signature, inputs)
         elif len(names) == 1:
             columns = {names[0]: inputs}
         else:
@@ -265,7 +265,7 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
     return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}, batch
 
 
-def _rows_to_columns(instances, names: list[str], by_input=None) -> dict:
+def _rows_to_columns(instances, names: list[str], by_input) -> dict:
     """Rows of named inputs as one list per input (``by_input(row, where)``: a row under its input names)."""
     if not isinstance(instances, list):
         raise RequestError('"instances" must be a list of examples')
@@ -278,8 +278,7 @@ def _rows_to_columns(instances, names: list[str], by_input=None) -> dict:
     for i, row in enumerate(instances):
         if not isinstance(row, dict):
             raise RequestError(f"instances[{i}] must be an object of named inputs ({listed(names, 20)})")
-        if by_input is not None:
-            row = by_input(row, f"instances[{i}]: ")
+        row = by_input(row, f"instances[{i}]: ")
         if unknown := [key for key in row if key not in known]:
             raise RequestError(f"instances[{i}]: {named('unknown', unknown)}; expected: {among(unknown[0], names)}")
         if missing := [key for key in names if key not in row]:

@@ -116,9 +116,8 @@ class Servable:
         return renamed
 
     def convert(self, signature: str, columns: dict[str, Any], max_batch: int) -> tuple[dict[str, np.ndarray], int]:
-        """JSON columns (by input or training column name) -> arrays of the signature's dtypes and shapes, checked;
-        and the batch size."""
-        specs, columns = self.inputs[signature], self.by_input(signature, columns)
+        """JSON columns -> arrays of the signature's dtypes and shapes, checked; and the batch size."""
+        specs = self.inputs[signature]
         missing = [n for n in specs if n not in columns]
         unknown = [n for n in columns if n not in specs]
         if unknown:

@@ -17,7 +17,9 @@ def report(run_id: str | None = None, experiment: str | None = None, tracking_ur
     """
     if (run_id is None) == (experiment is None):
         raise ConfigError("report: give a RUN_ID or --experiment NAME (one of them)")
-    store = Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+    from pipeline.track.server import sqlite_file
+
+    store = sqlite_file(tracking_uri)
     if store is not None and not store.is_file():  # MLflow would make an empty store there, and find nothing in it
         from pipeline.report.run import WHERE
 

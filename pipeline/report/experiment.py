@@ -224,7 +224,10 @@ def _log(client, experiment_id: str, path: Path) -> None:
 
 
 def _default_out(uri: str, name: str) -> Path:
-    root = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path("work")
+    from pipeline.track.server import sqlite_file
+
+    store = sqlite_file(uri)
+    root = store.parent if store else Path("work")
     return root / "reports" / f"{name}.html"
 
 

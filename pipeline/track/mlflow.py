@@ -281,12 +281,12 @@ def tracking_client(cfg: ExperimentConfig):
     from mlflow.tracking import MlflowClient
 
     from pipeline.files import exclusive
-    from pipeline.track.server import public
+    from pipeline.track.server import public, sqlite_file
 
-    uri = cfg.tracking.uri
+    uri, store = cfg.tracking.uri, sqlite_file(cfg.tracking.uri)
     # Several runs' first use of a new SQLite store would each create its tables and collide ("table
     # experiments already exists"): one creates them while the others wait.
-    lock = Path(uri.removeprefix("sqlite:///") + ".lock") if uri.startswith("sqlite:///") else None
+    lock = Path(f"{store}.lock") if store else None
     with spool.answered(f"open a run on the tracking server {public(uri)}"), exclusive(lock):
         return _experiment(cfg, MlflowClient(tracking_uri=uri))
 

@@ -30,6 +30,13 @@ class Unreachable(TrackingError):
     """The tracking server went away after the checks (a restart, a network cut): it may come back."""
 
 
+def sqlite_file(uri: str):
+    """The file of an embedded SQLite store's ``uri`` (a Path), or None for a server."""
+    from pathlib import Path
+
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def public(uri: str) -> str:
     """``uri`` without a user or password in it."""
     parts = urlsplit(uri)
