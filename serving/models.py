@@ -175,7 +175,11 @@ def _flagged(contract: dict[str, dict]) -> dict[str, set[str]]:
 
 
 def _tensor_info(name: str, dtype, shape: tuple) -> dict:
-    return {"dtype": f"DT_{dtype.name.upper()}", "name": name,
+    """A TensorInfo as TF Serving writes it in JSON: the dtype by its ``DataType`` enum name (float32 is
+    ``DT_FLOAT``, float64 ``DT_DOUBLE``), which clients of its metadata API match."""
+    from tensorflow.core.framework import types_pb2
+
+    return {"dtype": types_pb2.DataType.Name(dtype.as_datatype_enum), "name": name,
             "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""} for d in shape],
                              "unknown_rank": False}}
 

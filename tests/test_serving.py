@@ -191,7 +191,8 @@ def test_status_and_metadata_have_tf_servings_shape(server):
     code, meta = call(port, "/v1/models/houses/metadata")
     signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert code == 200 and meta["model_spec"] == {"name": "houses", "signature_name": "", "version": "1"}
-    assert signature["inputs"]["city"]["dtype"] == "DT_STRING"
+    assert signature["inputs"]["city"]["dtype"] == "DT_STRING" and signature["inputs"]["area"]["dtype"] == "DT_FLOAT"
+    assert signature["outputs"]["prediction"]["dtype"] == "DT_FLOAT"  # TF's enum names, as TF Serving writes them
     assert signature["outputs"]["prediction"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
 
 

@@ -778,6 +778,7 @@ def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):
                             r"\(set `data.delimiter: ';'`\)"),
     ("area\trooms\tprice", 5, r"its fields are separated by tab, not ',' \(set `data.delimiter: tab`\)"),
     ("area,rooms,price", 0, r"0 data rows under the header; a table needs at least 3"),
+    ("", 0, r"t\.csv: the file is empty: no header line naming its columns$"),
     ("area,rooms,price", 1, r"1 data row under the header"),
 ])
 def test_tables_whose_columns_or_rows_cannot_train_are_refused_before_tensorflow(tmp_path, header, rows, message):

@@ -147,6 +147,8 @@ def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
 def checked_header(path: Path, dialect: Dialect) -> list[str]:
     """``header``, unless it is one column that another delimiter would split: a file of another dialect."""
     columns = header(path, dialect)
+    if not columns:
+        raise DataError(f"{path}: the file is empty: no header line naming its columns")
     other = next((c for c in ",;\t|" if c in columns[0]), None) if len(columns) == 1 else None
     if other and path.suffix.lower() != ".parquet":
         spelt = "tab" if other == "\t" else repr(other)
