@@ -15,6 +15,7 @@ import sys
 from pipeline import api
 from pipeline.errors import ConfigError, PipelineError, disk_full
 from pipeline.report.summary import print_summary
+from pipeline.text import closest
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -141,9 +142,13 @@ def _config_get(args) -> int:
     import json
 
     value = api.load_config(args.config, args.overrides).model_dump(mode="json")
-    for part in args.key.split("."):
+    parts = args.key.split(".")
+    for at, part in enumerate(parts):
         if not isinstance(value, dict) or part not in value:
-            raise ConfigError(f"Unknown key `{args.key}` (see `pipeline config show {args.config}`)")
+            near = closest(part, list(value)) if isinstance(value, dict) else []
+            hint = (f"did you mean `{'.'.join([*parts[:at], near[0], *parts[at + 1:]])}`?" if near
+                    else f"see `pipeline config show {args.config}`")
+            raise ConfigError(f"Unknown key `{args.key}`; {hint}")
         value = value[part]
     print(json.dumps(value) if isinstance(value, (dict, list)) else value)
     return 0

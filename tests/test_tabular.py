@@ -432,6 +432,19 @@ def test_a_folder_of_split_folders_is_refused_and_class_folders_grouped_inside_a
     assert {label for label, _ in labelled_files(grouped, {".png", ".jpg"})} == {"dark", "bright"}
 
 
+def test_files_of_a_class_folder_that_are_not_images_are_left_out_with_a_note_naming_them(tmp_path, capsys):
+    from pipeline.data.builders.folders import labelled_files
+
+    root = write_image_folder(tmp_path / "pictures", per_class=2)
+    (root / "dark" / "IMG_0001.HEIC").write_bytes(b"\x00")  # a phone's photo: a format the pipeline does not read
+    (root / "bright" / "notes.txt").write_text("shot on a cloudy day")
+    (root / "bright" / ".DS_Store").write_bytes(b"\x00")  # hidden files are no one's data
+    files = labelled_files(root, {".png", ".jpg"})
+    assert sorted(path.name for _, path in files) == ["0.png", "0.png", "1.jpg", "1.jpg"]
+    assert capsys.readouterr().err == (f"note: 2 files under {root} are not .jpg .png and were left out: "
+                                       "bright/notes.txt, dark/IMG_0001.HEIC\n")
+
+
 # ---- export with raw named inputs ------------------------------------------------------
 
 

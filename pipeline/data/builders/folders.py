@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import stat
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +26,7 @@ from pipeline.data.builders.files import FileConfig, beam_requested, file_config
 from pipeline.data.builders.local import Local
 from pipeline.data.checks import require_folder
 from pipeline.errors import DataError
-from pipeline.text import progress
+from pipeline.text import listed, progress
 
 
 def image_folder_config(cfg) -> FileConfig:
@@ -88,16 +89,28 @@ def _only_folders(folder: Path) -> list[str]:
 def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image folder") -> list[tuple[str, Path]]:
     """(class, file) for every file with one of ``suffixes`` under each class subfolder, in a fixed order.
 
+    Other files are left out with a note that names them (hidden files aside): photos in a format the
+    pipeline does not read (``.heic``) would otherwise be lost from their class without a word.
+
     Raises:
         DataError: a class subfolder holds no such file (a class the model could never learn).
     """
-    files = []
+    files, others = [], []
     for label in class_folders(root, what):
-        found = [(label, p) for p in sorted((Path(root) / label).rglob("*")) if p.is_file() and p.suffix.lower() in suffixes]
+        found = []
+        for p in sorted((Path(root) / label).rglob("*")):
+            if p.is_file() and p.suffix.lower() in suffixes:
+                found.append((label, p))
+            elif p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts):
+                others.append(str(p.relative_to(root)))
         if not found:
             raise DataError(f"{Path(root) / label}: a class folder without a {' '.join(sorted(suffixes))} file "
                             f"(add its files, or move it out of {root})")
         files += found
+    if others:
+        print(f"note: {len(others)} file{'s' if len(others) > 1 else ''} under {root} {'are' if len(others) > 1 else 'is'} "
+              f"not {' '.join(sorted(suffixes))} and {'were' if len(others) > 1 else 'was'} left out: {listed(others, 5)}",
+              file=sys.stderr)
     return files
 
 
