@@ -23,6 +23,7 @@ built to show it and on real runs made to overfit and to underfit.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.text import fmt
@@ -155,7 +156,8 @@ def _skill_evidence(curves: Diagnosis, test: dict) -> tuple[str, dict, str]:
     ratio, low, high = test["skill.ratio"], test["skill.ratio_low"], test["skill.ratio_high"]
     evidence = {**curves.evidence, "skill_ratio": round(ratio, 4), "skill_ratio_low": round(low, 4),
                 "skill_ratio_high": round(high, 4), "best_baseline": best}
-    return best, evidence, f"test error {ratio:.3f}x that of {best} (95% interval {low:.3f} to {high:.3f})"
+    times = f"{ratio:.3f}x that of {best}" if math.isfinite(ratio) else f"above 0 where {best}'s is 0"
+    return best, evidence, f"test error {times} (95% interval {low:.3f} to {high:.3f})"
 
 
 def no_skill(curves: Diagnosis, test: dict, min_skill: float) -> Diagnosis:

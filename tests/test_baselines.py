@@ -305,6 +305,9 @@ def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_base
     from pipeline.diagnose import Diagnosis, beaten
     said = beaten(Diagnosis("good fit", {}, [], []), found).reasons[-1]
     assert said.endswith("test error 1.000x that of linear (95% interval 0.000 to inf)"), said
+    flawless = Errors({"mae": {"model": np.eye(1, 90, 3)[0], "linear": np.zeros(90)}}, "mae", horizon=1)
+    said = beaten(Diagnosis("good fit", {}, [], []), skill(flawless, resamples=200, seed=3)).reasons[-1]
+    assert said.endswith("test error above 0 where linear's is 0 (95% interval 1.000 to inf)"), said
 
     # three test windows of a 12-step horizon: blocks of a horizon would be one block, resampled alike
     short = Errors({"mae": {"model": np.array([1.0, 2.0, 4.0]), "naive": np.array([2.0, 2.0, 2.0])}}, "mae",

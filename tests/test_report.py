@@ -140,6 +140,26 @@ def test_the_printed_summary_gives_each_baseline_its_error_ratio_and_the_best_on
     assert ("skill ratio" in out) == skill_row
 
 
+def test_the_printed_summary_says_in_words_when_the_baseline_makes_no_test_error(capsys):
+    import math
+    from types import SimpleNamespace
+
+    from pipeline.config import load
+    from pipeline.report.summary import print_summary
+
+    metrics = {"test_accuracy": 0.94, "baseline.majority.accuracy": 0.33, "baseline.linear.accuracy": 1.0,
+               "skill.ratio": math.inf, "skill.ratio_low": 1.0, "skill.ratio_high": math.inf,
+               **{f"skill.vs_{name}{end}": value for name, values in {"majority": (0.08, 0.0, 0.3),
+                                                                      "linear": (math.inf, 1.0, math.inf)}.items()
+                  for end, value in zip(("", "_low", "_high"), values)}}
+    result = SimpleNamespace(test_metrics=metrics, best_epoch=2, epochs_run=2, run_id="r", run_dir="d",
+                             export_path=None, diagnosis=None)
+    print_summary(load(None, ["tracking.enabled=false"]), result)
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "error ratio infinite (the baseline makes no test error) (95% interval 1.000 to inf)" in out
+    assert "skill ratio infinite (the baseline makes no test error)" in out and "error ratio 0.080" in out
+
+
 @pytest.mark.parametrize("windows, said", [(13, True), (48, False)])
 def test_the_printed_summary_says_when_a_series_test_stretch_is_too_short_for_a_firm_interval(capsys, windows, said):
     from types import SimpleNamespace
