@@ -441,7 +441,7 @@ def test_files_of_a_class_folder_that_are_not_images_are_left_out_with_a_note_na
     (root / "bright" / ".DS_Store").write_bytes(b"\x00")  # hidden files are no one's data
     files = labelled_files(root, {".png", ".jpg"})
     assert sorted(path.name for _, path in files) == ["0.png", "0.png", "1.jpg", "1.jpg"]
-    assert capsys.readouterr().err == (f"note: 2 files under {root} are not .jpg .png and were left out: "
+    assert capsys.readouterr().err == (f"note: {root}: left out 2 files of other types than .jpg .png: "
                                        "bright/notes.txt, dark/IMG_0001.HEIC\n")
 
 

@@ -108,9 +108,9 @@ def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image f
                             f"(add its files, or move it out of {root})")
         files += found
     if others:
-        print(f"note: {len(others)} file{'s' if len(others) > 1 else ''} under {root} {'are' if len(others) > 1 else 'is'} "
-              f"not {' '.join(sorted(suffixes))} and {'were' if len(others) > 1 else 'was'} left out: {listed(others, 5)}",
-              file=sys.stderr)
+        noun = "file" if len(others) == 1 else "files"
+        print(f"note: {root}: left out {len(others)} {noun} of other types than {' '.join(sorted(suffixes))}: "
+              f"{listed(others, 5)}", file=sys.stderr)
     return files
 
 
