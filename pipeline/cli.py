@@ -15,7 +15,6 @@ import sys
 from pipeline import api
 from pipeline.errors import ConfigError, PipelineError, disk_full
 from pipeline.report.summary import print_summary
-from pipeline.text import closest
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -141,15 +140,9 @@ def _config_get(args) -> int:
     """One resolved value (``tracking.uri``, ``export.root``...), for scripts and the Makefile."""
     import json
 
-    value = api.load_config(args.config, args.overrides).model_dump(mode="json")
-    parts = args.key.split(".")
-    for at, part in enumerate(parts):
-        if not isinstance(value, dict) or part not in value:
-            near = closest(part, list(value)) if isinstance(value, dict) else []
-            hint = (f"did you mean `{'.'.join([*parts[:at], near[0], *parts[at + 1:]])}`?" if near
-                    else f"see `pipeline config show {args.config}`")
-            raise ConfigError(f"Unknown key `{args.key}`; {hint}")
-        value = value[part]
+    from pipeline.config.loading import value_at
+
+    value = value_at(api.load_config(args.config, args.overrides), args.key)
     print(json.dumps(value) if isinstance(value, (dict, list)) else value)
     return 0
 

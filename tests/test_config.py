@@ -218,6 +218,8 @@ def test_config_get_prints_one_resolved_value_and_schema_the_json_schema(capsys)
     assert "Unknown key `train.epochz`; did you mean `train.epochs`?" in capsys.readouterr().err
     assert main(["config", "get", "configs/digits.yaml", "trian.early_stopping.patience"]) == 2
     assert "did you mean `train.early_stopping.patience`?" in capsys.readouterr().err
+    assert main(["config", "get", "configs/digits.yaml", "model.width.units"]) == 2
+    assert "Unknown key `model.width.units`: `model.width` is a value, not a section" in capsys.readouterr().err
     assert main(["config", "schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     dropout = schema["$defs"]["ModelConfig"]["properties"]["dropout"]

@@ -17,6 +17,7 @@ from pipeline.config.base import set_path
 from pipeline.config.messages import describe
 from pipeline.config.schema import ExperimentConfig
 from pipeline.errors import ConfigError
+from pipeline.text import among, closest
 
 MAX_BYTES = 1_000_000  # a config file; experiment YAML is a few hundred bytes
 MAX_VALUES = 100_000  # values a config expands to
@@ -101,3 +102,23 @@ def apply_override(raw: dict, item: str) -> None:
     except yaml.YAMLError:
         value = text
     set_path(raw, key, value, what=f"override `{item}`")
+
+
+def value_at(cfg: ExperimentConfig, key: str):
+    """The resolved value of a dotted ``key`` (``tracking.uri``), as JSON would hold it: what ``pipeline config get``
+    prints for scripts and the Makefile.
+
+    Raises:
+        ConfigError: no such key, with the nearest one (``train.epochz``: did you mean ``train.epochs``?).
+    """
+    value, parts = cfg.model_dump(mode="json"), key.split(".")
+    for at, part in enumerate(parts):
+        if not isinstance(value, dict):
+            raise ConfigError(f"Unknown key `{key}`: `{'.'.join(parts[:at])}` is a value, not a section")
+        if part not in value:
+            near = closest(part, list(value))
+            hint = f"did you mean `{'.'.join([*parts[:at], near[0], *parts[at + 1:]])}`?" if near else (
+                f"keys here: {among(part, list(value))}")
+            raise ConfigError(f"Unknown key `{key}`; {hint}")
+        value = value[part]
+    return value
