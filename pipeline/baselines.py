@@ -220,7 +220,7 @@ def _linear(x, y, spec, cfg):
     # A sparse design (one-hot columns) is scaled but not centred, so that its zeros stay zeros (the
     # intercept takes the means: the same fit); pixels and numbers alone stay dense and centred.
     fitted = make_pipeline(StandardScaler(with_mean=not issparse(matrix), copy=False),
-                           linear_model(spec.task, matrix.shape)).fit(matrix, y)
+                           linear_model(spec.task, matrix.shape, y)).fit(matrix, y)
     return lambda test: _predict(fitted, design, test)
 
 

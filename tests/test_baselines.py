@@ -227,6 +227,24 @@ def test_the_linear_baseline_on_one_hot_columns_keeps_them_sparse_and_fits_as_th
         assert (predict(columns) != centred.predict(design(columns))).mean() < 0.002
 
 
+def test_the_logistic_regression_chooses_its_penalty_unless_a_class_is_too_rare_for_its_folds():
+    """A threshold the classes sit on either side of wants a weak penalty: at scikit-learn's default C=1 the
+    linear baseline (and a wide model's start) would be worse than a linear model can be."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegressionCV
+
+    from pipeline.design import CS, linear_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 2))
+    y = (x[:, 0] > 0).astype(np.int64)  # separable: the best C is the largest offered
+    fit = linear_model("classification", x.shape, y).fit(x, y)
+    assert isinstance(fit, LogisticRegressionCV) and fit.C_ == CS.max() > 1
+    assert np.mean(fit.predict(x) == y) > 0.99
+    rare = np.r_[y[:-2], 2, 2]  # a third class of two rows cannot be in each of three folds
+    assert not isinstance(linear_model("classification", x.shape, rare), LogisticRegressionCV)
+
+
 @pytest.mark.slow  # a 60,000-row design, fitted four times
 def test_on_large_designs_ridge_and_boosting_hold_out_rows_without_another_copy_of_the_design(monkeypatch):
     """Past LOO_VALUES design values ridge chooses its alpha on a held-out fifth (leave-one-out holds a rows x

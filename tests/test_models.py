@@ -126,6 +126,28 @@ def test_a_wide_mlp_starts_as_the_linear_model_fitted_on_its_training_rows(task,
         assert 0 < scale < np.std(label) / 3  # log prices curve in area: a residual of 0.07 against 0.38
 
 
+def test_a_wide_heads_penalty_spares_the_rows_of_its_linear_start():
+    """The config's L2 is the deep part's: on the wide rows it would pull the start off the penalty it chose."""
+    import numpy as np
+
+    from pipeline.models import build_model
+
+    rng = np.random.default_rng(0)
+    area = rng.uniform(50, 200, 300).astype("float32")
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"),), "y", "regression", 0)
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.width=8", "model.wide=true",
+                                    "regularization.kernel=l2", "regularization.l2=0.1"]),
+                        spec, {"area": area, "y": 3 * area})
+    head = model.get_layer("prediction")
+    kernel = np.asarray(head.kernel)
+    assert kernel.shape == (1 + 8, 1)  # the start: 3 per unit of area, on the standardised area
+    assert kernel[0, 0] == pytest.approx(3 * np.std(area), rel=0.05)
+    assert float(head.kernel_regularizer(head.kernel)) == pytest.approx(0.1 * np.sum(kernel[1:] ** 2), rel=1e-5)
+    deep = model.get_layer("dense1_dense")
+    assert float(deep.kernel_regularizer(deep.kernel)) == pytest.approx(0.1 * np.sum(np.asarray(deep.kernel) ** 2),
+                                                                        rel=1e-5)
+
+
 def test_width_and_depth_shape_the_cnn():
     model = _model("model.width=4", "model.depth=3")
     filters = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]

@@ -107,7 +107,8 @@ class ModelConfig(Section):
     dropout: Rate = Field(0.0, description="Dropout rate after each block; 0 adds no Dropout layer.")
     batch_norm: bool = False
     wide: bool = Field(False, description="mlp: the head also sees the encoded features (wide & deep: a linear "
-                       "model plus the layers), starting as the linear model fitted on the training split.")
+                       "model plus the layers), starting as the linear model fitted on the training split, whose "
+                       "penalty it keeps (`regularization` applies to the layers).")
     batch_norm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] | Literal["auto"] = Field(
         "auto", description="Moving-statistics momentum; auto: 0.9, or lower when an epoch has fewer than 10 steps, "
         "so that the statistics average about one epoch (Keras' 0.99 lags for hundreds of steps on small datasets).")
@@ -122,7 +123,7 @@ class ModelConfig(Section):
 
 
 class RegularizationConfig(Section):
-    """Kernel regulariser applied to every conv and dense kernel."""
+    """Kernel regulariser applied to every conv and dense kernel (a wide head's linear part excepted)."""
 
     kernel: Literal["none", "l1", "l2", "l1_l2"] = "none"
     l1: Lambda = 0.0

@@ -24,6 +24,20 @@ def regularizer(cfg: RegularizationConfig):
     return factories[cfg.kernel]()
 
 
+def deep_rows_only(reg, skip: int):
+    """``reg`` over a kernel's rows from ``skip`` on: a wide & deep head's penalty on its deep part alone."""
+    from keras import regularizers
+
+    class DeepRows(regularizers.Regularizer):
+        def __call__(self, kernel):
+            return reg(kernel[skip:])
+
+        def get_config(self):
+            return {"reg": regularizers.serialize(reg), "skip": skip}
+
+    return DeepRows()
+
+
 def batch_norm_momentum(cfg: ModelConfig, steps_per_epoch: int | None) -> float:
     """``model.batch_norm_momentum``, with auto resolved for epochs of ``steps_per_epoch`` (0.9 if unknown).
 

@@ -33,6 +33,7 @@ class Encoded:
     vectors: list = field(default_factory=list)  # (batch, k)
     sequences: dict = field(default_factory=dict)  # name -> (batch, steps, channels), unit scale
     info: dict = field(default_factory=dict)  # per feature: kind, vocabulary size, missing share
+    wide: int = 0  # a wide & deep body's encoded features, the first rows of its head (registry.py)
 
 
 def layer_name(feature: str, suffix: str) -> str:

@@ -11,7 +11,13 @@ import numpy as np
 
 from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError
-from pipeline.models.blocks import batch_norm_momentum, conv_block, dense_block, regularizer
+from pipeline.models.blocks import (
+    batch_norm_momentum,
+    conv_block,
+    deep_rows_only,
+    dense_block,
+    regularizer,
+)
 from pipeline.models.features import encode, functional, layer_name
 
 
@@ -43,6 +49,7 @@ def mlp(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     if cfg.model.wide:  # the head also sees the encoded features: a linear model plus the deep part
         x = layers.Rescaling(1.0, name="deep_scale")(x)  # a regression's linear start sets it (start_at_linear_fit)
         x = layers.Concatenate(name="wide_and_deep")([features, x])
+        encoded.wide = features.shape[-1]
     return x, encoded
 
 
@@ -148,7 +155,10 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
     reg = regularizer(cfg.regularization)
     x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)
     task = task_for(cfg, spec)
-    outputs = task.head(x, reg, columns.get(spec.label))
+    # A wide head's rows for the encoded features hold the linear start, which chose its own penalty: the
+    # config's (for the deep part) would pull that fit away from where its penalty left it.
+    head_reg = deep_rows_only(reg, encoded.wide) if reg is not None and encoded.wide else reg
+    outputs = task.head(x, head_reg, columns.get(spec.label))
     model = functional(inputs, outputs, name=f"{cfg.name}_{cfg.model.name}")
     model.feature_info = encoded.info
     if cfg.model.wide and task.name in ("classification", "regression", "forecasting") and {*inputs, spec.label} <= set(columns):
@@ -199,7 +209,7 @@ def start_at_linear_fit(model, task, features: dict, labels, held_out: tuple | N
         if held_out is not None:  # a forecast's windows: they overlap, so no leave-one-out
             fit = ridge_chosen_on(design, target, *design_of(*held_out))
         else:
-            fit = linear_model(task.name, design.shape).fit(design, target)  # ridge for all but classes
+            fit = linear_model(task.name, design.shape, target).fit(design, target)  # ridge for all but classes
     kernel, bias = (np.zeros_like(w) for w in head.get_weights())
     d = design.shape[1]
     if task.name != "classification":  # one output (a price) or one per step ahead (a forecast)
