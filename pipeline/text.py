@@ -75,3 +75,11 @@ def progress(items, total: int, what: str, unit: str, size=lambda item: 1, every
             last, rate = now, done / (now - start)
             left = f", about {max(total - done, 0) / rate:,.0f} s left" if rate else ""
             print(f"{what}: {done:,} of about {total:,} {unit} ({rate:,.0f} {unit}/s{left})", file=sys.stderr, flush=True)
+
+
+def ratio(value: float) -> str:
+    """An error ratio (the model's over a baseline's) to three decimals; infinite, said in words, where the baseline
+    makes no test error and the model does."""
+    import math
+
+    return f"{value:.3f}" if math.isfinite(value) else "infinite (the baseline makes no test error)"

@@ -158,6 +158,10 @@ def test_the_printed_summary_says_in_words_when_the_baseline_makes_no_test_error
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "error ratio infinite (the baseline makes no test error) (95% interval 1.000 to inf)" in out
     assert "skill ratio infinite (the baseline makes no test error)" in out and "error ratio 0.080" in out
+    from pipeline.report.experiment import _versus
+
+    assert _versus(metrics | {"skill.best_baseline.linear": 1.0}).startswith(
+        "infinite (the baseline makes no test error) (1.000-inf) linear")  # the experiment report's column
 
 
 @pytest.mark.parametrize("windows, said", [(13, True), (48, False)])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.files import pyplot
 from pipeline.report.page import img, page, table
-from pipeline.text import fmt
+from pipeline.text import fmt, ratio
 
 TOP = 25  # leaderboard rows
 CURVES = 5  # runs whose validation curves are drawn
@@ -111,7 +111,7 @@ def _versus(metrics: dict) -> str:
     if "skill.ratio" not in metrics:
         return "-"
     best = next((k.rsplit(".", 1)[1] for k in metrics if k.startswith("skill.best_baseline.")), "")
-    return (f"{metrics['skill.ratio']:.3f} ({metrics['skill.ratio_low']:.3f}-{metrics['skill.ratio_high']:.3f}) "
+    return (f"{ratio(metrics['skill.ratio'])} ({metrics['skill.ratio_low']:.3f}-{metrics['skill.ratio_high']:.3f}) "
             f"{best}").strip()
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from pipeline.diagnose import SPARSE
 from pipeline.files import pyplot
 from pipeline.report.page import img, img_bytes, page, table
+from pipeline.text import ratio
 
 # where a run that is not found was tracked: said after "no run" and "no store"
 WHERE = "(a run's store is its config's tracking.uri: --workdir or --tracking-uri; in Python, tracking_uri=cfg.tracking.uri)"
@@ -87,7 +88,7 @@ def _baselines(run) -> str:
     rows += [(name, *(_figure(m.get(f"baseline.{name}.{f}")) for f in figures)) for name in names]
     out = table(["", *figures], rows)
     if "skill.ratio" in m:
-        out += (f"<p>Skill ratio (the model's error over the best baseline's): {m['skill.ratio']:.3f}, 95% interval "
+        out += (f"<p>Skill ratio (the model's error over the best baseline's): {ratio(m['skill.ratio'])}, 95% interval "
                 f"{m['skill.ratio_low']:.3f} to {m['skill.ratio_high']:.3f}.</p>")
     return out
 

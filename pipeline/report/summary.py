@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from pipeline.text import ratio
 
 
 def print_summary(cfg, result) -> None:
@@ -20,7 +20,7 @@ def print_summary(cfg, result) -> None:
     for name, line in beside.items():
         table.add_row(f"vs {name}", line)
     if "skill.ratio" in metrics and len(beside) > 1:  # with one baseline its row says it already
-        table.add_row("skill ratio", f"{_ratio(metrics['skill.ratio'])} (95% interval {metrics['skill.ratio_low']:.3f} to "
+        table.add_row("skill ratio", f"{ratio(metrics['skill.ratio'])} (95% interval {metrics['skill.ratio_low']:.3f} to "
                                      f"{metrics['skill.ratio_high']:.3f}; below 1 beats the best baseline)")
     if few := _few_windows(cfg, metrics):
         table.add_row("test windows", few)
@@ -51,14 +51,9 @@ def _beside_baselines(metrics: dict) -> dict[str, str]:
             lines.setdefault(name, []).append(f"{figure} {value:.4f} (model {model:.4f}{change})")
     for name, parts in lines.items():
         if f"skill.vs_{name}" in metrics:
-            parts.append(f"error ratio {_ratio(metrics[f'skill.vs_{name}'])} (95% interval "
+            parts.append(f"error ratio {ratio(metrics[f'skill.vs_{name}'])} (95% interval "
                          f"{metrics[f'skill.vs_{name}_low']:.3f} to {metrics[f'skill.vs_{name}_high']:.3f})")
     return {name: "; ".join(parts) for name, parts in lines.items()}
-
-
-def _ratio(value: float) -> str:
-    """An error ratio; infinite, said in words, where the baseline makes no test error and the model does."""
-    return f"{value:.3f}" if math.isfinite(value) else "infinite (the baseline makes no test error)"
 
 
 def _few_windows(cfg, metrics: dict) -> str | None:
