@@ -29,13 +29,16 @@ def deep_rows_only(reg, skip: int):
     from keras import regularizers
 
     class DeepRows(regularizers.Regularizer):
+        def __init__(self, reg, skip: int):  # ``reg`` a regulariser or its config: from_config round-trips
+            self.reg, self.skip = regularizers.get(reg), skip
+
         def __call__(self, kernel):
-            return reg(kernel[skip:])
+            return self.reg(kernel[self.skip:])
 
         def get_config(self):
-            return {"reg": regularizers.serialize(reg), "skip": skip}
+            return {"reg": regularizers.serialize(self.reg), "skip": self.skip}
 
-    return DeepRows()
+    return DeepRows(reg, skip)
 
 
 def batch_norm_momentum(cfg: ModelConfig, steps_per_epoch: int | None) -> float:

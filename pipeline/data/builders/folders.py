@@ -99,10 +99,13 @@ def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image f
     for label in class_folders(root, what):
         found = []
         for p in sorted((Path(root) / label).rglob("*")):
-            if p.is_file() and p.suffix.lower() in suffixes:
+            if not p.is_file():  # one stat a path: a class folder may hold 100k files
+                continue
+            inside = p.relative_to(root)
+            if p.suffix.lower() in suffixes:
                 found.append((label, p))
-            elif p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts):
-                others.append(str(p.relative_to(root)))
+            elif not any(part.startswith(".") for part in inside.parts):
+                others.append(str(inside))
         if not found:
             raise DataError(f"{Path(root) / label}: a class folder without a {' '.join(sorted(suffixes))} file "
                             f"(add its files, or move it out of {root})")
