@@ -137,6 +137,7 @@ def blockwise(examples, fn):
     import tensorflow as tf
 
     auto = tf.data.AUTOTUNE
+    fn = tf.autograph.experimental.do_not_convert(fn)  # it picks: nothing for autograph to rewrite
     specs = tf.nest.flatten(examples.element_spec)
     blocks = tfds_reader.blocks_of(examples)  # the reader's own, not split into examples and gathered again
     if blocks is None:

@@ -44,12 +44,14 @@ def stages(ds, cfg: ExperimentConfig, spec, task, split: str, augmenter, start_e
         if steps is None:  # one worker's files hold about ``rows``: no exact count to assert
             ds = ds.apply(tf.data.experimental.assert_cardinality(rows))  # which unbatch forgets
 
+    @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops: nothing for autograph to rewrite
     def decode(x, y):
         x = {n: tf.cast(v, tf.float32) if n in images else v for n, v in columns.unpacked(x, spec).items()}
         return x, task.target(y)
 
     augment, chunk = None, batch
     if training and augmenter is not None and images:
+        @tf.autograph.experimental.do_not_convert  # Keras layers run in graphs as they are
         def augment(x, y):
             return {n: augmenter(v, training=True) if n in images else v for n, v in x.items()}, y
 
@@ -125,6 +127,7 @@ def _epochs(examples, cfg: ExperimentConfig, start_epoch: int, size: int, decode
     # so a deterministic run augments chunks one at a time (prefetch still overlaps it).
     parallel = None if cfg.deterministic else auto
 
+    @tf.autograph.experimental.do_not_convert  # Python decides on Python values only
     def epoch(e):
         ordered = examples.shuffle(buffer, seed=cfg.seed * 100_003 + e) if buffer else examples
         if steps is not None:

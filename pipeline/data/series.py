@@ -339,6 +339,7 @@ def dataset(series: Series, cfg, split: str):
 
     ids = tf.constant(series.ids) if fc.series_id else None
 
+    @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops: nothing for autograph to rewrite
     def windows(at):
         features = {n: tf.gather(columns[n], at[:, None] + tf.range(length, dtype=at.dtype))
                     for n, length in lengths.items()}
