@@ -242,7 +242,8 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
     signature = servable.signature(body.get("signature_name"))
     names = list(servable.inputs[signature])
     if "instances" in body:
-        columns = _rows_to_columns(body["instances"], names, functools.partial(servable.by_input, signature))
+        columns = _rows_to_columns(body["instances"], servable.inputs[signature],
+                                   functools.partial(servable.by_input, signature))
     else:
         inputs = body["inputs"]  # named inputs, or the value of the only input
         if isinstance(inputs, dict):
@@ -265,8 +266,9 @@ def _predict(servable, body: dict, max_batch: int) -> tuple[dict, int]:
     return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}, batch
 
 
-def _rows_to_columns(instances, names: list[str], by_input) -> dict:
-    """Rows of named inputs as one list per input (``by_input(row, where)``: a row under its input names)."""
+def _rows_to_columns(instances, inputs: dict, by_input) -> dict:
+    """Rows of named ``inputs`` as one list per input (``by_input(row, where)``: a row under its input names)."""
+    names = list(inputs)
     if not isinstance(instances, list):
         raise RequestError('"instances" must be a list of examples')
     if not instances:
@@ -280,9 +282,10 @@ def _rows_to_columns(instances, names: list[str], by_input) -> dict:
             raise RequestError(f"instances[{i}] must be an object of named inputs ({listed(names, 20)})")
         row = by_input(row, f"instances[{i}]: ")
         if unknown := [key for key in row if key not in known]:
-            raise RequestError(f"instances[{i}]: {named('unknown', unknown)}; expected: {among(unknown[0], names)}")
+            raise RequestError(f"instances[{i}]: {named('unknown', list(map(repr, unknown)))}; expected: "
+                               f"{among(unknown[0], names)}")
         if missing := [key for key in names if key not in row]:
-            raise RequestError(f"instances[{i}]: {named('missing', missing)}")
+            raise RequestError(f"instances[{i}]: {named('missing', [inputs[key].shown for key in missing])}")
         for key in names:
             columns.setdefault(key, []).append(row[key])
     return columns

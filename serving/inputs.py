@@ -30,28 +30,37 @@ class Input:
     tf_dtype: Any
     date: bool = False  # seconds since 1970 that also come as ISO 8601 text (the export's contract says so)
     boolean: bool = False  # 0 and 1 that also come as false and true (a boolean column in training)
+    column: str | None = None  # the training file's name for it, where that is no input name ('Solar.R')
+
+    @property
+    def shown(self) -> str:
+        """How messages name it: by both names where the file's differs, since a client may send either."""
+        return repr(self.name) + (f" (column {self.column!r})" if self.column else "")
 
 
-def signature_inputs(fn, flagged: dict[str, set[str]]) -> dict[str, Input]:
-    """A loaded signature's inputs by name, in alphabetical order, as messages list them (``flagged``: the
-    names that also take ISO 8601 text under ``"date"``, JSON's false and true under ``"boolean"``)."""
+def signature_inputs(fn, contract: dict[str, dict]) -> dict[str, Input]:
+    """A loaded signature's inputs by name, in alphabetical order, as messages list them (``contract``: the export's
+    facts of each input: its training column's ``column`` name, ``date`` for one that also takes ISO 8601 text,
+    ``boolean`` for one that also takes JSON's false and true)."""
     _, kwargs = fn.structured_input_signature
     out = {}
     for name, spec in sorted(kwargs.items()):
         dtype = object if spec.dtype.name == "string" else np.dtype(spec.dtype.as_numpy_dtype)
-        out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype, date=name in flagged.get("date", ()),
-                          boolean=name in flagged.get("boolean", ()))
+        facts = contract.get(name, {})
+        out[name] = Input(name, dtype, tuple(spec.shape.as_list()), spec.dtype, date=bool(facts.get("date")),
+                          boolean=bool(facts.get("boolean")), column=facts.get("column"))
     return out
 
 
-def named(what: str, names: list[str], most: int = 10) -> str:
-    """``missing input 'a'`` or ``missing inputs 'a', 'b'``: the names at fault in one line (``most`` of them)."""
-    return f"{what} input{'s' if len(names) > 1 else ''} {listed(list(map(repr, names)), most)}"
+def named(what: str, shown: list[str], most: int = 10) -> str:
+    """``missing input 'a'`` or ``missing inputs 'a', 'b'``: the inputs at fault in one line (``most`` of them),
+    each as ``shown`` (quoted)."""
+    return f"{what} input{'s' if len(shown) > 1 else ''} {listed(shown, most)}"
 
 
 def to_array(spec: Input, value: Any) -> np.ndarray:
     """One input's JSON value as an array of its dtype and shape, or a RequestError naming it."""
-    where = f"input {spec.name!r}"
+    where = f"input {spec.shown}"
     if spec.dtype == object:
         try:
             array = np.asarray(_strings(value), dtype=object)

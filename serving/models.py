@@ -43,7 +43,7 @@ class Servable:
         self._model = tf.saved_model.load(str(path))
         self.signatures = dict(self._model.signatures)
         contract = _contract_inputs(path)
-        self.inputs = {sig: signature_inputs(fn, _flagged(contract) if sig == "serving_default" else {})
+        self.inputs = {sig: signature_inputs(fn, contract if sig == "serving_default" else {})
                        for sig, fn in self.signatures.items()}
         # a column named otherwise than its input ('Solar.R' -> 'Solar_R') is also taken under the file's name
         self.columns = {"serving_default": {spec["column"]: name for name, spec in contract.items()
@@ -121,9 +121,10 @@ class Servable:
         missing = [n for n in specs if n not in columns]
         unknown = [n for n in columns if n not in specs]
         if unknown:
-            raise RequestError(f"{named('Unknown', unknown)}; {signature} takes: {', '.join(specs)}")
+            raise RequestError(f"{named('Unknown', list(map(repr, unknown)))}; {signature} takes: {', '.join(specs)}")
         if missing:
-            raise RequestError(f"{named('Missing', missing)}; {signature} takes: {', '.join(specs)}")
+            raise RequestError(f"{named('Missing', [specs[n].shown for n in missing])}; {signature} takes: "
+                               f"{', '.join(specs)}")
         arrays = {name: to_array(spec, columns[name]) for name, spec in specs.items()}
         batches = {name: a.shape[0] for name, a in arrays.items() if specs[name].shape != ()}
         if len(set(batches.values())) > 1:
@@ -167,11 +168,6 @@ def _contract_inputs(path: Path) -> dict[str, dict]:
         return read_metadata(path).get("contract", {}).get("inputs", {})
     except (OSError, ValueError):
         return {}
-
-
-def _flagged(contract: dict[str, dict]) -> dict[str, set[str]]:
-    """The inputs the training data held as ISO 8601 dates or as booleans: ``{"date": names, "boolean": names}``."""
-    return {flag: {name for name, spec in contract.items() if spec.get(flag)} for flag in ("date", "boolean")}
 
 
 def _tensor_info(name: str, dtype, shape: tuple) -> dict:

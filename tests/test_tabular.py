@@ -625,14 +625,21 @@ def test_serving_takes_a_date_input_as_the_iso_text_training_read_and_a_boolean_
     what it marks boolean (a Parquet bool column) as JSON's false and true; other numbers refuse booleans."""
     import json
 
-    from serving.inputs import Input, RequestError, to_array
-    from serving.models import _contract_inputs, _flagged
+    import tensorflow as tf
+
+    from serving.inputs import Input, RequestError, signature_inputs, to_array
+    from serving.models import _contract_inputs
 
     (tmp_path / "assets.extra").mkdir()
     (tmp_path / "assets.extra" / "pipeline.json").write_text(json.dumps({"contract": {"inputs": {
         "listed": {"dtype": "float32", "shape": [None], "date": True}, "area": {"dtype": "float32", "shape": [None]},
         "garden": {"dtype": "int64", "shape": [None], "boolean": True}}}}))
-    assert _flagged(_contract_inputs(tmp_path)) == {"date": {"listed"}, "boolean": {"garden"}}
+    signature = tf.function(lambda **kw: kw, autograph=False).get_concrete_function(
+        listed=tf.TensorSpec([None], tf.float32), area=tf.TensorSpec([None], tf.float32),
+        garden=tf.TensorSpec([None], tf.int64))
+    inputs = signature_inputs(signature, _contract_inputs(tmp_path))
+    assert [(i.name, i.date, i.boolean) for i in inputs.values()] == [
+        ("area", False, False), ("garden", False, True), ("listed", True, False)]
     assert _contract_inputs(tmp_path / "elsewhere") == {}
     garden = Input("garden", np.dtype("int64"), (None,), None, boolean=True)
     np.testing.assert_array_equal(to_array(garden, [True, False, 1, 0]), np.array([1, 0, 1, 0], "int64"))
@@ -862,6 +869,13 @@ def test_a_header_of_spaces_brackets_slashes_and_leading_digits_trains_and_serve
     assert _predict(servable, {"inputs": by_file}, 16)[0]["outputs"] == served.tolist()
     with pytest.raises(RequestError, match=r"^instances\[1\]: '1st/2nd rooms' and 'arg_1st_2nd_rooms' are the same "):
         _predict(servable, {"instances": [as_rows[0], {**as_rows[1], "arg_1st_2nd_rooms": 1}]}, 16)
+    # a mistake names an input by both names, since the client may know either
+    with pytest.raises(RequestError, match=r"^instances\[1\]: missing input 'arg_1st_2nd_rooms' \(column '1st/2nd "
+                                           r"rooms'\)$"):
+        _predict(servable, {"instances": [as_rows[0], {k: v for k, v in as_rows[1].items() if k != "1st/2nd rooms"}]}, 16)
+    with pytest.raises(RequestError, match=r"^input 'floor_area__m__' \(column 'floor area \(m²\)'\): expected "
+                                           r"numbers \(float32\), got strings$"):
+        _predict(servable, {"inputs": {**by_file, "floor area (m²)": ["big", "small"]}}, 16)
 
 
 def test_a_huge_text_cell_costs_its_size_in_the_statistics_not_its_size_times_the_rows():
