@@ -4,7 +4,7 @@
 task's metric and returns a verdict, the numbers behind it and advice:
 
 - ``overfitting``: validation loss rose well above its minimum, or the gap to the
-  training loss is a large share of it and widening (while validation loss may still fall),
+  training loss is a large share of it and widening over several epochs (while validation loss may still fall),
   whatever the training skill: on noisy labels (ratings) a model overfits long before its
   training error nears zero;
 - ``underfitting``: otherwise, the model barely beats a trivial predictor on its own
@@ -31,6 +31,8 @@ from pipeline.text import fmt
 SKILL_FLOOR = 0.5  # training skill below this (0 = trivial predictor, 1 = perfect) is underfitting
 RISE_LIMIT = 0.10  # validation loss this far (relative) above its minimum at the end is overfitting...
 GAP_LIMIT = 0.25  # ...or a final gap (val - train) above this share of the validation loss, and widening
+GAP_EPOCHS = 5  # ...over at least this many epochs: Keras averages the training loss over each epoch, so while
+# the loss still falls fast it lags validation's end-of-epoch figure, and the gap of any model's first epochs widens
 STILL_FALLING = 0.02  # share of the run's whole fall in validation loss made in its last fifth: not converged
 SPARSE = 1e-3  # |weight| below this counts as zero in sparsity figures (studies, run reports)
 # Baselines that fit curvature and interactions: a model that matches one is at what the labels allow.
@@ -212,7 +214,7 @@ def diagnose(history: dict[str, list[float]], metric: str, higher_is_better: boo
     # A rise counts only with validation above training at the end: below it (augmentation, dropout and
     # few validation examples), the training data is not what the model fits better, and regularising more widens it.
     overfit = (evidence["val_rise_after_best"] > RISE_LIMIT and gaps[-1] > 0) or (
-        evidence["final_gap_share"] > GAP_LIMIT and evidence["gap_trend"] > 0)
+        n >= GAP_EPOCHS and evidence["final_gap_share"] > GAP_LIMIT and evidence["gap_trend"] > 0)
     if skill < SKILL_FLOOR and not overfit:
         verdict = "underfitting"
         reasons.append(f"training {metric} {train_metric:.4g} is little better than the trivial predictor's "

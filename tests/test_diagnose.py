@@ -43,6 +43,15 @@ def test_a_wide_and_widening_gap_is_overfitting_while_validation_loss_still_fall
     assert any("dropout" in a for a in table.advice)
 
 
+def test_a_gap_widening_in_the_first_epochs_alone_is_no_overfitting():
+    """Keras' training loss is an average over the epoch: while it falls fast it lags validation's end-of-epoch loss,
+    so any model's gap widens at first (a 3-epoch run of an image folder, its validation loss still falling fast)."""
+    train, val = [0.60, 0.35, 0.216], [0.62, 0.45, 0.352]
+    d = diagnose(_curves(train, val, [0.70, 0.85, 0.905]), "accuracy", True, 0.5, 3, False)
+    assert d.evidence["final_gap_share"] > 0.25 and d.evidence["gap_trend"] > 0
+    assert d.verdict == "not converged" and any("more epochs" in a for a in d.advice)
+
+
 def test_barely_beating_the_majority_class_is_underfitting():
     curve = [2.30, 2.29, 2.29, 2.28]
     d = diagnose(_curves(curve, curve, [0.14, 0.15, 0.16, 0.17]), "accuracy", True, 0.11, 4, False)
