@@ -103,9 +103,14 @@ def ridge_chosen_on(x, y, x_held, y_held, alphas=ALPHAS):
     and a later stretch of the series may want a stronger penalty than its past shows (a daily demand
     series' start lost to the ridge baseline with leave-one-out's alpha; docs/results.md#forecasting).
     """
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
     from sklearn.linear_model import Ridge
 
-    fits = [Ridge(alpha=alpha).fit(x, y) for alpha in alphas]
+    with warnings.catch_warnings():  # the weakest penalties on collinear inputs (a calendar's waves repeat with the
+        warnings.simplefilter("ignore", LinAlgWarning)  # window): an ill-conditioned solve, which the held-out rows judge
+        fits = [Ridge(alpha=alpha).fit(x, y) for alpha in alphas]
     return min(fits, key=lambda fit: float(np.mean((fit.predict(x_held) - y_held) ** 2)))
 
 

@@ -239,6 +239,7 @@ def test_gaps_can_be_filled_forward_on_the_series_step(tmp_path, tfds_dir):
     s = read(ds, cfg)
     np.testing.assert_array_equal(s.time[:4], [0, 3600, 7200, 10800])
     np.testing.assert_array_equal(s.columns["load"][:4], [0, 1, 1, 2])
+    assert s.notes() == ["`forecast.gaps: fill` carried the row before each gap forward into 1 missing step"]
 
 
 def _monthly(tmp_path, tfds_dir, dates: list[str], *extra: str):

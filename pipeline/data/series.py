@@ -54,6 +54,7 @@ class Series:
     segments: list[Segment]
     ids: np.ndarray | None = None  # per step, its series' id (several series)
     short: dict[str, int] = field(default_factory=dict)  # left out as too short for the splits: name -> steps
+    filled: int = 0  # steps missing from the file that ``forecast.gaps: fill`` added
 
     def __len__(self) -> int:
         return len(self.time)
@@ -64,11 +65,13 @@ class Series:
         return firsts[np.searchsorted(firsts, steps, side="right") - 1]
 
     def notes(self) -> list[str]:
-        """What a run should tell its user about the series it read: those it left out."""
+        """What a run should tell its user about the series it read: the steps it filled in, those it left out."""
+        notes = [f"`forecast.gaps: fill` carried the row before each gap forward into {self.filled:,} missing "
+                 f"step{'s' if self.filled > 1 else ''}"] if self.filled else []
         if not self.short:
-            return []
+            return notes
         one = len(self.short) == 1
-        return [f"{len(self.short)} of {len(self.short) + len(self.segments)} series (`forecast.series_id`) "
+        return notes + [f"{len(self.short)} of {len(self.short) + len(self.segments)} series (`forecast.series_id`) "
                 f"{'is' if one else 'are'} too short for the input window and the horizon in each split and "
                 f"{'was' if one else 'were'} left out: "
                 + listed([f"{name!r} ({steps} steps)" for name, steps in self.short.items()], 5)]
@@ -118,14 +121,17 @@ def read(ds, cfg, dates: bool = False) -> Series:
     order = np.lexsort((raw[ROW] if ROW in raw else raw[fc.time], ids))  # by series, then file order (or time)
     ids, keys_sorted = ids[order], np.unique(ids)
     firsts = np.searchsorted(ids, keys_sorted)
-    pieces = []
+    pieces, filled = [], 0
     for key, a, b in zip(keys_sorted, firsts, [*firsts[1:], len(ids)]):
         rows = order[a:b]
         name = _name(key) if fc.series_id else None
-        time, columns = _one(raw[fc.time][rows].astype(np.int64), {n: raw[n][rows].astype(np.float64) for n in names},
-                             cfg, name, by_row=ROW in raw, when=_date if dates else str)
+        time, columns, added = _one(raw[fc.time][rows].astype(np.int64),
+                                    {n: raw[n][rows].astype(np.float64) for n in names}, cfg, name, by_row=ROW in raw,
+                                    when=_date if dates else str)
         pieces.append((key, time, columns))
+        filled += added
     series = _concatenate(pieces, cfg)
+    series.filled = filled
     _log_return_check(series, cfg)
     return series
 
@@ -148,11 +154,12 @@ def _date(seconds) -> str:
 
 
 def _one(time: np.ndarray, columns: dict, cfg, name: str | None, by_row: bool, when=str):
-    """One series, checked (order, gaps, missing target values) and cut to ``forecast.end``; ``when`` writes a
-    time in an error."""
+    """One series, checked (order, gaps, missing target values) and cut to ``forecast.end``, and the steps its gaps
+    were filled with; ``when`` writes a time in an error."""
     fc, target = cfg.forecast, cfg.data.label_key
     where = f"Series {name!r} (`forecast.series_id`): the" if name is not None else "The"
     _check_order(time, fc.time, by_row, where, when)
+    rows = len(time)
     time, columns = _regular(time, columns, fc, where, when)
     missing = np.isnan(columns[target])
     if missing.any():
@@ -160,7 +167,7 @@ def _one(time: np.ndarray, columns: dict, cfg, name: str | None, by_row: bool, w
         raise DataError(f"{where} target `{target}` (`data.label_key`) has {int(missing.sum())} missing values, the "
                         f"first at {fc.time}={when(time[first])} (step {first + 1}): fill or drop them before forecasting")
     end = int(round(len(time) * fc.end))
-    return time[:end], {n: v[:end] for n, v in columns.items()}
+    return time[:end], {n: v[:end] for n, v in columns.items()}, len(time) - rows
 
 
 def _concatenate(pieces: list, cfg) -> Series:
