@@ -69,6 +69,19 @@ def test_batch_norm_statistics_average_about_one_epoch_at_most_ten_steps(steps, 
     assert {layer.momentum for layer in chosen.layers if type(layer).__name__ == "BatchNormalization"} == {0.99}
 
 
+@pytest.mark.parametrize("steps, layers", [(7, 0), (9, 0), (10, 3), (36, 3), (None, 3)])
+def test_batch_norm_auto_leaves_the_layers_out_of_epochs_of_fewer_than_ten_steps(steps, layers):
+    """A few dozen files in batches of eight: the moving statistics cannot follow the network (bench/README.md)."""
+    from pipeline.models import build_model
+
+    auto = build_model(load(None, ["model.batch_norm=auto", "model.width=4"]), SPEC, steps_per_epoch=steps)
+    assert _count(auto, "BatchNormalization") == layers
+    assert _count(auto, "Conv2D") == 2 and all(c.use_bias == (not layers) for c in auto.layers
+                                               if type(c).__name__ == "Conv2D")  # BN's beta stands for the bias
+    asked = build_model(load(None, ["model.batch_norm=true", "model.width=4"]), SPEC, steps_per_epoch=steps)
+    assert _count(asked, "BatchNormalization") == 3
+
+
 def test_a_wide_mlp_head_sees_the_encoded_features_beside_the_last_layer():
     deep, wide = _model("model.name=mlp", "model.depth=2"), _model("model.name=mlp", "model.depth=2", "model.wide=true")
     assert deep.get_layer("probabilities").kernel.shape == (4, 10)

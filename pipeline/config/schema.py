@@ -105,7 +105,9 @@ class ModelConfig(Section):
     head_units: Count = Field(128, description="Dense layer before the output (CNN); 0 for none.")
     activation: Literal["relu", "gelu", "swish", "elu", "tanh"] = "relu"
     dropout: Rate = Field(0.0, description="Dropout rate after each block; 0 adds no Dropout layer.")
-    batch_norm: bool = False
+    batch_norm: bool | Literal["auto"] = Field(
+        False, description="BatchNormalization after each conv and dense layer; auto: on unless an epoch has fewer "
+        "than 10 steps, where its moving statistics (what inference uses) cannot follow the network.")
     wide: bool = Field(False, description="mlp: the head also sees the encoded features (wide & deep: a linear "
                        "model plus the layers), starting as the linear model fitted on the training split, whose "
                        "penalty it keeps (`regularization` applies to the layers).")

@@ -41,6 +41,22 @@ def deep_rows_only(reg, skip: int):
     return DeepRows(reg, skip)
 
 
+BN_STEPS = 10  # steps an epoch below which ``model.batch_norm: auto`` leaves BatchNormalization out
+
+
+def batch_norm_on(cfg: ModelConfig, steps_per_epoch: int | None) -> bool:
+    """``model.batch_norm``, with auto resolved for epochs of ``steps_per_epoch`` (on if unknown).
+
+    A folder of a few dozen files is a handful of batches of eight an epoch: the batches' statistics
+    are noisy and the moving ones, which inference uses, trail a network that changes within few
+    updates, even at the momentum below. Models without the layers matched or beat those with them
+    on every small folder measured (bench/README.md, small folders), so auto leaves them out there.
+    """
+    if cfg.batch_norm != "auto":
+        return cfg.batch_norm
+    return steps_per_epoch is None or steps_per_epoch >= BN_STEPS
+
+
 def batch_norm_momentum(cfg: ModelConfig, steps_per_epoch: int | None) -> float:
     """``model.batch_norm_momentum``, with auto resolved for epochs of ``steps_per_epoch`` (0.9 if unknown).
 

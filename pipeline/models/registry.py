@@ -13,6 +13,7 @@ from pipeline.config import ExperimentConfig
 from pipeline.errors import ConfigError
 from pipeline.models.blocks import (
     batch_norm_momentum,
+    batch_norm_on,
     conv_block,
     deep_rows_only,
     dense_block,
@@ -138,7 +139,8 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
         spec: The DataSpec: features, label and task.
         columns: Training-split columns for preprocessing statistics (Splits.train_columns).
         augmenter: Augmentation layer to place inside the model; default none.
-        steps_per_epoch: The training feed's (Splits.steps_per_epoch), for ``model.batch_norm_momentum: auto``.
+        steps_per_epoch: The training feed's (Splits.steps_per_epoch), for ``model.batch_norm`` and
+            ``model.batch_norm_momentum``: auto.
         held_out: A forecast's validation windows as ``columns`` holds training ones (Splits.validation_columns):
             a wide model's linear start chooses its penalty on them.
 
@@ -150,7 +152,8 @@ def build_model(cfg: ExperimentConfig, spec, columns: dict | None = None, augmen
 
     columns = columns or {}
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(
-        update={"batch_norm_momentum": batch_norm_momentum(cfg.model, steps_per_epoch)})})
+        update={"batch_norm": batch_norm_on(cfg.model, steps_per_epoch),
+                "batch_norm_momentum": batch_norm_momentum(cfg.model, steps_per_epoch)})})
     inputs = inputs_for(spec)
     reg = regularizer(cfg.regularization)
     x, encoded = MODELS[cfg.model.name](inputs, cfg, spec, columns, reg, augmenter)
