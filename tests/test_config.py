@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import ExperimentConfig, load
+from pipeline.config.loading import read_yaml
 from pipeline.errors import ConfigError
 
 from .conftest import ROOT
@@ -110,6 +111,21 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     bad.write_text("model:\n  dropout: [0.1\ntrain: {}\n")
     with pytest.raises(ConfigError, match=r"Malformed YAML in .*bad\.yaml \(line \d+, column \d+\)"):
         load(bad)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines_unless_merged_in_by_yaml(tmp_path):
+    """Plain YAML keeps the last of two equal keys: a second ``data:`` section would drop the first whole."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("data:\n  dataset: csv\nmodel:\n  width: 8\ndata:\n  path: x.csv\n")
+    with pytest.raises(ConfigError, match=r"^Malformed YAML in .*twice\.yaml \(line 5, column 1\): the key 'data' "
+                                          r"appears twice in one mapping \(first on line 1\)"):
+        load(twice)
+    with pytest.raises(ConfigError, match=r"^Invalid override `augment.layers=\[\{type: flip, type: rotation\}\]`: "
+                                          r"the key 'type' appears twice"):
+        load(None, ["augment.layers=[{type: flip, type: rotation}]"])
+    merged = tmp_path / "merged.yaml"  # YAML's own way to override: a merge key's values give way
+    merged.write_text("x-small: &small {width: 8, depth: 1}\nmodel:\n  <<: *small\n  width: 16\n")
+    assert read_yaml(merged)["model"] == {"width": 16, "depth": 1}
 
 
 BAD_CLI_CASES = {

@@ -120,6 +120,15 @@ def test_unknown_dataset_is_a_data_error_naming_the_field(tiny_cfg):
         dataset.load(tiny_cfg("data.dataset=no_such_data"))
 
 
+def test_a_path_given_to_a_dataset_that_reads_none_is_refused_before_any_work(tiny_cfg):
+    """A user's table under the default dataset (``dataset: csv`` forgotten) would train digits named after it."""
+    from pipeline.data.checks import check
+
+    with pytest.raises(DataError, match=r"^`data.path` \(sales.csv\) is read by the csv, series, image_folder and "
+                                        r"audio_folder datasets only; `data.dataset` is 'digits', which reads no path"):
+        check(tiny_cfg("data.path=sales.csv"))
+
+
 @pytest.mark.parametrize("override, key, name", [
     ("data.columns=[pixels]", "data.columns", "pixels"),
     ("features.kinds={pixels: numeric}", "features.kinds", "pixels"),

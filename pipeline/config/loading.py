@@ -23,6 +23,27 @@ MAX_BYTES = 1_000_000  # a config file; experiment YAML is a few hundred bytes
 MAX_VALUES = 100_000  # values a config expands to
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping: plain YAML keeps the last one, so a
+    second ``data:`` section would drop the first whole, without a word. Keys merged in by ``<<`` may be
+    overridden, as YAML means them to be."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} appears twice in one mapping (first on line "
+                        f"{seen[key].line + 1}); the second would silently replace the first", key_node.start_mark)
+                if isinstance(key, (str, int, float, bool)):
+                    seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | Path | None, overrides: list[str] = ()) -> ExperimentConfig:
     """Read an experiment YAML, apply ``key=value`` overrides, validate and freeze.
 
@@ -54,7 +75,7 @@ def read_yaml(path: Path, what: str = "Config") -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
                           f"{exc.start})") from None
@@ -98,9 +119,11 @@ def apply_override(raw: dict, item: str) -> None:
     if not sep or not key:
         raise ConfigError(f"Invalid override `{item}`: expected key=value, e.g. train.epochs=3")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_Loader)
+    except yaml.constructor.ConstructorError as exc:  # well-formed, but a key given twice
+        raise ConfigError(f"Invalid override `{item}`: {exc.problem}") from None
     except yaml.YAMLError:
-        value = text
+        value = text  # not YAML: the text itself (a path, a name)
     set_path(raw, key, value, what=f"override `{item}`")
 
 

@@ -20,6 +20,7 @@ from pipeline.text import among, listed
 MIN_ROWS = 3  # one example per split, at the least
 BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "spoken_digits", "csv",
             "series", "image_folder", "audio_folder")
+READS_PATH = ("csv", "series", "image_folder", "audio_folder")  # the datasets of a user's files, named by data.path
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,13 @@ PLAIN = Dialect()  # UTF-8, comma-separated: CSV as most tools write it
 
 
 def check(cfg) -> None:
-    """Raise a one-line DataError for a user's file that cannot be read; return quietly otherwise."""
+    """Raise a one-line DataError for a user's file that cannot be read, or one given to a dataset that reads
+    none; return quietly otherwise."""
+    if cfg.data.path is not None and cfg.data.dataset not in READS_PATH:
+        raise DataError(f"`data.path` ({cfg.data.path}) is read by the {', '.join(READS_PATH[:-1])} and "
+                        f"{READS_PATH[-1]} datasets only; `data.dataset` is {cfg.data.dataset!r}, which reads no path: "
+                        "set `data.dataset: csv` for a table (series, image_folder or audio_folder for the others), or "
+                        "leave `data.path` out")
     if cfg.data.dataset in ("csv", "series"):
         from pipeline.data.inputs import input_files
 
