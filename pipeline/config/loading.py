@@ -35,12 +35,13 @@ class _Loader(yaml.SafeLoader):
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
+                if not isinstance(key, (str, int, float, bool)):  # a list as a key: YAML's own error follows
+                    continue
+                if key in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"the key {key!r} appears twice in one mapping (first on line "
                         f"{seen[key].line + 1}); the second would silently replace the first", key_node.start_mark)
-                if isinstance(key, (str, int, float, bool)):
-                    seen[key] = key_node.start_mark
+                seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep)
 
 

@@ -68,13 +68,13 @@ class Series:
         """What a run should tell its user about the series it read: the steps it filled in, those it left out."""
         notes = [f"`forecast.gaps: fill` carried the row before each gap forward into {self.filled:,} missing "
                  f"step{'s' if self.filled > 1 else ''}"] if self.filled else []
-        if not self.short:
-            return notes
-        one = len(self.short) == 1
-        return notes + [f"{len(self.short)} of {len(self.short) + len(self.segments)} series (`forecast.series_id`) "
-                f"{'is' if one else 'are'} too short for the input window and the horizon in each split and "
-                f"{'was' if one else 'were'} left out: "
-                + listed([f"{name!r} ({steps} steps)" for name, steps in self.short.items()], 5)]
+        if self.short:
+            one = len(self.short) == 1
+            notes.append(f"{len(self.short)} of {len(self.short) + len(self.segments)} series (`forecast.series_id`) "
+                         f"{'is' if one else 'are'} too short for the input window and the horizon in each split and "
+                         f"{'was' if one else 'were'} left out: "
+                         + listed([f"{name!r} ({steps} steps)" for name, steps in self.short.items()], 5))
+        return notes
 
 
 def label_name(target: str) -> str:
