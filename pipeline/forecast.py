@@ -27,8 +27,7 @@ import functools
 
 import numpy as np
 
-from pipeline.data import series as windows
-from pipeline.data import targets
+from pipeline.data import targets, windows
 from pipeline.skill import Errors, skill
 
 CHUNK = 8192  # test windows scored at a time

@@ -296,7 +296,7 @@ class Forecasting(Task):
             (np.asarray(labels) - np.ravel(scale.mean)) / np.sqrt(np.ravel(scale.variance)))
 
     def target(self, y):
-        return y  # the windows carry transformed labels already (data/series.py)
+        return y  # the windows carry transformed labels already (data/windows.py)
 
     def target_numpy(self, y):
         return y

@@ -31,7 +31,7 @@ def _series(n=100, **extra):
 
 
 def test_windows_cover_each_split_from_its_first_label_to_its_last_with_the_stride():
-    from pipeline.data.series import starts, window_arrays
+    from pipeline.data.windows import starts, window_arrays
 
     cfg, s = _series()
     assert s.segments[0].bounds == {"train": (5, 60), "validation": (60, 80), "test": (80, 100)}
@@ -45,7 +45,7 @@ def test_windows_cover_each_split_from_its_first_label_to_its_last_with_the_stri
 
 
 def test_tf_data_windows_equal_the_numpy_ones_for_every_target_transform():
-    from pipeline.data.series import dataset, starts, window_arrays
+    from pipeline.data.windows import dataset, starts, window_arrays
 
     for how in ("level", "difference", "log_return"):
         cfg, s = _series(**{"forecast.target_transform": how})
@@ -59,7 +59,7 @@ def test_tf_data_windows_equal_the_numpy_ones_for_every_target_transform():
 
 
 def test_seasonal_naive_is_exact_on_a_pure_seasonal_signal_and_naive_on_a_constant():
-    from pipeline.data.series import starts, window_arrays
+    from pipeline.data.windows import starts, window_arrays
     from pipeline.forecast import baselines
 
     cfg, s = _series(n=400, **{"forecast.seasonality": "[7]", "forecast.input_window": 10})
@@ -73,7 +73,7 @@ def test_seasonal_naive_is_exact_on_a_pure_seasonal_signal_and_naive_on_a_consta
 
 def test_several_series_are_split_each_on_its_own_and_no_window_crosses_two(tmp_path, tfds_dir):
     from pipeline.data import dataset
-    from pipeline.data.series import starts, window_arrays
+    from pipeline.data.windows import starts, window_arrays
     from pipeline.models import build_model
 
     one, two = write_series(tmp_path / "a.csv", steps=300), write_series(tmp_path / "b.csv", steps=200, walk=True)

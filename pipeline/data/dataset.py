@@ -1,7 +1,7 @@
 """Read a TFDS dataset into train/validation/test ``tf.data`` pipelines of named raw features.
 
 Stages: read (TFDS, parsed in blocks: data/tfds_reader.py) -> [filter by time] -> select features
-(data/columns.py; or, for a series, cut windows: data/series.py) -> then data/feed.py: cache ->
+(data/columns.py; or, for a series, cut windows: data/series.py, data/windows.py) -> then data/feed.py: cache ->
 seeded shuffle (train) -> batch -> cast images to float, transform the target -> augment images
 (train, batch-level) -> prefetch.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline import runtime
 from pipeline.config import ExperimentConfig
-from pipeline.data import columns, feed, series, tfds_reader
+from pipeline.data import columns, feed, series, tfds_reader, windows
 from pipeline.data.checks import named_columns, unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
@@ -296,8 +296,8 @@ def _series(cfg: ExperimentConfig, info, ds):
     fc, target, metadata = cfg.forecast, cfg.data.label_key, info.metadata or {}
     dates = bool(metadata.get("time_is_date"))  # then a request's time window may be ISO 8601 text, as the file was
     values = series.read(ds, cfg, dates=dates)
-    windows = {split: series.dataset(values, cfg, split) for split in SPLITS}
-    lengths = series.inputs(cfg)
+    cut = {split: windows.dataset(values, cfg, split) for split in SPLITS}
+    lengths = windows.inputs(cfg)
     features = tuple(Feature(n, "calendar" if n == fc.time else "sequence", "int64" if n == fc.time else "float32",
                              (length,), date=dates and n == fc.time) for n, length in lengths.items())
     if fc.series_id:  # which series a window is of: a categorical input
@@ -308,22 +308,22 @@ def _series(cfg: ExperimentConfig, info, ds):
     bounds = {s: f"labels in the shares {shares[s]} of {len(values.segments)} series up to {fc.end:g} of each, "
               f"{len(values)} steps" for s in SPLITS}
     spec = DataSpec(
-        name=info.name, version=str(info.version), splits=bounds, sizes={s: n for s, (_, n) in windows.items()},
+        name=info.name, version=str(info.version), splits=bounds, sizes={s: n for s, (_, n) in cut.items()},
         digest=_digest(info, {**bounds, "forecast": fc.model_dump_json(exclude={"folds", "bootstrap", "min_skill"})}),
         features=features,
-        label=series.label_name(target), task="forecasting", skipped=int(metadata.get("skipped", 0)),
+        label=windows.label_name(target), task="forecasting", skipped=int(metadata.get("skipped", 0)),
         example_bytes=4.0 * (sum(lengths.values()) + fc.horizon))
     most = max(1000, min(columns.MAX_STAT_ROWS, MAX_STAT_VALUES // sum(lengths.values())))
 
     def columns_of(split: str) -> dict:  # evenly spaced windows: the statistics' (training), the linear start's alpha's
-        at = series.starts(values, cfg, split)
+        at = windows.starts(values, cfg, split)
         if len(at) > most:
             at = at[np.linspace(0, len(at) - 1, most).astype(int)]
-        inputs, labels = series.window_arrays(values, cfg, at)
+        inputs, labels = windows.window_arrays(values, cfg, at)
         return {**inputs, spec.label: labels}
 
     held_out = columns_of("validation") if cfg.model.wide else None  # only a wide model's start reads them
-    return spec, [ds for ds, _ in windows.values()], (columns_of("train"), held_out), values
+    return spec, [ds for ds, _ in cut.values()], (columns_of("train"), held_out), values
 
 
 def _digest(info, split_specs: dict[str, str]) -> str:

@@ -1,7 +1,7 @@
 """A series' target transforms: what a forecasting model predicts from future levels, and back.
 
 ``forecast.target_transform`` is the level itself, the change from the last input value
-(``difference``) or the log return from it (``log_return``). The windows' labels (data/series.py),
+(``difference``) or the log return from it (``log_return``). The windows' labels (data/windows.py),
 the model's own target input (models/features.py) and the export's levels (tasks.py) all go through
 these two functions, on NumPy arrays or TensorFlow tensors alike.
 """
