@@ -253,6 +253,10 @@ def test_a_european_spreadsheet_export_reads_as_the_comma_separated_table_with_d
     (tmp_path / "thousands.csv").write_text("\n".join(text) + "\n")
     with pytest.raises(DataError, match=r"thousands\.csv: line 251, column 'area': '1\.234' is not a number"):
         dataset.prepare(config(tmp_path, tmp_path / "thousands.csv", "data.delimiter=;"))
+    # ...unless the file says so (`data.thousands`): then every number is read as text and its grouping taken out
+    grouped = examples(config(tmp_path, tmp_path / "thousands.csv", "data.delimiter=;", "data.thousands=."))
+    assert len(grouped) == len(plain) and 1234.0 in {row[0] for row in grouped}
+    assert {row[0] for row in grouped} - {row[0] for row in plain} == {1234.0}
 
 
 def test_pipeline_prepare_says_how_many_bad_rows_it_skipped(tmp_path, capsys):

@@ -295,13 +295,16 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     frame["unused"] = np.nan  # written as empty cells
     frame["sold"] = [f"{1 + i % 28:02d}.{1 + i % 12:02d}.2024" for i in range(200)]  # a German spreadsheet's dates
     frame["fee"] = [f"${1000 + 7 * (i % 50):,}.50" for i in range(200)]  # a report's money: text, not numbers
+    frame["tax"] = [f"{1000 + 7 * (i % 50):,}.25" for i in range(200)]  # digits grouped: data.thousands reads them
     frame.to_csv(path, index=False)
     notes = stats.column_notes(dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path))))
-    assert len(notes) == 6, notes  # not area, rooms or city
-    row, serial, site, unused, sold, fee = (next(n for n in notes if n.startswith(f"column '{c}'"))
-                                            for c in ("row", "serial", "site", "unused", "sold", "fee"))
+    assert len(notes) == 7, notes  # not area, rooms or city
+    row, serial, site, unused, sold, fee, tax = (next(n for n in notes if n.startswith(f"column '{c}'"))
+                                                 for c in ("row", "serial", "site", "unused", "sold", "fee", "tax"))
     assert re.fullmatch(r"column 'fee' holds numbers written as \$1,\d{3}\.50: as text each value is a category; "
                         r"write plain numbers \(1234\.5\) to train on them as numbers", fee)
+    assert re.fullmatch(r"column 'tax' holds numbers written as 1,\d{3}\.25: .*say how the file groups digits "
+                        r"\(`data.thousands`\) to train on them as numbers", tax)
     assert "is empty in all 140 training rows" in unused and "`data.exclude: [unused]`" in unused
     assert re.fullmatch(r"column 'sold' holds dates written as \d\d\.\d\d\.2024: as text each date is a category, .*"
                         r"write them as ISO 8601 \(2020-12-31\) to train on their time", sold)
@@ -316,7 +319,7 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     assert any(n.startswith("column 'row'") and "in each of the 50 training rows read" in n for n in sampled), sampled
 
     kept = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path,
-                                                                                  "data.exclude=[row, serial, site, unused, sold, fee]")))
+                                                                                  "data.exclude=[row, serial, site, unused, sold, fee, tax]")))
     assert [f.name for f in kept.spec.features] == ["area", "rooms", "city"] and not stats.column_notes(kept)
     with pytest.raises(DataError, match=r"^Invalid `data.exclude`: 'serail' is not a feature of csv; it has row, "):
         dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[serail]")))

@@ -73,6 +73,10 @@ class DataConfig(Section):
     decimal: Literal["auto", ".", ","] = Field(
         "auto", description="csv, series: the decimal mark of a CSV file's numbers; auto: '.' between commas, else "
                             "the mark most numbers of the first rows take (a ';' file from a spreadsheet: ',').")
+    thousands: Literal["none", ".", ",", " ", "'"] = Field(
+        "none", description="csv, series: the mark grouping a CSV file's numbers by thousands: '.' for 1.234.567,8, "
+                            "',' for 1,234,567.8, ' ' for 1 234 567,8 (no-break spaces too), \"'\" for 1'234'567.8; "
+                            "none: numbers are written plain. With '.' the decimal mark is ',', with ',' it is '.'.")
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")
@@ -102,6 +106,9 @@ class DataConfig(Section):
         if self.decimal == self.delimiter:
             raise ValueError(f"`decimal` cannot be the delimiter ({self.delimiter!r}): set `delimiter` to ';' for "
                              "numbers written with a decimal comma")
+        if self.thousands in (self.delimiter, self.decimal):
+            which = "delimiter" if self.thousands == self.delimiter else "decimal"
+            raise ValueError(f"`thousands` cannot be the {which} ({self.thousands!r})")
         return self
 
 

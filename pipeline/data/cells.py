@@ -82,15 +82,20 @@ def iso_seconds(text):
         return seconds(pa.array(times, pa.timestamp("ns", tz="UTC")))
 
 
-def to_float(text, decimal: str = "."):
+def to_float(text, decimal: str = ".", thousands: str = "none"):
     """Numbers parsed from text; what does not parse is null (pyarrow's cast first, pandas where it refuses).
 
-    With a decimal comma (``data.decimal``) a point is no decimal mark but, in such files, the thousands'
-    separator: "1.234" would read as a thousandth of what it says, so it does not parse (as in pyarrow's reader).
+    ``thousands`` (``data.thousands``) is taken out first ("1.234.567,8" -> "1234567,8"; a space stands for the
+    no-break spaces that locales group digits with too). With a decimal comma (``data.decimal``) a point left is no
+    decimal mark but an unannounced thousands' separator: "1.234" would read as a thousandth of what it says, so it
+    does not parse (as in pyarrow's reader).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if thousands != "none":
+        grouping = "[ \u00a0\u202f]" if thousands == " " else re.escape(thousands)
+        text = pc.replace_substring_regex(text, grouping, "")
     if decimal == ",":
         text = pc.if_else(pc.match_substring(text, "."), pa.scalar(None, pa.string()),
                           pc.replace_substring(text, ",", "."))

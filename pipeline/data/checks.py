@@ -25,16 +25,18 @@ READS_PATH = ("csv", "series", "image_folder", "audio_folder")  # the datasets o
 
 @dataclass(frozen=True)
 class Dialect:
-    """How a CSV file's text is written (``data.encoding``, ``data.delimiter``, ``data.decimal``); Parquet has none."""
+    """How a CSV file's text is written (``data.encoding``, ``data.delimiter``, ``data.decimal``, ``data.thousands``);
+    Parquet has none."""
 
     encoding: str = "utf-8"
     delimiter: str = ","
     decimal: str = "auto"  # decided on the file's first rows (sources.schema)
+    thousands: str = "none"  # the mark grouping digits, or none
 
     @classmethod
     def of(cls, data) -> Dialect:
         """The dialect ``data`` (a config's data section) describes."""
-        return cls(data.encoding, data.delimiter, data.decimal)
+        return cls(data.encoding, data.delimiter, data.decimal, data.thousands)
 
     @property
     def codec(self) -> str:

@@ -61,8 +61,9 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
     import pyarrow as pa
 
     sample = _sample(files[0], dialect)
-    if dialect.decimal == "auto":
-        dialect = replace(dialect, decimal=_decimal_mark(files[0], sample, dialect))
+    if dialect.decimal == "auto":  # a grouping mark says which the decimal one is
+        mark = {".": ",", ",": "."}.get(dialect.thousands) or _decimal_mark(files[0], sample, dialect)
+        dialect = replace(dialect, decimal=mark)
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {among(label, sample.column_names)}.")
@@ -83,7 +84,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
             if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
                 dates.add(name)  # the export takes them as ISO text too, as a CSV's dates (not durations, hours)
         else:
-            types[name] = _infer(column, dialect.decimal)
+            types[name] = _infer(column, dialect)
             if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's
                 types[name] = "float"
                 dates.add(name)
@@ -109,7 +110,7 @@ def _decimal_mark(path: Path, sample, dialect: Dialect) -> str:
     return "," if count(r"^[+-]?\d*,\d+$") > count(r"^[+-]?\d*\.\d+$") else "."
 
 
-def _infer(column, decimal: str) -> str:
+def _infer(column, dialect: Dialect) -> str:
     """A text column is numeric when NUMERIC_SHARE of its present values parse; int when all are whole, none missing;
     ``date`` when that share are ISO 8601 dates or times."""
     import pyarrow.compute as pc
@@ -122,7 +123,7 @@ def _infer(column, decimal: str) -> str:
 
     if too_few(pc.match_substring_regex(present, cells.LOOKS_NUMERIC, ignore_case=True)):  # text, without parsing it
         return "string"
-    numbers = cells.to_float(present, decimal)
+    numbers = cells.to_float(present, dialect.decimal, dialect.thousands)
     valid = pc.is_valid(numbers)
     if too_few(valid):
         dated = len(present) and not too_few(pc.match_substring_regex(present, cells.LOOKS_DATE))
@@ -180,6 +181,8 @@ def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tupl
     from the row it stopped at, as text (where ``_convert`` names the value at fault, or skips its row)."""
     ragged = _Ragged(path, skip=on_bad_input == "skip", dialect=schema.dialect)
     first, numbers = 0, {name for name, kind in schema.types.items() if kind != "string" and name not in schema.dates}
+    if schema.dialect.thousands != "none":  # pyarrow's reader parses no grouped digits: text, for cells.to_float
+        numbers = set()
     while True:
         try:
             for batch in _batches(path, schema.columns, ragged, schema.dialect, numbers, skip=first + ragged.skipped):
@@ -294,7 +297,8 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
         if is_text:
             text, missing = cells.text_and_missing(column)
             text = pc.if_else(missing, pa.scalar(None, pa.string()), text)
-            numbers = cells.iso_seconds(text) if name in schema.dates else cells.to_float(text, schema.dialect.decimal)
+            numbers = (cells.iso_seconds(text) if name in schema.dates
+                       else cells.to_float(text, schema.dialect.decimal, schema.dialect.thousands))
             failed = np.asarray(pc.and_(pc.is_null(numbers), pc.invert(missing)))
             _flag(bad, reasons, failed, name, "is not a date" if name in schema.dates else "is not a number", column)
         else:

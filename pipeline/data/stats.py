@@ -12,6 +12,7 @@ categories) is a warning. Both come back as rows of one report.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,8 +78,10 @@ def column_notes(data, labels=None) -> list[str]:
                          "every later date one the model never saw; write them as ISO 8601 (2020-12-31) to train on "
                          "their time")
         elif text and (example := _written_as(present, cells.FORMATTED_NUMBER, plain=False)):
+            grouped = re.fullmatch(r"[-+]?\d{1,3}([.,\s']\d{3})+([.,]\d+)?", example)
             notes.append(f"column {f.name!r} holds numbers written as {example}: as text each value is a category; "
-                         "write plain numbers (1234.5) to train on them as numbers")
+                         + ("say how the file groups digits (`data.thousands`) to train on them as numbers" if grouped
+                            else "write plain numbers (1234.5) to train on them as numbers"))
         elif rows >= MIN_ID_ROWS and distinct == len(values) and (
                 text or (values.dtype.kind in "iu" and np.ptp(values) < 2 * rows)):
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
