@@ -257,6 +257,11 @@ def test_a_european_spreadsheet_export_reads_as_the_comma_separated_table_with_d
     grouped = examples(config(tmp_path, tmp_path / "thousands.csv", "data.delimiter=;", "data.thousands=."))
     assert len(grouped) == len(plain) and 1234.0 in {row[0] for row in grouped}
     assert {row[0] for row in grouped} - {row[0] for row in plain} == {1234.0}
+    text = (tmp_path / "plain.csv").read_text().splitlines()  # a comma-separated file quotes such numbers
+    text[250] = '"1,234.00"' + text[250][text[250].index(","):]
+    (tmp_path / "quoted.csv").write_text("\n".join(text) + "\n")
+    quoted = examples(config(tmp_path, tmp_path / "quoted.csv", "data.thousands=,"))
+    assert {row[0] for row in quoted} - {row[0] for row in plain} == {1234.0} and len(quoted) == len(plain)
 
 
 def test_pipeline_prepare_says_how_many_bad_rows_it_skipped(tmp_path, capsys):

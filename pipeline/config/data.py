@@ -106,9 +106,8 @@ class DataConfig(Section):
         if self.decimal == self.delimiter:
             raise ValueError(f"`decimal` cannot be the delimiter ({self.delimiter!r}): set `delimiter` to ';' for "
                              "numbers written with a decimal comma")
-        if self.thousands in (self.delimiter, self.decimal):
-            which = "delimiter" if self.thousands == self.delimiter else "decimal"
-            raise ValueError(f"`thousands` cannot be the {which} ({self.thousands!r})")
+        if self.thousands == self.decimal:  # as the delimiter it is fine: such numbers are quoted ("1,234.5")
+            raise ValueError(f"`thousands` cannot be the decimal mark ({self.thousands!r})")
         return self
 
 
