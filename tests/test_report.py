@@ -164,6 +164,23 @@ def test_the_printed_summary_says_in_words_when_the_baseline_makes_no_test_error
         "infinite (the baseline makes no test error) (1.000-inf) linear")  # the experiment report's column
 
 
+@pytest.mark.parametrize("examples, said", [(6, True), (30, False)])
+def test_the_printed_summary_says_when_a_test_split_holds_a_few_examples(capsys, examples, said):
+    from types import SimpleNamespace
+
+    from pipeline.config import load
+    from pipeline.report.summary import print_summary
+
+    metrics = {"test_accuracy": 1.0, "baseline.majority.accuracy": 0.5, "skill.ratio": 0.0, "skill.ratio_low": 0.0,
+               "skill.ratio_high": 0.0, "skill.examples": float(examples)}
+    result = SimpleNamespace(test_metrics=metrics, best_epoch=2, epochs_run=3, run_id="r", run_dir="d",
+                             export_path=None, diagnosis=None)
+    print_summary(load(None, ["tracking.enabled=false"]), result)
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert ("test examples 6: each is 17% of every test figure (an accuracy moves 17 points with one example)" in out
+            ) == said
+
+
 @pytest.mark.parametrize("windows, said", [(13, True), (48, False)])
 def test_the_printed_summary_says_when_a_series_test_stretch_is_too_short_for_a_firm_interval(capsys, windows, said):
     from types import SimpleNamespace

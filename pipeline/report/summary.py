@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pipeline.text import ratio
 
+FEW_EXAMPLES = 30  # test examples below which one of them is more than 3% of every test figure
+
 
 def print_summary(cfg, result) -> None:
     """The test metrics, each baseline beside the model, the kept epoch, where the run and export are, and the
@@ -24,6 +26,8 @@ def print_summary(cfg, result) -> None:
                                      f"{metrics['skill.ratio_high']:.3f}; below 1 beats the best baseline)")
     if few := _few_windows(cfg, metrics):
         table.add_row("test windows", few)
+    elif few := _few_examples(cfg, metrics):
+        table.add_row("test examples", few)
     table.add_row("best epoch", f"{result.best_epoch} of {result.epochs_run} run")
     table.add_row("run id", result.run_id)
     if cfg.tracking.enabled:
@@ -54,6 +58,15 @@ def _beside_baselines(metrics: dict) -> dict[str, str]:
             parts.append(f"error ratio {ratio(metrics[f'skill.vs_{name}'])} (95% interval "
                          f"{metrics[f'skill.vs_{name}_low']:.3f} to {metrics[f'skill.vs_{name}_high']:.3f})")
     return {name: "; ".join(parts) for name, parts in lines.items()}
+
+
+def _few_examples(cfg, metrics: dict) -> str | None:
+    """A table's or folder's test split of a few examples: each of them moves every test figure by a large step."""
+    n = metrics.get("skill.examples")
+    if cfg.forecast or n is None or n >= FEW_EXAMPLES:
+        return None
+    return (f"{n:.0f}: each is {1 / n:.0%} of every test figure (an accuracy moves {100 / n:.0f} points with one "
+            "example), and the intervals above rest on them: more data, or a larger test share (`data.splits`)")
 
 
 def _few_windows(cfg, metrics: dict) -> str | None:
