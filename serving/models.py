@@ -46,8 +46,8 @@ class Servable:
         self.inputs = {sig: signature_inputs(fn, contract if sig == "serving_default" else {})
                        for sig, fn in self.signatures.items()}
         # a column named otherwise than its input ('Solar.R' -> 'Solar_R') is also taken under the file's name
-        self.columns = {"serving_default": {spec["column"]: name for name, spec in contract.items()
-                                            if spec.get("column") and spec["column"] not in contract}}
+        self.columns = {sig: {i.column: name for name, i in inputs.items() if i.column and i.column not in inputs}
+                        for sig, inputs in self.inputs.items()}
 
     def warm_up(self) -> None:
         """Call every signature once on a made-up example (traces nothing later, fails now if broken)."""

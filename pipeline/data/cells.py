@@ -23,6 +23,7 @@ FOREIGN_DATE = re.compile(r"(\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}|\d{4}/\d{1,2}/\d{1,
                           r"([ T]\d{1,2}:\d\d(:\d\d)?)?")
 # Numbers as reports write them ($1,234.50, 12.5%, 1 234 EUR, (300)): read as text, where every value is a category
 FORMATTED_NUMBER = re.compile(r"[-+(]?\s*[$€£¥]?\s*[-+]?\d{1,3}(([,.\s']\d{3})+|\d*)([.,]\d+)?\s*(%|[$€£¥]|EUR|USD|GBP|JPY|CHF|CNY|INR|CAD|AUD)?\)?")
+GROUPED_NUMBER = re.compile(r"[-+]?\d{1,3}([.,\s']\d{3})+([.,]\d+)?")  # 1.234.567,8: what data.thousands reads
 
 
 def written_as(texts: list[str], pattern, plain: bool = True) -> str | None:

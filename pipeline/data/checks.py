@@ -20,7 +20,8 @@ from pipeline.text import among, listed
 MIN_ROWS = 3  # one example per split, at the least
 BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "spoken_digits", "csv",
             "series", "image_folder", "audio_folder")
-READS_PATH = ("csv", "series", "image_folder", "audio_folder")  # the datasets of a user's files, named by data.path
+TABLES, FOLDERS = ("csv", "series"), ("image_folder", "audio_folder")  # the datasets of a user's files (data.path)
+READS_PATH = TABLES + FOLDERS
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,11 @@ def check(cfg) -> None:
                         f"{READS_PATH[-1]} datasets only; `data.dataset` is {cfg.data.dataset!r}, which reads no path: "
                         "set `data.dataset: csv` for a table (series, image_folder or audio_folder for the others), or "
                         "leave `data.path` out")
-    if cfg.data.dataset in ("csv", "series"):
+    if cfg.data.dataset in TABLES:
         from pipeline.data.inputs import input_files
 
         _table(input_files(required_path(cfg))[0], cfg.data.label_key, Dialect.of(cfg.data), list(cfg.data.dtypes))
-    elif cfg.data.dataset in ("image_folder", "audio_folder"):
+    elif cfg.data.dataset in FOLDERS:
         require_folder(cfg)
 
 

@@ -12,7 +12,6 @@ categories) is a warning. Both come back as rows of one report.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +77,7 @@ def column_notes(data, labels=None) -> list[str]:
                          "every later date one the model never saw; write them as ISO 8601 (2020-12-31) to train on "
                          "their time")
         elif text and (example := _written_as(present, cells.FORMATTED_NUMBER, plain=False)):
-            grouped = re.fullmatch(r"[-+]?\d{1,3}([.,\s']\d{3})+([.,]\d+)?", example)
+            grouped = cells.GROUPED_NUMBER.fullmatch(example)
             notes.append(f"column {f.name!r} holds numbers written as {example}: as text each value is a category; "
                          + ("say how the file groups digits (`data.thousands`) to train on them as numbers" if grouped
                             else "write plain numbers (1234.5) to train on them as numbers"))
