@@ -116,11 +116,13 @@ class Task:
 
 
 class Classification(Task):
-    """Softmax over the classes; serves ``probabilities`` and ``class_id``."""
+    """Softmax over the classes; serves ``probabilities``, ``class_id`` and its ``class_name``: a client of a
+    table's ``yes``/``no`` or a folder's ``cat``/``dog`` reads the class, not an index whose names only the
+    export's metadata file holds (TF Serving's REST API shows no file)."""
 
     name = "classification"
     loss = "sparse_categorical_crossentropy"
-    outputs = ("probabilities", "class_id")
+    outputs = ("probabilities", "class_id", "class_name")
     metric_names = ("accuracy",)
     label_output = "class_id"  # the serving output that compares with the label
 
@@ -146,10 +148,18 @@ class Classification(Task):
     def serve(self, prediction, features=None) -> dict:
         import tensorflow as tf
 
-        return {"probabilities": prediction, "class_id": tf.argmax(prediction, axis=-1)}
+        class_id = tf.argmax(prediction, axis=-1)
+        return {"probabilities": prediction, "class_id": class_id,
+                "class_name": tf.gather(tf.constant(self.class_names()), class_id)}
 
     def output_specs(self) -> dict:
-        return {"probabilities": ("float32", [None, self.spec.num_classes]), "class_id": ("int64", [None])}
+        return {"probabilities": ("float32", [None, self.spec.num_classes]), "class_id": ("int64", [None]),
+                "class_name": ("string", [None])}
+
+    def class_names(self) -> list[str]:
+        """The dataset's names of the classes; a class it names not, its id as text."""
+        names = list(self.spec.class_names)
+        return names + [str(i) for i in range(len(names), self.spec.num_classes)]
 
     def score_served(self, served, labels) -> dict[str, float]:
         """The task's metrics on an export's ``label_output`` against the dataset's labels."""

@@ -47,9 +47,11 @@ def infra_validate(path: Path, data, requests: int) -> None:
                 row = {k: (v[i].decode() if isinstance(v[i], bytes) else v[i].tolist()) for k, v in raw.items()}
                 answer = _post(port, {"instances": [row]})
                 for name, want in expected.items():
-                    got = answer["predictions"][0]
+                    got, want = answer["predictions"][0], want.numpy()[i]
                     got = got[name] if isinstance(got, dict) else got
-                    if not np.allclose(np.asarray(got, dtype=float), want.numpy()[i], rtol=1e-5, atol=1e-6):
+                    same = got == want.decode() if isinstance(want, bytes) else \
+                        np.allclose(np.asarray(got, dtype=float), want, rtol=1e-5, atol=1e-6)
+                    if not same:
                         raise PipelineError(f"InfraValidator: the fresh server's {name} for test example {i} differs "
                                             "from the export's own")
         finally:

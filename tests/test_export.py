@@ -41,6 +41,7 @@ def test_serving_contract_names_dtypes_and_shapes_are_pinned(trained):
     assert {k: (v.dtype, v.shape.as_list()) for k, v in outputs.items()} == {
         "probabilities": (tf.float32, [None, 10]),
         "class_id": (tf.int64, [None]),
+        "class_name": (tf.string, [None]),
     }
 
 
@@ -54,6 +55,7 @@ assert np.array_equal(first["probabilities"].numpy(), second["probabilities"].nu
 diff = float(np.max(np.abs(first["probabilities"].numpy() - expected)))
 assert diff <= 1e-5, diff
 assert np.array_equal(first["class_id"].numpy(), expected.argmax(axis=1))
+assert [name.decode() for name in first["class_name"].numpy()] == [str(i) for i in expected.argmax(axis=1)]
 assert not any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules), "project code imported"
 print("OK", diff)
 """

@@ -134,6 +134,14 @@ def _expected(result, cfg, features):
     return {k: np.asarray(v) for k, v in task.serve(out, inputs).items() if k in spec["outputs"]}
 
 
+def _assert_same(got: np.ndarray, want: np.ndarray) -> None:
+    """Numbers within float32's rounding; text (a class's name) exactly, as JSON's text or TensorFlow's bytes."""
+    if want.dtype.kind in "OS":
+        assert [g.decode() if isinstance(g, bytes) else g for g in got.ravel()] == [w.decode() for w in want.ravel()]
+    else:
+        np.testing.assert_allclose(got.astype(float), want, rtol=1e-5, atol=1e-5)
+
+
 def _jsonable(features: dict) -> dict:
     return {k: [x.decode() if isinstance(x, bytes) else x for x in v.tolist()] for k, v in features.items()}
 
@@ -159,8 +167,8 @@ def test_predict_rows_and_columns_match_the_model(server, models, model):
             got_rows, got_columns = by_rows["predictions"], by_columns["outputs"]
         else:
             got_rows, got_columns = [r[name] for r in by_rows["predictions"]], by_columns["outputs"][name]
-        np.testing.assert_allclose(np.asarray(got_rows, dtype=float).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(got_columns, dtype=float).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
+        for got in (got_rows, got_columns):
+            _assert_same(np.asarray(got).reshape(want.shape), want)
 
 
 @pytest.mark.parametrize("model", ["digits", "houses", "demand"])
@@ -180,7 +188,7 @@ def test_each_export_loads_as_tf_servings_own_loader_loads_it(models, model):
         served = session.run({k: v.name for k, v in signature.outputs.items()},
                              {signature.inputs[k].name: v for k, v in features.items()})
     for name, want in _expected(result, cfg, features).items():
-        np.testing.assert_allclose(served[name], want, rtol=1e-5, atol=1e-5)
+        _assert_same(served[name], want)
 
 
 def test_status_and_metadata_have_tf_servings_shape(server):

@@ -368,6 +368,8 @@ def test_image_folder_of_mixed_sizes_and_grey_scale_trains_end_to_end(tmp_path, 
     by_pixels = sig(image=tf.constant(np.stack([_decode(f, (16, 16), 3) for f in files])))["probabilities"].numpy()
     by_file = loaded.signatures["image_bytes"](image_bytes=tf.constant([f.read_bytes() for f in files]))
     np.testing.assert_array_equal(by_file["probabilities"].numpy(), by_pixels)
+    # The class by its folder's name, beside its id (the folders sorted: bright, dark).
+    assert [n.decode() for n in by_file["class_name"].numpy()] == [("bright", "dark")[i] for i in by_pixels.argmax(1)]
     from .test_images import _png_claiming
 
     # Three files of 20M pixels each (by their headers): within the budget one by one, not together.

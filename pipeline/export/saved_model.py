@@ -13,7 +13,8 @@ Serving contract (pinned by tests; clients rely on it):
             named otherwise than ASCII letters, digits and _ from a letter by its ``spec.input_name``:
             ``Sale Price`` -> ``Sale_Price``, and the contract's ``column`` gives the file's name; it marks
             ``date`` and ``boolean`` the inputs that ``pipeline serve`` also takes as ISO text or false and true)
-    outputs classification: ``probabilities`` float32 [batch, classes], ``class_id`` int64 [batch];
+    outputs classification: ``probabilities`` float32 [batch, classes], ``class_id`` int64 [batch] and its
+            ``class_name`` string [batch];
             regression: ``prediction`` float32 [batch], on the label's own scale
             (a log target transform is inverted inside);
             forecasting: ``forecast`` float32 [batch, horizon] in the series' units, and
