@@ -314,6 +314,24 @@ def test_an_unreadable_shard_stops_the_preparation_with_its_path(tmp_path, small
         dataset.prepare(config(tmp_path, folder))
 
 
+@pytest.mark.parametrize("on_bad_input", ["error", "skip"])
+def test_a_parquet_shard_cut_short_stops_the_preparation_with_its_path_whatever_on_bad_input_says(
+        tmp_path, small_shards, on_bad_input):
+    """Its rows cannot be counted, let alone skipped one by one: a shard that a failed copy cut short is named, and
+    so is a file that is no Parquet at all; nothing is blamed on another setting."""
+    from pipeline.data import dataset
+
+    folder = shards(table(), tmp_path / "folder", 4, "parquet")
+    whole = (folder / "part-2.parquet").read_bytes()
+    (folder / "part-2.parquet").write_bytes(whole[:len(whole) // 2])
+    cfg = config(tmp_path, folder, f"data.on_bad_input={on_bad_input}")
+    with pytest.raises(DataError, match=r"^Cannot read \S+part-2\.parquet: Parquet magic bytes not found in footer"):
+        dataset.prepare(cfg)
+    (folder / "part-0.parquet").write_text("area,rooms\n1,2\n")  # the first shard, whose header and sample come first
+    with pytest.raises(DataError, match=r"^Cannot read \S+part-0\.parquet: "):
+        dataset.prepare(cfg)
+
+
 def test_a_disk_that_fills_up_ends_with_one_line_and_no_dataset(tmp_path, small_shards, monkeypatch):
     import tensorflow_datasets as tfds
 

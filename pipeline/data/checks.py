@@ -13,6 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.inputs import is_parquet, parquet_metadata
 from pipeline.data.spec import input_name
 from pipeline.errors import DataError
 from pipeline.text import among, listed
@@ -144,10 +145,8 @@ def require_folder(cfg) -> Path:
 
 def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
     """Rows under the header, counted up to ``at_most`` (Parquet: from its metadata)."""
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return min(pq.read_metadata(path).num_rows, at_most)
+    if is_parquet(path):
+        return min(parquet_metadata(path).num_rows, at_most)
     with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
         rows = dialect.reader(handle)
         next(rows, None)
@@ -183,10 +182,8 @@ def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) 
 
 def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
     """A table's column names, from its first line (CSV) or its schema (Parquet), without reading the rows."""
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
+    if is_parquet(path):
+        return list(parquet_metadata(path).schema.to_arrow_schema().names)
     try:
         with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
             return next(dialect.reader(handle), [])

@@ -181,10 +181,14 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
         with runtime.library_prints_hidden(), temporary_root("pipeline-beam-") if beam else nullcontext():
             builder = _builder(cfg)
             builder.download_and_prepare(**(beam or {}))
+        try:
+            infos = [builder.info.splits[split] for split in splits]
+        except (ValueError, AssertionError) as exc:  # TFDS's word on a split it cannot parse or does not have
+            raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
         if not read:
-            return [builder.info.splits[split] for split in splits], builder.info  # the split specs checked
-        for split in splits:
-            if not builder.info.splits[split].num_examples:
+            return infos, builder.info  # the split specs checked
+        for split, info in zip(splits, infos):
+            if not info.num_examples:
                 total = sum(info.num_examples for info in builder.info.splits.values())
                 raise DataError(f"The split {split!r} holds none of the {total} examples: too few to split into "
                                 "train, validation and test (`data.splits`)")
@@ -205,8 +209,6 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
         raise DataError(unknown_dataset(cfg)) from None
     except PipelineError as exc:  # a builder's own error, which TFDS prefixes with "Failed to construct ...": drop that
         raise type(exc)(exc.message) from None
-    except (ValueError, AssertionError) as exc:
-        raise DataError(f"Invalid `data.splits` {splits}: {str(exc).splitlines()[0]}") from None
     named_columns(cfg, [name for name in info.features if name != series.ROW], info.name)  # not the builder's own
     if time_split and np.dtype(info.features[time_split.column].np_dtype).kind not in "iuf":
         raise DataError(f"Invalid `data.time_split.column`: {time_split.column!r} holds text, not times; it must hold "

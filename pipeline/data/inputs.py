@@ -27,6 +27,21 @@ def is_parquet(path: Path) -> bool:
     return path.suffix.lower() == ".parquet"
 
 
+def parquet_metadata(path: Path):
+    """The footer of the Parquet file ``path`` (its row count and schema), read without its rows.
+
+    Raises:
+        DataError: the file is no Parquet file, or a damaged one (a shard cut short by a failed copy).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
 def _is_table(path: Path) -> bool:
     name = path.name.lower()
     return not name.startswith(".") and name.endswith((".csv", ".tsv", ".parquet"))
@@ -82,10 +97,8 @@ def fingerprint(files: list[Path]) -> str:
 
 def estimate_rows(files: list[Path]) -> int:
     """Rows in the input: Parquet's metadata, or the CSV bytes over the first chunk's bytes per row."""
-    import pyarrow.parquet as pq
-
     if is_parquet(files[0]):
-        return sum(pq.read_metadata(f).num_rows for f in files)
+        return sum(parquet_metadata(f).num_rows for f in files)
     size = sum(f.stat().st_size for f in files)
     with open(files[0], "rb") as handle:
         head = handle.read(HEAD_BYTES)
