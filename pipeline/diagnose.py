@@ -14,7 +14,8 @@ task's metric and returns a verdict, the numbers behind it and advice:
 - ``no skill`` (forecasting, before all of the above): the model's test error is not below
   the best baseline's beyond noise: the 95% interval of their ratio reaches 1 (forecast.py);
 - ``baseline wins`` (other tasks, before all of the above): a classical baseline's test error
-  is below the model's beyond noise: the interval of their ratio lies above 1 (baselines.py).
+  is below the model's beyond noise and by more than ``TIE``: the interval of their ratio lies
+  above 1 + TIE (baselines.py).
 
 The thresholds below are the definitions; tests pin each verdict on curves
 built to show it and on real runs made to overfit and to underfit.
@@ -34,6 +35,8 @@ GAP_LIMIT = 0.25  # ...or a final gap (val - train) above this share of the vali
 GAP_EPOCHS = 5  # ...over at least this many epochs: Keras averages the training loss over each epoch, so while
 # the loss still falls fast it lags validation's end-of-epoch figure, and the gap of any model's first epochs widens
 STILL_FALLING = 0.02  # share of the run's whole fall in validation loss made in its last fifth: not converged
+TIE = 0.01  # a baseline surely ahead by less than this share of the model's error only ties with it: on a million
+# rows a lead of 0.1% is beyond noise, yet no reason to serve the baseline instead (forecast.min_skill, the other way)
 SPARSE = 1e-3  # |weight| below this counts as zero in sparsity figures (studies, run reports)
 # Baselines that fit curvature and interactions: a model that matches one is at what the labels allow.
 FLEXIBLE = ("gradient_boosting",)
@@ -126,7 +129,8 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
 
 
 def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
-    """``curves`` turned into ``baseline wins`` when the best baseline's error is below the model's beyond noise.
+    """``curves`` turned into ``baseline wins`` when the best baseline's error is below the model's beyond noise
+    and by more than TIE.
 
     An underfitting, overfitting or unconverged model keeps that verdict (its advice is the more useful:
     a model still improving when its epochs ran out is not one to shrink), with
@@ -137,7 +141,7 @@ def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
     if "skill.ratio_low" not in test:
         return curves
     best, evidence, said = _skill_evidence(curves, test)
-    if test["skill.ratio_low"] <= 1.0:
+    if test["skill.ratio_low"] <= 1.0 + TIE:
         flexible = next((n for n in FLEXIBLE if any(k.startswith(f"baseline.{n}.") for k in test)), None)
         if curves.verdict == "underfitting" and flexible:
             ceiling = (f"but {flexible.replace('_', ' ')}, fitted on the same rows, does no better (against the "

@@ -88,6 +88,9 @@ def test_the_verdict_names_a_winning_baseline_and_keeps_under_overfitting_and_no
         assert kept.verdict == verdict and "linear baseline beats the model" in kept.reasons[-1]
         assert kept.advice[0] == "curve advice" and "baseline" in kept.advice[-1]
     assert _said("good fit", 0.95).verdict == "good fit"  # within noise of the baseline: no verdict of its own
+    # Surely behind, but by under 1% of the error (a million test rows tell 0.1% apart): a tie, not a loss.
+    tie = _said("good fit", 1.005)
+    assert tie.verdict == "good fit" and tie.reasons[-1].startswith("against the baselines: test error 1.105x")
     assert _said("underfitting", 0.95).verdict == "underfitting"  # a linear model's match says nothing of capacity
 
 
