@@ -53,12 +53,19 @@ def progress(items, total: int, what: str, unit: str, size=lambda item: 1, every
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            ProgressColumn,
             TextColumn,
             TimeRemainingColumn,
         )
+        from rich.text import Text
 
-        columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(),
-                   TextColumn(f"{{task.speed:,.0f}} {unit}/s"), TimeRemainingColumn())
+        class Rate(ProgressColumn):
+            """Units a second, once rich has measured any (its ``task.speed`` is None until then)."""
+
+            def render(self, task) -> Text:
+                return Text(f"{'?' if task.speed is None else f'{task.speed:,.0f}'} {unit}/s")
+
+        columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn())
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task(what, total=total)
             for item in items:

@@ -564,6 +564,26 @@ def test_a_long_preparation_logs_its_progress_rate_and_time_left_where_no_termin
     assert written and written[-1].startswith("writing shards: 100 of about 100 rows (")
 
 
+def test_on_a_terminal_the_progress_is_a_bar_with_its_rate_unknown_until_measured():
+    """What a user at a terminal sees (a pseudo-terminal here): rich's bar, drawn before the first item too,
+    when no rate is known yet (it crashed there, so every preparation at a terminal did)."""
+    import os
+    import pty
+
+    try:
+        master, terminal = pty.openpty()
+    except OSError:
+        pytest.skip("no pseudo-terminal on this machine")
+    code = "from pipeline.text import progress; print(sum(progress(iter([3, 4]), 10, 'preparing', 'rows', lambda n: n)))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal, text=True,
+                          timeout=60)
+    os.close(terminal)
+    drawn = os.read(master, 1 << 16).decode(errors="replace")
+    os.close(master)
+    assert proc.returncode == 0 and proc.stdout == "7\n", drawn[-2000:]
+    assert "preparing" in drawn and "? rows/s" in drawn and "7/10" in drawn
+
+
 def test_rows_serialize_to_the_bytes_protobuf_and_tensorflows_record_writer_give(tmp_path):
     """The bulk encoder writes protobuf's wire format itself: it must agree with protobuf on every edge."""
     import pyarrow as pa
