@@ -25,6 +25,7 @@ class Metric:
     direction: str  # "max" or "min"
     keras: Callable  # name -> a keras.metrics.Metric
     numpy: Callable  # (y_true, y_pred) -> float, on the label's own scale
+    share: bool = False  # a share of examples (0 to 1): two of them differ by points, not by a percentage
 
 
 def _accuracy(name):
@@ -56,19 +57,30 @@ def _sk(name: str):
 
 
 METRICS = {
-    "accuracy": Metric("max", _accuracy, _sk("accuracy_score")),
+    "accuracy": Metric("max", _accuracy, _sk("accuracy_score"), share=True),
     "rmse": Metric("min", _rmse, _sk("root_mean_squared_error")),
     "mae": Metric("min", _mae, _sk("mean_absolute_error")),
     # Ranking figures the recommender family computes itself (models/recommender.py): direction only.
-    "recall": Metric("max", None, None),
-    "ndcg": Metric("max", None, None),
+    "recall": Metric("max", None, None, share=True),
+    "ndcg": Metric("max", None, None, share=True),
     # Forecasting figures (pipeline/forecast.py computes them beside its baselines): direction only.
     "mase": Metric("min", None, None),
     "smape": Metric("min", None, None),
-    "directional_accuracy": Metric("max", None, None),
+    "directional_accuracy": Metric("max", None, None, share=True),
 }
 # Names a metric is logged under: val_accuracy, test_rmse, challenger_mae, best_val_accuracy, rmse_log ...
 _PREFIXES = ("best_", "challenger_", "champion_", "test_", "val_")
+
+
+def metric_of(name: str) -> Metric | None:
+    """The metric (or loss) a logged name is a figure of: val_accuracy, test_rmse_log, best_val_loss; None if none."""
+    base = name
+    while base.startswith(_PREFIXES):
+        base = base.split("_", 1)[1]
+    for known, metric in {"loss": Metric("min", None, None), **METRICS}.items():
+        if base == known or base.startswith(known + "_"):
+            return metric
+    return None
 
 
 def direction(name: str) -> str:
@@ -77,12 +89,8 @@ def direction(name: str) -> str:
     Raises:
         ConfigError: the name is no loss and no metric of any task.
     """
-    base = name
-    while base.startswith(_PREFIXES):
-        base = base.split("_", 1)[1]
-    for known, metric in {"loss": Metric("min", None, None), **METRICS}.items():
-        if base == known or base.startswith(known + "_"):
-            return metric.direction
+    if metric := metric_of(name):
+        return metric.direction
     raise ConfigError(f"Unknown metric {name!r}: expected loss or one of {', '.join(METRICS)} "
                       "(optionally prefixed val_ or test_)")
 

@@ -335,3 +335,12 @@ def test_the_skill_interval_resamples_blocks_of_examples_the_same_for_every_base
                    horizon=12)
     figures = skill(short, resamples=200, seed=3)
     assert figures["skill.ratio_low"] < figures["skill.ratio"] < figures["skill.ratio_high"]  # not a width of 0
+
+
+def test_the_summary_sets_a_share_beside_a_baselines_in_points_and_an_error_in_percent():
+    from pipeline.report.summary import _beside_baselines
+
+    said = _beside_baselines({"test_accuracy": 0.9777, "baseline.majority.accuracy": 0.078,
+                              "test_rmse": 0.3, "baseline.mean.rmse": 2.5})
+    assert said == {"majority": "accuracy 0.0780 (model 0.9777, +90.0 points)",  # not +1153.5%
+                    "mean": "rmse 2.5000 (model 0.3000, -88.0%)"}
