@@ -90,6 +90,34 @@ def test_a_folder_a_glob_and_parquet_shards_prepare_exactly_the_rows_of_one_file
         assert examples(config(tmp_path, path)) == expected, path
 
 
+def test_a_compressed_csv_and_a_folder_of_compressed_shards_prepare_exactly_the_rows_of_the_plain_file(
+        tmp_path, small_shards):
+    """Databases and buckets export tables compressed (``data.csv.gz``): read as a stream, decompressed on the way;
+    a bad row is named by its line, a file cut short by its path."""
+    from pipeline.data import dataset
+
+    frame = table()
+    expected = sorted((r.area, r.rooms, r.city, r.kind) for r in frame.itertuples())
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        frame.iloc[rows].to_csv(folder / f"part-{i}.csv.gz", index=False)  # pandas compresses by the name's end
+    for compression in ("gz", "bz2", "xz"):
+        frame.to_csv(tmp_path / f"all.csv.{compression}", index=False)
+    for path in [*(tmp_path / f"all.csv.{c}" for c in ("gz", "bz2", "xz")), folder]:
+        assert examples(config(tmp_path, path)) == expected, path
+
+    frame = frame.astype({"area": object})
+    frame.loc[250, "area"] = "abc"
+    frame.to_csv(tmp_path / "bad.csv.gz", index=False)
+    with pytest.raises(DataError, match=r"bad\.csv\.gz: line 252, column 'area': 'abc' is not a number"):
+        dataset.prepare(config(tmp_path, tmp_path / "bad.csv.gz"))
+    whole = (tmp_path / "all.csv.gz").read_bytes()
+    (tmp_path / "cut.csv.gz").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(DataError, match=r"^Cannot read \S+cut\.csv\.gz: Compressed file ended before the end"):
+        dataset.prepare(config(tmp_path, tmp_path / "cut.csv.gz"))
+
+
 def test_rows_are_shuffled_into_shards_so_every_split_slice_is_a_random_share(tmp_path, small_shards):
     from pipeline.data import dataset
 

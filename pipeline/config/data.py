@@ -56,7 +56,8 @@ class DataConfig(Section):
 
     dataset: str = Field("digits", description="TFDS builder name (digits, ames_housing, movielens_small, csv, image_folder, or any prepared dataset).")
     data_dir: str | None = Field(None, description="TFDS data_dir; default <workdir>/tfds.")
-    path: str | None = Field(None, description="csv: a .csv or .parquet file; image_folder: a folder with one subfolder per class.")
+    path: str | None = Field(None, description="csv: a .csv (also .csv.gz, .bz2, .xz) or .parquet file, a glob or a folder of them; "
+                                   "image_folder: a folder with one subfolder per class.")
     splits: SplitsConfig = SplitsConfig()
     time_split: TimeSplitConfig | None = None
     columns: list[str] | None = Field(None, description="Dataset features the model sees; default every feature but the label.")

@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data.inputs import is_parquet, parquet_metadata
+from pipeline.data.inputs import UNREADABLE, cannot_read, is_parquet, open_text, parquet_metadata
 from pipeline.data.spec import input_name
 from pipeline.errors import DataError
 from pipeline.text import among, listed
@@ -147,7 +147,7 @@ def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
     """Rows under the header, counted up to ``at_most`` (Parquet: from its metadata)."""
     if is_parquet(path):
         return min(parquet_metadata(path).num_rows, at_most)
-    with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+    with open_text(path, dialect.codec) as handle:
         rows = dialect.reader(handle)
         next(rows, None)
         return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
@@ -159,7 +159,7 @@ def checked_header(path: Path, dialect: Dialect) -> list[str]:
     if not columns:
         raise DataError(f"{path}: the file is empty: no header line naming its columns")
     other = next((c for c in ",;\t|" if c in columns[0]), None) if len(columns) == 1 else None
-    if other and path.suffix.lower() != ".parquet":
+    if other and not is_parquet(path):
         spelt = "tab" if other == "\t" else repr(other)
         raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: its fields are separated by "
                         f"{spelt}, not {dialect.delimiter!r} (set `data.delimiter: {spelt}`)")
@@ -185,7 +185,7 @@ def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
     if is_parquet(path):
         return list(parquet_metadata(path).schema.to_arrow_schema().names)
     try:
-        with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+        with open_text(path, dialect.codec) as handle:
             return next(dialect.reader(handle), [])
-    except OSError as exc:
-        raise DataError(f"Cannot read {path}: {exc.strerror}") from None
+    except UNREADABLE as exc:
+        raise cannot_read(path, exc) from None

@@ -3,14 +3,22 @@
 - ``input_files(path)``: a file, a glob (``data/*.csv``) or a folder of shards, in a stable order;
 - ``fingerprint(files)``: a digest that changes when the input does, read as a stream;
 - ``estimate_rows(files)``: for the progress bar and the count of shards, before the stream is read;
-- ``read_ahead(items)``: the stream of chunks (data/sources.py) produced on a thread ahead of its reader.
+- ``read_ahead(items)``: the stream of chunks (data/sources.py) produced on a thread ahead of its reader;
+- ``open_bytes(path)``, ``open_text(path, codec)``: a CSV's contents, decompressed when its name ends ``.gz``,
+  ``.bz2`` or ``.xz`` (databases and buckets export tables so).
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import glob
+import gzip
 import hashlib
+import io
+import lzma
 import math
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +29,19 @@ from pipeline.errors import DataError
 FULL_HASH_BYTES = 1 << 30  # larger inputs are fingerprinted by size, time and sampled blocks
 SAMPLED_BLOCKS, BLOCK = 16, 1 << 16
 HEAD_BYTES = 8 << 20  # CSV read to estimate the bytes per row
+TABLES = (".csv", ".tsv", ".parquet")
+# A CSV's compression by its name's end (data.csv.gz), each read as a stream over the open file.
+DECOMPRESSORS = {".gz": lambda raw: gzip.GzipFile(fileobj=raw), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+UNREADABLE = (OSError, EOFError, lzma.LZMAError, zlib.error)  # a file gone, or compressed and damaged or cut short
 
 
 def is_parquet(path: Path) -> bool:
     return path.suffix.lower() == ".parquet"
+
+
+def cannot_read(path: Path, exc: Exception) -> DataError:
+    """One line for an ``UNREADABLE`` error of ``path``: the system's reason, or the decompressor's."""
+    return DataError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def parquet_metadata(path: Path):
@@ -44,7 +61,26 @@ def parquet_metadata(path: Path):
 
 def _is_table(path: Path) -> bool:
     name = path.name.lower()
-    return not name.startswith(".") and name.endswith((".csv", ".tsv", ".parquet"))
+    name = name.removesuffix(path.suffix.lower()) if path.suffix.lower() in DECOMPRESSORS else name
+    return not name.startswith(".") and name.endswith(TABLES)
+
+
+@contextlib.contextmanager
+def open_bytes(path: Path, raw=None):
+    """``path``'s bytes, decompressed as its name's end says (``.gz``, ``.bz2``, ``.xz``); ``raw``: the file,
+    opened already (the caller's to close), where the caller also asks how far into it the stream has read."""
+    with contextlib.ExitStack() as stack:
+        raw = raw or stack.enter_context(open(path, "rb"))
+        decompress = DECOMPRESSORS.get(path.suffix.lower())
+        yield stack.enter_context(decompress(raw)) if decompress else raw
+
+
+@contextlib.contextmanager
+def open_text(path: Path, codec: str):
+    """``path`` as text in ``codec`` (decompressed as ``open_bytes``), for Python's csv reader: undecodable bytes
+    replaced, line breaks inside quoted values kept as they are."""
+    with open_bytes(path) as stream, io.TextIOWrapper(stream, encoding=codec, errors="replace", newline="") as text:
+        yield text
 
 
 def input_files(path: str) -> list[Path]:
@@ -56,7 +92,7 @@ def input_files(path: str) -> list[Path]:
     given = Path(path)
     if given.is_dir():
         files = sorted(p for p in given.rglob("*") if p.is_file() and _is_table(p))
-        where = f"folder {path} holds no .csv, .tsv or .parquet files"
+        where = f"folder {path} holds no .csv, .tsv or .parquet files (a CSV may be compressed: .csv.gz, .bz2, .xz)"
     elif any(c in path for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
         where = f"no file matches {path}"
@@ -100,10 +136,11 @@ def estimate_rows(files: list[Path]) -> int:
     if is_parquet(files[0]):
         return sum(parquet_metadata(f).num_rows for f in files)
     size = sum(f.stat().st_size for f in files)
-    with open(files[0], "rb") as handle:
+    with open(files[0], "rb") as raw, open_bytes(files[0], raw) as handle:
         head = handle.read(HEAD_BYTES)
+        stored = raw.tell() if files[0].suffix.lower() in DECOMPRESSORS else len(head)  # compressed: bytes read so far
     lines = max(head.count(b"\n"), 1)
-    return math.ceil(size / (len(head) / lines))
+    return math.ceil(size / (max(stored, 1) / lines))
 
 
 def read_ahead(items: Iterator, depth: int = 2) -> Iterator:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.checks import Dialect
+from pipeline.data.inputs import open_bytes, open_text
 from pipeline.errors import DataError
 
 
@@ -20,7 +21,7 @@ def line_of(path: Path, record: int, dialect: Dialect) -> int:
     """
     import csv
 
-    with open(path, "rb") as handle:
+    with open_bytes(path) as handle:
         counted = 0  # line breaks before the row: the header's and one a row
         while counted <= record and b'"' not in (block := handle.read(1 << 20)) and block:
             counted += block.count(b"\n")
@@ -28,7 +29,7 @@ def line_of(path: Path, record: int, dialect: Dialect) -> int:
             return record + 2
     limit = csv.field_size_limit(2**31 - 1)
     try:
-        with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+        with open_text(path, dialect.codec) as handle:
             reader = dialect.reader(handle)
             next(reader, None)
             for _ in range(record):
@@ -46,7 +47,7 @@ def long_row(path: Path, dialect: Dialect, block: int) -> DataError:
     limit = csv.field_size_limit(block)
     start = 1
     try:
-        with open(path, newline="", encoding=dialect.codec, errors="replace") as handle:
+        with open_text(path, dialect.codec) as handle:
             reader = dialect.reader(handle)
             for _ in reader:
                 start = reader.line_num + 1
@@ -62,7 +63,7 @@ def not_text(path: Path, columns: list[str], dialect: Dialect) -> DataError:
     """The first line of ``path`` that is not text in the dialect's encoding, and its column, found line by line."""
     encoding = dialect.encoding
 
-    with open(path, "rb") as handle:
+    with open_bytes(path) as handle:
         for number, line in enumerate(handle, 1):
             try:
                 line.decode(encoding)

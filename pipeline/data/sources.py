@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline.data import cells, lines
 from pipeline.data.checks import PLAIN, Dialect, checked_header, same_columns
-from pipeline.data.inputs import is_parquet
+from pipeline.data.inputs import UNREADABLE, is_parquet, open_bytes
 from pipeline.errors import DataError
 from pipeline.text import among
 
@@ -244,7 +244,7 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
             yield from pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS)
             return
         # A Python file, read block by block: given a path, pyarrow reads the whole file ahead of the parser.
-        with open(path, "rb") as handle:
+        with open_bytes(path) as handle:
             yield from pacsv.open_csv(
                 handle,
                 read_options=pacsv.ReadOptions(block_size=block or CHUNK_BYTES, use_threads=False,
@@ -260,7 +260,7 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
             )
     except UnicodeDecodeError:  # by the codec of data.encoding, converting to UTF-8 for pyarrow
         raise lines.not_text(path, columns, dialect) from None
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, *UNREADABLE) as exc:
         if ragged.rows and not ragged.skip:
             raise ragged.error() from None
         if "invalid UTF8" in str(exc):
