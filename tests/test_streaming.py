@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gzip
 import subprocess
 import sys
 import time
@@ -116,6 +117,29 @@ def test_a_compressed_csv_and_a_folder_of_compressed_shards_prepare_exactly_the_
     (tmp_path / "cut.csv.gz").write_bytes(whole[:len(whole) // 2])
     with pytest.raises(DataError, match=r"^Cannot read \S+cut\.csv\.gz: Compressed file ended before the end"):
         dataset.prepare(config(tmp_path, tmp_path / "cut.csv.gz"))
+
+
+def _zipped(path, name: str, text: str) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(name, text)
+
+
+@pytest.mark.parametrize("name,write,message", [
+    ("sales.xlsx", lambda frame, path: _zipped(path, "xl/workbook.xml", "<workbook/>"),
+     r"sales\.xlsx: no CSV but a zip archive \(an Excel workbook is one\): save the sheet as CSV"),
+    ("table.csv", lambda frame, path: frame.to_parquet(path), r"table\.csv: no CSV but a Parquet file: name it \.parquet"),
+    ("table.csv", lambda frame, path: path.write_bytes(gzip.compress(frame.to_csv().encode())),
+     r"table\.csv: no CSV but gzip-compressed: name it \.gz"),
+])
+def test_a_file_that_is_no_csv_is_named_for_what_it_is_before_any_work(tmp_path, name, write, message):
+    """Told apart by content, not by name: a CSV may be named .txt or .dat, and a workbook may be named anything."""
+    from pipeline.data.checks import check
+
+    write(table(), tmp_path / name)
+    with pytest.raises(DataError, match=f"^\\S*{message}"):
+        check(config(tmp_path, tmp_path / name))  # what the command runs before it imports TensorFlow
 
 
 def test_rows_are_shuffled_into_shards_so_every_split_slice_is_a_random_share(tmp_path, small_shards):

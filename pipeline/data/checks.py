@@ -13,7 +13,14 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.data.inputs import UNREADABLE, cannot_read, is_parquet, open_text, parquet_metadata
+from pipeline.data.inputs import (
+    UNREADABLE,
+    cannot_read,
+    is_parquet,
+    open_bytes,
+    open_text,
+    parquet_metadata,
+)
 from pipeline.data.spec import input_name
 from pipeline.errors import DataError
 from pipeline.text import among, listed
@@ -180,11 +187,26 @@ def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) 
                     "same columns")
 
 
+# Files that are no text, by their first bytes, and what to do with each (a CSV is read by its contents, whatever
+# its name: .txt and .dat exports are CSV too, so these are told apart by content).
+NOT_TEXT = {
+    b"PK\x03\x04": "a zip archive (an Excel workbook is one): save the sheet as CSV, or take the CSV out of the archive",
+    b"PAR1": "a Parquet file: name it .parquet",
+    b"\x1f\x8b": "gzip-compressed: name it .gz (a CSV is decompressed as it is read)",
+    b"BZh": "bzip2-compressed: name it .bz2 (a CSV is decompressed as it is read)",
+    b"\xfd7zXZ\x00": "xz-compressed: name it .xz (a CSV is decompressed as it is read)",
+}
+
+
 def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
     """A table's column names, from its first line (CSV) or its schema (Parquet), without reading the rows."""
     if is_parquet(path):
         return list(parquet_metadata(path).schema.to_arrow_schema().names)
     try:
+        with open_bytes(path) as handle:
+            start = handle.read(8)
+        if what := next((why for magic, why in NOT_TEXT.items() if start.startswith(magic)), None):
+            raise DataError(f"{path}: no CSV but {what}")
         with open_text(path, dialect.codec) as handle:
             return next(dialect.reader(handle), [])
     except UNREADABLE as exc:
