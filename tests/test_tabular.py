@@ -296,11 +296,15 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     frame["sold"] = [f"{1 + i % 28:02d}.{1 + i % 12:02d}.2024" for i in range(200)]  # a German spreadsheet's dates
     frame["fee"] = [f"${1000 + 7 * (i % 50):,}.50" for i in range(200)]  # a report's money: text, not numbers
     frame["tax"] = [f"{1000 + 7 * (i % 50):,}.25" for i in range(200)]  # digits grouped: data.thousands reads them
+    frame["grade"] = ["Good", "good ", "poor"] * 66 + ["poor"] * 2  # typed by hand: one word two ways
     frame.to_csv(path, index=False)
     notes = stats.column_notes(dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path))))
-    assert len(notes) == 7, notes  # not area, rooms or city
-    row, serial, site, unused, sold, fee, tax = (next(n for n in notes if n.startswith(f"column '{c}'"))
-                                                 for c in ("row", "serial", "site", "unused", "sold", "fee", "tax"))
+    assert len(notes) == 8, notes  # not area, rooms or city
+    row, serial, site, unused, sold, fee, tax, grade = (
+        next(n for n in notes if n.startswith(f"column '{c}'"))
+        for c in ("row", "serial", "site", "unused", "sold", "fee", "tax", "grade"))
+    assert grade == ("column 'grade' holds values that differ only in case or spaces ('Good', 'good'): each is a "
+                     "category of its own; write them alike in the file to train them as one")
     assert re.fullmatch(r"column 'fee' holds numbers written as \$1,\d{3}\.50: as text each value is a category; "
                         r"write plain numbers \(1234\.5\) to train on them as numbers", fee)
     assert re.fullmatch(r"column 'tax' holds numbers written as 1,\d{3}\.25: .*say how the file groups digits "
@@ -319,7 +323,7 @@ def test_a_row_number_an_id_and_a_constant_column_are_noted_and_data_exclude_lea
     assert any(n.startswith("column 'row'") and "in each of the 50 training rows read" in n for n in sampled), sampled
 
     kept = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path,
-                                                                                  "data.exclude=[row, serial, site, unused, sold, fee, tax]")))
+                                                                                  "data.exclude=[row, serial, site, unused, sold, fee, tax, grade]")))
     assert [f.name for f in kept.spec.features] == ["area", "rooms", "city"] and not stats.column_notes(kept)
     with pytest.raises(DataError, match=r"^Invalid `data.exclude`: 'serail' is not a feature of csv; it has row, "):
         dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, path, "data.exclude=[serail]")))
@@ -741,6 +745,22 @@ def test_a_log_target_over_labels_at_or_below_zero_is_refused_at_data_time(tmp_p
     monkeypatch.setattr(columns, "MAX_STAT_ROWS", 50)
     with pytest.raises(DataError, match=r"has \d+ at or below 0 in the training split's first 50 rows \(min 0\)"):
         dataset.load(cfg)
+
+
+def test_a_label_of_classes_typed_two_ways_is_noted(tmp_path, tfds_dir):
+    """'Yes' and 'yes' are two classes to the model, which is then scored on telling them apart."""
+    from pipeline.data import dataset, stats
+
+    path = write_houses(tmp_path / "houses.csv")
+    frame = pd.read_csv(path)
+    frame["sold"] = np.where(frame.price > frame.price.median(), "Yes", "no")
+    frame.loc[::5, "sold"] = "yes"
+    frame.to_csv(path, index=False)
+    data = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(
+        tmp_path, tfds_dir, path, "data.label_key=sold", "data.exclude=[price]")))
+    assert data.spec.class_names == ["Yes", "no", "yes"]
+    assert "label `sold` has classes that differ only in case or spaces ('Yes', 'yes'): each is a class of its " \
+           "own, and the model is scored on telling them apart; write them alike in the file" in stats.column_notes(data)
 
 
 def test_a_number_label_of_a_few_whole_values_says_how_to_make_it_classes(tmp_path, tfds_dir):

@@ -50,7 +50,8 @@ def column_notes(data, labels=None) -> list[str]:
     """Training columns that cannot teach the model anything: empty, one value throughout, or a new value in every row
     (a row number, an id: a model can only memorise it, and every test row's value is unseen); text that holds
     dates in another format than ISO 8601 (categories that tomorrow's dates are not among) or numbers with
-    currency signs, percent or thousands' separators (categories, not numbers); a number label of a few whole
+    currency signs, percent or thousands' separators (categories, not numbers); categories, or a label's classes,
+    that differ only in case or spaces (one word typed two ways); a number label of a few whole
     values, or a text label of such numbers (``labels``: the training labels on their own scale, ``Task.label_values``:
     a log target's training column holds their log; default that column)."""
     notes = []
@@ -86,6 +87,12 @@ def column_notes(data, labels=None) -> list[str]:
             like = "a row id" if text else f"a row number (from {values.min()} to {values.max()})"
             notes.append(f"column {f.name!r} has a different value in each of the {seen}, like {like}: a model can "
                          f"only memorise it; {fix}")
+        elif text and distinct <= MAX_CATEGORIES and (alike := spelt_alike(set(present.tolist()))):
+            notes.append(f"column {f.name!r} holds values that differ only in case or spaces ({alike}): each is a "
+                         "category of its own; write them alike in the file to train them as one")
+    if data.spec.task == "classification" and (alike := spelt_alike(data.spec.class_names)):
+        notes.append(f"label `{data.spec.label}` has classes that differ only in case or spaces ({alike}): each is a "
+                     "class of its own, and the model is scored on telling them apart; write them alike in the file")
     label = np.asarray(data.train_columns[data.spec.label] if labels is None else labels)
     if data.spec.task == "regression" and (hint := classes_hint(label, data.spec.label)):
         notes.append(hint)
@@ -114,6 +121,16 @@ def written_numbers(spec) -> str | None:
     if spec.task != "classification":
         return None
     return cells.written_as(list(spec.class_names), cells.FORMATTED_NUMBER, plain=False)
+
+
+def spelt_alike(values) -> str | None:
+    """The first values (text or UTF-8 bytes) that are one word but for case and surrounding spaces, quoted
+    (``'Yes ', 'yes'``): a spreadsheet's hand-typed categories; None when there are none."""
+    groups: dict[str, list[str]] = {}
+    for value in sorted(_text(v) for v in values):
+        groups.setdefault(value.strip().casefold(), []).append(value)
+    alike = next((spellings for spellings in groups.values() if len(spellings) > 1), None)
+    return ", ".join(map(repr, alike[:3])) if alike else None
 
 
 def _written_as(values, pattern, plain: bool = True) -> str | None:
