@@ -344,3 +344,6 @@ def test_the_summary_sets_a_share_beside_a_baselines_in_points_and_an_error_in_p
                               "test_rmse": 0.3, "baseline.mean.rmse": 2.5})
     assert said == {"majority": "accuracy 0.0780 (model 0.9777, +90.0 points)",  # not +1153.5%
                     "mean": "rmse 2.5000 (model 0.3000, -88.0%)"}
+    tie = _beside_baselines({"test_accuracy": 0.7857142857, "baseline.linear.accuracy": 0.78571430,
+                             "test_rmse": 0.3, "baseline.linear.rmse": 0.30000001})
+    assert tie == {"linear": "accuracy 0.7857 (model 0.7857, +0.0 points); rmse 0.3000 (model 0.3000, +0.0%)"}

@@ -53,10 +53,11 @@ def _beside_baselines(metrics: dict) -> dict[str, str]:
             if len(lines.get(name, [])) == 2:
                 continue
             model = metrics[f"test_{figure}"]
+            # Rounded first: a tie reads +0.0, not -0.0 (float32 figures differ in their last bits).
             if getattr(metric_of(figure), "share", False):  # 0.078 -> 0.978 is 90 points, not +1,154%
-                change = f", {100 * (model - value):+.1f} points"
+                change = f", {round(100 * (model - value), 1) + 0.0:+.1f} points"
             else:
-                change = f", {model / value - 1:+.1%}" if value else ""
+                change = f", {round(model / value - 1, 3) + 0.0:+.1%}" if value else ""
             lines.setdefault(name, []).append(f"{figure} {value:.4f} (model {model:.4f}{change})")
     for name, parts in lines.items():
         if f"skill.vs_{name}" in metrics:
