@@ -40,8 +40,8 @@ def is_parquet(path: Path) -> bool:
 
 
 def cannot_read(path: Path, exc: Exception) -> DataError:
-    """One line for an ``UNREADABLE`` error of ``path``: the system's reason, or the decompressor's."""
-    return DataError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+    """One line for an error reading ``path``: the system's reason, or the first line of the reader's."""
+    return DataError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or str(exc).splitlines()[0]}")
 
 
 def parquet_metadata(path: Path):
@@ -56,7 +56,7 @@ def parquet_metadata(path: Path):
     try:
         return pq.read_metadata(path)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise cannot_read(path, exc) from None
 
 
 def _is_table(path: Path) -> bool:

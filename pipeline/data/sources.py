@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pipeline.data import cells, lines
 from pipeline.data.checks import PLAIN, Dialect, checked_header, same_columns
-from pipeline.data.inputs import UNREADABLE, is_parquet, open_bytes
+from pipeline.data.inputs import UNREADABLE, cannot_read, is_parquet, open_bytes
 from pipeline.errors import DataError
 from pipeline.text import among
 
@@ -269,7 +269,7 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
             raise _NotNumbers() from None
         if "straddling object" in str(exc):  # pyarrow's advice (a larger block) is no knob of ours
             raise lines.long_row(path, dialect, CHUNK_BYTES) from None
-        raise DataError(f"Cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise cannot_read(path, exc) from None
 
 
 def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
