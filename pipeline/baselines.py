@@ -168,12 +168,19 @@ def _first_batches(batches, rows: int):
 
 
 def _train_rows(cfg, data):
-    """Training features and labels: the statistics' columns, plus raw images when the pixel baseline may run."""
+    """Training features and labels: the statistics' columns, plus raw images when the pixel baseline may run.
+
+    Images come in as many as MAX_PIXELS hold (a folder of 100,000 pictures gives its first few thousand):
+    the baseline on a sample, not none at all.
+    """
     spec, limit = data.spec, cfg.train.baselines_rows
+    images = [f for f in spec.features if f.kind == "image"]
+    pixels = sum(int(np.prod(f.shape)) for f in images)
+    if pixels and MAX_PIXELS >= pixels:
+        limit = min(limit, MAX_PIXELS // pixels)
     columns = {n: np.asarray(v)[:limit] for n, v in data.train_columns.items()}
     labels = columns.pop(spec.label)
-    images = [f for f in spec.features if f.kind == "image"]
-    if images and len(labels) * sum(int(np.prod(f.shape)) for f in images) <= MAX_PIXELS:
+    if images and len(labels) * pixels <= MAX_PIXELS:
         from pipeline.data.dataset import training_images
 
         columns.update(training_images(cfg, [f.name for f in images], len(labels)))

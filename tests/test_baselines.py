@@ -181,6 +181,17 @@ def test_an_empty_column_is_left_out_of_the_baselines_design_and_boosting_still_
             Design(spec, {"area": columns["unused"], "unused": columns["unused"]}, images=images)
 
 
+def test_the_pixel_baseline_takes_as_many_images_as_its_pixel_budget_holds_not_none(trained, monkeypatch):
+    """A folder of 100,000 pictures is over the budget whole: the linear model on pixels fits its first images."""
+    from pipeline import baselines
+    from pipeline.data import dataset
+
+    cfg, _ = trained
+    monkeypatch.setattr(baselines, "MAX_PIXELS", 100 * 64)  # a hundred of digits' 8x8 images
+    columns, labels = baselines._train_rows(cfg, dataset.load(cfg))
+    assert len(labels) == 100 and columns["image"].shape == (100, 8, 8, 1)
+
+
 @pytest.mark.parametrize("kinds, chosen", [
     (("audio",), ["majority"]),  # no note on every speech run: a waveform is no design for either model
     (("image",), ["majority", "linear"]),  # pixels, but no table for boosting
