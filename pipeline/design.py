@@ -46,7 +46,7 @@ class Design:
                 self.parts.append((f.name, "categorical", values[np.argsort(-counts)][:MAX_CATEGORIES]))
         if not self.parts:  # chosen for its kinds: images over the pixel limit, or empty columns, are left out
             raise ValueError(f"every feature column is empty in the training rows ({', '.join(empty)})" if empty else
-                             f"the training images hold more than {MAX_PIXELS:,} pixels: lower train.baselines_rows to fit them")
+                             f"one training image holds more than {MAX_PIXELS:,} pixels, the most the linear model on pixels takes")
         self.one_hot = any(kind == "categorical" for _, kind, _ in self.parts)
 
     def __call__(self, rows: dict) -> np.ndarray:
