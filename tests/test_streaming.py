@@ -6,6 +6,7 @@ hundred rows cross the same boundaries a hundred million would.
 
 from __future__ import annotations
 
+import bz2
 import errno
 import functools
 import gzip
@@ -132,6 +133,8 @@ def _zipped(path, name: str, text: str) -> None:
     ("table.csv", lambda frame, path: frame.to_parquet(path), r"table\.csv: no CSV but a Parquet file: name it \.parquet"),
     ("table.csv", lambda frame, path: path.write_bytes(gzip.compress(frame.to_csv().encode())),
      r"table\.csv: no CSV but gzip-compressed: name it \.gz"),
+    ("table.csv", lambda frame, path: path.write_bytes(bz2.compress(frame.to_csv().encode())),
+     r"table\.csv: no CSV but bzip2-compressed: name it \.bz2"),
 ])
 def test_a_file_that_is_no_csv_is_named_for_what_it_is_before_any_work(tmp_path, name, write, message):
     """Told apart by content, not by name: a CSV may be named .txt or .dat, and a workbook may be named anything."""
@@ -140,6 +143,13 @@ def test_a_file_that_is_no_csv_is_named_for_what_it_is_before_any_work(tmp_path,
     write(table(), tmp_path / name)
     with pytest.raises(DataError, match=f"^\\S*{message}"):
         check(config(tmp_path, tmp_path / name))  # what the command runs before it imports TensorFlow
+
+
+def test_a_csv_whose_header_begins_as_a_signature_does_is_read_as_a_csv(tmp_path):
+    from pipeline.data.checks import header
+
+    (tmp_path / "params.csv").write_text("PAR1,PAR2,BZh91AY,kind\n1,2,3,flat\n")
+    assert header(tmp_path / "params.csv") == ["PAR1", "PAR2", "BZh91AY", "kind"]
 
 
 def test_rows_are_shuffled_into_shards_so_every_split_slice_is_a_random_share(tmp_path, small_shards):

@@ -10,6 +10,7 @@ check the same again (they are also reached without this).
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,12 +190,13 @@ def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) 
 
 # Files that are no text, by their first bytes, and what to do with each (a CSV is read by its contents, whatever
 # its name: .txt and .dat exports are CSV too, so these are told apart by content).
+# Each signature long enough that no CSV begins so (a header of PAR1,PAR2 is text: Parquet's is followed by binary).
 NOT_TEXT = {
-    b"PK\x03\x04": "a zip archive (an Excel workbook is one): save the sheet as CSV, or take the CSV out of the archive",
-    b"PAR1": "a Parquet file: name it .parquet",
-    b"\x1f\x8b": "gzip-compressed: name it .gz (a CSV is decompressed as it is read)",
-    b"BZh": "bzip2-compressed: name it .bz2 (a CSV is decompressed as it is read)",
-    b"\xfd7zXZ\x00": "xz-compressed: name it .xz (a CSV is decompressed as it is read)",
+    rb"PK\x03\x04": "a zip archive (an Excel workbook is one): save the sheet as CSV, or take the CSV out of the archive",
+    rb"PAR1[\x00-\x08\x0e-\x1f]": "a Parquet file: name it .parquet",
+    rb"\x1f\x8b": "gzip-compressed: name it .gz (a CSV is decompressed as it is read)",
+    rb"BZh[1-9]1AY&SY": "bzip2-compressed: name it .bz2 (a CSV is decompressed as it is read)",
+    rb"\xfd7zXZ\x00": "xz-compressed: name it .xz (a CSV is decompressed as it is read)",
 }
 
 
@@ -204,8 +206,8 @@ def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
         return list(parquet_metadata(path).schema.to_arrow_schema().names)
     try:
         with open_bytes(path) as handle:
-            start = handle.read(8)
-        if what := next((why for magic, why in NOT_TEXT.items() if start.startswith(magic)), None):
+            start = handle.read(10)
+        if what := next((why for magic, why in NOT_TEXT.items() if re.match(magic, start)), None):
             raise DataError(f"{path}: no CSV but {what}")
         with open_text(path, dialect.codec) as handle:
             return next(dialect.reader(handle), [])
