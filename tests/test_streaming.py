@@ -120,6 +120,18 @@ def test_a_compressed_csv_and_a_folder_of_compressed_shards_prepare_exactly_the_
         dataset.prepare(config(tmp_path, tmp_path / "cut.csv.gz"))
 
 
+def test_a_tsv_file_is_read_with_tabs_unless_the_config_says_otherwise(tmp_path, small_shards):
+    frame = table()
+    expected = sorted((r.area, r.rooms, r.city, r.kind) for r in frame.itertuples())
+    for name in ("all.tsv", "all.tsv.gz"):
+        frame.to_csv(tmp_path / name, sep="\t", index=False)
+        cfg = config(tmp_path, tmp_path / name)
+        assert cfg.data.delimiter == "\t" and examples(cfg) == expected, name
+    assert config(tmp_path, f"{tmp_path}/*.tsv").data.delimiter == "\t"
+    assert config(tmp_path, tmp_path / "all.tsv", "data.delimiter=;").data.delimiter == ";"  # a given one wins
+    assert config(tmp_path, tmp_path / "all.csv").data.delimiter == ","
+
+
 def _zipped(path, name: str, text: str) -> None:
     import zipfile
 

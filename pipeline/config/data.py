@@ -8,6 +8,7 @@ encoded inside the model), ``augment`` (random layers on training examples) and
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
@@ -70,7 +71,8 @@ class DataConfig(Section):
                              "exports); Parquet text is always UTF-8.")
     delimiter: Annotated[Literal[",", ";", "\t", "|"], BeforeValidator(_tab)] = Field(
         ",", description="csv, series: the character between a CSV file's fields (';' for many European spreadsheet "
-                         "exports, tab for tab-separated files).")
+                         "exports, tab for tab-separated files); default ',', or a tab where data.path names .tsv "
+                         "files (data.tsv, data.tsv.gz, exports/*.tsv).")
     decimal: Literal["auto", ".", ","] = Field(
         "auto", description="csv, series: the decimal mark of a CSV file's numbers; auto: '.' between commas, else "
                             "the mark most numbers of the first rows take (a ';' file from a spreadsheet: ',').")
@@ -101,6 +103,15 @@ class DataConfig(Section):
     threads: PositiveInt | None = Field(
         None, description="tf.data's own thread pool; default half the CPUs (at least 1): on a CPU-only machine "
                           "the model's kernels need the rest, and contention costs more than it brings (bench/perf.py).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tab_for_tsv(cls, values):
+        """A .tsv file's fields are tab-separated: that is its delimiter unless one is given."""
+        if isinstance(values, dict) and "delimiter" not in values and isinstance(values.get("path"), str) and \
+                ".tsv" in (suffix.lower() for suffix in Path(values["path"]).suffixes):
+            return {**values, "delimiter": "\t"}
+        return values
 
     @model_validator(mode="after")
     def _decimal_mark(self) -> DataConfig:
