@@ -157,17 +157,12 @@ class Classification(Task):
         import tensorflow as tf
 
         class_id = tf.argmax(prediction, axis=-1)
-        return {"probabilities": prediction, "class_id": class_id,
-                "class_name": tf.gather(tf.constant(self.class_names()), class_id)}
+        names = [self.spec.class_name(i) for i in range(self.spec.num_classes)]
+        return {"probabilities": prediction, "class_id": class_id, "class_name": tf.gather(tf.constant(names), class_id)}
 
     def output_specs(self) -> dict:
         return {"probabilities": ("float32", [None, self.spec.num_classes]), "class_id": ("int64", [None]),
                 "class_name": ("string", [None])}
-
-    def class_names(self) -> list[str]:
-        """The dataset's names of the classes; a class it names not, its id as text."""
-        names = list(self.spec.class_names)
-        return names + [str(i) for i in range(len(names), self.spec.num_classes)]
 
     def score_served(self, served, labels) -> dict[str, float]:
         """The task's metrics on an export's ``label_output`` against the dataset's labels."""

@@ -18,7 +18,6 @@ from pipeline.data.inputs import (
     UNREADABLE,
     cannot_read,
     is_parquet,
-    open_bytes,
     open_text,
     parquet_metadata,
 )
@@ -205,11 +204,10 @@ def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
     if is_parquet(path):
         return list(parquet_metadata(path).schema.to_arrow_schema().names)
     try:
-        with open_bytes(path) as handle:
-            start = handle.read(10)
-        if what := next((why for magic, why in NOT_TEXT.items() if re.match(magic, start)), None):
-            raise DataError(f"{path}: no CSV but {what}")
         with open_text(path, dialect.codec) as handle:
+            start = handle.buffer.peek(10)[:10]  # the bytes under the text, not read past: one opening
+            if what := next((why for magic, why in NOT_TEXT.items() if re.match(magic, start)), None):
+                raise DataError(f"{path}: no CSV but {what}")
             return next(dialect.reader(handle), [])
     except UNREADABLE as exc:
         raise cannot_read(path, exc) from None

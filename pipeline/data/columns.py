@@ -183,7 +183,7 @@ def _two_classes(spec: DataSpec, labels) -> None:
 
     seen = np.unique(np.asarray(labels))
     if len(seen) < 2:
-        names = [spec.class_names[i] if i < len(spec.class_names) else str(i) for i in seen.tolist()]
+        names = [spec.class_name(i) for i in seen.tolist()]
         raise DataError(f"The training split's label `{spec.label}` has {len(seen)} class{'es' if len(seen) != 1 else ''}"
                         f" ({', '.join(map(repr, names)) or 'none'}): classification needs at least two "
                         "(check `data.label_key` and the split)")

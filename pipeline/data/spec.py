@@ -61,6 +61,10 @@ class DataSpec:
     def feature(self, name: str) -> Feature:
         return next(f for f in self.features if f.name == name)
 
+    def class_name(self, class_id: int) -> str:
+        """A class's name, or its id as text where the dataset names it not."""
+        return self.class_names[class_id] if class_id < len(self.class_names) else str(class_id)
+
 
 @dataclass
 class Splits:
