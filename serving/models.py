@@ -283,4 +283,8 @@ def _reason(message: str) -> str:
     if not asserted:
         return reason
     sides = re.search(r"\[x \([^)]*\) = \] \[([^\]]*)\].*\[y \([^)]*\) = \] \[([^\]]*)\]", asserted.group(2))
-    return asserted.group(1) + (f" ({sides.group(1)} against {sides.group(2)})" if sides else "")
+    if sides:
+        return f"{asserted.group(1)} ({sides.group(1)} against {sides.group(2)})"
+    values = re.findall(r"\[([^\]]*)\]", asserted.group(2))  # an Assert's data after its message: "[7350]"
+    plain = values and not any(v.startswith("Condition") or v.endswith("= ") for v in values)
+    return f"{asserted.group(1)} {', '.join(values)}" if plain else asserted.group(1)

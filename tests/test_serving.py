@@ -469,6 +469,8 @@ def test_a_burst_of_maximal_bodies_is_bounded_in_memory_and_status_stays_prompt(
      "element-wise:] [x (Sum:0) = ] [45500000] [y (Const:0) = ] [40000000]\n\t [[{{node Assert}}]] [Op:__inference_1]",
      "image_bytes takes at most 40,000,000 pixels a request (45500000 against 40000000)"),
     ("assertion failed: [image_bytes takes PNG or JPEG files]", "image_bytes takes PNG or JPEG files"),
+    ("assertion failed: [wav takes WAV files (RIFF, PCM of 8 to 32 bits or float), not this format (WAVE code, bits):] "
+     "[6] [8]", "wav takes WAV files (RIFF, PCM of 8 to 32 bits or float), not this format (WAVE code, bits): 6, 8"),
     ("{{function_node __inference_2}} Unknown image file format. One of JPEG, PNG required. [Op:DecodeImage]",
      "Unknown image file format. One of JPEG, PNG required."),
 ])

@@ -4,6 +4,7 @@ takes a waveform or a WAV file, also over REST."""
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import shutil
 
@@ -30,6 +31,15 @@ def wav_bytes(samples: np.ndarray, rate: int, dtype=np.int16) -> bytes:
               np.float32: lambda s: s.astype(np.float32)}[dtype](samples)
     out = io.BytesIO()
     wavfile.write(out, rate, scaled)
+    return out.getvalue()
+
+
+def _wav(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
+    """A WAV file of ``samples`` written by libsndfile in ``subtype`` (``PCM_24``, ``FLOAT``, ``ULAW``...)."""
+    import soundfile
+
+    out = io.BytesIO()
+    soundfile.write(out, samples, rate, subtype=subtype, format="WAV")
     return out.getvalue()
 
 
@@ -162,6 +172,51 @@ def test_a_long_recordings_clip_decodes_only_its_start_and_equals_the_start_of_t
     assert read_audio(path, RATE, most=10)[1] == RATE * 30  # the whole file's length, known from its header
 
 
+@functools.cache
+def _wav_decoder():
+    """The export's WAV decoder for one-second clips at RATE, traced once as the export traces it (no autograph)."""
+    import tensorflow as tf
+
+    from pipeline.models.wav import decode_wav
+
+    return tf.function(lambda c: decode_wav(c, RATE, RATE), autograph=False,
+                       input_signature=[tf.TensorSpec([None], tf.string)])
+
+
+def _served(contents: list[bytes]):
+    return _wav_decoder()(contents).numpy()
+
+
+def test_the_served_wav_decoder_gives_the_samples_preparation_reads_for_every_depth_rate_and_length():
+    """What a client posts to the ``wav`` signature becomes the very waveform the dataset holds for that file:
+    8- to 32-bit PCM and float, mono to three channels, at the model's rate, above and below it, shorter than
+    a clip, cut off mid-file (its size field says more than it holds), and long (only its start is decoded)."""
+    from pipeline.data.builders.speech import fit, read_audio
+
+    noise = np.random.default_rng(0).normal(0, 0.3, (48000 * 3, 3)).clip(-1, 1)
+    files = [_wav(noise[:int(rate * seconds), :channels], rate, subtype)
+             for rate, subtype, channels, seconds in [(RATE, "PCM_16", 1, 0.5), (RATE, "PCM_U8", 2, 1.5),
+                                                      (44100, "PCM_24", 2, 1.2), (11025, "PCM_32", 1, 0.3),
+                                                      (48000, "FLOAT", 3, 3.0), (16000, "DOUBLE", 1, 0.8)]]
+    files.append(files[2][:30_000])  # cut short
+    expected = np.stack([fit(read_audio(f, RATE)[0], RATE)[0] for f in files])
+    np.testing.assert_array_equal(_served(files), expected)
+
+
+@pytest.mark.parametrize("contents, reason", [
+    (b"fLaC\x00\x00\x00\x22", r"wav takes WAV files \(RIFF, PCM of 8 to 32 bits or float\)\]"),
+    (b"", r"wav takes WAV files"),
+    (_wav(np.zeros(100), 7350), r"wav takes sample rates of 8000, 11025, .*, 96000 Hz, not\] \[7350\]"),
+    (_wav(np.zeros(100), RATE, "ALAW"), r"not this format \(WAVE code, bits\):\] \[6\] \[8\]"),
+    (_wav(np.zeros(100), RATE)[:44], r"this WAV holds no samples"),
+])
+def test_the_served_wav_decoder_refuses_what_it_cannot_read_as_preparation_does_naming_why(contents, reason):
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=reason):
+        _served([contents])
+
+
 @pytest.mark.parametrize("contents, why", [(b"RIFF not a wave", "Format not recognised."),
                                            (None, "it holds no samples")])
 def test_an_unreadable_or_empty_clip_is_named_or_skipped_and_counted(tmp_path, tfds_dir, contents, why):
@@ -234,10 +289,11 @@ def test_the_augmentation_preview_shows_clips_as_the_models_spectrogram_each_lay
 
 
 @pytest.mark.slow
-def test_the_export_takes_a_waveform_or_a_wav_file_and_serves_base64_wav_over_rest(tmp_path, tfds_dir):
+def test_the_export_takes_a_waveform_or_any_wav_preparation_reads_and_serves_base64_wav_over_rest(tmp_path, tfds_dir):
     import tensorflow as tf
 
     from pipeline.jobs.train import train
+    from pipeline.models.wav import decode_wav
 
     from .test_serving import call, start_server
 
@@ -246,27 +302,36 @@ def test_the_export_takes_a_waveform_or_a_wav_file_and_serves_base64_wav_over_re
                               "train.epochs=3", EVERY_AUGMENTATION))
     assert result.checks["verify.max_abs_diff"] < 1e-5  # parity, and determinism: augmentation is off in the export
     loaded = tf.saved_model.load(str(result.export_path))
-    files = [folder / label / "5.wav" for label in TONES]
     from pipeline.data.builders.speech import fit, read_audio
 
-    waves = np.stack([fit(read_audio(f.read_bytes(), RATE)[0], RATE)[0] for f in files])
+    # 16-bit at the model's rate, CD audio in stereo, 8-bit; then 24-bit at 16 kHz and float at 48 kHz, made here
+    files = [*(folder / label / "5.wav" for label in TONES), folder / "low" / "0.wav", folder / "mid" / "1.wav"]
+    contents = [f.read_bytes() for f in files] + [_wav(tone(900, 0.4, 16000), 16000, "PCM_24"),
+                                                  _wav(tone(2500, 1.5, 48000), 48000, "FLOAT")]
+    waves = np.stack([fit(read_audio(c, RATE)[0], RATE)[0] for c in contents])
     by_wave = loaded.signatures["serving_default"](audio=tf.constant(waves))["probabilities"].numpy()
-    by_file = loaded.signatures["wav"](wav=tf.constant([f.read_bytes() for f in files]))["probabilities"].numpy()
+    decoded = decode_wav(tf.constant(contents), RATE, RATE).numpy()
+    np.testing.assert_array_equal(decoded, waves)  # the samples preparation made, bit for bit
+    by_file = loaded.signatures["wav"](wav=tf.constant(contents))["probabilities"].numpy()
     np.testing.assert_allclose(by_file, by_wave, atol=1e-5)
 
     root = tmp_path / "exports"
     shutil.copytree(result.export_path, root / "tones" / "1")
     proc, port = start_server(root, "server.log", model="tones")
     try:
-        body = {"signature_name": "wav", "instances": [{"wav": {"b64": base64.b64encode(f.read_bytes()).decode()}}
-                                                       for f in files]}
+        body = {"signature_name": "wav", "instances": [{"wav": {"b64": base64.b64encode(c).decode()}}
+                                                       for c in contents]}
         status, answer = call(port, "/v1/models/tones:predict", body)
         assert status == 200
         np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], by_wave, atol=1e-5)
-        other_rate = wav_bytes(tone(300, 0.5, 16000), 16000)
-        status, answer = call(port, "/v1/models/tones:predict",
-                              {"signature_name": "wav", "instances": [{"b64": base64.b64encode(other_rate).decode()}]})
-        assert status == 400 and f"another sample rate than {RATE} Hz" in answer["error"]
+        for content, reason in [((folder / "low" / "2.flac").read_bytes(), "wav takes WAV files (RIFF, PCM of 8 to 32 "
+                                 "bits or float)"),
+                                (_wav(tone(300, 0.5, 7350), 7350), "wav takes sample rates of 8000, 11025, 12000, "
+                                 "16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000 Hz, not 7350"),
+                                (_wav(tone(300, 0.5, RATE), RATE, "ULAW"), "not this format (WAVE code, bits): 7, 8")]:
+            status, answer = call(port, "/v1/models/tones:predict",
+                                  {"signature_name": "wav", "instances": [{"b64": base64.b64encode(content).decode()}]})
+            assert status == 400 and answer["error"].endswith(reason), answer
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -5,7 +5,8 @@ short-time Fourier transform, the mel filter bank, the log and a per-example
 normalisation are a Keras layer (tf.signal), so an export serves raw audio and
 no client has to reproduce the front end. ``audio_cnn`` is the ``cnn`` body over
 that spectrogram (registry.py). The export gains a ``wav`` signature that takes
-encoded WAV files, so a client can post a recording as it is (base64 over REST).
+encoded WAV files, so a client can post a recording as it is (base64 over REST): models/wav.py
+decodes and resamples it as preparation did.
 """
 
 from __future__ import annotations
@@ -45,28 +46,13 @@ def log_mel(sample_rate: int, cfg, name: str):
     return LogMel(name=name)
 
 
-def decode_wav(contents, samples: int, sample_rate: int):
-    """Encoded 16-bit PCM WAV files ``[batch]`` -> waveforms ``[batch, samples]`` (mixed to mono, padded or cropped).
-
-    A file at another sample rate is refused (an InvalidArgument naming both rates): resampling
-    belongs to the client or the dataset, not to a silent guess at serving time.
-    """
-    import tensorflow as tf
-
-    def one(data):
-        audio, rate = tf.audio.decode_wav(data)
-        tf.debugging.assert_equal(rate, sample_rate, message=f"a WAV at another sample rate than {sample_rate} Hz")
-        mono = tf.reduce_mean(audio, axis=1)[:samples]
-        return tf.pad(mono, [[0, samples - tf.shape(mono)[0]]])
-
-    return tf.map_fn(one, contents, fn_output_signature=tf.TensorSpec((samples,), tf.float32))
-
-
 # ---- the family's extras (registry.family) ---------------------------------------------------
 
 def serving_signatures(model, cfg, spec, columns, task) -> dict:
     """``wav``: encoded WAV files ``[batch]`` (string) -> the default signature's outputs."""
     import tensorflow as tf
+
+    from pipeline.models.wav import decode_wav
 
     audio = [f for f in spec.features if f.kind == "audio"]
     if len(audio) != 1 or len(spec.features) != 1:
