@@ -100,7 +100,8 @@ def _header(contents):
     length = tf.cast(tf.strings.length(contents), tf.int64)
 
     def read(at, count: int):  # ``count`` bytes from ``at``: zeros past the end (then a check fails)
-        got = tf.io.decode_raw(tf.strings.substr(contents, tf.minimum(tf.cast(at, tf.int64), length), tf.constant(count, tf.int64)), tf.uint8)
+        at = tf.minimum(tf.cast(at, tf.int64), length)
+        got = tf.io.decode_raw(tf.strings.substr(contents, at, tf.constant(count, tf.int64)), tf.uint8)
         return tf.pad(got, [[0, count - tf.size(got)]])
 
     def number(at, width: int):  # little-endian, unsigned
