@@ -190,7 +190,7 @@ def _served(contents: list[bytes]):
 def test_the_served_wav_decoder_gives_the_samples_preparation_reads_for_every_depth_rate_and_length():
     """What a client posts to the ``wav`` signature becomes the very waveform the dataset holds for that file:
     8- to 32-bit PCM and float, mono to three channels, at the model's rate, above and below it, shorter than
-    a clip, cut off mid-file (its size field says more than it holds), and long (only its start is decoded)."""
+    a clip, cut off mid-file (its size field says more than it holds), and longer than a clip (cropped)."""
     from pipeline.data.builders.speech import fit, read_audio
 
     noise = np.random.default_rng(0).normal(0, 0.3, (48000 * 3, 3)).clip(-1, 1)
@@ -210,7 +210,7 @@ def test_the_served_wav_decoder_gives_the_samples_preparation_reads_for_every_de
     (_wav(np.zeros(100), RATE, "ALAW"), r"not this format \(WAVE code, bits\):\] \[6\] \[8\]"),
     (_wav(np.zeros(100), RATE)[:44], r"this WAV holds no samples"),
 ])
-def test_the_served_wav_decoder_refuses_what_it_cannot_read_as_preparation_does_naming_why(contents, reason):
+def test_the_served_wav_decoder_refuses_other_files_and_rates_naming_why(contents, reason):
     import tensorflow as tf
 
     with pytest.raises(tf.errors.InvalidArgumentError, match=reason):
