@@ -441,13 +441,17 @@ def test_a_folder_of_split_folders_is_refused_and_class_folders_grouped_inside_a
     assert {label for label, _ in labelled_files(grouped, {".png", ".jpg"})} == {"dark", "bright"}
 
 
-def test_files_of_a_class_folder_that_are_not_images_are_left_out_with_a_note_naming_them(tmp_path, capsys):
+def test_files_of_a_class_folder_that_are_not_images_are_left_out_with_a_note_naming_them_and_os_leftovers_unsaid(tmp_path, capsys):
     from pipeline.data.builders.folders import labelled_files
 
     root = write_image_folder(tmp_path / "pictures", per_class=2)
     (root / "dark" / "IMG_0001.HEIC").write_bytes(b"\x00")  # a phone's photo: a format the pipeline does not read
     (root / "bright" / "notes.txt").write_text("shot on a cloudy day")
-    (root / "bright" / ".DS_Store").write_bytes(b"\x00")  # hidden files are no one's data
+    (root / "bright" / ".DS_Store").write_bytes(b"\x00")  # hidden files are no one's data,
+    (root / "bright" / "._0.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # even with an image's suffix (macOS)
+    (root / "dark" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")  # nor are the operating systems' leftovers
+    (root / "__MACOSX" / "dark").mkdir(parents=True)  # a zip made on a Mac: no class
+    (root / "__MACOSX" / "dark" / "._1.jpg").write_bytes(b"\x00\x05\x16\x07")
     files = labelled_files(root, {".png", ".jpg"})
     assert sorted(path.name for _, path in files) == ["0.png", "0.png", "1.jpg", "1.jpg"]
     assert capsys.readouterr().err == (f"note: {root}: left out 2 files of other types than .jpg .png: "

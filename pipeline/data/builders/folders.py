@@ -57,13 +57,21 @@ def folder_fingerprint(path: Path) -> str:
 
 
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval"}
+# What operating systems leave in folders besides hidden files (macOS' ``._`` twins of every file on a shared
+# drive, ``.DS_Store``): a zip's ``__MACOSX`` copy of the tree, Windows' thumbnail caches and folder settings.
+SYSTEM_LEFTOVERS = {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini"}
+
+
+def ignored(name: str) -> bool:
+    """Whether a file or folder of a class folder tree is no data: hidden, or left by the operating system."""
+    return name.startswith(".") or name.lower() in SYSTEM_LEFTOVERS
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 DEEP_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # PIL's modes of 16-bit grey pixels (scans, X-rays, microscopy)
 
 
 def class_folders(root: str | Path, what: str = "an image folder") -> list[str]:
     """The class names of a folder with one subfolder per class (at least 2)."""
-    classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not ignored(p.name))
     if len(classes) < 2:
         raise DataError(f"{root}: {what} needs one subfolder per class (at least 2); found {classes}.")
     if {c.lower() for c in classes} <= SPLIT_NAMES:  # train/cat, test/cat: the classes are one level down
@@ -76,10 +84,10 @@ def class_folders(root: str | Path, what: str = "an image folder") -> list[str]:
 
 
 def _only_folders(folder: Path) -> list[str]:
-    """The names of the subfolders of ``folder`` if it holds nothing else (hidden files aside), else none."""
+    """The names of the subfolders of ``folder`` if it holds nothing else (``ignored`` files aside), else none."""
     names = []
     for p in folder.iterdir():  # lazily: a class folder of 100k images stops at its first
-        if not p.name.startswith("."):
+        if not ignored(p.name):
             if not p.is_dir():
                 return []
             names.append(p.name)
@@ -89,8 +97,9 @@ def _only_folders(folder: Path) -> list[str]:
 def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image folder") -> list[tuple[str, Path]]:
     """(class, file) for every file with one of ``suffixes`` under each class subfolder, in a fixed order.
 
-    Other files are left out with a note that names them (hidden files aside): photos in a format the
-    pipeline does not read (``.heic``) would otherwise be lost from their class without a word.
+    Other files are left out with a note that names them (``ignored`` ones aside, silently: a macOS ``._``
+    twin has its image's suffix but holds none): photos in a format the pipeline does not read
+    (``.heic``) would otherwise be lost from their class without a word.
 
     Raises:
         DataError: a class subfolder holds no such file (a class the model could never learn).
@@ -102,9 +111,11 @@ def labelled_files(root: str | Path, suffixes: set[str], what: str = "an image f
             if not p.is_file():  # one stat a path: a class folder may hold 100k files
                 continue
             inside = p.relative_to(root)
+            if any(ignored(part) for part in inside.parts):
+                continue
             if p.suffix.lower() in suffixes:
                 found.append((label, p))
-            elif not any(part.startswith(".") for part in inside.parts):
+            else:
                 others.append(str(inside))
         if not found:
             raise DataError(f"{Path(root) / label}: a class folder without a {' '.join(sorted(suffixes))} file "
