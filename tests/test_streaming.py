@@ -92,6 +92,33 @@ def test_a_folder_a_glob_and_parquet_shards_prepare_exactly_the_rows_of_one_file
         assert examples(config(tmp_path, path)) == expected, path
 
 
+def test_a_table_partitioned_into_key_value_folders_prepares_their_values_as_columns_as_pandas_reads_them(
+        tmp_path, small_shards):
+    """Spark and Hive write ``table/city=north/part-0.parquet``: the folders hold a column the files do not (here
+    the label as well); values are unescaped, Hive's folder of missing values is a gap, a writer's ``_`` files
+    are not read, and the prepared copy is named by the folders too."""
+    from pipeline.data import dataset
+
+    frame = table()
+    frame.loc[frame.index % 7 == 0, "city"] = None  # rows of no city: Hive's __HIVE_DEFAULT_PARTITION__
+    frame["city"] = frame["city"].replace("east", "east/west")  # a value that Hive escapes: %2F
+    for suffix in ("parquet", "csv"):
+        root = tmp_path / suffix
+        for (city, kind), part in frame.fillna({"city": "__HIVE_DEFAULT_PARTITION__"}).groupby(["city", "kind"]):
+            shards(part.drop(columns=["city", "kind"]), root / f"city={city.replace('/', '%2F')}" / f"kind={kind}", 2,
+                   suffix)
+        (root / "_SUCCESS").touch()  # what the writer leaves beside the table: no shard, nor its unfinished
+        shards(frame.head(5), root / "_temporary" / "0" / "city=north" / "kind=flat", 1, suffix)  # job's files
+        cfg = config(tmp_path, root, "data.on_bad_input=skip")
+        expected = sorted((r.area, r.rooms, r.city if isinstance(r.city, str) else "", r.kind)
+                          for r in frame.itertuples())
+        assert examples(cfg) == expected, suffix
+        assert dataset.load(cfg).spec.skipped == 0  # a missing text value is a category of its own, not a bad row
+    (tmp_path / "csv" / "city=north").rename(tmp_path / "csv" / "city=North")
+    renamed = config(tmp_path, tmp_path / "csv")
+    assert examples(renamed) != examples(config(tmp_path, tmp_path / "parquet")), "a renamed folder: a new copy"
+
+
 def test_a_compressed_csv_and_a_folder_of_compressed_shards_prepare_exactly_the_rows_of_the_plain_file(
         tmp_path, small_shards):
     """Databases and buckets export tables compressed (``data.csv.gz``): read as a stream, decompressed on the way;
@@ -236,6 +263,20 @@ def test_a_parquet_column_of_lists_is_one_line_naming_it_or_the_shard_that_holds
     with pytest.raises(DataError, match=r"part-2\.parquet: its values do not convert to the types of part-0\.parquet's "
                                         r"columns \(.*list.*\); every shard must hold the same types"):
         dataset.prepare(config(tmp_path, folder))
+
+
+def test_the_index_pandas_writes_into_parquet_is_no_column_as_pandas_reads_it_back(tmp_path):
+    """``frame[rows].to_parquet`` stores the frame's index beside its columns: a row number the export would ask for."""
+    import pyarrow.parquet as pq
+
+    from pipeline.data import dataset
+
+    frame = table()
+    frame[frame.rooms > 1].to_parquet(tmp_path / "houses.parquet")
+    assert "__index_level_0__" in pq.read_schema(tmp_path / "houses.parquet").names
+    data = dataset.load(config(tmp_path, tmp_path / "houses.parquet"))
+    assert sorted(f.name for f in data.spec.features) == ["area", "city", "rooms"]
+    assert sum(data.spec.sizes.values()) == int((frame.rooms > 1).sum())
 
 
 def test_parquet_integers_and_flags_with_missing_values_are_numbers_with_gaps_as_in_a_csv(tmp_path):

@@ -20,6 +20,7 @@ from pipeline.data.inputs import (
     is_parquet,
     open_text,
     parquet_metadata,
+    partitions,
 )
 from pipeline.data.spec import input_name
 from pipeline.errors import DataError
@@ -200,9 +201,23 @@ NOT_TEXT = {
 
 
 def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
-    """A table's column names, from its first line (CSV) or its schema (Parquet), without reading the rows."""
+    """A table's column names: the file's own, then those its folders name (``day=2024-01-01/``:
+    ``inputs.partitions``) that the file does not hold."""
+    columns = file_columns(path, dialect)
+    return columns + [key for key in partitions(path) if key not in columns] if columns else columns
+
+
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the index pandas writes into Parquet beside the columns
+
+
+def file_columns(path: Path, dialect: Dialect = PLAIN) -> list[str]:
+    """A table file's column names, from its first line (CSV) or its schema (Parquet), without reading the rows.
+
+    A Parquet file's unnamed pandas index (``__index_level_0__``, written by ``to_parquet`` of a filtered frame)
+    is no column: pandas reads it back as the index, and as a column it would be a row number the export asks for.
+    """
     if is_parquet(path):
-        return list(parquet_metadata(path).schema.to_arrow_schema().names)
+        return [n for n in parquet_metadata(path).schema.to_arrow_schema().names if not PANDAS_INDEX.fullmatch(n)]
     try:
         with open_text(path, dialect.codec) as handle:
             start = handle.buffer.peek(10)[:10]  # the bytes under the text, not read past: one opening

@@ -1,6 +1,7 @@
 """A user's table files: the ones ``data.path`` names, a fingerprint that names the prepared copy, and a row estimate.
 
 - ``input_files(path)``: a file, a glob (``data/*.csv``) or a folder of shards, in a stable order;
+- ``partitions(path)``: the columns a partitioned table's folders name (``day=2024-01-01/``) for a file;
 - ``fingerprint(files)``: a digest that changes when the input does, read as a stream;
 - ``estimate_rows(files)``: for the progress bar and the count of shards, before the stream is read;
 - ``read_ahead(items)``: the stream of chunks (data/sources.py) produced on a thread ahead of its reader;
@@ -84,14 +85,17 @@ def open_text(path: Path, codec: str):
 
 
 def input_files(path: str) -> list[Path]:
-    """The tables ``data.path`` names: a file, a glob (``data/*.csv``) or a folder of shards, sorted by name.
+    """The tables ``data.path`` names: a file, a glob (``data/*.csv``) or a folder of shards, sorted by name. In a
+    folder, what starts with ``.`` or ``_`` is no shard, as pyarrow and Spark see it: hidden files, a writer's
+    ``_temporary`` folder of a job that died, ``_SUCCESS``.
 
     Raises:
         DataError: nothing found, or CSV and Parquet mixed.
     """
     given = Path(path)
     if given.is_dir():
-        files = sorted(p for p in given.rglob("*") if p.is_file() and _is_table(p))
+        files = sorted(p for p in given.rglob("*") if p.is_file() and _is_table(p)
+                       and not any(part.startswith(("_", ".")) for part in p.relative_to(given).parts))
         where = f"folder {path} holds no .csv, .tsv or .parquet files (a CSV may be compressed: .csv.gz, .bz2, .xz)"
     elif any(c in path for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file())
@@ -107,6 +111,43 @@ def input_files(path: str) -> list[Path]:
     return files
 
 
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # Hive's and Spark's folder for the rows whose partition value is missing
+
+
+def partitions(path: Path) -> dict[str, str | None]:
+    """The ``key=value`` folders right above a table file, outermost first: a table partitioned as Hive and
+    Spark write one (``sales/day=2024-01-01/part-0.parquet``) holds those columns in its folders' names, not in
+    its files, and pandas and pyarrow read them as columns. Values are unescaped (``%2F``); Hive's folder of
+    missing values gives None."""
+    from urllib.parse import unquote
+
+    found = []
+    for folder in reversed(path.parent.parts):  # the nearest first, up to the first folder of another name
+        key, equals, value = folder.partition("=")
+        if not equals or not key:
+            break
+        found.append((unquote(key), None if value == HIVE_NULL else unquote(value)))
+    return dict(reversed(found))
+
+
+def folder_columns(files: list[Path], own: list[str]) -> dict:
+    """The columns the first file's folders name that it does not hold (``own``), each as every file's value
+    (pyarrow text): what their types are inferred from, not the first file's one value."""
+    import pyarrow as pa
+
+    return {key: pa.array([partitions(f).get(key) for f in files], pa.string())
+            for key in partitions(files[0]) if key not in own}
+
+
+def with_partitions(batch, path: Path):
+    """A pyarrow record batch of ``path`` with the columns its folders name (``partitions``) that it lacks, as text."""
+    import pyarrow as pa
+
+    named = {k: v for k, v in partitions(path).items() if k not in batch.schema.names}
+    return pa.RecordBatch.from_arrays([*batch.columns, *(pa.repeat(pa.scalar(v, pa.string()), batch.num_rows)
+                                                          for v in named.values())], [*batch.schema.names, *named])
+
+
 def fingerprint(files: list[Path]) -> str:
     """SHA-256 of the input's names, sizes and bytes, read 1 MiB at a time.
 
@@ -119,6 +160,8 @@ def fingerprint(files: list[Path]) -> str:
     for f in files:
         stat = f.stat()
         h.update(f"{f.name}:{stat.st_size}".encode())
+        if values := partitions(f):  # the rows' values of its folders' columns
+            h.update(repr(sorted(values.items())).encode())
         with open(f, "rb") as handle:
             if full:
                 while block := handle.read(1 << 20):

@@ -17,13 +17,14 @@ Neither TensorFlow nor pandas is needed for the stream itself: pyarrow parses an
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.data import cells, lines
-from pipeline.data.checks import PLAIN, Dialect, checked_header, same_columns
+from pipeline.data import cells, inputs, lines
+from pipeline.data.checks import PLAIN, Dialect, checked_header, file_columns, same_columns
 from pipeline.data.inputs import UNREADABLE, cannot_read, is_parquet, open_bytes
 from pipeline.errors import DataError
 from pipeline.text import among
@@ -67,8 +68,10 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
     if label not in sample.column_names:
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {among(label, sample.column_names)}.")
+    folders = inputs.folder_columns(files, file_columns(files[0], dialect))  # typed by every folder's value
     types, dates, booleans = {}, set(), set()
     for name, column in zip(sample.column_names, sample.columns):
+        column = folders.get(name, column)
         if pa.types.is_nested(column.type):
             raise DataError(f"{files[0]}: column {name!r} holds {column.type} values; a column must hold numbers or "
                             "text (flatten it into columns of its own, or leave it out of the file)")
@@ -239,13 +242,15 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
+    with_folders = functools.partial(inputs.with_partitions, path=path)  # the columns its folders name
     try:
         if is_parquet(path):
-            yield from pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS)
+            own = file_columns(path)  # a pandas index left out
+            yield from map(with_folders, pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=own))
             return
         # A Python file, read block by block: given a path, pyarrow reads the whole file ahead of the parser.
         with open_bytes(path) as handle:
-            yield from pacsv.open_csv(
+            yield from map(with_folders, pacsv.open_csv(
                 handle,
                 read_options=pacsv.ReadOptions(block_size=block or CHUNK_BYTES, use_threads=False,
                                               skip_rows_after_names=skip, encoding=dialect.encoding),
@@ -257,7 +262,7 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
                     column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
                     null_values=cells.NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False,
                     decimal_point="," if dialect.decimal == "," else "."),  # auto: the sample reads text only
-            )
+            ))
     except UnicodeDecodeError:  # by the codec of data.encoding, converting to UTF-8 for pyarrow
         raise lines.not_text(path, columns, dialect) from None
     except (pa.ArrowInvalid, *UNREADABLE) as exc:
