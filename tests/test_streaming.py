@@ -117,6 +117,11 @@ def test_a_table_partitioned_into_key_value_folders_prepares_their_values_as_col
     (tmp_path / "csv" / "city=north").rename(tmp_path / "csv" / "city=North")
     renamed = config(tmp_path, tmp_path / "csv")
     assert examples(renamed) != examples(config(tmp_path, tmp_path / "parquet")), "a renamed folder: a new copy"
+    semicolons = tmp_path / "semicolons" / "kind=flat"  # the file's own header still tells its dialect
+    semicolons.mkdir(parents=True)
+    frame.drop(columns=["kind"]).to_csv(semicolons / "part-0.csv", sep=";", index=False)
+    with pytest.raises(DataError, match=r"its header is one column, 'area;rooms;city': .* \(set `data.delimiter: ';'`\)"):
+        dataset.prepare(config(tmp_path, semicolons.parent))
 
 
 def test_a_compressed_csv_and_a_folder_of_compressed_shards_prepare_exactly_the_rows_of_the_plain_file(

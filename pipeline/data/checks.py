@@ -162,8 +162,8 @@ def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
 
 
 def checked_header(path: Path, dialect: Dialect) -> list[str]:
-    """``header``, unless it is one column that another delimiter would split: a file of another dialect."""
-    columns = header(path, dialect)
+    """``header``, unless the file's is one column that another delimiter would split: a file of another dialect."""
+    columns = file_columns(path, dialect)
     if not columns:
         raise DataError(f"{path}: the file is empty: no header line naming its columns")
     other = next((c for c in ",;\t|" if c in columns[0]), None) if len(columns) == 1 else None
@@ -171,7 +171,7 @@ def checked_header(path: Path, dialect: Dialect) -> list[str]:
         spelt = "tab" if other == "\t" else repr(other)
         raise DataError(f"{path}: its header is one column, {columns[0][:80]!r}: its fields are separated by "
                         f"{spelt}, not {dialect.delimiter!r} (set `data.delimiter: {spelt}`)")
-    return columns
+    return _and_folders(columns, path)
 
 
 def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) -> None:
@@ -203,7 +203,10 @@ NOT_TEXT = {
 def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
     """A table's column names: the file's own, then those its folders name (``day=2024-01-01/``:
     ``inputs.partitions``) that the file does not hold."""
-    columns = file_columns(path, dialect)
+    return _and_folders(file_columns(path, dialect), path)
+
+
+def _and_folders(columns: list[str], path: Path) -> list[str]:
     return columns + [key for key in partitions(path) if key not in columns] if columns else columns
 
 
