@@ -87,17 +87,19 @@ def load_tensorflow() -> None:
 
 
 def quiet_loggers() -> None:
-    """absl's Python logger, where TFDS writes its notices ("Using custom data configuration"), and
-    TensorFlow's (tf.function's retracing warnings, a search's trials each tracing a step anew) to errors
-    unless ``pipeline -v``. absl's through its own flag: TensorFlow's SavedModel walk restores absl's logger to that
-    flag's level when it is done (``AutoTrackable._trackable_children``), and would show its warnings again."""
+    """absl's Python logger, where TFDS writes its notices ("Using custom data configuration"), TensorFlow's
+    (tf.function's retracing warnings, a search's trials each tracing a step anew) and matplotlib's font lookup
+    (a font its cache lacks falls back to another, a line per plot's text) to errors unless ``pipeline -v``.
+    absl's through its own flag: TensorFlow's SavedModel walk restores absl's logger to that flag's level when it
+    is done (``AutoTrackable._trackable_children``), and would show its warnings again."""
     import logging
 
     if not os.environ.get(VERBOSE):
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.ERROR)
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        for name in ("tensorflow", "matplotlib.font_manager"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def writable(cfg) -> None:

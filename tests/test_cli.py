@@ -87,6 +87,21 @@ def test_tensorflows_warnings_stay_hidden_after_a_saved_model_is_written(tmp_pat
     assert logging.getLogger("absl").getEffectiveLevel() == logging.ERROR
 
 
+def test_a_plot_whose_font_is_missing_falls_back_without_a_word(caplog):
+    """A matplotlib font cache without its own fonts (one built while a virtual environment was being removed) made
+    every plot's text log "findfont: Font family ['STIXGeneral'] not found" to the console."""
+    import logging
+
+    from matplotlib import font_manager
+
+    from pipeline import runtime
+
+    runtime.quiet_loggers()
+    caplog.set_level(logging.NOTSET)  # every record a logger lets through is kept
+    font_manager.findfont(font_manager.FontProperties(family="No Such Font"))
+    assert not [r for r in caplog.records if r.name.startswith("matplotlib") and r.levelno >= logging.WARNING]
+
+
 def test_make_help_lists_the_user_verbs():
     out = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
     for target in ("train", "test", "ui", "baseline", "preview", "clean"):
