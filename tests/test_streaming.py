@@ -349,6 +349,21 @@ def test_a_latin1_table_is_named_at_its_first_bad_line_then_read_as_utf8_with_da
         dataset.prepare(config(tmp_path, tmp_path / "cp1252.csv", "data.encoding=cp1252"))
 
 
+def test_a_utf16_export_is_named_as_such_then_read_as_the_plain_table_with_its_encoding_and_tabs(tmp_path,
+                                                                                                small_shards):
+    """Excel's "Unicode Text" export is UTF-16 with tabs: read as UTF-8 it was one garbled column."""
+    from pipeline.data import dataset
+
+    frame = table()
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    frame.to_csv(tmp_path / "export.txt", index=False, sep="\t", encoding="utf-16")
+    with pytest.raises(DataError, match=r"export\.txt: its text is UTF-16 .*, not utf-8: set `data\.encoding: "
+                                        r"utf-16`, and most often `data\.delimiter: tab`$"):
+        dataset.prepare(config(tmp_path, tmp_path / "export.txt"))
+    read = examples(config(tmp_path, tmp_path / "export.txt", "data.encoding=utf-16", "data.delimiter=tab"))
+    assert read == examples(config(tmp_path, tmp_path / "plain.csv"))
+
+
 def test_a_european_spreadsheet_export_reads_as_the_comma_separated_table_with_data_delimiter(tmp_path, small_shards,
                                                                                               monkeypatch):
     from pipeline.data import dataset, sources

@@ -9,6 +9,7 @@ check the same again (they are also reached without this).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 from dataclasses import dataclass
@@ -211,6 +212,7 @@ def _and_folders(columns: list[str], path: Path) -> list[str]:
 
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the index pandas writes into Parquet beside the columns
+UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")  # the byte-order marks that open UTF-16 text, little- and big-endian
 
 
 def file_columns(path: Path, dialect: Dialect = PLAIN) -> list[str]:
@@ -226,6 +228,10 @@ def file_columns(path: Path, dialect: Dialect = PLAIN) -> list[str]:
             start = handle.buffer.peek(10)[:10]  # the bytes under the text, not read past: one opening
             if what := next((why for magic, why in NOT_TEXT.items() if re.match(magic, start)), None):
                 raise DataError(f"{path}: no CSV but {what}")
+            if start.startswith(UTF16_MARKS) and not codecs.lookup(dialect.codec).name.startswith(("utf-16", "utf-32")):
+                tab = "" if dialect.delimiter == "\t" else ", and most often `data.delimiter: tab`"
+                raise DataError(f"{path}: its text is UTF-16 (it opens with that byte-order mark, as Excel's \"Unicode "
+                                f"Text\" export writes it), not {dialect.encoding}: set `data.encoding: utf-16`{tab}")
             return next(dialect.reader(handle), [])
     except UNREADABLE as exc:
         raise cannot_read(path, exc) from None
