@@ -452,6 +452,8 @@ def test_files_of_a_class_folder_that_are_not_images_are_left_out_with_a_note_na
     (root / "dark" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")  # nor are the operating systems' leftovers
     (root / "__MACOSX" / "dark").mkdir(parents=True)  # a zip made on a Mac: no class
     (root / "__MACOSX" / "dark" / "._1.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (root / "dark" / "@eaDir" / "1.jpg").mkdir(parents=True)  # a NAS's thumbnails, real JPEG files: not the class's
+    shutil.copy(next((root / "dark").glob("*.jpg")), root / "dark" / "@eaDir" / "1.jpg" / "SYNOFILE_THUMB_S.jpg")
     files = labelled_files(root, {".png", ".jpg"})
     assert sorted(path.name for _, path in files) == ["0.png", "0.png", "1.jpg", "1.jpg"]
     assert capsys.readouterr().err == (f"note: {root}: left out 2 files of other types than .jpg .png: "

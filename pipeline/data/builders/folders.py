@@ -58,8 +58,9 @@ def folder_fingerprint(path: Path) -> str:
 
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval"}
 # What operating systems leave in folders besides hidden files (macOS' ``._`` twins of every file on a shared
-# drive, ``.DS_Store``): a zip's ``__MACOSX`` copy of the tree, Windows' thumbnail caches and folder settings.
-SYSTEM_LEFTOVERS = {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini"}
+# drive, ``.DS_Store``): a zip's ``__MACOSX`` copy of the tree, Windows' thumbnail caches and folder settings, and
+# a Synology NAS's ``@eaDir`` in every folder, whose thumbnails are JPEG files that would train as the class.
+SYSTEM_LEFTOVERS = {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir"}
 
 
 def ignored(name: str) -> bool:
