@@ -72,12 +72,15 @@ METRICS = {
 _PREFIXES = ("best_", "challenger_", "champion_", "test_", "val_")
 
 
+_LOGGED = {"loss": Metric("min", None, None), **METRICS}  # what a logged name can be a figure of
+
+
 def metric_of(name: str) -> Metric | None:
     """The metric (or loss) a logged name is a figure of: val_accuracy, test_rmse_log, best_val_loss; None if none."""
     base = name
     while base.startswith(_PREFIXES):
         base = base.split("_", 1)[1]
-    for known, metric in {"loss": Metric("min", None, None), **METRICS}.items():
+    for known, metric in _LOGGED.items():
         if base == known or base.startswith(known + "_"):
             return metric
     return None

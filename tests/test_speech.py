@@ -23,19 +23,9 @@ RATE = 8000
 TONES = {"low": 300.0, "mid": 900.0, "high": 2500.0}
 
 
-def wav_bytes(samples: np.ndarray, rate: int, dtype=np.int16) -> bytes:
-    """A WAV file of ``samples`` (floats in [-1, 1]; [n] or [n, channels])."""
-    from scipy.io import wavfile
-
-    scaled = {np.int16: lambda s: (s * 32767).astype(np.int16), np.uint8: lambda s: (s * 127 + 128).astype(np.uint8),
-              np.float32: lambda s: s.astype(np.float32)}[dtype](samples)
-    out = io.BytesIO()
-    wavfile.write(out, rate, scaled)
-    return out.getvalue()
-
-
-def _wav(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
-    """A WAV file of ``samples`` written by libsndfile in ``subtype`` (``PCM_24``, ``FLOAT``, ``ULAW``...)."""
+def wav_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
+    """A WAV file of ``samples`` (floats in [-1, 1]; [n] or [n, channels]) written by libsndfile in ``subtype``
+    (``PCM_U8``, ``PCM_24``, ``FLOAT``, ``ULAW``...)."""
     import soundfile
 
     out = io.BytesIO()
@@ -56,15 +46,15 @@ def write_tones(root, per_class: int = 12, rate: int = RATE):
     for label, hz in TONES.items():
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            samples, at, dtype = tone(hz * (1 + 0.03 * (i % 3)), 0.6, rate, seed=i), rate, np.int16
+            samples, at, subtype = tone(hz * (1 + 0.03 * (i % 3)), 0.6, rate, seed=i), rate, "PCM_16"
             if i == 0:
                 samples, at = np.stack([tone(hz, 0.6, 44100, i)] * 2, axis=1), 44100  # CD audio, stereo
             elif i == 1:
-                dtype = np.uint8
+                subtype = "PCM_U8"
             elif i == 2:
                 soundfile.write(root / label / f"{i}.flac", samples, at, subtype="PCM_24")
                 continue
-            (root / label / f"{i}.wav").write_bytes(wav_bytes(samples, at, dtype))
+            (root / label / f"{i}.wav").write_bytes(wav_bytes(samples, at, subtype))
     return root
 
 
@@ -194,7 +184,7 @@ def test_the_served_wav_decoder_gives_the_samples_preparation_reads_for_every_de
     from pipeline.data.builders.speech import fit, read_audio
 
     noise = np.random.default_rng(0).normal(0, 0.3, (48000 * 3, 3)).clip(-1, 1)
-    files = [_wav(noise[:int(rate * seconds), :channels], rate, subtype)
+    files = [wav_bytes(noise[:int(rate * seconds), :channels], rate, subtype)
              for rate, subtype, channels, seconds in [(RATE, "PCM_16", 1, 0.5), (RATE, "PCM_U8", 2, 1.5),
                                                       (44100, "PCM_24", 2, 1.2), (11025, "PCM_32", 1, 0.3),
                                                       (48000, "FLOAT", 3, 3.0), (16000, "DOUBLE", 1, 0.8)]]
@@ -206,9 +196,9 @@ def test_the_served_wav_decoder_gives_the_samples_preparation_reads_for_every_de
 @pytest.mark.parametrize("contents, reason", [
     (b"fLaC\x00\x00\x00\x22", r"wav takes WAV files \(RIFF, PCM of 8 to 32 bits or float\)\]"),
     (b"", r"wav takes WAV files"),
-    (_wav(np.zeros(100), 7350), r"wav takes sample rates of 8000, 11025, .*, 96000 Hz, not\] \[7350\]"),
-    (_wav(np.zeros(100), RATE, "ALAW"), r"not this format \(WAVE code, bits\):\] \[6\] \[8\]"),
-    (_wav(np.zeros(100), RATE)[:44], r"this WAV holds no samples"),
+    (wav_bytes(np.zeros(100), 7350), r"wav takes sample rates of 8000, 11025, .*, 96000 Hz, not\] \[7350\]"),
+    (wav_bytes(np.zeros(100), RATE, "ALAW"), r"not this format \(WAVE code, bits\):\] \[6\] \[8\]"),
+    (wav_bytes(np.zeros(100), RATE)[:44], r"this WAV holds no samples"),
 ])
 def test_the_served_wav_decoder_refuses_other_files_and_rates_naming_why(contents, reason):
     import tensorflow as tf
@@ -306,8 +296,8 @@ def test_the_export_takes_a_waveform_or_any_wav_preparation_reads_and_serves_bas
 
     # 16-bit at the model's rate, CD audio in stereo, 8-bit; then 24-bit at 16 kHz and float at 48 kHz, made here
     files = [*(folder / label / "5.wav" for label in TONES), folder / "low" / "0.wav", folder / "mid" / "1.wav"]
-    contents = [f.read_bytes() for f in files] + [_wav(tone(900, 0.4, 16000), 16000, "PCM_24"),
-                                                  _wav(tone(2500, 1.5, 48000), 48000, "FLOAT")]
+    contents = [f.read_bytes() for f in files] + [wav_bytes(tone(900, 0.4, 16000), 16000, "PCM_24"),
+                                                  wav_bytes(tone(2500, 1.5, 48000), 48000, "FLOAT")]
     waves = np.stack([fit(read_audio(c, RATE)[0], RATE)[0] for c in contents])
     by_wave = loaded.signatures["serving_default"](audio=tf.constant(waves))["probabilities"].numpy()
     decoded = decode_wav(tf.constant(contents), RATE, RATE).numpy()
@@ -326,9 +316,9 @@ def test_the_export_takes_a_waveform_or_any_wav_preparation_reads_and_serves_bas
         np.testing.assert_allclose([p["probabilities"] for p in answer["predictions"]], by_wave, atol=1e-5)
         for content, reason in [((folder / "low" / "2.flac").read_bytes(), "wav takes WAV files (RIFF, PCM of 8 to 32 "
                                  "bits or float)"),
-                                (_wav(tone(300, 0.5, 7350), 7350), "wav takes sample rates of 8000, 11025, 12000, "
+                                (wav_bytes(tone(300, 0.5, 7350), 7350), "wav takes sample rates of 8000, 11025, 12000, "
                                  "16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000 Hz, not 7350"),
-                                (_wav(tone(300, 0.5, RATE), RATE, "ULAW"), "not this format (WAVE code, bits): 7, 8")]:
+                                (wav_bytes(tone(300, 0.5, RATE), RATE, "ULAW"), "not this format (WAVE code, bits): 7, 8")]:
             status, answer = call(port, "/v1/models/tones:predict",
                                   {"signature_name": "wav", "instances": [{"b64": base64.b64encode(content).decode()}]})
             assert status == 400 and answer["error"].endswith(reason), answer

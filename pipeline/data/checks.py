@@ -18,10 +18,11 @@ from pathlib import Path
 from pipeline.data.inputs import (
     UNREADABLE,
     cannot_read,
+    data_columns,
+    folder_values,
     is_parquet,
     open_text,
     parquet_metadata,
-    partitions,
 )
 from pipeline.data.spec import input_name
 from pipeline.errors import DataError
@@ -208,21 +209,17 @@ def header(path: Path, dialect: Dialect = PLAIN) -> list[str]:
 
 
 def _and_folders(columns: list[str], path: Path) -> list[str]:
-    return columns + [key for key in partitions(path) if key not in columns] if columns else columns
+    return columns + list(folder_values(path, columns)) if columns else columns
 
 
-PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the index pandas writes into Parquet beside the columns
 UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")  # the byte-order marks that open UTF-16 text, little- and big-endian
 
 
 def file_columns(path: Path, dialect: Dialect = PLAIN) -> list[str]:
-    """A table file's column names, from its first line (CSV) or its schema (Parquet), without reading the rows.
-
-    A Parquet file's unnamed pandas index (``__index_level_0__``, written by ``to_parquet`` of a filtered frame)
-    is no column: pandas reads it back as the index, and as a column it would be a row number the export asks for.
-    """
+    """A table file's column names, from its first line (CSV) or its schema (Parquet: ``inputs.data_columns``),
+    without reading the rows."""
     if is_parquet(path):
-        return [n for n in parquet_metadata(path).schema.to_arrow_schema().names if not PANDAS_INDEX.fullmatch(n)]
+        return data_columns(parquet_metadata(path).schema.to_arrow_schema().names)
     try:
         with open_text(path, dialect.codec) as handle:
             start = handle.buffer.peek(10)[:10]  # the bytes under the text, not read past: one opening

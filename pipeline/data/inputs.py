@@ -19,6 +19,7 @@ import hashlib
 import io
 import lzma
 import math
+import re
 import zlib
 from collections import deque
 from collections.abc import Iterator
@@ -63,7 +64,7 @@ def parquet_metadata(path: Path):
 def _is_table(path: Path) -> bool:
     name = path.name.lower()
     name = name.removesuffix(path.suffix.lower()) if path.suffix.lower() in DECOMPRESSORS else name
-    return not name.startswith(".") and name.endswith(TABLES)
+    return name.endswith(TABLES)
 
 
 @contextlib.contextmanager
@@ -130,22 +131,36 @@ def partitions(path: Path) -> dict[str, str | None]:
     return dict(reversed(found))
 
 
+def folder_values(path: Path, own) -> dict[str, str | None]:
+    """``partitions(path)`` but the columns the file holds itself (``own``), whose values are the file's."""
+    return {key: value for key, value in partitions(path).items() if key not in own}
+
+
 def folder_columns(files: list[Path], own: list[str]) -> dict:
     """The columns the first file's folders name that it does not hold (``own``), each as every file's value
     (pyarrow text): what their types are inferred from, not the first file's one value."""
     import pyarrow as pa
 
-    return {key: pa.array([partitions(f).get(key) for f in files], pa.string())
-            for key in partitions(files[0]) if key not in own}
+    return {key: pa.array([partitions(f).get(key) for f in files], pa.string()) for key in folder_values(files[0], own)}
 
 
 def with_partitions(batch, path: Path):
     """A pyarrow record batch of ``path`` with the columns its folders name (``partitions``) that it lacks, as text."""
     import pyarrow as pa
 
-    named = {k: v for k, v in partitions(path).items() if k not in batch.schema.names}
+    named = folder_values(path, batch.schema.names)
     return pa.RecordBatch.from_arrays([*batch.columns, *(pa.repeat(pa.scalar(v, pa.string()), batch.num_rows)
                                                           for v in named.values())], [*batch.schema.names, *named])
+
+
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the index pandas writes into Parquet beside the columns
+
+
+def data_columns(names: list[str]) -> list[str]:
+    """A Parquet schema's column names but pandas' unnamed index (``__index_level_0__``, written by ``to_parquet``
+    of a filtered frame): pandas reads it back as the index, and as a column it would be a row number the export
+    asks for."""
+    return [name for name in names if not PANDAS_INDEX.fullmatch(name)]
 
 
 def fingerprint(files: list[Path]) -> str:

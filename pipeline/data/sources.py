@@ -245,8 +245,9 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
     with_folders = functools.partial(inputs.with_partitions, path=path)  # the columns its folders name
     try:
         if is_parquet(path):
-            own = file_columns(path)  # a pandas index left out
-            yield from map(with_folders, pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=own))
+            parquet = pq.ParquetFile(path)  # its footer read once, for its columns and its rows
+            own = inputs.data_columns(parquet.schema_arrow.names)
+            yield from map(with_folders, parquet.iter_batches(batch_size=CHUNK_ROWS, columns=own))
             return
         # A Python file, read block by block: given a path, pyarrow reads the whole file ahead of the parser.
         with open_bytes(path) as handle:

@@ -57,6 +57,8 @@ def folder_fingerprint(path: Path) -> str:
 
 
 SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "dev", "test", "testing", "eval"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+DEEP_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # PIL's modes of 16-bit grey pixels (scans, X-rays, microscopy)
 # What operating systems leave in folders besides hidden files (macOS' ``._`` twins of every file on a shared
 # drive, ``.DS_Store``): a zip's ``__MACOSX`` copy of the tree, Windows' thumbnail caches and folder settings, and
 # a Synology NAS's ``@eaDir`` in every folder, whose thumbnails are JPEG files that would train as the class.
@@ -66,8 +68,6 @@ SYSTEM_LEFTOVERS = {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@ead
 def ignored(name: str) -> bool:
     """Whether a file or folder of a class folder tree is no data: hidden, or left by the operating system."""
     return name.startswith(".") or name.lower() in SYSTEM_LEFTOVERS
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-DEEP_GREY = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # PIL's modes of 16-bit grey pixels (scans, X-rays, microscopy)
 
 
 def class_folders(root: str | Path, what: str = "an image folder") -> list[str]:
