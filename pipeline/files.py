@@ -8,6 +8,7 @@ must not do at once, and ``process_folder``, for scratch files that must not out
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import json
 import math
@@ -29,6 +30,21 @@ def exclusive(path: Path | None):
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def cannot_write(folder) -> str | None:
+    """Why no file can be written in ``folder``, as the system says it ("Read-only file system"), or None when one
+    can. A folder still to be made is asked of its nearest existing parent: asking leaves nothing behind."""
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        return os.strerror(errno.ENOTDIR)
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def process_folder(prefix: str, root: Path | None = None) -> Path:

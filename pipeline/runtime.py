@@ -103,17 +103,17 @@ def quiet_loggers() -> None:
 
 
 def writable(cfg) -> None:
-    """The workdir must be writable before anything runs: found after an hour of training, it costs the hour."""
-    import tempfile
-    from pathlib import Path
-
+    """The folders a run writes in must take a file before anything runs: found after an hour of training, a
+    read-only export root costs the hour. (``data.data_dir`` is asked where a dataset is prepared: a prepared
+    one is only read, and may sit on a team's read-only mount.)"""
     from pipeline.errors import ConfigError
+    from pipeline.files import cannot_write
 
-    try:
-        Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=cfg.workdir).close()
-    except OSError as exc:
-        raise ConfigError(f"Invalid `workdir`: cannot write in {cfg.workdir} ({exc.strerror})") from None
+    folders = {"workdir": cfg.workdir, **({"export.root": cfg.export.root} if cfg.export.enabled else {})}
+    for key, folder in folders.items():
+        reason = folder and cannot_write(folder)
+        if reason:
+            raise ConfigError(f"Invalid `{key}`: cannot write in {folder} ({reason})")
 
 
 def quiet_mlflow() -> None:

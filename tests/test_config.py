@@ -305,7 +305,8 @@ def test_a_config_that_expands_past_the_limit_is_refused_quickly(tmp_path):
         load(path)
 
 
-def test_an_unwritable_workdir_is_found_before_anything_runs(tmp_path):
+@pytest.mark.parametrize("key", ["workdir", "export.root"])
+def test_an_unwritable_workdir_or_export_root_is_found_before_anything_runs(tmp_path, key):
     import os
 
     import pipeline
@@ -317,8 +318,8 @@ def test_an_unwritable_workdir_is_found_before_anything_runs(tmp_path):
         if os.access(locked, os.W_OK):  # root ignores permission bits: use a path under a file instead
             (tmp_path / "file").write_text("")
             locked = tmp_path / "file" / "work"
-        cfg = load(ROOT / "configs/digits.yaml", [f"workdir={locked}"])
-        with pytest.raises(ConfigError, match=r"^Invalid `workdir`: cannot write in "):
+        cfg = load(ROOT / "configs/digits.yaml", [f"workdir={tmp_path / 'work'}", f"{key}={locked}"])
+        with pytest.raises(ConfigError, match=rf"^Invalid `{key}`: cannot write in {locked} \("):
             pipeline.train(cfg)
     finally:
         (tmp_path / "locked").chmod(0o700)

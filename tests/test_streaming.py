@@ -825,3 +825,37 @@ def test_splits_parsed_a_block_at_a_time_are_tfds_own_examples_in_its_order(tmp_
                     for x, y in zip(a, b):
                         assert np.asarray(x).dtype == np.asarray(y).dtype
                         np.testing.assert_array_equal(x, y)
+
+
+def test_a_prepared_dataset_is_read_without_writing_in_its_folder_so_a_read_only_copy_serves_every_run(tmp_path):
+    import os
+
+    from pipeline.data import dataset
+
+    table().to_csv(tmp_path / "t.csv", index=False)
+    cfg = config(tmp_path, tmp_path / "t.csv")
+    dataset.prepare(cfg)
+    data_dir = tmp_path / "tfds"
+    for lock in data_dir.glob(".*.lock"):
+        lock.unlink()
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in data_dir.rglob("*"))
+    folders = [data_dir, *(p for p in data_dir.rglob("*") if p.is_dir())]
+    for folder in folders:
+        folder.chmod(0o555)  # read-only for all but root, which is asked by what the read leaves behind
+    try:
+        assert sum(dataset.load(cfg).spec.sizes.values()) == 300
+    finally:
+        for folder in folders:
+            os.chmod(folder, 0o755)
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in data_dir.rglob("*")) == before
+
+
+def test_a_dataset_to_prepare_in_a_folder_that_takes_no_file_is_one_line_naming_the_folder(tmp_path):
+    from pipeline.data import dataset
+
+    table().to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "file").write_text("")
+    cfg = config(tmp_path, tmp_path / "t.csv", f"data.data_dir={tmp_path / 'file' / 'tfds'}")
+    with pytest.raises(DataError, match=r"^Invalid `data\.data_dir`: cannot write in .*/file/tfds \(Not a directory\) to "
+                                        r"prepare .*t\.csv there: prepare it with write access there"):
+        dataset.load(cfg)

@@ -26,7 +26,7 @@ from pipeline.data import columns, feed, series, tfds_reader, windows
 from pipeline.data.checks import named_columns, unknown_dataset
 from pipeline.data.spec import DataSpec, Feature, Splits
 from pipeline.errors import DataError, PipelineError
-from pipeline.files import exclusive, temporary_root
+from pipeline.files import cannot_write, exclusive, temporary_root
 
 SPLITS = ("train", "validation", "test")
 MAX_STAT_VALUES = 20_000_000  # a series: window values read for them (windows overlap; 160 MB of float64)
@@ -177,9 +177,9 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
     # Given Beam's options, the builder prepares as a Beam pipeline (pipeline/data/beam.py).
     beam = None if beam_options is None else {"download_config": tfds.download.DownloadConfig(beam_options=beam_options)}
 
-    def load():
+    def load(builder=None):
         with runtime.library_prints_hidden(), temporary_root("pipeline-beam-") if beam else nullcontext():
-            builder = _builder(cfg)
+            builder = builder or _builder(cfg)
             builder.download_and_prepare(**(beam or {}))
         try:
             infos = [builder.info.splits[split] for split in splits]
@@ -199,12 +199,23 @@ def _read(cfg: ExperimentConfig, beam_options=None, input_context=None, read: bo
 
     # Processes preparing one dataset at once (runs started together, workers, trials) would each write
     # its files and break each other's: one prepares while the others wait, then they read its files.
+    # A prepared dataset is whole and never written again (TFDS moves it into place at the end), so it is
+    # read without the lock: a team's copy on a read-only mount serves every run.
     try:
-        with exclusive(Path(cfg.data.data_dir) / f".{cfg.data.dataset}.lock" if _local(cfg) else None):
-            try:
-                datasets, info = load()
-            except FileExistsError:  # prepared first by a process on another machine: read theirs
-                datasets, info = load()
+        with runtime.library_prints_hidden():
+            builder = _builder(cfg)
+        if builder.is_prepared():
+            datasets, info = load(builder)
+        else:
+            if _local(cfg) and (reason := cannot_write(cfg.data.data_dir)):
+                raise DataError(f"Invalid `data.data_dir`: cannot write in {cfg.data.data_dir} ({reason}) to prepare "
+                                f"{cfg.data.path or cfg.data.dataset} there: prepare it with write access there "
+                                "(`pipeline prepare`), or set `data.data_dir` to a writable folder")
+            with exclusive(Path(cfg.data.data_dir) / f".{cfg.data.dataset}.lock" if _local(cfg) else None):
+                try:
+                    datasets, info = load()  # a new builder: another process may have prepared it meanwhile
+                except FileExistsError:  # prepared first by a process on another machine: read theirs
+                    datasets, info = load()
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(unknown_dataset(cfg)) from None
     except PipelineError as exc:  # a builder's own error, which TFDS prefixes with "Failed to construct ...": drop that
