@@ -859,3 +859,46 @@ def test_a_dataset_to_prepare_in_a_folder_that_takes_no_file_is_one_line_naming_
     with pytest.raises(DataError, match=r"^Invalid `data\.data_dir`: cannot write in .*/file/tfds \(Not a directory\) to "
                                         r"prepare .*t\.csv there: prepare it with write access there"):
         dataset.load(cfg)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_shards_of_a_table_that_gained_columns_are_refused_or_read_as_one_table_with_data_merge_columns(
+        tmp_path, suffix, small_shards):
+    import tensorflow_datasets as tfds
+
+    from pipeline.data import dataset
+    from pipeline.data.builders import builder_kwargs
+
+    frame = table(240).assign(floor=np.arange(240) % 7)
+    parts = [frame.iloc[:80][["area", "rooms", "kind"]],  # before the table had a city and a floor
+             frame.iloc[80:160][["kind", "city", "rooms", "area"]],  # a city added, the columns in another order
+             frame.iloc[160:]]  # and a floor
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    for i, part in enumerate(parts):
+        part.to_parquet(folder / f"part-{i}.parquet") if suffix == "parquet" else part.to_csv(
+            folder / f"part-{i}.csv", index=False)
+    with pytest.raises(DataError, match=rf"part-1\.{suffix}: its columns differ from those of part-0\.{suffix} "
+                                        r"\(it adds city\); .* unless `data\.merge_columns: true` reads them"):
+        dataset.prepare(config(tmp_path, folder))
+
+    cfg = config(tmp_path, folder, "data.merge_columns=true")
+    dataset.prepare(cfg)
+    ds, info = tfds.load("csv", split="train", data_dir=cfg.data.data_dir, with_info=True,
+                         builder_kwargs=builder_kwargs(cfg))
+    assert {n: f.np_dtype for n, f in info.features.items() if n != "kind"} == {
+        "area": np.float32, "rooms": np.int64, "city": np.object_, "floor": np.float32}  # gaps make floor a float
+    names = info.features["kind"].names
+    got = sorted((round(float(x["area"]), 2), int(x["rooms"]), x["city"].decode(), float(x["floor"]),
+                  names[int(x["kind"])]) for x in ds.as_numpy_iterator())
+    merged = pd.concat(parts)  # pandas' own union: a column a frame lacks is missing in its rows
+    expected = sorted((round(float(r.area), 2), int(r.rooms), r.city if isinstance(r.city, str) else "",
+                       float(r.floor), r.kind) for r in merged.itertuples())
+    assert len(got) == 240
+    assert [g[:3] + g[4:] for g in got] == [e[:3] + e[4:] for e in expected]
+    np.testing.assert_array_equal([g[3] for g in got], [e[3] for e in expected])  # NaN where a shard had no floor
+
+    parts[2].drop(columns="kind").to_csv(folder / "part-2.csv", index=False) if suffix == "csv" else \
+        parts[2].drop(columns="kind").to_parquet(folder / "part-2.parquet")
+    with pytest.raises(DataError, match=rf"part-2\.{suffix}: its header has no label column 'kind'"):
+        dataset.prepare(config(tmp_path, folder, "data.merge_columns=true"))

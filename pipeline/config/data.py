@@ -80,6 +80,10 @@ class DataConfig(Section):
         "none", description="csv, series: the mark grouping a CSV file's numbers by thousands: '.' for 1.234.567,8, "
                             "',' for 1,234,567.8, ' ' for 1 234 567,8 (no-break spaces too), \"'\" for 1'234'567.8; "
                             "none: numbers are written plain. With '.' the decimal mark is ',', with ',' it is '.'.")
+    merge_columns: bool = Field(
+        False, description="csv: shards whose columns differ (a column added to a table later) are read as one table "
+                           "over all their columns, a column a shard lacks missing in its rows (Spark's mergeSchema); "
+                           "default: every shard must have the first one's columns, so a misspelt header stops.")
     on_bad_input: Literal["error", "skip"] = Field("error", description="csv rows / image files that cannot be read: stop with an error naming them, or skip and count them.")
     image_size: tuple[PositiveInt, PositiveInt] = Field((32, 32), description="image_folder: every image is resized to (height, width).")
     channels: Literal[1, 3] = Field(3, description="image_folder: 1 (grey) or 3 (RGB); images are converted.")

@@ -74,7 +74,9 @@ def check(cfg) -> None:
     if cfg.data.dataset in TABLES:
         from pipeline.data.inputs import input_files
 
-        _table(input_files(required_path(cfg))[0], cfg.data.label_key, Dialect.of(cfg.data), list(cfg.data.dtypes))
+        # Merged shards may declare a column a later shard adds: named_columns asks the prepared table.
+        declared = [] if cfg.data.merge_columns else list(cfg.data.dtypes)
+        _table(input_files(required_path(cfg))[0], cfg.data.label_key, Dialect.of(cfg.data), declared)
     elif cfg.data.dataset in FOLDERS:
         require_folder(cfg)
 
@@ -187,7 +189,25 @@ def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) 
     differ = "; ".join(f"{which} {listed(names, 5)}" for which, names in (
         ("it adds", extra), ("it lacks", missing), ("it repeats", repeated)) if names)
     raise DataError(f"{path}: its columns differ from those of {first.name} ({differ}); every shard must have the "
-                    "same columns")
+                    "same columns, unless `data.merge_columns: true` reads them as one table (a column a shard "
+                    "lacks missing in its rows)")
+
+
+def merged_columns(files: list[Path], label: str, dialect: Dialect) -> tuple[dict[str, Path], dict[str, int]]:
+    """``data.merge_columns``: every file's columns, in the order they first appear, each with the first file
+    that holds it, and the columns some files lack, with how many. Each file holds the label and names each of its
+    columns once."""
+    owners, headers = {}, [(path, header(path, dialect)) for path in files]
+    for path, names in headers:
+        odd = next((n for n in names if not n.strip() or names.count(n) > 1), None)
+        if odd is not None or label not in names:
+            why = (f"has no label column {label!r} (`data.label_key`)" if odd is None
+                   else f"names column {odd!r} twice" if odd.strip() else "has a column with no name")
+            raise DataError(f"{path}: its header {why}; with `data.merge_columns` every shard holds the label once, "
+                            "and names each of its columns once")
+        owners.update({name: path for name in names if name not in owners})
+    lacking = {name: sum(name not in names for _, names in headers) for name in owners}
+    return owners, {name: k for name, k in lacking.items() if k}
 
 
 # Files that are no text, by their first bytes, and what to do with each (a CSV is read by its contents, whatever

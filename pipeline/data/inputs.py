@@ -144,13 +144,16 @@ def folder_columns(files: list[Path], own: list[str]) -> dict:
     return {key: pa.array([partitions(f).get(key) for f in files], pa.string()) for key in folder_values(files[0], own)}
 
 
-def with_partitions(batch, path: Path):
-    """A pyarrow record batch of ``path`` with the columns its folders name (``partitions``) that it lacks, as text."""
+def with_partitions(batch, path: Path, columns: list[str] | None = None):
+    """A pyarrow record batch of ``path`` with the columns its folders name (``partitions``) that it lacks, as text,
+    and a column of nulls for each of ``columns`` it still lacks (``data.merge_columns``: read as any gap is)."""
     import pyarrow as pa
 
     named = folder_values(path, batch.schema.names)
-    return pa.RecordBatch.from_arrays([*batch.columns, *(pa.repeat(pa.scalar(v, pa.string()), batch.num_rows)
-                                                          for v in named.values())], [*batch.schema.names, *named])
+    arrays, names = [*batch.columns, *(pa.repeat(pa.scalar(v, pa.string()), batch.num_rows)
+                                       for v in named.values())], [*batch.schema.names, *named]
+    absent = [c for c in columns or () if c not in names]
+    return pa.RecordBatch.from_arrays([*arrays, *(pa.nulls(batch.num_rows) for _ in absent)], [*names, *absent])
 
 
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # the index pandas writes into Parquet beside the columns

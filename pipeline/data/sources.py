@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipeline.data import cells, inputs, lines
+from pipeline.data import cells, checks, inputs, lines
 from pipeline.data.checks import PLAIN, Dialect, checked_header, file_columns, same_columns
 from pipeline.data.inputs import UNREADABLE, cannot_read, is_parquet, open_bytes
 from pipeline.errors import DataError
@@ -47,6 +47,7 @@ class Schema:
     dates: frozenset[str] = frozenset()  # ``float`` columns of ISO 8601 text: seconds since 1970 (UTC)
     booleans: frozenset[str] = frozenset()  # Parquet's boolean feature columns: 0 and 1 (or a gap)
     whole: dict[str, str] = field(default_factory=dict)  # ``int`` columns by nature -> what they must hold
+    lacking: dict[str, int] = field(default_factory=dict)  # data.merge_columns: columns some files lack -> how many
 
     @property
     def columns(self) -> list[str]:
@@ -57,8 +58,10 @@ class Schema:
         return self.types[self.label] == "string"
 
 
-def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dialect = PLAIN) -> Schema:
-    """Each column's type: declared, else Parquet's own, else inferred from the first ``SAMPLE_ROWS`` rows."""
+def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dialect = PLAIN,
+           merge: bool = False) -> Schema:
+    """Each column's type: declared, else Parquet's own, else inferred from the first ``SAMPLE_ROWS`` rows (of the
+    first file that holds it: with ``merge``, the columns of every file, as ``data.merge_columns`` reads them)."""
     import pyarrow as pa
 
     sample = _sample(files[0], dialect)
@@ -69,8 +72,13 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
         raise DataError(f"{files[0]}: missing label column {label!r} (`data.label_key`); "
                         f"columns are {among(label, sample.column_names)}.")
     folders = inputs.folder_columns(files, file_columns(files[0], dialect))  # typed by every folder's value
+    samples, lacking = dict(zip(sample.column_names, sample.columns)), {}
+    if merge:  # every file's columns, each sampled in the first file that holds it
+        owners, lacking = checks.merged_columns(files, label, dialect)
+        sampled = functools.cache(lambda path: _sample(path, dialect))
+        samples.update({name: sampled(path).column(name) for name, path in owners.items() if name not in samples})
     types, dates, booleans = {}, set(), set()
-    for name, column in zip(sample.column_names, sample.columns):
+    for name, column in samples.items():
         column = folders.get(name, column)
         if pa.types.is_nested(column.type):
             raise DataError(f"{files[0]}: column {name!r} holds {column.type} values; a column must hold numbers or "
@@ -93,7 +101,10 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
                 dates.add(name)
         if pa.types.is_boolean(column.type) and name != label and types[name] != "string":  # a yes/no feature,
             booleans.add(name)  # declared or not: 0 and 1, which serving also takes as false and true
-    return Schema(types, label, frozenset(declared), dialect, frozenset(dates), frozenset(booleans))
+        if name in lacking and types[name] == "int":
+            types[name] = "float"  # the rows of a file without it have gaps
+    return Schema(types, label, frozenset(declared), dialect, frozenset(dates), frozenset(booleans),
+                  lacking=lacking)
 
 
 def _decimal_mark(path: Path, sample, dialect: Dialect) -> str:
@@ -171,7 +182,8 @@ def chunks(files: list[Path], schema: Schema, on_bad_input: str) -> Iterator[tup
     import pyarrow as pa
 
     for path in files:
-        same_columns(path, schema.dialect, files[0], schema.columns)
+        if not schema.lacking:  # else data.merge_columns: a column a file lacks is missing in its rows
+            same_columns(path, schema.dialect, files[0], schema.columns)
         try:
             yield from _file_chunks(path, schema, on_bad_input)
         except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:  # a Parquet shard's own types
@@ -188,7 +200,8 @@ def _file_chunks(path: Path, schema: Schema, on_bad_input: str) -> Iterator[tupl
         numbers = set()
     while True:
         try:
-            for batch in _batches(path, schema.columns, ragged, schema.dialect, numbers, skip=first + ragged.skipped):
+            for batch in _batches(path, schema.columns, ragged, schema.dialect, numbers, skip=first + ragged.skipped,
+                                  fill=bool(schema.lacking)):
                 table, skipped = _convert(batch, schema, path, first, on_bad_input)
                 first += batch.num_rows
                 if not ragged.skip:  # a row kept here is the one pyarrow stops at on the next read: keep it to name
@@ -230,7 +243,7 @@ class _NotNumbers(Exception):
 
 
 def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, numbers=frozenset(), skip: int = 0,
-             block: int | None = None) -> Iterator:
+             block: int | None = None, fill: bool = False) -> Iterator:
     """Record batches of ``path`` (``block`` bytes of CSV each, CHUNK_BYTES unless given), from its
     ``skip``-th row on: Parquet as stored, CSV parsed by pyarrow as text (types are ours to decide)
     except the columns in ``numbers``, parsed as float64 (missing values as null).
@@ -242,7 +255,8 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    with_folders = functools.partial(inputs.with_partitions, path=path)  # the columns its folders name
+    # The columns its folders name, and (data.merge_columns) those it lacks, missing in each of its rows
+    with_folders = functools.partial(inputs.with_partitions, path=path, columns=columns if fill else None)
     try:
         if is_parquet(path):
             parquet = pq.ParquetFile(path)  # its footer read once, for its columns and its rows

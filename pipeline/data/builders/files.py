@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ class FileConfig(tfds.core.BuilderConfig):
     channels: int = 3
     time: str = ""  # series: the column that orders the rows
     dialect: Dialect = PLAIN  # of CSV text
+    merge_columns: bool = False  # shards of other columns: one table over all of them
 
 
 def beam_requested(download_config) -> bool:
@@ -52,7 +54,7 @@ def file_config(cfg, fingerprint: str) -> FileConfig:
     dialect = Dialect.of(d)
     # Options at their defaults are left out: the names of copies prepared before each knob stay.
     options += "".join(f"|{value}" for value, default in zip(dataclasses.astuple(dialect), dataclasses.astuple(PLAIN))
-                       if value != default)
+                       if value != default) + ("|merge_columns" if d.merge_columns else "")
     stem = Path(d.path.split("*")[0].rstrip("/")).stem or "table"  # data/*.csv -> data
     name = f"{stem.lower()}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
@@ -61,7 +63,8 @@ def file_config(cfg, fingerprint: str) -> FileConfig:
         name = f"{name}-{time}"
     return FileConfig(name=name, path=str(Path(d.path).resolve()), label=d.label_key,
                       dtypes=dict(d.dtypes), on_bad_input=d.on_bad_input,
-                      image_size=tuple(d.image_size), channels=d.channels, time=time, dialect=dialect)
+                      image_size=tuple(d.image_size), channels=d.channels, time=time, dialect=dialect,
+                      merge_columns=d.merge_columns)
 
 
 def csv_config(cfg) -> FileConfig:
@@ -94,7 +97,7 @@ class Csv(Local, FileReaderBuilder):
     @functools.cached_property
     def _schema(self) -> sources.Schema:
         c = self.builder_config
-        return sources.schema(self._files, c.label, c.dtypes, c.dialect)
+        return sources.schema(self._files, c.label, c.dtypes, c.dialect, merge=c.merge_columns)
 
     def _stored(self) -> dict[str, str]:
         """How each prepared column is stored: as read (the series builder adds its own)."""
@@ -121,6 +124,9 @@ class Csv(Local, FileReaderBuilder):
         c = self.builder_config
         rows = inputs.estimate_rows(self._files)
         template = self._get_filename_template("train")
+        if lacking := self._schema.lacking:  # said once, where the copy is made
+            print(f"note: data.merge_columns: columns some of the {len(self._files)} files lack, missing in their rows: "
+                  + ", ".join(f"{name!r} (lacked by {k})" for name, k in lacking.items()), file=sys.stderr)
         try:
             if beam_requested(download_config):
                 lengths, skipped = self._prepare_with_beam(download_config, rows, template)
