@@ -902,3 +902,34 @@ def test_shards_of_a_table_that_gained_columns_are_refused_or_read_as_one_table_
         parts[2].drop(columns="kind").to_parquet(folder / "part-2.parquet")
     with pytest.raises(DataError, match=rf"part-2\.{suffix}: its header has no label column 'kind'"):
         dataset.prepare(config(tmp_path, folder, "data.merge_columns=true"))
+
+
+def test_a_csv_without_a_header_line_is_read_with_data_column_names_and_its_lines_are_counted_from_the_first(
+        tmp_path, small_shards):
+    from pipeline.data import dataset
+    from pipeline.data.checks import check
+
+    frame = table()
+    frame.to_csv(tmp_path / "headed.csv", index=False)
+    frame.to_csv(tmp_path / "bare.csv", index=False, header=False)  # as Hive, Spark and database dumps write them
+    with pytest.raises(DataError, match=r"bare\.csv: missing label column 'kind' .* may be a row of data: if the file has "
+                                        r"no header line, name its columns in `data\.column_names`"):
+        check(config(tmp_path, tmp_path / "bare.csv"))
+    named = "data.column_names=[area, rooms, city, kind]"
+    cfg = config(tmp_path, tmp_path / "bare.csv", named)
+    check(cfg)
+    dataset.prepare(cfg)
+    assert examples(cfg) == examples(config(tmp_path, tmp_path / "headed.csv"))  # every row, the first line's too
+
+    rows = (tmp_path / "bare.csv").read_text().splitlines()
+    rows[199] = "abc," + rows[199].split(",", 1)[1]
+    (tmp_path / "bare.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"bare\.csv: line 200, column 'area': 'abc' is not a number"):
+        dataset.prepare(config(tmp_path, tmp_path / "bare.csv", named))
+    rows[199], rows[249] = frame.iloc[199].astype(str).str.cat(sep=","), rows[249] + ",1"
+    (tmp_path / "bare.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"bare\.csv: line 250 has 5 fields, `data\.column_names` names 4"):
+        dataset.prepare(config(tmp_path, tmp_path / "bare.csv", named))
+    frame.to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"t\.parquet: a Parquet file names its own columns: leave `data\.column_names`"):
+        check(config(tmp_path, tmp_path / "t.parquet", named))

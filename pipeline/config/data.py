@@ -73,6 +73,9 @@ class DataConfig(Section):
         ",", description="csv, series: the character between a CSV file's fields (';' for many European spreadsheet "
                          "exports, tab for tab-separated files); default ',', or a tab where data.path names .tsv "
                          "files (data.tsv, data.tsv.gz, exports/*.tsv).")
+    column_names: list[str] | None = Field(
+        None, description="csv, series: the columns of CSV files that have no header line (Hive's and Spark's text "
+                          "output, a database's dump), in file order: every line is then a row.")
     decimal: Literal["auto", ".", ","] = Field(
         "auto", description="csv, series: the decimal mark of a CSV file's numbers; auto: '.' between commas, else "
                             "the mark most numbers of the first rows take (a ';' file from a spreadsheet: ',').")

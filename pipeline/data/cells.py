@@ -1,5 +1,5 @@
-"""What a cell of a user's table means: missing, a number or an ISO 8601 date, read the same way when
-a table is prepared (data/sources.py) and when serving is sent a date (serving/inputs.py).
+"""What a cell of a user's table means (missing, a number or an ISO 8601 date), and so what a sampled column
+holds; read the same way when a table is prepared (data/sources.py) and when serving is sent a date (serving/inputs.py).
 
 All work on pyarrow arrays of text, a chunk at a time.
 """
@@ -15,6 +15,7 @@ NULLS = ("", "na", "nan", "-nan", "null", "none", "n/a", "#n/a", "#n/a n/a", "#n
 # Every spelling of NULLS in any case: pyarrow's reader compares them exactly.
 NULL_SPELLINGS = sorted({"".join(c) for word in NULLS
                          for c in itertools.product(*({ch.lower(), ch.upper()} for ch in word))})
+NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
 LOOKS_NUMERIC = r"^[+-]?(\d|[.,]\d|inf|nan)"  # how every value a number parses from begins (trimmed)
 LOOKS_DATE = r"^\d{4}-\d\d-\d\d"  # ISO 8601: 2024-01-05, 2024-01-05T10:30:00Z, 2024-01-05 10:30+01:00
 # Dates as spreadsheets and locales write them (12/31/2020, 31.12.2020, 2020/12/31, 31-Dec-2020), a time optional:
@@ -121,3 +122,29 @@ def seconds(column):
     per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
     # Nanoseconds since 1970 pass 2**53: float64 keeps them to a fraction of a microsecond, safe or not.
     return pc.divide(pc.cast(pc.cast(column, pa.int64()), pa.float64(), safe=False), per_second)
+
+
+def kind_of(column, decimal: str, thousands: str) -> str:
+    """What a column of text read from a table holds (a sample of its rows: sources.schema): ``string``, ``date``,
+    ``int`` or ``float``. Numeric when NUMERIC_SHARE of its present values parse; int when all are whole, none missing;
+    ``date`` when that share are ISO 8601 dates or times."""
+    import pyarrow.compute as pc
+
+    text, missing = text_and_missing(column)
+    present = text.filter(pc.invert(missing))
+
+    def too_few(hits) -> bool:
+        return len(present) - int(pc.sum(hits).as_py() or 0) > (1 - NUMERIC_SHARE) * max(len(present), 1)
+
+    if too_few(pc.match_substring_regex(present, LOOKS_NUMERIC, ignore_case=True)):  # text, without parsing it
+        return "string"
+    numbers = to_float(present, decimal, thousands)
+    valid = pc.is_valid(numbers)
+    if too_few(valid):
+        dated = len(present) and not too_few(pc.match_substring_regex(present, LOOKS_DATE))
+        return "date" if dated and not too_few(pc.is_valid(iso_seconds(present))) else "string"
+    parsed = int(pc.sum(valid).as_py() or 0)
+    if parsed == len(column) and parsed and pc.all(pc.equal(pc.floor(numbers), numbers)).as_py() \
+            and pc.max(pc.abs(numbers)).as_py() < 2**53:
+        return "int"
+    return "float"

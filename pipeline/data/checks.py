@@ -37,18 +37,24 @@ READS_PATH = TABLES + FOLDERS
 
 @dataclass(frozen=True)
 class Dialect:
-    """How a CSV file's text is written (``data.encoding``, ``data.delimiter``, ``data.decimal``, ``data.thousands``);
-    Parquet has none."""
+    """How a CSV file's text is written (``data.encoding``, ``data.delimiter``, ``data.decimal``, ``data.thousands``,
+    ``data.column_names``); Parquet has none."""
 
     encoding: str = "utf-8"
     delimiter: str = ","
     decimal: str = "auto"  # decided on the file's first rows (sources.schema)
     thousands: str = "none"  # the mark grouping digits, or none
+    names: tuple[str, ...] = ()  # the columns of files without a header line; none: the first line names them
 
     @classmethod
     def of(cls, data) -> Dialect:
         """The dialect ``data`` (a config's data section) describes."""
-        return cls(data.encoding, data.delimiter, data.decimal, data.thousands)
+        return cls(data.encoding, data.delimiter, data.decimal, data.thousands, tuple(data.column_names or ()))
+
+    @property
+    def header_lines(self) -> int:
+        """Lines above a file's first row: its header, unless ``names`` gives the columns."""
+        return 0 if self.names else 1
 
     @property
     def codec(self) -> str:
@@ -84,6 +90,8 @@ def check(cfg) -> None:
 def _table(path: Path, label: str, dialect: Dialect, declared: list[str]) -> None:
     """The header names usable columns, the label and those ``declared`` (``data.dtypes``) among them, over at
     least one row per split."""
+    if dialect.names and is_parquet(path):
+        raise DataError(f"{path}: a Parquet file names its own columns: leave `data.column_names` out")
     columns = checked_header(path, dialect)
     inputs = {}
     for i, column in enumerate(columns):
@@ -100,7 +108,8 @@ def _table(path: Path, label: str, dialect: Dialect, declared: list[str]) -> Non
                             f"{name!r} (a character other than ASCII letters, digits and _ is written "
                             "as _ there): rename one in the file")
     if label not in columns:
-        raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {among(label, columns)}.")
+        raise DataError(f"{path}: missing label column {label!r} (`data.label_key`); columns are {among(label, columns)}"
+                        f"{no_header(columns, dialect)}.")
     if unknown := next((name for name in declared if name not in columns), None):
         raise DataError(f"Invalid `data.dtypes`: {unknown!r} is not a column of {path}; it has {among(unknown, columns)}.")
     rows = data_rows(path, dialect, at_most=MIN_ROWS)
@@ -161,8 +170,18 @@ def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
         return min(parquet_metadata(path).num_rows, at_most)
     with open_text(path, dialect.codec) as handle:
         rows = dialect.reader(handle)
-        next(rows, None)
+        for _ in range(dialect.header_lines):
+            next(rows, None)
         return sum(1 for _, row in zip(range(at_most), rows) if any(cell.strip() for cell in row))
+
+
+def no_header(columns: list[str], dialect: Dialect) -> str:
+    """What to add to an error about a header of which a third or more of the names are numbers: a row of data?"""
+    numbers = [c for c in columns if re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", c)]
+    if dialect.names or len(numbers) * 3 < len(columns):
+        return ""
+    return (f"; names such as {listed([c.strip() for c in numbers], 3)} say its first line may be a row of data: if "
+            "the file has no header line, name its columns in `data.column_names`")
 
 
 def checked_header(path: Path, dialect: Dialect) -> list[str]:
@@ -249,6 +268,6 @@ def file_columns(path: Path, dialect: Dialect = PLAIN) -> list[str]:
                 tab = "" if dialect.delimiter == "\t" else ", and most often `data.delimiter: tab`"
                 raise DataError(f"{path}: its text is UTF-16 (it opens with that byte-order mark, as Excel's \"Unicode "
                                 f"Text\" export writes it), not {dialect.encoding}: set `data.encoding: utf-16`{tab}")
-            return next(dialect.reader(handle), [])
+            return list(dialect.names) or next(dialect.reader(handle), [])
     except UNREADABLE as exc:
         raise cannot_read(path, exc) from None

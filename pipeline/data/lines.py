@@ -16,23 +16,23 @@ from pipeline.errors import DataError
 def line_of(path: Path, record: int, dialect: Dialect) -> int:
     """The line of ``path`` its ``record``-th row under the header (from 0) starts on, for an error message.
 
-    One line a row, so record + 2, unless a quoted value before it spans lines (free text with line
-    breaks): then a csv reader counts them. The bytes are searched for a quote first, which is fast.
+    One line a row, so record + 2 (+ 1 without a header line), unless a quoted value before it spans lines (free
+    text with line breaks): then a csv reader counts them. The bytes are searched for a quote first, which is fast.
     """
     import csv
 
+    top = dialect.header_lines
     with open_bytes(path) as handle:
         counted = 0  # line breaks before the row: the header's and one a row
         while counted <= record and b'"' not in (block := handle.read(1 << 20)) and block:
             counted += block.count(b"\n")
         if counted > record or not block:
-            return record + 2
+            return record + 1 + top
     limit = csv.field_size_limit(2**31 - 1)
     try:
         with open_text(path, dialect.codec) as handle:
             reader = dialect.reader(handle)
-            next(reader, None)
-            for _ in range(record):
+            for _ in range(top + record):
                 next(reader, None)
             return reader.line_num + 1
     finally:

@@ -33,7 +33,6 @@ CHUNK_BYTES = 8 << 20  # CSV read at a time (pyarrow's block)
 CHUNK_ROWS = 65_536  # Parquet rows read at a time
 SAMPLE_ROWS = 20_000  # rows of the first file that decide each column's type
 SAMPLE_BYTES = 1 << 20  # CSV read at a time for the sample: whole chunks would parse many more rows than it keeps
-NUMERIC_SHARE = 0.9  # a text column whose values parse as numbers this often is numeric with bad values
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
             if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
                 dates.add(name)  # the export takes them as ISO text too, as a CSV's dates (not durations, hours)
         else:
-            types[name] = _infer(column, dialect)
+            types[name] = cells.kind_of(column, dialect.decimal, dialect.thousands)
             if types[name] == "date":  # a date is its time: a category of dates would not know tomorrow's
                 types[name] = "float"
                 dates.add(name)
@@ -122,31 +121,6 @@ def _decimal_mark(path: Path, sample, dialect: Dialect) -> str:
         return sum(int(pc.sum(pc.match_substring_regex(text, pattern)).as_py() or 0) for text in texts)
 
     return "," if count(r"^[+-]?\d*,\d+$") > count(r"^[+-]?\d*\.\d+$") else "."
-
-
-def _infer(column, dialect: Dialect) -> str:
-    """A text column is numeric when NUMERIC_SHARE of its present values parse; int when all are whole, none missing;
-    ``date`` when that share are ISO 8601 dates or times."""
-    import pyarrow.compute as pc
-
-    text, missing = cells.text_and_missing(column)
-    present = text.filter(pc.invert(missing))
-
-    def too_few(hits) -> bool:
-        return len(present) - int(pc.sum(hits).as_py() or 0) > (1 - NUMERIC_SHARE) * max(len(present), 1)
-
-    if too_few(pc.match_substring_regex(present, cells.LOOKS_NUMERIC, ignore_case=True)):  # text, without parsing it
-        return "string"
-    numbers = cells.to_float(present, dialect.decimal, dialect.thousands)
-    valid = pc.is_valid(numbers)
-    if too_few(valid):
-        dated = len(present) and not too_few(pc.match_substring_regex(present, cells.LOOKS_DATE))
-        return "date" if dated and not too_few(pc.is_valid(cells.iso_seconds(present))) else "string"
-    parsed = int(pc.sum(valid).as_py() or 0)
-    if parsed == len(column) and parsed and pc.all(pc.equal(pc.floor(numbers), numbers)).as_py() \
-            and pc.max(pc.abs(numbers)).as_py() < 2**53:
-        return "int"
-    return "float"
 
 
 def _sample(path: Path, dialect: Dialect):
@@ -233,8 +207,10 @@ class _Ragged:
 
     def error(self) -> DataError:
         row = self.rows[0]
-        where = f"line {lines.line_of(self.path, row.number - 2, self.dialect)}" if row.number else "a line"
-        return DataError(f"{self.path}: {where} has {row.actual_columns} fields, the header {row.expected_columns} "
+        record = row.number - 1 - self.dialect.header_lines  # pyarrow counts lines from 1
+        where = f"line {lines.line_of(self.path, record, self.dialect)}" if row.number else "a line"
+        names = "`data.column_names` names" if self.dialect.names else "the header"
+        return DataError(f"{self.path}: {where} has {row.actual_columns} fields, {names} {row.expected_columns} "
                          "(`data.on_bad_input: skip` skips bad rows and counts them).")
 
 
@@ -268,7 +244,8 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
             yield from map(with_folders, pacsv.open_csv(
                 handle,
                 read_options=pacsv.ReadOptions(block_size=block or CHUNK_BYTES, use_threads=False,
-                                              skip_rows_after_names=skip, encoding=dialect.encoding),
+                                              skip_rows_after_names=skip, encoding=dialect.encoding,
+                                              column_names=list(dialect.names) or None),
                 # Quoted values may hold line breaks (free text from a database or a spreadsheet): without this,
                 # a block that ends inside one throws the parser out of step. One reader thread: it costs nothing.
                 parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter, invalid_row_handler=ragged,
