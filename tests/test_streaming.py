@@ -933,3 +933,25 @@ def test_a_csv_without_a_header_line_is_read_with_data_column_names_and_its_line
     frame.to_parquet(tmp_path / "t.parquet")
     with pytest.raises(DataError, match=r"t\.parquet: a Parquet file names its own columns: leave `data\.column_names`"):
         check(config(tmp_path, tmp_path / "t.parquet", named))
+
+
+def test_a_delimiter_closing_every_line_is_no_column_and_a_value_after_it_is_a_bad_row(tmp_path, small_shards):
+    from pipeline.data import dataset
+    from pipeline.data.checks import check
+
+    table().to_csv(tmp_path / "plain.csv", index=False)
+    lines = [line + "," for line in (tmp_path / "plain.csv").read_text().splitlines()]  # as some exports close them
+    (tmp_path / "closed.csv").write_text("\n".join(lines) + "\n")
+    cfg = config(tmp_path, tmp_path / "closed.csv")
+    check(cfg)
+    dataset.prepare(cfg)
+    assert examples(cfg) == examples(config(tmp_path, tmp_path / "plain.csv"))
+
+    lines[250] += "x"
+    (tmp_path / "closed.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"closed\.csv: line 251, after the last column: 'x' stands under no column "
+                                        r"name: name the column in the header"):
+        dataset.prepare(config(tmp_path, tmp_path / "closed.csv"))
+    skipping = config(tmp_path, tmp_path / "closed.csv", "data.on_bad_input=skip")
+    dataset.prepare(skipping)
+    assert prepared_rows(skipping) == 299

@@ -29,6 +29,7 @@ from pipeline.errors import DataError
 from pipeline.text import among, listed
 
 MIN_ROWS = 3  # one example per split, at the least
+UNNAMED = ""  # the name under a delimiter that closes every line (``a,b,``): no column, if nothing stands under it
 BUILT_IN = ("digits", "ames_housing", "movielens_small", "electricity_demand", "sp500_daily", "spoken_digits", "csv",
             "series", "image_folder", "audio_folder")
 TABLES, FOLDERS = ("csv", "series"), ("image_folder", "audio_folder")  # the datasets of a user's files (data.path)
@@ -92,9 +93,11 @@ def _table(path: Path, label: str, dialect: Dialect, declared: list[str]) -> Non
     least one row per split."""
     if dialect.names and is_parquet(path):
         raise DataError(f"{path}: a Parquet file names its own columns: leave `data.column_names` out")
-    columns = checked_header(path, dialect)
+    columns, last = checked_header(path, dialect), len(file_columns(path, dialect)) - 1  # folders' columns after it
     inputs = {}
     for i, column in enumerate(columns):
+        if column == UNNAMED and i == last:
+            continue  # a delimiter closing every line: no column, if nothing stands under it (sources._convert)
         if not column.strip():
             pandas = " (pandas writes its index so: to_csv(index=False) leaves it out)" if i == 0 else ""
             raise DataError(f"{path}: column {i + 1} has no name in the header{pandas}; a column becomes a model "
@@ -200,7 +203,7 @@ def checked_header(path: Path, dialect: Dialect) -> list[str]:
 def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) -> None:
     """A later shard holds the first one's ``columns``, in any order: matched by name, as the jobs that wrote the
     shards may have ordered them otherwise; else one line that says what it adds, lacks or repeats."""
-    own = header(path, dialect)
+    own = [name for name in header(path, dialect) if name != UNNAMED]
     if sorted(own) == sorted(columns):
         return
     extra, missing = [c for c in own if c not in columns], [c for c in columns if c not in own]
@@ -216,7 +219,7 @@ def merged_columns(files: list[Path], label: str, dialect: Dialect) -> tuple[dic
     """``data.merge_columns``: every file's columns, in the order they first appear, each with the first file
     that holds it, and the columns some files lack, with how many. Each file holds the label and names each of its
     columns once."""
-    owners, headers = {}, [(path, header(path, dialect)) for path in files]
+    owners, headers = {}, [(path, [n for n in header(path, dialect) if n != UNNAMED]) for path in files]
     for path, names in headers:
         odd = next((n for n in names if not n.strip() or names.count(n) > 1), None)
         if odd is not None or label not in names:

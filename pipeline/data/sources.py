@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.data import cells, checks, inputs, lines
-from pipeline.data.checks import PLAIN, Dialect, checked_header, file_columns, same_columns
+from pipeline.data.checks import PLAIN, UNNAMED, Dialect, checked_header, file_columns, same_columns
 from pipeline.data.inputs import UNREADABLE, cannot_read, is_parquet, open_bytes
 from pipeline.errors import DataError
 from pipeline.text import among
@@ -78,6 +78,8 @@ def schema(files: list[Path], label: str, declared: dict[str, str], dialect: Dia
         samples.update({name: sampled(path).column(name) for name, path in owners.items() if name not in samples})
     types, dates, booleans = {}, set(), set()
     for name, column in samples.items():
+        if name == UNNAMED:  # a delimiter closing every line: read, but no column (``_convert`` names a value there)
+            continue
         column = folders.get(name, column)
         if pa.types.is_nested(column.type):
             raise DataError(f"{files[0]}: column {name!r} holds {column.type} values; a column must hold numbers or "
@@ -251,7 +253,8 @@ def _batches(path: Path, columns: list[str], ragged: _Ragged, dialect: Dialect, 
                 parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter, invalid_row_handler=ragged,
                                                  newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.float64() if c in numbers else pa.string() for c in columns},
+                    column_types={UNNAMED: pa.string(),
+                                  **{c: pa.float64() if c in numbers else pa.string() for c in columns}},
                     null_values=cells.NULL_SPELLINGS, strings_can_be_null=False, quoted_strings_can_be_null=False,
                     decimal_point="," if dialect.decimal == "," else "."),  # auto: the sample reads text only
             ))
@@ -280,6 +283,10 @@ def _convert(batch, schema: Schema, path: Path, first: int, on_bad_input: str):
     reasons: dict[int, str] = {}
     out = {}
     for name, column in zip(batch.schema.names, batch.columns):
+        if name == UNNAMED:  # nothing may stand under a delimiter that closes the lines
+            held = np.asarray(pc.invert(cells.text_and_missing(column)[1]))
+            _flag(bad, reasons, held, name, "stands under no column name: name the column in the header", column)
+            continue
         kind = schema.types[name]
         is_text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
         if kind == "string":
@@ -332,7 +339,7 @@ def _flag(bad, reasons: dict, rows, name: str, why: str, column) -> None:
 
     for i in np.flatnonzero(rows & ~bad)[:1]:  # the first is all an error message needs
         shown = f"{column[int(i)].as_py()!r} " if column is not None else ""
-        reasons.setdefault(int(i), f"column {name!r}: {shown}{why}")
+        reasons.setdefault(int(i), f"{f'column {name!r}' if name else 'after the last column'}: {shown}{why}")
     bad |= rows
 
 
