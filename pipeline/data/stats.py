@@ -185,10 +185,13 @@ def compare(reference: dict, data, limits, label_scale: str = "") -> Report:
     ref, cur = reference["features"], current["features"]
     for name in sorted(set(ref) | set(cur)):
         if name not in cur:
-            report.add(name, "schema", "missing", "present", "error", f"feature {name!r} is gone from the data")
+            report.add(name, "schema", "missing", "present", "error", f"feature {name!r} is gone from the data (the "
+                       "champion cannot be scored without it; `pipeline train` makes a model without it the champion)")
             continue
         if name not in ref:
-            report.add(name, "schema", "new", "absent", "error", f"feature {name!r} is new (the champion never saw it)")
+            report.add(name, "schema", "new", "absent", "error", f"feature {name!r} is new (the champion never saw it; "
+                       f"`data.exclude: [{name}]` retrains on the champion's features, `pipeline train` makes a "
+                       "model with it the champion)")
             continue
         a, b = ref[name], cur[name]
         changed = [k for k in ("kind", "dtype", "shape") if a[k] != b[k]]
