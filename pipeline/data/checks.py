@@ -93,7 +93,8 @@ def _table(path: Path, label: str, dialect: Dialect, declared: list[str]) -> Non
     least one row per split."""
     if dialect.names and is_parquet(path):
         raise DataError(f"{path}: a Parquet file names its own columns: leave `data.column_names` out")
-    columns, last = checked_header(path, dialect), len(file_columns(path, dialect)) - 1  # folders' columns after it
+    columns = checked_header(path, dialect)
+    last = len(file_columns(path, dialect)) - 1  # the file's own last column: its folders' follow it
     inputs = {}
     for i, column in enumerate(columns):
         if column == UNNAMED and i == last:

@@ -339,7 +339,8 @@ def _flag(bad, reasons: dict, rows, name: str, why: str, column) -> None:
 
     for i in np.flatnonzero(rows & ~bad)[:1]:  # the first is all an error message needs
         shown = f"{column[int(i)].as_py()!r} " if column is not None else ""
-        reasons.setdefault(int(i), f"{f'column {name!r}' if name else 'after the last column'}: {shown}{why}")
+        where = f"column {name!r}" if name != UNNAMED else "after the last column"
+        reasons.setdefault(int(i), f"{where}: {shown}{why}")
     bad |= rows
 
 
