@@ -38,6 +38,14 @@ def test_paths_default_under_workdir():
     assert (cfg.tracking.experiment, cfg.export.model_name) == ("exp", "exp")
 
 
+def test_paths_from_home_are_read_as_a_shell_reads_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load(ROOT / "configs/examples/csv.yaml", ["workdir=~/work", "data.path=~/sales.csv", "export.root=~/exports"])
+    assert (cfg.workdir, cfg.data.path, cfg.data.data_dir) == (f"{tmp_path}/work", f"{tmp_path}/sales.csv",
+                                                               f"{tmp_path}/work/tfds")
+    assert (cfg.export.root, cfg.tracking.uri) == (f"{tmp_path}/exports", f"sqlite:///{tmp_path}/work/mlflow.db")
+
+
 @pytest.mark.parametrize("example, path, name", [
     ("csv", "sales/2024 orders.csv", "2024_orders"), ("csv", "data/shards/*.parquet", "shards"),
     ("image_folder", "/data/x-rays/", "x-rays"), ("series", "load.csv", "load"), ("backbone", "pets", "pets")])

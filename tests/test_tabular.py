@@ -807,16 +807,17 @@ def test_data_errors_that_need_no_tensorflow_come_before_it(tmp_path):
     path = write_houses(tmp_path / "houses.csv")
     base = ["train", str(ROOT / "configs/examples/csv.yaml"), f"workdir={tmp_path / 'work'}"]
     cases = [[*base, f"data.path={tmp_path / 'nope.csv'}"], [*base, f"data.path={path}", "data.label_key=cost"],
-             [*base, f"data.path={path}", "data.dataset=nope"]]
+             [*base, f"data.path={path}", "data.dataset=nope"], [*base, "data.path=https://example.com/houses.csv"]]
     script = ("import sys; from pipeline.cli import main\n"
               f"codes = [main(args) for args in {cases!r}]\n"
               "print(codes, 'TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED')")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert "[3, 3, 3] TF_NOT_IMPORTED" in proc.stdout, proc.stderr
+    assert "[3, 3, 3, 3] TF_NOT_IMPORTED" in proc.stdout, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("error: ") for line in lines)
     assert "file not found" in lines[0] and "missing label column 'cost'" in lines[1]
     assert lines[2].startswith("error: Unknown dataset `data.dataset`: 'nope'")
+    assert "https://example.com/houses.csv is a URL, and `data.path` is read with this machine's file calls" in lines[3]
 
 
 @pytest.mark.parametrize("header,rows,message", [

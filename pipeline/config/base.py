@@ -7,9 +7,10 @@ The scalar types are named so that an error can say what was expected
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pipeline.errors import ConfigError
 
@@ -21,6 +22,8 @@ Lambda = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
+# A path as a shell reads it: `~/sales.csv` in a YAML file is the user's home, as pandas reads it.
+Local = Annotated[str, AfterValidator(os.path.expanduser)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 # Metric names a callback may monitor: classification logs accuracy, regression rmse and mae.

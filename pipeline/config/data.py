@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from pipeline.config.base import Count, Fraction, PositiveFloat, PositiveInt, Rate, Section
+from pipeline.config.base import Count, Fraction, Local, PositiveFloat, PositiveInt, Rate, Section
 
 
 def _known_encoding(name: str) -> str:
@@ -56,8 +56,8 @@ class DataConfig(Section):
     """Which TFDS dataset to read and how ``tf.data`` feeds it."""
 
     dataset: str = Field("digits", description="TFDS builder name (digits, ames_housing, movielens_small, csv, image_folder, or any prepared dataset).")
-    data_dir: str | None = Field(None, description="TFDS data_dir; default <workdir>/tfds.")
-    path: str | None = Field(None, description="csv: a .csv (also .csv.gz, .bz2, .xz) or .parquet file, a glob or a folder of them; "
+    data_dir: Local | None = Field(None, description="TFDS data_dir; default <workdir>/tfds.")
+    path: Local | None = Field(None, description="csv: a .csv (also .csv.gz, .bz2, .xz) or .parquet file, a glob or a folder of them; "
                                    "image_folder: a folder with one subfolder per class.")
     splits: SplitsConfig = SplitsConfig()
     time_split: TimeSplitConfig | None = None

@@ -9,6 +9,7 @@ into it and messages.py explains what it rejects. Nothing here imports a stage.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from pipeline.config.base import (
     Count,
     Fraction,
     Lambda,
+    Local,
     Monitor,
     NonNegativeFloat,
     PositiveFloat,
@@ -232,7 +234,7 @@ class TrackingConfig(Section):
 
 class ExportConfig(Section):
     enabled: bool = True
-    root: str | None = Field(None, description="Export root in TF Serving's layout; default <workdir>/exports.")
+    root: Local | None = Field(None, description="Export root in TF Serving's layout; default <workdir>/exports.")
     model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = Field(
         None, description="Folder under the root (a plain name: letters, digits, _ . -); default the config's name.")
     verify: bool = True
@@ -264,7 +266,7 @@ class RetrainConfig(Section):
     drift: DriftConfig = DriftConfig()
     fail_on_drift: bool = Field(False, description="Treat drift beyond the limits as an error, not a warning.")
     infra_requests: PositiveInt = Field(3, description="Real requests the new version must answer in a fresh server.")
-    staging: str | None = Field(None, description="Export root for challengers; default <workdir>/staging.")
+    staging: Local | None = Field(None, description="Export root for challengers; default <workdir>/staging.")
 
 
 class ExperimentConfig(Section):
@@ -276,7 +278,7 @@ class ExperimentConfig(Section):
     seed: Annotated[int, Field(ge=0, lt=2**32)] = Field(42, description="Seeds weights, shuffles and augmentation "
                                                       "(NumPy's range: 0 to 2**32 - 1).")
     deterministic: bool = Field(True, description="Deterministic ops and tf.data order: same seed, same metrics on the CPU.")
-    workdir: str = Field("work", description="Holds the MLflow store, TFDS data, checkpoints and exports.")
+    workdir: Local = Field("work", description="Holds the MLflow store, TFDS data, checkpoints and exports.")
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -320,6 +322,7 @@ class ExperimentConfig(Section):
             return raw
         raw = copy.deepcopy(raw)
         workdir = raw.get("workdir", "work")
+        workdir = os.path.expanduser(workdir) if isinstance(workdir, str) else workdir  # as `Local` reads it
         path = (raw.get("data") or {}).get("path") if isinstance(raw.get("data"), dict) else None
         name = raw.setdefault("name", _named_after(path) if path else "digits")
         derived = {

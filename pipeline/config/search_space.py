@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from pipeline.config.base import Monitor, PositiveFloat, PositiveInt, Section, set_path
+from pipeline.config.base import Local, Monitor, PositiveFloat, PositiveInt, Section, set_path
 from pipeline.config.messages import describe, walk
 from pipeline.errors import ConfigError
 from pipeline.text import closest
@@ -94,7 +94,7 @@ class TuneConfig(Section):
     max_memory_growth: Annotated[float, Field(gt=0.0)] = Field(
         0.1, description="A trial worker hands over to a fresh process before its RSS grows past this "
         "fraction over its RSS after its first trial (TensorFlow leaks part of each traced function).")
-    directory: str | None = Field(None, description="Search state (oracle, trials); default <workdir>/tuning.")
+    directory: Local | None = Field(None, description="Search state (oracle, trials); default <workdir>/tuning.")
     trial: dict[str, Any] = Field({}, description="Config values for trials only, e.g. {train.epochs: 10}; "
                                   "the best config keeps the experiment's own.")
     space: dict[str, Param] = Field(description="Dotted config path -> parameter; a list is shorthand for a choice, e.g. "

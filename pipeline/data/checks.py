@@ -155,8 +155,13 @@ def unknown_dataset(cfg) -> str:
 
 
 def required_path(cfg) -> str:
+    """``data.path``, which must be set and name this machine's files (a mounted bucket's are; a URL is not)."""
     if not cfg.data.path:
         raise DataError(f"`data.path` is required for dataset {cfg.data.dataset!r}.")
+    if "://" in cfg.data.path:
+        raise DataError(f"Invalid `data.path`: {cfg.data.path} is a URL, and `data.path` is read with this machine's "
+                        "file calls: copy the data here first (curl -o, gsutil cp, aws s3 cp) or mount the bucket, "
+                        "and give its path")
     return cfg.data.path
 
 
