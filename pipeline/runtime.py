@@ -111,8 +111,7 @@ def writable(cfg) -> None:
 
     folders = {"workdir": cfg.workdir, **({"export.root": cfg.export.root} if cfg.export.enabled else {})}
     for key, folder in folders.items():
-        reason = folder and cannot_write(folder)
-        if reason:
+        if reason := cannot_write(folder):
             raise ConfigError(f"Invalid `{key}`: cannot write in {folder} ({reason})")
 
 

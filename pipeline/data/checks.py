@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,11 +95,8 @@ def _table(path: Path, label: str, dialect: Dialect, declared: list[str]) -> Non
     if dialect.names and is_parquet(path):
         raise DataError(f"{path}: a Parquet file names its own columns: leave `data.column_names` out")
     columns = checked_header(path, dialect)
-    last = len(file_columns(path, dialect)) - 1  # the file's own last column: its folders' follow it
     inputs = {}
     for i, column in enumerate(columns):
-        if column == UNNAMED and i == last:
-            continue  # a delimiter closing every line: no column, if nothing stands under it (sources._convert)
         if not column.strip():
             pandas = " (pandas writes its index so: to_csv(index=False) leaves it out)" if i == 0 else ""
             raise DataError(f"{path}: column {i + 1} has no name in the header{pandas}; a column becomes a model "
@@ -186,11 +184,18 @@ def data_rows(path: Path, dialect: Dialect, at_most: int) -> int:
 
 def no_header(columns: list[str], dialect: Dialect) -> str:
     """What to add to an error about a header of which a third or more of the names are numbers: a row of data?"""
-    numbers = [c for c in columns if re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", c)]
+    numbers = [c for c in columns if _number(c)]
     if dialect.names or len(numbers) * 3 < len(columns):
         return ""
     return (f"; names such as {listed([c.strip() for c in numbers], 3)} say its first line may be a row of data: if "
             "the file has no header line, name its columns in `data.column_names`")
+
+
+def _number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def checked_header(path: Path, dialect: Dialect) -> list[str]:
@@ -209,7 +214,7 @@ def checked_header(path: Path, dialect: Dialect) -> list[str]:
 def same_columns(path: Path, dialect: Dialect, first: Path, columns: list[str]) -> None:
     """A later shard holds the first one's ``columns``, in any order: matched by name, as the jobs that wrote the
     shards may have ordered them otherwise; else one line that says what it adds, lacks or repeats."""
-    own = [name for name in header(path, dialect) if name != UNNAMED]
+    own = header(path, dialect)
     if sorted(own) == sorted(columns):
         return
     extra, missing = [c for c in own if c not in columns], [c for c in columns if c not in own]
@@ -225,7 +230,7 @@ def merged_columns(files: list[Path], label: str, dialect: Dialect) -> tuple[dic
     """``data.merge_columns``: every file's columns, in the order they first appear, each with the first file
     that holds it, and the columns some files lack, with how many. Each file holds the label and names each of its
     columns once."""
-    owners, headers = {}, [(path, [n for n in header(path, dialect) if n != UNNAMED]) for path in files]
+    owners, headers = {}, [(path, header(path, dialect)) for path in files]
     for path, names in headers:
         odd = next((n for n in names if not n.strip() or names.count(n) > 1), None)
         if odd is not None or label not in names:
@@ -264,8 +269,8 @@ UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")  # the byte-order marks that open UTF-1
 
 
 def file_columns(path: Path, dialect: Dialect = PLAIN) -> list[str]:
-    """A table file's column names, from its first line (CSV) or its schema (Parquet: ``inputs.data_columns``),
-    without reading the rows."""
+    """A table file's column names, from its first line (CSV; a delimiter that closes it names no column:
+    ``UNNAMED``) or its schema (Parquet: ``inputs.data_columns``), without reading the rows."""
     if is_parquet(path):
         return data_columns(parquet_metadata(path).schema.to_arrow_schema().names)
     try:
@@ -277,6 +282,7 @@ def file_columns(path: Path, dialect: Dialect = PLAIN) -> list[str]:
                 tab = "" if dialect.delimiter == "\t" else ", and most often `data.delimiter: tab`"
                 raise DataError(f"{path}: its text is UTF-16 (it opens with that byte-order mark, as Excel's \"Unicode "
                                 f"Text\" export writes it), not {dialect.encoding}: set `data.encoding: utf-16`{tab}")
-            return list(dialect.names) or next(dialect.reader(handle), [])
+            names = list(dialect.names) or next(dialect.reader(handle), [])
+            return names[:-1] if len(names) > 1 and names[-1] == UNNAMED else names
     except UNREADABLE as exc:
         raise cannot_read(path, exc) from None
