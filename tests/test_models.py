@@ -163,6 +163,27 @@ def test_a_wide_heads_penalty_spares_the_rows_of_its_linear_start():
                                                                         rel=1e-5)
 
 
+def test_numbers_enter_the_deep_part_also_piecewise_linearly_over_their_training_quantiles():
+    """Per bin: 0 below it, 1 above it, the fraction inside; a constant column has no bins; the wide part, and so
+    the linear start, sees the numbers alone."""
+    import numpy as np
+
+    from pipeline.models import build_model
+    from pipeline.models.features import functional
+
+    area, flat = np.arange(101, dtype="float32"), np.full(101, 7.0, dtype="float32")  # quartiles: 0, 25, 50, 75, 100
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("area", "numeric", "float32"), Feature("flat", "numeric", "float32")),
+                    "y", "regression", 0)
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.width=8", "model.wide=true",
+                                    "features.piecewise_bins=4"]), spec, {"area": area, "flat": flat, "y": 2 * area})
+    deep = functional(model.input, model.get_layer("deep_inputs").output)
+    rows = np.asarray(deep({"area": np.float32([0, 12.5, 50, 90, 130]), "flat": np.float32([7] * 5)}))
+    np.testing.assert_allclose(rows[:, 2:], [[0, 0, 0, 0], [0.5, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0.6], [1, 1, 1, 1]],
+                               atol=1e-5)  # after the two normalised numbers; beyond the training range: saturated
+    assert model.get_layer("prediction").kernel.shape == (2 + 8, 1)  # wide: the two numbers beside 8 deep units
+    assert float(model.get_layer("prediction").kernel[0, 0]) == pytest.approx(2 * np.std(area), rel=0.05)
+
+
 def test_width_and_depth_shape_the_cnn():
     model = _model("model.width=4", "model.depth=3")
     filters = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]

@@ -236,6 +236,31 @@ def csv_overrides(tmp_path, tfds_dir, path, *extra):
             "train.epochs=1", "train.verbose=0", "train.baselines=none", *extra]
 
 
+@pytest.mark.slow
+def test_a_table_of_numbers_in_piecewise_bins_exports_with_the_models_very_outputs(tmp_path, tfds_dir):
+    """Prices of thousands, with a step at a threshold: computed in a graph as in eager calls, the bins agree to
+    the last bit (a division by each bin's width had been the graph's product by its inverse: 1 float32 unit off)."""
+    import tensorflow as tf
+
+    from pipeline.jobs.train import train
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"speed": rng.choice([25, 33, 50, 66, 75, 100], 1000), "disk": rng.integers(80, 2100, 1000),
+                          "ram": rng.choice([2, 4, 8, 16, 32], 1000), "screen": rng.choice([14, 15, 17], 1000),
+                          "month": rng.integers(1, 36, 1000)})
+    table["price"] = (1500 + 3 * table.speed + 0.5 * table.disk + 20 * table.ram - 40 * table.month
+                      + 300 * (table.disk > 1000) + rng.normal(0, 100, 1000)).round()
+    table.to_csv(tmp_path / "computers.csv", index=False)
+    cfg = load(ROOT / "configs/examples/csv.yaml", csv_overrides(tmp_path, tfds_dir, tmp_path / "computers.csv",
+                                                                 "data.label_key=price", "features.piecewise_bins=16"))
+    result = train(cfg)
+    assert result.checks["verify.max_abs_diff"] == 0.0 and result.checks["verify.examples"] == 150
+    served = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+    price = served(speed=tf.constant([50], tf.int64), disk=tf.constant([1500], tf.int64),
+                   ram=tf.constant([8], tf.int64), screen=tf.constant([15], tf.int64), month=tf.constant([10], tf.int64))
+    assert 2100 < float(next(iter(price.values()))[0]) < 2800  # the table's own rule: 2,460
+
+
 def test_csv_with_a_bad_value_names_file_line_and_column(tmp_path, tfds_dir):
     from pipeline.data import dataset
 

@@ -33,6 +33,7 @@ class Encoded:
     vectors: list = field(default_factory=list)  # (batch, k)
     sequences: dict = field(default_factory=dict)  # name -> (batch, steps, channels), unit scale
     info: dict = field(default_factory=dict)  # per feature: kind, vocabulary size, missing share
+    deep: list = field(default_factory=list)  # (batch, k): vectors for a body's deep part only (not its wide part)
     wide: int = 0  # a wide & deep body's encoded features, the first rows of its head (registry.py)
 
 
@@ -105,6 +106,8 @@ def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Enco
     grouped = {name: [] for name in names}
     for start, value, flag in zip(starts, values, flags):
         grouped[names[start]] = [value, ops.cast(flag, "float32")] if flagged[start] else [value]
+    if cfg.features.piecewise_bins:
+        out.deep.extend(_piecewise(x, [columns[n] for n in names], mean, var, cfg.features.piecewise_bins))
     for name, s in zip(names, stats):
         out.info[name] = {"kind": "numeric", "mean": s["mean"].tolist(), "std": np.sqrt(s["var"]).tolist(),
                           "missing_share": s["missing_share"]}
@@ -121,6 +124,34 @@ def _statistics(column, cfg: ExperimentConfig) -> dict:
     var[var == 0] = 1.0  # a value constant in training: any other one later must not be divided by Keras' epsilon
     fill = mean if cfg.features.missing == "mean" else np.zeros_like(mean)
     return {"mean": mean, "var": var, "fill": fill, "missing_share": float(missing.mean())}
+
+
+PIECEWISE_ROWS = 100_000  # training rows whose quantiles place the bins: a sample of more moves them little
+
+
+def _piecewise(x, columns: list, mean, var, bins: int) -> list:
+    """The normalised numbers ``x``, each piecewise-linearly encoded over ``bins`` bins at its training quantiles
+    (Gorishniy et al., 2022, "On Embeddings for Numerical Features in Tabular Deep Learning"): per bin 0 below
+    it, 1 above it, the fraction of the bin inside, so that a threshold is one weight of the next layer. A
+    column of few distinct values gets fewer bins, a constant one none; NaN is encoded as its fill is."""
+    from keras import ops
+
+    index, left, width = [], [], []  # per bin: its value's place in x, its left edge and its width
+    samples = [np.asarray(c, dtype=np.float64).reshape(len(c), -1)[:: max(1, len(c) // PIECEWISE_ROWS)] for c in columns]
+    for i, values in enumerate(np.concatenate(samples, axis=1).T):
+        present = values[~np.isnan(values)]
+        edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1))) if len(present) else np.zeros(1)
+        edges = (edges - mean[i]) / np.sqrt(var[i])  # in the units of x
+        index += [i] * (len(edges) - 1)
+        left += list(edges[:-1])
+        width += list(np.diff(edges))
+    if not index:
+        return []
+    taken = ops.take(x, np.asarray(index, dtype="int32"), axis=1)
+    # A product, not a division: a graph (the export) computes a division by a constant as this product, and its
+    # roundings, in a price of thousands, broke the export's parity with the model in eager calls.
+    scale = (1 / np.asarray(width)).astype("float32")
+    return [ops.clip((taken - np.asarray(left, "float32")) * scale, 0.0, 1.0)]
 
 
 def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded, reg) -> dict:

@@ -33,7 +33,7 @@ def cnn(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     for i in range(cfg.model.depth):
         x = conv_block(x, cfg.model.width * 2**i, cfg.model, reg, name=f"block{i + 1}")
     pool = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
-    x = _concat([pool[cfg.model.pooling](name="pool")(x), *encoded.vectors])
+    x = _concat([pool[cfg.model.pooling](name="pool")(x), *encoded.vectors, *encoded.deep])
     return (dense_block(x, cfg.model.head_units, cfg.model, reg, name="head") if cfg.model.head_units else x), encoded
 
 
@@ -44,7 +44,8 @@ def mlp(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     encoded = encode(inputs, spec, cfg, columns, reg, augmenter)
     flat = [layers.Flatten(name=f"flatten{i}")(image) for i, image in enumerate(encoded.images)]
     flat += [layers.Flatten(name=layer_name(name, "flat"))(seq) for name, seq in encoded.sequences.items()]
-    features = x = _concat([*flat, *encoded.vectors])
+    features = _concat([*flat, *encoded.vectors])
+    x = layers.Concatenate(name="deep_inputs")([features, *encoded.deep]) if encoded.deep else features
     for i in range(cfg.model.depth):
         x = dense_block(x, cfg.model.width, cfg.model, reg, name=f"dense{i + 1}")
     if cfg.model.wide:  # the head also sees the encoded features: a linear model plus the deep part
