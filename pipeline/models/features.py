@@ -137,8 +137,7 @@ def _piecewise(x, columns: list, mean, var, bins: int) -> list:
     from keras import ops
 
     index, left, width = [], [], []  # per bin: its value's place in x, its left edge and its width
-    samples = [np.asarray(c, dtype=np.float64).reshape(len(c), -1)[:: max(1, len(c) // PIECEWISE_ROWS)] for c in columns]
-    for i, values in enumerate(np.concatenate(samples, axis=1).T):
+    for i, values in enumerate(_each_value(columns, PIECEWISE_ROWS)):
         present = values[~np.isnan(values)]
         edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1))) if len(present) else np.zeros(1)
         edges = (edges - mean[i]) / np.sqrt(var[i])  # in the units of x
@@ -152,6 +151,13 @@ def _piecewise(x, columns: list, mean, var, bins: int) -> list:
     # roundings, in a price of thousands, broke the export's parity with the model in eager calls.
     scale = (1 / np.asarray(width)).astype("float32")
     return [ops.clip((taken - np.asarray(left, "float32")) * scale, 0.0, 1.0)]
+
+
+def _each_value(columns: list, rows: int):
+    """Each column's values (a vector column's, one place at a time), of every k-th row: at most ``rows`` rows."""
+    for column in columns:
+        sample = np.asarray(column[:: -(-len(column) // rows)], dtype=np.float64)
+        yield from sample.reshape(len(sample), -1).T
 
 
 def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded, reg) -> dict:
