@@ -78,8 +78,27 @@ def register(cfg: ExperimentConfig, run_id: str, export_path: Path, tags: dict, 
                     **{k: str(v) for k, v in tags.items()}}
         mv = client.create_model_version(name, f"runs:/{run_id}/saved_model", run_id=run_id, tags=all_tags)
         if alias:
-            client.set_registered_model_alias(name, alias, mv.version)
+            move_alias(client, name, alias, mv.version)
     return Version(str(mv.version), run_id, all_tags)
+
+
+def move_alias(client, name: str, alias: str, version: str, tries: int = 3) -> None:
+    """Point ``alias`` at ``version``, again if another writer's first setting of it won a race.
+
+    MLflow's store sets an alias by reading its row, then writing it (an insert when there was none):
+    two trainings that set a model's first champion at once both insert, and the second breaks the
+    table's key (PostgreSQL's UniqueViolation, SQLite's UNIQUE constraint). The row exists then, and
+    setting it again is an update: the last writer's version, as for any alias moved twice.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            return client.set_registered_model_alias(name, alias, version)
+        except MlflowException as exc:
+            raced = any(key in str(exc) for key in ("UniqueViolation", "UNIQUE constraint failed", "duplicate key"))
+            if not raced or attempt == tries - 1:
+                raise
 
 
 def by_alias(cfg: ExperimentConfig, alias: str) -> Version | None:
@@ -100,7 +119,7 @@ def set_alias(cfg: ExperimentConfig, alias: str, version: str, tags: dict | None
         client = _client(cfg)
         for key, value in (tags or {}).items():
             client.set_model_version_tag(cfg.export.model_name, version, key, str(value))
-        client.set_registered_model_alias(cfg.export.model_name, alias, version)
+        move_alias(client, cfg.export.model_name, alias, version)
 
 
 def versions(cfg: ExperimentConfig) -> list[Version]:
