@@ -187,7 +187,7 @@ class FeaturesConfig(Section):
     separator: str = Field("|", description="multi_hot: separator between the values in one string.")
     missing: Literal["mean", "zero"] = Field("mean", description="Numeric NaN becomes the training mean (or 0).")
     missing_indicator: bool = Field(True, description="Add an is-missing input for numerics that had NaN in training.")
-    piecewise_bins: Count = Field(
+    piecewise_bins: Annotated[int, Field(ge=0, le=256)] = Field(
         0, description="The deep part also sees each number piecewise-linearly encoded over this many bins at its "
                        "training quantiles (Gorishniy et al., 2022): a threshold is one weight; 0: off.")
     target_transform: Literal["none", "log"] = Field("none", description="Regression: train on log(y); the export returns y.")
