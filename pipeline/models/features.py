@@ -6,6 +6,7 @@ validation and test data never leak into preprocessing.
 
     image        [augmentation] -> Rescaling(1/255)
     numeric      NaN -> training mean (or 0) [+ is-missing flag] -> Normalization (one for all of them)
+                 [+ for the deep part only: piecewise-linear bins at the training quantiles]
     categorical  StringLookup / IntegerLookup with one OOV bucket -> one-hot or Embedding
                  (the text columns that enter one-hot share one StringLookup)
     multi_hot    split on a separator -> StringLookup multi-hot
