@@ -124,6 +124,7 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
     augmentable = any(f.signal for f in data.spec.features)  # images and waveforms take augmentation
     found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs, augmentable)
     found = no_skill(found, test or {}, cfg.forecast.min_skill) if cfg.forecast else beaten(found, test or {})
+    found = with_thresholds(found, cfg, data.spec)
     width, depth = SIZE.get(cfg.model.name, ("model.width", "model.depth"))
     return replace(found, advice=[a.replace("model.width", width).replace("model.depth", depth) for a in found.advice])
 
@@ -155,6 +156,24 @@ def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
                          [*curves.advice, ADVICE["baseline wins"][0]])
     return Diagnosis("baseline wins", evidence, [won, f"its curves alone say {curves.verdict}"],
                      ADVICE["baseline wins"])
+
+
+THRESHOLDS = ("the numbers in piecewise-linear bins (features.piecewise_bins: 16), where a threshold is one weight; "
+              "or pipeline tune, whose table example searches them")
+
+
+def with_thresholds(found: Diagnosis, cfg, spec) -> Diagnosis:
+    """``found`` advising piecewise-linear bins when gradient boosting beats an MLP that has numbers and no bins.
+
+    Trees cut a number at a threshold at once, where an MLP's units bend slowly towards one: the bins
+    made Computers' gap to boosting a lead and helped most tables that boosting led (bench/README.md, tables).
+    """
+    beaten_by_trees = found.evidence.get("best_baseline") in FLEXIBLE and any("beats the model" in r for r in found.reasons)
+    if (beaten_by_trees and cfg.model.name in ("mlp", "tabular_mlp") and not cfg.features.piecewise_bins
+            and any(f.kind == "numeric" for f in spec.features)):
+        at = found.advice.index(ADVICE["baseline wins"][0])  # before serving the baseline: the summary shows three
+        return replace(found, advice=[*found.advice[:at], THRESHOLDS, *found.advice[at:]])
+    return found
 
 
 def _skill_evidence(curves: Diagnosis, test: dict) -> tuple[str, dict, str]:

@@ -94,6 +94,26 @@ def test_the_verdict_names_a_winning_baseline_and_keeps_under_overfitting_and_no
     assert _said("underfitting", 0.95).verdict == "underfitting"  # a linear model's match says nothing of capacity
 
 
+def test_gradient_boosting_ahead_of_an_mlp_on_numbers_brings_the_advice_of_piecewise_bins():
+    """Trees take a threshold at once: when they beat the MLP beyond noise, the advice names the bins (or the search),
+    unless the model has them, has no numbers, or the winner is a linear model."""
+    from pipeline.data.spec import DataSpec, Feature
+    from pipeline.diagnose import THRESHOLDS, with_thresholds
+
+    def advice(best: str, *overrides: str, kind: str = "numeric", verdict: str = "good fit") -> list[str]:
+        test = {"skill.ratio": 1.2, "skill.ratio_low": 1.1, "skill.ratio_high": 1.3, f"skill.best_baseline.{best}": 1.0}
+        spec = DataSpec("t", "1", {}, {}, "", (Feature("x", kind, "float32" if kind == "numeric" else "string"),), "y",
+                        "regression", 0)
+        found = beaten(Diagnosis(verdict, reasons=["curves"], advice=["curve advice"]), test)
+        return with_thresholds(found, load(CSV, list(overrides)), spec).advice
+
+    assert advice("gradient_boosting")[0] == THRESHOLDS and "features.piecewise_bins: 16" in THRESHOLDS
+    assert advice("gradient_boosting", verdict="not converged")[:2] == ["curve advice", THRESHOLDS]  # then the baseline
+    assert THRESHOLDS not in advice("linear")
+    assert THRESHOLDS not in advice("gradient_boosting", "features.piecewise_bins=16")
+    assert THRESHOLDS not in advice("gradient_boosting", kind="categorical")
+
+
 def test_an_underfitting_model_that_gradient_boosting_does_not_beat_is_a_good_fit_on_noisy_labels():
     """Noisy labels (churn, clicks) keep every learner far from its training data: when a flexible baseline
     fitted on the same rows does no better, more capacity is not the advice."""
