@@ -81,6 +81,7 @@ def test_run_artifacts_hold_config_data_spec_curves_and_model(trained, tmp_path)
     assert spec["sizes"] == {"train": 1168, "validation": 270, "test": 359}
 
 
+@pytest.mark.slow  # three trainings
 def test_early_stopping_stops_before_max_epochs_on_a_plateau_and_a_resumed_run_stops_where_it_would_have(tiny_cfg):
     import keras
 
