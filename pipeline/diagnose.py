@@ -78,6 +78,9 @@ ADVICE = {
         "for returns of a traded asset this is the expected answer: past prices carry little about the next one",
     ],
 }
+# Where gradient boosting beats an MLP on numbers without bins (beaten, bins_may_help).
+THRESHOLDS = ("the numbers in piecewise-linear bins (features.piecewise_bins: 16), where a threshold is one weight; "
+              "or pipeline tune, whose table example searches them")
 
 
 @dataclass
@@ -123,13 +126,13 @@ def diagnose_run(cfg, history: dict[str, list[float]], task, data, test: dict | 
     epochs = len(history["loss"])
     augmentable = any(f.signal for f in data.spec.features)  # images and waveforms take augmentation
     found = diagnose(history, metric, higher, float(trivial), cfg.train.epochs, epochs < cfg.train.epochs, augmentable)
-    found = no_skill(found, test or {}, cfg.forecast.min_skill) if cfg.forecast else beaten(found, test or {})
-    found = with_thresholds(found, cfg, data.spec)
+    found = (no_skill(found, test or {}, cfg.forecast.min_skill) if cfg.forecast
+             else beaten(found, test or {}, bins_may_help(cfg, data.spec)))
     width, depth = SIZE.get(cfg.model.name, ("model.width", "model.depth"))
     return replace(found, advice=[a.replace("model.width", width).replace("model.depth", depth) for a in found.advice])
 
 
-def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
+def beaten(curves: Diagnosis, test: dict, bins: bool = False) -> Diagnosis:
     """``curves`` turned into ``baseline wins`` when the best baseline's error is below the model's beyond noise
     and by more than TIE.
 
@@ -138,6 +141,10 @@ def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
     the baseline's win among its reasons and the baseline among its advice. An underfitting model
     that a flexible baseline (gradient boosting) does not beat is a ``good fit``: on noisy labels
     (churn, clicks) every learner stops far from the training data, and more capacity is not the cure.
+
+    Args:
+        bins: Whether piecewise-linear bins may help (``bins_may_help``): then a win of gradient boosting
+            advises them, before serving the baseline (the run summary shows three lines of advice).
     """
     if "skill.ratio_low" not in test:
         return curves
@@ -151,29 +158,20 @@ def beaten(curves: Diagnosis, test: dict) -> Diagnosis:
             return Diagnosis("good fit", evidence, [*curves.reasons, ceiling], ADVICE["good fit"])
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, f"against the baselines: {said}"], curves.advice)
     won = f"the {best} baseline beats the model: {said}"
+    thresholds = [THRESHOLDS] if bins and best in FLEXIBLE else []
     if curves.verdict in ("underfitting", "overfitting", "not converged"):
         return Diagnosis(curves.verdict, evidence, [*curves.reasons, won],
-                         [*curves.advice, ADVICE["baseline wins"][0]])
+                         [*curves.advice, *thresholds, ADVICE["baseline wins"][0]])
     return Diagnosis("baseline wins", evidence, [won, f"its curves alone say {curves.verdict}"],
-                     ADVICE["baseline wins"])
+                     [*thresholds, *ADVICE["baseline wins"]])
 
 
-THRESHOLDS = ("the numbers in piecewise-linear bins (features.piecewise_bins: 16), where a threshold is one weight; "
-              "or pipeline tune, whose table example searches them")
-
-
-def with_thresholds(found: Diagnosis, cfg, spec) -> Diagnosis:
-    """``found`` advising piecewise-linear bins when gradient boosting beats an MLP that has numbers and no bins.
-
-    Trees cut a number at a threshold at once, where an MLP's units bend slowly towards one: the bins
-    made Computers' gap to boosting a lead and helped most tables that boosting led (bench/README.md, tables).
-    """
-    beaten_by_trees = found.evidence.get("best_baseline") in FLEXIBLE and any("beats the model" in r for r in found.reasons)
-    if (beaten_by_trees and cfg.model.name in ("mlp", "tabular_mlp") and not cfg.features.piecewise_bins
-            and any(f.kind == "numeric" for f in spec.features)):
-        at = found.advice.index(ADVICE["baseline wins"][0])  # before serving the baseline: the summary shows three
-        return replace(found, advice=[*found.advice[:at], THRESHOLDS, *found.advice[at:]])
-    return found
+def bins_may_help(cfg, spec) -> bool:
+    """Whether the model is an MLP with numbers and no piecewise-linear bins: trees cut a number at a threshold
+    at once, where an MLP's units bend slowly towards one; the bins made Computers' gap to boosting a lead and
+    helped most tables that boosting led (bench/README.md, tables)."""
+    return (cfg.model.name in ("mlp", "tabular_mlp") and not cfg.features.piecewise_bins
+            and any(f.kind == "numeric" for f in spec.features))
 
 
 def _skill_evidence(curves: Diagnosis, test: dict) -> tuple[str, dict, str]:

@@ -98,14 +98,14 @@ def test_gradient_boosting_ahead_of_an_mlp_on_numbers_brings_the_advice_of_piece
     """Trees take a threshold at once: when they beat the MLP beyond noise, the advice names the bins (or the search),
     unless the model has them, has no numbers, or the winner is a linear model."""
     from pipeline.data.spec import DataSpec, Feature
-    from pipeline.diagnose import THRESHOLDS, with_thresholds
+    from pipeline.diagnose import THRESHOLDS, bins_may_help
 
     def advice(best: str, *overrides: str, kind: str = "numeric", verdict: str = "good fit") -> list[str]:
         test = {"skill.ratio": 1.2, "skill.ratio_low": 1.1, "skill.ratio_high": 1.3, f"skill.best_baseline.{best}": 1.0}
         spec = DataSpec("t", "1", {}, {}, "", (Feature("x", kind, "float32" if kind == "numeric" else "string"),), "y",
                         "regression", 0)
-        found = beaten(Diagnosis(verdict, reasons=["curves"], advice=["curve advice"]), test)
-        return with_thresholds(found, load(CSV, list(overrides)), spec).advice
+        curves = Diagnosis(verdict, reasons=["curves"], advice=["curve advice"])
+        return beaten(curves, test, bins_may_help(load(CSV, list(overrides)), spec)).advice
 
     assert advice("gradient_boosting")[0] == THRESHOLDS and "features.piecewise_bins: 16" in THRESHOLDS
     assert advice("gradient_boosting", verdict="not converged")[:2] == ["curve advice", THRESHOLDS]  # then the baseline

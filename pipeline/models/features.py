@@ -108,11 +108,14 @@ def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Enco
     for start, value, flag in zip(starts, values, flags):
         grouped[names[start]] = [value, ops.cast(flag, "float32")] if flagged[start] else [value]
     if cfg.features.piecewise_bins:
-        out.deep.extend(_piecewise(x, [columns[n] for n in names], mean, var, cfg.features.piecewise_bins))
+        out.deep.extend(_piecewise(x, [edges for s in stats for edges in s["edges"]], mean, var))
     for name, s in zip(names, stats):
         out.info[name] = {"kind": "numeric", "mean": s["mean"].tolist(), "std": np.sqrt(s["var"]).tolist(),
                           "missing_share": s["missing_share"]}
     return grouped
+
+
+PIECEWISE_ROWS = 100_000  # training rows whose quantiles place the bins: a sample of more moves them little
 
 
 def _statistics(column, cfg: ExperimentConfig) -> dict:
@@ -124,27 +127,29 @@ def _statistics(column, cfg: ExperimentConfig) -> dict:
     var = np.nan_to_num(np.nanvar(present, axis=0)) if (~missing).any() else np.ones(values.shape[1])
     var[var == 0] = 1.0  # a value constant in training: any other one later must not be divided by Keras' epsilon
     fill = mean if cfg.features.missing == "mean" else np.zeros_like(mean)
-    return {"mean": mean, "var": var, "fill": fill, "missing_share": float(missing.mean())}
+    stats = {"mean": mean, "var": var, "fill": fill, "missing_share": float(missing.mean())}
+    if cfg.features.piecewise_bins:  # each value's bin edges: quantiles of (at most PIECEWISE_ROWS) training rows
+        levels = np.linspace(0, 1, cfg.features.piecewise_bins + 1)
+        sample = values[:: -(-len(values) // PIECEWISE_ROWS)].T  # (values, rows)
+        stats["edges"] = [np.unique(np.quantile(v[~np.isnan(v)], levels)) if (~np.isnan(v)).any()
+                          else np.zeros(1) for v in sample]  # a value never present: no bins
+    return stats
 
 
-PIECEWISE_ROWS = 100_000  # training rows whose quantiles place the bins: a sample of more moves them little
-
-
-def _piecewise(x, columns: list, mean, var, bins: int) -> list:
-    """The normalised numbers ``x``, each piecewise-linearly encoded over ``bins`` bins at its training quantiles
-    (Gorishniy et al., 2022, "On Embeddings for Numerical Features in Tabular Deep Learning"): per bin 0 below
-    it, 1 above it, the fraction of the bin inside, so that a threshold is one weight of the next layer. A
-    column of few distinct values gets fewer bins, a constant one none; NaN is encoded as its fill is."""
+def _piecewise(x, edges: list, mean, var) -> list:
+    """The normalised numbers ``x``, each piecewise-linearly encoded over the bins between its ``edges`` (training
+    quantiles, in its raw units; Gorishniy et al., 2022, "On Embeddings for Numerical Features in Tabular Deep
+    Learning"): per bin 0 below it, 1 above it, the fraction of the bin inside, so that a threshold is one weight
+    of the next layer. A column of few distinct values gets fewer bins, a constant one none; NaN is encoded as
+    its fill is."""
     from keras import ops
 
     index, left, width = [], [], []  # per bin: its value's place in x, its left edge and its width
-    for i, values in enumerate(_each_value(columns, PIECEWISE_ROWS)):
-        present = values[~np.isnan(values)]
-        edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1))) if len(present) else np.zeros(1)
-        edges = (edges - mean[i]) / np.sqrt(var[i])  # in the units of x
-        index += [i] * (len(edges) - 1)
-        left += list(edges[:-1])
-        width += list(np.diff(edges))
+    for i, raw in enumerate(edges):
+        normalised = (raw - mean[i]) / np.sqrt(var[i])  # in the units of x
+        index += [i] * (len(raw) - 1)
+        left += list(normalised[:-1])
+        width += list(np.diff(normalised))
     if not index:
         return []
     taken = ops.take(x, np.asarray(index, dtype="int32"), axis=1)
@@ -152,13 +157,6 @@ def _piecewise(x, columns: list, mean, var, bins: int) -> list:
     # roundings, in a price of thousands, broke the export's parity with the model in eager calls.
     scale = (1 / np.asarray(width)).astype("float32")
     return [ops.clip((taken - np.asarray(left, "float32")) * scale, 0.0, 1.0)]
-
-
-def _each_value(columns: list, rows: int):
-    """Each column's values (a vector column's, one place at a time), of every k-th row: at most ``rows`` rows."""
-    for column in columns:
-        sample = np.asarray(column[:: -(-len(column) // rows)], dtype=np.float64)
-        yield from sample.reshape(len(sample), -1).T
 
 
 def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Encoded, reg) -> dict:
