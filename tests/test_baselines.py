@@ -125,6 +125,10 @@ def test_an_underfitting_model_that_gradient_boosting_does_not_beat_is_a_good_fi
     beaten_by_it = beaten(Diagnosis("underfitting", reasons=["curves"], advice=["more capacity"]),
                           {**test, "skill.ratio": 1.1, "skill.ratio_low": 1.05, "skill.ratio_high": 1.15})
     assert beaten_by_it.verdict == "underfitting" and beaten_by_it.advice[0] == "more capacity"
+    ahead_within_noise = beaten(Diagnosis("underfitting", reasons=["curves"], advice=["more capacity"]),
+                                {**test, "skill.ratio": 1.227, "skill.ratio_low": 1.0, "skill.ratio_high": 1.404})
+    assert ahead_within_noise.verdict == "underfitting" and ahead_within_noise.advice == ["more capacity"]
+    assert ahead_within_noise.reasons[-1].startswith("against the baselines: test error 1.227x")
 
 
 def test_a_baseline_that_cannot_fit_is_skipped_with_its_reason_and_the_run_goes_on(tmp_path, tfds_dir, capsys):

@@ -304,3 +304,31 @@ def test_a_wide_forecasts_penalty_is_the_one_its_validation_windows_prefer():
     # without them, leave-one-out's alpha keeps more of the training windows' noise (0.52 against 0.36 here)
     assert start_error({"y": x_val, "y_ahead": y_val}) < 0.9 * start_error(None)
     assert start_error({"y": x_val[:0], "y_ahead": y_val[:0]}) == start_error(None)  # no validation window
+
+
+def test_categories_in_fewer_training_rows_than_min_count_share_the_unseen_bucket_and_a_column_of_none_is_left_out():
+    """A value seen once can only be memorised (a car's model name in a table of cars): below ``features.min_count``
+    rows it is read as a value never seen; a column with no value that common adds nothing, yet the export takes it."""
+    import numpy as np
+
+    from pipeline.models import build_model
+
+    spec = DataSpec("t", "1", {}, {}, "", (Feature("city", "categorical", "string"), Feature("name", "categorical", "string"),
+                                           Feature("tags", "multi_hot", "string"), Feature("code", "categorical", "int64")),
+                    "y", "regression", 0)
+    columns = {"city": np.array([b"a", b"a", b"b", b"b", b"c"]), "name": np.array([b"v", b"w", b"x", b"y", b"z"]),
+               "tags": np.array([b"p|q", b"p", b"q", b"r", b"p|q"]), "code": np.array([7, 7, 8, 9, 7]),
+               "y": np.arange(5, dtype="float32")}
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.width=4", "features.min_count=2"]), spec, columns)
+    info = model.feature_info
+    assert info["city"]["vocabulary"] == ["[UNK]", "a", "b"] and info["name"]["encoding"] == "none"
+    assert info["tags"]["vocabulary"][-2:] == ["p", "q"] and "r" not in info["tags"]["vocabulary"]
+    assert [v for v in info["code"]["vocabulary"] if v != -1] == [7]
+
+    def predict(**changed):
+        batch = {"city": np.array(["a"]), "name": np.array(["v"]), "tags": np.array(["p"]), "code": np.array([7])}
+        return float(np.asarray(model({**batch, **{k: np.array([v]) for k, v in changed.items()}}))[0, 0])
+
+    assert predict(city="c") == predict(city="never seen") != predict(city="a")
+    assert predict(name="z") == predict(name="anything") == predict()  # the column is in the export, and unused
+    assert predict(code=9) == predict(code=123)

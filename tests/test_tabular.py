@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import re
 import shutil
 
@@ -123,10 +124,12 @@ def test_preprocessing_statistics_come_from_the_training_split_only(tmp_path, tf
     assert mean == pytest.approx(train_area.mean(), rel=1e-6)
     assert abs(mean - all_area.mean()) > 1e-3  # would fail if validation or test leaked in
 
-    train_values = {v.decode() for v in _column(data.train_epoch(), "Neighborhood")}
+    counts = collections.Counter(v.decode() for v in _column(data.train_epoch(), "Neighborhood"))
+    train_values = {v for v, n in counts.items() if n >= cfg.features.min_count}
     assert set(model.feature_info["Neighborhood"]["vocabulary"][1:]) == train_values  # index 0 is the OOV bucket
+    assert len(train_values) < len(counts)  # a neighbourhood of one house is read as an unseen one
     neighborhoods = data.train_columns["Neighborhood"]  # each distinct value held once, however often it occurs
-    assert len({id(v) for v in neighborhoods}) == len(set(neighborhoods.tolist())) == len(train_values)
+    assert len({id(v) for v in neighborhoods}) == len(set(neighborhoods.tolist())) == len(counts)
     target_mean = float(np.asarray(model.get_layer("prediction").bias)[0])
     assert target_mean == pytest.approx(data.train_columns["Sale_Price"].mean(), rel=1e-5)
     assert 11 < target_mean < 13  # the mean of log(price) over the training split
@@ -140,7 +143,7 @@ def test_unseen_category_goes_to_the_oov_bucket_and_nan_to_the_training_mean(tmp
                     "y", "regression")
     columns = {"city": np.array([b"a", b"b", b"a"]), "area": np.array([1.0, np.nan, 3.0], "float32"),
                "y": np.array([1.0, 2.0, 3.0], "float32")}
-    cfg = load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"])
+    cfg = load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4", "features.min_count=1"])
     model = build_model(cfg, spec, columns)
     (city,) = model.get_layer("categorical_lookup")([np.array(["zzz", "b"])])
     assert city.numpy().argmax(axis=1).tolist() == [0, 2]  # the OOV bucket; "b" after it and "a"
@@ -186,7 +189,8 @@ def test_each_column_keeps_its_place_in_the_feature_vector_though_numbers_and_te
     columns = {"area": np.array([1.0, np.nan, 3.0], "float32"), "city": np.array([b"a", b"b", b"a"]),
                "sizes": np.array([[0, 1], [0, 2], [0, 3]], "float32"), "rooms": np.array([1, 2, 6]),
                "floors": np.array([1, 1, 4], "float32"), "y": np.ones(3, "float32")}
-    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"]), spec, columns)
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4", "features.min_count=1"]),
+                        spec, columns)
     features = keras.Model(model.inputs, model.get_layer("features").input)  # the vector the network sees
     batch = {"area": np.array([np.nan, 4.0], "float32"), "city": np.array(["b", "zzz"]),
              "sizes": np.array([[5, 2], [0, 4]], "float32"), "rooms": np.array([3, 9]), "floors": np.array([2, 0], "float32")}
@@ -206,10 +210,11 @@ def test_categoricals_are_one_hot_up_to_one_hot_max_values_and_embedded_above():
                                            Feature("customer", "categorical", "string")), "y", "regression")
     columns = {"city": np.array([b"a", b"b", b"c"] * 700), "customer": np.array([b"%d" % i for i in range(2100)]),
                "y": np.ones(2100, "float32")}
-    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4"]), spec, columns)
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4", "features.min_count=1"]),
+                        spec, columns)
     assert {n: f["encoding"] for n, f in model.feature_info.items()} == {"city": "one_hot", "customer": "embedding"}
     assert model.get_layer("customer_embedding").input_dim == 2101  # every value kept, and the OOV bucket
-    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4",
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.depth=1", "model.width=4", "features.min_count=1",
                                     "features.one_hot_max=3000"]), spec, columns)
     assert model.feature_info["customer"]["encoding"] == "one_hot"
 

@@ -184,6 +184,9 @@ class FeaturesConfig(Section):
     max_vocabulary: PositiveInt = Field(
         100_000, description="Categorical and id lookups keep the training split's most frequent values, at most "
                              "this many; the rest share one out-of-vocabulary bucket.")
+    min_count: PositiveInt = Field(
+        2, description="A categorical value in fewer training rows than this shares the out-of-vocabulary bucket "
+                       "(ids of a recommender excepted): a value seen once can only be memorised.")
     separator: str = Field("|", description="multi_hot: separator between the values in one string.")
     missing: Literal["mean", "zero"] = Field("mean", description="Numeric NaN becomes the training mean (or 0).")
     missing_indicator: bool = Field(True, description="Add an is-missing input for numerics that had NaN in training.")

@@ -7,7 +7,8 @@ validation and test data never leak into preprocessing.
     image        [augmentation] -> Rescaling(1/255)
     numeric      NaN -> training mean (or 0) [+ is-missing flag] -> Normalization (one for all of them)
                  [+ for the deep part only: piecewise-linear bins at the training quantiles]
-    categorical  StringLookup / IntegerLookup with one OOV bucket -> one-hot or Embedding
+    categorical  StringLookup / IntegerLookup with one OOV bucket (and values of under min_count rows) -> one-hot
+                 or Embedding
                  (the text columns that enter one-hot share one StringLookup)
     multi_hot    split on a separator -> StringLookup multi-hot
     sequence     a window of a series: [target: relative to its last value] -> NaN -> mean -> Normalization
@@ -172,7 +173,10 @@ def _text_categoricals(inputs: dict, spec, cfg: ExperimentConfig, columns: dict,
         feature = spec.feature(name)
         if feature.kind != "categorical" or feature.dtype != "string" or feature.shape:
             continue
-        vocabulary = _vocabulary(feature, columns.get(name), f.max_vocabulary)
+        vocabulary = _vocabulary(feature, columns.get(name), f.max_vocabulary, least=f.min_count)
+        if not vocabulary:
+            grouped[name] = _unseen(out, feature)
+            continue
         if _one_hot(f, vocabulary):
             one_hot[name] = vocabulary
             continue
@@ -215,8 +219,7 @@ def _audio(out, feature, x, cfg, column, reg, augmenter):
                               "spectrogram": list(x.shape[1:])}
 
 
-def lookup(feature, column, output_mode: str, limit: int, mask_token=None, separator: str | None = None,
-           vocabulary: list | None = None):
+def lookup(feature, column, output_mode: str, limit: int, mask_token=None, vocabulary: list | None = None):
     """A StringLookup / IntegerLookup over the training split's ``limit`` most frequent values, plus one OOV bucket
     (``vocabulary``, when the caller counted them already).
 
@@ -225,7 +228,7 @@ def lookup(feature, column, output_mode: str, limit: int, mask_token=None, separ
     from keras import layers
 
     if vocabulary is None:
-        vocabulary = _vocabulary(feature, column, limit, mask_token, separator)
+        vocabulary = _vocabulary(feature, column, limit, mask_token)
     if feature.dtype == "string":
         return layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, mask_token=mask_token,
                                    output_mode=output_mode, name=layer_name(feature.name, "lookup"))
@@ -233,20 +236,23 @@ def lookup(feature, column, output_mode: str, limit: int, mask_token=None, separ
                                 name=layer_name(feature.name, "lookup"))
 
 
-def _vocabulary(feature, column, limit: int, mask_token=None, separator: str | None = None) -> list:
-    """The training split's ``limit`` most frequent values of a feature (the parts, with a ``separator``)."""
+def _vocabulary(feature, column, limit: int, mask_token=None, separator: str | None = None, least: int = 1) -> list:
+    """The training split's ``limit`` most frequent values of a feature (the parts, with a ``separator``), each
+    in at least ``least`` rows."""
     values = np.asarray(column).reshape(-1)
     if feature.dtype == "string":
         strings = (v.decode() if isinstance(v, bytes) else str(v) for v in values)
         if separator is not None:
             strings = (part for s in strings for part in s.split(separator))
-        return _most_frequent((s for s in strings if s != mask_token), limit)
-    return _most_frequent((int(v) for v in values), limit)
+        return _most_frequent((s for s in strings if s != mask_token), limit, least)
+    return _most_frequent((int(v) for v in values), limit, least)
 
 
-def _most_frequent(values, limit: int) -> list:
-    """The ``limit`` most frequent values (ties: the smaller first), sorted."""
+def _most_frequent(values, limit: int, least: int = 1) -> list:
+    """The ``limit`` most frequent values of those counted at least ``least`` times (ties: the smaller first), sorted."""
     counts = Counter(values)
+    if least > 1:
+        counts = Counter({v: n for v, n in counts.items() if n >= least})
     if len(counts) <= limit:
         return sorted(counts)
     return sorted(sorted(counts, key=lambda v: (-counts[v], v))[:limit])
@@ -257,7 +263,9 @@ def _categorical(out, feature, x, cfg, column, reg, augmenter, vocabulary: list 
 
     f = cfg.features
     if vocabulary is None:
-        vocabulary = _vocabulary(feature, column, f.max_vocabulary)
+        vocabulary = _vocabulary(feature, column, f.max_vocabulary, least=f.min_count)
+    if not vocabulary:
+        return _unseen(out, feature)
     encoding = "one_hot" if _one_hot(f, vocabulary) else "embedding"
     if encoding == "one_hot":
         table = lookup(feature, column, "one_hot", f.max_vocabulary, vocabulary=vocabulary)
@@ -270,9 +278,20 @@ def _categorical(out, feature, x, cfg, column, reg, augmenter, vocabulary: list 
     out.info[feature.name] = {"kind": "categorical", "encoding": encoding, "vocabulary": table.get_vocabulary()}
 
 
+def _unseen(out, feature) -> list:
+    """A categorical none of whose values is in ``features.min_count`` training rows: every value would fall in the
+    out-of-vocabulary bucket, a constant, so the model leaves the column out (the export still takes it)."""
+    out.info[feature.name] = {"kind": feature.kind, "encoding": "none", "vocabulary": []}
+    return []
+
+
 def _multi_hot(out, feature, x, cfg, column, reg, augmenter):
-    table = lookup(feature, column, "multi_hot", cfg.features.max_vocabulary, mask_token="", separator=cfg.features.separator)
-    out.vectors.append(table(SplitStrings(cfg.features.separator, name=layer_name(feature.name, "split"))(x)))
+    f = cfg.features
+    vocabulary = _vocabulary(feature, column, f.max_vocabulary, "", f.separator, f.min_count)
+    if not vocabulary:
+        return _unseen(out, feature)
+    table = lookup(feature, column, "multi_hot", f.max_vocabulary, mask_token="", vocabulary=vocabulary)
+    out.vectors.append(table(SplitStrings(f.separator, name=layer_name(feature.name, "split"))(x)))
     out.info[feature.name] = {"kind": "multi_hot", "vocabulary": table.get_vocabulary()}
 
 
