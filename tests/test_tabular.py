@@ -799,6 +799,24 @@ def test_a_label_of_classes_typed_two_ways_is_noted(tmp_path, tfds_dir):
            "own, and the model is scored on telling them apart; write them alike in the file" in stats.column_notes(data)
 
 
+def test_a_class_of_fewer_than_two_training_rows_is_noted(tmp_path, tfds_dir):
+    """A class of one row in the file lands in one split: the model cannot learn it, and elsewhere it is an error."""
+    from pipeline.data import dataset, stats
+
+    path = write_houses(tmp_path / "houses.csv")
+    frame = pd.read_csv(path)
+    frame["sold"] = np.where(frame.price > frame.price.median(), "high", "low")
+    frame.loc[7, "sold"] = "auction"
+    frame.to_csv(path, index=False)
+    data = dataset.load(load(ROOT / "configs/examples/csv.yaml", csv_overrides(
+        tmp_path, tfds_dir, path, "data.label_key=sold", "data.exclude=[price]")))
+    counts = np.bincount(data.train_columns["sold"], minlength=3)
+    assert data.spec.class_names == ["auction", "high", "low"] and counts[0] < 2 <= min(counts[1:])
+    (note,) = [n for n in stats.column_notes(data) if "fewer than two training rows" in n]
+    assert note.startswith(f"label `sold` has classes of fewer than two training rows: 'auction' "
+                           f"({'none' if counts[0] == 0 else 'one'}); the model cannot learn to predict them")
+
+
 def test_a_number_label_of_a_few_whole_values_says_how_to_make_it_classes(tmp_path, tfds_dir):
     """A churn flag of 0 and 1 is a number, so regression: the log target's refusal, and a run's notes
     without it, name the declaration that makes it classification, which then trains classes."""

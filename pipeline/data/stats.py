@@ -51,9 +51,9 @@ def column_notes(data, labels=None) -> list[str]:
     (a row number, an id: a model can only memorise it, and every test row's value is unseen); text that holds
     dates in another format than ISO 8601 (categories that tomorrow's dates are not among) or numbers with
     currency signs, percent or thousands' separators (categories, not numbers); categories, or a label's classes,
-    that differ only in case or spaces (one word typed two ways); a number label of a few whole
-    values, or a text label of such numbers (``labels``: the training labels on their own scale, ``Task.label_values``:
-    a log target's training column holds their log; default that column)."""
+    that differ only in case or spaces (one word typed two ways); classes of fewer than two training rows; a number
+    label of a few whole values, or a text label of such numbers (``labels``: the training labels on their own
+    scale, ``Task.label_values``: a log target's training column holds their log; default that column)."""
     notes = []
     for f in data.spec.features:
         values = None if f.signal else data.train_columns[f.name]
@@ -90,6 +90,8 @@ def column_notes(data, labels=None) -> list[str]:
         elif text and distinct <= MAX_CATEGORIES and (alike := spelt_alike(set(present.tolist()))):
             notes.append(f"column {f.name!r} holds values that differ only in case or spaces ({alike}): each is a "
                          "category of its own; write them alike in the file to train them as one")
+    if data.spec.task == "classification" and (unlearnt := _unlearnt_classes(data.spec, data.train_columns[data.spec.label])):
+        notes.append(unlearnt)
     if data.spec.task == "classification" and (alike := spelt_alike(data.spec.class_names)):
         notes.append(f"label `{data.spec.label}` has classes that differ only in case or spaces ({alike}): each is a "
                      "class of its own, and the model is scored on telling them apart; write them alike in the file")
@@ -100,6 +102,18 @@ def column_notes(data, labels=None) -> list[str]:
         notes.append(f"label `{data.spec.label}` holds numbers written as {example} and trains as "
                      f"{data.spec.num_classes} classes; {PLAIN_LABEL}")
     return notes
+
+
+def _unlearnt_classes(spec, labels) -> str:
+    """The classes of fewer than two training rows, said in one note: the model cannot learn to predict them, and
+    their validation and test rows count as its errors (a class of one row in a file lands in one split only)."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=spec.num_classes)
+    few = [f"{spec.class_name(i)!r} ({'none' if counts[i] == 0 else 'one'})" for i in np.flatnonzero(counts < 2)]
+    if not few:
+        return ""
+    return (f"label `{spec.label}` has classes of fewer than two training rows: {listed(few, 3)}; the model cannot "
+            "learn to predict them, and their rows in the other splits count as its errors: gather more rows of "
+            "them, or give those rows another class in the file")
 
 
 def input_names(spec) -> list[str]:
