@@ -90,11 +90,12 @@ def column_notes(data, labels=None) -> list[str]:
         elif text and distinct <= MAX_CATEGORIES and (alike := spelt_alike(set(present.tolist()))):
             notes.append(f"column {f.name!r} holds values that differ only in case or spaces ({alike}): each is a "
                          "category of its own; write them alike in the file to train them as one")
-    if data.spec.task == "classification" and (unlearnt := _unlearnt_classes(data.spec, data.train_columns[data.spec.label])):
-        notes.append(unlearnt)
-    if data.spec.task == "classification" and (alike := spelt_alike(data.spec.class_names)):
-        notes.append(f"label `{data.spec.label}` has classes that differ only in case or spaces ({alike}): each is a "
-                     "class of its own, and the model is scored on telling them apart; write them alike in the file")
+    if data.spec.task == "classification":
+        if unlearnt := _unlearnt_classes(data.spec, data.train_columns[data.spec.label]):
+            notes.append(unlearnt)
+        if alike := spelt_alike(data.spec.class_names):
+            notes.append(f"label `{data.spec.label}` has classes that differ only in case or spaces ({alike}): each is "
+                         "a class of its own, and the model is scored on telling them apart; write them alike in the file")
     label = np.asarray(data.train_columns[data.spec.label] if labels is None else labels)
     if data.spec.task == "regression" and (hint := classes_hint(label, data.spec.label)):
         notes.append(hint)

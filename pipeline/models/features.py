@@ -38,6 +38,11 @@ class Encoded:
     deep: list = field(default_factory=list)  # (batch, k): vectors for a body's deep part only (not its wide part)
     wide: int = 0  # a wide & deep body's encoded features, the first rows of its head (registry.py)
 
+    @property
+    def every_vector(self) -> list:
+        """``vectors`` and ``deep`` together: what a body without a wide part takes."""
+        return [*self.vectors, *self.deep]
+
 
 def layer_name(feature: str, suffix: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', feature)}_{suffix}"
@@ -250,9 +255,7 @@ def _vocabulary(feature, column, limit: int, mask_token=None, separator: str | N
 
 def _most_frequent(values, limit: int, least: int = 1) -> list:
     """The ``limit`` most frequent values of those counted at least ``least`` times (ties: the smaller first), sorted."""
-    counts = Counter(values)
-    if least > 1:
-        counts = Counter({v: n for v, n in counts.items() if n >= least})
+    counts = {v: n for v, n in Counter(values).items() if n >= least}
     if len(counts) <= limit:
         return sorted(counts)
     return sorted(sorted(counts, key=lambda v: (-counts[v], v))[:limit])

@@ -42,12 +42,12 @@ def recommender(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     side = {n: x for n, x in inputs.items() if n not in (rc.user, rc.item)}
     encoded = encode(side, spec, cfg, columns, reg) if side else Encoded()
     if rc.tower:
-        z = layers.Concatenate(name="tower_inputs")([user_vec, item_vec, *encoded.vectors, *encoded.deep])
+        z = layers.Concatenate(name="tower_inputs")([user_vec, item_vec, *encoded.every_vector])
         for k, units in enumerate(rc.tower):
             z = dense_block(z, units, cfg.model, reg, name=f"tower{k + 1}")
         parts.append(z)
     else:
-        parts.extend([*encoded.vectors, *encoded.deep])
+        parts.extend(encoded.every_vector)
     encoded.info[rc.user] = {"kind": "id", "vocabulary_size": users.vocabulary_size()}
     encoded.info[rc.item] = {"kind": "id", "vocabulary_size": items.vocabulary_size()}
     return layers.Concatenate(name="parts")(parts), encoded

@@ -33,7 +33,7 @@ def cnn(inputs, cfg: ExperimentConfig, spec, columns, reg, augmenter):
     for i in range(cfg.model.depth):
         x = conv_block(x, cfg.model.width * 2**i, cfg.model, reg, name=f"block{i + 1}")
     pool = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
-    x = _concat([pool[cfg.model.pooling](name="pool")(x), *encoded.vectors, *encoded.deep])
+    x = _concat([pool[cfg.model.pooling](name="pool")(x), *encoded.every_vector])
     return (dense_block(x, cfg.model.head_units, cfg.model, reg, name="head") if cfg.model.head_units else x), encoded
 
 

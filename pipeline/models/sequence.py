@@ -66,6 +66,6 @@ def _head(summary, future: list, encoded, cfg: ExperimentConfig, reg):
     """The body's summary, the future covariates and any other input (the series id) -> a dense block."""
     from keras import layers
 
-    parts = [summary, *future, *encoded.vectors, *encoded.deep]
+    parts = [summary, *future, *encoded.every_vector]
     x = layers.Concatenate(name="summary")(parts) if len(parts) > 1 else summary
     return dense_block(x, cfg.model.width, cfg.model, reg, name="head")
