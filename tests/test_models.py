@@ -332,3 +332,45 @@ def test_categories_in_fewer_training_rows_than_min_count_share_the_unseen_bucke
     assert predict(city="c") == predict(city="never seen") != predict(city="a")
     assert predict(name="z") == predict(name="anything") == predict()  # the column is in the export, and unused
     assert predict(code=9) == predict(code=123)
+
+
+def test_whole_numbers_that_are_codes_also_enter_one_hot_and_the_linear_start_learns_each_codes_effect():
+    """A school written as a number: its order means nothing, each school's own level is what predicts. An age
+    of as many values varies smoothly and stays a number only; so does a price with cents."""
+    import keras
+    import numpy as np
+
+    from pipeline.models import build_model
+    from pipeline.models.codes import code_values, notes
+
+    rng = np.random.default_rng(0)
+    ids = rng.choice(np.arange(100, 900), 40, replace=False)
+    effect = dict(zip(ids, rng.normal(0, 2, 40)))
+    school, age = rng.choice(ids, 2000), rng.integers(18, 81, 2000)
+    price = rng.uniform(1, 9, 2000).round(2)
+    y = np.array([effect[s] for s in school]) + 0.05 * age + price + rng.normal(0, 0.3, 2000)
+    spec = DataSpec("t", "1", {}, {}, "", tuple(Feature(n, "numeric", "float32") for n in ("school", "age", "price")),
+                    "y", "regression", 0)
+    columns = {"school": school.astype("float32"), "age": age.astype("float32"), "price": price.astype("float32"),
+               "y": y.astype("float32")}
+    model = build_model(load(None, ["model.name=tabular_mlp", "model.width=4", "model.wide=true"]), spec, columns)
+    info = model.feature_info
+    assert info["school"]["codes"] == 40 and "codes" not in info["age"] and "codes" not in info["price"]
+    assert notes(info)[0].startswith("column 'school' holds whole numbers whose 40 values predict the label")
+
+    def predict(**changed):
+        batch = {"school": float(ids[0]), "age": 30.0, "price": 5.0, **changed}
+        return float(np.asarray(model({k: np.array([v], "float32") for k, v in batch.items()}))[0, 0])
+
+    a, b = ids[:2]
+    assert abs((predict(school=a) - predict(school=b)) - (effect[a] - effect[b])) < 0.2  # fitted by the start
+    one_hot = keras.Model(model.input, model.get_layer("school_codes").output)
+    for unseen in (np.nan, 5.0, 5.4):  # no value, or one never seen: the out-of-vocabulary bucket
+        batch = {"school": np.array([unseen], "float32"), "age": np.array([30.0]), "price": np.array([5.0])}
+        assert np.asarray(one_hot(batch)).tolist() == [[1.0] + [0.0] * 40]
+    off = build_model(load(None, ["model.name=tabular_mlp", "model.width=4", "features.codes=none"]), spec, columns)
+    assert not any("codes" in i for i in off.feature_info.values())
+    labels = np.where(np.array([effect[s] for s in school]) > 0, "yes", "no")  # classes: the same test, per class
+    cfg = load(None, [])
+    assert len(code_values(columns["school"], labels, "classification", cfg)) == 40
+    assert code_values(columns["age"], labels, "classification", cfg) == []

@@ -193,6 +193,9 @@ class FeaturesConfig(Section):
     piecewise_bins: Annotated[int, Field(ge=0, le=256)] = Field(
         0, description="The deep part also sees each number piecewise-linearly encoded over this many bins at its "
                        "training quantiles (Gorishniy et al., 2022): a threshold is one weight; 0: off.")
+    codes: Literal["auto", "none"] = Field(
+        "auto", description="auto: a column of whole numbers whose values predict the label apart from their order "
+                            "(ids written as numbers; tested out of fold on training rows) also enters one-hot.")
     target_transform: Literal["none", "log"] = Field("none", description="Regression: train on log(y); the export returns y.")
 
 

@@ -48,7 +48,7 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
     from pipeline import baselines, models, runtime, track
     from pipeline.data import dataset, stats
     from pipeline.data.augment import build_augmenter
-    from pipeline.models import family
+    from pipeline.models import codes, family
     from pipeline.tasks import task_for
     from pipeline.train import cluster, loop, resume
     from pipeline.train.callbacks import build_callbacks
@@ -79,10 +79,13 @@ def train(cfg: ExperimentConfig, callbacks: list = (), alias: str | None = "cham
     with track.start_run(run_cfg, tags=run_tags, resume_id=previous.run_id, resume_epoch=previous.epoch) as run:
         run.log_setup(cfg, data.spec, {**describe(strategy), "global_batch": data.global_batch,
                                        "precision": cfg.train.precision})
-        if notes:
-            run.log_text("".join(f"{note}\n" for note in notes), "data_notes.txt")
         runtime.seed(cfg)  # again: data preparation and tracking drew from the global RNGs
         model = loop.build_compiled(cfg, data, task, strategy, augmenter if in_model else None)
+        for note in codes.notes(model.feature_info):
+            print(f"note: {note}", file=sys.stderr)
+            notes.append(note)
+        if notes:
+            run.log_text("".join(f"{note}\n" for note in notes), "data_notes.txt")
         own = build_callbacks(cfg, run.dir)
         resume.restore(model, previous, augmenter)
         saver = resume.checkpointer(cfg, run.id, previous, own, write=cfg.train.resume and chief, augmenter=augmenter)

@@ -7,6 +7,7 @@ validation and test data never leak into preprocessing.
     image        [augmentation] -> Rescaling(1/255)
     numeric      NaN -> training mean (or 0) [+ is-missing flag] -> Normalization (one for all of them)
                  [+ for the deep part only: piecewise-linear bins at the training quantiles]
+                 [+ whole numbers that are codes (models/codes.py): their values one-hot]
     categorical  StringLookup / IntegerLookup with one OOV bucket (and values of under min_count rows) -> one-hot
                  or Embedding
                  (the text columns that enter one-hot share one StringLookup)
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.config import ExperimentConfig
+from pipeline.models import codes
 from pipeline.models.custom_layers import Flat, OneHotColumns, Relative, SplitStrings
 
 
@@ -118,6 +120,10 @@ def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Enco
     for name, s in zip(names, stats):
         out.info[name] = {"kind": "numeric", "mean": s["mean"].tolist(), "std": np.sqrt(s["var"]).tolist(),
                           "missing_share": s["missing_share"]}
+        feature = spec.feature(name)  # a date's days are not codes: the days to come are all unseen
+        if not feature.date and (values := codes.code_values(columns[name], columns.get(spec.label), spec.task, cfg)):
+            grouped[name].append(codes.one_hot(inputs[name], values, layer_name(name, "codes")))
+            out.info[name]["codes"] = len(values)
     return grouped
 
 
