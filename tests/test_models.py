@@ -372,5 +372,7 @@ def test_whole_numbers_that_are_codes_also_enter_one_hot_and_the_linear_start_le
     assert not any("codes" in i for i in off.feature_info.values())
     labels = np.where(np.array([effect[s] for s in school]) > 0, "yes", "no")  # classes: the same test, per class
     cfg = load(None, [])
-    assert len(code_values(columns["school"], labels, "classification", cfg)) == 40
-    assert code_values(columns["age"], labels, "classification", cfg) == []
+    assert len(code_values(spec.feature("school"), columns["school"], labels, "classification", cfg)) == 40
+    assert code_values(spec.feature("age"), columns["age"], labels, "classification", cfg) == []
+    day = Feature("day", "numeric", "int64", date=True)  # the same values as dates: the days to come are unseen
+    assert code_values(day, columns["school"], labels, "classification", cfg) == []

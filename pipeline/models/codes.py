@@ -20,12 +20,14 @@ FOLDS = 5
 SHRINK = 2.0  # a value's mean counts the overall mean as this many rows: a value of one row is mostly overall
 
 
-def code_values(column, labels, task: str, cfg) -> list[int]:
-    """The values to one-hot of a numeric training column, each in ``features.min_count`` rows, if they are
-    codes of what predicts the label; else none."""
+def code_values(feature, column, labels, task: str, cfg) -> list[int]:
+    """The values to one-hot of a numeric feature's training column, each in ``features.min_count`` rows, if
+    they are codes of what predicts the label; else none. A date's days are never codes: those to come are
+    all unseen."""
     f = cfg.features
     raw = np.asarray(column)
-    if f.codes == "none" or labels is None or task not in ("classification", "regression") or raw.ndim != 1:
+    if (f.codes == "none" or feature.date or labels is None or task not in ("classification", "regression")
+            or raw.ndim != 1):
         return []
     x = raw.astype(np.float64)
     step = -(-len(x) // ROWS)

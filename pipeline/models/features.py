@@ -120,8 +120,7 @@ def _numbers(inputs: dict, spec, cfg: ExperimentConfig, columns: dict, out: Enco
     for name, s in zip(names, stats):
         out.info[name] = {"kind": "numeric", "mean": s["mean"].tolist(), "std": np.sqrt(s["var"]).tolist(),
                           "missing_share": s["missing_share"]}
-        feature = spec.feature(name)  # a date's days are not codes: the days to come are all unseen
-        if not feature.date and (values := codes.code_values(columns[name], columns.get(spec.label), spec.task, cfg)):
+        if values := codes.code_values(spec.feature(name), columns[name], columns.get(spec.label), spec.task, cfg):
             grouped[name].append(codes.one_hot(inputs[name], values, layer_name(name, "codes")))
             out.info[name]["codes"] = len(values)
     return grouped
