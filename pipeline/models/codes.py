@@ -29,9 +29,8 @@ def code_values(feature, column, labels, task: str, cfg) -> list[int]:
     if (f.codes == "none" or feature.date or labels is None or task not in ("classification", "regression")
             or raw.ndim != 1):
         return []
-    x = raw.astype(np.float64)
-    step = -(-len(x) // ROWS)
-    sample, y = x[::step], np.asarray(labels)[::step]
+    step = -(-len(raw) // ROWS)
+    sample, y = raw[::step].astype(np.float64), np.asarray(labels)[::step]  # the whole column only for a code's values
     present = ~np.isnan(sample)
     sample, y = sample[present], y[present]
     if not len(sample) or np.any(sample != np.round(sample)):
@@ -44,7 +43,7 @@ def code_values(feature, column, labels, task: str, cfg) -> list[int]:
     near = np.minimum((middle * NEIGHBOURHOODS).astype(int), NEIGHBOURHOODS - 1)[groups]
     if _error_out_of_fold(groups, target) > GAIN * _error_out_of_fold(near, target):
         return []
-    values, counts = np.unique(raw if raw.dtype.kind in "iu" else x[~np.isnan(x)], return_counts=True)
+    values, counts = np.unique(raw if raw.dtype.kind in "iu" else raw[~np.isnan(raw)], return_counts=True)
     return [int(v) for v, n in zip(values, counts) if n >= f.min_count]
 
 
